@@ -1,0 +1,57 @@
+/*
+ * authz.h: the policy engine. Roles, inheritance, scoped bindings, decisions
+ * with deny-overrides, explanations and reverse queries.
+ *
+ * authz/ reads the store and knows nothing of sockets or libuv. Decisions come
+ * from a compiled per-user rule set (patterns pre-split, roles flattened,
+ * scopes attached) kept in a cache that is dropped whenever the store's
+ * authorization generation (gh_store_authz_gen) moves, so a committed write to
+ * roles, bindings, memberships or user state is seen by the next check.
+ *
+ * A gh_authz is not thread-safe: the server's loop thread owns one.
+ */
+#ifndef GH_AUTHZ_H
+#define GH_AUTHZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "schema/store.h"
+
+typedef struct gh_authz gh_authz;
+
+typedef struct gh_authz_opts {
+    size_t cache_users; /* compiled user rule sets kept (0: 65536) */
+} gh_authz_opts;
+
+typedef struct gh_authz_stats {
+    uint64_t hits, misses, compiles, flushes;
+    size_t cached;
+} gh_authz_stats;
+
+int gh_authz_new(gh_authz **out, const gh_authz_opts *opts);
+void gh_authz_free(gh_authz *a);
+
+/* Decision for (user, action, resource): *allow = 1 or 0. GH_ENOTFOUND when
+ * the user does not exist; GH_EINVAL for a malformed action or resource. */
+int gh_authz_check(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *action,
+                   const char *resource, int *allow);
+
+/* Same decision plus *explain: {"decision":"allow"|"deny","reason":...,
+ * "rule":{...},"path":[...]} (see docs/AUTHZ.md). Caller owns *explain. */
+int gh_authz_explain(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *action,
+                     const char *resource, int *allow, json_t **explain);
+
+/* Effective rules of a user with where each comes from. Caller owns *out (array). */
+int gh_authz_perms(gh_authz *a, gh_txn *txn, uint64_t user_id, json_t **out);
+
+/* Users and groups allowed (action, resource), each with the binding that
+ * allows it. Caller owns *out ({"users":[...],"groups":[...]}). */
+int gh_authz_who_can(gh_authz *a, gh_txn *txn, const char *action, const char *resource,
+                     json_t **out);
+
+void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st);
+
+#endif

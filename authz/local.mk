@@ -1,0 +1,2 @@
+# authz/: the policy engine (owned by the authz work).
+libghcore_la_SOURCES += authz/authz.h

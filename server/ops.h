@@ -1,0 +1,103 @@
+/*
+ * ops.h: how an operation of the protocol is written.
+ *
+ * A request moves through named steps (server/dispatch.c): decode -> identify
+ * the peer -> authorize the op -> execute -> log. "Execute" calls the op's
+ * handler on the loop thread with a read snapshot (c->txn) that is valid only
+ * during the call. A handler either
+ *   - answers at once: adds its fields to c->resp and returns 0, or returns a
+ *     GH_E* code with a message in c->msg (gh_op_fail), or
+ *   - defers a write: calls gh_op_defer(c, apply, reply, free, arg) and
+ *     returns 0. apply(txn, arg) later runs on the writer thread inside a
+ *     nested write txn (it may run more than once: depend only on arg);
+ *     reply(arg, resp) runs on the loop thread after the commit is durable and
+ *     adds the success fields; free(arg) releases arg in every case.
+ *   - or goes asynchronous in its own way (auth: Argon2 on the thread pool) by
+ *     taking c->pending (gh_op_pend) and completing it with gh_op_complete.
+ * Handlers never block: no fsync, no Argon2, no network.
+ */
+#ifndef GH_OPS_H
+#define GH_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "authz/authz.h"
+#include "schema/store.h"
+#include "server/config.h"
+
+struct gh_server;
+struct gh_pending;
+
+typedef struct gh_opctx {
+    struct gh_server *srv;
+    const gh_config *cfg;
+    gh_authz *authz;
+    gh_txn *txn;        /* read snapshot, valid during the handler call only */
+    json_t *req;        /* the request object (borrowed) */
+    json_t *resp;       /* success fields go here (borrowed) */
+    int admin;          /* the peer may call admin operations */
+    uid_t peer_uid;     /* (uid_t)-1 for TCP peers */
+    const char *peer;   /* "uid:1000" or "tcp:127.0.0.1:5555", for lockout and logs */
+    char actor[96];     /* change-log actor: "uid:0", "user:alice" */
+    int64_t now;        /* wall clock seconds */
+    char msg[GH_ERRMSG_MAX];
+    /* set by gh_op_defer */
+    int deferred;
+    gh_store_write_fn apply;
+    int (*reply)(void *arg, json_t *resp);
+    void (*free_arg)(void *arg);
+    void *arg;
+    /* set by gh_op_pend */
+    struct gh_pending *pending;
+} gh_opctx;
+
+typedef int (*gh_op_fn)(gh_opctx *c);
+
+enum {
+    GH_OPF_ADMIN = 1u << 0, /* admin peers only */
+};
+
+typedef struct gh_op_def {
+    const char *name;
+    gh_op_fn fn;
+    unsigned flags;
+} gh_op_def;
+
+/* Op tables, one per source file; server/dispatch.c concatenates them. */
+extern const gh_op_def gh__ops_core[];   /* server/ops_core.c: ping, auth, whoami, logout, stats, audit */
+extern const gh_op_def gh__ops_user[];   /* server/ops_user.c: user.*, group.*, dump, import */
+extern const gh_op_def gh__ops_authz[];  /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
+extern const gh_op_def gh__ops_sync[];   /* server/ops_sync.c: sync.status, sync.run */
+
+/* Sets c->msg (printf-style) and returns err. */
+int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, json_t *resp),
+                void (*free_arg)(void *arg), void *arg);
+
+/* Field readers: 0, GH_ENOTFOUND when absent and optional (out untouched),
+ * or GH_EINVAL with c->msg set (missing when required, wrong type, too long,
+ * out of range). Strings are borrowed from c->req. */
+int gh_arg_str(gh_opctx *c, const char *key, int required, size_t maxlen, const char **out);
+int gh_arg_int(gh_opctx *c, const char *key, int required, int64_t min, int64_t max,
+               int64_t *out);
+int gh_arg_bool(gh_opctx *c, const char *key, int required, int *out);
+/* A name field validated with gh_schema_name_valid. */
+int gh_arg_name(gh_opctx *c, const char *key, int required, const char **out);
+
+/* Protocol objects for records (new references). */
+json_t *gh_json_user(const gh_user *u);
+json_t *gh_json_group(const gh_group *g);
+/* Resolves a user by name or by {"token"} in the request: used by check. */
+int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id);
+
+/* Asynchronous completion for handlers that neither answer nor defer. */
+struct gh_pending *gh_op_pend(gh_opctx *c);
+/* Completes the request later on the loop thread: rc 0 with resp fields, or
+ * an error code and message. Takes ownership of resp (may be NULL). */
+void gh_op_complete(struct gh_pending *p, int rc, const char *msg, json_t *resp);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * writer.h: the single writer. Requests from the loop (and batches from the
+ * sync workers) queue here; one thread drains the queue, runs the queued ops
+ * in one LMDB write transaction (each op nested, so one failure undoes only
+ * itself), commits with fsync, and only then completes the ops: loop ops
+ * through uv_async on the loop thread, blocking submitters by waking them.
+ * An acknowledged write is therefore always durable.
+ */
+#ifndef GH_WRITER_H
+#define GH_WRITER_H
+
+#include <uv.h>
+
+#include "schema/store.h"
+
+typedef struct gh_writer gh_writer;
+
+/* Called on the loop thread after the op's commit is durable (rc = op's
+ * result), or with the failure of the whole commit. err: message when rc < 0. */
+typedef void (*gh_writer_done_cb)(void *cbarg, int rc, const char *err);
+
+int gh_writer_start(gh_writer **out, uv_loop_t *loop, gh_store *store, unsigned batch_max);
+/* Loop thread only. fn(txn, arg) runs on the writer thread; arg must stay
+ * valid until done runs. actor is copied. */
+int gh_writer_submit(gh_writer *w, const char *actor, gh_store_write_fn fn, void *arg,
+                     gh_writer_done_cb done, void *cbarg);
+/* Any thread but the loop's: blocks until the op is durable; returns its rc
+ * and copies its message into err. Used by sync workers. */
+int gh_writer_submit_wait(gh_writer *w, const char *actor, gh_store_write_fn fn, void *arg,
+                          char *err, size_t errlen);
+/* Counters for stats. */
+void gh_writer_stats(gh_writer *w, uint64_t *commits, uint64_t *ops);
+/* Drains the queue (every queued op is committed and completed), stops the
+ * thread. Loop thread; runs the loop until the last completion is delivered. */
+void gh_writer_stop(gh_writer *w);
+
+#endif
