@@ -39,6 +39,13 @@ void gh_authz_free(gh_authz *a);
 int gh_authz_check(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *action,
                    const char *resource, int *allow);
 
+/* Decisions for n (action, resource) pairs of one user: allow[i] = 1 or 0.
+ * The generation check and the cache lookup are done once for the batch. On
+ * GH_EINVAL *bad (may be NULL) is the index of the first malformed pair. */
+int gh_authz_check_many(gh_authz *a, gh_txn *txn, uint64_t user_id, size_t n,
+                        const char *const *actions, const char *const *resources, int *allow,
+                        size_t *bad);
+
 /* Same decision plus *explain: {"decision":"allow"|"deny","reason":...,
  * "rule":{...},"path":[...]} (see docs/AUTHZ.md). Caller owns *explain. */
 int gh_authz_explain(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *action,
@@ -53,5 +60,7 @@ int gh_authz_who_can(gh_authz *a, gh_txn *txn, const char *action, const char *r
                      json_t **out);
 
 void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st);
+/* Drops every compiled set now (benchmarks and tests; writes never need it). */
+void gh_authz_flush(gh_authz *a);
 
 #endif

@@ -1,6 +1,11 @@
-# server/: gatehoused.
+# server/: gatehoused. Everything but main() goes into libghcore so the
+# tests and tools link the same code the server runs.
 sbin_PROGRAMS += gatehoused
 gatehoused_SOURCES = server/main.c
 gatehoused_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 gatehoused_LDADD = libghcore.la $(DEP_LIBS)
-libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync.h
+libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync.h \
+	server/server.h server/config.c server/writer.c server/conn.c server/dispatch.c \
+	server/ops_util.c server/auth.c server/ops_core.c server/ops_user.c \
+	server/ops_authz.c server/ops_io.c
+# sync

@@ -1,4 +1,425 @@
-int main(void)
+/*
+ * main.c: gatehoused's start, bootstrap and shutdown.
+ *
+ * Start: defaults, then --config, then command-line overrides; open the store
+ * (migrating or refusing), start the writer, authz, sync workers, listeners,
+ * signals. Shutdown (SIGTERM/SIGINT) stops accepting and reading, lets every
+ * request in flight finish and its reply go out, drains the writer (every
+ * acknowledged write is committed), stops sync, closes the store, exits 0.
+ * Core dumps are disabled: the process holds passwords in memory while it
+ * hashes them.
+ */
+#include "gh-config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#ifdef HAVE_SYS_PRCTL_H
+#include <sys/prctl.h>
+#endif
+
+#include <sodium.h>
+
+#include "schema/log.h"
+#include "server/server.h"
+
+static void usage(FILE *f)
 {
+    fprintf(f, "usage: gatehoused [--config FILE] [--state-dir DIR] [--socket PATH] "
+               "[--foreground]\n"
+               "       gatehoused [--config FILE] [--state-dir DIR] --init-admin NAME  "
+               "(password on stdin)\n"
+               "       gatehoused --version | --help\n"
+               "With no configuration the state lives under ./var and the socket is "
+               "./var/gatehoused.sock.\n");
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s", dir);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+        return -1;
     return 0;
+}
+
+static int open_store(gh_config *cfg, gh_store **store)
+{
+    char err[512] = "";
+    gh_store_opts so = {
+        .state_dir = cfg->state_dir,
+        .map_size = cfg->map_size,
+        .map_max = cfg->map_max,
+        .uid_min = cfg->uid_min,
+    };
+    if (mkdir_p(cfg->state_dir) != 0) {
+        GH_LOGE("cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
+        return GH_EIO;
+    }
+    int rc = gh_store_open(store, &so, err, sizeof(err));
+    if (rc != 0)
+        GH_LOGE("cannot open the store in %s: %s", cfg->state_dir, err[0] ? err : gh_strerror(rc));
+    return rc;
+}
+
+/* ---- --init-admin ---- */
+
+typedef struct init_admin {
+    const char *name;
+    const char *group;
+    char verifier[GH_VERIFIER_MAX + 1];
+} init_admin;
+
+static int init_admin_apply(gh_txn *txn, void *arg)
+{
+    init_admin *a = arg;
+    gh_user u;
+    gh_group g;
+    int rc = gh_store_user_get(txn, a->name, &u);
+    if (rc == GH_ENOTFOUND) {
+        memset(&u, 0, sizeof(u));
+        snprintf(u.name, sizeof(u.name), "%s", a->name);
+        snprintf(u.verifier, sizeof(u.verifier), "%s", a->verifier);
+        rc = gh_store_user_add(txn, &u);
+    } else if (rc == 0) {
+        snprintf(u.verifier, sizeof(u.verifier), "%s", a->verifier);
+        u.verifier_time = gh_txn_now(txn);
+        rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+    }
+    if (rc != 0)
+        return rc;
+    rc = gh_store_group_get(txn, a->group, &g);
+    if (rc == GH_ENOTFOUND) {
+        memset(&g, 0, sizeof(g));
+        snprintf(g.name, sizeof(g.name), "%s", a->group);
+        snprintf(g.description, sizeof(g.description), "Gatehouse administrators");
+        rc = gh_store_group_add(txn, &g);
+    }
+    if (rc != 0)
+        return rc;
+    rc = gh_store_member_add(txn, g.id, (gh_member){GH_MEMBER_USER, u.id});
+    return rc == GH_EEXISTS ? 0 : rc;
+}
+
+static int run_init_admin(gh_config *cfg, const char *name)
+{
+    char msg[GH_ERRMSG_MAX];
+    char *pw = NULL;
+    size_t cap = 0;
+    gh_store *store = NULL;
+    init_admin a = {.name = name, .group = cfg->admin_group};
+    int rc = 1;
+
+    if (gh_schema_name_valid(name, msg, sizeof(msg)) != 0) {
+        fprintf(stderr, "gatehoused: --init-admin: %s\n", msg);
+        return 2;
+    }
+    if (cfg->admin_group[0] == '\0') {
+        fprintf(stderr, "gatehoused: --init-admin needs admin_group to be set\n");
+        return 2;
+    }
+    ssize_t n = getline(&pw, &cap, stdin);
+    if (n < 0) {
+        fprintf(stderr, "gatehoused: --init-admin reads the password from stdin; got nothing\n");
+        goto done;
+    }
+    while (n > 0 && (pw[n - 1] == '\n' || pw[n - 1] == '\r'))
+        pw[--n] = '\0';
+    if ((size_t)n < cfg->password_min_length) {
+        fprintf(stderr, "gatehoused: the password must be at least %u characters\n",
+                cfg->password_min_length);
+        goto done;
+    }
+    if (crypto_pwhash_str(a.verifier, pw, (size_t)n, cfg->argon2_opslimit,
+                          cfg->argon2_memlimit) != 0) {
+        fprintf(stderr, "gatehoused: cannot hash the password (out of memory)\n");
+        goto done;
+    }
+    if (open_store(cfg, &store) != 0)
+        goto done;
+    char err[GH_ERRMSG_MAX] = "";
+    int wrc = gh_store_write(store, init_admin_apply, &a, err, sizeof(err));
+    if (wrc != 0) {
+        fprintf(stderr, "gatehoused: --init-admin: %s: %s\n", gh_error_code(wrc),
+                err[0] ? err : gh_strerror(wrc));
+        goto done;
+    }
+    printf("admin user '%s' is a member of '%s'\n", name, cfg->admin_group);
+    rc = 0;
+done:
+    if (pw) {
+        sodium_memzero(pw, cap);
+        free(pw);
+    }
+    sodium_memzero(a.verifier, sizeof(a.verifier));
+    if (store)
+        gh_store_close(store);
+    return rc;
+}
+
+/* ---- signals and shutdown ---- */
+
+static void on_close_free_nothing(uv_handle_t *h)
+{
+    (void)h;
+}
+
+void gh__maybe_finish_shutdown(gh_server *srv)
+{
+    if (!srv->stopping || srv->nconns > 0 || srv->stopping == 2)
+        return;
+    srv->stopping = 2;
+    GH_LOGI("all connections closed; draining writes");
+    gh_writer_stop(srv->writer);
+    srv->writer = NULL;
+    if (srv->sync) {
+        gh_sync_stop(srv->sync);
+        srv->sync = NULL;
+    }
+    uv_close((uv_handle_t *)&srv->housekeeping, on_close_free_nothing);
+    uv_close((uv_handle_t *)&srv->shutdown_timer, on_close_free_nothing);
+    uv_close((uv_handle_t *)&srv->flush_check, on_close_free_nothing);
+    uv_close((uv_handle_t *)&srv->sig_term, on_close_free_nothing);
+    uv_close((uv_handle_t *)&srv->sig_int, on_close_free_nothing);
+    uv_close((uv_handle_t *)&srv->sig_hup, on_close_free_nothing);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    gh_server *srv = t->data;
+    GH_LOGW("shutdown: closing %u connections that did not finish in time", srv->nconns);
+    for (gh_conn *c = srv->conns; c; c = c->next)
+        gh__conn_close(c);
+}
+
+void gh__server_shutdown(gh_server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    GH_LOGI("shutting down: no new connections, finishing requests in flight");
+    gh__listen_stop(srv);
+    gh__close_idle_for_shutdown(srv);
+    uv_timer_start(&srv->shutdown_timer, on_shutdown_timeout, 10000, 0);
+    gh__maybe_finish_shutdown(srv);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    gh_server *srv = s->data;
+    if (signum == SIGHUP) {
+        /* Reload what can change without a restart: logging and limits. */
+        if (srv->config_path == NULL) {
+            GH_LOGI("SIGHUP: no configuration file to reload");
+            return;
+        }
+        gh_config fresh;
+        char err[512] = "";
+        if (gh_config_defaults(&fresh) != 0 ||
+            gh_config_load(&fresh, srv->config_path, err, sizeof(err)) != 0) {
+            GH_LOGE("SIGHUP: keeping the running configuration: %s", err);
+            gh_config_free(&fresh);
+            return;
+        }
+        free(srv->cfg->log_level);
+        srv->cfg->log_level = fresh.log_level;
+        fresh.log_level = NULL;
+        srv->cfg->log_syslog = fresh.log_syslog;
+        srv->cfg->idle_timeout = fresh.idle_timeout;
+        srv->cfg->max_connections = fresh.max_connections;
+        srv->cfg->lockout_threshold = fresh.lockout_threshold;
+        srv->cfg->lockout_base_delay = fresh.lockout_base_delay;
+        srv->cfg->lockout_max_delay = fresh.lockout_max_delay;
+        srv->cfg->peer_failure_threshold = fresh.peer_failure_threshold;
+        srv->cfg->password_min_length = fresh.password_min_length;
+        srv->cfg->token_ttl = fresh.token_ttl;
+        srv->cfg->argon2_queue_max = fresh.argon2_queue_max;
+        gh_log_setup(gh_log_level_parse(srv->cfg->log_level), srv->cfg->log_syslog);
+        gh_config_free(&fresh);
+        GH_LOGI("SIGHUP: configuration reloaded from %s", srv->config_path);
+        return;
+    }
+    gh__server_shutdown(srv);
+}
+
+static void on_housekeeping(uv_timer_t *t)
+{
+    gh__housekeeping(t->data);
+}
+
+static void on_flush(uv_check_t *h)
+{
+    gh__flush_all(h->data);
+}
+
+static int run_server(gh_config *cfg, const char *config_path)
+{
+    gh_server srv;
+    uv_loop_t loop;
+    int rc;
+    char nbuf[16];
+
+    memset(&srv, 0, sizeof(srv));
+    srv.cfg = cfg;
+    srv.config_path = config_path;
+    snprintf(nbuf, sizeof(nbuf), "%u", cfg->threadpool_size);
+    setenv("UV_THREADPOOL_SIZE", nbuf, 1);
+    if (uv_loop_init(&loop) != 0)
+        return 1;
+    srv.loop = &loop;
+    srv.started = gh__now_ms();
+
+    if ((rc = open_store(cfg, &srv.store)) != 0)
+        goto fail;
+    if ((rc = gh_store_reader_new(srv.store, &srv.reader)) != 0)
+        goto fail;
+    if ((rc = gh__auth_init(&srv)) != 0)
+        goto fail;
+    if ((rc = gh__dispatch_init(&srv)) != 0)
+        goto fail;
+    gh_authz_opts ao = {0};
+    if ((rc = gh_authz_new(&srv.authz, &ao)) != 0)
+        goto fail;
+    if ((rc = gh_writer_start(&srv.writer, &loop, srv.store, cfg->write_batch_max)) != 0)
+        goto fail;
+    if ((rc = gh_sync_start(&srv.sync, &loop, srv.store, srv.writer, cfg)) != 0) {
+        GH_LOGE("cannot start the upstream sync workers: %s", gh_strerror(rc));
+        goto fail;
+    }
+    if ((rc = gh__listen(&srv)) != 0)
+        goto fail;
+
+    uv_signal_init(&loop, &srv.sig_term);
+    uv_signal_init(&loop, &srv.sig_int);
+    uv_signal_init(&loop, &srv.sig_hup);
+    srv.sig_term.data = srv.sig_int.data = srv.sig_hup.data = &srv;
+    uv_signal_start(&srv.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv.sig_int, on_signal, SIGINT);
+    uv_signal_start(&srv.sig_hup, on_signal, SIGHUP);
+    uv_timer_init(&loop, &srv.housekeeping);
+    srv.housekeeping.data = &srv;
+    uv_timer_start(&srv.housekeeping, on_housekeeping, 30000, 30000);
+    uv_timer_init(&loop, &srv.shutdown_timer);
+    srv.shutdown_timer.data = &srv;
+    uv_check_init(&loop, &srv.flush_check);
+    srv.flush_check.data = &srv;
+    uv_check_start(&srv.flush_check, on_flush);
+
+    GH_LOGI("gatehoused %s ready (state %s)", GH_VERSION_STRING, cfg->state_dir);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    GH_LOGI("stopped");
+    rc = 0;
+    goto cleanup;
+fail:
+    gh__listen_stop(&srv);
+    if (srv.writer) {
+        gh_writer_stop(srv.writer);
+        srv.writer = NULL;
+    }
+    if (srv.sync) {
+        gh_sync_stop(srv.sync);
+        srv.sync = NULL;
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+cleanup:
+    if (srv.authz)
+        gh_authz_free(srv.authz);
+    if (srv.reader)
+        gh_store_reader_free(srv.reader);
+    if (srv.store)
+        gh_store_close(srv.store);
+    gh__auth_fini(&srv);
+    free(srv.lat);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&loop) != 0)
+        GH_LOGW("event loop closed with handles still open");
+    return rc == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"state-dir", required_argument, NULL, 'd'},
+        {"socket", required_argument, NULL, 's'},
+        {"foreground", no_argument, NULL, 'f'},
+        {"init-admin", required_argument, NULL, 'a'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *state_dir = NULL, *sock = NULL, *admin = NULL;
+    gh_config cfg;
+    char err[1024] = "";
+    int ch, rc;
+
+    while ((ch = getopt_long(argc, argv, "c:d:s:fa:Vh", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': config_path = optarg; break;
+        case 'd': state_dir = optarg; break;
+        case 's': sock = optarg; break;
+        case 'f': break; /* always in the foreground: supervisors (systemd) daemonize */
+        case 'a': admin = optarg; break;
+        case 'V': printf("gatehoused %s\n", GH_VERSION_STRING); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "gatehoused: libsodium failed to initialize\n");
+        return 1;
+    }
+#ifdef HAVE_SYS_PRCTL_H
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+#endif
+    struct rlimit nocore = {0, 0};
+    setrlimit(RLIMIT_CORE, &nocore);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (gh_config_defaults(&cfg) != 0)
+        return 1;
+    if (config_path && gh_config_load(&cfg, config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gatehoused: %s\n", err);
+        gh_config_free(&cfg);
+        return 2;
+    }
+    if (state_dir) {
+        free(cfg.state_dir);
+        cfg.state_dir = strdup(state_dir);
+    }
+    if (sock) {
+        free(cfg.socket_path);
+        cfg.socket_path = strdup(sock);
+    }
+    if (gh_config_finish(&cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gatehoused: %s%s%s\n", config_path ? config_path : "",
+                config_path ? ": " : "", err);
+        gh_config_free(&cfg);
+        return 2;
+    }
+    gh_log_setup(gh_log_level_parse(cfg.log_level), cfg.log_syslog);
+    if (admin)
+        rc = run_init_admin(&cfg, admin);
+    else
+        rc = run_server(&cfg, config_path);
+    gh_config_free(&cfg);
+    return rc;
 }

@@ -53,6 +53,7 @@ typedef struct gh_opctx {
     void *arg;
     /* set by gh_op_pend */
     struct gh_pending *pending;
+    struct gh_pending *request_; /* internal: this request's reply slot */
 } gh_opctx;
 
 typedef int (*gh_op_fn)(gh_opctx *c);
@@ -70,6 +71,7 @@ typedef struct gh_op_def {
 /* Op tables, one per source file; server/dispatch.c concatenates them. */
 extern const gh_op_def gh__ops_core[];   /* server/ops_core.c: ping, auth, whoami, logout, stats, audit */
 extern const gh_op_def gh__ops_user[];   /* server/ops_user.c: user.*, group.*, dump, import */
+extern const gh_op_def gh__ops_io[];     /* server/ops_io.c: dump, import */
 extern const gh_op_def gh__ops_authz[];  /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
 extern const gh_op_def gh__ops_sync[];   /* server/ops_sync.c: sync.status, sync.run */
 
@@ -91,6 +93,10 @@ int gh_arg_name(gh_opctx *c, const char *key, int required, const char **out);
 /* Protocol objects for records (new references). */
 json_t *gh_json_user(const gh_user *u);
 json_t *gh_json_group(const gh_group *g);
+/* server/ops_authz.c: {"name","description","allow","deny","parents",...} and
+ * {"id","role","user"|"group","scope","created"}. */
+json_t *gh_json_role(const gh_role *r);
+json_t *gh_json_binding(gh_txn *txn, const gh_binding *b);
 /* Resolves a user by name or by {"token"} in the request: used by check. */
 int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id);
 

@@ -1,0 +1,196 @@
+/*
+ * authz-int.h: the compiled per-user rule set, the request form matched
+ * against it, and the bounded cache of sets. Private to authz/.
+ *
+ * The one thing to know: a gh__set is immutable once gh__set_finish has built
+ * its indexes, and every offset in it points into its own string arena
+ * (set->str), so matching never allocates and a set can be freed at any time
+ * the cache drops it. Anything that changes a decision must go through the
+ * store (which bumps gh_store_authz_gen) so the whole cache is dropped.
+ */
+#ifndef GH_AUTHZ_INT_H
+#define GH_AUTHZ_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "authz/authz.h"
+#include "schema/schema.h"
+#include "schema/store.h"
+
+/* A concrete resource has at most this many segments ("a/b/..." within
+ * GH_PATTERN_MAX bytes). */
+#define GH__SEGS_MAX (GH_PATTERN_MAX / 2 + 1)
+
+enum { GH__ACT_EXACT = 0, GH__ACT_PREFIX = 1, GH__ACT_ANY = 2 };
+
+/* Why a decision came out as it did. */
+enum {
+    GH__WHY_RULE = 0,     /* a rule matched (the deciding rule is known) */
+    GH__WHY_DEFAULT = 1,  /* no rule matched: default deny */
+    GH__WHY_LOCKED = 2,   /* the account is locked */
+    GH__WHY_DISABLED = 3, /* the account is disabled or deleted upstream */
+};
+
+/* One segment of a compiled resource pattern. A literal is never empty, so
+ * len 0 marks the single-segment wildcard "*". */
+typedef struct gh__seg {
+    uint32_t off; /* text in set->str */
+    uint32_t len;
+} gh__seg;
+
+/* A resource pattern split once at compile time. A final "**" is not stored
+ * as a segment: it sets rest (zero or more further segments). */
+typedef struct gh__pat {
+    uint32_t seg;  /* first segment in set->segs */
+    uint32_t nseg; /* segments before a final "**" */
+    uint32_t rest; /* the pattern ends with "**" */
+    uint32_t text; /* the pattern as written (NUL-terminated in set->str) */
+} gh__pat;
+
+/* A binding that contributed to the set. */
+typedef struct gh__bind {
+    uint64_t id;
+    gh_member subject;
+    uint32_t role;  /* bound role's name in set->str */
+    int32_t scope;  /* index in set->scopes, -1: unscoped */
+    int32_t missing; /* the bound role does not exist (contributes nothing) */
+} gh__bind;
+
+/* A role reached from a binding: the bound role, or a parent inherited
+ * through the role entry "via". Entries are per binding, so the chain
+ * binding -> role -> parent -> ... is recovered by following via. */
+typedef struct gh__rpath {
+    uint32_t name; /* role name in set->str */
+    int32_t via;   /* index of the child role entry, -1 for the bound role */
+    uint32_t bind; /* index in set->binds */
+} gh__rpath;
+
+typedef struct gh__rule {
+    uint32_t effect; /* GH_ALLOW or GH_DENY */
+    uint32_t akind;  /* GH__ACT_* */
+    uint32_t aoff;   /* exact action, or the prefix including ':' */
+    uint32_t alen;
+    gh__pat res;
+    int32_t scope;    /* index in set->scopes, -1: unscoped */
+    uint32_t role;    /* index in set->roles: the role that declares the rule */
+    uint32_t action;  /* action pattern as written (NUL-terminated in set->str) */
+} gh__rule;
+
+/* Exact actions of one effect, grouped: rule ids start..end of ids share the
+ * action aoff/alen. Open addressing; alen 0 marks an empty slot. */
+typedef struct gh__agrp {
+    uint64_t hash;
+    uint32_t aoff, alen;
+    uint32_t start, end;
+} gh__agrp;
+
+/* The rules of one effect that take part in matching (duplicates removed).
+ * ids[0..nexact) are exact-action rules grouped by action; ids[nexact..nids)
+ * are "*" and "prefix:*" rules, tried for every action. Ids ascend within
+ * each group so the first match is the lowest rule index. */
+typedef struct gh__eidx {
+    uint32_t *ids;
+    uint32_t nexact, nids;
+    gh__agrp *tab;
+    uint32_t mask; /* table size - 1 (size is a power of two) */
+} gh__eidx;
+
+typedef struct gh__set {
+    uint64_t user_id;
+    gh_user_state state;
+    int64_t tombstone;
+    int ref; /* cache CLOCK bit */
+
+    char *str;
+    size_t nstr, capstr;
+    gh__seg *segs;
+    size_t nsegs, capsegs;
+    gh__rule *rules;
+    size_t nrules, caprules;
+    gh__bind *binds;
+    size_t nbinds, capbinds;
+    gh__pat *scopes;
+    size_t nscopes, capscopes;
+    gh__rpath *roles;
+    size_t nroles, caproles;
+    gh__eidx idx[2]; /* [GH_ALLOW], [GH_DENY] */
+} gh__set;
+
+/* A request, split once per check on the caller's stack. */
+typedef struct gh__req {
+    const char *action;
+    uint32_t alen;
+    uint64_t ahash;
+    uint32_t nseg;
+    struct {
+        const char *p;
+        uint32_t len;
+    } seg[GH__SEGS_MAX];
+} gh__req;
+
+/* ---- match.c: the hot path (no allocation) ---- */
+
+uint64_t gh__hash(const char *s, size_t len);
+/* Validates and splits a concrete (action, resource): 0 or GH_EINVAL. */
+int gh__req_init(gh__req *q, const char *action, const char *resource);
+int gh__pat_match(const gh__set *s, const gh__pat *p, const gh__req *q);
+/* First rule of effect matching q (lowest index), or -1. */
+int32_t gh__set_find(const gh__set *s, gh_effect effect, const gh__req *q);
+/* The decision: returns 1 (allow) or 0 (deny); *why gets GH__WHY_*, *rule the
+ * deciding rule or -1. Either pointer may be NULL. */
+int gh__set_decide(const gh__set *s, const gh__req *q, int *why, int32_t *rule);
+
+/* ---- compile.c ---- */
+
+/* Compiles the rule set of a user: bindings of the user and of every
+ * effective group, with inherited roles and scopes. GH_ENOTFOUND when the
+ * user does not exist; GH_EINTERNAL when a stored pattern does not compile. */
+int gh__set_compile_user(gh_txn *txn, uint64_t user_id, gh__set **out);
+/* Compiles the rules of the given subjects' own bindings only (no user state,
+ * no group closure): who_can's view of a group. */
+int gh__set_compile_subject(gh_txn *txn, gh_member subject, gh__set **out);
+void gh__set_free(gh__set *s);
+/* Splits a resource pattern into s: 0 or GH_EINVAL. */
+int gh__pat_compile(gh__set *s, const char *pattern, gh__pat *out);
+/* The text at offset off of s's arena. */
+static inline const char *gh__str(const gh__set *s, uint32_t off)
+{
+    return s->str + off;
+}
+
+/* ---- cache.c: bounded map user id -> set, CLOCK eviction ---- */
+
+typedef struct gh__cache {
+    gh__set **sets; /* dense */
+    size_t n, cap, max;
+    uint32_t *tab; /* open addressing: 0 empty, else index in sets + 1 */
+    size_t mask;
+    size_t hand;
+} gh__cache;
+
+void gh__cache_init(gh__cache *c, size_t max);
+gh__set *gh__cache_get(gh__cache *c, uint64_t user_id);
+/* Takes ownership of s (freed when evicted, or at once on failure). */
+int gh__cache_put(gh__cache *c, gh__set *s);
+void gh__cache_clear(gh__cache *c);
+void gh__cache_destroy(gh__cache *c);
+
+/* ---- authz.c ---- */
+
+struct gh_authz {
+    gh__cache cache;
+    uint64_t gen;  /* gh_store_authz_gen the cached sets were compiled at */
+    int have_gen;
+    gh_authz_stats st;
+};
+
+/* Drops the cache when gh_store_authz_gen(txn) differs from the generation
+ * the cached sets were compiled at. */
+int gh__authz_sync(gh_authz *a, gh_txn *txn);
+/* The compiled set of a user, from the cache or compiled into it; valid until
+ * the next call on a (borrowed). Drops the cache first when the store's
+ * authorization generation moved. */
+int gh__authz_user_set(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out);
+
+#endif

@@ -1,0 +1,152 @@
+/*
+ * cache.c: the bounded map user id -> compiled set. Sets live in a dense
+ * array indexed by a linear-probing table; when the map is full the CLOCK
+ * hand picks a victim (a set not used since the hand last passed).
+ *
+ * The one thing to know: the table holds dense indices, not pointers, and a
+ * removal shifts the following probe run back (no tombstones), so lookups
+ * stay short however many evictions happen. Invalidation is wholesale
+ * (gh__cache_clear) and belongs to the caller, who watches the store's
+ * authorization generation.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "authz/authz-int.h"
+#include "schema/error.h"
+
+static size_t slot_of(const gh__cache *c, uint64_t id)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 17) & c->mask;
+}
+
+void gh__cache_init(gh__cache *c, size_t max)
+{
+    memset(c, 0, sizeof(*c));
+    c->max = max ? max : 1;
+}
+
+gh__set *gh__cache_get(gh__cache *c, uint64_t user_id)
+{
+    if (c->tab == NULL)
+        return NULL;
+    for (size_t j = slot_of(c, user_id); c->tab[j]; j = (j + 1) & c->mask) {
+        gh__set *s = c->sets[c->tab[j] - 1];
+        if (s->user_id == user_id) {
+            s->ref = 1;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+static void tab_insert(gh__cache *c, size_t dense)
+{
+    size_t j = slot_of(c, c->sets[dense]->user_id);
+
+    while (c->tab[j])
+        j = (j + 1) & c->mask;
+    c->tab[j] = (uint32_t)dense + 1;
+}
+
+/* Removes the table entry pointing at dense, shifting the rest of its probe
+ * run back so no lookup stops early. */
+static void tab_remove(gh__cache *c, size_t dense)
+{
+    size_t i = slot_of(c, c->sets[dense]->user_id), j, k;
+
+    while (c->tab[i] != dense + 1)
+        i = (i + 1) & c->mask;
+    c->tab[i] = 0;
+    for (j = (i + 1) & c->mask; c->tab[j]; j = (j + 1) & c->mask) {
+        k = slot_of(c, c->sets[c->tab[j] - 1]->user_id);
+        /* move j into the hole at i unless its home k lies cyclically in (i, j] */
+        if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+            c->tab[i] = c->tab[j];
+            c->tab[j] = 0;
+            i = j;
+        }
+    }
+}
+
+static int tab_resize(gh__cache *c, size_t size)
+{
+    uint32_t *tab = calloc(size, sizeof(*tab));
+
+    if (tab == NULL)
+        return GH_ENOMEM;
+    free(c->tab);
+    c->tab = tab;
+    c->mask = size - 1;
+    for (size_t i = 0; i < c->n; i++)
+        tab_insert(c, i);
+    return 0;
+}
+
+int gh__cache_put(gh__cache *c, gh__set *s)
+{
+    int rc = 0;
+
+    s->ref = 1;
+    if (c->n == c->max) {
+        /* CLOCK: clear reference bits until an unreferenced set comes up */
+        for (;;) {
+            if (c->hand >= c->n)
+                c->hand = 0;
+            if (!c->sets[c->hand]->ref)
+                break;
+            c->sets[c->hand]->ref = 0;
+            c->hand++;
+        }
+        tab_remove(c, c->hand);
+        gh__set_free(c->sets[c->hand]);
+        c->sets[c->hand] = s;
+        tab_insert(c, c->hand);
+        c->hand++;
+        return 0;
+    }
+    if (c->n == c->cap) {
+        size_t ncap = c->cap ? c->cap * 2 : 64;
+        gh__set **ns;
+
+        if (ncap > c->max)
+            ncap = c->max;
+        ns = realloc(c->sets, ncap * sizeof(*ns));
+        if (ns == NULL) {
+            rc = GH_ENOMEM;
+            goto fail;
+        }
+        c->sets = ns;
+        c->cap = ncap;
+    }
+    if (c->tab == NULL || (c->n + 1) * 2 > c->mask + 1) {
+        size_t size = c->tab ? (c->mask + 1) * 2 : 128;
+        if ((rc = tab_resize(c, size)) != 0)
+            goto fail;
+    }
+    c->sets[c->n] = s;
+    tab_insert(c, c->n);
+    c->n++;
+    return 0;
+fail:
+    gh__set_free(s);
+    return rc;
+}
+
+void gh__cache_clear(gh__cache *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        gh__set_free(c->sets[i]);
+    c->n = 0;
+    c->hand = 0;
+    if (c->tab)
+        memset(c->tab, 0, (c->mask + 1) * sizeof(*c->tab));
+}
+
+void gh__cache_destroy(gh__cache *c)
+{
+    gh__cache_clear(c);
+    free(c->sets);
+    free(c->tab);
+    memset(c, 0, sizeof(*c));
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test: `make check` in a normal build and in an ASan+UBSan build,
+# then prints one summary line ("N passed, N failed, N skipped").
+set -uo pipefail
+cd "$(dirname "$0")"
+bash tests/deps.sh || exit 1
+[ -x configure ] || autoreconf -fi >/dev/null || exit 1
+jobs=$(nproc)
+pass=0 fail=0 skip=0
+run_build() {
+    local name=$1; shift
+    mkdir -p "build/$name"
+    ( cd "build/$name" && { [ -f Makefile ] || ../../configure -q "$@"; } && make -j"$jobs" >/dev/null ) \
+        || { echo "build $name failed"; fail=$((fail + 1)); return; }
+    ( cd "build/$name" && make -j"$jobs" check ) > "build/$name-check.log" 2>&1
+    grep -E '^(PASS|FAIL|ERROR|XPASS|SKIP|# )' "build/$name-check.log" | sed "s/^/[$name] /"
+    for f in build/$name/tests/*/*.log; do
+        case "$f" in *test-suite.log) continue;; esac
+        grep -q '^not ok' "$f" 2>/dev/null && { echo "---- $f"; tail -n 60 "$f"; }
+    done
+    local p f e x s
+    p=$(sed -n 's/^# PASS: *//p' "build/$name-check.log" | tail -1)
+    f=$(sed -n 's/^# FAIL: *//p' "build/$name-check.log" | tail -1)
+    e=$(sed -n 's/^# ERROR: *//p' "build/$name-check.log" | tail -1)
+    x=$(sed -n 's/^# XPASS: *//p' "build/$name-check.log" | tail -1)
+    s=$(sed -n 's/^# SKIP: *//p' "build/$name-check.log" | tail -1)
+    if [ -z "$p" ]; then
+        echo "[$name] make check produced no summary"; tail -n 40 "build/$name-check.log"
+        fail=$((fail + 1)); return
+    fi
+    pass=$((pass + p)); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
+}
+run_build normal
+run_build sanitize --enable-sanitizers
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,553 @@
+/*
+ * store.c: the LMDB environment, read snapshots, the write batch and the
+ * conversion of LMDB errors at the module boundary.
+ *
+ * The one thing to know: mdb_env_set_mapsize needs no live transaction in the
+ * process, so every txn (reader snapshot or write batch) runs with the read
+ * side of s->maplock held and the map grows only under the write side. A
+ * thread holding a read snapshot must therefore not start a write that needs
+ * the map to grow: that case is detected and fails with GH_EFULL instead of
+ * deadlocking.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "schema/log.h"
+#include "schema/store-int.h"
+
+#define DEFAULT_MAP_SIZE ((size_t)64 << 20)
+#define DEFAULT_MAP_MAX ((size_t)16 << 30)
+#define DEFAULT_READERS 126
+#define DEFAULT_UID_MIN 10000
+#define DEFAULT_ACTOR "system"
+
+static const struct {
+    const char *name;
+    unsigned flags;
+} dbdefs[DB_COUNT] = {
+    [DB_USERS] = {"users", 0},
+    [DB_USER_NAME] = {"user_name", 0},
+    [DB_USER_UID] = {"user_uid", 0},
+    [DB_USER_ORIGIN] = {"user_origin", 0},
+    [DB_GROUPS] = {"groups", 0},
+    [DB_GROUP_NAME] = {"group_name", 0},
+    [DB_GROUP_GID] = {"group_gid", 0},
+    [DB_GROUP_ORIGIN] = {"group_origin", 0},
+    [DB_MEMBER_OF] = {"member_of", MDB_DUPSORT | MDB_DUPFIXED},
+    [DB_MEMBERS] = {"members", MDB_DUPSORT | MDB_DUPFIXED},
+    [DB_USER_GROUPS_EFF] = {"user_groups_eff", MDB_DUPSORT | MDB_DUPFIXED},
+    [DB_ROLES] = {"roles", 0},
+    [DB_ROLE_CHILDREN] = {"role_children", MDB_DUPSORT},
+    [DB_BINDINGS] = {"bindings", 0},
+    [DB_BINDING_SUBJECT] = {"binding_subject", MDB_DUPSORT | MDB_DUPFIXED},
+    [DB_BINDING_ROLE] = {"binding_role", MDB_DUPSORT | MDB_DUPFIXED},
+    [DB_TOKENS] = {"tokens", 0},
+    [DB_TOKEN_USER] = {"token_user", MDB_DUPSORT | MDB_DUPFIXED},
+    [DB_CHANGELOG] = {"changelog", 0},
+    [DB_SYNC] = {"sync", 0},
+    [DB_META] = {"meta", 0},
+};
+
+/* Read snapshots held by the calling thread: growing the map while one is held
+ * would wait for ourselves. */
+static __thread int reads_held;
+
+int gh__mdb_err(gh_txn *txn, int rc, const char *what)
+{
+    switch (rc) {
+    case 0:
+        return 0;
+    case MDB_NOTFOUND:
+        return GH_ENOTFOUND;
+    case MDB_KEYEXIST:
+        return GH_EEXISTS;
+    case MDB_MAP_FULL:
+        if (txn != NULL)
+            txn->map_full = 1;
+        GH_LOGD("store: %s: %s", what, mdb_strerror(rc));
+        return GH_EFULL;
+    default:
+        break;
+    }
+    GH_LOGE("store: %s: %s", what, mdb_strerror(rc));
+    if (txn != NULL && txn->err[0] == '\0')
+        snprintf(txn->err, sizeof(txn->err), "storage error: %s: %s", what, mdb_strerror(rc));
+    switch (rc) {
+    case ENOMEM:
+        return GH_ENOMEM;
+    case MDB_TXN_FULL:
+        return GH_EFULL;
+    case MDB_BAD_VALSIZE:
+        return GH_ETOOBIG;
+    case EIO:
+    case ENOSPC:
+    case EROFS:
+    case MDB_PANIC:
+    case MDB_CORRUPTED:
+        return GH_EIO;
+    case MDB_VERSION_MISMATCH:
+    case MDB_INVALID:
+        return GH_EVERSION;
+    default:
+        return GH_EINTERNAL;
+    }
+}
+
+/* ---- gh_txn ---- */
+
+static void txn_init(gh_txn *t, gh_store *s, MDB_txn *mtxn, int rdonly, int64_t now)
+{
+    t->txn = mtxn;
+    t->store = s;
+    t->rdonly = rdonly;
+    t->map_full = 0;
+    t->now = now;
+    snprintf(t->actor, sizeof(t->actor), "%s", DEFAULT_ACTOR);
+    t->err[0] = '\0';
+}
+
+void gh_txn_set_actor(gh_txn *txn, const char *actor)
+{
+    snprintf(txn->actor, sizeof(txn->actor), "%s",
+             actor != NULL && actor[0] != '\0' ? actor : DEFAULT_ACTOR);
+}
+
+const char *gh_txn_errmsg(gh_txn *txn)
+{
+    return txn->err;
+}
+
+int gh_txn_fail(gh_txn *txn, int err, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(txn->err, sizeof(txn->err), fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+int64_t gh_txn_now(gh_txn *txn)
+{
+    return txn->now;
+}
+
+/* ---- environment ---- */
+
+static int grow(gh_store *s);
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errbuf == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Opens every named db, checks the schema version and migrates, in one txn.
+ * Returns 1 when the map filled up (the caller grows it and retries). */
+static int open_dbs(gh_store *s, char *errbuf, size_t errlen)
+{
+    MDB_txn *mtxn = NULL;
+    gh_txn t = {0};
+    uint64_t ver = 0;
+    int rc;
+
+    rc = mdb_txn_begin(s->env, NULL, 0, &mtxn);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "cannot begin transaction: %s", mdb_strerror(rc));
+        rc = gh__mdb_err(NULL, rc, "txn_begin");
+        goto done;
+    }
+    for (int i = 0; i < DB_COUNT; i++) {
+        rc = mdb_dbi_open(mtxn, dbdefs[i].name, dbdefs[i].flags | MDB_CREATE, &s->dbi[i]);
+        if (rc != 0) {
+            seterr(errbuf, errlen, "cannot open database %s: %s", dbdefs[i].name,
+                   mdb_strerror(rc));
+            rc = gh__mdb_err(NULL, rc, "dbi_open");
+            goto done;
+        }
+    }
+    txn_init(&t, s, mtxn, 0, (int64_t)time(NULL));
+    rc = gh__meta_get_u64(&t, "schema_version", &ver);
+    if (rc == GH_ENOTFOUND) {
+        ver = 0;
+        rc = 0;
+    }
+    if (rc != 0) {
+        seterr(errbuf, errlen, "cannot read schema version: %s", gh_strerror(rc));
+        goto done;
+    }
+    if (ver > GH_SCHEMA_VERSION) {
+        seterr(errbuf, errlen,
+               "database schema version %llu is newer than this program supports (%d): "
+               "upgrade Gatehouse or restore a matching backup",
+               (unsigned long long)ver, GH_SCHEMA_VERSION);
+        GH_LOGE("store: database schema version %llu is newer than supported %d",
+                (unsigned long long)ver, GH_SCHEMA_VERSION);
+        rc = GH_EVERSION;
+        goto done;
+    }
+    if (ver < GH_SCHEMA_VERSION) {
+        rc = gh__migrate(&t, (uint32_t)ver);
+        if (rc == 0)
+            rc = gh__meta_put_u64(&t, "schema_version", GH_SCHEMA_VERSION);
+        if (rc != 0) {
+            seterr(errbuf, errlen, "migration from schema version %llu failed: %s",
+                   (unsigned long long)ver, t.err[0] ? t.err : gh_strerror(rc));
+            goto done;
+        }
+    }
+    rc = mdb_txn_commit(mtxn);
+    mtxn = NULL;
+    if (rc == MDB_MAP_FULL) {
+        rc = 1;
+    } else if (rc != 0) {
+        seterr(errbuf, errlen, "cannot commit: %s", mdb_strerror(rc));
+        rc = gh__mdb_err(NULL, rc, "commit");
+    }
+done:
+    if (rc < 0 && t.map_full)
+        rc = 1;
+    if (mtxn != NULL)
+        mdb_txn_abort(mtxn);
+    return rc;
+}
+
+int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_t errlen)
+{
+    gh_store *s = NULL;
+    int rc, dead = 0;
+    size_t map_size;
+    MDB_envinfo info;
+
+    *out = NULL;
+    if (opts == NULL || opts->state_dir == NULL || opts->state_dir[0] == '\0') {
+        seterr(errbuf, errlen, "no state directory");
+        return GH_EINVAL;
+    }
+    if (mkdir(opts->state_dir, 0700) != 0 && errno != EEXIST) {
+        seterr(errbuf, errlen, "cannot create %s: %s", opts->state_dir, strerror(errno));
+        return GH_EIO;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        seterr(errbuf, errlen, "out of memory");
+        return GH_ENOMEM;
+    }
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* Writer preference: a map resize must not starve behind a stream of reads. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->maplock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+
+    map_size = opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
+    s->map_max = opts->map_max ? opts->map_max : DEFAULT_MAP_MAX;
+    if (s->map_max < map_size)
+        s->map_max = map_size;
+    s->uid_min = opts->uid_min ? opts->uid_min : DEFAULT_UID_MIN;
+    s->no_sync = opts->no_sync;
+
+    rc = mdb_env_create(&s->env);
+    if (rc != 0) {
+        s->env = NULL;
+        goto lmdb_fail;
+    }
+    if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 4)) != 0 ||
+        (rc = mdb_env_set_maxreaders(s->env, opts->max_readers ? opts->max_readers
+                                                              : DEFAULT_READERS)) != 0 ||
+        (rc = mdb_env_set_mapsize(s->env, map_size)) != 0)
+        goto lmdb_fail;
+    rc = mdb_env_open(s->env, opts->state_dir, MDB_NOTLS | (s->no_sync ? MDB_NOSYNC : 0), 0600);
+    if (rc != 0)
+        goto lmdb_fail;
+    mdb_reader_check(s->env, &dead);
+    if (dead > 0)
+        GH_LOGW("store: cleared %d stale reader slot(s)", dead);
+    /* An existing file may be larger than the configured start size. */
+    if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_max)
+        s->map_max = info.me_mapsize;
+    while ((rc = open_dbs(s, errbuf, errlen)) == 1) {
+        rc = grow(s);
+        if (rc != 0) {
+            seterr(errbuf, errlen, "database full while opening (map_max %zu bytes)", s->map_max);
+            goto fail;
+        }
+    }
+    if (rc != 0)
+        goto fail;
+    *out = s;
+    return 0;
+
+lmdb_fail:
+    seterr(errbuf, errlen, "cannot open database in %s: %s", opts->state_dir, mdb_strerror(rc));
+    rc = gh__mdb_err(NULL, rc, "env_open");
+fail:
+    if (s->env != NULL)
+        mdb_env_close(s->env);
+    pthread_rwlock_destroy(&s->maplock);
+    free(s);
+    return rc;
+}
+
+void gh_store_close(gh_store *s)
+{
+    if (s == NULL)
+        return;
+    mdb_env_close(s->env);
+    pthread_rwlock_destroy(&s->maplock);
+    free(s);
+}
+
+int gh_store_size(gh_store *s, uint64_t *used, uint64_t *mapsize)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int rc;
+
+    pthread_rwlock_rdlock(&s->maplock);
+    rc = mdb_env_info(s->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(s->env, &st);
+    pthread_rwlock_unlock(&s->maplock);
+    if (rc != 0)
+        return gh__mdb_err(NULL, rc, "env_info");
+    if (used != NULL)
+        *used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    if (mapsize != NULL)
+        *mapsize = info.me_mapsize;
+    return 0;
+}
+
+/* ---- read snapshots ---- */
+
+int gh_store_reader_new(gh_store *s, gh_store_reader **out)
+{
+    gh_store_reader *r = calloc(1, sizeof(*r));
+
+    *out = NULL;
+    if (r == NULL)
+        return GH_ENOMEM;
+    r->store = s;
+    *out = r;
+    return 0;
+}
+
+void gh_store_reader_free(gh_store_reader *r)
+{
+    if (r == NULL)
+        return;
+    if (r->active)
+        gh_store_read_end(r);
+    if (r->txn != NULL)
+        mdb_txn_abort(r->txn);
+    free(r);
+}
+
+int gh_store_read_begin(gh_store_reader *r, gh_txn **out)
+{
+    int rc;
+
+    GH_ASSERT(!r->active);
+    *out = NULL;
+    pthread_rwlock_rdlock(&r->store->maplock);
+    if (r->txn == NULL)
+        rc = mdb_txn_begin(r->store->env, NULL, MDB_RDONLY, &r->txn);
+    else
+        rc = mdb_txn_renew(r->txn);
+    if (rc != 0) {
+        if (r->txn != NULL) {
+            mdb_txn_abort(r->txn);
+            r->txn = NULL;
+        }
+        pthread_rwlock_unlock(&r->store->maplock);
+        return gh__mdb_err(NULL, rc, "read txn");
+    }
+    r->active = 1;
+    reads_held++;
+    txn_init(&r->t, r->store, r->txn, 1, (int64_t)time(NULL));
+    *out = &r->t;
+    return 0;
+}
+
+void gh_store_read_end(gh_store_reader *r)
+{
+    if (!r->active)
+        return;
+    mdb_txn_reset(r->txn);
+    r->active = 0;
+    reads_held--;
+    pthread_rwlock_unlock(&r->store->maplock);
+}
+
+/* ---- writes ---- */
+
+static void ops_fail(gh_store_op *ops, size_t n, int rc, const char *msg)
+{
+    for (size_t i = 0; i < n; i++) {
+        ops[i].rc = rc;
+        snprintf(ops[i].err, sizeof(ops[i].err), "%s", msg);
+    }
+}
+
+/* Doubles the map up to map_max. GH_EFULL when already there. */
+static int grow(gh_store *s)
+{
+    MDB_envinfo info;
+    size_t cur, next;
+    int rc;
+
+    if (reads_held > 0) {
+        GH_LOGE("store: map full and this thread holds a read snapshot: cannot grow");
+        return GH_EFULL;
+    }
+    pthread_rwlock_wrlock(&s->maplock);
+    rc = mdb_env_info(s->env, &info);
+    if (rc != 0) {
+        rc = gh__mdb_err(NULL, rc, "env_info");
+        goto done;
+    }
+    cur = info.me_mapsize;
+    if (cur >= s->map_max) {
+        GH_LOGE("store: map size %zu reached its maximum %zu", cur, s->map_max);
+        rc = GH_EFULL;
+        goto done;
+    }
+    next = cur > s->map_max / 2 ? s->map_max : cur * 2;
+    rc = mdb_env_set_mapsize(s->env, next);
+    if (rc != 0) {
+        rc = gh__mdb_err(NULL, rc, "set_mapsize");
+        goto done;
+    }
+    GH_LOGI("store: map grown from %zu to %zu bytes", cur, next);
+done:
+    pthread_rwlock_unlock(&s->maplock);
+    return rc;
+}
+
+/* One attempt: 0 committed, 1 map full (nothing written), or a GH_E* code. */
+static int batch_once(gh_store *s, gh_store_op *ops, size_t n, int64_t now, char *msg,
+                      size_t msglen)
+{
+    MDB_txn *parent = NULL, *child = NULL;
+    gh_txn t;
+    int rc;
+
+    pthread_rwlock_rdlock(&s->maplock);
+    rc = mdb_txn_begin(s->env, NULL, 0, &parent);
+    if (rc == MDB_MAP_RESIZED) {
+        /* Another process grew the map: adopt its size and retry once. */
+        pthread_rwlock_unlock(&s->maplock);
+        pthread_rwlock_wrlock(&s->maplock);
+        mdb_env_set_mapsize(s->env, 0);
+        pthread_rwlock_unlock(&s->maplock);
+        pthread_rwlock_rdlock(&s->maplock);
+        rc = mdb_txn_begin(s->env, NULL, 0, &parent);
+    }
+    if (rc != 0) {
+        parent = NULL;
+        snprintf(msg, msglen, "cannot begin write: %s", mdb_strerror(rc));
+        rc = rc == MDB_MAP_FULL ? 1 : gh__mdb_err(NULL, rc, "txn_begin");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rc = mdb_txn_begin(s->env, parent, 0, &child);
+        if (rc != 0) {
+            child = NULL;
+            snprintf(msg, msglen, "cannot begin nested write: %s", mdb_strerror(rc));
+            rc = rc == MDB_MAP_FULL ? 1 : gh__mdb_err(NULL, rc, "nested txn_begin");
+            goto done;
+        }
+        txn_init(&t, s, child, 0, now);
+        rc = ops[i].fn(&t, ops[i].arg);
+        if (t.map_full) {
+            rc = 1;
+            goto done;
+        }
+        if (rc == 0) {
+            rc = mdb_txn_commit(child);
+            child = NULL;
+            if (rc == MDB_MAP_FULL) {
+                rc = 1;
+                goto done;
+            }
+            rc = gh__mdb_err(&t, rc, "nested commit");
+        } else {
+            mdb_txn_abort(child);
+            child = NULL;
+        }
+        if (rc > 0)
+            rc = GH_EINTERNAL; /* a write fn must return 0 or a GH_E* code */
+        ops[i].rc = rc;
+        if (rc != 0)
+            snprintf(ops[i].err, sizeof(ops[i].err), "%s", t.err[0] ? t.err : gh_strerror(rc));
+        else
+            ops[i].err[0] = '\0';
+    }
+    rc = mdb_txn_commit(parent);
+    parent = NULL;
+    if (rc == MDB_MAP_FULL) {
+        rc = 1;
+    } else if (rc != 0) {
+        snprintf(msg, msglen, "commit failed: %s", mdb_strerror(rc));
+        rc = gh__mdb_err(NULL, rc, "commit");
+    }
+done:
+    if (child != NULL)
+        mdb_txn_abort(child);
+    if (parent != NULL)
+        mdb_txn_abort(parent);
+    pthread_rwlock_unlock(&s->maplock);
+    return rc;
+}
+
+int gh_store_write_batch(gh_store *s, gh_store_op *ops, size_t n)
+{
+    int64_t now = (int64_t)time(NULL);
+    char msg[GH_ERRMSG_MAX];
+    int rc;
+
+    if (n == 0)
+        return 0;
+    for (;;) {
+        msg[0] = '\0';
+        rc = batch_once(s, ops, n, now, msg, sizeof(msg));
+        if (rc != 1)
+            break;
+        rc = grow(s);
+        if (rc != 0) {
+            snprintf(msg, sizeof(msg),
+                     "storage full: the database reached its configured maximum size");
+            break;
+        }
+    }
+    if (rc != 0)
+        ops_fail(ops, n, rc, msg[0] ? msg : gh_strerror(rc));
+    return rc;
+}
+
+int gh_store_write(gh_store *s, gh_store_write_fn fn, void *arg, char *errbuf, size_t errlen)
+{
+    gh_store_op op = {.fn = fn, .arg = arg};
+    int rc;
+
+    rc = gh_store_write_batch(s, &op, 1);
+    if (rc == 0)
+        rc = op.rc;
+    if (rc != 0)
+        seterr(errbuf, errlen, "%s", op.err);
+    else if (errbuf != NULL && errlen > 0)
+        errbuf[0] = '\0';
+    return rc;
+}

@@ -1,0 +1,629 @@
+/*
+ * auth.c: password verification, lockout, tokens.
+ *
+ * Argon2 never runs on the loop: a job copies what it needs (the password in
+ * sodium_malloc'd memory, the verifier or a dummy one) and the pool thread
+ * only hashes. The after-work callback wipes the password, handles
+ * UV_ECANCELED, and continues on the loop. The number of jobs in flight is
+ * bounded by argon2_queue_max; past it auth answers rate_limited at once, so
+ * a login storm costs bounded memory and never slows checks.
+ *
+ * Lockout is kept in memory, keyed by (login, peer) and by peer alone, so a
+ * noisy client delays only itself; delays double per failure up to a cap and
+ * a success clears them. Unknown users are verified against a dummy hash so
+ * that "no such user" and "wrong password" cost the same.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "schema/log.h"
+#include "server/server.h"
+
+#define FAILTAB_CAP 65536
+
+uint64_t gh__now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+/* ---- failure tables ---- */
+
+static uint64_t strhash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    while (*s)
+        h = (h ^ (uint8_t)*s++) * 1099511628211ull;
+    return h;
+}
+
+static gh_fail *fail_find(gh_failtab *t, const char *key, int create)
+{
+    if (t->slots == NULL) {
+        if (!create)
+            return NULL;
+        t->slots = calloc(FAILTAB_CAP, sizeof(gh_fail));
+        if (t->slots == NULL)
+            return NULL;
+        t->cap = FAILTAB_CAP;
+    }
+    size_t mask = t->cap - 1;
+    size_t i = strhash(key) & mask;
+    for (size_t n = 0; n < t->cap; n++, i = (i + 1) & mask) {
+        gh_fail *f = &t->slots[i];
+        if (f->key[0] == '\0') {
+            if (!create || t->used >= t->cap * 3 / 4)
+                return NULL;
+            snprintf(f->key, sizeof(f->key), "%s", key);
+            t->used++;
+            return f;
+        }
+        if (strcmp(f->key, key) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* Drops entries that have served their delay and gone quiet; rebuilds the
+ * table (linear probing has no cheap delete). */
+static void fail_gc(gh_failtab *t, uint64_t now, uint64_t quiet_ms)
+{
+    if (t->slots == NULL || t->used == 0)
+        return;
+    gh_fail *old = t->slots;
+    size_t cap = t->cap;
+    t->slots = calloc(cap, sizeof(gh_fail));
+    if (t->slots == NULL) {
+        t->slots = old;
+        return;
+    }
+    t->used = 0;
+    for (size_t i = 0; i < cap; i++) {
+        if (old[i].key[0] == '\0')
+            continue;
+        if (old[i].until_ms <= now && now - old[i].last_ms > quiet_ms)
+            continue;
+        gh_fail *f = fail_find(t, old[i].key, 1);
+        if (f)
+            *f = old[i];
+    }
+    free(old);
+}
+
+static void user_key(char *buf, size_t len, const char *name, const char *peer)
+{
+    snprintf(buf, len, "%s|%s", name, peer);
+}
+
+/* 0 when allowed now, GH_ERATE when a delay is running. */
+static int lockout_check(gh_server *srv, const char *name, const char *peer)
+{
+    char key[GH_NAME_MAX + 72];
+    uint64_t now = gh__now_ms();
+    gh_fail *f;
+
+    user_key(key, sizeof(key), name, peer);
+    f = fail_find(&srv->user_fails, key, 0);
+    if (f && f->until_ms > now)
+        return GH_ERATE;
+    f = fail_find(&srv->peer_fails, peer, 0);
+    if (f && f->until_ms > now)
+        return GH_ERATE;
+    return 0;
+}
+
+static uint64_t delay_ms(const gh_config *cfg, unsigned over)
+{
+    uint64_t d = (uint64_t)cfg->lockout_base_delay * 1000;
+    uint64_t cap = (uint64_t)cfg->lockout_max_delay * 1000;
+    for (unsigned i = 0; i < over && d < cap; i++)
+        d *= 2;
+    return d < cap ? d : cap;
+}
+
+static void lockout_failure(gh_server *srv, const char *name, const char *peer)
+{
+    char key[GH_NAME_MAX + 72];
+    uint64_t now = gh__now_ms();
+    gh_fail *f;
+
+    user_key(key, sizeof(key), name, peer);
+    f = fail_find(&srv->user_fails, key, 1);
+    if (f) {
+        f->failures++;
+        f->last_ms = now;
+        if (f->failures >= srv->cfg->lockout_threshold)
+            f->until_ms = now + delay_ms(srv->cfg, f->failures - srv->cfg->lockout_threshold);
+    }
+    f = fail_find(&srv->peer_fails, peer, 1);
+    if (f) {
+        f->failures++;
+        f->last_ms = now;
+        if (f->failures >= srv->cfg->peer_failure_threshold)
+            f->until_ms =
+                now + delay_ms(srv->cfg, f->failures - srv->cfg->peer_failure_threshold);
+    }
+}
+
+static void lockout_success(gh_server *srv, const char *name, const char *peer)
+{
+    char key[GH_NAME_MAX + 72];
+    gh_fail *f;
+    user_key(key, sizeof(key), name, peer);
+    f = fail_find(&srv->user_fails, key, 0);
+    if (f) {
+        f->failures = 0;
+        f->until_ms = 0;
+    }
+    f = fail_find(&srv->peer_fails, peer, 0);
+    if (f) {
+        f->failures = 0;
+        f->until_ms = 0;
+    }
+}
+
+/* ---- tokens ---- */
+
+int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH_BYTES])
+{
+    uint8_t raw[32];
+    size_t rawlen = 0;
+    size_t len = strlen(token);
+    if (len != 43)
+        return GH_ETOKEN;
+    if (sodium_base642bin(raw, sizeof(raw), token, len, NULL, &rawlen, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        rawlen != sizeof(raw))
+        return GH_ETOKEN;
+    crypto_generichash(hash, GH_TOKEN_HASH_BYTES, raw, sizeof(raw), srv->token_key,
+                       sizeof(srv->token_key));
+    sodium_memzero(raw, sizeof(raw));
+    return 0;
+}
+
+static int load_token_key(gh_server *srv)
+{
+    char path[4096];
+    int fd, rc = 0;
+    snprintf(path, sizeof(path), "%s/token.key", srv->cfg->state_dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, srv->token_key, sizeof(srv->token_key));
+        close(fd);
+        if (n != (ssize_t)sizeof(srv->token_key)) {
+            GH_LOGE("%s is damaged (expected %zu bytes)", path, sizeof(srv->token_key));
+            return GH_EIO;
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        GH_LOGE("open %s: %s", path, strerror(errno));
+        return GH_EIO;
+    }
+    randombytes_buf(srv->token_key, sizeof(srv->token_key));
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, srv->token_key, sizeof(srv->token_key)) !=
+                      (ssize_t)sizeof(srv->token_key) ||
+        fsync(fd) != 0) {
+        GH_LOGE("write %s: %s", tmp, strerror(errno));
+        rc = GH_EIO;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0 && rename(tmp, path) != 0) {
+        GH_LOGE("rename %s: %s", tmp, strerror(errno));
+        rc = GH_EIO;
+    }
+    return rc;
+}
+
+int gh__auth_init(gh_server *srv)
+{
+    char pw[33];
+    int rc = load_token_key(srv);
+    if (rc != 0)
+        return rc;
+    /* The dummy verifier has the configured cost, so that verifying against
+     * it takes as long as verifying a real user. */
+    randombytes_buf(pw, sizeof(pw) - 1);
+    pw[32] = '\0';
+    for (int i = 0; i < 32; i++)
+        pw[i] = (char)('a' + ((unsigned char)pw[i] % 26));
+    if (crypto_pwhash_str(srv->dummy_verifier, pw, 32, srv->cfg->argon2_opslimit,
+                          srv->cfg->argon2_memlimit) != 0) {
+        GH_LOGE("argon2: cannot hash with opslimit=%llu memlimit=%zu (out of memory?)",
+                (unsigned long long)srv->cfg->argon2_opslimit, srv->cfg->argon2_memlimit);
+        return GH_ENOMEM;
+    }
+    sodium_memzero(pw, sizeof(pw));
+    return 0;
+}
+
+void gh__auth_fini(gh_server *srv)
+{
+    free(srv->user_fails.slots);
+    free(srv->peer_fails.slots);
+    srv->user_fails.slots = srv->peer_fails.slots = NULL;
+    sodium_memzero(srv->token_key, sizeof(srv->token_key));
+}
+
+/* ---- password hashing on the pool ---- */
+
+typedef struct hash_job {
+    uv_work_t work;
+    gh_server *srv;
+    char *pw; /* sodium_malloc'd */
+    size_t pwlen;
+    int rc;
+    char verifier[crypto_pwhash_STRBYTES];
+    gh_hash_cb cb;
+    void *arg;
+} hash_job;
+
+static void hash_work(uv_work_t *w)
+{
+    hash_job *j = w->data;
+    if (crypto_pwhash_str(j->verifier, j->pw, j->pwlen, j->srv->cfg->argon2_opslimit,
+                          j->srv->cfg->argon2_memlimit) != 0)
+        j->rc = GH_ENOMEM;
+}
+
+static void hash_after(uv_work_t *w, int status)
+{
+    hash_job *j = w->data;
+    sodium_free(j->pw);
+    j->srv->argon2_inflight--;
+    if (status == UV_ECANCELED)
+        j->rc = GH_EUNAVAIL;
+    j->cb(j->arg, j->rc, j->rc == 0 ? j->verifier : NULL);
+    sodium_memzero(j, sizeof(*j));
+    free(j);
+}
+
+static char *secret_dup(const char *s, size_t len)
+{
+    char *p = sodium_malloc(len + 1);
+    if (p) {
+        memcpy(p, s, len);
+        p[len] = '\0';
+    }
+    return p;
+}
+
+int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_cb cb, void *arg)
+{
+    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max)
+        return GH_ERATE;
+    hash_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return GH_ENOMEM;
+    j->pw = secret_dup(password, len);
+    if (j->pw == NULL) {
+        free(j);
+        return GH_ENOMEM;
+    }
+    j->pwlen = len;
+    j->srv = srv;
+    j->cb = cb;
+    j->arg = arg;
+    j->work.data = j;
+    if (uv_queue_work(srv->loop, &j->work, hash_work, hash_after) != 0) {
+        sodium_free(j->pw);
+        free(j);
+        return GH_EINTERNAL;
+    }
+    srv->argon2_inflight++;
+    return 0;
+}
+
+/* ---- the auth operation ---- */
+
+typedef struct auth_job {
+    uv_work_t work;
+    gh_server *srv;
+    gh_pending *p;
+    char name[GH_NAME_MAX + 1];
+    char peer[64];
+    char *pw; /* sodium_malloc'd, wiped by sodium_free */
+    size_t pwlen;
+    int exists;           /* a real user with a usable verifier */
+    gh_user u;
+    int64_t ttl;
+    int64_t offline_max_age;
+    int upstream_ok;      /* the upstream accepted the bind */
+    int verify_ok;
+    int new_verifier;     /* u.verifier must be rewritten (rehash or offline copy) */
+    char verifier[crypto_pwhash_STRBYTES];
+    char rehash[crypto_pwhash_STRBYTES];
+    /* the write */
+    gh_token tok;
+    char token[48];
+} auth_job;
+
+static void auth_job_free(auth_job *j)
+{
+    if (j->pw)
+        sodium_free(j->pw);
+    sodium_memzero(j, sizeof(*j));
+    free(j);
+}
+
+static int auth_apply(gh_txn *txn, void *arg)
+{
+    auth_job *j = arg;
+    int rc = gh_store_token_put(txn, &j->tok);
+    if (rc == 0 && j->new_verifier) {
+        gh_user u;
+        /* only if the user is still the one we verified */
+        if (gh_store_user_get_by_id(txn, j->u.id, &u) == 0) {
+            snprintf(u.verifier, sizeof(u.verifier), "%s", j->rehash);
+            u.verifier_time = gh_txn_now(txn);
+            rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+        }
+    }
+    return rc;
+}
+
+static void auth_written(void *cbarg, int rc, const char *err)
+{
+    auth_job *j = cbarg;
+    if (rc != 0) {
+        GH_LOGE("auth %s: storing the token failed: %s", j->name, err);
+        gh__pending_finish(j->p, GH_EINTERNAL, "cannot store the token", NULL);
+    } else {
+        json_t *resp = json_object();
+        json_object_set_new(resp, "user", json_string(j->u.name));
+        json_object_set_new(resp, "token", json_string(j->token));
+        json_object_set_new(resp, "expires_at", json_integer(j->tok.expires));
+        gh__pending_finish(j->p, 0, NULL, resp);
+        json_decref(resp);
+    }
+    auth_job_free(j);
+}
+
+/* Password accepted (locally or upstream): state checks, then the token. */
+static void auth_succeeded(auth_job *j)
+{
+    gh_server *srv = j->srv;
+    uint8_t raw[32];
+    int rc;
+
+    lockout_success(srv, j->name, j->peer);
+    if (j->u.state == GH_USER_LOCKED || j->u.state == GH_USER_DISABLED || j->u.tombstone) {
+        srv->auth_fail++;
+        rc = j->u.state == GH_USER_LOCKED ? GH_ELOCKED : GH_EDISABLED;
+        gh__pending_finish(j->p, rc,
+                           rc == GH_ELOCKED ? "account is locked" : "account is disabled", NULL);
+        auth_job_free(j);
+        return;
+    }
+    srv->auth_ok++;
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2base64(j->token, sizeof(j->token), raw, sizeof(raw),
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    crypto_generichash(j->tok.hash, sizeof(j->tok.hash), raw, sizeof(raw), srv->token_key,
+                       sizeof(srv->token_key));
+    sodium_memzero(raw, sizeof(raw));
+    int64_t now = (int64_t)time(NULL);
+    j->tok.user_id = j->u.id;
+    j->tok.created = now;
+    j->tok.expires = now + j->ttl;
+    if (j->pw) {
+        sodium_free(j->pw);
+        j->pw = NULL;
+    }
+    rc = gh_writer_submit(srv->writer, "auth", auth_apply, j, auth_written, j);
+    if (rc != 0) {
+        gh__pending_finish(j->p, rc, "the server is shutting down", NULL);
+        auth_job_free(j);
+    }
+}
+
+static void auth_failed(auth_job *j, int rc, const char *msg)
+{
+    j->srv->auth_fail++;
+    if (rc == GH_ECREDS)
+        lockout_failure(j->srv, j->name, j->peer);
+    gh__pending_finish(j->p, rc, msg, NULL);
+    auth_job_free(j);
+}
+
+static void verify_work(uv_work_t *w)
+{
+    auth_job *j = w->data;
+    const gh_config *cfg = j->srv->cfg;
+    if (j->upstream_ok) {
+        /* keep an offline verifier of the password the upstream accepted */
+        if (crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,
+                              cfg->argon2_memlimit) == 0)
+            j->new_verifier = 1;
+        return;
+    }
+    j->verify_ok = crypto_pwhash_str_verify(j->verifier, j->pw, j->pwlen) == 0;
+    if (!j->exists || !j->verify_ok)
+        return;
+    if (crypto_pwhash_str_needs_rehash(j->verifier, cfg->argon2_opslimit, cfg->argon2_memlimit) !=
+            0 &&
+        crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,
+                          cfg->argon2_memlimit) == 0)
+        j->new_verifier = 1;
+}
+
+static void verify_after(uv_work_t *w, int status)
+{
+    auth_job *j = w->data;
+    j->srv->argon2_inflight--;
+    sodium_free(j->pw);
+    j->pw = NULL;
+    if (status == UV_ECANCELED) {
+        gh__pending_finish(j->p, GH_EUNAVAIL, "the server is shutting down", NULL);
+        auth_job_free(j);
+        return;
+    }
+    if (j->upstream_ok) {
+        auth_succeeded(j);
+        return;
+    }
+    if (!j->exists || !j->verify_ok) {
+        auth_failed(j, GH_ECREDS, "invalid user name or password");
+        return;
+    }
+    auth_succeeded(j);
+}
+
+static int queue_verify(auth_job *j)
+{
+    gh_server *srv = j->srv;
+    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max)
+        return GH_ERATE;
+    j->work.data = j;
+    if (uv_queue_work(srv->loop, &j->work, verify_work, verify_after) != 0)
+        return GH_EINTERNAL;
+    srv->argon2_inflight++;
+    return 0;
+}
+
+static void upstream_done(void *arg, int rc)
+{
+    auth_job *j = arg;
+    int64_t now = (int64_t)time(NULL);
+
+    if (rc == 0) {
+        j->upstream_ok = 1;
+        if (j->offline_max_age > 0) {
+            /* hash a fresh offline verifier on the pool, then succeed */
+            if (queue_verify(j) == 0)
+                return;
+        }
+        auth_succeeded(j);
+        return;
+    }
+    if (rc == GH_ECREDS) {
+        auth_failed(j, GH_ECREDS, "invalid user name or password");
+        return;
+    }
+    /* upstream unreachable: the offline verifier, if fresh enough */
+    if (j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
+        now - j->u.verifier_time <= j->offline_max_age) {
+        GH_LOGI("auth %s: upstream %s unreachable, using the offline verifier", j->name,
+                j->u.origin);
+        snprintf(j->verifier, sizeof(j->verifier), "%s", j->u.verifier);
+        int qrc = queue_verify(j);
+        if (qrc == 0)
+            return;
+        auth_failed(j, qrc, "too many authentications in progress");
+        return;
+    }
+    j->srv->auth_fail++;
+    gh__pending_finish(j->p, GH_EUNAVAIL,
+                       "the upstream directory is unreachable and no fresh offline verifier is "
+                       "kept",
+                       NULL);
+    auth_job_free(j);
+}
+
+int gh__op_auth(gh_opctx *c)
+{
+    gh_server *srv = c->srv;
+    const char *name, *password;
+    int64_t ttl = srv->cfg->token_ttl;
+    int rc;
+
+    rc = gh_arg_str(c, "user", 1, GH_NAME_MAX, &name);
+    if (rc != 0)
+        return rc;
+    rc = gh_arg_str(c, "password", 1, 4096, &password);
+    if (rc != 0)
+        return rc;
+    rc = gh_arg_int(c, "ttl", 0, 1, srv->cfg->token_ttl, &ttl);
+    if (rc != 0 && rc != GH_ENOTFOUND)
+        return rc;
+    if (lockout_check(srv, name, c->peer) != 0) {
+        srv->auth_limited++;
+        return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
+    }
+    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max) {
+        srv->auth_limited++;
+        return gh_op_fail(c, GH_ERATE, "too many authentications in progress; retry later");
+    }
+    auth_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return gh_op_fail(c, GH_ENOMEM, "out of memory");
+    j->srv = srv;
+    j->ttl = ttl;
+    snprintf(j->name, sizeof(j->name), "%s", name);
+    snprintf(j->peer, sizeof(j->peer), "%s", c->peer);
+    j->pwlen = strlen(password);
+    j->pw = secret_dup(password, j->pwlen);
+    if (j->pw == NULL) {
+        free(j);
+        return gh_op_fail(c, GH_ENOMEM, "out of memory");
+    }
+    rc = gh_store_user_get(c->txn, name, &j->u);
+    if (rc != 0 && rc != GH_ENOTFOUND) {
+        auth_job_free(j);
+        return gh_op_fail(c, GH_EINTERNAL, "cannot read the user");
+    }
+    j->exists = rc == 0;
+    if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && j->pwlen > 0) {
+        j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
+        j->p = gh_op_pend(c);
+        rc = gh_sync_auth(srv->sync, j->u.origin, j->u.origin_dn, j->pw, upstream_done, j);
+        if (rc != 0)
+            upstream_done(j, GH_EUNAVAIL);
+        return 0;
+    }
+    if (j->exists && j->u.verifier[0] != '\0') {
+        snprintf(j->verifier, sizeof(j->verifier), "%s", j->u.verifier);
+    } else {
+        j->exists = 0;
+        snprintf(j->verifier, sizeof(j->verifier), "%s", srv->dummy_verifier);
+    }
+    rc = queue_verify(j);
+    if (rc != 0) {
+        auth_job_free(j);
+        srv->auth_limited++;
+        return gh_op_fail(c, rc, "too many authentications in progress; retry later");
+    }
+    j->p = gh_op_pend(c);
+    return 0;
+}
+
+/* ---- housekeeping ---- */
+
+static int purge_apply(gh_txn *txn, void *arg)
+{
+    size_t n = 0;
+    int rc = gh_store_token_purge(txn, *(int64_t *)arg, &n);
+    if (n > 0)
+        GH_LOGD("purged %zu expired tokens", n);
+    return rc;
+}
+
+static void purge_done(void *cbarg, int rc, const char *err)
+{
+    if (rc != 0)
+        GH_LOGW("token purge failed: %s", err);
+    free(cbarg);
+}
+
+void gh__housekeeping(gh_server *srv)
+{
+    uint64_t quiet = (uint64_t)srv->cfg->lockout_max_delay * 1000 * 2;
+    fail_gc(&srv->user_fails, gh__now_ms(), quiet);
+    fail_gc(&srv->peer_fails, gh__now_ms(), quiet);
+    int64_t *now = malloc(sizeof(*now));
+    if (now == NULL)
+        return;
+    *now = (int64_t)time(NULL);
+    if (gh_writer_submit(srv->writer, "housekeeping", purge_apply, now, purge_done, now) != 0)
+        free(now);
+}

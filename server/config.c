@@ -1,0 +1,293 @@
+/*
+ * config.c: embedded defaults plus an optional INI file parsed by inih.
+ *
+ * inih is driven through ini_parse_stream with our own line reader so that
+ * every error can name file:line. The table below is the one list of [server]
+ * keys: conf/gatehoused.conf documents the same keys and must stay in step.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+#include <sodium.h>
+
+#include "schema/error.h"
+#include "schema/log.h"
+#include "server/config.h"
+#include "server/sync.h"
+
+enum kind { K_STR, K_UINT, K_SIZE, K_U64, K_BOOL, K_MODE, K_LEVEL };
+
+struct key {
+    const char *name;
+    enum kind kind;
+    size_t off;
+    uint64_t min, max;
+};
+
+#define OFF(f) offsetof(gh_config, f)
+static const struct key keys[] = {
+    {"state_dir", K_STR, OFF(state_dir), 0, 0},
+    {"socket", K_STR, OFF(socket_path), 0, 0},
+    {"socket_mode", K_MODE, OFF(socket_mode), 0, 0777},
+    {"tcp_listen", K_STR, OFF(tcp_listen), 0, 0},
+    {"tcp_allow_non_loopback", K_BOOL, OFF(tcp_any), 0, 1},
+    {"admin_unix_group", K_STR, OFF(admin_unix_group), 0, 0},
+    {"admin_group", K_STR, OFF(admin_group), 0, 0},
+    {"log_level", K_LEVEL, OFF(log_level), 0, 0},
+    {"log_syslog", K_BOOL, OFF(log_syslog), 0, 1},
+    {"max_request", K_SIZE, OFF(max_request), 256, 64u << 20},
+    {"max_output", K_SIZE, OFF(max_output), 4096, 1u << 30},
+    {"idle_timeout", K_UINT, OFF(idle_timeout), 0, 86400 * 7},
+    {"max_connections", K_UINT, OFF(max_connections), 1, 1000000},
+    {"argon2_opslimit", K_U64, OFF(argon2_opslimit), crypto_pwhash_OPSLIMIT_MIN, 64},
+    {"argon2_memlimit", K_SIZE, OFF(argon2_memlimit), crypto_pwhash_MEMLIMIT_MIN, 4ull << 30},
+    {"threadpool_size", K_UINT, OFF(threadpool_size), 1, 128},
+    {"argon2_queue_max", K_UINT, OFF(argon2_queue_max), 1, 100000},
+    {"password_min_length", K_UINT, OFF(password_min_length), 1, 1024},
+    {"token_ttl", K_UINT, OFF(token_ttl), 1, 86400 * 365},
+    {"lockout_threshold", K_UINT, OFF(lockout_threshold), 1, 1000000},
+    {"lockout_base_delay", K_UINT, OFF(lockout_base_delay), 1, 86400},
+    {"lockout_max_delay", K_UINT, OFF(lockout_max_delay), 1, 86400 * 30},
+    {"peer_failure_threshold", K_UINT, OFF(peer_failure_threshold), 1, 1000000},
+    {"map_size", K_SIZE, OFF(map_size), 1u << 20, 1ull << 44},
+    {"map_max", K_SIZE, OFF(map_max), 1u << 20, 1ull << 44},
+    {"uid_min", K_UINT, OFF(uid_min), 1, 2000000000},
+    {"write_batch_max", K_UINT, OFF(write_batch_max), 1, 100000},
+};
+
+static int set_str(char **dst, const char *v)
+{
+    char *s = strdup(v);
+    if (s == NULL)
+        return GH_ENOMEM;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+int gh_config_defaults(gh_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    if (set_str(&cfg->state_dir, "./var") || set_str(&cfg->socket_path, "") ||
+        set_str(&cfg->tcp_listen, "") || set_str(&cfg->admin_unix_group, "") ||
+        set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info"))
+        return GH_ENOMEM;
+    cfg->socket_mode = 0660;
+    cfg->max_request = 65536;
+    cfg->max_output = 1u << 20;
+    cfg->idle_timeout = 300;
+    cfg->max_connections = 1024;
+    cfg->argon2_opslimit = crypto_pwhash_OPSLIMIT_INTERACTIVE;
+    cfg->argon2_memlimit = crypto_pwhash_MEMLIMIT_INTERACTIVE;
+    cfg->threadpool_size = 2;
+    cfg->argon2_queue_max = 64;
+    cfg->password_min_length = 8;
+    cfg->token_ttl = 3600;
+    cfg->lockout_threshold = 5;
+    cfg->lockout_base_delay = 1;
+    cfg->lockout_max_delay = 300;
+    cfg->peer_failure_threshold = 20;
+    cfg->map_size = 64u << 20;
+    cfg->map_max = 16ull << 30;
+    cfg->uid_min = 10000;
+    cfg->write_batch_max = 256;
+    return 0;
+}
+
+/* Sizes accept a K, M or G suffix (powers of 1024). */
+static int parse_u64(const char *v, int allow_suffix, uint64_t *out)
+{
+    char *end;
+    if (*v == '\0' || *v == '-')
+        return -1;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 0);
+    if (errno != 0)
+        return -1;
+    if (allow_suffix && *end != '\0') {
+        unsigned shift = 0;
+        switch (*end) {
+        case 'k': case 'K': shift = 10; break;
+        case 'm': case 'M': shift = 20; break;
+        case 'g': case 'G': shift = 30; break;
+        default: return -1;
+        }
+        if (n > (ULLONG_MAX >> shift))
+            return -1;
+        n <<= shift;
+        end++;
+    }
+    if (*end != '\0')
+        return -1;
+    *out = n;
+    return 0;
+}
+
+static int set_key(gh_config *cfg, const struct key *k, const char *v, char *msg, size_t msglen)
+{
+    char *base = (char *)cfg;
+    uint64_t n = 0;
+
+    switch (k->kind) {
+    case K_STR:
+        return set_str((char **)(base + k->off), v);
+    case K_LEVEL:
+        if (gh_log_level_parse(v) < 0) {
+            snprintf(msg, msglen, "%s must be error, warn, info or debug", k->name);
+            return GH_EINVAL;
+        }
+        return set_str((char **)(base + k->off), v);
+    case K_BOOL:
+        if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+            n = 1;
+        else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+            n = 0;
+        else {
+            snprintf(msg, msglen, "%s must be yes or no, not '%s'", k->name, v);
+            return GH_EINVAL;
+        }
+        *(int *)(base + k->off) = (int)n;
+        return 0;
+    case K_MODE: {
+        char *end;
+        errno = 0;
+        unsigned long m = strtoul(v, &end, 8);
+        if (errno || *end || *v == '\0' || m > k->max) {
+            snprintf(msg, msglen, "%s must be an octal mode such as 0660, not '%s'", k->name, v);
+            return GH_EINVAL;
+        }
+        *(unsigned *)(base + k->off) = (unsigned)m;
+        return 0;
+    }
+    case K_UINT:
+    case K_SIZE:
+    case K_U64:
+        if (parse_u64(v, k->kind == K_SIZE, &n) != 0 || n < k->min || n > k->max) {
+            snprintf(msg, msglen, "%s must be a number from %llu to %llu, not '%s'", k->name,
+                     (unsigned long long)k->min, (unsigned long long)k->max, v);
+            return GH_EINVAL;
+        }
+        if (k->kind == K_UINT)
+            *(unsigned *)(base + k->off) = (unsigned)n;
+        else if (k->kind == K_SIZE)
+            *(size_t *)(base + k->off) = (size_t)n;
+        else
+            *(uint64_t *)(base + k->off) = n;
+        return 0;
+    }
+    return GH_EINTERNAL;
+}
+
+struct parse_state {
+    gh_config *cfg;
+    FILE *fp;
+    int line;
+    int failed;
+    char msg[512];
+};
+
+static char *reader(char *str, int num, void *stream)
+{
+    struct parse_state *ps = stream;
+    char *r = fgets(str, num, ps->fp);
+    if (r != NULL)
+        ps->line++;
+    return r;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_state *ps = user;
+    char msg[400] = "";
+    int rc;
+
+    if (section[0] == '\0' || strcmp(section, "server") == 0) {
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+            if (strcmp(keys[i].name, name) == 0) {
+                rc = set_key(ps->cfg, &keys[i], value, msg, sizeof(msg));
+                goto done;
+            }
+        }
+        snprintf(msg, sizeof(msg), "unknown key '%s' in [server]", name);
+        rc = GH_EINVAL;
+    } else if (strncmp(section, "upstream:", 9) == 0) {
+        rc = gh_upstream_config_set(ps->cfg, section + 9, name, value, msg, sizeof(msg));
+    } else {
+        snprintf(msg, sizeof(msg), "unknown section [%s]", section);
+        rc = GH_EINVAL;
+    }
+done:
+    if (rc != 0) {
+        if (msg[0] == '\0')
+            snprintf(msg, sizeof(msg), "%s", gh_strerror(rc));
+        snprintf(ps->msg, sizeof(ps->msg), "%d: %s", ps->line, msg);
+        ps->failed = 1;
+        return 0; /* inih stops at the first error only if told; we record the first */
+    }
+    return 1;
+}
+
+int gh_config_load(gh_config *cfg, const char *path, char *err, size_t errlen)
+{
+    struct parse_state ps = {.cfg = cfg};
+    int rc = 0;
+
+    ps.fp = fopen(path, "r");
+    if (ps.fp == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return GH_EINVAL;
+    }
+    int r = ini_parse_stream(reader, &ps, handler, &ps);
+    if (ps.failed) {
+        snprintf(err, errlen, "%s:%s", path, ps.msg);
+        rc = GH_EINVAL;
+    } else if (r != 0) {
+        snprintf(err, errlen, "%s:%d: syntax error", path, r > 0 ? r : ps.line);
+        rc = GH_EINVAL;
+    }
+    fclose(ps.fp);
+    return rc;
+}
+
+int gh_config_finish(gh_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->state_dir[0] == '\0') {
+        snprintf(err, errlen, "state_dir must not be empty");
+        return GH_EINVAL;
+    }
+    if (cfg->socket_path[0] == '\0') {
+        char *p = NULL;
+        if (asprintf(&p, "%s/gatehoused.sock", cfg->state_dir) < 0)
+            return GH_ENOMEM;
+        free(cfg->socket_path);
+        cfg->socket_path = p;
+    }
+    if (cfg->map_max < cfg->map_size) {
+        snprintf(err, errlen, "map_max (%zu) is smaller than map_size (%zu)", cfg->map_max,
+                 cfg->map_size);
+        return GH_EINVAL;
+    }
+    if (cfg->lockout_max_delay < cfg->lockout_base_delay) {
+        snprintf(err, errlen, "lockout_max_delay is smaller than lockout_base_delay");
+        return GH_EINVAL;
+    }
+    return gh_upstream_config_finish(cfg, err, errlen);
+}
+
+void gh_config_free(gh_config *cfg)
+{
+    free(cfg->state_dir);
+    free(cfg->socket_path);
+    free(cfg->tcp_listen);
+    free(cfg->admin_unix_group);
+    free(cfg->admin_group);
+    free(cfg->log_level);
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        gh_upstream_config_free(cfg->upstreams[i]);
+    free(cfg->upstreams);
+    memset(cfg, 0, sizeof(*cfg));
+}

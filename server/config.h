@@ -1,0 +1,61 @@
+/*
+ * config.h: gatehoused's settings. Defaults are embedded (the server runs with
+ * no file at all); a file given by --config is INI, parsed by inih. Unknown
+ * keys and bad values are refused with file:line. Sections: [server] (also
+ * accepted with no section header) and [upstream:NAME], whose keys belong to
+ * the sync module (gh_upstream_config_set in server/sync.h).
+ */
+#ifndef GH_CONFIG_H
+#define GH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct gh_upstream_cfg; /* defined by the sync module */
+
+typedef struct gh_config {
+    char *state_dir;          /* default "./var" */
+    char *socket_path;        /* default "<state_dir>/gatehoused.sock" */
+    unsigned socket_mode;     /* default 0660 */
+    char *tcp_listen;         /* "" = off; "127.0.0.1:7636" */
+    int tcp_any;              /* allow a non-loopback tcp_listen */
+    char *admin_unix_group;   /* OS group whose members are admin on the socket ("" none) */
+    char *admin_group;        /* Gatehouse group whose tokens are admin ("gatehouse-admins") */
+    char *log_level;          /* error|warn|info|debug */
+    int log_syslog;
+
+    size_t max_request;       /* bytes per request line, 65536 */
+    size_t max_output;        /* queued reply bytes before reads pause, 1 MiB */
+    unsigned idle_timeout;    /* seconds, 300; 0 = none */
+    unsigned max_connections; /* 1024 */
+
+    uint64_t argon2_opslimit; /* crypto_pwhash_OPSLIMIT_INTERACTIVE */
+    size_t argon2_memlimit;   /* crypto_pwhash_MEMLIMIT_INTERACTIVE */
+    unsigned threadpool_size; /* libuv pool (UV_THREADPOOL_SIZE), default 2 */
+    unsigned argon2_queue_max; /* jobs queued or running before rate_limited, 64 */
+    unsigned password_min_length; /* 8 */
+    unsigned token_ttl;       /* seconds, 3600 */
+    unsigned lockout_threshold;   /* consecutive failures before delays, 5 */
+    unsigned lockout_base_delay;  /* seconds, 1 */
+    unsigned lockout_max_delay;   /* seconds, 300 */
+    unsigned peer_failure_threshold; /* failures per peer per window, 20 */
+
+    size_t map_size;          /* initial LMDB map, 64 MiB */
+    size_t map_max;           /* growth limit, 16 GiB */
+    uint32_t uid_min;         /* first auto uid/gid, 10000 */
+    unsigned write_batch_max; /* ops per group commit, 256 */
+
+    struct gh_upstream_cfg **upstreams;
+    size_t nupstreams;
+} gh_config;
+
+/* Fills every default. */
+int gh_config_defaults(gh_config *cfg);
+/* Parses path over the defaults already in cfg. On error writes
+ * "path:line: message" to err and returns GH_EINVAL. */
+int gh_config_load(gh_config *cfg, const char *path, char *err, size_t errlen);
+/* Cross-field checks and derived defaults (socket under state dir). */
+int gh_config_finish(gh_config *cfg, char *err, size_t errlen);
+void gh_config_free(gh_config *cfg);
+
+#endif

@@ -1,0 +1,533 @@
+/*
+ * conn.c: listeners and connections.
+ *
+ * A connection owns its stream handle, an idle timer, an input buffer that
+ * never grows past max_request, and an ordered list of pending replies.
+ * Replies are serialized as their requests complete but written only in
+ * request order, once per loop turn (the flush check handle), so a pipelined
+ * burst becomes one write. Reading pauses while queued reply bytes exceed
+ * max_output or too many requests are in flight, so a client that does not
+ * read cannot make the server buffer without bound. A connection is closed
+ * through gh__conn_close only and freed in the last close callback, never
+ * while a request of it is still pending.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "schema/log.h"
+#include "server/server.h"
+
+#define IN_INITIAL 4096
+
+typedef struct wreq {
+    uv_write_t req;
+    gh_conn *conn;
+    size_t n;
+    size_t bytes;
+    uv_buf_t bufs[];
+} wreq;
+
+static void maybe_free(gh_conn *c);
+
+static void unlink_conn(gh_conn *c)
+{
+    gh_server *srv = c->srv;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (srv->conns == c)
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    gh_conn *c = h->data;
+    c->handles_open--;
+    maybe_free(c);
+}
+
+static void maybe_free(gh_conn *c)
+{
+    if (!c->closing || c->handles_open > 0 || c->npending > 0 || c->out_bytes > 0)
+        return;
+    gh_server *srv = c->srv;
+    while (c->head) {
+        gh_pending *p = c->head;
+        c->head = p->next;
+        json_decref(p->id);
+        free(p->out);
+        free(p);
+    }
+    if (c->dirty) {
+        /* still on the flush list: unlink */
+        gh_conn **pp = &srv->dirty;
+        while (*pp && *pp != c)
+            pp = &(*pp)->dirty_next;
+        if (*pp)
+            *pp = c->dirty_next;
+    }
+    unlink_conn(c);
+    srv->nconns--;
+    free(c->in);
+    free(c);
+    gh__maybe_finish_shutdown(srv);
+}
+
+void gh__conn_close(gh_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    uv_close(&c->h.handle, on_handle_closed);
+    uv_close((uv_handle_t *)&c->idle, on_handle_closed);
+}
+
+void gh__conn_mark_dirty(gh_conn *c)
+{
+    if (c->dirty)
+        return;
+    c->dirty = 1;
+    c->dirty_next = c->srv->dirty;
+    c->srv->dirty = c;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static void update_reading(gh_conn *c)
+{
+    if (c->closing || c->close_after_write)
+        return;
+    int over = c->out_bytes > c->srv->cfg->max_output || c->npending >= GH_CONN_MAX_PENDING ||
+               c->srv->stopping;
+    if (over && !c->paused) {
+        uv_read_stop(&c->h.stream);
+        c->paused = 1;
+    } else if (!over && c->paused && c->out_bytes <= c->srv->cfg->max_output / 2) {
+        c->paused = 0;
+        uv_read_start(&c->h.stream, on_alloc, on_read);
+    }
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    wreq *w = (wreq *)req;
+    gh_conn *c = w->conn;
+    for (size_t i = 0; i < w->n; i++)
+        free(w->bufs[i].base);
+    c->out_bytes -= w->bytes;
+    free(w);
+    if (status < 0 && !c->closing) {
+        GH_LOGD("conn %s: write failed: %s", c->peer, uv_strerror(status));
+        gh__conn_close(c);
+    }
+    if (c->closing) {
+        maybe_free(c);
+        return;
+    }
+    if ((c->close_after_write || c->srv->stopping) && c->npending == 0 && c->out_bytes == 0) {
+        gh__conn_close(c);
+        return;
+    }
+    update_reading(c);
+}
+
+/* Writes every completed reply at the head of the queue, in order. */
+static void flush(gh_conn *c)
+{
+    size_t n = 0;
+    for (gh_pending *p = c->head; p && p->done; p = p->next)
+        n++;
+    if (n == 0 || c->closing)
+        return;
+    wreq *w = malloc(sizeof(*w) + n * sizeof(uv_buf_t));
+    if (w == NULL) {
+        gh__conn_close(c);
+        return;
+    }
+    w->conn = c;
+    w->n = n;
+    w->bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        gh_pending *p = c->head;
+        c->head = p->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        w->bufs[i] = uv_buf_init(p->out, (unsigned)p->outlen);
+        w->bytes += p->outlen;
+        p->out = NULL;
+        json_decref(p->id);
+        free(p);
+    }
+    c->out_bytes += w->bytes;
+    int rc = uv_write(&w->req, &c->h.stream, w->bufs, (unsigned)n, on_write);
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++)
+            free(w->bufs[i].base);
+        c->out_bytes -= w->bytes;
+        free(w);
+        gh__conn_close(c);
+        return;
+    }
+    update_reading(c);
+}
+
+void gh__flush_all(gh_server *srv)
+{
+    gh_conn *c = srv->dirty;
+    srv->dirty = NULL;
+    while (c) {
+        gh_conn *next = c->dirty_next;
+        c->dirty = 0;
+        c->dirty_next = NULL;
+        flush(c);
+        if (srv->stopping && !c->closing && c->npending == 0 && c->out_bytes == 0)
+            gh__conn_close(c);
+        c = next;
+    }
+}
+
+void gh__conn_request_done(gh_conn *c)
+{
+    GH_ASSERT(c->npending > 0);
+    c->npending--;
+    if (c->closing) {
+        maybe_free(c);
+        return;
+    }
+    gh__conn_mark_dirty(c);
+    update_reading(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    gh_conn *c = h->data;
+    size_t max = c->srv->cfg->max_request;
+    (void)suggested;
+    if (c->in_len == c->in_cap && c->in_cap < max) {
+        size_t cap = c->in_cap ? c->in_cap * 2 : IN_INITIAL;
+        if (cap > max)
+            cap = max;
+        char *p = realloc(c->in, cap);
+        if (p != NULL) {
+            c->in = p;
+            c->in_cap = cap;
+        }
+    }
+    *buf = uv_buf_init(c->in + c->in_len, (unsigned)(c->in_cap - c->in_len));
+}
+
+static void too_large(gh_conn *c)
+{
+    /* The framing is lost: answer once, then close after the reply is out. */
+    gh__dispatch_line(c, NULL, 0);
+    c->in_len = 0;
+    uv_read_stop(&c->h.stream);
+    c->paused = 1;
+    c->close_after_write = 1;
+    gh__flush_all(c->srv);
+    if (c->out_bytes == 0)
+        gh__conn_close(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    gh_conn *c = s->data;
+    (void)buf;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            GH_LOGD("conn %s: read: %s", c->peer, uv_strerror((int)nread));
+        /* Replies to requests already received are still sent when possible;
+         * the peer is gone for reading, so close once they are out. */
+        gh__conn_close(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (c->srv->cfg->idle_timeout)
+        uv_timer_again(&c->idle);
+    size_t scan_from = c->in_len;
+    c->in_len += (size_t)nread;
+    size_t start = 0;
+    for (size_t i = scan_from; i < c->in_len; i++) {
+        if (c->in[i] != '\n')
+            continue;
+        size_t len = i - start;
+        if (len > 0 && c->in[start + len - 1] == '\r')
+            len--;
+        if (len > 0)
+            gh__dispatch_line(c, c->in + start, len);
+        start = i + 1;
+        if (c->closing)
+            return;
+    }
+    if (start > 0) {
+        memmove(c->in, c->in + start, c->in_len - start);
+        c->in_len -= start;
+    }
+    if (c->in_len >= c->srv->cfg->max_request) {
+        too_large(c);
+        return;
+    }
+    update_reading(c);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    gh_conn *c = t->data;
+    if (c->npending > 0) /* working for the peer: not idle */
+        return;
+    GH_LOGD("conn %s: idle timeout", c->peer);
+    gh__conn_close(c);
+}
+
+static int peer_is_admin(gh_server *srv, uid_t uid, gid_t gid)
+{
+    if (uid == 0 || uid == geteuid())
+        return 1;
+    if (!srv->have_admin_gid)
+        return 0;
+    if (gid == srv->admin_gid)
+        return 1;
+    /* supplementary groups of the peer's account */
+    struct passwd pw, *res = NULL;
+    char buf[4096];
+    if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
+        return 0;
+    gid_t groups[256];
+    int ng = 256;
+    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ng) < 0)
+        return 0;
+    for (int i = 0; i < ng; i++)
+        if (groups[i] == srv->admin_gid)
+            return 1;
+    return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    gh_server *srv = server->data;
+    int is_tcp = server == (uv_stream_t *)&srv->tcp_listener;
+    if (status < 0) {
+        GH_LOGW("accept: %s", uv_strerror(status));
+        return;
+    }
+    gh_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->srv = srv;
+    c->is_tcp = is_tcp;
+    if (is_tcp)
+        uv_tcp_init(srv->loop, &c->h.tcp);
+    else
+        uv_pipe_init(srv->loop, &c->h.pipe, 0);
+    c->h.handle.data = c;
+    uv_timer_init(srv->loop, &c->idle);
+    c->idle.data = c;
+    c->handles_open = 2;
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    if (uv_accept(server, &c->h.stream) != 0) {
+        gh__conn_close(c);
+        return;
+    }
+    srv->conns_total++;
+    if (is_tcp) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        char host[INET6_ADDRSTRLEN] = "?";
+        int port = 0;
+        c->uid = (uid_t)-1;
+        c->gid = (gid_t)-1;
+        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET) {
+                struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+                inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+                port = ntohs(sin->sin_port);
+            } else if (ss.ss_family == AF_INET6) {
+                struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+                inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+                port = ntohs(sin6->sin6_port);
+            }
+        }
+        (void)port;
+        snprintf(c->peer, sizeof(c->peer), "tcp:%s", host);
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    } else {
+        uv_os_fd_t fd;
+        struct ucred cred;
+        socklen_t clen = sizeof(cred);
+        if (uv_fileno(&c->h.handle, &fd) != 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+            GH_LOGW("cannot read peer credentials: refusing connection");
+            gh__conn_close(c);
+            return;
+        }
+        c->uid = cred.uid;
+        c->gid = cred.gid;
+        c->admin = peer_is_admin(srv, cred.uid, cred.gid);
+        snprintf(c->peer, sizeof(c->peer), "uid:%u", (unsigned)cred.uid);
+    }
+    if (srv->nconns > srv->cfg->max_connections || srv->stopping) {
+        /* Tell the peer why, then close. */
+        srv->conns_rejected++;
+        static const char msg[] = "{\"ok\":false,\"error\":{\"code\":\"unavailable\","
+                                  "\"message\":\"too many connections\"}}\n";
+        uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
+        uv_try_write(&c->h.stream, &b, 1);
+        gh__conn_close(c);
+        return;
+    }
+    if (srv->cfg->idle_timeout) {
+        uint64_t ms = (uint64_t)srv->cfg->idle_timeout * 1000;
+        uv_timer_start(&c->idle, on_idle, ms, ms);
+    }
+    uv_read_start(&c->h.stream, on_alloc, on_read);
+}
+
+static int listen_unix(gh_server *srv)
+{
+    const char *path = srv->cfg->socket_path;
+    int rc;
+
+    /* A stale socket from a crash is removed; a live server on it is not. */
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            GH_LOGE("%s exists and is not a socket", path);
+            return GH_EINVAL;
+        }
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un sun = {.sun_family = AF_UNIX};
+        snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+        int live = fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (live) {
+            GH_LOGE("another server is listening on %s", path);
+            return GH_EEXISTS;
+        }
+        unlink(path);
+    }
+    uv_pipe_init(srv->loop, &srv->unix_listener, 0);
+    srv->unix_listener.data = srv;
+    srv->have_unix = 1;
+    mode_t old = umask(0177);
+    rc = uv_pipe_bind(&srv->unix_listener, path);
+    umask(old);
+    if (rc != 0) {
+        GH_LOGE("bind %s: %s", path, uv_strerror(rc));
+        return GH_EIO;
+    }
+    if (chmod(path, srv->cfg->socket_mode) != 0)
+        GH_LOGW("chmod %s: %s", path, strerror(errno));
+    rc = uv_listen((uv_stream_t *)&srv->unix_listener, 511, on_connection);
+    if (rc != 0) {
+        GH_LOGE("listen %s: %s", path, uv_strerror(rc));
+        return GH_EIO;
+    }
+    GH_LOGI("listening on %s", path);
+    return 0;
+}
+
+static int listen_tcp(gh_server *srv)
+{
+    char host[256];
+    const char *spec = srv->cfg->tcp_listen;
+    const char *colon = strrchr(spec, ':');
+    struct sockaddr_storage ss;
+    int rc;
+
+    if (colon == NULL || (size_t)(colon - spec) >= sizeof(host)) {
+        GH_LOGE("tcp_listen must be HOST:PORT, not '%s'", spec);
+        return GH_EINVAL;
+    }
+    memcpy(host, spec, (size_t)(colon - spec));
+    host[colon - spec] = '\0';
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+        memmove(host, host + 1, strlen(host));
+        host[strlen(host) - 1] = '\0';
+    }
+    int port = atoi(colon + 1);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        GH_LOGE("tcp_listen: bad address '%s'", spec);
+        return GH_EINVAL;
+    }
+    int loopback = 0;
+    if (ss.ss_family == AF_INET)
+        loopback = (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    else
+        loopback = IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+    if (!loopback && !srv->cfg->tcp_any) {
+        GH_LOGE("tcp_listen %s is not a loopback address; set tcp_allow_non_loopback = yes", spec);
+        return GH_EINVAL;
+    }
+    uv_tcp_init(srv->loop, &srv->tcp_listener);
+    srv->tcp_listener.data = srv;
+    srv->have_tcp = 1;
+    rc = uv_tcp_bind(&srv->tcp_listener, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->tcp_listener, 511, on_connection);
+    if (rc != 0) {
+        GH_LOGE("listen %s: %s", spec, uv_strerror(rc));
+        return GH_EIO;
+    }
+    GH_LOGI("listening on tcp %s", spec);
+    return 0;
+}
+
+int gh__listen(gh_server *srv)
+{
+    if (srv->cfg->admin_unix_group[0] != '\0') {
+        struct group gr, *res = NULL;
+        char buf[4096];
+        if (getgrnam_r(srv->cfg->admin_unix_group, &gr, buf, sizeof(buf), &res) != 0 ||
+            res == NULL) {
+            GH_LOGE("admin_unix_group '%s' does not exist", srv->cfg->admin_unix_group);
+            return GH_EINVAL;
+        }
+        srv->admin_gid = gr.gr_gid;
+        srv->have_admin_gid = 1;
+    }
+    int rc = listen_unix(srv);
+    if (rc == 0 && srv->cfg->tcp_listen[0] != '\0')
+        rc = listen_tcp(srv);
+    return rc;
+}
+
+void gh__listen_stop(gh_server *srv)
+{
+    if (srv->have_unix) {
+        uv_close((uv_handle_t *)&srv->unix_listener, NULL);
+        unlink(srv->cfg->socket_path);
+        srv->have_unix = 0;
+    }
+    if (srv->have_tcp) {
+        uv_close((uv_handle_t *)&srv->tcp_listener, NULL);
+        srv->have_tcp = 0;
+    }
+}
+
+void gh__close_idle_for_shutdown(gh_server *srv)
+{
+    for (gh_conn *c = srv->conns; c; c = c->next) {
+        update_reading(c);
+        if (!c->closing && c->npending == 0 && c->out_bytes == 0 && !c->dirty)
+            gh__conn_close(c);
+    }
+}

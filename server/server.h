@@ -1,0 +1,173 @@
+/*
+ * server.h: gatehoused's context and connection structs (internal to server/).
+ *
+ * Everything mutable lives in one gh_server owned by the loop thread; the
+ * only other threads are the writer, the libuv pool (Argon2) and the sync
+ * workers, and they reach the loop only through their queues and uv_async.
+ * A connection is freed only in its close callback and only when no request
+ * of it is still pending (Argon2 job, write in flight): see conn.c.
+ */
+#ifndef GH_SERVER_H
+#define GH_SERVER_H
+
+#include "gh-config.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "authz/authz.h"
+#include "schema/store.h"
+#include "server/config.h"
+#include "server/ops.h"
+#include "server/sync.h"
+#include "server/writer.h"
+
+#define GH_VERSION_STRING PACKAGE_VERSION
+#define GH_MAX_DEPTH 32
+#define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
+#define GH_LAT_BUCKETS 64
+
+struct gh_conn;
+
+/* One request's place in its connection's reply order ("gh_pending" in ops.h). */
+typedef struct gh_pending {
+    struct gh_pending *next;
+    struct gh_conn *conn;
+    json_t *id;        /* the request's id (owned ref) or NULL */
+    int op;            /* index into the op table, -1 before decode */
+    uint64_t t0;       /* uv_hrtime at decode, for latency stats */
+    int done;
+    char *out;         /* serialized reply line, once done */
+    size_t outlen;
+} gh_pending;
+
+typedef struct gh_conn {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } h;
+    uv_timer_t idle;
+    struct gh_server *srv;
+    struct gh_conn *prev, *next;      /* server's connection list */
+    struct gh_conn *dirty_next;       /* server's flush list */
+    int dirty;
+    char *in;
+    size_t in_len, in_cap;
+    gh_pending *head, *tail;          /* replies in request order */
+    unsigned npending;                /* requests not yet completed */
+    size_t out_bytes;                 /* reply bytes queued in uv_write */
+    unsigned handles_open;            /* stream + timer */
+    int closing;
+    int close_after_write; /* framing lost: close once replies are out */
+    int paused;
+    int admin;
+    int is_tcp;
+    uid_t uid;
+    gid_t gid;
+    char peer[64];
+} gh_conn;
+
+typedef struct gh_lat {
+    uint64_t count, errors;
+    uint64_t buckets[GH_LAT_BUCKETS]; /* log2 buckets of microseconds */
+} gh_lat;
+
+/* Failure bookkeeping for lockout (per login name and per peer). */
+typedef struct gh_fail {
+    char key[GH_NAME_MAX + 72];
+    unsigned failures;
+    uint64_t until_ms;  /* refused until this monotonic time */
+    uint64_t last_ms;
+} gh_fail;
+
+typedef struct gh_failtab {
+    gh_fail *slots;
+    size_t cap, used;
+} gh_failtab;
+
+typedef struct gh_server {
+    gh_config *cfg;
+    const char *config_path;
+    uv_loop_t *loop;
+    gh_store *store;
+    gh_store_reader *reader;
+    gh_writer *writer;
+    gh_authz *authz;
+    gh_sync *sync;
+
+    uv_pipe_t unix_listener;
+    uv_tcp_t tcp_listener;
+    int have_unix, have_tcp;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t housekeeping;
+    uv_timer_t shutdown_timer;
+    uv_check_t flush_check;
+
+    gh_conn *conns;
+    unsigned nconns;
+    gh_conn *dirty;
+    int stopping;
+    int exit_code;
+
+    gid_t admin_gid;
+    int have_admin_gid;
+    uint8_t token_key[32];
+    char dummy_verifier[GH_VERIFIER_MAX + 1];
+    unsigned argon2_inflight;
+
+    gh_failtab user_fails;
+    gh_failtab peer_fails;
+
+    /* stats */
+    uint64_t started;
+    uint64_t conns_total, conns_rejected;
+    uint64_t auth_ok, auth_fail, auth_limited;
+    gh_lat *lat;            /* one per op in the table */
+    size_t nops;
+} gh_server;
+
+/* dispatch.c */
+int gh__dispatch_init(gh_server *srv);
+void gh__dispatch_line(gh_conn *c, const char *line, size_t len);
+const gh_op_def *gh__op_at(size_t i);
+size_t gh__op_count(void);
+/* Finishes p with either an error (rc < 0) or resp's fields; flushes later. */
+void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp);
+/* Admin status of a token presented as "auth" (0/1), or a GH_E* code. */
+int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
+                   int64_t *expires);
+int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id);
+
+/* conn.c */
+int gh__listen(gh_server *srv);
+void gh__listen_stop(gh_server *srv);
+void gh__conn_close(gh_conn *c);
+void gh__conn_mark_dirty(gh_conn *c);
+void gh__conn_request_done(gh_conn *c);
+void gh__flush_all(gh_server *srv);
+void gh__close_idle_for_shutdown(gh_server *srv);
+
+/* auth.c */
+int gh__auth_init(gh_server *srv);
+void gh__auth_fini(gh_server *srv);
+/* Hashes password on the thread pool; cb(arg, rc, verifier) on the loop.
+ * password is copied and wiped; rc GH_ERATE when the Argon2 queue is full. */
+typedef void (*gh_hash_cb)(void *arg, int rc, const char *verifier);
+int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_cb cb, void *arg);
+/* Token helpers: encode 32 random bytes as 43 base64url chars, keyed hash. */
+int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH_BYTES]);
+void gh__housekeeping(gh_server *srv);
+int gh__op_auth(gh_opctx *c); /* the auth operation */
+
+/* main.c */
+void gh__server_shutdown(gh_server *srv);
+void gh__maybe_finish_shutdown(gh_server *srv);
+
+uint64_t gh__now_ms(void);
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * sync-int.h: internals of the LDAP federation module (server/sync*.c).
+ *
+ * Three kinds of thread touch these structs, and each field belongs to one:
+ *   - the loop thread: gh_sync itself, status reads, sync.run requests;
+ *   - one worker per upstream: its LDAP handle, its model of the upstream and
+ *     the batch it is building (no locks: nobody else reads them);
+ *   - the writer thread: runs gh__sync_apply on a batch while the worker waits
+ *     in gh_writer_submit_wait, so the batch is never touched by two at once.
+ * Fields shared between the loop and a worker (requests, status) live under
+ * gh__upstream.mu. The thing to know before changing anything: a sync cookie
+ * is only ever written by the same apply call as the entries it covers.
+ */
+#ifndef GH_SYNC_INT_H
+#define GH_SYNC_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ldap.h>
+
+#include "server/sync.h"
+
+enum { GH__MODE_PERSIST = 0, GH__MODE_POLL = 1, GH__MODE_SEARCH = 2 };
+enum { GH__MEMBER_DN = 0, GH__MEMBER_UID = 1 };
+enum { GH__KIND_USER = 0, GH__KIND_GROUP = 1 };
+
+/* One [upstream:NAME] section. Strings are malloc'd; "" disables an optional
+ * attribute mapping. */
+struct gh_upstream_cfg {
+    char name[GH_NAME_MAX + 1];
+    char *uri;
+    char *bind_dn;
+    char *bind_password_file;
+    char *bind_password; /* read by gh_upstream_config_finish; wiped on free */
+    char *base_dn;
+    char *user_filter;
+    char *group_filter;
+    char *login_attr;
+    char *member_attr;
+    char *uid_number_attr;
+    char *gid_number_attr;
+    char *display_name_attr;
+    char *mail_attr;
+    char *key_attr;
+    char *group_name_attr;
+    char *description_attr;
+    char *ca_file;
+    int starttls;
+    int scope;       /* LDAP_SCOPE_SUBTREE or LDAP_SCOPE_ONELEVEL */
+    int mode;        /* GH__MODE_* */
+    int member_kind; /* GH__MEMBER_* */
+    unsigned interval;
+    unsigned page_size;
+    unsigned timeout;
+    unsigned bind_timeout;
+    int offline_auth;
+    int64_t offline_max_age;
+    int64_t delete_grace;
+    double max_delete_ratio;
+    unsigned seen; /* keys given, for the required-key check */
+};
+
+/* ---- sync_config.c ---- */
+struct gh_upstream_cfg *gh__upstream_cfg_dup(const struct gh_upstream_cfg *u);
+const char *gh__mode_name(int mode);
+/* Fingerprint of everything that shapes the searches: a cookie taken under
+ * another fingerprint is dropped (new base or filter: full reload). */
+void gh__upstream_fingerprint(const struct gh_upstream_cfg *u, char out[33]);
+
+/* ---- sync_map.c: string-keyed hash map (values owned by the caller) ---- */
+typedef struct gh__map_ent {
+    struct gh__map_ent *next;
+    void *val;
+    size_t hash;
+    char key[]; /* NUL-terminated */
+} gh__map_ent;
+
+typedef struct gh__map {
+    gh__map_ent **b;
+    size_t nb, n;
+} gh__map;
+
+void gh__map_init(gh__map *m);
+/* Frees the entries; vfree (may be NULL) is called on each value. */
+void gh__map_clear(gh__map *m, void (*vfree)(void *));
+void *gh__map_get(const gh__map *m, const char *key);
+/* Inserts or replaces; *old (may be NULL) gets the replaced value. */
+int gh__map_put(gh__map *m, const char *key, void *val, void **old);
+/* Removes key; returns its value (NULL when absent). */
+void *gh__map_del(gh__map *m, const char *key);
+/* Calls cb for each entry; cb must not modify the map. */
+void gh__map_each(const gh__map *m, void (*cb)(const char *key, void *val, void *arg), void *arg);
+
+/* ---- sync_apply.c: the batch handed to the writer ---- */
+enum {
+    GH__CH_USER = 1,   /* add or update a mirrored user */
+    GH__CH_GROUP = 2,  /* add or update a mirrored group (members reconciled) */
+    GH__CH_DELETE = 3, /* upstream deleted key: tombstone it */
+    GH__CH_LINK = 4,   /* add one member that was unresolved when its group came */
+    GH__CH_PURGE = 5   /* tombstone past its grace: delete for good */
+};
+
+typedef struct gh__ref {
+    int kind; /* GH__KIND_* */
+    char key[GH_KEY_MAX + 1];
+} gh__ref;
+
+typedef struct gh__change {
+    int type;
+    char key[GH_KEY_MAX + 1];
+    gh_user u;            /* GH__CH_USER: mapped fields, origin_dn */
+    gh_group g;           /* GH__CH_GROUP: mapped fields, origin_dn */
+    gh__ref *members;     /* GH__CH_GROUP: resolved members */
+    size_t nmembers;
+    int superseded;       /* a later change of the same group carries its members */
+    gh__ref link;         /* GH__CH_LINK: member to add to group key */
+} gh__change;
+
+typedef struct gh__counts {
+    uint64_t added, modified, renamed, disabled, purged, skipped;
+} gh__counts;
+
+/* A tombstone set (time > 0) or cleared (time == 0) or purged (time < 0). */
+typedef struct gh__tombfx {
+    char key[GH_KEY_MAX + 1];
+    int64_t time;
+} gh__tombfx;
+
+typedef struct gh__batch {
+    const struct gh_upstream_cfg *cfg;
+    gh__change *ch;
+    size_t n, cap;
+    char *blob; /* sync state to store with these entries (NULL: none) */
+    size_t bloblen;
+    uint64_t pre_skipped;      /* counted by the worker (bad entries, unresolved members) */
+    char pre_err[GH_ERRMSG_MAX];
+    /* results, reset by every apply (it may run more than once) */
+    gh__counts res;
+    char err[GH_ERRMSG_MAX];
+    gh__tombfx *fx;
+    size_t nfx, capfx;
+} gh__batch;
+
+void gh__batch_reset(gh__batch *b);
+void gh__batch_free(gh__batch *b);
+/* Appends a zeroed change; NULL on ENOMEM. */
+gh__change *gh__batch_add(gh__batch *b, int type, const char *key);
+/* The write fn: runs on the writer thread inside a nested txn. */
+int gh__sync_apply(gh_txn *txn, void *arg);
+
+/* ---- sync_auth.c: binds for upstream users, on their own threads ---- */
+typedef struct gh__auth gh__auth;
+int gh__auth_start(gh__auth **out, uv_loop_t *loop, unsigned nthreads);
+void gh__auth_stop(gh__auth *a);
+int gh__auth_submit(gh__auth *a, const struct gh_upstream_cfg *cfg, const char *dn,
+                    const char *password, gh_sync_auth_cb cb, void *arg);
+
+/* ---- sync_ldap.c: connection helpers shared by the worker and auth ---- */
+/* Opens a connection with the upstream's TLS settings and the given network
+ * and operation timeout (seconds); binds when dn is non-NULL. Returns an LDAP
+ * result code (LDAP_SUCCESS) and a message in err. */
+int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const char *dn,
+                  const char *password, size_t pwlen, LDAP **out, char *err, size_t errlen);
+/* Normalized form of a DN for comparisons ("" when it does not parse): LDAPv3
+ * string form, ASCII lower-cased. Caller frees. */
+char *gh__dn_norm(const char *dn);
+/* Upstream key as text: 16 raw bytes as a UUID string, otherwise the value. */
+int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen);
+
+#endif

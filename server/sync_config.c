@@ -1,0 +1,486 @@
+/*
+ * sync_config.c: the [upstream:NAME] sections of gatehoused.conf.
+ *
+ * The config loader hands us each key of such a section; we keep one
+ * gh_upstream_cfg per name in cfg->upstreams and check the whole section
+ * once the file is read (gh_upstream_config_finish), which is also when the
+ * bind password file is read. The password then lives only in this struct
+ * and is wiped when the struct is freed. Every key is documented in
+ * docs/SYNC.md; keep the two in step.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "schema/error.h"
+#include "schema/log.h"
+#include "schema/schema.h"
+#include "server/sync-int.h"
+
+enum { K_URI = 1u << 0, K_BASE = 1u << 1, K_BIND_DN = 1u << 2, K_PWFILE = 1u << 3,
+       K_KEY = 1u << 4 };
+
+typedef struct str_key {
+    const char *name;
+    size_t off;
+    unsigned flag;
+} str_key;
+
+#define S(field) offsetof(struct gh_upstream_cfg, field)
+static const str_key str_keys[] = {
+    {"uri", S(uri), K_URI},
+    {"bind_dn", S(bind_dn), K_BIND_DN},
+    {"bind_password_file", S(bind_password_file), K_PWFILE},
+    {"base_dn", S(base_dn), K_BASE},
+    {"user_filter", S(user_filter), 0},
+    {"group_filter", S(group_filter), 0},
+    {"login_attr", S(login_attr), 0},
+    {"uid_number_attr", S(uid_number_attr), 0},
+    {"gid_number_attr", S(gid_number_attr), 0},
+    {"display_name_attr", S(display_name_attr), 0},
+    {"mail_attr", S(mail_attr), 0},
+    {"key_attr", S(key_attr), K_KEY},
+    {"group_name_attr", S(group_name_attr), 0},
+    {"description_attr", S(description_attr), 0},
+    {"ca_file", S(ca_file), 0},
+    {NULL, 0, 0}};
+#undef S
+
+static char **str_field(struct gh_upstream_cfg *u, size_t off)
+{
+    return (char **)(void *)((char *)u + off);
+}
+
+static void cfg_init_defaults(struct gh_upstream_cfg *u)
+{
+    u->scope = LDAP_SCOPE_SUBTREE;
+    u->mode = GH__MODE_PERSIST;
+    u->member_kind = GH__MEMBER_DN;
+    u->interval = 30;
+    u->page_size = 500;
+    u->timeout = 10;
+    u->bind_timeout = 3;
+    u->offline_auth = 0;
+    u->offline_max_age = 86400;
+    u->delete_grace = 7 * 86400;
+    u->max_delete_ratio = 0.2;
+}
+
+static const struct {
+    const char *key;
+    const char *value;
+} str_defaults[] = {
+    {"uri", ""},
+    {"bind_dn", ""},
+    {"bind_password_file", ""},
+    {"base_dn", ""},
+    {"user_filter", "(objectClass=posixAccount)"},
+    {"group_filter", "(objectClass=groupOfNames)"},
+    {"login_attr", "uid"},
+    {"member_attr", "member"},
+    {"uid_number_attr", "uidNumber"},
+    {"gid_number_attr", "gidNumber"},
+    {"display_name_attr", "cn"},
+    {"mail_attr", "mail"},
+    {"key_attr", "entryUUID"},
+    {"group_name_attr", "cn"},
+    {"description_attr", "description"},
+    {"ca_file", ""},
+    {NULL, NULL}};
+
+static int set_str(char **dst, const char *value)
+{
+    char *s = strdup(value);
+    if (s == NULL)
+        return GH_ENOMEM;
+    free(*dst);
+    *dst = s;
+    return 0;
+}
+
+static struct gh_upstream_cfg *cfg_new(const char *name)
+{
+    struct gh_upstream_cfg *u = calloc(1, sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    snprintf(u->name, sizeof(u->name), "%s", name);
+    cfg_init_defaults(u);
+    for (size_t i = 0; str_defaults[i].key != NULL; i++) {
+        char **dst = NULL;
+        if (strcmp(str_defaults[i].key, "member_attr") == 0) {
+            dst = &u->member_attr;
+        } else {
+            for (const str_key *k = str_keys; k->name != NULL; k++)
+                if (strcmp(k->name, str_defaults[i].key) == 0)
+                    dst = str_field(u, k->off);
+        }
+        if (dst == NULL || set_str(dst, str_defaults[i].value) != 0) {
+            gh_upstream_config_free(u);
+            return NULL;
+        }
+    }
+    return u;
+}
+
+void gh_upstream_config_free(struct gh_upstream_cfg *u)
+{
+    if (u == NULL)
+        return;
+    for (const str_key *k = str_keys; k->name != NULL; k++)
+        free(*str_field(u, k->off));
+    free(u->member_attr);
+    if (u->bind_password != NULL) {
+        sodium_memzero(u->bind_password, strlen(u->bind_password));
+        free(u->bind_password);
+    }
+    free(u);
+}
+
+struct gh_upstream_cfg *gh__upstream_cfg_dup(const struct gh_upstream_cfg *src)
+{
+    struct gh_upstream_cfg *u = malloc(sizeof(*u));
+    if (u == NULL)
+        return NULL;
+    *u = *src;
+    for (const str_key *k = str_keys; k->name != NULL; k++)
+        *str_field(u, k->off) = NULL;
+    u->member_attr = NULL;
+    u->bind_password = NULL;
+    int bad = 0;
+    for (const str_key *k = str_keys; k->name != NULL; k++) {
+        const char *v = *str_field((struct gh_upstream_cfg *)src, k->off);
+        if (set_str(str_field(u, k->off), v != NULL ? v : "") != 0)
+            bad = 1;
+    }
+    if (set_str(&u->member_attr, src->member_attr) != 0 ||
+        set_str(&u->bind_password, src->bind_password != NULL ? src->bind_password : "") != 0)
+        bad = 1;
+    if (bad) {
+        gh_upstream_config_free(u);
+        return NULL;
+    }
+    return u;
+}
+
+const char *gh__mode_name(int mode)
+{
+    switch (mode) {
+    case GH__MODE_PERSIST:
+        return "syncrepl-persist";
+    case GH__MODE_POLL:
+        return "syncrepl-poll";
+    default:
+        return "search-poll";
+    }
+}
+
+static int parse_uint(const char *v, unsigned long long min, unsigned long long max,
+                      unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    if (v[0] == '-' || v[0] == '\0')
+        return -1;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || *end != '\0' || x < min || x > max)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
+        strcmp(v, "on") == 0)
+        *out = 1;
+    else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0 ||
+             strcmp(v, "off") == 0)
+        *out = 0;
+    else
+        return -1;
+    return 0;
+}
+
+/* An attribute description: a name or an OID, options allowed. */
+static int attr_valid(const char *v, int may_be_empty)
+{
+    if (v[0] == '\0')
+        return may_be_empty ? 0 : -1;
+    if (strlen(v) > 128)
+        return -1;
+    for (const char *p = v; *p != '\0'; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '.' || *p == ';'))
+            return -1;
+    return 0;
+}
+
+/* A filter is checked for shape only (parenthesised, balanced): the upstream
+ * parses it, and a bad one surfaces in sync.status at the first run. */
+static int filter_valid(const char *v)
+{
+    size_t n = strlen(v);
+    int depth = 0;
+    if (n < 3 || v[0] != '(' || v[n - 1] != ')')
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '\\') {
+            i++;
+            continue;
+        }
+        if (v[i] == '(')
+            depth++;
+        else if (v[i] == ')' && --depth < 0)
+            return -1;
+        if (depth == 0 && i != n - 1)
+            return -1;
+    }
+    return depth == 0 ? 0 : -1;
+}
+
+static struct gh_upstream_cfg *find_or_add(gh_config *cfg, const char *name, int *rc)
+{
+    for (size_t i = 0; i < cfg->nupstreams; i++)
+        if (strcmp(cfg->upstreams[i]->name, name) == 0)
+            return cfg->upstreams[i];
+    struct gh_upstream_cfg **v =
+        realloc(cfg->upstreams, (cfg->nupstreams + 1) * sizeof(*cfg->upstreams));
+    if (v == NULL) {
+        *rc = GH_ENOMEM;
+        return NULL;
+    }
+    cfg->upstreams = v;
+    struct gh_upstream_cfg *u = cfg_new(name);
+    if (u == NULL) {
+        *rc = GH_ENOMEM;
+        return NULL;
+    }
+    cfg->upstreams[cfg->nupstreams++] = u;
+    return u;
+}
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        if (msg != NULL && msglen > 0)                                                             \
+            snprintf(msg, msglen, __VA_ARGS__);                                                    \
+        return GH_EINVAL;                                                                          \
+    } while (0)
+
+int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, const char *value,
+                           char *msg, size_t msglen)
+{
+    unsigned long long x;
+    int rc = 0;
+
+    if (gh_schema_name_valid(name, NULL, 0) != 0)
+        FAIL("invalid upstream name '%s' (it must be a valid name: no spaces, no '/', ...)",
+             name);
+    struct gh_upstream_cfg *u = find_or_add(cfg, name, &rc);
+    if (u == NULL)
+        FAIL("out of memory");
+
+    for (const str_key *k = str_keys; k->name != NULL; k++) {
+        if (strcmp(key, k->name) != 0)
+            continue;
+        if (strstr(k->name, "_attr") != NULL &&
+            attr_valid(value, strcmp(k->name, "key_attr") != 0 &&
+                                  strcmp(k->name, "login_attr") != 0 &&
+                                  strcmp(k->name, "group_name_attr") != 0) != 0)
+            FAIL("%s: '%s' is not an attribute name", key, value);
+        if (strcmp(k->name, "user_filter") == 0 || strcmp(k->name, "group_filter") == 0) {
+            if (filter_valid(value) != 0)
+                FAIL("%s: '%s' is not a parenthesised LDAP filter", key, value);
+        }
+        if (strcmp(k->name, "uri") == 0 && !ldap_is_ldap_url(value) &&
+            strncmp(value, "ldapi://", 8) != 0 && strncmp(value, "ldaps://", 8) != 0)
+            FAIL("uri: '%s' is not an ldap://, ldaps:// or ldapi:// URI", value);
+        if (set_str(str_field(u, k->off), value) != 0)
+            FAIL("out of memory");
+        u->seen |= k->flag;
+        return 0;
+    }
+
+    if (strcmp(key, "member_attr") == 0) {
+        if (attr_valid(value, 0) != 0)
+            FAIL("member_attr: '%s' is not an attribute name", value);
+        u->member_kind = strcasecmp(value, "memberUid") == 0 ? GH__MEMBER_UID : GH__MEMBER_DN;
+        if (set_str(&u->member_attr, value) != 0)
+            FAIL("out of memory");
+        return 0;
+    }
+    if (strcmp(key, "mode") == 0) {
+        if (strcmp(value, "syncrepl-persist") == 0)
+            u->mode = GH__MODE_PERSIST;
+        else if (strcmp(value, "syncrepl-poll") == 0)
+            u->mode = GH__MODE_POLL;
+        else if (strcmp(value, "search-poll") == 0)
+            u->mode = GH__MODE_SEARCH;
+        else
+            FAIL("mode: '%s' is not syncrepl-persist, syncrepl-poll or search-poll", value);
+        return 0;
+    }
+    if (strcmp(key, "scope") == 0) {
+        if (strcmp(value, "sub") == 0 || strcmp(value, "subtree") == 0)
+            u->scope = LDAP_SCOPE_SUBTREE;
+        else if (strcmp(value, "one") == 0 || strcmp(value, "onelevel") == 0)
+            u->scope = LDAP_SCOPE_ONELEVEL;
+        else
+            FAIL("scope: '%s' is not sub or one", value);
+        return 0;
+    }
+    if (strcmp(key, "starttls") == 0) {
+        if (parse_bool(value, &u->starttls) != 0)
+            FAIL("starttls: '%s' is not yes or no", value);
+        return 0;
+    }
+    if (strcmp(key, "offline_auth") == 0) {
+        if (parse_bool(value, &u->offline_auth) != 0)
+            FAIL("offline_auth: '%s' is not yes or no", value);
+        return 0;
+    }
+    if (strcmp(key, "collision") == 0) {
+        if (strcmp(value, "refuse") != 0)
+            FAIL("collision: only 'refuse' is supported");
+        return 0;
+    }
+    if (strcmp(key, "max_delete_ratio") == 0) {
+        char *end;
+        errno = 0;
+        double d = strtod(value, &end);
+        if (errno != 0 || *end != '\0' || end == value || !(d >= 0.0 && d <= 1.0))
+            FAIL("max_delete_ratio: '%s' is not a number between 0 and 1", value);
+        u->max_delete_ratio = d;
+        return 0;
+    }
+    struct {
+        const char *key;
+        unsigned long long min, max;
+    } nums[] = {{"interval", 1, 86400},      {"page_size", 1, 100000}, {"timeout", 1, 3600},
+                {"bind_timeout", 1, 120},    {"offline_max_age", 0, 10ull * 365 * 86400},
+                {"delete_grace", 0, 10ull * 365 * 86400}};
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        if (strcmp(key, nums[i].key) != 0)
+            continue;
+        if (parse_uint(value, nums[i].min, nums[i].max, &x) != 0)
+            FAIL("%s: '%s' is not a whole number between %llu and %llu", key, value, nums[i].min,
+                 nums[i].max);
+        switch (i) {
+        case 0:
+            u->interval = (unsigned)x;
+            break;
+        case 1:
+            u->page_size = (unsigned)x;
+            break;
+        case 2:
+            u->timeout = (unsigned)x;
+            break;
+        case 3:
+            u->bind_timeout = (unsigned)x;
+            break;
+        case 4:
+            u->offline_max_age = (int64_t)x;
+            break;
+        default:
+            u->delete_grace = (int64_t)x;
+            break;
+        }
+        return 0;
+    }
+    FAIL("unknown key '%s' in [upstream:%s]", key, name);
+}
+
+/* Reads the first line of path (trailing newline stripped) into *out. */
+static int read_password(const char *path, char **out, char *msg, size_t msglen)
+{
+    char buf[1024];
+    struct stat st;
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        FAIL("bind_password_file %s: %s", path, strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0004) != 0)
+        GH_LOGW("bind_password_file %s is readable by everyone; chmod 0600 it", path);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *nl = strpbrk(buf, "\r\n");
+    if (nl != NULL)
+        *nl = '\0';
+    n = strlen(buf);
+    if (n == 0) {
+        sodium_memzero(buf, sizeof(buf));
+        FAIL("bind_password_file %s is empty (an empty simple bind is anonymous)", path);
+    }
+    *out = malloc(n + 1);
+    if (*out != NULL)
+        memcpy(*out, buf, n + 1);
+    sodium_memzero(buf, sizeof(buf));
+    if (*out == NULL)
+        FAIL("out of memory");
+    return 0;
+}
+
+int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
+{
+    for (size_t i = 0; i < cfg->nupstreams; i++) {
+        struct gh_upstream_cfg *u = cfg->upstreams[i];
+        LDAPDN dn = NULL;
+
+        if (!(u->seen & K_URI))
+            FAIL("[upstream:%s]: uri is required", u->name);
+        if (!(u->seen & K_BASE))
+            FAIL("[upstream:%s]: base_dn is required", u->name);
+        if (ldap_str2dn(u->base_dn, &dn, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS)
+            FAIL("[upstream:%s]: base_dn '%s' is not a DN", u->name, u->base_dn);
+        ldap_dnfree(dn);
+        if (u->bind_dn[0] != '\0') {
+            dn = NULL;
+            if (ldap_str2dn(u->bind_dn, &dn, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS)
+                FAIL("[upstream:%s]: bind_dn '%s' is not a DN", u->name, u->bind_dn);
+            ldap_dnfree(dn);
+            if (!(u->seen & K_PWFILE))
+                FAIL("[upstream:%s]: bind_dn needs bind_password_file", u->name);
+        }
+        if (u->bind_password_file[0] != '\0' && u->bind_password == NULL) {
+            char m[GH_ERRMSG_MAX];
+            if (read_password(u->bind_password_file, &u->bind_password, m, sizeof(m)) != 0)
+                FAIL("[upstream:%s]: %s", u->name, m);
+        }
+        if (u->mode != GH__MODE_SEARCH && strcasecmp(u->key_attr, "entryUUID") != 0)
+            FAIL("[upstream:%s]: key_attr %s needs mode = search-poll (syncrepl keys entries "
+                 "by entryUUID)",
+                 u->name, u->key_attr);
+        if (u->starttls && strncmp(u->uri, "ldap://", 7) != 0)
+            FAIL("[upstream:%s]: starttls applies to ldap:// URIs only", u->name);
+        if (u->ca_file[0] != '\0' && access(u->ca_file, R_OK) != 0)
+            FAIL("[upstream:%s]: ca_file %s: %s", u->name, u->ca_file, strerror(errno));
+        if (u->offline_auth && u->offline_max_age == 0)
+            FAIL("[upstream:%s]: offline_auth = yes needs offline_max_age > 0", u->name);
+    }
+    return 0;
+}
+
+void gh__upstream_fingerprint(const struct gh_upstream_cfg *u, char out[33])
+{
+    crypto_generichash_state st;
+    unsigned char h[16];
+    const char *parts[] = {u->uri, u->base_dn, u->user_filter, u->group_filter, u->login_attr,
+                           u->member_attr, u->uid_number_attr, u->gid_number_attr,
+                           u->display_name_attr, u->mail_attr, u->key_attr, u->group_name_attr,
+                           u->description_attr};
+    char scope[8];
+    crypto_generichash_init(&st, NULL, 0, sizeof(h));
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        crypto_generichash_update(&st, (const unsigned char *)parts[i], strlen(parts[i]) + 1);
+    snprintf(scope, sizeof(scope), "%d", u->scope);
+    crypto_generichash_update(&st, (const unsigned char *)scope, strlen(scope) + 1);
+    crypto_generichash_final(&st, h, sizeof(h));
+    sodium_bin2hex(out, 33, h, sizeof(h));
+}
