@@ -1,0 +1,153 @@
+/*
+ * sync_ldap.c: libldap helpers shared by the sync workers and the auth
+ * threads: opening a connection with the upstream's TLS and timeout settings,
+ * normalising DNs for comparison, and turning upstream keys into text.
+ *
+ * Everything here blocks (that is why only worker and auth threads call it).
+ * A simple bind is never sent with an empty password: RFC 4513 makes it an
+ * unauthenticated bind, which "succeeds" without checking anything.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "schema/log.h"
+#include "server/sync-int.h"
+
+static void diag(LDAP *ld, int rc, const char *what, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (ld != NULL)
+        ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &msg);
+    snprintf(err, errlen, "%s: %s%s%s", what, ldap_err2string(rc),
+             msg != NULL && msg[0] != '\0' ? " - " : "", msg != NULL ? msg : "");
+    ldap_memfree(msg);
+}
+
+int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const char *dn,
+                  const char *password, size_t pwlen, LDAP **out, char *err, size_t errlen)
+{
+    LDAP *ld = NULL;
+    int v3 = LDAP_VERSION3;
+    struct timeval tv = {(time_t)timeout, 0};
+    int rc;
+
+    *out = NULL;
+    err[0] = '\0';
+    if (dn != NULL && pwlen == 0) {
+        snprintf(err, errlen, "refusing a simple bind with an empty password");
+        return LDAP_INAPPROPRIATE_AUTH;
+    }
+    rc = ldap_initialize(&ld, cfg->uri);
+    if (rc != LDAP_SUCCESS) {
+        diag(NULL, rc, cfg->uri, err, errlen);
+        return rc;
+    }
+    ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
+    ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
+    ldap_set_option(ld, LDAP_OPT_RESTART, LDAP_OPT_ON);
+    ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
+    ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv);
+    {
+        /* a silently dead peer of a persistent search is found by keepalive */
+        int idle = 60, probes = 3, interval = 10;
+        ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_IDLE, &idle);
+        ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_PROBES, &probes);
+        ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_INTERVAL, &interval);
+    }
+    if (cfg->ca_file[0] != '\0') {
+        int demand = LDAP_OPT_X_TLS_DEMAND, server = 0;
+        ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, cfg->ca_file);
+        ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand);
+        rc = ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &server);
+        if (rc != LDAP_OPT_SUCCESS) {
+            snprintf(err, errlen, "cannot set up TLS with ca_file %s", cfg->ca_file);
+            rc = LDAP_LOCAL_ERROR;
+            goto fail;
+        }
+    }
+    if (cfg->starttls) {
+        rc = ldap_start_tls_s(ld, NULL, NULL);
+        if (rc != LDAP_SUCCESS) {
+            diag(ld, rc, "StartTLS", err, errlen);
+            goto fail;
+        }
+    }
+    if (dn != NULL) {
+        struct berval cred;
+        cred.bv_val = (char *)password;
+        cred.bv_len = pwlen;
+        rc = ldap_sasl_bind_s(ld, dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
+        if (rc != LDAP_SUCCESS) {
+            diag(ld, rc, "bind", err, errlen);
+            goto fail;
+        }
+    } else {
+        rc = ldap_connect(ld);
+        if (rc != LDAP_SUCCESS) {
+            diag(ld, rc, "connect", err, errlen);
+            goto fail;
+        }
+    }
+    *out = ld;
+    return LDAP_SUCCESS;
+fail:
+    ldap_unbind_ext(ld, NULL, NULL);
+    return rc;
+}
+
+char *gh__dn_norm(const char *dn)
+{
+    char *n = NULL, *out;
+    if (ldap_dn_normalize(dn, LDAP_DN_FORMAT_LDAP, &n, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS ||
+        n == NULL) {
+        ldap_memfree(n);
+        return strdup("");
+    }
+    out = strdup(n);
+    ldap_memfree(n);
+    if (out != NULL)
+        for (char *p = out; *p != '\0'; p++)
+            *p = (char)tolower((unsigned char)*p);
+    return out;
+}
+
+int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    if (bv == NULL || bv->bv_len == 0 || outlen < 37)
+        return GH_EINVAL;
+    if (raw_uuid && bv->bv_len == 16) {
+        for (size_t i = 0; i < 16; i++) {
+            if (i == 4 || i == 6 || i == 8 || i == 10)
+                out[o++] = '-';
+            out[o++] = hex[(unsigned char)bv->bv_val[i] >> 4];
+            out[o++] = hex[(unsigned char)bv->bv_val[i] & 15];
+        }
+        out[o] = '\0';
+        return 0;
+    }
+    for (size_t i = 0; i < bv->bv_len; i++) {
+        unsigned char ch = (unsigned char)bv->bv_val[i];
+        if (ch < 0x21 || ch > 0x7e) {
+            /* binary: hex of the whole value */
+            if (bv->bv_len * 2 + 1 > outlen)
+                return GH_EINVAL;
+            for (size_t j = 0; j < bv->bv_len; j++) {
+                out[2 * j] = hex[(unsigned char)bv->bv_val[j] >> 4];
+                out[2 * j + 1] = hex[(unsigned char)bv->bv_val[j] & 15];
+            }
+            out[2 * bv->bv_len] = '\0';
+            return 0;
+        }
+    }
+    if (bv->bv_len + 1 > outlen)
+        return GH_EINVAL;
+    for (size_t i = 0; i < bv->bv_len; i++)
+        out[i] = (char)tolower((unsigned char)bv->bv_val[i]);
+    out[bv->bv_len] = '\0';
+    return 0;
+}
