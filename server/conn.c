@@ -105,18 +105,36 @@ void gh__conn_mark_dirty(gh_conn *c)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
+static int over_budget(const gh_conn *c);
+static void process_input(gh_conn *c);
+
+/* Nothing more will be read or answered: the connection may close. */
+static int finished(const gh_conn *c)
+{
+    int no_more_input = c->close_after_write || c->srv->stopping ||
+                        (c->eof && memchr(c->in, '\n', c->in_len) == NULL);
+    return no_more_input && c->npending == 0 && c->out_bytes == 0 && c->queued_bytes == 0;
+}
+
 static void update_reading(gh_conn *c)
 {
-    if (c->closing || c->close_after_write)
+    if (c->closing || c->close_after_write || c->in_process)
         return;
-    int over = c->out_bytes > c->srv->cfg->max_output || c->npending >= GH_CONN_MAX_PENDING ||
-               c->srv->stopping;
+    int over = over_budget(c);
     if (over && !c->paused) {
         uv_read_stop(&c->h.stream);
         c->paused = 1;
-    } else if (!over && c->paused && c->out_bytes <= c->srv->cfg->max_output / 2) {
-        c->paused = 0;
-        uv_read_start(&c->h.stream, on_alloc, on_read);
+    } else if (!over && c->paused &&
+               c->out_bytes + c->queued_bytes <= c->srv->cfg->max_output / 2) {
+        if (c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL) {
+            process_input(c); /* lines held back while over budget */
+            if (c->closing || over_budget(c))
+                return;
+        }
+        if (!c->eof) {
+            c->paused = 0;
+            uv_read_start(&c->h.stream, on_alloc, on_read);
+        }
     }
 }
 
@@ -136,7 +154,7 @@ static void on_write(uv_write_t *req, int status)
         maybe_free(c);
         return;
     }
-    if ((c->close_after_write || c->srv->stopping) && c->npending == 0 && c->out_bytes == 0) {
+    if (finished(c)) {
         gh__conn_close(c);
         return;
     }
@@ -166,6 +184,7 @@ static void flush(gh_conn *c)
             c->tail = NULL;
         w->bufs[i] = uv_buf_init(p->out, (unsigned)p->outlen);
         w->bytes += p->outlen;
+        c->queued_bytes -= p->outlen;
         p->out = NULL;
         json_decref(p->id);
         free(p);
@@ -192,7 +211,7 @@ void gh__flush_all(gh_server *srv)
         c->dirty = 0;
         c->dirty_next = NULL;
         flush(c);
-        if (srv->stopping && !c->closing && c->npending == 0 && c->out_bytes == 0)
+        if (!c->closing && finished(c))
             gh__conn_close(c);
         c = next;
     }
@@ -241,15 +260,66 @@ static void too_large(gh_conn *c)
         gh__conn_close(c);
 }
 
+/* Over budget: replies queued (serialized or in uv_write) past max_output,
+ * too many requests in flight, or the server is stopping. */
+static int over_budget(const gh_conn *c)
+{
+    return c->out_bytes + c->queued_bytes > c->srv->cfg->max_output ||
+           c->npending >= GH_CONN_MAX_PENDING || c->srv->stopping;
+}
+
+/* Parses and dispatches complete lines from the input buffer until it runs
+ * out of lines or the connection goes over budget; the rest stays buffered
+ * and is parsed when the replies drain (update_reading). */
+static void process_input(gh_conn *c)
+{
+    size_t start = 0;
+    if (c->in_process)
+        return;
+    c->in_process = 1;
+    while (!c->closing && !c->close_after_write && !over_budget(c)) {
+        char *nl = memchr(c->in + start, '\n', c->in_len - start);
+        if (nl == NULL)
+            break;
+        size_t len = (size_t)(nl - (c->in + start));
+        if (len > 0 && c->in[start + len - 1] == '\r')
+            len--;
+        if (len > 0)
+            gh__dispatch_line(c, c->in + start, len);
+        start = (size_t)(nl - c->in) + 1;
+    }
+    if (start > 0 && !c->closing) {
+        memmove(c->in, c->in + start, c->in_len - start);
+        c->in_len -= start;
+    }
+    c->in_process = 0;
+    if (c->closing)
+        return;
+    if (c->in_len >= c->srv->cfg->max_request && memchr(c->in, '\n', c->in_len) == NULL) {
+        too_large(c);
+        return;
+    }
+    update_reading(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     gh_conn *c = s->data;
     (void)buf;
+    if (nread == UV_EOF) {
+        /* Half-close: the peer sent everything. Answer what it asked (the
+         * lines already received), then close. */
+        uv_read_stop(&c->h.stream);
+        c->paused = 1;
+        c->eof = 1;
+        process_input(c);
+        if (!c->closing && finished(c) && !c->dirty)
+            gh__conn_close(c);
+        return;
+    }
     if (nread < 0) {
-        if (nread != UV_EOF)
-            GH_LOGD("conn %s: read: %s", c->peer, uv_strerror((int)nread));
-        /* Replies to requests already received are still sent when possible;
-         * the peer is gone for reading, so close once they are out. */
+        GH_LOGD("conn %s: read: %s", c->peer, uv_strerror((int)nread));
+        /* The peer is gone: requests in flight complete, replies go nowhere. */
         gh__conn_close(c);
         return;
     }
@@ -257,30 +327,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->srv->cfg->idle_timeout)
         uv_timer_again(&c->idle);
-    size_t scan_from = c->in_len;
     c->in_len += (size_t)nread;
-    size_t start = 0;
-    for (size_t i = scan_from; i < c->in_len; i++) {
-        if (c->in[i] != '\n')
-            continue;
-        size_t len = i - start;
-        if (len > 0 && c->in[start + len - 1] == '\r')
-            len--;
-        if (len > 0)
-            gh__dispatch_line(c, c->in + start, len);
-        start = i + 1;
-        if (c->closing)
-            return;
-    }
-    if (start > 0) {
-        memmove(c->in, c->in + start, c->in_len - start);
-        c->in_len -= start;
-    }
-    if (c->in_len >= c->srv->cfg->max_request) {
-        too_large(c);
-        return;
-    }
-    update_reading(c);
+    process_input(c);
 }
 
 static void on_idle(uv_timer_t *t)

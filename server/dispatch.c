@@ -137,6 +137,7 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
     }
     p->out = line;
     p->outlen = line ? len : 0;
+    c->queued_bytes += p->outlen;
     p->done = 1;
     record_latency(c->srv, p->op, p->t0, rc != 0);
     if (gh_log_enabled(GH_LOG_DEBUG)) {

@@ -61,9 +61,12 @@ typedef struct gh_conn {
     gh_pending *head, *tail;          /* replies in request order */
     unsigned npending;                /* requests not yet completed */
     size_t out_bytes;                 /* reply bytes queued in uv_write */
+    size_t queued_bytes;              /* serialized replies waiting for their turn */
+    int in_process;                   /* process_input is on the stack */
     unsigned handles_open;            /* stream + timer */
     int closing;
     int close_after_write; /* framing lost: close once replies are out */
+    int eof;               /* the peer half-closed: answer, then close */
     int paused;
     int admin;
     int is_tcp;

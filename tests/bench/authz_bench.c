@@ -20,11 +20,6 @@
 #include "schema/error.h"
 #include "schema/store.h"
 
-typedef struct setup {
-    const char *const *roles; /* "name|parents|rule;rule;..." */
-    size_t nroles;
-} setup;
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -88,11 +83,14 @@ static int apply(gh_txn *txn, void *arg)
     if (strcmp(j->kind, "role") == 0) {
         /* spec: "effect action resource;..." ; c: parent or NULL */
         gh_role *r = gh_role_new(j->a);
-        char *save = NULL, *tok;
-        if (r == NULL)
+        char *spec = strdup(j->spec), *save = NULL, *tok;
+        if (r == NULL || spec == NULL) {
+            gh_role_free(r);
+            free(spec);
             return GH_ENOMEM;
+        }
         rc = 0;
-        for (tok = strtok_r(j->spec, ";", &save); tok && rc == 0;
+        for (tok = strtok_r(spec, ";", &save); tok && rc == 0;
              tok = strtok_r(NULL, ";", &save)) {
             char eff[8], act[128], res[256];
             if (sscanf(tok, "%7s %127s %255s", eff, act, res) != 3)
@@ -105,6 +103,7 @@ static int apply(gh_txn *txn, void *arg)
         if (rc == 0)
             rc = gh_store_role_add(txn, r);
         gh_role_free(r);
+        free(spec);
         return rc;
     }
     if (strcmp(j->kind, "bind") == 0) {
@@ -135,7 +134,6 @@ static void run(gh_store *s, const char *kind, const char *a, const char *b, con
     j.b = b;
     j.c = c;
     snprintf(j.spec, sizeof(j.spec), "%s", spec ? spec : "");
-    /* strtok_r consumes spec: a retried write (map growth) must see it whole */
     rc = gh_store_write(s, apply, &j, err, sizeof(err));
     if (rc)
         die(kind, rc, err);

@@ -854,11 +854,12 @@ class TestCase(unittest.TestCase):
 
     def start_server(self, **kw):
         kw_check = kw.get("check_exit", True)
+        start = kw.pop("start", True)
         s = Server(start=False, **kw)
         self._gh_servers = getattr(self, "_gh_servers", [])
         self._gh_servers.append(s)
         self.addCleanup(self._finish_server, s, kw_check)
-        if kw.get("start", True):
+        if start:
             s.start()
         return s
 
