@@ -143,13 +143,35 @@ int gh__set_decide(const gh__set *s, const gh__req *q, int *why, int32_t *rule);
 
 /* ---- compile.c ---- */
 
+/* Roles decoded from the store, shared by every compile of one authorization
+ * generation (decoding a role record costs more than compiling it). A NULL
+ * role marks a name that does not exist. Cleared with the set cache. */
+typedef struct gh__rent {
+    gh_role *role;
+    char name[GH_NAME_MAX + 1];
+    uint64_t hash;
+    uint32_t stamp; /* last expansion (gh__roles.stamp) that visited it */
+} gh__rent;
+
+typedef struct gh__roles {
+    gh__rent *e;
+    size_t n, cap;
+    uint32_t *tab; /* index + 1; 0 empty */
+    size_t mask;
+    uint32_t stamp;
+} gh__roles;
+
+void gh__roles_clear(gh__roles *rc);
+void gh__roles_free(gh__roles *rc);
+
 /* Compiles the rule set of a user: bindings of the user and of every
- * effective group, with inherited roles and scopes. GH_ENOTFOUND when the
- * user does not exist; GH_EINTERNAL when a stored pattern does not compile. */
-int gh__set_compile_user(gh_txn *txn, uint64_t user_id, gh__set **out);
-/* Compiles the rules of the given subjects' own bindings only (no user state,
- * no group closure): who_can's view of a group. */
-int gh__set_compile_subject(gh_txn *txn, gh_member subject, gh__set **out);
+ * effective group, with inherited roles and scopes. roles may be NULL (decode
+ * privately). GH_ENOTFOUND when the user does not exist; GH_EINTERNAL when a
+ * stored pattern does not compile. */
+int gh__set_compile_user(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__set **out);
+/* Compiles the rules of one subject's own bindings only (no user state, no
+ * group closure): who_can's view of a group. */
+int gh__set_compile_subject(gh_txn *txn, gh__roles *roles, gh_member subject, gh__set **out);
 void gh__set_free(gh__set *s);
 /* Splits a resource pattern into s: 0 or GH_EINVAL. */
 int gh__pat_compile(gh__set *s, const char *pattern, gh__pat *out);
@@ -180,6 +202,7 @@ void gh__cache_destroy(gh__cache *c);
 
 struct gh_authz {
     gh__cache cache;
+    gh__roles roles;
     uint64_t gen;  /* gh_store_authz_gen the cached sets were compiled at */
     int have_gen;
     gh_authz_stats st;

@@ -32,12 +32,14 @@ void gh_authz_free(gh_authz *a)
     if (a == NULL)
         return;
     gh__cache_destroy(&a->cache);
+    gh__roles_free(&a->roles);
     free(a);
 }
 
 void gh_authz_flush(gh_authz *a)
 {
     gh__cache_clear(&a->cache);
+    gh__roles_clear(&a->roles);
     a->have_gen = 0;
 }
 
@@ -61,6 +63,7 @@ int gh__authz_sync(gh_authz *a, gh_txn *txn)
     if (a->have_gen) {
         a->st.flushes++;
         gh__cache_clear(&a->cache);
+        gh__roles_clear(&a->roles);
     }
     a->gen = gen;
     a->have_gen = 1;
@@ -78,7 +81,7 @@ static int lookup(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out)
         return 0;
     }
     a->st.misses++;
-    rc = gh__set_compile_user(txn, user_id, &s);
+    rc = gh__set_compile_user(txn, &a->roles, user_id, &s);
     if (rc)
         return rc;
     a->st.compiles++;

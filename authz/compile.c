@@ -131,31 +131,26 @@ static int act_compile(gh__set *s, const char *pattern, gh__rule *r)
     return 0;
 }
 
-/* ---- roles met during one compile, fetched once each ---- */
+/* ---- decoded roles, fetched from the store once per generation ---- */
 
-typedef struct rent {
-    gh_role *role;  /* NULL: the role does not exist */
-    char name[GH_NAME_MAX + 1];
-    uint64_t hash;
-    uint32_t stamp; /* visited by the binding being expanded */
-} rent;
-
-typedef struct rcache {
-    rent *e;
-    size_t n, cap;
-    uint32_t *tab; /* index + 1; 0 empty */
-    size_t mask;
-} rcache;
-
-static void rc_free(rcache *rc)
+void gh__roles_clear(gh__roles *rc)
 {
     for (size_t i = 0; i < rc->n; i++)
         gh_role_free(rc->e[i].role);
-    free(rc->e);
-    free(rc->tab);
+    rc->n = 0;
+    if (rc->tab)
+        memset(rc->tab, 0, (rc->mask + 1) * sizeof(*rc->tab));
 }
 
-static int rc_rehash(rcache *rc)
+void gh__roles_free(gh__roles *rc)
+{
+    gh__roles_clear(rc);
+    free(rc->e);
+    free(rc->tab);
+    memset(rc, 0, sizeof(*rc));
+}
+
+static int rc_rehash(gh__roles *rc)
 {
     size_t size = (rc->mask + 1) * 2;
     uint32_t *tab;
@@ -179,12 +174,12 @@ static int rc_rehash(rcache *rc)
 
 /* The role named name (fetched from the store on first use); *out is NULL
  * inside a returned entry when the role does not exist. */
-static int rc_get(rcache *rc, gh_txn *txn, const char *name, rent **out)
+static int rc_get(gh__roles *rc, gh_txn *txn, const char *name, gh__rent **out)
 {
     size_t len = strlen(name), j;
     uint64_t h = gh__hash(name, len);
     gh_role *role = NULL;
-    rent *e;
+    gh__rent *e;
     int err;
 
     *out = NULL;
@@ -230,8 +225,7 @@ fail:
 typedef struct cstate {
     gh_txn *txn;
     gh__set *s;
-    rcache roles;
-    uint32_t stamp;
+    gh__roles *roles;
     struct qent {
         uint32_t ent;  /* index in roles.e (stable: the array may move) */
         int32_t via;
@@ -271,7 +265,7 @@ static int add_binding(cstate *cs, const gh_binding *b)
     gh__bind *bd;
     uint32_t bi, name;
     size_t head = 0, tail = 0;
-    rent *e;
+    gh__rent *e;
     int rc;
 
     if ((rc = grow(&s->binds, &s->capbinds, s->nbinds + 1, sizeof(*s->binds))) != 0)
@@ -299,22 +293,26 @@ static int add_binding(cstate *cs, const gh_binding *b)
         s->binds[bi].scope = (int32_t)s->nscopes++;
     }
 
-    if ((rc = rc_get(&cs->roles, cs->txn, b->role, &e)) != 0)
+    if ((rc = rc_get(cs->roles, cs->txn, b->role, &e)) != 0)
         return rc;
     if (e->role == NULL) {
         s->binds[bi].missing = 1; /* a dangling binding grants nothing */
         return 0;
     }
-    cs->stamp++;
-    e->stamp = cs->stamp;
+    if (++cs->roles->stamp == 0) { /* wrapped: forget every old visit */
+        for (size_t i = 0; i < cs->roles->n; i++)
+            cs->roles->e[i].stamp = 0;
+        cs->roles->stamp = 1;
+    }
+    e->stamp = cs->roles->stamp;
     if ((rc = grow(&cs->q, &cs->capq, tail + 1, sizeof(*cs->q))) != 0)
         return rc;
-    cs->q[tail].ent = (uint32_t)(e - cs->roles.e);
+    cs->q[tail].ent = (uint32_t)(e - cs->roles->e);
     cs->q[tail].via = -1;
     tail++;
     while (head < tail) {
         struct qent qe = cs->q[head++];
-        const gh_role *role = cs->roles.e[qe.ent].role;
+        const gh_role *role = cs->roles->e[qe.ent].role;
         uint32_t rp;
 
         if ((rc = grow(&s->roles, &s->caproles, s->nroles + 1, sizeof(*s->roles))) != 0)
@@ -330,14 +328,14 @@ static int add_binding(cstate *cs, const gh_binding *b)
                 return rc;
         for (size_t i = 0; i < role->nparents; i++) {
             /* rc_get may move the entries (never the gh_role they point to) */
-            if ((rc = rc_get(&cs->roles, cs->txn, role->parents[i], &e)) != 0)
+            if ((rc = rc_get(cs->roles, cs->txn, role->parents[i], &e)) != 0)
                 return rc;
-            if (e->role == NULL || e->stamp == cs->stamp)
+            if (e->role == NULL || e->stamp == cs->roles->stamp)
                 continue; /* missing parent, or met already through another path */
-            e->stamp = cs->stamp;
+            e->stamp = cs->roles->stamp;
             if ((rc = grow(&cs->q, &cs->capq, tail + 1, sizeof(*cs->q))) != 0)
                 return rc;
-            cs->q[tail].ent = (uint32_t)(e - cs->roles.e);
+            cs->q[tail].ent = (uint32_t)(e - cs->roles->e);
             cs->q[tail].via = (int32_t)rp;
             tail++;
         }
@@ -527,15 +525,19 @@ static int collect_binding(const gh_binding *b, void *arg)
 }
 
 /* Compiles the bindings of subjects[0..n) into a new set. */
-static int compile(gh_txn *txn, const gh_member *subjects, size_t n, gh__set **out)
+static int compile(gh_txn *txn, gh__roles *roles, const gh_member *subjects, size_t n,
+                   gh__set **out)
 {
     cstate cs;
+    gh__roles local;
     bvec bv = {0};
     int rc = GH_ENOMEM;
 
     *out = NULL;
     memset(&cs, 0, sizeof(cs));
+    memset(&local, 0, sizeof(local));
     cs.txn = txn;
+    cs.roles = roles ? roles : &local;
     cs.s = calloc(1, sizeof(*cs.s));
     if (cs.s == NULL)
         goto done;
@@ -556,13 +558,13 @@ static int compile(gh_txn *txn, const gh_member *subjects, size_t n, gh__set **o
     cs.s = NULL;
 done:
     gh__set_free(cs.s);
-    rc_free(&cs.roles);
+    gh__roles_free(&local);
     free(cs.q);
     free(bv.v);
     return rc;
 }
 
-int gh__set_compile_user(gh_txn *txn, uint64_t user_id, gh__set **out)
+int gh__set_compile_user(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__set **out)
 {
     gh_user u;
     idvec groups = {0};
@@ -589,7 +591,7 @@ int gh__set_compile_user(gh_txn *txn, uint64_t user_id, gh__set **out)
         subjects[i + 1].kind = GH_MEMBER_GROUP;
         subjects[i + 1].id = groups.v[i];
     }
-    rc = compile(txn, subjects, groups.n + 1, out);
+    rc = compile(txn, roles, subjects, groups.n + 1, out);
     if (rc)
         goto done;
     (*out)->user_id = user_id;
@@ -601,7 +603,7 @@ done:
     return rc;
 }
 
-int gh__set_compile_subject(gh_txn *txn, gh_member subject, gh__set **out)
+int gh__set_compile_subject(gh_txn *txn, gh__roles *roles, gh_member subject, gh__set **out)
 {
-    return compile(txn, &subject, 1, out);
+    return compile(txn, roles, &subject, 1, out);
 }

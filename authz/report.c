@@ -516,7 +516,7 @@ int gh_authz_who_can(gh_authz *a, gh_txn *txn, const char *action, const char *r
      * are complete; each is then decided in full (state, every deny). */
     for (size_t i = 0; i < sj.groups.n; i++) {
         gh_member g = {GH_MEMBER_GROUP, sj.groups.v[i]};
-        if ((rc = gh__set_compile_subject(txn, g, &gs)) != 0)
+        if ((rc = gh__set_compile_subject(txn, &a->roles, g, &gs)) != 0)
             goto done;
         if (gh__set_decide(gs, &q, NULL, &ri)) {
             if ((rc = subject_name(txn, g, name, sizeof(name))) != 0 ||

@@ -5,7 +5,7 @@ gatehoused_SOURCES = server/main.c
 gatehoused_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 gatehoused_LDADD = libghcore.la $(DEP_LIBS)
 libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync.h \
-	server/server.h server/config.c server/writer.c server/conn.c server/dispatch.c \
+	server/server.h server/server.c server/config.c server/writer.c server/conn.c server/dispatch.c \
 	server/ops_util.c server/auth.c server/ops_core.c server/ops_user.c \
 	server/ops_authz.c server/ops_io.c
 # sync

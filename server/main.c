@@ -40,42 +40,6 @@ static void usage(FILE *f)
                "./var/gatehoused.sock.\n");
 }
 
-static int mkdir_p(const char *dir)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s", dir);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-static int open_store(gh_config *cfg, gh_store **store)
-{
-    char err[512] = "";
-    gh_store_opts so = {
-        .state_dir = cfg->state_dir,
-        .map_size = cfg->map_size,
-        .map_max = cfg->map_max,
-        .uid_min = cfg->uid_min,
-    };
-    if (mkdir_p(cfg->state_dir) != 0) {
-        GH_LOGE("cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
-        return GH_EIO;
-    }
-    int rc = gh_store_open(store, &so, err, sizeof(err));
-    if (rc != 0)
-        GH_LOGE("cannot open the store in %s: %s", cfg->state_dir, err[0] ? err : gh_strerror(rc));
-    return rc;
-}
-
 /* ---- --init-admin ---- */
 
 typedef struct init_admin {
@@ -149,7 +113,7 @@ static int run_init_admin(gh_config *cfg, const char *name)
         fprintf(stderr, "gatehoused: cannot hash the password (out of memory)\n");
         goto done;
     }
-    if (open_store(cfg, &store) != 0)
+    if (gh__open_store(cfg, &store) != 0)
         goto done;
     char err[GH_ERRMSG_MAX] = "";
     int wrc = gh_store_write(store, init_admin_apply, &a, err, sizeof(err));
@@ -172,51 +136,6 @@ done:
 }
 
 /* ---- signals and shutdown ---- */
-
-static void on_close_free_nothing(uv_handle_t *h)
-{
-    (void)h;
-}
-
-void gh__maybe_finish_shutdown(gh_server *srv)
-{
-    if (!srv->stopping || srv->nconns > 0 || srv->stopping == 2)
-        return;
-    srv->stopping = 2;
-    GH_LOGI("all connections closed; draining writes");
-    gh_writer_stop(srv->writer);
-    srv->writer = NULL;
-    if (srv->sync) {
-        gh_sync_stop(srv->sync);
-        srv->sync = NULL;
-    }
-    uv_close((uv_handle_t *)&srv->housekeeping, on_close_free_nothing);
-    uv_close((uv_handle_t *)&srv->shutdown_timer, on_close_free_nothing);
-    uv_close((uv_handle_t *)&srv->flush_check, on_close_free_nothing);
-    uv_close((uv_handle_t *)&srv->sig_term, on_close_free_nothing);
-    uv_close((uv_handle_t *)&srv->sig_int, on_close_free_nothing);
-    uv_close((uv_handle_t *)&srv->sig_hup, on_close_free_nothing);
-}
-
-static void on_shutdown_timeout(uv_timer_t *t)
-{
-    gh_server *srv = t->data;
-    GH_LOGW("shutdown: closing %u connections that did not finish in time", srv->nconns);
-    for (gh_conn *c = srv->conns; c; c = c->next)
-        gh__conn_close(c);
-}
-
-void gh__server_shutdown(gh_server *srv)
-{
-    if (srv->stopping)
-        return;
-    srv->stopping = 1;
-    GH_LOGI("shutting down: no new connections, finishing requests in flight");
-    gh__listen_stop(srv);
-    gh__close_idle_for_shutdown(srv);
-    uv_timer_start(&srv->shutdown_timer, on_shutdown_timeout, 10000, 0);
-    gh__maybe_finish_shutdown(srv);
-}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -256,95 +175,35 @@ static void on_signal(uv_signal_t *s, int signum)
     gh__server_shutdown(srv);
 }
 
-static void on_housekeeping(uv_timer_t *t)
-{
-    gh__housekeeping(t->data);
-}
-
-static void on_flush(uv_check_t *h)
-{
-    gh__flush_all(h->data);
-}
-
 static int run_server(gh_config *cfg, const char *config_path)
 {
     gh_server srv;
     uv_loop_t loop;
-    int rc;
     char nbuf[16];
+    int rc;
 
-    memset(&srv, 0, sizeof(srv));
-    srv.cfg = cfg;
-    srv.config_path = config_path;
     snprintf(nbuf, sizeof(nbuf), "%u", cfg->threadpool_size);
     setenv("UV_THREADPOOL_SIZE", nbuf, 1);
     if (uv_loop_init(&loop) != 0)
         return 1;
-    srv.loop = &loop;
-    srv.started = gh__now_ms();
-
-    if ((rc = open_store(cfg, &srv.store)) != 0)
-        goto fail;
-    if ((rc = gh_store_reader_new(srv.store, &srv.reader)) != 0)
-        goto fail;
-    if ((rc = gh__auth_init(&srv)) != 0)
-        goto fail;
-    if ((rc = gh__dispatch_init(&srv)) != 0)
-        goto fail;
-    gh_authz_opts ao = {0};
-    if ((rc = gh_authz_new(&srv.authz, &ao)) != 0)
-        goto fail;
-    if ((rc = gh_writer_start(&srv.writer, &loop, srv.store, cfg->write_batch_max)) != 0)
-        goto fail;
-    if ((rc = gh_sync_start(&srv.sync, &loop, srv.store, srv.writer, cfg)) != 0) {
-        GH_LOGE("cannot start the upstream sync workers: %s", gh_strerror(rc));
-        goto fail;
+    rc = gh__server_open(&srv, cfg, &loop);
+    if (rc == 0)
+        rc = gh__listen(&srv);
+    if (rc == 0) {
+        uv_signal_init(&loop, &srv.sig_term);
+        uv_signal_init(&loop, &srv.sig_int);
+        uv_signal_init(&loop, &srv.sig_hup);
+        srv.sig_term.data = srv.sig_int.data = srv.sig_hup.data = &srv;
+        uv_signal_start(&srv.sig_term, on_signal, SIGTERM);
+        uv_signal_start(&srv.sig_int, on_signal, SIGINT);
+        uv_signal_start(&srv.sig_hup, on_signal, SIGHUP);
+        srv.have_signals = 1;
+        srv.config_path = config_path;
+        GH_LOGI("gatehoused %s ready (state %s)", GH_VERSION_STRING, cfg->state_dir);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        GH_LOGI("stopped");
     }
-    if ((rc = gh__listen(&srv)) != 0)
-        goto fail;
-
-    uv_signal_init(&loop, &srv.sig_term);
-    uv_signal_init(&loop, &srv.sig_int);
-    uv_signal_init(&loop, &srv.sig_hup);
-    srv.sig_term.data = srv.sig_int.data = srv.sig_hup.data = &srv;
-    uv_signal_start(&srv.sig_term, on_signal, SIGTERM);
-    uv_signal_start(&srv.sig_int, on_signal, SIGINT);
-    uv_signal_start(&srv.sig_hup, on_signal, SIGHUP);
-    uv_timer_init(&loop, &srv.housekeeping);
-    srv.housekeeping.data = &srv;
-    uv_timer_start(&srv.housekeeping, on_housekeeping, 30000, 30000);
-    uv_timer_init(&loop, &srv.shutdown_timer);
-    srv.shutdown_timer.data = &srv;
-    uv_check_init(&loop, &srv.flush_check);
-    srv.flush_check.data = &srv;
-    uv_check_start(&srv.flush_check, on_flush);
-
-    GH_LOGI("gatehoused %s ready (state %s)", GH_VERSION_STRING, cfg->state_dir);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    GH_LOGI("stopped");
-    rc = 0;
-    goto cleanup;
-fail:
-    gh__listen_stop(&srv);
-    if (srv.writer) {
-        gh_writer_stop(srv.writer);
-        srv.writer = NULL;
-    }
-    if (srv.sync) {
-        gh_sync_stop(srv.sync);
-        srv.sync = NULL;
-    }
-    uv_run(&loop, UV_RUN_NOWAIT);
-cleanup:
-    if (srv.authz)
-        gh_authz_free(srv.authz);
-    if (srv.reader)
-        gh_store_reader_free(srv.reader);
-    if (srv.store)
-        gh_store_close(srv.store);
-    gh__auth_fini(&srv);
-    free(srv.lat);
-    uv_run(&loop, UV_RUN_NOWAIT);
+    gh__server_close(&srv);
     if (uv_loop_close(&loop) != 0)
         GH_LOGW("event loop closed with handles still open");
     return rc == 0 ? 0 : 1;

@@ -114,8 +114,9 @@ typedef struct gh_server {
     gh_conn *conns;
     unsigned nconns;
     gh_conn *dirty;
-    int stopping;
-    int exit_code;
+    int stopping;       /* 0 running, 1 draining connections, 2 done */
+    int have_handles;   /* housekeeping, shutdown timer, flush check are open */
+    int have_signals;
 
     gid_t admin_gid;
     int have_admin_gid;
@@ -167,9 +168,13 @@ int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH
 void gh__housekeeping(gh_server *srv);
 int gh__op_auth(gh_opctx *c); /* the auth operation */
 
-/* main.c */
+/* server.c */
+int gh__open_store(gh_config *cfg, gh_store **store);
+/* Store, writer, authz, sync and loop handles; no listeners, no signals. */
+int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop);
 void gh__server_shutdown(gh_server *srv);
 void gh__maybe_finish_shutdown(gh_server *srv);
+void gh__server_close(gh_server *srv);
 
 uint64_t gh__now_ms(void);
 

@@ -101,7 +101,8 @@ class Durability(ghtest.TestCase):
             self.assertEqual(len(acked), len(set(acked)))
             srv.start()        # opens the database left by kill -9 (and a stale socket)
             c = self.check_present(srv, acked)
-            self.assertOk(c.call("user.add", name="after-round-%d" % rnd))
+            self.assertOk(c.call("user.add", name="after-round-%d" % rnd,
+                                 mail="after-round-%d@example.com" % rnd))
             n = self.assertOk(c.call("stats"))["store"]["users"]
             self.assertGreaterEqual(n, len(acked) + 1)
             c.close()

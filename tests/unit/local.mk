@@ -1,5 +1,17 @@
 # tests/unit
 
+# store tests
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_store tests/unit/test_schema
+TESTS += tests/unit/test_store tests/unit/test_schema
+tests_unit_test_store_SOURCES = tests/unit/test_store.c
+tests_unit_test_store_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_store_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+tests_unit_test_schema_SOURCES = tests/unit/test_schema.c
+tests_unit_test_schema_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_schema_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif
+
 # authz tests
 if HAVE_CMOCKA
 check_PROGRAMS += tests/unit/test_authz
