@@ -52,8 +52,8 @@ typedef struct gh__pat {
 typedef struct gh__bind {
     uint64_t id;
     gh_member subject;
-    uint32_t role;  /* bound role's name in set->str */
-    int32_t scope;  /* index in set->scopes, -1: unscoped */
+    uint32_t role;   /* bound role's name in set->str */
+    int32_t scope;   /* index in set->scopes, -1: unscoped */
     int32_t missing; /* the bound role does not exist (contributes nothing) */
 } gh__bind;
 
@@ -72,9 +72,9 @@ typedef struct gh__rule {
     uint32_t aoff;   /* exact action, or the prefix including ':' */
     uint32_t alen;
     gh__pat res;
-    int32_t scope;    /* index in set->scopes, -1: unscoped */
-    uint32_t role;    /* index in set->roles: the role that declares the rule */
-    uint32_t action;  /* action pattern as written (NUL-terminated in set->str) */
+    int32_t scope;   /* index in set->scopes, -1: unscoped */
+    uint32_t role;   /* index in set->roles: the role that declares the rule */
+    uint32_t action; /* action pattern as written (NUL-terminated in set->str) */
 } gh__rule;
 
 /* Exact actions of one effect, grouped: rule ids start..end of ids share the
@@ -203,7 +203,7 @@ void gh__cache_destroy(gh__cache *c);
 struct gh_authz {
     gh__cache cache;
     gh__roles roles;
-    uint64_t gen;  /* gh_store_authz_gen the cached sets were compiled at */
+    uint64_t gen; /* gh_store_authz_gen the cached sets were compiled at */
     int have_gen;
     gh_authz_stats st;
 };

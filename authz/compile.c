@@ -227,9 +227,9 @@ typedef struct cstate {
     gh__set *s;
     gh__roles *roles;
     struct qent {
-        uint32_t ent;  /* index in roles.e (stable: the array may move) */
+        uint32_t ent; /* index in roles.e (stable: the array may move) */
         int32_t via;
-    } *q;
+    } * q;
     size_t capq;
 } cstate;
 
@@ -243,7 +243,8 @@ static int add_rule(cstate *cs, uint32_t bind, uint32_t rpath, const gh_rule *gr
     r.effect = gr->effect == GH_DENY ? GH_DENY : GH_ALLOW;
     r.scope = s->binds[bind].scope;
     r.role = rpath;
-    if ((rc = act_compile(s, gr->action, &r)) != 0 || (rc = gh__pat_compile(s, gr->resource, &r.res)) != 0) {
+    if ((rc = act_compile(s, gr->action, &r)) != 0 ||
+        (rc = gh__pat_compile(s, gr->resource, &r.res)) != 0) {
         if (rc == GH_EINVAL) {
             GH_LOGE("authz: role '%s' holds an invalid rule (%s on %s)",
                     gh__str(s, s->roles[rpath].name), gr->action, gr->resource);

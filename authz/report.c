@@ -102,9 +102,9 @@ static int rule_json(gh_txn *txn, const gh__set *s, uint32_t ri, json_t **out)
     int rc = GH_ENOMEM;
 
     *out = NULL;
-    o = json_pack("{sssssssssI}", "effect", effect_name(r->effect), "action",
-                  gh__str(s, r->action), "resource", gh__str(s, r->res.text), "role",
-                  gh__str(s, s->roles[r->role].name), "binding", (json_int_t)b->id);
+    o = json_pack("{sssssssssI}", "effect", effect_name(r->effect), "action", gh__str(s, r->action),
+                  "resource", gh__str(s, r->res.text), "role", gh__str(s, s->roles[r->role].name),
+                  "binding", (json_int_t)b->id);
     roles = json_array();
     if (o == NULL || roles == NULL)
         goto done;
@@ -118,7 +118,8 @@ static int rule_json(gh_txn *txn, const gh__set *s, uint32_t ri, json_t **out)
     roles = NULL;
     if ((rc = via_json(txn, b->subject, &via)) != 0)
         goto done;
-    if ((rc = set_new(o, "via", via)) != 0 || (rc = set_new(o, "scope", scope_json(s, b->scope))) != 0)
+    if ((rc = set_new(o, "via", via)) != 0 ||
+        (rc = set_new(o, "scope", scope_json(s, b->scope))) != 0)
         goto done;
     *out = o;
     o = NULL;
@@ -253,9 +254,8 @@ static int rule_path(gh_txn *txn, const gh__set *s, uint32_t ri, json_t *path, j
                          json_is_string(sc) ? json_string_value(sc) : "",
                          json_is_string(sc) ? ")" : "");
         } else if (strcmp(type, "rule") == 0) {
-            w = snprintf(buf + off, sizeof(buf) - off, "%s%s %s on %s", sep,
-                         effect_name(r->effect), gh__str(s, r->action),
-                         gh__str(s, r->res.text));
+            w = snprintf(buf + off, sizeof(buf) - off, "%s%s %s on %s", sep, effect_name(r->effect),
+                         gh__str(s, r->action), gh__str(s, r->res.text));
         } else {
             w = snprintf(buf + off, sizeof(buf) - off, "%s%s %s", sep, type,
                          json_string_value(json_object_get(st, "name")));
@@ -320,9 +320,12 @@ int gh_authz_explain(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *act
     if ((rc = set_new(o, "decision", json_string(*allow ? "allow" : "deny"))) != 0 ||
         (rc = set_new(o, "reason", json_string(reason))) != 0)
         goto done;
-    if (why == GH__WHY_LOCKED || why == GH__WHY_DISABLED)
+    if (why == GH__WHY_LOCKED || why == GH__WHY_DISABLED) {
         if ((rc = set_new(o, "state", json_string(gh_user_state_name(u.state)))) != 0)
             goto done;
+        if (s->tombstone && (rc = set_new(o, "deleted_upstream", json_true())) != 0)
+            goto done;
+    }
     if (why == GH__WHY_RULE) {
         if ((rc = rule_json(txn, s, (uint32_t)ri, &rj)) != 0)
             goto done;

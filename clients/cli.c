@@ -8,7 +8,7 @@
  * command name, an option or an exit code, know that scripts depend on them:
  * gatehouse(1) and docs/CLI.md document them as a contract.
  */
-#include "config.h"
+#include "gh-config.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -160,11 +160,12 @@ static const cli_cmd commands[] = {
     {"sync", "run", cli_sync_run, "[UPSTREAM]", "start a refresh now (of every upstream by default)",
      NULL, "", 0, 1},
 
-    {"import", NULL, cli_import, "FILE | - [--format jsonl|ldif] [--batch N]",
+    {"import", NULL, cli_import, "FILE | - [--format jsonl|ldif] [--batch N] [--max-request BYTES]",
      "load records (JSON lines as written by export, or LDIF)",
-     "  --format jsonl|ldif  input format (default: ldif for *.ldif files, else jsonl)\n"
-     "  --batch N            records per request, at most 1000 (default 1000)\n",
-     "format= batch=", 1, 1},
+     "  --format jsonl|ldif    input format (default: ldif for *.ldif files, else jsonl)\n"
+     "  --batch N              records per request, at most 1000 (default 1000)\n"
+     "  --max-request BYTES    the server's max_request (default 65536)\n",
+     "format= batch= max-request=", 1, 1},
     {"export", NULL, cli_export,
      "[--format jsonl|ldif] [--base-dn DN] [--with-verifiers] [--rfc2307]\n"
      "       [--no-containers] [--home-base DIR]",
@@ -724,7 +725,7 @@ void cli_kv(const char *key, const char *value)
     char k[40];
 
     snprintf(k, sizeof(k), "%s:", key);
-    printf("%-16s%s\n", k, value && value[0] ? value : "-");
+    printf("%-18s%s\n", k, value && value[0] ? value : "-");
 }
 
 void cli_print_tree(json_t *v, int indent)

@@ -10,7 +10,7 @@
  * turned off with termios and restored even when a signal interrupts the
  * prompt; password buffers are wiped by their owners.
  */
-#include "config.h"
+#include "gh-config.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -7,7 +7,7 @@
  * Passwords travel in a json_t only for the time of the call and are wiped
  * before it is freed.
  */
-#include "config.h"
+#include "gh-config.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -18,7 +18,7 @@
  * are wiped when consumed and never given back to malloc unwiped (grow_buf
  * copies instead of realloc).
  */
-#include "config.h"
+#include "gh-config.h"
 
 #include <errno.h>
 #include <fcntl.h>

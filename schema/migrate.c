@@ -101,8 +101,7 @@ static int index_record(gh_txn *txn, int kind, json_t *obj, const MDB_val *idkey
             return gh_txn_fail(txn, GH_EINVAL, "user id %llu has no login name",
                                (unsigned long long)u.id);
         gh__put_u32(num, u.uid);
-        rc = gh__put(txn, DB_USER_NAME, u.name, strlen(u.name), idkey->mv_data, 8,
-                     MDB_NOOVERWRITE);
+        rc = gh__put(txn, DB_USER_NAME, u.name, strlen(u.name), idkey->mv_data, 8, MDB_NOOVERWRITE);
         if (rc == 0)
             rc = gh__put(txn, DB_USER_UID, num, 4, idkey->mv_data, 8, MDB_NOOVERWRITE);
         if (rc == 0 && u.origin[0] != '\0')
@@ -169,7 +168,7 @@ done:
 
 static int from_v0(gh_txn *txn)
 {
-    static const int indices[] = {DB_USER_NAME, DB_USER_UID, DB_USER_ORIGIN,
+    static const int indices[] = {DB_USER_NAME,  DB_USER_UID,  DB_USER_ORIGIN,
                                   DB_GROUP_NAME, DB_GROUP_GID, DB_GROUP_ORIGIN};
     size_t n = 0;
     int rc = 0;

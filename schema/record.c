@@ -332,9 +332,9 @@ int gh__role_to_json(json_t *obj, const gh_role *r)
     if (rules == NULL || parents == NULL)
         goto nomem;
     for (size_t i = 0; i < r->nrules; i++) {
-        json_t *o = json_pack("{s:s, s:s, s:s}", "effect",
-                              r->rules[i].effect == GH_DENY ? "deny" : "allow", "action",
-                              r->rules[i].action, "resource", r->rules[i].resource);
+        json_t *o =
+            json_pack("{s:s, s:s, s:s}", "effect", r->rules[i].effect == GH_DENY ? "deny" : "allow",
+                      "action", r->rules[i].action, "resource", r->rules[i].resource);
         if (o == NULL || json_array_append_new(rules, o) != 0)
             goto nomem;
     }
@@ -376,7 +376,8 @@ int gh__role_from_json(const json_t *obj, gh_role **out)
     a = json_object_get(obj, "rules");
     if (a != NULL && !json_is_array(a))
         goto bad;
-    json_array_foreach(a, i, e) {
+    json_array_foreach(a, i, e)
+    {
         const char *eff = json_string_value(json_object_get(e, "effect"));
         const char *act = json_string_value(json_object_get(e, "action"));
         const char *res = json_string_value(json_object_get(e, "resource"));
@@ -389,7 +390,8 @@ int gh__role_from_json(const json_t *obj, gh_role **out)
     a = json_object_get(obj, "parents");
     if (a != NULL && !json_is_array(a))
         goto bad;
-    json_array_foreach(a, i, e) {
+    json_array_foreach(a, i, e)
+    {
         if (!json_is_string(e))
             goto bad;
         rc = gh_role_add_parent(r, json_string_value(e));
@@ -410,9 +412,8 @@ fail:
 
 json_t *gh__binding_to_json(const gh_binding *b)
 {
-    return json_pack("{s:I, s:s, s:{s:s, s:I}, s:s, s:I}", "id", (json_int_t)b->id, "role",
-                     b->role, "subject", "kind",
-                     b->subject.kind == GH_MEMBER_GROUP ? "group" : "user", "id",
+    return json_pack("{s:I, s:s, s:{s:s, s:I}, s:s, s:I}", "id", (json_int_t)b->id, "role", b->role,
+                     "subject", "kind", b->subject.kind == GH_MEMBER_GROUP ? "group" : "user", "id",
                      (json_int_t)b->subject.id, "scope", b->scope, "created",
                      (json_int_t)b->created);
 }

@@ -127,6 +127,8 @@ typedef struct gh_token {
 } gh_token;
 
 /* ---- roles on the heap ---- */
+/* NULL when out of memory or name is longer than GH_NAME_MAX. Rules and
+ * parents must be appended only through the functions below. */
 gh_role *gh_role_new(const char *name);
 /* Appends a rule (strings copied). 0 or GH_ENOMEM / GH_ETOOBIG. */
 int gh_role_add_rule(gh_role *r, gh_effect effect, const char *action, const char *resource);
@@ -147,7 +149,9 @@ int gh_schema_utf8_valid(const char *s, size_t len);
 /* Action pattern: "deploy", "*", or "prefix:*"; [A-Za-z0-9._:-] otherwise. */
 int gh_schema_action_valid(const char *pattern, char *msg, size_t msglen);
 /* Resource pattern: '/'-separated non-empty segments; "*" matches one segment,
- * a final "**" matches zero or more; no '*' inside a literal segment. */
+ * a final "**" matches zero or more; no '*' inside a literal segment.
+ * Literal segments use [A-Za-z0-9._:@~+=-] and are never "." or "..";
+ * at most GH_PATTERN_MAX bytes. */
 int gh_schema_resource_valid(const char *pattern, char *msg, size_t msglen);
 /* A concrete resource in a request (no wildcards, non-empty segments). */
 int gh_schema_resource_concrete_valid(const char *resource, char *msg, size_t msglen);

@@ -63,7 +63,7 @@ struct gh_txn {
     MDB_txn *txn;
     gh_store *store;
     int rdonly;
-    int map_full;           /* an LMDB call hit MDB_MAP_FULL: grow and retry */
+    int map_full; /* an LMDB call hit MDB_MAP_FULL: grow and retry */
     int64_t now;
     char actor[GH_NAME_MAX + 16];
     char err[GH_ERRMSG_MAX];
@@ -71,7 +71,7 @@ struct gh_txn {
 
 struct gh_store_reader {
     gh_store *store;
-    MDB_txn *txn;           /* reset between uses, renewed by read_begin */
+    MDB_txn *txn; /* reset between uses, renewed by read_begin */
     int active;
     struct gh_txn t;
 };
@@ -119,7 +119,8 @@ int gh__meta_put_u64(gh_txn *txn, const char *key, uint64_t v);
 /* Next value of a counter: meta key, or (absent) last key of db + 1. */
 int gh__next_id(gh_txn *txn, const char *metakey, int db, uint64_t *id);
 int gh__authz_bump(gh_txn *txn);
-int gh__log(gh_txn *txn, const char *op, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int gh__log(gh_txn *txn, const char *op, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- store_user.c / store_group.c ---- */
 /* A fixed-size text field must be NUL-terminated inside its array (GH_ETOOBIG). */
@@ -150,9 +151,9 @@ int gh__migrate(gh_txn *txn, uint32_t from);
 
 /* ---- a set of u64 ids (open addressing) with insertion order kept ---- */
 typedef struct gh__idset {
-    uint64_t *ids;      /* insertion order */
+    uint64_t *ids; /* insertion order */
     size_t n, cap;
-    uint64_t *slots;    /* hash table of id + 1 (0 = empty) */
+    uint64_t *slots; /* hash table of id + 1 (0 = empty) */
     size_t nslots;
 } gh__idset;
 void gh__idset_init(gh__idset *s);

@@ -8,6 +8,9 @@
  * thread holding a read snapshot must therefore not start a write that needs
  * the map to grow: that case is detected and fails with GH_EFULL instead of
  * deadlocking.
+ *
+ * A batch runs its ops flat in one txn first and falls back to one nested txn
+ * per op only when some op fails (see batch_once): same result, far cheaper.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -53,9 +56,54 @@ static const struct {
     [DB_META] = {"meta", 0},
 };
 
-/* Read snapshots held by the calling thread: growing the map while one is held
- * would wait for ourselves. */
-static __thread int reads_held;
+/* The read side of one store's maplock as held by the calling thread, counted
+ * so that a thread holding a snapshot can open another one or write without
+ * taking the lock recursively (a queued resize would then deadlock it). */
+static __thread gh_store *held_store;
+static __thread int held_depth;
+
+static void map_hold(gh_store *s)
+{
+    if (held_depth > 0 && held_store == s) {
+        held_depth++;
+        return;
+    }
+    pthread_rwlock_rdlock(&s->maplock);
+    if (held_depth == 0) {
+        held_store = s;
+        held_depth = 1;
+    }
+}
+
+static void map_release(gh_store *s)
+{
+    if (held_depth > 0 && held_store == s) {
+        if (--held_depth > 0)
+            return;
+        held_store = NULL;
+    }
+    pthread_rwlock_unlock(&s->maplock);
+}
+
+static int map_held(gh_store *s)
+{
+    return held_depth > 0 && held_store == s;
+}
+
+/* Another process grew the map (MDB_MAP_RESIZED): adopt its size. */
+static int map_adopt(gh_store *s)
+{
+    int rc;
+
+    if (map_held(s)) {
+        GH_LOGE("store: map resized by another process while this thread holds a snapshot");
+        return GH_EUNAVAIL;
+    }
+    pthread_rwlock_wrlock(&s->maplock);
+    rc = mdb_env_set_mapsize(s->env, 0);
+    pthread_rwlock_unlock(&s->maplock);
+    return gh__mdb_err(NULL, rc, "set_mapsize");
+}
 
 int gh__mdb_err(gh_txn *txn, int rc, const char *what)
 {
@@ -139,7 +187,7 @@ int64_t gh_txn_now(gh_txn *txn)
 
 /* ---- environment ---- */
 
-static int grow(gh_store *s);
+static int grow(gh_store *s, size_t seen);
 
 static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -172,8 +220,7 @@ static int open_dbs(gh_store *s, char *errbuf, size_t errlen)
     for (int i = 0; i < DB_COUNT; i++) {
         rc = mdb_dbi_open(mtxn, dbdefs[i].name, dbdefs[i].flags | MDB_CREATE, &s->dbi[i]);
         if (rc != 0) {
-            seterr(errbuf, errlen, "cannot open database %s: %s", dbdefs[i].name,
-                   mdb_strerror(rc));
+            seterr(errbuf, errlen, "cannot open database %s: %s", dbdefs[i].name, mdb_strerror(rc));
             rc = gh__mdb_err(NULL, rc, "dbi_open");
             goto done;
         }
@@ -266,7 +313,7 @@ int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_
     }
     if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 4)) != 0 ||
         (rc = mdb_env_set_maxreaders(s->env, opts->max_readers ? opts->max_readers
-                                                              : DEFAULT_READERS)) != 0 ||
+                                                               : DEFAULT_READERS)) != 0 ||
         (rc = mdb_env_set_mapsize(s->env, map_size)) != 0)
         goto lmdb_fail;
     rc = mdb_env_open(s->env, opts->state_dir, MDB_NOTLS | (s->no_sync ? MDB_NOSYNC : 0), 0600);
@@ -279,7 +326,7 @@ int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_
     if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_max)
         s->map_max = info.me_mapsize;
     while ((rc = open_dbs(s, errbuf, errlen)) == 1) {
-        rc = grow(s);
+        rc = grow(s, 0);
         if (rc != 0) {
             seterr(errbuf, errlen, "database full while opening (map_max %zu bytes)", s->map_max);
             goto fail;
@@ -316,11 +363,11 @@ int gh_store_size(gh_store *s, uint64_t *used, uint64_t *mapsize)
     MDB_stat st;
     int rc;
 
-    pthread_rwlock_rdlock(&s->maplock);
+    map_hold(s);
     rc = mdb_env_info(s->env, &info);
     if (rc == 0)
         rc = mdb_env_stat(s->env, &st);
-    pthread_rwlock_unlock(&s->maplock);
+    map_release(s);
     if (rc != 0)
         return gh__mdb_err(NULL, rc, "env_info");
     if (used != NULL)
@@ -361,21 +408,23 @@ int gh_store_read_begin(gh_store_reader *r, gh_txn **out)
 
     GH_ASSERT(!r->active);
     *out = NULL;
-    pthread_rwlock_rdlock(&r->store->maplock);
-    if (r->txn == NULL)
-        rc = mdb_txn_begin(r->store->env, NULL, MDB_RDONLY, &r->txn);
-    else
-        rc = mdb_txn_renew(r->txn);
-    if (rc != 0) {
+    for (int tries = 0;; tries++) {
+        map_hold(r->store);
+        if (r->txn == NULL)
+            rc = mdb_txn_begin(r->store->env, NULL, MDB_RDONLY, &r->txn);
+        else
+            rc = mdb_txn_renew(r->txn);
+        if (rc == 0)
+            break;
         if (r->txn != NULL) {
             mdb_txn_abort(r->txn);
             r->txn = NULL;
         }
-        pthread_rwlock_unlock(&r->store->maplock);
-        return gh__mdb_err(NULL, rc, "read txn");
+        map_release(r->store);
+        if (rc != MDB_MAP_RESIZED || tries > 0 || map_adopt(r->store) != 0)
+            return gh__mdb_err(NULL, rc, "read txn");
     }
     r->active = 1;
-    reads_held++;
     txn_init(&r->t, r->store, r->txn, 1, (int64_t)time(NULL));
     *out = &r->t;
     return 0;
@@ -387,8 +436,7 @@ void gh_store_read_end(gh_store_reader *r)
         return;
     mdb_txn_reset(r->txn);
     r->active = 0;
-    reads_held--;
-    pthread_rwlock_unlock(&r->store->maplock);
+    map_release(r->store);
 }
 
 /* ---- writes ---- */
@@ -401,14 +449,16 @@ static void ops_fail(gh_store_op *ops, size_t n, int rc, const char *msg)
     }
 }
 
-/* Doubles the map up to map_max. GH_EFULL when already there. */
-static int grow(gh_store *s)
+/* Doubles the map up to map_max. GH_EFULL when already there. seen: the map
+ * size the failed attempt ran with (0: unknown); when another thread has grown
+ * the map since, that growth is enough for a retry. */
+static int grow(gh_store *s, size_t seen)
 {
     MDB_envinfo info;
     size_t cur, next;
     int rc;
 
-    if (reads_held > 0) {
+    if (map_held(s)) {
         GH_LOGE("store: map full and this thread holds a read snapshot: cannot grow");
         return GH_EFULL;
     }
@@ -419,6 +469,8 @@ static int grow(gh_store *s)
         goto done;
     }
     cur = info.me_mapsize;
+    if (seen != 0 && cur > seen)
+        goto done;
     if (cur >= s->map_max) {
         GH_LOGE("store: map size %zu reached its maximum %zu", cur, s->map_max);
         rc = GH_EFULL;
@@ -436,79 +488,97 @@ done:
     return rc;
 }
 
-/* One attempt: 0 committed, 1 map full (nothing written), or a GH_E* code. */
-static int batch_once(gh_store *s, gh_store_op *ops, size_t n, int64_t now, char *msg,
-                      size_t msglen)
+enum { ATTEMPT_MAP_FULL = 1, ATTEMPT_OP_FAILED = 2, ATTEMPT_MAP_RESIZED = 3 };
+
+/* Runs op i in its own nested txn (nested = 1) or directly in parent. */
+static int run_op(gh_store *s, MDB_txn *parent, gh_store_op *op, int nested, int64_t now,
+                  int *map_full)
 {
-    MDB_txn *parent = NULL, *child = NULL;
+    MDB_txn *child = NULL;
     gh_txn t;
     int rc;
 
-    pthread_rwlock_rdlock(&s->maplock);
+    if (nested) {
+        rc = mdb_txn_begin(s->env, parent, 0, &child);
+        if (rc != 0) {
+            *map_full = rc == MDB_MAP_FULL;
+            return gh__mdb_err(NULL, rc, "nested txn_begin");
+        }
+    }
+    txn_init(&t, s, nested ? child : parent, 0, now);
+    rc = op->fn(&t, op->arg);
+    if (rc > 0)
+        rc = GH_EINTERNAL; /* a write fn must return 0 or a GH_E* code */
+    if (nested && rc == 0 && !t.map_full) {
+        rc = mdb_txn_commit(child);
+        child = NULL;
+        if (rc == MDB_MAP_FULL)
+            t.map_full = 1;
+        rc = gh__mdb_err(&t, rc, "nested commit");
+    }
+    if (child != NULL)
+        mdb_txn_abort(child);
+    *map_full = t.map_full;
+    op->rc = rc;
+    if (rc != 0)
+        snprintf(op->err, sizeof(op->err), "%s", t.err[0] ? t.err : gh_strerror(rc));
+    else
+        op->err[0] = '\0';
+    return rc;
+}
+
+/* One attempt. 0: committed (or nothing to commit); ATTEMPT_MAP_FULL: nothing
+ * written, grow and retry; ATTEMPT_OP_FAILED: flat mode only, an op failed
+ * and everything was aborted; or a GH_E* code for the whole batch.
+ *
+ * Flat mode runs every op directly in the parent txn: a nested txn costs
+ * LMDB a few MiB of bookkeeping allocations, so a batch first runs flat and is
+ * rerun with one nested txn per op only when an op fails. Write fns may run
+ * more than once (store.h), so the rerun gives exactly the nested result. */
+static int batch_once(gh_store *s, gh_store_op *ops, size_t n, int nested, int64_t now,
+                      size_t *mapsize, char *msg, size_t msglen)
+{
+    MDB_txn *parent = NULL;
+    MDB_envinfo info;
+    int rc, full = 0;
+
+    map_hold(s);
     rc = mdb_txn_begin(s->env, NULL, 0, &parent);
     if (rc == MDB_MAP_RESIZED) {
-        /* Another process grew the map: adopt its size and retry once. */
-        pthread_rwlock_unlock(&s->maplock);
-        pthread_rwlock_wrlock(&s->maplock);
-        mdb_env_set_mapsize(s->env, 0);
-        pthread_rwlock_unlock(&s->maplock);
-        pthread_rwlock_rdlock(&s->maplock);
-        rc = mdb_txn_begin(s->env, NULL, 0, &parent);
+        parent = NULL;
+        rc = ATTEMPT_MAP_RESIZED;
+        goto done;
     }
+    *mapsize = rc == 0 && mdb_env_info(s->env, &info) == 0 ? info.me_mapsize : 0;
     if (rc != 0) {
         parent = NULL;
         snprintf(msg, msglen, "cannot begin write: %s", mdb_strerror(rc));
-        rc = rc == MDB_MAP_FULL ? 1 : gh__mdb_err(NULL, rc, "txn_begin");
+        rc = rc == MDB_MAP_FULL ? ATTEMPT_MAP_FULL : gh__mdb_err(NULL, rc, "txn_begin");
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
-        rc = mdb_txn_begin(s->env, parent, 0, &child);
-        if (rc != 0) {
-            child = NULL;
-            snprintf(msg, msglen, "cannot begin nested write: %s", mdb_strerror(rc));
-            rc = rc == MDB_MAP_FULL ? 1 : gh__mdb_err(NULL, rc, "nested txn_begin");
+        rc = run_op(s, parent, &ops[i], nested, now, &full);
+        if (full) {
+            rc = ATTEMPT_MAP_FULL;
             goto done;
         }
-        txn_init(&t, s, child, 0, now);
-        rc = ops[i].fn(&t, ops[i].arg);
-        if (t.map_full) {
-            rc = 1;
+        if (rc != 0 && !nested) {
+            rc = ATTEMPT_OP_FAILED;
             goto done;
         }
-        if (rc == 0) {
-            rc = mdb_txn_commit(child);
-            child = NULL;
-            if (rc == MDB_MAP_FULL) {
-                rc = 1;
-                goto done;
-            }
-            rc = gh__mdb_err(&t, rc, "nested commit");
-        } else {
-            mdb_txn_abort(child);
-            child = NULL;
-        }
-        if (rc > 0)
-            rc = GH_EINTERNAL; /* a write fn must return 0 or a GH_E* code */
-        ops[i].rc = rc;
-        if (rc != 0)
-            snprintf(ops[i].err, sizeof(ops[i].err), "%s", t.err[0] ? t.err : gh_strerror(rc));
-        else
-            ops[i].err[0] = '\0';
     }
     rc = mdb_txn_commit(parent);
     parent = NULL;
     if (rc == MDB_MAP_FULL) {
-        rc = 1;
+        rc = ATTEMPT_MAP_FULL;
     } else if (rc != 0) {
         snprintf(msg, msglen, "commit failed: %s", mdb_strerror(rc));
         rc = gh__mdb_err(NULL, rc, "commit");
     }
 done:
-    if (child != NULL)
-        mdb_txn_abort(child);
     if (parent != NULL)
         mdb_txn_abort(parent);
-    pthread_rwlock_unlock(&s->maplock);
+    map_release(s);
     return rc;
 }
 
@@ -516,16 +586,32 @@ int gh_store_write_batch(gh_store *s, gh_store_op *ops, size_t n)
 {
     int64_t now = (int64_t)time(NULL);
     char msg[GH_ERRMSG_MAX];
-    int rc;
+    size_t mapsize = 0;
+    int rc, nested = 0, resized = 0;
 
     if (n == 0)
         return 0;
     for (;;) {
         msg[0] = '\0';
-        rc = batch_once(s, ops, n, now, msg, sizeof(msg));
-        if (rc != 1)
+        rc = batch_once(s, ops, n, nested, now, &mapsize, msg, sizeof(msg));
+        if (rc == ATTEMPT_OP_FAILED) {
+            if (n == 1) {
+                rc = 0; /* op->rc and op->err are set; nothing was written */
+                break;
+            }
+            nested = 1;
+            continue;
+        }
+        if (rc == ATTEMPT_MAP_RESIZED) {
+            rc = resized++ == 0 ? map_adopt(s) : GH_EUNAVAIL;
+            if (rc == 0)
+                continue;
+            snprintf(msg, sizeof(msg), "the map was resized by another process");
             break;
-        rc = grow(s);
+        }
+        if (rc != ATTEMPT_MAP_FULL)
+            break;
+        rc = grow(s, mapsize);
         if (rc != 0) {
             snprintf(msg, sizeof(msg),
                      "storage full: the database reached its configured maximum size");

@@ -76,7 +76,7 @@ static int down_add(const MDB_val *v, void *arg)
     if (gh__member_from_key(v->mv_data, v->mv_size, &m) != 0)
         return GH_EINTERNAL;
     return gh__idset_add(m.kind == GH_MEMBER_USER ? &d->users : &d->groups, m.id) < 0 ? GH_ENOMEM
-                                                                                       : 0;
+                                                                                      : 0;
 }
 
 /* Users below group_id (directly or through subgroups), each once. */
@@ -199,15 +199,14 @@ int gh_store_group_get_by_gid(gh_txn *txn, uint32_t gid, gh_group *out)
     return gh_store_group_get_by_id(txn, id, out);
 }
 
-int gh_store_group_get_by_origin(gh_txn *txn, const char *upstream, const char *key,
-                                 gh_group *out)
+int gh_store_group_get_by_origin(gh_txn *txn, const char *upstream, const char *key, gh_group *out)
 {
     char okey[GH_ORIGIN_KEY_MAX];
     uint64_t id;
     int rc;
 
-    if (upstream == NULL || upstream[0] == '\0' || strlen(upstream) > GH_NAME_MAX ||
-        key == NULL || key[0] == '\0' || strlen(key) > GH_KEY_MAX)
+    if (upstream == NULL || upstream[0] == '\0' || strlen(upstream) > GH_NAME_MAX || key == NULL ||
+        key[0] == '\0' || strlen(key) > GH_KEY_MAX)
         return gh_txn_fail(txn, GH_ENOTFOUND, "no such group");
     rc = gh__get_id(txn, DB_GROUP_ORIGIN, okey, gh__origin_key(okey, upstream, key), &id);
     if (rc == GH_ENOTFOUND)
@@ -319,7 +318,7 @@ int gh_store_group_update(gh_txn *txn, const gh_group *g, unsigned mask)
     uint8_t idkey[8], gid_old[4], gid_new[4];
     json_t *obj = NULL;
     gh_group old, n;
-    int rc;
+    int rc, logged = 0;
 
     if (mask & ~(unsigned)ALL_GROUP_FIELDS)
         return gh_txn_fail(txn, GH_EINVAL, "unknown group field in update mask");
@@ -388,9 +387,11 @@ int gh_store_group_update(gh_txn *txn, const gh_group *g, unsigned mask)
         rc = gh__json_put(txn, DB_GROUPS, idkey, sizeof(idkey), obj);
     if (rc == 0 && (mask & (GH_GF_NAME | GH_GF_TOMBSTONE)))
         rc = gh__authz_bump(txn);
-    if (rc == 0 && strcmp(n.name, old.name) != 0)
+    if (rc == 0 && strcmp(n.name, old.name) != 0) {
         rc = gh__log(txn, "group.rename", "%s->%s", old.name, n.name);
-    if (rc == 0 && (mask & ~(unsigned)GH_GF_NAME))
+        logged = 1;
+    }
+    if (rc == 0 && (!logged || (mask & ~(unsigned)GH_GF_NAME)))
         rc = gh__log(txn, "group.set", "%s", n.name);
 done:
     json_decref(obj);
@@ -473,8 +474,8 @@ int gh_store_group_del(gh_txn *txn, uint64_t id)
         (rc = reindex(txn, DB_GROUP_GID, gidkey, 4, NULL, 0, idkey)) != 0)
         goto done;
     if (g.origin[0] != '\0') {
-        rc = reindex(txn, DB_GROUP_ORIGIN, okey, gh__origin_key(okey, g.origin, g.origin_key),
-                     NULL, 0, idkey);
+        rc = reindex(txn, DB_GROUP_ORIGIN, okey, gh__origin_key(okey, g.origin, g.origin_key), NULL,
+                     0, idkey);
         if (rc != 0)
             goto done;
     }

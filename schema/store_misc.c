@@ -275,8 +275,7 @@ int gh_store_token_put(gh_txn *txn, const gh_token *t)
     if (tmp.created == 0)
         tmp.created = txn->now;
     token_encode(rec, &tmp);
-    rc = gh__put(txn, DB_TOKENS, t->hash, GH_TOKEN_HASH_BYTES, rec, sizeof(rec),
-                 MDB_NOOVERWRITE);
+    rc = gh__put(txn, DB_TOKENS, t->hash, GH_TOKEN_HASH_BYTES, rec, sizeof(rec), MDB_NOOVERWRITE);
     if (rc == GH_EEXISTS)
         return gh_txn_fail(txn, rc, "token already exists");
     if (rc != 0)

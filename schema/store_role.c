@@ -315,8 +315,8 @@ int gh_store_role_del(gh_txn *txn, const char *name, int force)
     if (rc != 0)
         goto done;
     if (!force && bindings.n > 0) {
-        rc = gh_txn_fail(txn, GH_EINUSE, "role %s is still bound (%zu binding%s)", name,
-                         bindings.n, bindings.n == 1 ? "" : "s");
+        rc = gh_txn_fail(txn, GH_EINUSE, "role %s is still bound (%zu binding%s)", name, bindings.n,
+                         bindings.n == 1 ? "" : "s");
         goto done;
     }
     if (!force && children.n > 0) {
@@ -495,7 +495,8 @@ int gh_store_binding_add(gh_txn *txn, gh_binding *b)
         (rc = gh__terminated(txn, "scope", n.scope, sizeof(n.scope))) != 0)
         goto done;
     if (gh_schema_name_valid(n.role, txn->err, sizeof(txn->err)) != 0 ||
-        (n.scope[0] != '\0' && gh_schema_resource_valid(n.scope, txn->err, sizeof(txn->err)) != 0)) {
+        (n.scope[0] != '\0' &&
+         gh_schema_resource_valid(n.scope, txn->err, sizeof(txn->err)) != 0)) {
         rc = GH_EINVAL;
         goto done;
     }
@@ -584,8 +585,7 @@ static int each_binding(gh_txn *txn, const gh__idset *ids, gh_store_binding_cb c
     return rc > 0 ? 0 : rc;
 }
 
-int gh_store_bindings_of_subject(gh_txn *txn, gh_member subject, gh_store_binding_cb cb,
-                                 void *arg)
+int gh_store_bindings_of_subject(gh_txn *txn, gh_member subject, gh_store_binding_cb cb, void *arg)
 {
     uint8_t skey[GH_MEMBER_KEY_LEN];
     gh__idset ids;

@@ -17,8 +17,6 @@
     (GH_UF_NAME | GH_UF_UID | GH_UF_DISPLAY | GH_UF_MAIL | GH_UF_STATE | GH_UF_VERIFIER |          \
      GH_UF_ORIGIN | GH_UF_TOMBSTONE | GH_UF_GID)
 
-
-
 int gh__terminated(gh_txn *txn, const char *what, const char *s, size_t size)
 {
     if (memchr(s, '\0', size) == NULL)
@@ -106,8 +104,8 @@ int gh__assign_number(gh_txn *txn, const char *metakey, int db, uint32_t *out)
         goto done;
     }
     if (n >= UINT32_MAX) {
-        rc = gh_txn_fail(txn, GH_EFULL, "no free %s number left",
-                         db == DB_USER_UID ? "uid" : "gid");
+        rc =
+            gh_txn_fail(txn, GH_EFULL, "no free %s number left", db == DB_USER_UID ? "uid" : "gid");
         goto done;
     }
     *out = (uint32_t)n;
@@ -181,8 +179,7 @@ int gh_store_user_get_by_uid(gh_txn *txn, uint32_t uid, gh_user *out)
     return gh_store_user_get_by_id(txn, id, out);
 }
 
-int gh_store_user_get_by_origin(gh_txn *txn, const char *upstream, const char *key,
-                                gh_user *out)
+int gh_store_user_get_by_origin(gh_txn *txn, const char *upstream, const char *key, gh_user *out)
 {
     char okey[GH_ORIGIN_KEY_MAX];
     uint64_t id;
@@ -270,8 +267,8 @@ int gh_store_user_add(gh_txn *txn, gh_user *u)
         (rc = gh__put(txn, DB_USER_UID, uidkey, 4, idkey, 8, 0)) != 0)
         goto done;
     if (n.origin[0] != '\0') {
-        rc = gh__put(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, n.origin, n.origin_key),
-                     idkey, 8, 0);
+        rc = gh__put(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, n.origin, n.origin_key), idkey,
+                     8, 0);
         if (rc != 0)
             goto done;
     }
@@ -305,7 +302,7 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
     uint8_t idkey[8], uid_old[4], uid_new[4];
     json_t *obj = NULL;
     gh_user old, n;
-    int rc;
+    int rc, logged = 0;
 
     if (mask & ~(unsigned)ALL_USER_FIELDS)
         return gh_txn_fail(txn, GH_EINVAL, "unknown user field in update mask");
@@ -393,17 +390,16 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
         if (rc != 0)
             goto done;
     }
+    /* One entry per kind of change; a verifier change logs the name only. */
     if (strcmp(n.name, old.name) != 0) {
         rc = gh__log(txn, "user.rename", "%s->%s", old.name, n.name);
-        if (rc != 0)
-            goto done;
+        logged = 1;
     }
-    if (mask & GH_UF_VERIFIER) {
+    if (rc == 0 && (mask & GH_UF_VERIFIER)) {
         rc = gh__log(txn, "user.passwd", "%s", n.name);
-        if (rc != 0)
-            goto done;
+        logged = 1;
     }
-    if (mask & ~(unsigned)(GH_UF_VERIFIER | GH_UF_NAME))
+    if (rc == 0 && (!logged || (mask & ~(unsigned)(GH_UF_VERIFIER | GH_UF_NAME))))
         rc = gh__log(txn, "user.set", "%s", n.name);
 done:
     json_decref(obj);
@@ -429,8 +425,8 @@ int gh_store_user_del(gh_txn *txn, uint64_t id)
         (rc = reindex(txn, DB_USER_UID, uidkey, 4, NULL, 0, idkey)) != 0)
         goto done;
     if (u.origin[0] != '\0') {
-        rc = reindex(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, u.origin, u.origin_key),
-                     NULL, 0, idkey);
+        rc = reindex(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, u.origin, u.origin_key), NULL,
+                     0, idkey);
         if (rc != 0)
             goto done;
     }
@@ -514,8 +510,8 @@ int gh__subject_exists(gh_txn *txn, gh_member m)
     gh__put_u64(key, m.id);
     rc = gh__get(txn, m.kind == GH_MEMBER_USER ? DB_USERS : DB_GROUPS, key, 8, &v);
     if (rc == GH_ENOTFOUND)
-        return gh_txn_fail(txn, rc, "no %s with id %llu", m.kind == GH_MEMBER_USER ? "user" : "group",
-                           (unsigned long long)m.id);
+        return gh_txn_fail(txn, rc, "no %s with id %llu",
+                           m.kind == GH_MEMBER_USER ? "user" : "group", (unsigned long long)m.id);
     return rc;
 }
 

@@ -148,8 +148,8 @@ int gh_schema_text_valid(const char *what, const char *s, size_t max, char *msg,
 
 static int action_char(int c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '-';
 }
 
 int gh_schema_action_valid(const char *pattern, char *msg, size_t msglen)
@@ -177,9 +177,8 @@ int gh_schema_action_valid(const char *pattern, char *msg, size_t msglen)
 
 static int resource_char(int c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == ':' || c == '@' || c == '~' || c == '+' || c == '=' ||
-           c == '-';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '@' || c == '~' || c == '+' || c == '=' || c == '-';
 }
 
 /* Shared walk: wild = 1 for patterns, 0 for concrete resources. */
@@ -201,8 +200,9 @@ static int resource_check(const char *s, int wild, char *msg, size_t msglen)
             end = seg + strlen(seg);
         n = (size_t)(end - seg);
         if (n == 0)
-            return fail(msg, msglen, "resource has an empty segment (leading, trailing or "
-                                     "double '/')");
+            return fail(msg, msglen,
+                        "resource has an empty segment (leading, trailing or "
+                        "double '/')");
         if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
             return fail(msg, msglen, "resource segments '.' and '..' are not allowed");
         if (wild && n == 1 && seg[0] == '*') {
@@ -216,8 +216,9 @@ static int resource_check(const char *s, int wild, char *msg, size_t msglen)
                     return fail(msg, msglen,
                                 wild ? "'*' must be a whole segment" : "resource has a wildcard");
                 if (!resource_char((unsigned char)seg[i]))
-                    return fail(msg, msglen, "resource contains a character outside "
-                                             "[A-Za-z0-9._:@~+=-]");
+                    return fail(msg, msglen,
+                                "resource contains a character outside "
+                                "[A-Za-z0-9._:@~+=-]");
             }
         }
         if (*end == '\0')

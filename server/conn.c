@@ -363,17 +363,13 @@ static int peer_is_admin(gh_server *srv, uid_t uid, gid_t gid)
     return 0;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* A connection with its stream (not yet connected) and idle timer, linked into
+ * srv->conns and counted; from here on it is closed through gh__conn_close. */
+static gh_conn *conn_new(gh_server *srv, int is_tcp)
 {
-    gh_server *srv = server->data;
-    int is_tcp = server == (uv_stream_t *)&srv->tcp_listener;
-    if (status < 0) {
-        GH_LOGW("accept: %s", uv_strerror(status));
-        return;
-    }
     gh_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
-        return;
+        return NULL;
     c->srv = srv;
     c->is_tcp = is_tcp;
     if (is_tcp)
@@ -389,6 +385,51 @@ static void on_connection(uv_stream_t *server, int status)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
+    return c;
+}
+
+static void conn_set_unix_peer(gh_conn *c, uid_t uid, gid_t gid, int admin)
+{
+    c->uid = uid;
+    c->gid = gid;
+    c->admin = admin;
+    snprintf(c->peer, sizeof(c->peer), "uid:%u", (unsigned)uid);
+}
+
+/* The stream is connected and the peer identified: refuse the connection when
+ * over max_connections or stopping (0 or GH_EUNAVAIL), else start reading. */
+static int conn_start(gh_conn *c)
+{
+    gh_server *srv = c->srv;
+    if (srv->nconns > srv->cfg->max_connections || srv->stopping) {
+        /* Tell the peer why, then close. */
+        srv->conns_rejected++;
+        static const char msg[] = "{\"ok\":false,\"error\":{\"code\":\"unavailable\","
+                                  "\"message\":\"too many connections\"}}\n";
+        uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
+        uv_try_write(&c->h.stream, &b, 1);
+        gh__conn_close(c);
+        return GH_EUNAVAIL;
+    }
+    if (srv->cfg->idle_timeout) {
+        uint64_t ms = (uint64_t)srv->cfg->idle_timeout * 1000;
+        uv_timer_start(&c->idle, on_idle, ms, ms);
+    }
+    uv_read_start(&c->h.stream, on_alloc, on_read);
+    return 0;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    gh_server *srv = server->data;
+    int is_tcp = server == (uv_stream_t *)&srv->tcp_listener;
+    if (status < 0) {
+        GH_LOGW("accept: %s", uv_strerror(status));
+        return;
+    }
+    gh_conn *c = conn_new(srv, is_tcp);
+    if (c == NULL)
+        return;
     if (uv_accept(server, &c->h.stream) != 0) {
         gh__conn_close(c);
         return;
@@ -425,26 +466,25 @@ static void on_connection(uv_stream_t *server, int status)
             gh__conn_close(c);
             return;
         }
-        c->uid = cred.uid;
-        c->gid = cred.gid;
-        c->admin = peer_is_admin(srv, cred.uid, cred.gid);
-        snprintf(c->peer, sizeof(c->peer), "uid:%u", (unsigned)cred.uid);
+        conn_set_unix_peer(c, cred.uid, cred.gid, peer_is_admin(srv, cred.uid, cred.gid));
     }
-    if (srv->nconns > srv->cfg->max_connections || srv->stopping) {
-        /* Tell the peer why, then close. */
-        srv->conns_rejected++;
-        static const char msg[] = "{\"ok\":false,\"error\":{\"code\":\"unavailable\","
-                                  "\"message\":\"too many connections\"}}\n";
-        uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
-        uv_try_write(&c->h.stream, &b, 1);
+    conn_start(c);
+}
+
+int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin)
+{
+    gh_conn *c = conn_new(srv, 0);
+    if (c == NULL)
+        return GH_ENOMEM;
+    int rc = uv_pipe_open(&c->h.pipe, fd);
+    if (rc != 0) {
+        GH_LOGW("attach fd %d: %s", fd, uv_strerror(rc));
         gh__conn_close(c);
-        return;
+        return GH_EINVAL;
     }
-    if (srv->cfg->idle_timeout) {
-        uint64_t ms = (uint64_t)srv->cfg->idle_timeout * 1000;
-        uv_timer_start(&c->idle, on_idle, ms, ms);
-    }
-    uv_read_start(&c->h.stream, on_alloc, on_read);
+    srv->conns_total++;
+    conn_set_unix_peer(c, uid, gid, admin);
+    return conn_start(c);
 }
 
 static int listen_unix(gh_server *srv)

@@ -27,12 +27,12 @@ static json_t *rules_json(const gh_role *r, gh_effect effect)
 
     for (size_t i = 0; arr && i < r->nrules; i++)
         if (r->rules[i].effect == effect)
-            json_array_append_new(arr, json_pack("{ssss}", "action", r->rules[i].action,
-                                                 "resource", r->rules[i].resource));
+            json_array_append_new(arr, json_pack("{ssss}", "action", r->rules[i].action, "resource",
+                                                 r->rules[i].resource));
     return arr;
 }
 
-static json_t *role_json(const gh_role *r)
+json_t *gh_json_role(const gh_role *r)
 {
     json_t *parents = json_array();
 
@@ -44,7 +44,7 @@ static json_t *role_json(const gh_role *r)
 }
 
 /* {"id","role","user"|"group","scope","created"}; names are looked up now. */
-static json_t *binding_json(gh_txn *txn, const gh_binding *b)
+json_t *gh_json_binding(gh_txn *txn, const gh_binding *b)
 {
     char name[GH_NAME_MAX + 24];
     const char *key = b->subject.kind == GH_MEMBER_USER ? "user" : "group";
@@ -71,8 +71,8 @@ static json_t *binding_json(gh_txn *txn, const gh_binding *b)
 enum { RF_DESC = 1u << 0, RF_ALLOW = 1u << 1, RF_DENY = 1u << 2, RF_PARENTS = 1u << 3 };
 
 /* Reads key (an array of {"action","resource"}) into r with effect. */
-static int parse_rules(gh_opctx *c, const char *key, gh_effect effect, gh_role *r,
-                       unsigned *given, unsigned flag)
+static int parse_rules(gh_opctx *c, const char *key, gh_effect effect, gh_role *r, unsigned *given,
+                       unsigned flag)
 {
     json_t *arr = json_object_get(c->req, key), *it;
     char msg[GH_ERRMSG_MAX];
@@ -102,8 +102,7 @@ static int parse_rules(gh_opctx *c, const char *key, gh_effect effect, gh_role *
                               strlen(action) != json_string_length(ja) ? "contains a NUL" : msg);
         if (strlen(resource) != json_string_length(jr) ||
             gh_schema_resource_valid(resource, msg, sizeof(msg)) != 0)
-            return gh_op_fail(c, GH_EINVAL, "'%s[%zu].resource' \"%.64s\": %s", key, i,
-                              resource,
+            return gh_op_fail(c, GH_EINVAL, "'%s[%zu].resource' \"%.64s\": %s", key, i, resource,
                               strlen(resource) != json_string_length(jr) ? "contains a NUL" : msg);
         rc = gh_role_add_rule(r, effect, action, resource);
         if (rc == GH_ETOOBIG)
@@ -183,7 +182,7 @@ typedef struct role_arg {
     gh_role *in;    /* the request's fields */
     unsigned given; /* RF_* present in the request */
     int force;
-    gh_role *out;   /* the role as stored, for the reply */
+    gh_role *out; /* the role as stored, for the reply */
 } role_arg;
 
 static void role_arg_free(void *p)
@@ -201,7 +200,7 @@ static int role_reply(void *p, json_t *resp)
 
     if (ra->out == NULL)
         return GH_EINTERNAL;
-    return json_object_set_new(resp, "role", role_json(ra->out)) ? GH_ENOMEM : 0;
+    return json_object_set_new(resp, "role", gh_json_role(ra->out)) ? GH_ENOMEM : 0;
 }
 
 /* Reads back the stored role for the reply (apply may run twice). */
@@ -350,14 +349,14 @@ static int op_role_get(gh_opctx *c)
         return gh_op_fail(c, rc, "no role named '%s'", name);
     if (rc)
         return gh_op_fail(c, rc, "cannot read role '%s'", name);
-    rc = json_object_set_new(c->resp, "role", role_json(r)) ? GH_ENOMEM : 0;
+    rc = json_object_set_new(c->resp, "role", gh_json_role(r)) ? GH_ENOMEM : 0;
     gh_role_free(r);
     return rc;
 }
 
 static int list_role(const gh_role *r, void *arg)
 {
-    return json_array_append_new(arg, role_json(r)) ? 1 : 0;
+    return json_array_append_new(arg, gh_json_role(r)) ? 1 : 0;
 }
 
 static int op_role_list(gh_opctx *c)
@@ -394,9 +393,8 @@ static int grant_reply(void *p, json_t *resp)
 {
     grant_arg *ga = p;
 
-    return json_object_set_new(resp, "binding", json_integer((json_int_t)ga->binding))
-               ? GH_ENOMEM
-               : 0;
+    return json_object_set_new(resp, "binding", json_integer((json_int_t)ga->binding)) ? GH_ENOMEM
+                                                                                       : 0;
 }
 
 /* The binding the request's fields describe (subject resolved now). */
@@ -418,8 +416,8 @@ static int grant_like(gh_txn *txn, const grant_arg *ga, gh_binding *b)
             b->subject.id = g.id;
     }
     if (rc == GH_ENOTFOUND)
-        return gh_txn_fail(txn, rc, "no %s named '%s'", ga->kind == GH_MEMBER_USER ? "user" : "group",
-                           ga->subject);
+        return gh_txn_fail(txn, rc, "no %s named '%s'",
+                           ga->kind == GH_MEMBER_USER ? "user" : "group", ga->subject);
     return rc;
 }
 
@@ -440,8 +438,9 @@ static int grant_apply(gh_txn *txn, void *p)
     if (rc)
         return rc;
     if (gh_store_binding_find(txn, &b, &old) == 0)
-        return gh_txn_fail(txn, GH_EEXISTS, "role '%s' is already granted to %s '%s'%s%s (binding %llu)",
-                           ga->role, ga->kind == GH_MEMBER_USER ? "user" : "group", ga->subject,
+        return gh_txn_fail(txn, GH_EEXISTS,
+                           "role '%s' is already granted to %s '%s'%s%s (binding %llu)", ga->role,
+                           ga->kind == GH_MEMBER_USER ? "user" : "group", ga->subject,
                            ga->scope[0] ? " on " : "", ga->scope, (unsigned long long)old.id);
     if ((rc = gh_store_binding_add(txn, &b)) != 0)
         return rc;
@@ -555,7 +554,7 @@ static int list_binding(const gh_binding *b, void *arg)
 {
     blist *bl = arg;
 
-    return json_array_append_new(bl->arr, binding_json(bl->txn, b)) ? 1 : 0;
+    return json_array_append_new(bl->arr, gh_json_binding(bl->txn, b)) ? 1 : 0;
 }
 
 static int op_bindings(gh_opctx *c)
@@ -589,8 +588,8 @@ static int op_bindings(gh_opctx *c)
                 m.id = g.id;
         }
         if (rc == GH_ENOTFOUND) {
-            rc = gh_op_fail(c, rc, "no %s named '%s'", user ? "user" : "group",
-                            user ? user : group);
+            rc =
+                gh_op_fail(c, rc, "no %s named '%s'", user ? "user" : "group", user ? user : group);
             goto fail;
         }
         if (rc == 0)
@@ -626,8 +625,10 @@ static int bad_pair(gh_opctx *c, const char *where, const char *action, const ch
     char msg[GH_ERRMSG_MAX];
 
     if (strchr(action, '*') != NULL)
-        return gh_op_fail(c, GH_EINVAL, "%saction \"%.64s\": a check names one action, not a "
-                                        "pattern", where, action);
+        return gh_op_fail(c, GH_EINVAL,
+                          "%saction \"%.64s\": a check names one action, not a "
+                          "pattern",
+                          where, action);
     if (gh_schema_action_valid(action, msg, sizeof(msg)) != 0)
         return gh_op_fail(c, GH_EINVAL, "%saction \"%.64s\": %s", where, action, msg);
     if (gh_schema_resource_concrete_valid(resource, msg, sizeof(msg)) != 0)

@@ -93,6 +93,44 @@ static int dump_role(const gh_role *r, void *arg)
     return 0;
 }
 
+/* Appends role i of all after its parents (depth first), so that an import
+ * in record order never meets a parent it has not created yet. */
+static void emit_parents_first(json_t *all, json_t *by_name, size_t i, json_t *done, json_t *out)
+{
+    json_t *r = json_array_get(all, i);
+    const char *name = json_string_value(json_object_get(r, "name"));
+    if (name == NULL || json_object_get(done, name))
+        return;
+    json_object_set_new(done, name, json_true());
+    json_t *parents = json_object_get(r, "parents");
+    size_t k;
+    json_t *p;
+    json_array_foreach(parents, k, p) {
+        json_t *idx = json_object_get(by_name, json_string_value(p) ? json_string_value(p) : "");
+        if (json_is_integer(idx))
+            emit_parents_first(all, by_name, (size_t)json_integer_value(idx), done, out);
+    }
+    json_array_append(out, r);
+}
+
+static json_t *roles_parents_first(json_t *all)
+{
+    json_t *by_name = json_object(), *done = json_object(), *out = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(all, i, r) {
+        const char *name = json_string_value(json_object_get(r, "name"));
+        if (name)
+            json_object_set_new(by_name, name, json_integer((json_int_t)i));
+    }
+    for (i = 0; i < json_array_size(all); i++)
+        emit_parents_first(all, by_name, i, done, out);
+    json_decref(by_name);
+    json_decref(done);
+    json_decref(all);
+    return out;
+}
+
 static int dump_binding(const gh_binding *b, void *arg)
 {
     dump_page *d = arg;
@@ -132,6 +170,8 @@ static int op_dump(gh_opctx *c)
         json_decref(d.arr);
         return gh_op_fail(c, rc, "cannot read %s", kind);
     }
+    if (strcmp(kind, "roles") == 0)
+        d.arr = roles_parents_first(d.arr);
     json_object_set_new(c->resp, "records", d.arr);
     json_object_set_new(c->resp, "next", d.more ? json_string(d.last) : json_null());
     return 0;

@@ -155,6 +155,12 @@ void gh__conn_mark_dirty(gh_conn *c);
 void gh__conn_request_done(gh_conn *c);
 void gh__flush_all(gh_server *srv);
 void gh__close_idle_for_shutdown(gh_server *srv);
+/* Wraps an already-connected UNIX stream socket as a connection of a peer with
+ * these credentials, as if it had been accepted (in-process harnesses: the fuzz
+ * targets). 0: the connection owns fd; GH_EUNAVAIL: refused like an accepted
+ * peer over max_connections (told so, fd closed); other codes: fd still the
+ * caller's. */
+int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin);
 
 /* auth.c */
 int gh__auth_init(gh_server *srv);

@@ -90,8 +90,7 @@ static int apply(gh_txn *txn, void *arg)
             return GH_ENOMEM;
         }
         rc = 0;
-        for (tok = strtok_r(spec, ";", &save); tok && rc == 0;
-             tok = strtok_r(NULL, ";", &save)) {
+        for (tok = strtok_r(spec, ";", &save); tok && rc == 0; tok = strtok_r(NULL, ";", &save)) {
             char eff[8], act[128], res[256];
             if (sscanf(tok, "%7s %127s %255s", eff, act, res) != 3)
                 rc = GH_EINVAL;
@@ -365,9 +364,9 @@ int main(int argc, char **argv)
     printf("cold compile, 1,000 rules, roles already decoded this generation (another holder):\n"
            "    mean %.1f us, best %.1f us, worst %.1f us (%d runs)\n",
            total2 * 1e6 / compiles, best2 * 1e6, worst2 * 1e6, compiles);
-    printf("cache: hits %llu misses %llu compiles %llu flushes %llu\n",
-           (unsigned long long)st.hits, (unsigned long long)st.misses,
-           (unsigned long long)st.compiles, (unsigned long long)st.flushes);
+    printf("cache: hits %llu misses %llu compiles %llu flushes %llu\n", (unsigned long long)st.hits,
+           (unsigned long long)st.misses, (unsigned long long)st.compiles,
+           (unsigned long long)st.flushes);
 
     gh_authz_free(a);
     gh_store_reader_free(rd);

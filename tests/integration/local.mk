@@ -9,3 +9,7 @@ INTEGRATION_TESTS = \
 	tests/integration/test_limits.py
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration/ghtest.py $(INTEGRATION_TESTS)
+
+# authz tests
+TESTS += tests/integration/test_authz.py
+EXTRA_DIST += tests/integration/test_authz.py

@@ -156,6 +156,8 @@ class Protocol(ghtest.TestCase):
         self.assertEqual(pages, 4)
 
         everything = self.assertOk(self.c.call("user.list"))
+        for u in everything["users"]:
+            self.assertNotIn("groups", u)   # user.get only
         self.assertEqual([u["name"] for u in everything["users"]],
                          sorted(names + ["a-first", "v-last", "u"]))
         self.assertIsNone(everything["next"])
@@ -339,8 +341,9 @@ class Protocol(ghtest.TestCase):
         self.assertEqual(sorted(staff["effective_users"]), ["alice", "bob", "carol"])
         eng = self.assertOk(self.c.call("group.get", name="eng"))["group"]
         self.assertEqual(sorted(eng["effective_users"]), ["alice", "bob"])
-        self.assertEqual(sorted(self.assertOk(self.c.call("user.get", name="alice"))
-                                ["user"]["groups"]), ["backend", "eng", "staff"])
+        alice = self.assertOk(self.c.call("user.get", name="alice"))["user"]
+        self.assertEqual(sorted(alice["groups"]), ["backend", "eng", "staff"])
+        self.assertEqual(alice["direct_groups"], ["backend"])
         self.assertEqual(sorted(self.assertOk(self.c.call("user.get", name="bob"))
                                 ["user"]["groups"]), ["eng", "staff"])
         self.assertEqual(self.assertOk(self.c.call("user.get", name="carol"))
@@ -425,6 +428,11 @@ class Protocol(ghtest.TestCase):
         self.assertOk(self.c.call("ping"))
 
     def test_pipelining_order(self):
+        # users that exist before the pipeline: reads and duplicate adds in
+        # it do not depend on writes made inside the same pipeline
+        for r in self.c.pipeline([{"op": "user.add", "name": "pre%03d" % i}
+                                  for i in range(200)]):
+            self.assertOk(r)
         reqs, expect = [], []
         for i in range(200):
             k = i % 8
@@ -435,13 +443,13 @@ class Protocol(ghtest.TestCase):
                 reqs.append({"id": i, "op": "user.add", "name": "p%03d" % i})
                 expect.append(("ok", "p%03d" % i))
             elif k == 2:
-                reqs.append({"id": i, "op": "user.get", "name": "p%03d" % (i - 1)})
-                expect.append(("ok", "p%03d" % (i - 1)))
+                reqs.append({"id": i, "op": "user.get", "name": "pre%03d" % i})
+                expect.append(("ok", "pre%03d" % i))
             elif k == 3:
                 reqs.append({"id": i, "op": "user.get", "name": "missing%d" % i})
                 expect.append(("not_found", None))
             elif k == 4:
-                reqs.append({"id": i, "op": "user.add", "name": "p%03d" % (i - 3)})
+                reqs.append({"id": i, "op": "user.add", "name": "pre%03d" % i})
                 expect.append(("exists", None))
             elif k == 5:
                 reqs.append({"id": i, "op": "bogus"})
@@ -636,35 +644,24 @@ class Protocol(ghtest.TestCase):
         # a fresh server imports the dump
         other = self.start_server()
         c2 = self.client(other)
-        urecs = []
         for r in recs:
-            r = dict(r)
-            r.setdefault("type", "user")
-            urecs.append(r)
-        res = self.assertOk(c2.call("import", records=urecs))["results"]
+            self.assertEqual(r["type"], "user")
+        res = self.assertOk(c2.call("import", records=recs))["results"]
         self.assertEqual(len(res), 3)
         for x in res:
             self.assertOk(x)
         grecs, mrecs = [], []
         for g in groups:
             g = dict(g)
-            members = g.pop("members", None)
-            g.setdefault("type", "group")
+            # direct members as "users" and "subgroups" (ignored by import)
+            self.assertEqual(g["type"], "group")
             grecs.append(g)
-            if isinstance(members, dict):
-                mrecs += [{"type": "member", "group": g["name"], "user": u}
-                          for u in members.get("users", [])]
-                mrecs += [{"type": "member", "group": g["name"], "subgroup": s}
-                          for s in members.get("groups", [])]
-            elif isinstance(members, list):
-                for m in members:
-                    m = dict(m)
-                    m["type"] = "member"
-                    m["group"] = g["name"]
-                    mrecs.append(m)
-            else:
-                self.fail("dump group record without members: %r" % (g,))
-        self.assertEqual(len(mrecs), 3, mrecs)
+            mrecs += [{"type": "member", "group": g["name"], "user": u} for u in g["users"]]
+            mrecs += [{"type": "member", "group": g["name"], "subgroup": s}
+                      for s in g["subgroups"]]
+        self.assertEqual(sorted((m["group"], m.get("user"), m.get("subgroup")) for m in mrecs),
+                         [("eng", "carol", None), ("staff", None, "eng"),
+                          ("staff", "alice", None)])
         res = self.assertOk(c2.call("import", records=grecs + mrecs))["results"]
         self.assertEqual(len(res), 5)
         for x in res:
@@ -690,7 +687,7 @@ class Protocol(ghtest.TestCase):
 
     def test_import_records(self):
         res = self.assertOk(self.c.call("import", records=[
-            {"type": "user", "name": "imp1", "password": "imported-pw"},
+            {"type": "user", "name": "imp1", "uid": 30100, "mail": "imp1@example.com"},
             {"type": "user", "name": "imp1"},                      # duplicate
             {"type": "user", "name": "imp2", "verifier": "not-a-hash"},
             {"type": "user", "name": "bad name"},
@@ -708,7 +705,9 @@ class Protocol(ghtest.TestCase):
         self.assertOk(res[5])
         self.assertError(res[6], "not_found")
         self.assertError(res[7], "invalid_argument")
-        self.assertOk(self.c.call("auth", user="imp1", password="imported-pw"))
+        u = self.assertOk(self.c.call("user.get", name="imp1"))["user"]
+        self.assertEqual((u["uid"], u["mail"], u["has_password"]),
+                         (30100, "imp1@example.com", False))
         self.assertError(self.c.call("user.get", name="imp2"), "not_found")
         self.assertEqual(self.assertOk(self.c.call("user.get", name="imp1"))["user"]["groups"],
                          ["ig"])
@@ -718,6 +717,77 @@ class Protocol(ghtest.TestCase):
         self.assertError(self.c.call("group.get", name="x0000"), "not_found")
         self.assertError(self.c.call("import", records="nope"), "invalid_argument")
         self.assertError(self.c.call("dump", kind="stuff"), "invalid_argument")
+
+    def test_import_verifier_auth(self):
+        # a verifier exported by one server checks the original password on
+        # another (a record carrying only name and verifier)
+        self.assertOk(self.c.call("user.add", name="alice", password="alice-password"))
+        recs = self.assertOk(self.c.call("dump", kind="users"))["records"]
+        verifier = recs[0]["verifier"]
+        self.assertTrue(verifier.startswith("$argon2id$"), verifier)
+        other = self.start_server()
+        c2 = self.client(other)
+        res = self.assertOk(c2.call("import", records=[
+            {"type": "user", "name": "alice", "verifier": verifier},
+            {"type": "user", "name": "copy", "verifier": verifier}]))["results"]
+        self.assertEqual([x.get("ok") for x in res], [True, True], res)
+        self.assertIs(self.assertOk(c2.call("user.get", name="alice"))["user"]["has_password"],
+                      True)
+        self.assertOk(c2.call("auth", user="alice", password="alice-password"))
+        self.assertOk(c2.call("auth", user="copy", password="alice-password"))
+        self.assertError(c2.call("auth", user="alice", password="alice-passwort"),
+                         "invalid_credentials")
+
+    def test_import_refuses_passwords(self):
+        # PROTOCOL.md: "A password field is refused: import takes verifiers"
+        res = self.assertOk(self.c.call("import", records=[
+            {"type": "user", "name": "imp", "password": "imported-pw"},
+            {"type": "user", "name": "imp2"}]))["results"]
+        self.assertError(res[0], "invalid_argument")
+        self.assertOk(res[1])
+        self.assertError(self.c.call("user.get", name="imp"), "not_found")
+
+    def test_user_add_with_verifier(self):
+        self.assertOk(self.c.call("user.add", name="alice", password="alice-password"))
+        verifier = self.assertOk(self.c.call("dump", kind="users"))["records"][0]["verifier"]
+        u = self.assertOk(self.c.call("user.add", name="twin", verifier=verifier))["user"]
+        self.assertIs(u["has_password"], True)
+        self.assertNotIn("verifier", u)
+        self.assertOk(self.c.call("auth", user="twin", password="alice-password"))
+        self.assertError(self.c.call("user.add", name="bad2", verifier="plaintext"),
+                         "invalid_argument")
+        self.assertError(self.c.call("user.get", name="bad2"), "not_found")
+
+    def test_malformed_verifier_refused(self):
+        # a verifier must be a well-formed Argon2id string, not just start
+        # like one: otherwise the account silently can never log in
+        for i, v in enumerate(("$argon2id$garbage", "$argon2id$v=19$m=64,t=1,p=1$",
+                               "$argon2id$" + "A" * 80)):
+            with self.subTest(verifier=v):
+                self.assertError(self.c.call("user.add", name="bad%d" % i, verifier=v),
+                                 "invalid_argument")
+                res = self.assertOk(self.c.call("import", records=[
+                    {"type": "user", "name": "imp%d" % i, "verifier": v}]))["results"]
+                self.assertError(res[0], "invalid_argument")
+
+    def test_pipelined_dependent_writes(self):
+        # writes of one connection apply in order: each sees the ones before
+        resps = self.c.pipeline([
+            {"op": "group.add", "name": "g"},
+            {"op": "user.add", "name": "a"},
+            {"op": "group.add_member", "group": "g", "user": "a"},
+            {"op": "user.set", "name": "a", "mail": "a@example.com"},
+            {"op": "user.passwd", "name": "a", "password": "a-password"},
+            {"op": "user.set", "name": "a", "rename": "b"},
+            {"op": "user.del", "name": "b"},
+            {"op": "user.add", "name": "b"},
+            {"op": "group.del", "name": "g"},
+        ])
+        for i, r in enumerate(resps):
+            self.assertOk(r, "request %d" % i)
+        self.assertError(self.c.call("group.get", name="g"), "not_found")
+        u = self.assertOk(self.c.call("user.get", name="b"))["user"]
+        self.assertEqual((u["mail"], u["has_password"], u["groups"]), ("", False, []))
 
     def test_errors_and_unknown_op(self):
         self.assertError(self.c.call("user.frobnicate"), "unknown_op")

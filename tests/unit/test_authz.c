@@ -284,8 +284,8 @@ static void build_world(fx *f)
     BIND_GROUP("exact", "g1", NULL);
 }
 
-static const char *const world_users[] = {"alice", "bob", "carol", "dave", "erin", "frank", "gina",
-                                          "hank",  "ivan", "judy", "kim",  "lee",  "mia"};
+static const char *const world_users[] = {"alice", "bob",  "carol", "dave", "erin", "frank", "gina",
+                                          "hank",  "ivan", "judy",  "kim",  "lee",  "mia"};
 #define NWORLD (sizeof(world_users) / sizeof(world_users[0]))
 
 static const struct tcase {
@@ -557,10 +557,10 @@ static void test_bad_requests(void **state)
     fx *f = *state;
     uint64_t id = uid_of(f, "gina");
     static const char *const bad[][2] = {
-        {"", "docs"},       {"*", "docs"},        {"a:*", "docs"},    {"de ploy", "docs"},
-        {"read", ""},       {"read", "/docs"},    {"read", "docs/"},  {"read", "a//b"},
-        {"read", "a/*"},    {"read", "a/**"},     {"read", "a/b*"},   {"read", "a/../b"},
-        {"read", "a/b c"},  {"read\n", "docs"},
+        {"", "docs"},      {"*", "docs"},      {"a:*", "docs"},   {"de ploy", "docs"},
+        {"read", ""},      {"read", "/docs"},  {"read", "docs/"}, {"read", "a//b"},
+        {"read", "a/*"},   {"read", "a/**"},   {"read", "a/b*"},  {"read", "a/../b"},
+        {"read", "a/b c"}, {"read\n", "docs"},
     };
     char longres[GH_PATTERN_MAX + 8];
     gh_txn *txn = rbegin(f);
@@ -631,12 +631,14 @@ static void test_pattern_compile(void **state)
         const char *pat, *res;
         int match;
     } m[] = {
-        {"a", "a", 1},          {"a", "b", 0},          {"a", "a/b", 0},
-        {"*", "a", 1},          {"*", "a/b", 0},        {"**", "a", 1},
-        {"**", "a/b/c", 1},     {"a/**", "a", 1},       {"a/**", "ab", 0},
-        {"a/*/c", "a/b/c", 1},  {"a/*/c", "a/c", 0},    {"a/*/**", "a", 0},
-        {"a/*/**", "a/b", 1},   {"a/*/**", "a/b/c/d", 1}, {"ab/c", "a/bc", 0},
-        {"a/b", "a/bb", 0},
+        {"a", "a", 1},        {"a", "b", 0},
+        {"a", "a/b", 0},      {"*", "a", 1},
+        {"*", "a/b", 0},      {"**", "a", 1},
+        {"**", "a/b/c", 1},   {"a/**", "a", 1},
+        {"a/**", "ab", 0},    {"a/*/c", "a/b/c", 1},
+        {"a/*/c", "a/c", 0},  {"a/*/**", "a", 0},
+        {"a/*/**", "a/b", 1}, {"a/*/**", "a/b/c/d", 1},
+        {"ab/c", "a/bc", 0},  {"a/b", "a/bb", 0},
     };
 
     (void)state;
@@ -650,7 +652,8 @@ static void test_pattern_compile(void **state)
         free(s.str);
         free(s.segs);
     }
-    static const char *const badp[] = {"", "/", "a//b", "a/", "/a", "**/a", "a/**/**", "a*", "*a/b"};
+    static const char *const badp[] = {"",     "/",       "a//b", "a/",  "/a",
+                                       "**/a", "a/**/**", "a*",   "*a/b"};
     for (size_t i = 0; i < sizeof(badp) / sizeof(badp[0]); i++) {
         memset(&s, 0, sizeof(s));
         if (gh__pat_compile(&s, badp[i], &p) != GH_EINVAL)
@@ -815,10 +818,9 @@ static void test_perms(void **state)
 
 static int in_names(json_t *arr, const char *name)
 {
-    size_t i;
-    json_t *e;
-
-    json_array_foreach(arr, i, e) if (strcmp(json_string_value(json_object_get(e, "name")), name) == 0) return 1;
+    for (size_t i = 0; i < json_array_size(arr); i++)
+        if (strcmp(json_string_value(json_object_get(json_array_get(arr, i), "name")), name) == 0)
+            return 1;
     return 0;
 }
 
@@ -830,7 +832,8 @@ static void test_who_can(void **state)
         gh_txn *txn = rbegin(f);
         json_t *out = NULL, *users;
 
-        assert_int_equal(gh_authz_who_can(f->authz, txn, table[i].action, table[i].resource, &out), 0);
+        assert_int_equal(gh_authz_who_can(f->authz, txn, table[i].action, table[i].resource, &out),
+                         0);
         gh_store_read_end(f->reader);
         users = json_object_get(out, "users");
         assert_true(json_is_array(users));

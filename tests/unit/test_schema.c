@@ -20,8 +20,13 @@
 
 static void test_utf8(void **state)
 {
-    static const char *good[] = {"", "abc", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
-                                 "\xef\xbf\xbf", "\xf4\x8f\xbf\xbf"};
+    static const char *good[] = {"",
+                                 "abc",
+                                 "\xc3\xa9",
+                                 "\xe2\x82\xac",
+                                 "\xf0\x9f\x98\x80",
+                                 "\xef\xbf\xbf",
+                                 "\xf4\x8f\xbf\xbf"};
     static const char *bad[] = {
         "\x80",             /* lone continuation */
         "\xc0\xaf",         /* overlong '/' */
@@ -47,19 +52,42 @@ static void test_utf8(void **state)
 
 static void test_names(void **state)
 {
-    static const char *good[] = {"alice", "a", "Bob.Smith", "svc_deploy-1", "a-b", "x.y",
-                                 "zoë", "名前", "user@example", "a:b", "a~b", "a'b", "a!b",
-                                 "0day"};
+    static const char *good[] = {"alice", "a",   "Bob.Smith", "svc_deploy-1", "a-b",
+                                 "x.y",   "zoë", "名前",      "user@example", "a:b",
+                                 "a~b",   "a'b", "a!b",       "0day"};
     static const char *bad[] = {
-        "", "-lead", ".lead", "a/b", "a,b", "a=b", "a*", "a(b", "a)b", "a\\b", "a+b",
-        "a<b", "a>b", "a;b", "a\"b", "a#b", "a b", "a\tb", "a\nb", "a\rb", "\x01x", "a\x7f",
-        "\xc2\x80x",         /* C1 control U+0080 */
-        "a\xc2\xa0" "b",     /* no-break space */
-        "a\xe3\x80\x80" "b", /* ideographic space */
-        "a\xe2\x80\xa8" "b", /* line separator */
-        "\xef\xbb\xbfx",     /* BOM */
-        "\xc0\xaf",          /* overlong */
-        "\xed\xa0\x80",      /* surrogate */
+        "",
+        "-lead",
+        ".lead",
+        "a/b",
+        "a,b",
+        "a=b",
+        "a*",
+        "a(b",
+        "a)b",
+        "a\\b",
+        "a+b",
+        "a<b",
+        "a>b",
+        "a;b",
+        "a\"b",
+        "a#b",
+        "a b",
+        "a\tb",
+        "a\nb",
+        "a\rb",
+        "\x01x",
+        "a\x7f",
+        "\xc2\x80x", /* C1 control U+0080 */
+        "a\xc2\xa0"
+        "b", /* no-break space */
+        "a\xe3\x80\x80"
+        "b", /* ideographic space */
+        "a\xe2\x80\xa8"
+        "b",             /* line separator */
+        "\xef\xbb\xbfx", /* BOM */
+        "\xc0\xaf",      /* overlong */
+        "\xed\xa0\x80",  /* surrogate */
     };
     char msg[GH_ERRMSG_MAX];
     char n64[65], n65[66];
@@ -93,8 +121,7 @@ static void test_text(void **state)
     assert_int_equal(gh_schema_text_valid("mail", "", 10, msg, sizeof(msg)), 0);
     assert_int_equal(gh_schema_text_valid("mail", "Jörg Ünder, O'Neil (ops)", 64, NULL, 0), 0);
     assert_int_equal(gh_schema_text_valid("mail", "0123456789", 10, NULL, 0), 0);
-    assert_int_equal(gh_schema_text_valid("mail", "01234567890", 10, msg, sizeof(msg)),
-                     GH_EINVAL);
+    assert_int_equal(gh_schema_text_valid("mail", "01234567890", 10, msg, sizeof(msg)), GH_EINVAL);
     assert_non_null(strstr(msg, "mail"));
     assert_int_equal(gh_schema_text_valid("x", "a\nb", 10, NULL, 0), GH_EINVAL);
     assert_int_equal(gh_schema_text_valid("x", "a\x1b[31m", 10, NULL, 0), GH_EINVAL);
@@ -105,10 +132,10 @@ static void test_text(void **state)
 
 static void test_actions(void **state)
 {
-    static const char *good[] = {"deploy", "*", "deploy:*", "svc.read", "a_b-c", "a:b:c",
-                                 "a:b:*", "X9"};
-    static const char *bad[] = {"", "de ploy", "deploy*", "*:deploy", "de*ploy", ":*",
-                                "a/b", "a:*:b", "**", "é"};
+    static const char *good[] = {"deploy", "*",     "deploy:*", "svc.read",
+                                 "a_b-c",  "a:b:c", "a:b:*",    "X9"};
+    static const char *bad[] = {"",   "de ploy", "deploy*", "*:deploy", "de*ploy",
+                                ":*", "a/b",     "a:*:b",   "**",       "é"};
     char msg[GH_ERRMSG_MAX];
     char big[GH_PATTERN_MAX + 2];
 
@@ -127,13 +154,19 @@ static void test_actions(void **state)
 
 static void test_resources(void **state)
 {
-    static const char *good[] = {"service/billing", "service/*", "service/billing/**", "*",
-                                 "**", "*/x", "project/42/*", "a.b/c_d/e-f/g:h/i@j/k~l/m+n=o"};
-    static const char *bad[] = {"", "/a", "a/", "a//b", "a/**/b", "a/b*", "a/*b", "a/***",
-                                "a b", "a/./b", "a/../b", "..", "a/é", "a\\b", "a?b"};
+    static const char *good[] = {"service/billing",
+                                 "service/*",
+                                 "service/billing/**",
+                                 "*",
+                                 "**",
+                                 "*/x",
+                                 "project/42/*",
+                                 "a.b/c_d/e-f/g:h/i@j/k~l/m+n=o"};
+    static const char *bad[] = {"",    "/a",    "a/",     "a//b", "a/**/b", "a/b*", "a/*b", "a/***",
+                                "a b", "a/./b", "a/../b", "..",   "a/é",    "a\\b", "a?b"};
     static const char *concrete_good[] = {"service/billing", "a", "project/42/doc.txt"};
-    static const char *concrete_bad[] = {"", "service/*", "*", "a/**", "a//b", "a/", "a/../b",
-                                         "a b"};
+    static const char *concrete_bad[] = {"",     "service/*", "*",      "a/**",
+                                         "a//b", "a/",        "a/../b", "a b"};
     char msg[GH_ERRMSG_MAX];
 
     (void)state;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -494,10 +495,11 @@ static void test_user_update(void **state)
 static void test_user_validation(void **state)
 {
     fx *f = *state;
-    static const char *bad[] = {"",     "-x",    ".x",    "a/b",  "a,b", "a=b",    "a*",
-                                "a(b",  "a)b",   "a\\b",  "a+b",  "a<b", "a>b",    "a;b",
-                                "a\"b", "a#b",   "a b",   "a\tb", "a\nb", "a\x7f", "\xc0\xaf",
-                                "\xed\xa0\x80", "\xe2\x80\x83x", "\xc2\x85x"};
+    static const char *bad[] = {
+        "",     "-x",    ".x",       "a/b",          "a,b",           "a=b",
+        "a*",   "a(b",   "a)b",      "a\\b",         "a+b",           "a<b",
+        "a>b",  "a;b",   "a\"b",     "a#b",          "a b",           "a\tb",
+        "a\nb", "a\x7f", "\xc0\xaf", "\xed\xa0\x80", "\xe2\x80\x83x", "\xc2\x85x"};
     gh_user u;
     char err[256];
 
@@ -507,13 +509,12 @@ static void test_user_validation(void **state)
         assert_int_equal(user_add_rc(f, &u, err, sizeof(err)), GH_EINVAL);
         assert_true(err[0] != '\0');
     }
-    /* 64 bytes is fine, 65 is not. */
+    /* 64 bytes is fine; 65 cannot even be terminated in the struct. */
     u = mkuser("");
     memset(u.name, 'x', 64);
     assert_int_equal(user_add_rc(f, &u, NULL, 0), 0);
-    memset(u.name, 'y', 65);
-    u.name[65] = '\0';
-    assert_int_equal(user_add_rc(f, &u, NULL, 0), GH_EINVAL);
+    memset(u.name, 'y', sizeof(u.name));
+    assert_int_equal(user_add_rc(f, &u, NULL, 0), GH_ETOOBIG);
     /* Unterminated fixed field. */
     u = mkuser("ok1");
     memset(u.display_name, 'd', sizeof(u.display_name));
@@ -1070,9 +1071,8 @@ static void test_role_delete(void **state)
     t = rd(f);
     assert_int_equal(gh_store_role_get(t, "base", &out), GH_ENOTFOUND);
     assert_int_equal(gh_store_binding_get(t, b.id, &b), GH_ENOTFOUND);
-    assert_int_equal(gh_store_bindings_of_subject(t, (gh_member){GH_MEMBER_USER, u},
-                                                  binding_count_cb, &n),
-                     0);
+    assert_int_equal(
+        gh_store_bindings_of_subject(t, (gh_member){GH_MEMBER_USER, u}, binding_count_cb, &n), 0);
     assert_int_equal(n, 0);
     assert_int_equal(gh_store_role_get(t, "child", &out), 0);
     assert_int_equal(out->nparents, 0);
@@ -1292,7 +1292,7 @@ static void test_changelog(void **state)
     t = rd(f);
     assert_int_equal(gh_store_changelog_list(t, 0, 0, log_cb, &lb), 0);
     assert_int_equal(lb.n, 6);
-    static const char *ops[] = {"user.add",   "group.add",           "group.add_member",
+    static const char *ops[] = {"user.add",    "group.add",           "group.add_member",
                                 "user.passwd", "group.remove_member", "sync.run"};
     static const char *targets[] = {"alice", "ops", "ops<-alice", "alice", "ops<-alice", "corp"};
     for (size_t i = 0; i < lb.n; i++) {
@@ -1696,6 +1696,101 @@ static void test_map_grows(void **state)
     assert_int_equal(changelog_seq(f), 3000);
 }
 
+static int w_add_existing(gh_txn *t, void *arg)
+{
+    gh_user u = mkuser(arg);
+    return gh_store_user_add(t, &u);
+}
+
+static void test_map_grows_partial_batch(void **state)
+{
+    fx *f = *state;
+    struct bulk b1 = {0, 1500}, b2 = {1500, 1500};
+    gh_store_op ops[3] = {{.fn = w_bulk, .arg = &b1},
+                          {.fn = w_add_existing, .arg = "bulk000000"},
+                          {.fn = w_bulk, .arg = &b2}};
+    uint64_t used, mapsize, n;
+    gh_txn *t;
+
+    /* Growth and a failing op in one batch: the others still commit. */
+    f->opts.map_size = 1 << 20;
+    f->opts.map_max = 64 << 20;
+    fx_open(f);
+    assert_int_equal(gh_store_write_batch(f->s, ops, 3), 0);
+    assert_int_equal(ops[0].rc, 0);
+    assert_int_equal(ops[1].rc, GH_EEXISTS);
+    assert_int_equal(ops[2].rc, 0);
+    assert_int_equal(gh_store_size(f->s, &used, &mapsize), 0);
+    assert_true(mapsize > (1 << 20));
+    t = rd(f);
+    assert_int_equal(gh_store_user_count(t, &n), 0);
+    assert_int_equal(n, 3000);
+    rd_end(f);
+}
+
+struct spin {
+    gh_store *s;
+    volatile int stop;
+    long reads;
+    int errors;
+};
+
+static void *reader_thread(void *arg)
+{
+    struct spin *sp = arg;
+    gh_store_reader *r;
+    gh_txn *t;
+    gh_user u;
+
+    if (gh_store_reader_new(sp->s, &r) != 0) {
+        sp->errors++;
+        return NULL;
+    }
+    while (!sp->stop) {
+        if (gh_store_read_begin(r, &t) != 0) {
+            sp->errors++;
+            break;
+        }
+        uint64_t n;
+        if (gh_store_user_count(t, &n) != 0)
+            sp->errors++;
+        else if (n > 0 && gh_store_user_get(t, "bulk000000", &u) != 0)
+            sp->errors++; /* the first bulk write holds bulk000000 */
+        gh_store_read_end(r);
+        sp->reads++;
+    }
+    gh_store_reader_free(r);
+    return NULL;
+}
+
+static void test_map_grows_with_readers(void **state)
+{
+    fx *f = *state;
+    struct spin sp[2];
+    pthread_t th[2];
+    uint64_t used, mapsize;
+
+    f->opts.map_size = 1 << 20;
+    f->opts.map_max = 64 << 20;
+    fx_open(f);
+    for (int i = 0; i < 2; i++) {
+        sp[i] = (struct spin){.s = f->s};
+        assert_int_equal(pthread_create(&th[i], NULL, reader_thread, &sp[i]), 0);
+    }
+    for (int i = 0; i < 30; i++) {
+        struct bulk b = {i * 100, 100};
+        assert_int_equal(gh_store_write(f->s, w_bulk, &b, NULL, 0), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        sp[i].stop = 1;
+        pthread_join(th[i], NULL);
+        assert_int_equal(sp[i].errors, 0);
+        assert_true(sp[i].reads > 0);
+    }
+    assert_int_equal(gh_store_size(f->s, &used, &mapsize), 0);
+    assert_true(mapsize > (1 << 20));
+}
+
 static void test_map_full(void **state)
 {
     fx *f = *state;
@@ -1812,6 +1907,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v0, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_grows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_grows_partial_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_grows_with_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_users, setup_open, teardown),
     };

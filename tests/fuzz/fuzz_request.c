@@ -1,0 +1,381 @@
+/*
+ * fuzz_request.c: the socket protocol as an untrusted peer drives it.
+ *
+ * Each input is written as is, plus a final "\n", into one end of a
+ * socketpair whose other end is attached to an in-process gatehoused as an
+ * admin connection (gh__conn_attach_fd), then the write side is half-closed.
+ * Framing, decode, dispatch and every op handler run exactly as for a real
+ * client, Argon2 on the libuv pool and commits on the writer thread included;
+ * the server answers every line and closes, and the harness checks what came
+ * back.
+ *
+ * The one thing to know before changing it: every input gets a fresh, empty
+ * store (the state directory is made once per process and emptied before each
+ * input), so a crashing input crashes again on its own and a minimized
+ * reproducer stays one file. A stateful scenario is several lines of one input.
+ *
+ * Invariants (a violation aborts, so libFuzzer and `make check` both see it):
+ *  - one reply line per non-empty request line, in request order; a line
+ *    longer than max_request gets too_large, which is the last reply;
+ *  - every reply is a JSON object with a boolean "ok"; a failure has an
+ *    "error" object with a known protocol "code" and a string "message";
+ *  - a reply carries its request's "id", and only that;
+ *  - the server closes the connection by itself once it has answered;
+ *  - after gh__server_close no handle is left on the loop.
+ * GH_FUZZ_STRICT=1 also fails on "internal" errors (worth a look, but not a
+ * protocol violation); GH_FUZZ_VERBOSE=1 prints the exchange and debug logs.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sodium.h>
+#include <uv.h>
+
+#include "schema/log.h"
+#include "server/server.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Small enough that a fuzz input can overflow them and reach too_large and
+ * the paused-reading path; the protocol's defaults are 64 KiB and 1 MiB. */
+#define FUZZ_MAX_REQUEST 8192
+#define FUZZ_MAX_OUTPUT 4096
+#define FUZZ_DEADLINE_MS 10000
+
+static struct {
+    int ready;
+    int strict;
+    int verbose;
+    char dir[PATH_MAX];
+} g;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fuzz_request: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    abort();
+}
+
+/* Removes every file of the state directory (LMDB files, token key). */
+static void empty_state_dir(void)
+{
+    DIR *d = opendir(g.dir);
+    struct dirent *e;
+    if (d == NULL)
+        fail("opendir %s: %s", g.dir, strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        char path[PATH_MAX + 256];
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", g.dir, e->d_name);
+        if (unlink(path) != 0)
+            fail("unlink %s: %s", path, strerror(errno));
+    }
+    closedir(d);
+}
+
+static void remove_state_dir(void)
+{
+    if (g.dir[0] != '\0') {
+        empty_state_dir();
+        rmdir(g.dir);
+    }
+}
+
+static void init_once(void)
+{
+    if (g.ready)
+        return;
+    if (sodium_init() < 0)
+        fail("sodium_init failed");
+    signal(SIGPIPE, SIG_IGN); /* as gatehoused does */
+    setenv("UV_THREADPOOL_SIZE", "2", 0);
+    g.strict = getenv("GH_FUZZ_STRICT") && strcmp(getenv("GH_FUZZ_STRICT"), "0") != 0;
+    g.verbose = getenv("GH_FUZZ_VERBOSE") && strcmp(getenv("GH_FUZZ_VERBOSE"), "0") != 0;
+    gh_log_setup(g.verbose ? GH_LOG_DEBUG : GH_LOG_ERROR, 0);
+    /* tmpfs when there is one: every write op commits with fsync. */
+    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+    snprintf(g.dir, sizeof(g.dir), "%s/gh-fuzz-request.XXXXXX", base ? base : "/tmp");
+    if (mkdtemp(g.dir) == NULL)
+        fail("mkdtemp %s: %s", g.dir, strerror(errno));
+    atexit(remove_state_dir);
+    g.ready = 1;
+}
+
+static void fuzz_config(gh_config *cfg)
+{
+    char err[512] = "";
+    if (gh_config_defaults(cfg) != 0)
+        fail("gh_config_defaults: out of memory");
+    free(cfg->state_dir);
+    cfg->state_dir = strdup(g.dir);
+    if (cfg->state_dir == NULL)
+        fail("out of memory");
+    cfg->argon2_opslimit = 1;
+    cfg->argon2_memlimit = 8192;
+    cfg->argon2_queue_max = 4; /* a pipelined burst of auth reaches rate_limited */
+    cfg->max_request = FUZZ_MAX_REQUEST;
+    cfg->max_output = FUZZ_MAX_OUTPUT;
+    cfg->map_size = 1u << 20;
+    if (gh_config_finish(cfg, err, sizeof(err)) != 0)
+        fail("gh_config_finish: %s", err);
+}
+
+/* ---- what the server must answer ---- */
+
+typedef struct expect {
+    size_t n;          /* replies expected */
+    int too_large;     /* the last one is too_large */
+    json_t **ids;      /* per reply: the request's id (owned) or NULL */
+} expect;
+
+/* The request's id if the line is a JSON object with a scalar "id"; the
+ * server may still refuse the line before reading it (bad_request). */
+static json_t *request_id(const char *line, size_t len)
+{
+    if (memchr(line, '\0', len) != NULL)
+        return NULL;
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *id = json_object_get(req, "id");
+    if (id != NULL && !json_is_object(id) && !json_is_array(id))
+        json_incref(id);
+    else
+        id = NULL;
+    json_decref(req);
+    return id;
+}
+
+/* Mirrors conn.c's framing: lines end at '\n', a trailing '\r' is dropped,
+ * empty lines get no reply, and a line that cannot fit max_request bytes with
+ * its newline gets too_large and ends the connection. */
+static void expect_replies(const char *in, size_t len, expect *e)
+{
+    size_t start = 0;
+    memset(e, 0, sizeof(*e));
+    e->ids = calloc(len + 1, sizeof(*e->ids));
+    if (e->ids == NULL)
+        fail("out of memory");
+    while (start < len) {
+        const char *nl = memchr(in + start, '\n', len - start);
+        size_t n = (size_t)(nl - (in + start)); /* in always ends with '\n' */
+        if (n + 1 > FUZZ_MAX_REQUEST) {
+            e->too_large = 1;
+            e->n++;
+            return;
+        }
+        if (n > 0 && in[start + n - 1] == '\r')
+            n--;
+        if (n > 0)
+            e->ids[e->n++] = request_id(in + start, n);
+        start = (size_t)(nl - in) + 1;
+    }
+}
+
+static void expect_free(expect *e)
+{
+    for (size_t i = 0; i < e->n; i++)
+        json_decref(e->ids[i]);
+    free(e->ids);
+}
+
+static void check_reply(const char *line, size_t len, size_t i, const expect *e)
+{
+    json_error_t jerr;
+    json_t *r = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (r == NULL)
+        fail("reply %zu is not JSON (%s): %.*s", i + 1, jerr.text, (int)len, line);
+    if (!json_is_object(r))
+        fail("reply %zu is not an object: %.*s", i + 1, (int)len, line);
+    json_t *ok = json_object_get(r, "ok");
+    if (!json_is_boolean(ok))
+        fail("reply %zu has no boolean 'ok': %.*s", i + 1, (int)len, line);
+    const char *code = NULL;
+    if (json_is_false(ok)) {
+        json_t *err = json_object_get(r, "error");
+        code = json_string_value(json_object_get(err, "code"));
+        if (!json_is_object(err) || code == NULL)
+            fail("reply %zu: failure without an error code: %.*s", i + 1, (int)len, line);
+        if (gh_error_from_code(code) == GH_EINTERNAL && strcmp(code, "internal") != 0)
+            fail("reply %zu: unknown error code '%s'", i + 1, code);
+        if (!json_is_string(json_object_get(err, "message")))
+            fail("reply %zu: error without a string message: %.*s", i + 1, (int)len, line);
+        if (g.strict && strcmp(code, "internal") == 0)
+            fail("reply %zu: internal error (GH_FUZZ_STRICT): %.*s", i + 1, (int)len, line);
+    }
+    int last_too_large = e->too_large && i + 1 == e->n;
+    if (last_too_large && (code == NULL || strcmp(code, "too_large") != 0))
+        fail("reply %zu: expected too_large for the over-long line: %.*s", i + 1, (int)len,
+             line);
+    json_t *id = json_object_get(r, "id");
+    json_t *want = last_too_large ? NULL : e->ids[i];
+    if (id != NULL && (want == NULL || !json_equal(id, want)))
+        fail("reply %zu carries an id its request did not have: %.*s", i + 1, (int)len, line);
+    if (id == NULL && want != NULL && (code == NULL || strcmp(code, "bad_request") != 0))
+        fail("reply %zu lost its request's id: %.*s", i + 1, (int)len, line);
+    json_decref(r);
+}
+
+static void check_replies(const char *out, size_t len, const expect *e)
+{
+    size_t start = 0, i = 0;
+    if (len > 0 && out[len - 1] != '\n')
+        fail("the last reply is not terminated by a newline");
+    while (start < len) {
+        const char *nl = memchr(out + start, '\n', len - start);
+        size_t n = (size_t)(nl - (out + start));
+        if (g.verbose)
+            fprintf(stderr, "< %.*s\n", (int)n, out + start);
+        if (i >= e->n)
+            fail("more replies than requests (%zu expected): %.*s", e->n, (int)n, out + start);
+        check_reply(out + start, n, i, e);
+        i++;
+        start = (size_t)(nl - out) + 1;
+    }
+    if (i != e->n)
+        fail("%zu replies for %zu requests", i, e->n);
+}
+
+/* ---- one exchange ---- */
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+/* Writes in[] to fd, half-closes, runs the loop and collects the replies
+ * until the server closes its end. */
+static void exchange(uv_loop_t *loop, int fd, const char *in, size_t inlen, char **out,
+                     size_t *outlen)
+{
+    size_t off = 0, cap = 0;
+    int writing = 1;
+    uint64_t deadline = now_ms() + FUZZ_DEADLINE_MS;
+
+    *out = NULL;
+    *outlen = 0;
+    for (;;) {
+        int progress = 0;
+        if (writing) {
+            ssize_t n = send(fd, in + off, inlen - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                off += (size_t)n;
+                progress = 1;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                writing = 0; /* the server closed (too_large): replies still come */
+            }
+            if (off == inlen) {
+                shutdown(fd, SHUT_WR);
+                writing = 0;
+            }
+        }
+        uv_run(loop, UV_RUN_NOWAIT);
+        for (;;) {
+            if (cap - *outlen < 4096) {
+                cap = cap ? cap * 2 : 16384;
+                *out = realloc(*out, cap);
+                if (*out == NULL)
+                    fail("out of memory");
+            }
+            ssize_t n = recv(fd, *out + *outlen, cap - *outlen, MSG_DONTWAIT);
+            if (n > 0) {
+                *outlen += (size_t)n;
+                progress = 1;
+                continue;
+            }
+            if (n == 0 || (n < 0 && errno == ECONNRESET))
+                return; /* the server closed: every reply is in */
+            if (errno != EAGAIN && errno != EINTR)
+                fail("recv: %s", strerror(errno));
+            break;
+        }
+        if (now_ms() > deadline)
+            fail("the server did not answer and close within %d ms (%zu of %zu bytes "
+                 "written, %zu bytes of replies)",
+                 FUZZ_DEADLINE_MS, off, inlen, *outlen);
+        if (!progress) {
+            struct pollfd p[2] = {
+                {.fd = fd, .events = (short)(POLLIN | (writing ? POLLOUT : 0))},
+                {.fd = uv_backend_fd(loop), .events = POLLIN},
+            };
+            int t = uv_backend_timeout(loop);
+            poll(p, 2, t < 0 || t > 50 ? 50 : t);
+        }
+    }
+}
+
+static void print_handle(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "  leaked handle: %s%s\n", uv_handle_type_name(uv_handle_get_type(h)),
+            uv_is_closing(h) ? " (closing)" : "");
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    gh_config cfg;
+    gh_server srv;
+    uv_loop_t loop;
+    int sv[2];
+    char *in, *out;
+    size_t outlen;
+    expect e;
+    int rc;
+
+    init_once();
+    empty_state_dir();
+    fuzz_config(&cfg);
+
+    in = malloc(size + 1);
+    if (in == NULL)
+        fail("out of memory");
+    if (size > 0)
+        memcpy(in, data, size);
+    in[size] = '\n';
+    if (g.verbose)
+        fprintf(stderr, "> %.*s", (int)size + 1, in);
+    expect_replies(in, size + 1, &e);
+
+    if (uv_loop_init(&loop) != 0)
+        fail("uv_loop_init failed");
+    rc = gh__server_open(&srv, &cfg, &loop);
+    if (rc != 0)
+        fail("gh__server_open: %s", gh_strerror(rc));
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        fail("socketpair: %s", strerror(errno));
+    rc = gh__conn_attach_fd(&srv, sv[0], getuid(), getgid(), 1);
+    if (rc != 0)
+        fail("gh__conn_attach_fd: %s", gh_strerror(rc));
+
+    exchange(&loop, sv[1], in, size + 1, &out, &outlen);
+    check_replies(out, outlen, &e);
+
+    close(sv[1]);
+    gh__server_close(&srv);
+    if (uv_loop_close(&loop) != 0) {
+        uv_walk(&loop, print_handle, NULL);
+        fail("handles left on the loop after gh__server_close");
+    }
+    gh_config_free(&cfg);
+    expect_free(&e);
+    free(out);
+    free(in);
+    return 0;
+}

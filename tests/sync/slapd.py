@@ -1,0 +1,209 @@
+"""slapd.py: a private OpenLDAP slapd for the sync tests (Python 3, stdlib).
+
+    with Slapd(ldif=text) as ldap:          # or ldap = Slapd(...); ldap.close()
+        ldap.uri          # ldap://127.0.0.1:PORT
+        ldap.ldapi_uri    # ldapi://<url-encoded socket path>
+        ldap.add(ldif) / ldap.modify(ldif) / ldap.delete(dn) / ldap.modrdn(dn, rdn)
+        ldap.stop() / ldap.start()          # same port and data: "upstream down"
+
+The server runs from a temporary directory: slapd.conf from
+conf/ldap/slapd.conf.in (back-mdb, syncprov, Debian's schemas and modules
+from /usr/lib/ldap), the database loaded with slapadd before the first start,
+slapd in the foreground (-d 0) as a child process listening on a free
+loopback port and an ldapi socket. It is stopped by its pid: at close(), at
+the end of a with block, and at interpreter exit (atexit), also on failure.
+"""
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+SLAPD = os.environ.get("SLAPD", "/usr/sbin/slapd")
+SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
+SUFFIX = "dc=example,dc=com"
+ADMIN_DN = "cn=admin," + SUFFIX
+ADMIN_PW = "secret-admin"
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("GH_SRCDIR", os.path.join(HERE, "..", ".."))
+TEMPLATE = os.path.join(SRCDIR, "conf", "ldap", "slapd.conf.in")
+
+_live = set()
+
+
+def _kill_all():
+    for s in list(_live):
+        s._kill()
+
+
+atexit.register(_kill_all)
+
+
+def available():
+    return os.access(SLAPD, os.X_OK) and shutil.which("ldapmodify") is not None
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SlapdError(Exception):
+    pass
+
+
+class Slapd:
+    def __init__(self, ldif=None, sessionlog=0, tmpdir=None, start=True):
+        self.dir = tmpdir or tempfile.mkdtemp(prefix="gh-slapd-")
+        self.proc = None
+        self.port = free_port()
+        self.sock = os.path.join(self.dir, "ldapi")
+        self.uri = "ldap://127.0.0.1:%d" % self.port
+        self.ldapi_uri = "ldapi://" + urllib.parse.quote(self.sock, safe="")
+        self.pwfile = os.path.join(self.dir, "admin.pw")
+        with open(self.pwfile, "w") as f:
+            f.write(ADMIN_PW)
+        os.chmod(self.pwfile, 0o600)
+        os.makedirs(os.path.join(self.dir, "db"), exist_ok=True)
+        extra = "syncprov-sessionlog %d" % sessionlog if sessionlog else ""
+        with open(TEMPLATE) as f:
+            conf = f.read()
+        conf = (conf.replace("@DIR@", self.dir).replace("@ROOTPW@", ADMIN_PW)
+                .replace("@SYNCPROV_EXTRA@", extra))
+        self.conf = os.path.join(self.dir, "slapd.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        if ldif is not None:
+            self.load(ldif)
+        _live.add(self)
+        if start:
+            self.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def load(self, ldif):
+        """Offline bulk load (slapadd -q), before the first start."""
+        path = os.path.join(self.dir, "fixture.ldif")
+        with open(path, "w") as f:
+            f.write(ldif)
+        r = subprocess.run([SLAPADD, "-q", "-f", self.conf, "-l", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise SlapdError("slapadd failed: " + r.stdout[-2000:])
+
+    def start(self, timeout=20):
+        if self.proc is not None:
+            return
+        self.log = open(os.path.join(self.dir, "slapd.log"), "ab")
+        urls = "ldap://127.0.0.1:%d/ %s" % (self.port, self.ldapi_uri)
+        self.proc = subprocess.Popen([SLAPD, "-h", urls, "-f", self.conf, "-d", "0"],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise SlapdError("slapd exited at start: " + self.log_text()[-2000:])
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    pass
+                if os.path.exists(self.sock):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self._kill()
+        raise SlapdError("slapd did not listen within %ss" % timeout)
+
+    def stop(self):
+        """SIGTERM by pid, then SIGKILL; the data stays for start()."""
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        self.log.close()
+
+    def _kill(self):
+        p, self.proc = self.proc, None
+        if p is not None and p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+
+    def close(self):
+        try:
+            self.stop()
+        finally:
+            self._kill()
+            _live.discard(self)
+            if os.environ.get("GH_KEEP_TMP") != "1":
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_text(self):
+        try:
+            with open(os.path.join(self.dir, "slapd.log"), "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    # ---- changes through the ldap-utils clients (over ldapi) ----
+
+    def _tool(self, argv, input_text=None):
+        cmd = argv + ["-H", self.ldapi_uri, "-x", "-D", ADMIN_DN, "-y", self.pwfile]
+        r = subprocess.run(cmd, input=input_text, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        if r.returncode != 0:
+            raise SlapdError("%s failed (%d): %s" % (argv[0], r.returncode, r.stdout[-2000:]))
+        return r.stdout
+
+    def add(self, ldif):
+        return self._tool(["ldapadd"], ldif)
+
+    def modify(self, ldif):
+        return self._tool(["ldapmodify"], ldif)
+
+    def delete(self, *dns):
+        return self._tool(["ldapdelete"] + list(dns))
+
+    def modrdn(self, dn, newrdn, newsuperior=None):
+        argv = ["ldapmodrdn", "-r"]
+        if newsuperior:
+            argv += ["-s", newsuperior]
+        return self._tool(argv + [dn, newrdn])
+
+    def search(self, base, filt="(objectClass=*)", attrs=()):
+        return self._tool(["ldapsearch", "-LLL", "-o", "ldif-wrap=no", "-b", base, filt]
+                          + list(attrs))
+
+    def bind_ok(self, dn, password):
+        r = subprocess.run(["ldapwhoami", "-H", self.ldapi_uri, "-x", "-D", dn, "-w", password],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return r.returncode == 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.path.insert(0, HERE)
+    import gen_ldif
+    import io
+    buf = io.StringIO()
+    gen_ldif.generate(buf, 20, 5)
+    with Slapd(ldif=buf.getvalue()) as s:
+        print(s.uri, s.ldapi_uri)
+        print(s.search(SUFFIX, "(uid=u00001)", ["entryUUID", "uid"]))
