@@ -883,6 +883,8 @@ int main(int argc, char **argv)
     if (i < 0)
         return -i - 1;
     if (i >= argc) {
+        if (!help)
+            fputs("gatehouse: usage: missing COMMAND\n", stderr);
         help_all(help ? stdout : stderr);
         return help ? CLI_EXIT_OK : CLI_EXIT_USAGE;
     }
@@ -910,6 +912,8 @@ int main(int argc, char **argv)
         if (i < 0)
             return -i - 1;
         if (i >= argc) {
+            if (!help)
+                fprintf(stderr, "gatehouse: usage: missing VERB after '%s'\n", noun);
             help_noun(help ? stdout : stderr, noun);
             return help ? CLI_EXIT_OK : CLI_EXIT_USAGE;
         }

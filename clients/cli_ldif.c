@@ -586,9 +586,10 @@ static json_t *entry_record(ldif_entry *e, json_t *dnmap, int *is_group)
                 json_object_set_new(rec, "verifier", json_string(v + 8));
             else
                 fprintf(stderr,
-                        "gatehouse: warning: line %lu: userPassword of %s is not {ARGON2} "
-                        "argon2id; the user is imported without a password\n",
-                        e->line, name);
+                        "gatehouse: warning: line %lu: userPassword of %s is %.*s, not "
+                        "{ARGON2}$argon2id$; the user is imported without a password\n",
+                        e->line, name, v[0] == '{' ? (int)strcspn(v, "}") + 1 : 9,
+                        v[0] == '{' ? v : "cleartext");
         }
         if (e->dn && (norm = dn_norm(e->dn)) != NULL) {
             json_object_set_new(dnmap, norm, json_pack("{ssss}", "user", name, "k", "u"));
@@ -746,7 +747,8 @@ int cli_ldif_read(FILE *f, const char *fname, json_t **records, size_t *skipped)
         }
         if (done || n == 0) {
             /* blank line or end: the entry is complete */
-            if (cur.attrs != NULL) {
+            if (cur.attrs != NULL &&
+                (cur.dn != NULL || json_object_size(cur.attrs) > 0 || cur.error[0])) {
                 if (nents == capents) {
                     size_t nc = capents ? capents * 2 : 256;
                     ldif_entry *ne = realloc(ents, nc * sizeof(*ne));
@@ -757,6 +759,8 @@ int cli_ldif_read(FILE *f, const char *fname, json_t **records, size_t *skipped)
                 }
                 ents[nents++] = cur;
                 memset(&cur, 0, sizeof(cur));
+            } else {
+                entry_free(&cur); /* only "version: 1" */
             }
             continue;
         }

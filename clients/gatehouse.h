@@ -121,8 +121,8 @@ const char *gh_client_socket_path(const gh_client *c);
  * desynchronise it) and the request fails with GH_ERR_TIMEOUT. */
 int gh_client_set_timeout(gh_client *c, int timeout_ms);
 /* Longest accepted response line in bytes (default
- * GH_CLIENT_DEFAULT_MAX_RESPONSE); a longer one fails with GH_ERR_PROTOCOL and
- * drops the connection. */
+ * GH_CLIENT_DEFAULT_MAX_RESPONSE); a longer one fails with GH_ERR_PROTOCOL
+ * (and drops the connection when it is still arriving). */
 int gh_client_set_max_response(gh_client *c, size_t bytes);
 /* Reconnect transparently when the connection broke (default on). When off,
  * a broken connection fails every pending request. */

@@ -38,6 +38,8 @@
 #define READ_CHUNK 65536
 #define EAGER_FLUSH 65536 /* gh_send writes once this many bytes wait */
 #define MAX_RECONNECTS 3  /* per wait, so a server that drops us cannot loop us */
+#define COMPACT_AT 65536  /* answered bytes at the front worth a memmove */
+#define READ_BURST (4u << 20) /* bytes read per poll round before limits are checked */
 
 typedef struct req {
     size_t len;         /* bytes of its line in out (0 once failed) */
@@ -207,21 +209,12 @@ static int grow_buf(char **buf, size_t *cap, size_t used, size_t need)
     return 0;
 }
 
-/* Makes room for n more bytes at out + out_len. */
+/* Makes room for n more bytes at out + out_len. Never moves bytes within
+ * the buffer (offsets of a line being built stay valid); req_pop compacts. */
 static int out_reserve(gh_client *c, size_t n)
 {
     if (c->out_len + n <= c->out_cap)
         return 0;
-    if (c->out_head > 0) {
-        size_t live = c->out_len - c->out_head;
-        memmove(c->out, c->out + c->out_head, live);
-        wipe(c->out + live, c->out_len - live);
-        c->out_sent -= c->out_head;
-        c->out_len = live;
-        c->out_head = 0;
-        if (c->out_len + n <= c->out_cap)
-            return 0;
-    }
     return grow_buf(&c->out, &c->out_cap, c->out_len, c->out_len + n);
 }
 
@@ -313,6 +306,15 @@ static void req_pop(gh_client *c)
         c->out_sent = c->out_head;
     if (c->out_head == c->out_len) {
         c->out_head = c->out_len = c->out_sent = 0;
+    } else if (c->out_head >= COMPACT_AT && c->out_head >= c->out_len - c->out_head) {
+        /* the answered front is bigger than what is left: move the rest down
+         * (the vacated front was wiped request by request) */
+        size_t live = c->out_len - c->out_head;
+        memmove(c->out, c->out + c->out_head, live);
+        wipe(c->out + live, c->out_len - live);
+        c->out_sent -= c->out_head;
+        c->out_len = live;
+        c->out_head = 0;
     }
     c->req_head = (c->req_head + 1) % c->req_cap;
     c->req_count--;
@@ -577,7 +579,9 @@ static int write_some(gh_client *c)
  * negative status for a fatal local condition (memory). */
 static int read_some(gh_client *c, int *rc)
 {
-    for (;;) {
+    size_t burst = 0;
+
+    while (burst < READ_BURST) {
         if (c->in_cap - c->in_len < READ_CHUNK) {
             if (c->in_start > 0) {
                 size_t live = c->in_len - c->in_start;
@@ -599,6 +603,7 @@ static int read_some(gh_client *c, int *rc)
         if (n > 0) {
             size_t room = c->in_cap - c->in_len;
             c->in_len += (size_t)n;
+            burst += (size_t)n;
             if ((size_t)n < room)
                 return IO_OK; /* short read: nothing more for now */
             continue;
@@ -609,6 +614,7 @@ static int read_some(gh_client *c, int *rc)
             return IO_OK;
         return IO_BROKEN;
     }
+    return IO_OK;
 }
 
 /* One round of poll: writes pending bytes, reads available ones. */
@@ -865,8 +871,18 @@ int gh_recv(gh_client *c, json_t **response)
             return fail(c, rc, "request failed");
         }
         if (c->in_scan < c->in_len &&
-            (nl = memchr(c->in + c->in_scan, '\n', c->in_len - c->in_scan)) != NULL)
-            return take_response(c, (size_t)(nl - c->in), response);
+            (nl = memchr(c->in + c->in_scan, '\n', c->in_len - c->in_scan)) != NULL) {
+            size_t end = (size_t)(nl - c->in);
+            if (end - c->in_start > c->max_response) {
+                /* complete, so the framing holds: skip it, keep the connection */
+                wipe(c->in + c->in_start, end + 1 - c->in_start);
+                c->in_start = c->in_scan = end + 1;
+                req_pop(c);
+                return fail(c, GH_ERR_PROTOCOL, "response longer than the limit of %zu bytes",
+                            c->max_response);
+            }
+            return take_response(c, end, response);
+        }
         c->in_scan = c->in_len;
         if (c->in_len - c->in_start > c->max_response) {
             break_connection(c);

@@ -362,50 +362,52 @@ int gh__role_from_json(const json_t *obj, gh_role **out)
     gh_role *r = NULL;
     const json_t *a, *e;
     size_t i;
-    int rc;
+    int rc = GH_EINTERNAL;
 
     *out = NULL;
     if (gh__json_str(obj, "name", name, sizeof(name)) != 0)
-        goto bad;
+        goto done;
     r = gh_role_new(name);
-    if (r == NULL)
-        return GH_ENOMEM;
+    if (r == NULL) {
+        rc = GH_ENOMEM;
+        goto done;
+    }
     if (gh__json_str(obj, "description", r->description, sizeof(r->description)) != 0 ||
         get_int(obj, "created", &r->created) != 0 || get_int(obj, "modified", &r->modified) != 0)
-        goto bad;
+        goto done;
     a = json_object_get(obj, "rules");
     if (a != NULL && !json_is_array(a))
-        goto bad;
+        goto done;
     json_array_foreach(a, i, e)
     {
         const char *eff = json_string_value(json_object_get(e, "effect"));
         const char *act = json_string_value(json_object_get(e, "action"));
         const char *res = json_string_value(json_object_get(e, "resource"));
         if (eff == NULL || act == NULL || res == NULL)
-            goto bad;
+            goto done;
         rc = gh_role_add_rule(r, strcmp(eff, "deny") == 0 ? GH_DENY : GH_ALLOW, act, res);
         if (rc != 0)
-            goto fail;
+            goto done;
     }
     a = json_object_get(obj, "parents");
     if (a != NULL && !json_is_array(a))
-        goto bad;
+        goto done;
     json_array_foreach(a, i, e)
     {
-        if (!json_is_string(e))
-            goto bad;
-        rc = gh_role_add_parent(r, json_string_value(e));
+        rc = json_is_string(e) ? gh_role_add_parent(r, json_string_value(e)) : GH_EINTERNAL;
         if (rc != 0)
-            goto fail;
+            goto done;
     }
     *out = r;
-    return 0;
-bad:
-    GH_LOGE("store: malformed role record");
-    rc = GH_EINTERNAL;
-fail:
+    r = NULL;
+    rc = 0;
+done:
+    if (rc != 0 && rc != GH_ENOMEM) {
+        GH_LOGE("store: malformed role record");
+        rc = GH_EINTERNAL;
+    }
     gh_role_free(r);
-    return rc == GH_ENOMEM ? GH_ENOMEM : GH_EINTERNAL;
+    return rc;
 }
 
 /* ---- bindings ---- */

@@ -271,6 +271,31 @@ done:
     return rc;
 }
 
+/* Creates and opens s->env (s->env stays NULL or is closed by the caller). */
+static int env_open(gh_store *s, const gh_store_opts *opts, size_t map_size, char *errbuf,
+                    size_t errlen)
+{
+    unsigned readers = opts->max_readers ? opts->max_readers : DEFAULT_READERS;
+    int rc;
+
+    rc = mdb_env_create(&s->env);
+    if (rc != 0)
+        s->env = NULL;
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 4);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(s->env, readers);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(s->env, map_size);
+    if (rc == 0)
+        rc = mdb_env_open(s->env, opts->state_dir, MDB_NOTLS | (s->no_sync ? MDB_NOSYNC : 0), 0600);
+    if (rc != 0) {
+        seterr(errbuf, errlen, "cannot open database in %s: %s", opts->state_dir, mdb_strerror(rc));
+        rc = gh__mdb_err(NULL, rc, "env_open");
+    }
+    return rc;
+}
+
 int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_t errlen)
 {
     gh_store *s = NULL;
@@ -306,19 +331,9 @@ int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_
     s->uid_min = opts->uid_min ? opts->uid_min : DEFAULT_UID_MIN;
     s->no_sync = opts->no_sync;
 
-    rc = mdb_env_create(&s->env);
-    if (rc != 0) {
-        s->env = NULL;
-        goto lmdb_fail;
-    }
-    if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT + 4)) != 0 ||
-        (rc = mdb_env_set_maxreaders(s->env, opts->max_readers ? opts->max_readers
-                                                               : DEFAULT_READERS)) != 0 ||
-        (rc = mdb_env_set_mapsize(s->env, map_size)) != 0)
-        goto lmdb_fail;
-    rc = mdb_env_open(s->env, opts->state_dir, MDB_NOTLS | (s->no_sync ? MDB_NOSYNC : 0), 0600);
+    rc = env_open(s, opts, map_size, errbuf, errlen);
     if (rc != 0)
-        goto lmdb_fail;
+        goto fail;
     mdb_reader_check(s->env, &dead);
     if (dead > 0)
         GH_LOGW("store: cleared %d stale reader slot(s)", dead);
@@ -337,9 +352,6 @@ int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_
     *out = s;
     return 0;
 
-lmdb_fail:
-    seterr(errbuf, errlen, "cannot open database in %s: %s", opts->state_dir, mdb_strerror(rc));
-    rc = gh__mdb_err(NULL, rc, "env_open");
 fail:
     if (s->env != NULL)
         mdb_env_close(s->env);

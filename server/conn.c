@@ -265,7 +265,7 @@ static void too_large(gh_conn *c)
 static int over_budget(const gh_conn *c)
 {
     return c->out_bytes + c->queued_bytes > c->srv->cfg->max_output ||
-           c->npending >= GH_CONN_MAX_PENDING || c->srv->stopping;
+           c->npending >= GH_CONN_MAX_PENDING || c->srv->stopping || c->barriers > 0;
 }
 
 /* Parses and dispatches complete lines from the input buffer until it runs
@@ -340,7 +340,7 @@ static void on_idle(uv_timer_t *t)
     gh__conn_close(c);
 }
 
-static int peer_is_admin(gh_server *srv, uid_t uid, gid_t gid)
+static int peer_is_admin(gh_server *srv, int fd, uid_t uid, gid_t gid)
 {
     if (uid == 0 || uid == geteuid())
         return 1;
@@ -348,7 +348,17 @@ static int peer_is_admin(gh_server *srv, uid_t uid, gid_t gid)
         return 0;
     if (gid == srv->admin_gid)
         return 1;
-    /* supplementary groups of the peer's account */
+    /* the peer process's supplementary groups, as the kernel saw them when
+     * it connected (Linux >= 4.13) */
+    gid_t pg[256];
+    socklen_t pglen = sizeof(pg);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, pg, &pglen) == 0) {
+        for (size_t i = 0; i < pglen / sizeof(gid_t); i++)
+            if (pg[i] == srv->admin_gid)
+                return 1;
+        return 0;
+    }
+    /* older kernels: the supplementary groups of the peer's account */
     struct passwd pw, *res = NULL;
     char buf[4096];
     if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || res == NULL)
@@ -466,7 +476,7 @@ static void on_connection(uv_stream_t *server, int status)
             gh__conn_close(c);
             return;
         }
-        conn_set_unix_peer(c, cred.uid, cred.gid, peer_is_admin(srv, cred.uid, cred.gid));
+        conn_set_unix_peer(c, cred.uid, cred.gid, peer_is_admin(srv, fd, cred.uid, cred.gid));
     }
     conn_start(c);
 }

@@ -139,6 +139,10 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
     p->outlen = line ? len : 0;
     c->queued_bytes += p->outlen;
     p->done = 1;
+    if (p->barrier) {
+        p->barrier = 0;
+        c->barriers--;
+    }
     record_latency(c->srv, p->op, p->t0, rc != 0);
     if (gh_log_enabled(GH_LOG_DEBUG)) {
         const gh_op_def *d = gh__op_at((size_t)p->op);
@@ -253,6 +257,14 @@ static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def
     GH_ASSERT(ctx.pending == NULL || rc == 0);
 done:
     gh_store_read_end(srv->reader);
+    /* A request that writes holds back the connection's next requests until
+     * it is durable, so a pipelined "add, then get" reads its own write. auth
+     * is exempt: what it writes (a token) no pipelined request can name yet. */
+    if (rc == 0 && (ctx.deferred || (ctx.pending != NULL && def->fn != gh__op_auth)) &&
+        !p->done) {
+        p->barrier = 1;
+        c->barriers++;
+    }
     if (rc == 0 && ctx.pending != NULL) {
         /* the handler completes p itself (Argon2, upstream bind) */
     } else if (rc == 0 && ctx.deferred) {

@@ -89,12 +89,14 @@ static int defer_hashed(gh_opctx *c, const char *password, char *verifier_dst,
 
 static int check_password(gh_opctx *c, const char *pw)
 {
-    size_t n = strlen(pw);
-    if (n < c->cfg->password_min_length)
-        return gh_op_fail(c, GH_EINVAL, "password must be at least %u characters",
-                          c->cfg->password_min_length);
+    size_t n = strlen(pw), chars = 0;
     if (!gh_schema_utf8_valid(pw, n))
         return gh_op_fail(c, GH_EINVAL, "password is not valid UTF-8");
+    for (size_t i = 0; i < n; i++) /* characters, not bytes: count non-continuation bytes */
+        chars += ((unsigned char)pw[i] & 0xC0) != 0x80;
+    if (chars < c->cfg->password_min_length)
+        return gh_op_fail(c, GH_EINVAL, "password must be at least %u characters",
+                          c->cfg->password_min_length);
     return 0;
 }
 
@@ -118,7 +120,8 @@ static int opt_text(gh_opctx *c, const char *key, char *dst, size_t dstlen, unsi
 static int opt_u32(gh_opctx *c, const char *key, uint32_t *dst, unsigned bit, unsigned *mask)
 {
     int64_t v;
-    int rc = gh_arg_int(c, key, 0, 1, 4294967294ll, &v);
+    /* uid 0 is root and never assigned; gid 0 means "no primary group" */
+    int rc = gh_arg_int(c, key, 0, bit == GH_UF_GID ? 0 : 1, 4294967294ll, &v);
     if (rc == GH_ENOTFOUND)
         return 0;
     if (rc != 0)
@@ -209,7 +212,10 @@ static int op_user_add(gh_opctx *c)
     const char *verifier;
     rc = gh_arg_str(c, "verifier", 0, GH_VERIFIER_MAX, &verifier);
     if (rc == 0) {
-        if (password != NULL || strncmp(verifier, "$argon2id$", 10) != 0) {
+        /* needs_rehash parses the string: -1 means it is no Argon2id verifier */
+        if (password != NULL || strncmp(verifier, "$argon2id$", 10) != 0 ||
+            crypto_pwhash_str_needs_rehash(verifier, c->cfg->argon2_opslimit,
+                                           c->cfg->argon2_memlimit) < 0) {
             free(a);
             return gh_op_fail(c, GH_EINVAL,
                               "'verifier' must be an $argon2id$ string, without 'password'");

@@ -58,7 +58,15 @@ static void on_housekeeping(uv_timer_t *t)
     gh__housekeeping(t->data);
 }
 
-static void on_flush(uv_check_t *h)
+/* Replies are flushed once per loop turn, before the loop sleeps (prepare:
+ * completions from write callbacks, which run in the pending phase) and
+ * after it wakes (check: completions from reads, the writer and the pool). */
+static void on_flush_check(uv_check_t *h)
+{
+    gh__flush_all(h->data);
+}
+
+static void on_flush_prepare(uv_prepare_t *h)
 {
     gh__flush_all(h->data);
 }
@@ -103,7 +111,10 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     srv->shutdown_timer.data = srv;
     uv_check_init(loop, &srv->flush_check);
     srv->flush_check.data = srv;
-    uv_check_start(&srv->flush_check, on_flush);
+    uv_check_start(&srv->flush_check, on_flush_check);
+    uv_prepare_init(loop, &srv->flush_prepare);
+    srv->flush_prepare.data = srv;
+    uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
     srv->have_handles = 1;
     return 0;
 }
@@ -124,6 +135,7 @@ void gh__maybe_finish_shutdown(gh_server *srv)
         uv_close((uv_handle_t *)&srv->housekeeping, NULL);
         uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
         uv_close((uv_handle_t *)&srv->flush_check, NULL);
+        uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
         srv->have_handles = 0;
     }
     if (srv->have_signals) {

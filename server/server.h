@@ -40,6 +40,7 @@ typedef struct gh_pending {
     int op;            /* index into the op table, -1 before decode */
     uint64_t t0;       /* uv_hrtime at decode, for latency stats */
     int done;
+    int barrier;       /* a write in flight: later requests of the connection wait */
     char *out;         /* serialized reply line, once done */
     size_t outlen;
 } gh_pending;
@@ -60,6 +61,7 @@ typedef struct gh_conn {
     size_t in_len, in_cap;
     gh_pending *head, *tail;          /* replies in request order */
     unsigned npending;                /* requests not yet completed */
+    unsigned barriers;                /* writes in flight: parsing waits (read-your-writes) */
     size_t out_bytes;                 /* reply bytes queued in uv_write */
     size_t queued_bytes;              /* serialized replies waiting for their turn */
     int in_process;                   /* process_input is on the stack */
@@ -110,6 +112,7 @@ typedef struct gh_server {
     uv_timer_t housekeeping;
     uv_timer_t shutdown_timer;
     uv_check_t flush_check;
+    uv_prepare_t flush_prepare;
 
     gh_conn *conns;
     unsigned nconns;

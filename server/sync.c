@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -1055,14 +1056,14 @@ static int finish_refresh(upstream *up)
     if (d.gone.n > limit && !up->force) {
         /* keep what was added or changed, store no cookie: the next run
          * sees the same deletions again until an administrator decides */
-        set_error(up,
-                  "refusing to delete %zu of %zu mirrored entries (max_delete_ratio %.2f): "
-                  "check the upstream and its filters, then sync.run with force",
-                  d.gone.n, mirror, up->cfg->max_delete_ratio);
         up->halted = 1;
         for (int i = 0; i < 2; i++)
             up->sess[i].refreshing = 1; /* keeps the old cookies */
         rc = flush(up, 0);
+        set_error(up,
+                  "refusing to delete %zu of %zu mirrored entries (max_delete_ratio %.2f): "
+                  "check the upstream and its filters, then sync.run with force",
+                  d.gone.n, mirror, up->cfg->max_delete_ratio);
         if (rc == 0)
             rc = GH_EPERM;
         goto done;
@@ -1435,13 +1436,17 @@ static int run_syncrepl_poll(upstream *up)
 
 static int purge_due(upstream *up);
 
-/* Whether libldap already holds unread bytes of this connection. */
-static int data_buffered(LDAP *ld)
+/* Whether bytes wait in the socket or in libldap's read buffer. */
+static int readable(LDAP *ld)
 {
     Sockbuf *sb = NULL;
-    if (ldap_get_option(ld, LDAP_OPT_SOCKBUF, &sb) != LDAP_OPT_SUCCESS || sb == NULL)
+    int fd = -1, n = 0;
+    if (ldap_get_option(ld, LDAP_OPT_SOCKBUF, &sb) == LDAP_OPT_SUCCESS && sb != NULL &&
+        ber_sockbuf_ctrl(sb, LBER_SB_OPT_DATA_READY, NULL) > 0)
+        return 1;
+    if (ldap_get_option(ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS || fd < 0)
         return 0;
-    return ber_sockbuf_ctrl(sb, LBER_SB_OPT_DATA_READY, NULL) > 0;
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
 static int run_syncrepl_persist(upstream *up)
@@ -1464,9 +1469,14 @@ static int run_syncrepl_persist(upstream *up)
             return 0;
         if (mono_s() >= up->next_purge && (rc = purge_due(up)) != 0)
             return rc;
-        /* read everything available on both searches */
+        /* Read everything available on both searches. With a zero timeout
+         * libldap may read a message off the socket into its queue and still
+         * report a timeout (its deadline passed while reading), and a call for
+         * one search may read the other's message; the next calls deliver
+         * them. So "nothing more" is a round that delivered nothing although
+         * nothing was readable when it began. */
         for (int round = 0; round < 1000; round++) {
-            int moved = 0;
+            int moved = 0, idle = !readable(up->ld);
             for (int i = 0; i < 2; i++) {
                 session *ss = &up->sess[i];
                 unsigned long before = ss->events;
@@ -1490,7 +1500,7 @@ static int run_syncrepl_persist(upstream *up)
                     moved = 1;
             }
             any |= moved;
-            if (!moved && !data_buffered(up->ld))
+            if (!moved && idle)
                 break;
             if (up->b.n >= BATCH_FLUSH)
                 break;

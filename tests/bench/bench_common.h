@@ -63,6 +63,10 @@ typedef struct bn_result {
     bn_series ops[BN_OP_N];
     bn_codes codes;      /* error codes seen */
     long rss_before_kb, rss_after_kb;
+    /* CPU spent over the whole run (warm-up and drain included), per
+     * answer of the whole run: the cost of one operation on each side */
+    uint64_t ops_all;
+    double wall_s, server_cpu_s, client_cpu_s;
     char note[256];
 } bn_result;
 
@@ -100,6 +104,10 @@ typedef struct bn_rss {
     long rss, anon, file, hwm;
 } bn_rss;
 int bn_rss_read(pid_t pid, bn_rss *out);
+/* utime + stime of every thread of pid, seconds; -1 when unreadable. */
+double bn_proc_cpu(pid_t pid);
+/* CPU time of this process, seconds. */
+double bn_self_cpu(void);
 
 /* Child processes started by the tool: killed by pid at exit, also on a
  * fatal error or a signal. */
@@ -108,6 +116,8 @@ void bn_child_stop(pid_t pid, int sig, unsigned wait_ms);
 int bn_child_alive(pid_t pid);
 void bn_children_install_cleanup(void);
 void bn_children_register(pid_t pid);
+/* Waits for a child started with bn_spawn; its exit status or -1. */
+int bn_child_wait(pid_t pid);
 
 /* Temporary directories removed at exit (unless keep). */
 char *bn_tempdir(const char *tag);
@@ -132,6 +142,7 @@ void bn_buf_reserve(bn_buf *b, size_t extra);
 void bn_buf_printf(bn_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void bn_buf_put(bn_buf *b, const char *s, size_t n);
 void bn_buf_free(bn_buf *b);
+#define BN_PUTS(b, lit) bn_buf_put((b), (lit), sizeof(lit) - 1)
 
 /* Machine description: nproc, CPU model, kernel. */
 void bn_machine(char *buf, size_t len);

@@ -417,7 +417,7 @@ static uint32_t csr_find(const uint32_t *off, uint32_t n, uint64_t i)
 static void rules_json(bn_buf *b, const bn_role *ro, int deny)
 {
     int first = 1;
-    bn_buf_put(b, "[", 1);
+    BN_PUTS(b, "[");
     for (int i = 0; i < ro->nrules; i++) {
         if (ro->rules[i].deny != deny)
             continue;
@@ -425,7 +425,7 @@ static void rules_json(bn_buf *b, const bn_role *ro, int deny)
                       ro->rules[i].action, ro->rules[i].resource);
         first = 0;
     }
-    bn_buf_put(b, "]", 1);
+    BN_PUTS(b, "]");
 }
 
 int bn_import_record(const bn_data *d, int phase, uint64_t i, bn_buf *b)
@@ -458,11 +458,11 @@ int bn_import_record(const bn_data *d, int phase, uint64_t i, bn_buf *b)
                              "\"allow\":",
                           ro->name);
             rules_json(b, ro, 0);
-            bn_buf_put(b, ",\"deny\":", 8);
+            BN_PUTS(b, ",\"deny\":");
             rules_json(b, ro, 1);
             if (ro->parent >= 0)
                 bn_buf_printf(b, ",\"parents\":[\"%s\"]", d->roles[ro->parent].name);
-            bn_buf_put(b, "}", 1);
+            BN_PUTS(b, "}");
             return 0;
         }
         return 1;
@@ -492,7 +492,7 @@ int bn_import_record(const bn_data *d, int phase, uint64_t i, bn_buf *b)
                   d->roles[bi->role].name, bi->is_group ? "group" : "user", n1);
     if (bi->scope_app >= 0)
         bn_buf_printf(b, ",\"scope\":\"app/a%03d/**\"", bi->scope_app);
-    bn_buf_put(b, "}", 1);
+    BN_PUTS(b, "}");
     return 0;
 }
 

@@ -200,13 +200,13 @@ int bn_gh_import(const bn_ctx *x, const bn_data *d, double *secs, uint64_t *nrec
         while (i < total || inflight > 0) {
             while (i < total && inflight < window) {
                 b.len = 0;
-                bn_buf_put(&b, "{\"op\":\"import\",\"records\":[", 27);
+                BN_PUTS(&b, "{\"op\":\"import\",\"records\":[");
                 for (int k = 0; k < 1000 && i < total && b.len < max_bytes - 4096; k++, i++) {
                     if (k)
-                        bn_buf_put(&b, ",", 1);
+                        BN_PUTS(&b, ",");
                     bn_import_record(d, phase, i, &b);
                 }
-                bn_buf_put(&b, "]}\n", 3);
+                BN_PUTS(&b, "]}\n");
                 if (bn_write_all(fd, b.p, b.len) != 0)
                     goto fail;
                 inflight++;
@@ -343,6 +343,7 @@ typedef struct worker {
     uint32_t wsum;
     bn_series ops[BN_OP_N];
     bn_codes codes;
+    uint64_t all; /* replies over the whole run */
     const volatile uint64_t *t_start, *t_end;
     pthread_barrier_t *bar;
     bn_buf wbuf;
@@ -404,7 +405,7 @@ static void build(worker *k, slot *s)
             bn_buf_printf(b, "%s{\"action\":\"%s\",\"resource\":\"%s\"}", i ? "," : "", c.action,
                           c.resource);
         }
-        bn_buf_put(b, "]}\n", 3);
+        BN_PUTS(b, "]}\n");
         break;
     case BN_OP_AUTH:
         s->wrong = (double)bn_rng_below(&k->rng, 1000000) < k->x->wrong_ratio * 1e6;
@@ -581,6 +582,7 @@ static void *worker_main(void *arg)
             size_t n = (size_t)(nl - (k->rbuf + start));
             slot *s = &k->ring[k->head];
             classify(k, s, k->rbuf + start, n, in_window);
+            k->all++;
             if (in_window)
                 bn_series_add(&k->ops[s->op], t - s->t0);
             k->head = (k->head + 1) % (size_t)k->depth;
@@ -644,6 +646,8 @@ static int run_groups(bn_ctx *x, group_spec *g, int ngroups, double seconds)
         bn_die("out of memory");
     pthread_barrier_init(&bar, NULL, (unsigned)total + 1);
     bn_rss_read(x->gh_pid, &before);
+    double scpu0 = bn_proc_cpu(x->gh_pid), ccpu0 = bn_self_cpu();
+    uint64_t wall0 = bn_now_ns();
     for (int gi = 0, n = 0; gi < ngroups; gi++) {
         for (int i = 0; i < g[gi].conns; i++, n++) {
             worker *k = &ks[n];
@@ -676,6 +680,8 @@ static int run_groups(bn_ctx *x, group_spec *g, int ngroups, double seconds)
     for (int n = 0; n < total; n++)
         pthread_join(th[n], NULL);
     bn_rss_read(x->gh_pid, &after);
+    double wall = (double)(bn_now_ns() - wall0) / 1e9;
+    double scpu = bn_proc_cpu(x->gh_pid) - scpu0, ccpu = bn_self_cpu() - ccpu0;
     for (int gi = 0, n = 0; gi < ngroups; gi++) {
         bn_result *out = g[gi].out;
         memset(out, 0, sizeof(*out));
@@ -686,8 +692,12 @@ static int run_groups(bn_ctx *x, group_spec *g, int ngroups, double seconds)
         out->seconds = seconds;
         out->rss_before_kb = before.rss;
         out->rss_after_kb = after.rss;
+        out->wall_s = wall;
+        out->server_cpu_s = scpu0 >= 0 ? scpu : -1;
+        out->client_cpu_s = ccpu;
         for (int i = 0; i < g[gi].conns; i++, n++) {
             worker *k = &ks[n];
+            out->ops_all += k->all;
             if (k->err[0]) {
                 bn_log("%s worker %d: %s", g[gi].w->name, i, k->err);
                 failed = 1;

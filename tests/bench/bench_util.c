@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -236,6 +237,34 @@ int bn_rss_read(pid_t pid, bn_rss *out)
     return out->rss >= 0 ? 0 : -1;
 }
 
+double bn_proc_cpu(pid_t pid)
+{
+    char path[64], buf[2048];
+    unsigned long long ut, st;
+    if (pid <= 0)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                            &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+double bn_self_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 void bn_machine(char *buf, size_t len)
 {
     char line[512], model[256] = "unknown";
@@ -308,6 +337,15 @@ void bn_child_stop(pid_t pid, int sig, unsigned wait_ms)
     kill(pid, SIGKILL);
     waitpid(pid, &st, 0);
     children_forget(pid);
+}
+
+int bn_child_wait(pid_t pid)
+{
+    int st;
+    if (waitpid(pid, &st, 0) != pid)
+        return -1;
+    children_forget(pid);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static void children_kill_all(void)

@@ -6,3 +6,14 @@ noinst_PROGRAMS += tests/bench/authz_bench
 tests_bench_authz_bench_SOURCES = tests/bench/authz_bench.c
 tests_bench_authz_bench_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 tests_bench_authz_bench_LDADD = libghcore.la $(DEP_LIBS)
+
+# gatehouse-bench: the benchmark tool (issue 7). Built by `make`, run by
+# `make bench` (tests/bench/run-bench.sh), never by `make check`. A plain
+# client: it links no server code, only the client-side libraries.
+noinst_PROGRAMS += tests/bench/gatehouse-bench
+tests_bench_gatehouse_bench_SOURCES = tests/bench/gatehouse-bench.c tests/bench/bench_common.h \
+	tests/bench/bench_util.c tests/bench/bench_data.c tests/bench/bench_gh.c \
+	tests/bench/bench_ldap.c tests/bench/bench_base.c
+tests_bench_gatehouse_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(SODIUM_CFLAGS) $(LDAP_CFLAGS)
+tests_bench_gatehouse_bench_LDADD = $(JANSSON_LIBS) $(SODIUM_LIBS) $(LDAP_LIBS) -lpthread -lm
+EXTRA_DIST += tests/bench/run-bench.sh

@@ -12,7 +12,14 @@
  * The one thing to know before changing it: every input gets a fresh, empty
  * store (the state directory is made once per process and emptied before each
  * input), so a crashing input crashes again on its own and a minimized
- * reproducer stays one file. A stateful scenario is several lines of one input.
+ * reproducer stays one file. A stateful scenario is several lines of one
+ * input; since pipelined requests all read the snapshot of their arrival, an
+ * empty line is a barrier: the harness sends the bytes up to it and waits for
+ * every reply so far before sending the rest. The server still gets the input
+ * byte for byte (empty lines are no requests); only the timing changes, with
+ * one exception: tokens are random, so after a barrier every TOKEN_PLACEHOLDER
+ * (43 '@', never a real token) is replaced by the last token the server
+ * issued, which lets whoami, logout, check and "auth" see a live token.
  *
  * Invariants (a violation aborts, so libFuzzer and `make check` both see it):
  *  - one reply line per non-empty request line, in request order; a line
@@ -53,6 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_MAX_REQUEST 8192
 #define FUZZ_MAX_OUTPUT 4096
 #define FUZZ_DEADLINE_MS 10000
+#define TOKEN_LEN 43
+#define TOKEN_PLACEHOLDER "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@"
 
 static struct {
     int ready;
@@ -141,10 +150,17 @@ static void fuzz_config(gh_config *cfg)
 
 /* ---- what the server must answer ---- */
 
+typedef struct barrier {
+    size_t off;        /* input bytes up to and including the empty line */
+    size_t replies;    /* replies due for them */
+} barrier;
+
 typedef struct expect {
     size_t n;          /* replies expected */
     int too_large;     /* the last one is too_large */
     json_t **ids;      /* per reply: the request's id (owned) or NULL */
+    barrier *barriers; /* in input order */
+    size_t nbarriers;
 } expect;
 
 /* The request's id if the line is a JSON object with a scalar "id"; the
@@ -171,7 +187,8 @@ static void expect_replies(const char *in, size_t len, expect *e)
     size_t start = 0;
     memset(e, 0, sizeof(*e));
     e->ids = calloc(len + 1, sizeof(*e->ids));
-    if (e->ids == NULL)
+    e->barriers = calloc(len + 1, sizeof(*e->barriers));
+    if (e->ids == NULL || e->barriers == NULL)
         fail("out of memory");
     while (start < len) {
         const char *nl = memchr(in + start, '\n', len - start);
@@ -181,6 +198,8 @@ static void expect_replies(const char *in, size_t len, expect *e)
             e->n++;
             return;
         }
+        if (n == 0 && start > 0)
+            e->barriers[e->nbarriers++] = (barrier){(size_t)(nl - in) + 1, e->n};
         if (n > 0 && in[start + n - 1] == '\r')
             n--;
         if (n > 0)
@@ -194,6 +213,7 @@ static void expect_free(expect *e)
     for (size_t i = 0; i < e->n; i++)
         json_decref(e->ids[i]);
     free(e->ids);
+    free(e->barriers);
 }
 
 static void check_reply(const char *line, size_t len, size_t i, const expect *e)
@@ -260,12 +280,42 @@ static uint64_t now_ms(void)
     return uv_hrtime() / 1000000;
 }
 
-/* Writes in[] to fd, half-closes, runs the loop and collects the replies
- * until the server closes its end. */
-static void exchange(uv_loop_t *loop, int fd, const char *in, size_t inlen, char **out,
-                     size_t *outlen)
+/* The last token issued in out[0..len): "token":"<43 base64url chars>". */
+static const char *last_token(const char *out, size_t len)
 {
-    size_t off = 0, cap = 0;
+    static const char key[] = "\"token\":\"";
+    const char *found = NULL;
+    for (const char *p = out; p != NULL && (size_t)(out + len - p) > sizeof(key) + TOKEN_LEN;) {
+        p = memmem(p, (size_t)(out + len - p), key, sizeof(key) - 1);
+        if (p == NULL)
+            break;
+        p += sizeof(key) - 1;
+        if (p[TOKEN_LEN] == '"' && strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                             "0123456789-_") >= TOKEN_LEN)
+            found = p;
+    }
+    return found;
+}
+
+/* Replaces each placeholder in in[0..len) by the token (same length). */
+static void put_token(char *in, size_t len, const char *token)
+{
+    char *p = in;
+    while (token != NULL && (p = memmem(p, (size_t)(in + len - p), TOKEN_PLACEHOLDER,
+                                        TOKEN_LEN)) != NULL) {
+        memcpy(p, token, TOKEN_LEN);
+        p += TOKEN_LEN;
+    }
+}
+
+/* Writes in[] to fd (holding back at each barrier until its replies are in),
+ * half-closes, runs the loop and collects the replies until the server closes
+ * its end. */
+static void exchange(uv_loop_t *loop, int fd, char *in, size_t inlen, const expect *e,
+                     char **out, size_t *outlen)
+{
+    size_t off = 0, cap = 0, next = 0, replies = 0;
+    size_t subst = 0; /* input before this offset has its placeholders replaced */
     int writing = 1;
     uint64_t deadline = now_ms() + FUZZ_DEADLINE_MS;
 
@@ -273,8 +323,17 @@ static void exchange(uv_loop_t *loop, int fd, const char *in, size_t inlen, char
     *outlen = 0;
     for (;;) {
         int progress = 0;
-        if (writing) {
-            ssize_t n = send(fd, in + off, inlen - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (next < e->nbarriers && off == e->barriers[next].off &&
+               replies >= e->barriers[next].replies)
+            next++;
+        size_t limit = next < e->nbarriers ? e->barriers[next].off : inlen;
+        if (next > 0 && off == e->barriers[next - 1].off && subst < limit) {
+            /* a new chunk after a barrier: the replies before it are all in */
+            put_token(in + off, limit - off, last_token(*out, *outlen));
+            subst = limit;
+        }
+        if (writing && off < limit) {
+            ssize_t n = send(fd, in + off, limit - off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
                 off += (size_t)n;
                 progress = 1;
@@ -296,6 +355,8 @@ static void exchange(uv_loop_t *loop, int fd, const char *in, size_t inlen, char
             }
             ssize_t n = recv(fd, *out + *outlen, cap - *outlen, MSG_DONTWAIT);
             if (n > 0) {
+                for (ssize_t i = 0; i < n; i++)
+                    replies += (*out)[*outlen + (size_t)i] == '\n';
                 *outlen += (size_t)n;
                 progress = 1;
                 continue;
@@ -312,7 +373,7 @@ static void exchange(uv_loop_t *loop, int fd, const char *in, size_t inlen, char
                  FUZZ_DEADLINE_MS, off, inlen, *outlen);
         if (!progress) {
             struct pollfd p[2] = {
-                {.fd = fd, .events = (short)(POLLIN | (writing ? POLLOUT : 0))},
+                {.fd = fd, .events = (short)(POLLIN | (writing && off < limit ? POLLOUT : 0))},
                 {.fd = uv_backend_fd(loop), .events = POLLIN},
             };
             int t = uv_backend_timeout(loop);
@@ -364,7 +425,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != 0)
         fail("gh__conn_attach_fd: %s", gh_strerror(rc));
 
-    exchange(&loop, sv[1], in, size + 1, &out, &outlen);
+    exchange(&loop, sv[1], in, size + 1, &e, &out, &outlen);
+    expect_free(&e);
+    expect_replies(in, size + 1, &e); /* again: ids may hold a substituted token */
     check_replies(out, outlen, &e);
 
     close(sv[1]);

@@ -58,7 +58,7 @@ class SlapdError(Exception):
 
 
 class Slapd:
-    def __init__(self, ldif=None, sessionlog=0, tmpdir=None, start=True):
+    def __init__(self, ldif=None, sessionlog=0, tmpdir=None, start=True, tls=False):
         self.dir = tmpdir or tempfile.mkdtemp(prefix="gh-slapd-")
         self.proc = None
         self.port = free_port()
@@ -73,6 +73,11 @@ class Slapd:
         extra = "syncprov-sessionlog %d" % sessionlog if sessionlog else ""
         with open(TEMPLATE) as f:
             conf = f.read()
+        self.ca_file = None
+        if tls:
+            self.ca_file = self._make_cert()
+            conf = ("TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n"
+                    % (self.ca_file, self.ca_file, os.path.join(self.dir, "key.pem"))) + conf
         conf = (conf.replace("@DIR@", self.dir).replace("@ROOTPW@", ADMIN_PW)
                 .replace("@SYNCPROV_EXTRA@", extra))
         self.conf = os.path.join(self.dir, "slapd.conf")
@@ -83,6 +88,18 @@ class Slapd:
         _live.add(self)
         if start:
             self.start()
+
+    def _make_cert(self):
+        """A self-signed certificate for 127.0.0.1 (its own CA)."""
+        cert = os.path.join(self.dir, "cert.pem")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", os.path.join(self.dir, "key.pem"), "-out", cert,
+                            "-days", "2", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            raise SlapdError("openssl failed: " + r.stdout[-1000:])
+        return cert
 
     def __enter__(self):
         return self

@@ -1186,6 +1186,11 @@ static void test_tokens(void **state)
     t2 = t1;
     memset(t2.hash, 2, sizeof(t2.hash));
     t2.expires = 0;
+    gh_token t3 = t1, t4 = t1;
+    memset(t3.hash, 0, sizeof(t3.hash)); /* sorts first */
+    t3.expires = 1000;
+    memset(t4.hash, 9, sizeof(t4.hash)); /* sorts last */
+    t4.expires = 1;
     seq = changelog_seq(f);
     assert_int_equal(gh_store_write(f->s, w_token_put, &t1, NULL, 0), 0);
     assert_int_equal(gh_store_write(f->s, w_token_put, &t2, NULL, 0), 0);
@@ -1202,11 +1207,15 @@ static void test_tokens(void **state)
     assert_int_equal(gh_store_token_get(t, t1.hash, &out), 0);
     assert_memory_equal(&out, &t1, sizeof(out));
     rd_end(f);
-    /* Purge at now=1000: t1 (expires 900) goes, t2 (never) stays. */
+    assert_int_equal(gh_store_write(f->s, w_token_put, &t3, NULL, 0), 0);
+    assert_int_equal(gh_store_write(f->s, w_token_put, &t4, NULL, 0), 0);
+    /* Purge at now=1000: t1, t3 (at now), t4 go; t2 (never expires) stays. */
     assert_int_equal(gh_store_write(f->s, w_token_purge, &purged, NULL, 0), 0);
-    assert_int_equal(purged, 1);
+    assert_int_equal(purged, 3);
     t = rd(f);
     assert_int_equal(gh_store_token_get(t, t1.hash, &out), GH_ENOTFOUND);
+    assert_int_equal(gh_store_token_get(t, t3.hash, &out), GH_ENOTFOUND);
+    assert_int_equal(gh_store_token_get(t, t4.hash, &out), GH_ENOTFOUND);
     assert_int_equal(gh_store_token_get(t, t2.hash, &out), 0);
     rd_end(f);
     assert_int_equal(gh_store_write(f->s, w_token_del, t2.hash, NULL, 0), 0);
@@ -1791,6 +1800,25 @@ static void test_map_grows_with_readers(void **state)
     assert_true(mapsize > (1 << 20));
 }
 
+static void test_map_grow_refused_while_reading(void **state)
+{
+    fx *f = *state;
+    struct bulk b = {0, 3000};
+    char err[256];
+    gh_txn *t;
+
+    /* Growing needs every snapshot closed; one held by the writing thread
+     * itself makes the write fail cleanly instead of deadlocking. */
+    f->opts.map_size = 1 << 20;
+    f->opts.map_max = 64 << 20;
+    fx_open(f);
+    t = rd(f);
+    assert_int_equal(gh_store_write(f->s, w_bulk, &b, err, sizeof(err)), GH_EFULL);
+    rd_end(f);
+    (void)t;
+    assert_int_equal(gh_store_write(f->s, w_bulk, &b, err, sizeof(err)), 0);
+}
+
 static void test_map_full(void **state)
 {
     fx *f = *state;
@@ -1909,6 +1937,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_grows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_grows_partial_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_grows_with_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_grow_refused_while_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_users, setup_open, teardown),
     };

@@ -1,0 +1,209 @@
+/*
+ * bench_base.c: the two physical limits the Gatehouse figures are held
+ * against, measured by the tool itself in the same run:
+ *
+ *  - an echo round trip over a UNIX stream socket with the message size of a
+ *    check request, to a forked process that waits in epoll_wait, read()s
+ *    and write()s the bytes back: the least any event-loop server can cost
+ *    per request (gatehoused's libuv loop makes the same three calls);
+ *  - crypto_pwhash_str_verify per second at the server's Argon2 cost with
+ *    as many threads as the server's pool: the most `auth` can do.
+ *
+ * The one thing to know: the echo process is pinned where gatehoused is
+ * pinned and the client thread where the benchmark client is pinned, so the
+ * comparison holds the scheduler's placement fixed (same CPU: every round
+ * trip is two context switches on one core; cross CPU: two wake-ups across
+ * cores).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "tests/bench/bench_common.h"
+
+static void echo_serve(int lfd, int cpu)
+{
+    char buf[65536];
+    struct epoll_event ev = {.events = EPOLLIN}, out;
+    if (cpu >= 0)
+        bn_pin_self(cpu);
+    int fd = accept(lfd, NULL, NULL);
+    int ep = epoll_create1(0);
+    if (fd < 0 || ep < 0)
+        _exit(1);
+    ev.data.fd = fd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    for (;;) {
+        if (epoll_wait(ep, &out, 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(1);
+        }
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            _exit(0);
+        if (bn_write_all(fd, buf, (size_t)n) != 0)
+            _exit(1);
+    }
+}
+
+typedef struct echo_client {
+    const char *path, *msg;
+    int cpu;
+    double seconds;
+    bn_series s;
+    uint64_t all;
+    char err[128];
+} echo_client;
+
+static void *echo_client_main(void *arg)
+{
+    echo_client *e = arg;
+    size_t len = strlen(e->msg);
+    char buf[65536];
+    if (e->cpu >= 0)
+        bn_pin_self(e->cpu);
+    int fd = bn_unix_connect(e->path, 2000);
+    if (fd < 0) {
+        snprintf(e->err, sizeof(e->err), "connect: %s", strerror(errno));
+        return NULL;
+    }
+    uint64_t t_start = bn_now_ns() + 300000000ull; /* 0.3 s warm-up */
+    uint64_t t_end = t_start + (uint64_t)(e->seconds * 1e9);
+    for (;;) {
+        uint64_t t0 = bn_now_ns();
+        if (bn_write_all(fd, e->msg, len) != 0) {
+            snprintf(e->err, sizeof(e->err), "write: %s", strerror(errno));
+            break;
+        }
+        size_t got = 0;
+        while (got < len) {
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0) {
+                snprintf(e->err, sizeof(e->err), "read: %s", n ? strerror(errno) : "EOF");
+                close(fd);
+                return NULL;
+            }
+            got += (size_t)n;
+        }
+        uint64_t t = bn_now_ns();
+        e->all++;
+        if (t >= t_start) {
+            bn_series_add(&e->s, t - t0);
+            e->s.ok++;
+        }
+        if (t > t_end)
+            break;
+    }
+    close(fd);
+    return NULL;
+}
+
+int bn_echo_run(const char *msg, int server_cpu, int client_cpu, double seconds, bn_result *out)
+{
+    const char *dir = bn_tempdir("echo");
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    char path[600];
+    snprintf(path, sizeof(path), "%s/echo.sock", dir);
+    if (strlen(path) >= sizeof(sun.sun_path))
+        bn_die("echo socket path too long: %s", path);
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(lfd, 4) != 0)
+        bn_die("echo socket %s: %s", path, strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        bn_die("fork: %s", strerror(errno));
+    if (pid == 0)
+        echo_serve(lfd, server_cpu);
+    bn_children_register(pid);
+    close(lfd);
+
+    echo_client e = {.path = path, .msg = msg, .cpu = client_cpu, .seconds = seconds};
+    pthread_t th;
+    double scpu0 = bn_proc_cpu(pid), ccpu0 = bn_self_cpu();
+    uint64_t wall0 = bn_now_ns();
+    if (pthread_create(&th, NULL, echo_client_main, &e) != 0)
+        bn_die("pthread_create failed");
+    pthread_join(th, NULL);
+    double scpu = bn_proc_cpu(pid);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->side, sizeof(out->side), "echo");
+    snprintf(out->workload, sizeof(out->workload), "echo %zuB", strlen(msg));
+    out->conns = 1;
+    out->depth = 1;
+    out->seconds = seconds;
+    out->wall_s = (double)(bn_now_ns() - wall0) / 1e9;
+    out->server_cpu_s = scpu - scpu0;
+    out->client_cpu_s = bn_self_cpu() - ccpu0;
+    out->ops_all = e.all;
+    out->rss_before_kb = out->rss_after_kb = -1;
+    bn_series_merge(&out->ops[BN_OP_ECHO], &e.s);
+    bn_series_free(&e.s);
+    bn_series_sort(&out->ops[BN_OP_ECHO]);
+    bn_child_stop(pid, SIGTERM, 2000);
+    unlink(path);
+    if (e.err[0]) {
+        bn_log("echo: %s", e.err);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- Argon2 verification rate ---- */
+
+typedef struct pw_thread {
+    const char *verifier, *password;
+    uint64_t t_end, last, n;
+    int bad;
+} pw_thread;
+
+static void *pw_main(void *arg)
+{
+    pw_thread *p = arg;
+    size_t len = strlen(p->password);
+    for (;;) {
+        if (crypto_pwhash_str_verify(p->verifier, p->password, len) != 0)
+            p->bad = 1;
+        p->n++;
+        p->last = bn_now_ns();
+        if (p->last >= p->t_end)
+            return NULL;
+    }
+}
+
+double bn_pwhash_rate(const char *verifier, const char *password, int nthreads, double seconds)
+{
+    pw_thread *ps = calloc((size_t)nthreads, sizeof(*ps));
+    pthread_t *th = calloc((size_t)nthreads, sizeof(*th));
+    uint64_t t0 = bn_now_ns(), n = 0, last = t0;
+    if (ps == NULL || th == NULL)
+        bn_die("out of memory");
+    for (int i = 0; i < nthreads; i++) {
+        ps[i].verifier = verifier;
+        ps[i].password = password;
+        ps[i].t_end = t0 + (uint64_t)(seconds * 1e9);
+        if (pthread_create(&th[i], NULL, pw_main, &ps[i]) != 0)
+            bn_die("pthread_create failed");
+    }
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(th[i], NULL);
+        n += ps[i].n;
+        if (ps[i].last > last)
+            last = ps[i].last;
+        if (ps[i].bad)
+            bn_die("crypto_pwhash_str_verify refused the benchmark's own verifier");
+    }
+    free(ps);
+    free(th);
+    return (double)n / ((double)(last - t0) / 1e9);
+}
