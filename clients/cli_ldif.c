@@ -336,7 +336,8 @@ int cli_ldif_write(FILE *f, const cli_ldif_opts *o, json_t *users, json_t *group
     size_t i;
     char *dn;
 
-    fputs("version: 1\n\n", f);
+    /* no "version: 1": ldapadd accepts it, but slapadd refuses it */
+    fprintf(f, "# Gatehouse export under %s\n\n", o->base_dn);
     if (o->containers) {
         static const char *const ous[2] = {"people", "groups"};
         for (int k = 0; k < 2; k++) {

@@ -91,6 +91,8 @@ int64_t gh_txn_now(gh_txn *txn); /* wall-clock seconds, fixed per txn */
 int gh_store_user_add(gh_txn *txn, gh_user *u);
 int gh_store_user_get(gh_txn *txn, const char *name, gh_user *out);
 int gh_store_user_get_by_id(gh_txn *txn, uint64_t id, gh_user *out);
+/* The id behind a login: one index lookup, no record decoded (hot path). */
+int gh_store_user_id(gh_txn *txn, const char *name, uint64_t *id);
 int gh_store_user_get_by_uid(gh_txn *txn, uint32_t uid, gh_user *out);
 int gh_store_user_get_by_origin(gh_txn *txn, const char *upstream, const char *key, gh_user *out);
 /* Rewrites the fields named in mask (GH_UF_*) of the user with u->id; a

@@ -164,6 +164,13 @@ int gh_store_user_get(gh_txn *txn, const char *name, gh_user *out)
     return gh_store_user_get_by_id(txn, id, out);
 }
 
+int gh_store_user_id(gh_txn *txn, const char *name, uint64_t *id)
+{
+    if (!name_len_ok(name))
+        return gh_txn_fail(txn, GH_ENOTFOUND, "no such user");
+    return gh__get_id(txn, DB_USER_NAME, name, strlen(name), id);
+}
+
 int gh_store_user_get_by_uid(gh_txn *txn, uint32_t uid, gh_user *out)
 {
     uint8_t key[4];

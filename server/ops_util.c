@@ -216,13 +216,11 @@ int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
     if ((name == NULL) == (token == NULL))
         return gh_op_fail(c, GH_EINVAL, "give exactly one of 'user' or 'token'");
     if (name != NULL) {
-        gh_user u;
-        rc = gh_store_user_get(c->txn, name, &u);
+        rc = gh_store_user_id(c->txn, name, user_id);
         if (rc == GH_ENOTFOUND)
             return gh_op_fail(c, rc, "no user named '%s'", name);
         if (rc != 0)
             return gh_op_fail(c, rc, "cannot read user '%s'", name);
-        *user_id = u.id;
         return 0;
     }
     gh_user u;

@@ -110,12 +110,12 @@ typedef struct gh__ref {
 typedef struct gh__change {
     int type;
     char key[GH_KEY_MAX + 1];
-    gh_user u;            /* GH__CH_USER: mapped fields, origin_dn */
-    gh_group g;           /* GH__CH_GROUP: mapped fields, origin_dn */
-    gh__ref *members;     /* GH__CH_GROUP: resolved members */
+    gh_user u;        /* GH__CH_USER: mapped fields, origin_dn */
+    gh_group g;       /* GH__CH_GROUP: mapped fields, origin_dn */
+    gh__ref *members; /* GH__CH_GROUP: resolved members */
     size_t nmembers;
-    int superseded;       /* a later change of the same group carries its members */
-    gh__ref link;         /* GH__CH_LINK: member to add to group key */
+    int superseded; /* a later change of the same group carries its members */
+    gh__ref link;   /* GH__CH_LINK: member to add to group key */
 } gh__change;
 
 typedef struct gh__counts {
@@ -134,7 +134,7 @@ typedef struct gh__batch {
     size_t n, cap;
     char *blob; /* sync state to store with these entries (NULL: none) */
     size_t bloblen;
-    uint64_t pre_skipped;      /* counted by the worker (bad entries, unresolved members) */
+    uint64_t pre_skipped; /* counted by the worker (bad entries, unresolved members) */
     char pre_err[GH_ERRMSG_MAX];
     /* results, reset by every apply (it may run more than once) */
     gh__counts res;

@@ -45,8 +45,8 @@
 #include "schema/log.h"
 #include "server/sync-int.h"
 
-#define BATCH_FLUSH 500       /* changes per batch during a refresh */
-#define BACKOFF_MAX 60        /* seconds between reconnect attempts, at most */
+#define BATCH_FLUSH 500 /* changes per batch during a refresh */
+#define BACKOFF_MAX 60  /* seconds between reconnect attempts, at most */
 #define AUTH_THREADS 4
 #define PERSIST_POLL_MS 250
 
@@ -114,9 +114,9 @@ typedef struct upstream {
     pthread_mutex_t mu; /* guards the block below */
     pthread_cond_t cv;
     int stop, run_req, run_full, run_force;
-    int fd;               /* connected socket or -1 */
-    int busy;             /* inside a blocking refresh or search */
-    int64_t progress_at;  /* last message seen while busy (monotonic s) */
+    int fd;              /* connected socket or -1 */
+    int busy;            /* inside a blocking refresh or search */
+    int64_t progress_at; /* last message seen while busy (monotonic s) */
     status st;
 
     /* worker thread only */
@@ -465,8 +465,8 @@ static int load_user(const gh_user *u, void *arg)
         return 0;
     if (u->tombstone != 0)
         lc->rc = tomb_set(&lc->up->m, u->origin_key, u->tombstone);
-    else if (model_put(&lc->up->m, GH__KIND_USER, u->origin_key, u->origin_dn, u->name,
-                       &changed) == NULL)
+    else if (model_put(&lc->up->m, GH__KIND_USER, u->origin_key, u->origin_dn, u->name, &changed) ==
+             NULL)
         lc->rc = GH_ENOMEM;
     return lc->rc;
 }
@@ -536,8 +536,7 @@ static char *b64(const char *data, size_t len)
     size_t n = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
     char *out = malloc(n);
     if (out != NULL)
-        sodium_bin2base64(out, n, (const unsigned char *)data, len,
-                          sodium_base64_VARIANT_ORIGINAL);
+        sodium_bin2base64(out, n, (const unsigned char *)data, len, sodium_base64_VARIANT_ORIGINAL);
     return out;
 }
 
@@ -604,8 +603,8 @@ static int cookies_moved(upstream *up)
         size_t n;
         session *ss = &up->sess[i];
         cur_cookie(ss, &d, &n);
-        if (d != ss->cookie && (n != ss->cookielen || ss->cookie == NULL ||
-                                memcmp(d, ss->cookie, n) != 0))
+        if (d != ss->cookie &&
+            (n != ss->cookielen || ss->cookie == NULL || memcmp(d, ss->cookie, n) != 0))
             return 1;
     }
     return 0;
@@ -793,7 +792,9 @@ static void entry_skipped(upstream *up, const char *dn, const char *fmt, ...)
     va_end(ap);
     up->b.pre_skipped++;
     snprintf(up->b.pre_err, sizeof(up->b.pre_err), "entry %.100s: %.120s; skipped", dn, why);
-    GH_LOGI("sync %s: entry %s: %s; skipped", up->cfg->name, dn, why);
+    /* said once at info; later runs meet the same entries again */
+    gh_log(up->st.runs == 0 ? GH_LOG_INFO : GH_LOG_DEBUG, "sync %s: entry %s: %s; skipped",
+           up->cfg->name, dn, why);
 }
 
 /* Parked references that wait for an object under this DN or login. */
@@ -918,8 +919,7 @@ static int queue_group(upstream *up, LDAP *ld, LDAPMessage *e, const char *key, 
         return rc;
     /* this change carries the whole member list: an earlier one in the
      * batch need not reconcile, and the old parked references go */
-    if (g->pending != 0 && g->pending <= up->b.n &&
-        strcmp(up->b.ch[g->pending - 1].key, key) == 0)
+    if (g->pending != 0 && g->pending <= up->b.n && strcmp(up->b.ch[g->pending - 1].key, key) == 0)
         up->b.ch[g->pending - 1].superseded = 1;
     unpark_group(&up->m, g);
 
@@ -1238,10 +1238,15 @@ static int on_result(ldap_sync_t *ls, LDAPMessage *msg, int refresh_deletes)
 
 static char **attr_list(const struct gh_upstream_cfg *cfg, int kind)
 {
-    const char *u[] = {cfg->login_attr, cfg->uid_number_attr, cfg->gid_number_attr,
-                       cfg->display_name_attr, cfg->mail_attr, cfg->key_attr, NULL};
+    const char *u[] = {cfg->login_attr,
+                       cfg->uid_number_attr,
+                       cfg->gid_number_attr,
+                       cfg->display_name_attr,
+                       cfg->mail_attr,
+                       cfg->key_attr,
+                       NULL};
     const char *g[] = {cfg->group_name_attr, cfg->gid_number_attr, cfg->description_attr,
-                       cfg->member_attr, cfg->key_attr, NULL};
+                       cfg->member_attr,     cfg->key_attr,        NULL};
     const char **src = kind == GH__KIND_USER ? u : g;
     size_t n = 0;
     char **v = ldap_memcalloc(8, sizeof(char *));
@@ -1279,7 +1284,8 @@ static int session_begin(upstream *up, session *ss)
     ldap_sync_initialize(&ss->ls);
     ss->live = 1;
     ss->ls.ls_base = ldap_strdup(cfg->base_dn);
-    ss->ls.ls_filter = ldap_strdup(ss->kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter);
+    ss->ls.ls_filter =
+        ldap_strdup(ss->kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter);
     ss->ls.ls_attrs = attr_list(cfg, ss->kind);
     ss->ls.ls_scope = cfg->scope;
     ss->ls.ls_timeout = 0; /* ldap_sync_poll never blocks: poll(2) waits */
@@ -1553,8 +1559,8 @@ static int paged_search(upstream *up, int kind)
         ctrls[0] = page;
         set_busy(up, 1);
         lrc = ldap_search_ext_s(up->ld, cfg->base_dn, cfg->scope,
-                                kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter,
-                                attrs, 0, ctrls, NULL, NULL, 0, &res);
+                                kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter, attrs,
+                                0, ctrls, NULL, NULL, 0, &res);
         set_busy(up, 0);
         ldap_control_free(page);
         if (lrc != LDAP_SUCCESS) {
@@ -2017,9 +2023,10 @@ int gh_sync_status(gh_sync *s, json_t *out)
         json_object_set_new(o, "users", json_integer((json_int_t)st.users));
         json_object_set_new(o, "groups", json_integer((json_int_t)st.groups));
         json_object_set_new(o, "tombstones", json_integer((json_int_t)st.tombstones));
-        json_object_set_new(o, "cookie", st.cookie[0] != '\0' ? json_string(st.cookie) : json_null());
-        json_object_set_new(o, "lag_s", st.current_at > 0 ? json_integer(now - st.current_at)
-                                                          : json_null());
+        json_object_set_new(o, "cookie",
+                            st.cookie[0] != '\0' ? json_string(st.cookie) : json_null());
+        json_object_set_new(o, "lag_s",
+                            st.current_at > 0 ? json_integer(now - st.current_at) : json_null());
         json_object_set_new(o, "entries_received", json_integer((json_int_t)st.entries_received));
         json_object_set_new(o, "runs", json_integer((json_int_t)st.runs));
         json_object_set_new(o, "next_run", time_or_null(st.next_run));

@@ -401,8 +401,7 @@ static int add_member(gh_txn *txn, gh__batch *b, const gh_group *g, gh_member m,
         return 0;
     if (!soft(rc))
         return rc;
-    skip(b, "member of group '%s' from %s: %s; skipped", g->name, b->cfg->name,
-         gh_txn_errmsg(txn));
+    skip(b, "member of group '%s' from %s: %s; skipped", g->name, b->cfg->name, gh_txn_errmsg(txn));
     return 0;
 }
 

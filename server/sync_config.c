@@ -25,8 +25,13 @@
 #include "schema/schema.h"
 #include "server/sync-int.h"
 
-enum { K_URI = 1u << 0, K_BASE = 1u << 1, K_BIND_DN = 1u << 2, K_PWFILE = 1u << 3,
-       K_KEY = 1u << 4 };
+enum {
+    K_URI = 1u << 0,
+    K_BASE = 1u << 1,
+    K_BIND_DN = 1u << 2,
+    K_PWFILE = 1u << 3,
+    K_KEY = 1u << 4
+};
 
 typedef struct str_key {
     const char *name;
@@ -35,23 +40,22 @@ typedef struct str_key {
 } str_key;
 
 #define S(field) offsetof(struct gh_upstream_cfg, field)
-static const str_key str_keys[] = {
-    {"uri", S(uri), K_URI},
-    {"bind_dn", S(bind_dn), K_BIND_DN},
-    {"bind_password_file", S(bind_password_file), K_PWFILE},
-    {"base_dn", S(base_dn), K_BASE},
-    {"user_filter", S(user_filter), 0},
-    {"group_filter", S(group_filter), 0},
-    {"login_attr", S(login_attr), 0},
-    {"uid_number_attr", S(uid_number_attr), 0},
-    {"gid_number_attr", S(gid_number_attr), 0},
-    {"display_name_attr", S(display_name_attr), 0},
-    {"mail_attr", S(mail_attr), 0},
-    {"key_attr", S(key_attr), K_KEY},
-    {"group_name_attr", S(group_name_attr), 0},
-    {"description_attr", S(description_attr), 0},
-    {"ca_file", S(ca_file), 0},
-    {NULL, 0, 0}};
+static const str_key str_keys[] = {{"uri", S(uri), K_URI},
+                                   {"bind_dn", S(bind_dn), K_BIND_DN},
+                                   {"bind_password_file", S(bind_password_file), K_PWFILE},
+                                   {"base_dn", S(base_dn), K_BASE},
+                                   {"user_filter", S(user_filter), 0},
+                                   {"group_filter", S(group_filter), 0},
+                                   {"login_attr", S(login_attr), 0},
+                                   {"uid_number_attr", S(uid_number_attr), 0},
+                                   {"gid_number_attr", S(gid_number_attr), 0},
+                                   {"display_name_attr", S(display_name_attr), 0},
+                                   {"mail_attr", S(mail_attr), 0},
+                                   {"key_attr", S(key_attr), K_KEY},
+                                   {"group_name_attr", S(group_name_attr), 0},
+                                   {"description_attr", S(description_attr), 0},
+                                   {"ca_file", S(ca_file), 0},
+                                   {NULL, 0, 0}};
 #undef S
 
 static char **str_field(struct gh_upstream_cfg *u, size_t off)
@@ -77,24 +81,23 @@ static void cfg_init_defaults(struct gh_upstream_cfg *u)
 static const struct {
     const char *key;
     const char *value;
-} str_defaults[] = {
-    {"uri", ""},
-    {"bind_dn", ""},
-    {"bind_password_file", ""},
-    {"base_dn", ""},
-    {"user_filter", "(objectClass=posixAccount)"},
-    {"group_filter", "(objectClass=groupOfNames)"},
-    {"login_attr", "uid"},
-    {"member_attr", "member"},
-    {"uid_number_attr", "uidNumber"},
-    {"gid_number_attr", "gidNumber"},
-    {"display_name_attr", "cn"},
-    {"mail_attr", "mail"},
-    {"key_attr", "entryUUID"},
-    {"group_name_attr", "cn"},
-    {"description_attr", "description"},
-    {"ca_file", ""},
-    {NULL, NULL}};
+} str_defaults[] = {{"uri", ""},
+                    {"bind_dn", ""},
+                    {"bind_password_file", ""},
+                    {"base_dn", ""},
+                    {"user_filter", "(objectClass=posixAccount)"},
+                    {"group_filter", "(objectClass=groupOfNames)"},
+                    {"login_attr", "uid"},
+                    {"member_attr", "member"},
+                    {"uid_number_attr", "uidNumber"},
+                    {"gid_number_attr", "gidNumber"},
+                    {"display_name_attr", "cn"},
+                    {"mail_attr", "mail"},
+                    {"key_attr", "entryUUID"},
+                    {"group_name_attr", "cn"},
+                    {"description_attr", "description"},
+                    {"ca_file", ""},
+                    {NULL, NULL}};
 
 static int set_str(char **dst, const char *value)
 {
@@ -281,8 +284,7 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
     int rc = 0;
 
     if (gh_schema_name_valid(name, NULL, 0) != 0)
-        FAIL("invalid upstream name '%s' (it must be a valid name: no spaces, no '/', ...)",
-             name);
+        FAIL("invalid upstream name '%s' (it must be a valid name: no spaces, no '/', ...)", name);
     struct gh_upstream_cfg *u = find_or_add(cfg, name, &rc);
     if (u == NULL)
         FAIL("out of memory");
@@ -363,8 +365,11 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
     struct {
         const char *key;
         unsigned long long min, max;
-    } nums[] = {{"interval", 1, 86400},      {"page_size", 1, 100000}, {"timeout", 1, 3600},
-                {"bind_timeout", 1, 120},    {"offline_max_age", 0, 10ull * 365 * 86400},
+    } nums[] = {{"interval", 1, 86400},
+                {"page_size", 1, 100000},
+                {"timeout", 1, 3600},
+                {"bind_timeout", 1, 120},
+                {"offline_max_age", 0, 10ull * 365 * 86400},
                 {"delete_grace", 0, 10ull * 365 * 86400}};
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
         if (strcmp(key, nums[i].key) != 0)
@@ -471,10 +476,10 @@ void gh__upstream_fingerprint(const struct gh_upstream_cfg *u, char out[33])
 {
     crypto_generichash_state st;
     unsigned char h[16];
-    const char *parts[] = {u->uri, u->base_dn, u->user_filter, u->group_filter, u->login_attr,
-                           u->member_attr, u->uid_number_attr, u->gid_number_attr,
-                           u->display_name_attr, u->mail_attr, u->key_attr, u->group_name_attr,
-                           u->description_attr};
+    const char *parts[] = {
+        u->uri,         u->base_dn,         u->user_filter,     u->group_filter,      u->login_attr,
+        u->member_attr, u->uid_number_attr, u->gid_number_attr, u->display_name_attr, u->mail_attr,
+        u->key_attr,    u->group_name_attr, u->description_attr};
     char scope[8];
     crypto_generichash_init(&st, NULL, 0, sizeof(h));
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
