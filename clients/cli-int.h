@@ -194,7 +194,7 @@ typedef struct cli_ldif_opts {
     const char *base_dn;
     const char *home_base;
     int with_verifiers;
-    int rfc2307;  /* posixGroup as the structural class (nis.schema) */
+    int rfc2307; /* posixGroup as the structural class (nis.schema) */
     int containers;
 } cli_ldif_opts;
 

@@ -55,12 +55,10 @@ static const cli_cmd commands[] = {
      "  --password-stdin  read the password from the first line of stdin\n", "password-stdin", 1,
      1},
     {"user", "lock", cli_user_state, "NAME", "lock an account (state locked)", NULL, "", 1, 1},
-    {"user", "unlock", cli_user_state, "NAME", "unlock an account (state active)", NULL, "", 1,
+    {"user", "unlock", cli_user_state, "NAME", "unlock an account (state active)", NULL, "", 1, 1},
+    {"user", "disable", cli_user_state, "NAME", "disable an account (state disabled)", NULL, "", 1,
      1},
-    {"user", "disable", cli_user_state, "NAME", "disable an account (state disabled)", NULL, "",
-     1, 1},
-    {"user", "enable", cli_user_state, "NAME", "enable an account (state active)", NULL, "", 1,
-     1},
+    {"user", "enable", cli_user_state, "NAME", "enable an account (state active)", NULL, "", 1, 1},
     {"user", "del", cli_user_del, "NAME",
      "delete a user with its memberships, bindings and tokens; " CONFIRM_NOTE, NULL, "", 1, 1},
 
@@ -76,8 +74,8 @@ static const cli_cmd commands[] = {
      "prefix= limit=", 0, 0},
     {"group", "del", cli_group_del, "NAME", "delete a group; " CONFIRM_NOTE, NULL, "", 1, 1},
     {"group", "add-member", cli_group_member, "GROUP USER | GROUP --group SUBGROUP",
-     "add a user or a nested group to a group", "  --group SUBGROUP  add a group instead of a user\n",
-     "group=", 1, 2},
+     "add a user or a nested group to a group",
+     "  --group SUBGROUP  add a group instead of a user\n", "group=", 1, 2},
     {"group", "remove-member", cli_group_member, "GROUP USER | GROUP --group SUBGROUP",
      "remove a direct member from a group",
      "  --group SUBGROUP  remove a group instead of a user\n", "group=", 1, 2},
@@ -144,8 +142,8 @@ static const cli_cmd commands[] = {
      "password-stdin ttl=", 1, 1},
     {"whoami", NULL, cli_whoami, "TOKEN | -", "show the holder of a token (- reads it from stdin)",
      NULL, "", 1, 1},
-    {"logout", NULL, cli_logout, "TOKEN | -", "revoke a token (- reads it from stdin)", NULL, "",
-     1, 1},
+    {"logout", NULL, cli_logout, "TOKEN | -", "revoke a token (- reads it from stdin)", NULL, "", 1,
+     1},
     {"ping", NULL, cli_ping, "", "check that the server answers", NULL, "", 0, 0},
     {"stats", NULL, cli_stats, "", "show server counters", NULL, "", 0, 0},
     {"audit", NULL, cli_audit, "[--since SEQ] [--limit N] [--follow] [--interval SECONDS]",
@@ -157,8 +155,8 @@ static const cli_cmd commands[] = {
      "since= limit= follow interval=", 0, 0},
     {"sync", "status", cli_sync_status, "", "show the state of upstream directories", NULL, "", 0,
      0},
-    {"sync", "run", cli_sync_run, "[UPSTREAM]", "start a refresh now (of every upstream by default)",
-     NULL, "", 0, 1},
+    {"sync", "run", cli_sync_run, "[UPSTREAM]",
+     "start a refresh now (of every upstream by default)", NULL, "", 0, 1},
 
     {"import", NULL, cli_import, "FILE | - [--format jsonl|ldif] [--batch N] [--max-request BYTES]",
      "load records (JSON lines as written by export, or LDIF)",
@@ -328,8 +326,8 @@ int cli_opt_int(cli *x, const char *name, long long min, long long max, long lon
     if (s == NULL)
         return 0;
     if (cli_parse_int(s, min, max, out) < 0)
-        return cli_usage(x, "--%s: expected an integer from %lld to %lld, got '%s'", name, min,
-                         max, s);
+        return cli_usage(x, "--%s: expected an integer from %lld to %lld, got '%s'", name, min, max,
+                         s);
     *present = 1;
     return 0;
 }
@@ -355,12 +353,13 @@ static int spec_has(const char *spec, const char *name, size_t namelen, int *tak
     return 0;
 }
 
-static const char *intern_name(const char *spec, const char *name, size_t len)
+/* A NUL-terminated copy of an option name that lives until exit (the CLI
+ * runs one command; the names are few and short). */
+static const char *intern_name(const char *name, size_t len)
 {
-    /* option names are compared by content; keep a copy with static life */
     static char names[CLI_MAX_OPTS][40];
     static size_t used;
-    (void)spec;
+
     for (size_t i = 0; i < used; i++)
         if (strlen(names[i]) == len && strncmp(names[i], name, len) == 0)
             return names[i];
@@ -414,7 +413,8 @@ static void help_all(FILE *f)
         command_name(&commands[i], name, sizeof(name));
         fprintf(f, "  %-22s %s\n", name + strlen("gatehouse "), commands[i].summary);
     }
-    fprintf(f, "\n%s\n%s\nRun 'gatehouse COMMAND --help' for a command's options; see gatehouse(1).\n",
+    fprintf(f,
+            "\n%s\n%s\nRun 'gatehouse COMMAND --help' for a command's options; see gatehouse(1).\n",
             global_help, exit_help);
 }
 
@@ -490,8 +490,8 @@ static int parse_leading(cli *x, int argc, char **argv, int i, int *help)
             printf("gatehouse %s (libgatehouse %s)\n", PACKAGE_VERSION, gh_client_version());
             return -(CLI_EXIT_OK + 1);
         }
-        if (argv[i][1] != '-' || !spec_has(global_opts, argv[i] + 2,
-                                           strcspn(argv[i] + 2, "="), &takes))
+        if (argv[i][1] != '-' ||
+            !spec_has(global_opts, argv[i] + 2, strcspn(argv[i] + 2, "="), &takes))
             return -(cli_usage(x, "unknown option '%s'", argv[i]) + 1);
         split_long(argv[i], &name, &len, &value);
         if (takes && value == NULL) {
@@ -540,8 +540,7 @@ static int parse_rest(cli *x, int argc, char **argv, int i, int *help)
         if (a[1] != '-')
             return cli_usage(x, "unknown option '%s'", a);
         split_long(a, &name, &len, &value);
-        if (spec_has(global_opts, name, len, &takes) ||
-            spec_has(x->cmd->opts, name, len, &takes)) {
+        if (spec_has(global_opts, name, len, &takes) || spec_has(x->cmd->opts, name, len, &takes)) {
             if (takes && value == NULL) {
                 if (i + 1 >= argc)
                     return cli_usage(x, "option '--%.*s' needs a value", (int)len, name);
@@ -549,7 +548,7 @@ static int parse_rest(cli *x, int argc, char **argv, int i, int *help)
             } else if (!takes && value != NULL) {
                 return cli_usage(x, "option '--%.*s' takes no value", (int)len, name);
             }
-            const char *n = intern_name(x->cmd->opts, name, len);
+            const char *n = intern_name(name, len);
             if (n == NULL)
                 return cli_usage(x, "too many options");
             if (!handle_global(x, n, value ? value : "")) {

@@ -144,10 +144,9 @@ int cli_stats(cli *x)
         json_object_foreach(reqs, op, o)
         {
             char a[32], b[32], c[32], d[32];
-            const char *row[5] = {op, cli_num(o, "count", a, sizeof(a)),
-                                  cli_num(o, "errors", b, sizeof(b)),
-                                  cli_num(o, "p50_us", c, sizeof(c)),
-                                  cli_num(o, "p99_us", d, sizeof(d))};
+            const char *row[5] = {
+                op, cli_num(o, "count", a, sizeof(a)), cli_num(o, "errors", b, sizeof(b)),
+                cli_num(o, "p50_us", c, sizeof(c)), cli_num(o, "p99_us", d, sizeof(d))};
             cli_table_row(t, row);
         }
         printf("\n");
@@ -250,8 +249,8 @@ int cli_audit(cli *x)
     }
     if (!follow) {
         if (x->json) {
-            json_t *out = json_pack("{sbsOsO}", "ok", 1, "entries", all, "last",
-                                    last ? last : json_null());
+            json_t *out =
+                json_pack("{sbsOsO}", "ok", 1, "entries", all, "last", last ? last : json_null());
             cli_print_json(out);
             json_decref(out);
         } else {

@@ -101,8 +101,13 @@ static void print_role(json_t *r)
         const char *row[3] = {"allow", cli_str(rule, "action"), cli_str(rule, "resource")};
         cli_table_row(t, row);
     }
-    printf("\n");
-    cli_table_print(t, stdout);
+    if (json_array_size(json_object_get(r, "allow")) +
+        json_array_size(json_object_get(r, "deny"))) {
+        printf("\n");
+        cli_table_print(t, stdout);
+    } else {
+        cli_kv("rules", "-");
+    }
     cli_table_free(t);
 }
 
@@ -186,8 +191,7 @@ int cli_role_list(cli *x)
             char na[24], nd[24], *parents = cli_join(json_object_get(r, "parents"));
             snprintf(na, sizeof(na), "%zu", json_array_size(json_object_get(r, "allow")));
             snprintf(nd, sizeof(nd), "%zu", json_array_size(json_object_get(r, "deny")));
-            const char *row[5] = {cli_str(r, "name"), parents, na, nd,
-                                  cli_str(r, "description")};
+            const char *row[5] = {cli_str(r, "name"), parents, na, nd, cli_str(r, "description")};
             cli_table_row(t, row);
             free(parents);
         }
@@ -408,9 +412,9 @@ int cli_grant(cli *x)
     cli_set_str(x, req, "scope", cli_opt(x, "scope"));
     if ((rc = cli_call(x, req, &resp)) == 0 && !cli_json_out(x, resp)) {
         const char *u = cli_opt(x, "user"), *s = cli_opt(x, "scope");
-        printf("binding %s: role %s granted to %s %s%s%s\n", cli_num(resp, "binding", id, sizeof(id)),
-               x->pos[0], u ? "user" : "group", u ? u : cli_opt(x, "group"), s ? " on " : "",
-               s ? s : "");
+        printf("binding %s: role %s granted to %s %s%s%s\n",
+               cli_num(resp, "binding", id, sizeof(id)), x->pos[0], u ? "user" : "group",
+               u ? u : cli_opt(x, "group"), s ? " on " : "", s ? s : "");
     }
 done:
     json_decref(req);
@@ -431,8 +435,9 @@ int cli_revoke(cli *x)
             goto done;
         }
         if (cli_parse_int(x->pos[0], 1, (1LL << 53), &id) < 0) {
-            rc = cli_usage(x, "'%s' is not a binding id; to name a grant give ROLE with --user or "
-                              "--group",
+            rc = cli_usage(x,
+                           "'%s' is not a binding id; to name a grant give ROLE with --user or "
+                           "--group",
                            x->pos[0]);
             goto done;
         }
@@ -482,7 +487,8 @@ int cli_bindings(cli *x)
         else
             snprintf(subj, sizeof(subj), "group:%s", cli_str(b, "group"));
         const char *row[5] = {cli_num(b, "id", id, sizeof(id)), cli_str(b, "role"), subj,
-                              cli_str(b, "scope"), cli_time(b, "created", created, sizeof(created))};
+                              cli_str(b, "scope"),
+                              cli_time(b, "created", created, sizeof(created))};
         cli_table_row(t, row);
     }
     cli_table_print(t, stdout);
@@ -527,7 +533,7 @@ done:
 
 int cli_perms(cli *x)
 {
-    static const char *const hdr[] = {"EFFECT", "ACTION", "RESOURCE", "ROLE",
+    static const char *const hdr[] = {"EFFECT", "ACTION",  "RESOURCE", "ROLE",
                                       "VIA",    "BINDING", "SCOPE"};
     json_t *req = cli_req("perms"), *resp = NULL, *r;
     size_t i;
@@ -551,9 +557,12 @@ int cli_perms(cli *x)
                 snprintf(via, sizeof(via), "%s", d ? d : "?");
                 free(d);
             }
-            const char *row[7] = {cli_str(r, "effect"), cli_str(r, "action"),
-                                  cli_str(r, "resource"), cli_str(r, "role"),
-                                  via, cli_num(r, "binding", b, sizeof(b)),
+            const char *row[7] = {cli_str(r, "effect"),
+                                  cli_str(r, "action"),
+                                  cli_str(r, "resource"),
+                                  cli_str(r, "role"),
+                                  via,
+                                  cli_num(r, "binding", b, sizeof(b)),
                                   cli_str(r, "scope")};
             cli_table_row(t, row);
         }

@@ -132,19 +132,15 @@ static void group_members(json_t *g, json_t *out)
         return;
     if (json_is_array(json_object_get(g, "users")) ||
         json_is_array(json_object_get(g, "subgroups"))) {
-        json_array_foreach(json_object_get(g, "users"), i, v)
-            json_array_append_new(out, json_pack("{sss ssO}", "type", "member", "group", gname,
-                                                 "user", v));
-        json_array_foreach(json_object_get(g, "subgroups"), i, v)
-            json_array_append_new(out, json_pack("{sss ssO}", "type", "member", "group", gname,
-                                                 "subgroup", v));
+        json_array_foreach(json_object_get(g, "users"), i, v) json_array_append_new(
+            out, json_pack("{sss ssO}", "type", "member", "group", gname, "user", v));
+        json_array_foreach(json_object_get(g, "subgroups"), i, v) json_array_append_new(
+            out, json_pack("{sss ssO}", "type", "member", "group", gname, "subgroup", v));
     } else if (json_is_object(m)) {
-        json_array_foreach(json_object_get(m, "users"), i, v)
-            json_array_append_new(out, json_pack("{sss ssO}", "type", "member", "group", gname,
-                                                 "user", v));
-        json_array_foreach(json_object_get(m, "groups"), i, v)
-            json_array_append_new(out, json_pack("{sss ssO}", "type", "member", "group", gname,
-                                                 "subgroup", v));
+        json_array_foreach(json_object_get(m, "users"), i, v) json_array_append_new(
+            out, json_pack("{sss ssO}", "type", "member", "group", gname, "user", v));
+        json_array_foreach(json_object_get(m, "groups"), i, v) json_array_append_new(
+            out, json_pack("{sss ssO}", "type", "member", "group", gname, "subgroup", v));
     } else if (json_is_array(m)) {
         json_array_foreach(m, i, v)
         {
@@ -155,11 +151,11 @@ static void group_members(json_t *g, json_t *out)
             if (json_is_string(v))
                 u = v;
             if (u)
-                json_array_append_new(out, json_pack("{sss ssO}", "type", "member", "group",
-                                                     gname, "user", u));
+                json_array_append_new(
+                    out, json_pack("{sss ssO}", "type", "member", "group", gname, "user", u));
             else if (s)
-                json_array_append_new(out, json_pack("{sss ssO}", "type", "member", "group",
-                                                     gname, "subgroup", s));
+                json_array_append_new(
+                    out, json_pack("{sss ssO}", "type", "member", "group", gname, "subgroup", s));
         }
     }
 }
@@ -326,8 +322,9 @@ static int recv_batch(importer *im)
     if (rc < 0 && resp == NULL) {
         /* no answer: the outcome of these lines is unknown */
         cli_report(im->x, rc);
-        fprintf(stderr, "gatehouse: lines %lu-%lu: outcome unknown\n", b->lines[0],
-                b->lines[b->n - 1]);
+        fprintf(stderr, "gatehouse: lines %lu-%lu: %s\n", b->lines[0], b->lines[b->n - 1],
+                rc == GH_ERR_CONNECT ? "not applied (never sent)"
+                                     : "outcome unknown (the connection broke)");
         if (!im->fatal)
             im->fatal = cli_exit_code(rc);
     } else if (rc < 0) {
@@ -342,7 +339,8 @@ static int recv_batch(importer *im)
     } else {
         results = json_object_get(resp, "results");
         if (!json_is_array(results) || json_array_size(results) != b->n) {
-            fprintf(stderr, "gatehouse: protocol_error: import answered %zu results for %zu records\n",
+            fprintf(stderr,
+                    "gatehouse: protocol_error: import answered %zu results for %zu records\n",
                     json_array_size(results), b->n);
             if (!im->fatal)
                 im->fatal = CLI_EXIT_SERVER;
@@ -585,9 +583,8 @@ int cli_import(cli *x)
     im.budget = (size_t)maxreq - REQUEST_OVERHEAD - 64;
     im.cur = json_array();
     im.rejects = x->json ? json_array() : NULL;
-    cli_progress_start(&im.progress,
-                       fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size
-                                                                          : 0);
+    cli_progress_start(
+        &im.progress, fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0);
     if (ldif)
         import_ldif(&im, f, path);
     else

@@ -184,8 +184,7 @@ static void write_user(FILE *f, const cli_ldif_opts *o, json_t *u)
     if (mail[0] && is_ia5(mail))
         put_attr(f, "mail", mail);
     else if (mail[0])
-        fprintf(stderr, "gatehouse: warning: user %s: mail is not ASCII, left out of LDIF\n",
-                name);
+        fprintf(stderr, "gatehouse: warning: user %s: mail is not ASCII, left out of LDIF\n", name);
     put_num(f, "uidNumber", uid);
     /* posixAccount requires gidNumber: without a primary group, the user
      * private group convention (gid = uid) */
@@ -442,8 +441,7 @@ static void entry_line(ldif_entry *e, char *line)
         char *dec = unbase64(value, &len);
         if (dec == NULL || strlen(dec) != len) {
             free(dec);
-            snprintf(e->error, sizeof(e->error), "attribute %s: bad base64 or binary value",
-                     name);
+            snprintf(e->error, sizeof(e->error), "attribute %s: bad base64 or binary value", name);
             return;
         }
         s = json_string(dec);
@@ -561,8 +559,8 @@ static json_t *entry_record(ldif_entry *e, json_t *dnmap, int *is_group)
     char *norm;
 
     *is_group = 0;
-    if ((has_class(a, "posixAccount") || has_class(a, "inetOrgPerson") ||
-         has_class(a, "account") || has_class(a, "person")) &&
+    if ((has_class(a, "posixAccount") || has_class(a, "inetOrgPerson") || has_class(a, "account") ||
+         has_class(a, "person")) &&
         first(a, "uid") != NULL) {
         char rattr[16], rval[256];
         const char *name = first(a, "uid");
@@ -658,9 +656,9 @@ static void entry_members(ldif_entry *e, const char *gname, json_t *dnmap, json_
                 snprintf(tag, sizeof(tag), "%s:%s", key, name);
                 if (!json_object_get(seen, tag)) {
                     json_object_set_new(seen, tag, json_true());
-                    json_array_append_new(out, json_pack("{sssssssI}", "type", "member", "group",
-                                                         gname, key, name, "_line",
-                                                         (json_int_t)e->line));
+                    json_array_append_new(out,
+                                          json_pack("{sssssssI}", "type", "member", "group", gname,
+                                                    key, name, "_line", (json_int_t)e->line));
                 }
             } else if (dn[0]) {
                 fprintf(stderr, "gatehouse: warning: line %lu: member %s of %s not understood\n",
@@ -792,9 +790,9 @@ int cli_ldif_read(FILE *f, const char *fname, json_t **records, size_t *skipped)
         int is_group;
         json_t *rec;
         if (ents[i].error[0]) {
-            json_array_append_new(users, json_pack("{sssssI}", "type", "_error", "message",
-                                                   ents[i].error, "_line",
-                                                   (json_int_t)ents[i].line));
+            json_array_append_new(users,
+                                  json_pack("{sssssI}", "type", "_error", "message", ents[i].error,
+                                            "_line", (json_int_t)ents[i].line));
             continue;
         }
         rec = entry_record(&ents[i], dnmap, &is_group);

@@ -37,6 +37,11 @@ static void print_user(json_t *u)
     if (json_object_get(u, "origin_dn"))
         cli_kv("origin dn", cli_str(u, "origin_dn"));
     cli_kv("password", json_is_true(json_object_get(u, "has_password")) ? "set" : "none");
+    if (json_is_array(json_object_get(u, "direct_groups"))) {
+        groups = cli_join(json_object_get(u, "direct_groups"));
+        cli_kv("direct groups", groups);
+        free(groups);
+    }
     if (json_is_array(g)) {
         groups = cli_join(g);
         cli_kv("groups", groups);
@@ -181,8 +186,8 @@ done:
 
 int cli_user_list(cli *x)
 {
-    static const char *const hdr[] = {"NAME", "UID", "GID", "STATE", "ORIGIN", "DISPLAY NAME",
-                                      "MAIL"};
+    static const char *const hdr[] = {"NAME",   "UID",          "GID", "STATE",
+                                      "ORIGIN", "DISPLAY NAME", "MAIL"};
     json_t *resp, *u;
     size_t i;
     int rc = list_all(x, "user.list", "users", &resp);
@@ -194,9 +199,12 @@ int cli_user_list(cli *x)
         json_array_foreach(json_object_get(resp, "users"), i, u)
         {
             char uid[24], gid[24];
-            const char *row[7] = {cli_str(u, "name"), cli_num(u, "uid", uid, sizeof(uid)),
-                                  cli_num(u, "gid", gid, sizeof(gid)), cli_str(u, "state"),
-                                  cli_str(u, "origin"), cli_str(u, "display_name"),
+            const char *row[7] = {cli_str(u, "name"),
+                                  cli_num(u, "uid", uid, sizeof(uid)),
+                                  cli_num(u, "gid", gid, sizeof(gid)),
+                                  cli_str(u, "state"),
+                                  cli_str(u, "origin"),
+                                  cli_str(u, "display_name"),
                                   cli_str(u, "mail")};
             cli_table_row(t, row);
         }

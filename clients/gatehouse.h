@@ -55,8 +55,8 @@ extern "C" {
 #define GH_CLIENT_DEFAULT_MAX_RESPONSE (64u * 1024 * 1024)
 
 #define GH_CLIENT_PROTOCOL 1
-#define GH_CLIENT_NAME_MAX 64   /* user, group and role names, in bytes */
-#define GH_CLIENT_TOKEN_MAX 127 /* a token is 43 characters today; buffers of 128 are safe */
+#define GH_CLIENT_NAME_MAX 64          /* user, group and role names, in bytes */
+#define GH_CLIENT_TOKEN_MAX 127        /* a token is 43 characters today; buffers of 128 are safe */
 #define GH_CLIENT_CHECK_BATCH_MAX 1000 /* per request; gh_check_batch splits longer lists */
 
 /*
@@ -83,17 +83,17 @@ typedef enum gh_status {
     GH_ERR_VERSION_MISMATCH = -17,   /* "version_mismatch" */
     GH_ERR_UNAVAILABLE = -18,        /* "unavailable" */
 
-    GH_ERR_SERVER_OTHER = -99, /* a server code this library does not know (a newer server);
-                                  gh_client_error_code still returns the server's string */
-    GH_ERR_CONNECT = -100,     /* "connect_failed": the server could not be reached */
+    GH_ERR_SERVER_OTHER = -99,     /* a server code this library does not know (a newer server);
+                                      gh_client_error_code still returns the server's string */
+    GH_ERR_CONNECT = -100,         /* "connect_failed": the server could not be reached */
     GH_ERR_CONNECTION_LOST = -101, /* "connection_lost": the connection broke after this
                                       request was sent; it may or may not have been applied */
-    GH_ERR_PROTOCOL = -102,    /* "protocol_error": a response that is not protocol v1,
-                                  or one longer than the receive limit */
-    GH_ERR_NOMEM = -103,       /* "out_of_memory" */
-    GH_ERR_USAGE = -104,       /* "bad_usage": wrong use of this library (NULL argument,
-                                  gh_call while pipelined responses are pending, ...) */
-    GH_ERR_TIMEOUT = -105      /* "timeout": no response within gh_client_set_timeout */
+    GH_ERR_PROTOCOL = -102,        /* "protocol_error": a response that is not protocol v1,
+                                      or one longer than the receive limit */
+    GH_ERR_NOMEM = -103,           /* "out_of_memory" */
+    GH_ERR_USAGE = -104,           /* "bad_usage": wrong use of this library (NULL argument,
+                                      gh_call while pipelined responses are pending, ...) */
+    GH_ERR_TIMEOUT = -105          /* "timeout": no response within gh_client_set_timeout */
 } gh_status;
 
 typedef struct gh_client gh_client;

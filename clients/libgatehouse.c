@@ -36,9 +36,9 @@
 #include "clients/gatehouse.h"
 
 #define READ_CHUNK 65536
-#define EAGER_FLUSH 65536 /* gh_send writes once this many bytes wait */
-#define MAX_RECONNECTS 3  /* per wait, so a server that drops us cannot loop us */
-#define COMPACT_AT 65536  /* answered bytes at the front worth a memmove */
+#define EAGER_FLUSH 65536     /* gh_send writes once this many bytes wait */
+#define MAX_RECONNECTS 3      /* per wait, so a server that drops us cannot loop us */
+#define COMPACT_AT 65536      /* answered bytes at the front worth a memmove */
 #define READ_BURST (4u << 20) /* bytes read per poll round before limits are checked */
 
 typedef struct req {
@@ -140,7 +140,7 @@ static void clear_error(gh_client *c)
 
 /* Records a client-side failure and returns status. */
 __attribute__((format(printf, 3, 4))) static int fail(gh_client *c, int status, const char *fmt,
-                                                       ...)
+                                                      ...)
 {
     va_list ap;
 
@@ -709,9 +709,9 @@ static int finish_line(gh_client *c, size_t start, int idem)
 static int op_is_idempotent(const char *op)
 {
     static const char *const ro[] = {
-        "ping",      "whoami",    "check",      "check.batch", "user.get", "user.list",
-        "group.get", "group.list", "role.get",  "role.list",   "bindings", "perms",
-        "who_can",   "stats",     "audit",      "dump",        "sync.status",
+        "ping",      "whoami",     "check",    "check.batch", "user.get",    "user.list",
+        "group.get", "group.list", "role.get", "role.list",   "bindings",    "perms",
+        "who_can",   "stats",      "audit",    "dump",        "sync.status",
     };
     if (op == NULL)
         return 0;
@@ -766,7 +766,8 @@ int gh_send(gh_client *c, json_t *request)
         c->out_len = start;
         return fail(c, rc, "out of memory");
     }
-    return queue_line(c, start, op_is_idempotent(json_string_value(json_object_get(request, "op"))));
+    return queue_line(c, start,
+                      op_is_idempotent(json_string_value(json_object_get(request, "op"))));
 }
 
 /* Makes sure a connection is up when requests need one. */
@@ -1205,14 +1206,14 @@ static int check_batch(gh_client *c, const char *key, const char *subject,
         sent += m;
     }
     while (done < sent) {
-        size_t m = sent - done < GH_CLIENT_CHECK_BATCH_MAX ? sent - done : GH_CLIENT_CHECK_BATCH_MAX;
+        size_t m =
+            sent - done < GH_CLIENT_CHECK_BATCH_MAX ? sent - done : GH_CLIENT_CHECK_BATCH_MAX;
         json_t *resp = NULL, *res;
         int r = gh_recv(c, &resp);
         if (r == 0) {
             res = json_object_get(resp, "results");
             if (!json_is_array(res) || json_array_size(res) != m)
-                r = fail(c, GH_ERR_PROTOCOL,
-                         "check.batch response with %zu results for %zu checks",
+                r = fail(c, GH_ERR_PROTOCOL, "check.batch response with %zu results for %zu checks",
                          json_array_size(res), m);
             else
                 for (size_t i = 0; i < m; i++)

@@ -18,6 +18,7 @@ static int op_ping(gh_opctx *c)
 {
     json_object_set_new(c->resp, "version", json_string(GH_VERSION_STRING));
     json_object_set_new(c->resp, "protocol", json_integer(1));
+    json_object_set_new(c->resp, "max_request", json_integer((json_int_t)c->cfg->max_request));
     return 0;
 }
 

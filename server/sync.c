@@ -85,6 +85,7 @@ typedef struct session {
     int done;             /* searchResultDone seen */
     int refresh_required; /* e-syncRefreshRequired */
     int chain;            /* a message chain reached a callback */
+    int failed;           /* a callback failed (memory, writer): restart */
     LDAPMessage *chain_head;
     unsigned long events;
     gh__map present; /* keys present or added during this refresh */
@@ -688,7 +689,8 @@ static int flush(upstream *up, int with_cookies)
     up->progress_at = mono_s();
     pthread_mutex_unlock(&up->mu);
     if (rc != 0) {
-        set_error(up, "writing the mirror failed: %s", b->err[0] != '\0' ? b->err : err);
+        set_error(up, "writing the mirror failed: %s",
+                  err[0] != '\0' ? err : (b->err[0] != '\0' ? b->err : gh_strerror(rc)));
         gh__batch_reset(b);
         return rc;
     }
@@ -1102,6 +1104,18 @@ static int chained(session *ss, LDAPMessage *msg)
     return 0;
 }
 
+/* A callback cannot stop libldap's refresh loop: shutting the socket down
+ * makes its next read fail, and the worker retries from the stored cookie. */
+static void abort_session(session *ss)
+{
+    upstream *up = ss->up;
+    ss->failed = 1;
+    pthread_mutex_lock(&up->mu);
+    if (up->fd >= 0)
+        shutdown(up->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&up->mu);
+}
+
 static int add_present(session *ss, const char *key)
 {
     return gh__map_put(&ss->present, key, (void *)1, NULL);
@@ -1117,7 +1131,7 @@ static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
 
     ss->events++;
     progress(up);
-    if (chained(ss, msg))
+    if (ss->failed || chained(ss, msg))
         return 0;
     if (gh__key_text(uuid, 1, key, sizeof(key)) != 0)
         return 0;
@@ -1144,7 +1158,7 @@ static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
         break;
     }
     if (rc != 0)
-        ss->chain = 1; /* out of memory or writer error: restart the session */
+        abort_session(ss); /* out of memory or writer error: restart */
     return rc;
 }
 
@@ -1188,7 +1202,7 @@ static int on_intermediate(ldap_sync_t *ls, LDAPMessage *msg, BerVarray uuids,
 
     ss->events++;
     progress(up);
-    if (chained(ss, msg))
+    if (ss->failed || chained(ss, msg))
         return 0;
     switch (phase) {
     case LDAP_SYNC_CAPI_PRESENTS_IDSET:
@@ -1216,7 +1230,7 @@ static int on_intermediate(ldap_sync_t *ls, LDAPMessage *msg, BerVarray uuids,
         break;
     }
     if (rc != 0)
-        ss->chain = 1;
+        abort_session(ss);
     return rc;
 }
 
@@ -1273,7 +1287,7 @@ static void session_end(session *ss)
     }
     gh__map_clear(&ss->present, NULL);
     ss->refreshing = ss->refresh_present = ss->done = ss->refresh_required = 0;
-    ss->chain = 0;
+    ss->chain = ss->failed = 0;
     ss->chain_head = NULL;
 }
 
@@ -1322,8 +1336,8 @@ static int session_refresh(upstream *up, session *ss, int mode)
         set_busy(up, 1);
         rc = ldap_sync_init(&ss->ls, mode);
         set_busy(up, 0);
-        if (stopping(up))
-            return GH_EUNAVAIL;
+        if (stopping(up) || ss->failed)
+            return GH_EUNAVAIL; /* last_error says why */
         if (ss->chain) {
             set_error(up, "%s refresh interrupted; retrying", ss->kind ? "group" : "user");
             return GH_EUNAVAIL;
@@ -1489,6 +1503,8 @@ static int run_syncrepl_persist(upstream *up)
                 char *cb = ss->ls.ls_cookie.bv_val;
                 size_t cl = ss->ls.ls_cookie.bv_len;
                 rc = ldap_sync_poll(&ss->ls);
+                if (ss->failed)
+                    return GH_EUNAVAIL; /* last_error says why */
                 if (rc != LDAP_SUCCESS) {
                     set_error(up, "persistent %s search: %s", i ? "group" : "user",
                               ldap_err2string(rc));
@@ -1850,8 +1866,7 @@ int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, gh_writer *wr
             up->sess[k].kind = k;
         }
     }
-    rc = gh__auth_start(&s->auth, loop, AUTH_THREADS);
-    if (rc != 0)
+    if (s->nups > 0 && (rc = gh__auth_start(&s->auth, loop, AUTH_THREADS)) != 0)
         goto fail;
     if (uv_timer_init(loop, &s->watchdog) != 0) {
         rc = GH_EINTERNAL;

@@ -632,7 +632,7 @@ int gh__sync_apply(gh_txn *txn, void *arg)
     if (rc == 0 && b->blob != NULL)
         rc = gh_store_sync_put(txn, b->cfg->name, b->blob, b->bloblen);
     free(counted);
-    if (rc != 0 && b->err[0] == '\0')
-        snprintf(b->err, sizeof(b->err), "%s", gh_txn_errmsg(txn));
+    if (rc != 0)
+        snprintf(b->err, sizeof(b->err), "%s", gh_strerror(rc));
     return rc;
 }

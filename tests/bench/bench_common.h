@@ -67,6 +67,9 @@ typedef struct bn_result {
      * answer of the whole run: the cost of one operation on each side */
     uint64_t ops_all;
     double wall_s, server_cpu_s, client_cpu_s;
+    /* CPU the rest of the machine used meanwhile (other processes), as a
+     * share of all CPUs: figures taken on a busy machine say so */
+    double other_cpu_share;
     char note[256];
 } bn_result;
 
@@ -108,6 +111,10 @@ int bn_rss_read(pid_t pid, bn_rss *out);
 double bn_proc_cpu(pid_t pid);
 /* CPU time of this process, seconds. */
 double bn_self_cpu(void);
+/* Busy CPU seconds of the whole machine (all CPUs, /proc/stat). */
+double bn_sys_busy(void);
+/* Share of all CPUs used by processes other than server and client. */
+double bn_other_share(double busy_delta, double server_cpu, double client_cpu, double wall);
 
 /* Child processes started by the tool: killed by pid at exit, also on a
  * fatal error or a signal. */

@@ -646,7 +646,7 @@ static int run_groups(bn_ctx *x, group_spec *g, int ngroups, double seconds)
         bn_die("out of memory");
     pthread_barrier_init(&bar, NULL, (unsigned)total + 1);
     bn_rss_read(x->gh_pid, &before);
-    double scpu0 = bn_proc_cpu(x->gh_pid), ccpu0 = bn_self_cpu();
+    double scpu0 = bn_proc_cpu(x->gh_pid), ccpu0 = bn_self_cpu(), busy0 = bn_sys_busy();
     uint64_t wall0 = bn_now_ns();
     for (int gi = 0, n = 0; gi < ngroups; gi++) {
         for (int i = 0; i < g[gi].conns; i++, n++) {
@@ -682,6 +682,7 @@ static int run_groups(bn_ctx *x, group_spec *g, int ngroups, double seconds)
     bn_rss_read(x->gh_pid, &after);
     double wall = (double)(bn_now_ns() - wall0) / 1e9;
     double scpu = bn_proc_cpu(x->gh_pid) - scpu0, ccpu = bn_self_cpu() - ccpu0;
+    double other = bn_other_share(bn_sys_busy() - busy0, scpu0 >= 0 ? scpu : 0, ccpu, wall);
     for (int gi = 0, n = 0; gi < ngroups; gi++) {
         bn_result *out = g[gi].out;
         memset(out, 0, sizeof(*out));
@@ -695,6 +696,7 @@ static int run_groups(bn_ctx *x, group_spec *g, int ngroups, double seconds)
         out->wall_s = wall;
         out->server_cpu_s = scpu0 >= 0 ? scpu : -1;
         out->client_cpu_s = ccpu;
+        out->other_cpu_share = other;
         for (int i = 0; i < g[gi].conns; i++, n++) {
             worker *k = &ks[n];
             out->ops_all += k->all;

@@ -348,7 +348,8 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
         bn_die("out of memory");
     pthread_barrier_init(&bar, NULL, (unsigned)conns + 1);
     bn_rss_read(s->pid, &before);
-    double scpu0 = bn_proc_cpu(s->pid), ccpu0 = bn_self_cpu();
+    double scpu0 = bn_proc_cpu(s->pid), ccpu0 = bn_self_cpu(), busy0 = bn_sys_busy();
+    double gcpu0 = bn_proc_cpu(x->gh_pid);
     uint64_t wall0 = bn_now_ns();
     for (int i = 0; i < conns; i++) {
         lworker *k = &ks[i];
@@ -385,6 +386,10 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
     double scpu = bn_proc_cpu(s->pid);
     out->server_cpu_s = scpu0 >= 0 && scpu >= 0 ? scpu - scpu0 : -1;
     out->client_cpu_s = bn_self_cpu() - ccpu0;
+    double gcpu = gcpu0 >= 0 ? bn_proc_cpu(x->gh_pid) - gcpu0 : 0; /* idle gatehoused: not "other" */
+    out->other_cpu_share = bn_other_share(bn_sys_busy() - busy0 - gcpu,
+                                          out->server_cpu_s >= 0 ? out->server_cpu_s : 0,
+                                          out->client_cpu_s, out->wall_s);
     for (int i = 0; i < conns; i++) {
         lworker *k = &ks[i];
         if (k->err[0]) {

@@ -265,6 +265,31 @@ double bn_self_cpu(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+double bn_sys_busy(void)
+{
+    unsigned long long v[10] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return -1;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 8)
+        return -1;
+    /* user nice system [idle iowait] irq softirq steal */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+double bn_other_share(double busy_delta, double server_cpu, double client_cpu, double wall)
+{
+    if (busy_delta < 0 || server_cpu < 0 || wall <= 0)
+        return -1;
+    double other = busy_delta - server_cpu - client_cpu;
+    if (other < 0)
+        other = 0;
+    return other / (wall * bn_ncpus());
+}
+
 void bn_machine(char *buf, size_t len)
 {
     char line[512], model[256] = "unknown";

@@ -46,6 +46,7 @@ typedef struct report {
     char machine[512];
     char command[2048];
     char date[64];
+    char loadavg[64];
     bn_result res[RESULTS_MAX];
     int nres;
     /* load and start-up */
@@ -156,11 +157,11 @@ static void progress(const bn_result *r)
             continue;
         fprintf(stderr,
                 "  %-9s %-22s c=%-3d d=%-3d %-10s %10.0f/s  p50 %8.1f  p99 %8.1f  p99.9 %8.1f  "
-                "max %9.1f us  err %llu\n",
+                "max %9.1f us  err %llu  other-CPU %.0f%%\n",
                 r->side, bn_op_names[o], r->conns, r->depth, r->placement, rate(r, o),
                 us(bn_series_pct(s, 0.5)), us(bn_series_pct(s, 0.99)),
                 us(bn_series_pct(s, 0.999)), us(bn_series_pct(s, 1.0)),
-                (unsigned long long)s->errors);
+                (unsigned long long)s->errors, 100 * r->other_cpu_share);
     }
     for (int i = 0; i < BN_CODES_MAX && r->codes.count[i]; i++)
         fprintf(stderr, "            error %s x%llu\n", r->codes.code[i],
@@ -300,13 +301,17 @@ static void result_rows(bn_buf *b, const bn_result *r)
         else
             snprintf(cpu, sizeof(cpu), "-");
         int mixed = strcmp(r->workload, "mixed") == 0;
-        bn_buf_printf(b, "| %s | %s%s%s%s%s | %d | %d | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %s |\n",
+        char other[16] = "-";
+        if (r->other_cpu_share >= 0)
+            snprintf(other, sizeof(other), "%.0f%%", 100 * r->other_cpu_share);
+        bn_buf_printf(b, "| %s | %s%s%s%s%s | %d | %d | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %s | %s |\n",
                       r->side, mixed ? "mixed: " : "", bn_op_names[o],
                       mixed && o == main_op(r) ? " (CPU, RSS: whole mix)" : "",
                       r->placement[0] ? ", " : "", r->placement,
                       r->conns, r->depth, fmt_rate(rt, sizeof(rt), rate(r, o)),
                       us(bn_series_pct(s, 0.5)), us(bn_series_pct(s, 0.99)),
-                      us(bn_series_pct(s, 0.999)), us(bn_series_pct(s, 1.0)), errs, out, cpu, rss);
+                      us(bn_series_pct(s, 0.999)), us(bn_series_pct(s, 1.0)), errs, out, cpu, rss,
+                      other);
     }
 }
 
@@ -346,8 +351,19 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
 {
     char line[256];
     bn_buf_printf(b, "## Results of this run\n\n");
-    bn_buf_printf(b, "- date: %s\n- machine: %s\n- command: `%s`\n", R.date, R.machine,
-                  R.command);
+    bn_buf_printf(b, "- date: %s\n- machine: %s\n- load average at the start: %s\n- command: `%s`\n",
+                  R.date, R.machine, R.loadavg, R.command);
+    {
+        double worst = 0;
+        for (int i = 0; i < R.nres; i++)
+            if (R.res[i].other_cpu_share > worst)
+                worst = R.res[i].other_cpu_share;
+        if (worst > 0.05)
+            bn_buf_printf(b, "- **the machine was not quiet**: other processes used up to %.0f%% "
+                             "of all CPUs during a run (column \"other CPU\"); those figures "
+                             "understate both servers\n",
+                          100 * worst);
+    }
     bn_buf_printf(b,
                   "- data set: %u users, %u groups (%llu user memberships, %llu nested "
                   "groups), %u roles, %u bindings; seed %llu\n",
@@ -389,11 +405,13 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
     bn_buf_printf(b, "\n### Every run\n\n"
                      "Latencies in µs, from the request's write() to the reply's read() in the "
                      "client. CPU µs/op = server process CPU (all threads) / client process CPU, "
-                     "divided by every answer of the run. RSS in MB, before → after the run.\n\n"
+                     "divided by every answer of the run. RSS in MB, before → after the run. "
+                     "Other CPU: the share of all CPUs that other processes on the machine used "
+                     "during the run (0%% on a quiet machine).\n\n"
                      "| side | op | conns | depth | ops/s | p50 | p99 | p99.9 | max | errors | "
-                     "outcome | CPU µs/op srv / cli | RSS MB |\n"
+                     "outcome | CPU µs/op srv / cli | RSS MB | other CPU |\n"
                      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- "
-                     "| --- | --- |\n");
+                     "| --- | --- | ---: |\n");
     for (int i = 0; i < R.nres; i++) {
         const bn_result *r = &R.res[i];
         if (i == R.storm_auth || i == R.storm_check)
@@ -446,9 +464,9 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
         bn_buf_printf(b, "\n### Auth storm\n\n%d connections keep %d auth requests each in flight "
                          "(Argon2 saturated) while %d connection(s) send checks one at a time.\n\n"
                          "| side | op | conns | depth | ops/s | p50 | p99 | p99.9 | max | errors | "
-                         "outcome | CPU µs/op srv / cli | RSS MB |\n"
+                         "outcome | CPU µs/op srv / cli | RSS MB | other CPU |\n"
                          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- "
-                         "| --- | --- |\n",
+                         "| --- | --- | ---: |\n",
                       a->conns, a->depth, c->conns);
         result_rows(b, a);
         result_rows(b, c);
@@ -636,7 +654,15 @@ int main(int argc, char **argv)
         time_t now = time(NULL);
         strftime(R.date, sizeof(R.date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
     }
-    bn_log("%s", R.machine);
+    {
+        FILE *f = fopen("/proc/loadavg", "r");
+        if (f == NULL || fgets(R.loadavg, sizeof(R.loadavg), f) == NULL)
+            snprintf(R.loadavg, sizeof(R.loadavg), "?");
+        R.loadavg[strcspn(R.loadavg, "\n")] = '\0';
+        if (f)
+            fclose(f);
+    }
+    bn_log("%s; load average %s", R.machine, R.loadavg);
 
     bn_log("generating %u users (seed %llu) and hashing the password (opslimit %llu, %zu MiB)",
            o.users, (unsigned long long)o.seed, x.opslimit, x.memlimit >> 20);

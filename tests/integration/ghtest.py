@@ -22,7 +22,7 @@ driver and exits non-zero when a test failed. Run a file by hand with
                     default 3 when gatehoused is built with AddressSanitizer,
                     else 1 (use `ghtest.SCALE` / `ghtest.scaled(x)` in tests)
     GH_TEST_TIMEOUT seconds one test may take before it is failed (default
-                    90, scaled); a hard watchdog bails out at twice that
+                    60, scaled); a hard watchdog bails out at twice that
     GH_KEEP_TMP=1   keep the temporary directories (for debugging)
 
 Main pieces
@@ -1069,9 +1069,9 @@ def main(module="__main__"):
     if filters:
         tests = [t for t in tests if any(f in _test_name(t) for f in filters)]
     try:
-        timeout = float(os.environ.get("GH_TEST_TIMEOUT", "90"))
+        timeout = float(os.environ.get("GH_TEST_TIMEOUT", "60"))
     except ValueError:
-        timeout = 90.0
+        timeout = 60.0
     timeout = scaled(timeout)
     signal.signal(signal.SIGALRM, _alarm)
     # a test's children must not inherit an ignored SIGPIPE surprise: keep

@@ -71,8 +71,7 @@ static void typed(gh_client *c, const char *user, const char *password)
     EXPECT(gh_check(c, user, "deploy", "service/billing") == 1, "check allow: %s", err(c));
     EXPECT(gh_check(c, user, "deploy", "service/payroll") == 0, "check deny: %s", err(c));
     EXPECT(gh_check(c, user, "read", "docs/x") == 0, "check default deny");
-    EXPECT(gh_check_token(c, token, "deploy", "service/billing") == 1, "check token: %s",
-           err(c));
+    EXPECT(gh_check_token(c, token, "deploy", "service/billing") == 1, "check token: %s", err(c));
     rc = gh_check(c, "nobody-here", "deploy", "service/billing");
     EXPECT(rc == GH_ERR_NOT_FOUND, "unknown user gave %d", rc);
     EXPECT(strcmp(gh_client_error_code(c), "not_found") == 0, "code %s", gh_client_error_code(c));

@@ -9,7 +9,19 @@ INTEGRATION_TESTS = \
 	tests/integration/test_limits.py
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration/ghtest.py $(INTEGRATION_TESTS)
+$(INTEGRATION_TESTS:.py=.log): gatehoused
 
 # authz tests
 TESTS += tests/integration/test_authz.py
 EXTRA_DIST += tests/integration/test_authz.py
+
+# clients tests: the gatehouse CLI and libgatehouse (test_lib.py compiles
+# lib_example.c against the build's libgatehouse; test_cli.py checks LDIF
+# with slapadd and rfc2307bis-test.schema).
+CLIENT_TESTS = \
+	tests/integration/test_cli.py \
+	tests/integration/test_lib.py
+TESTS += $(CLIENT_TESTS)
+EXTRA_DIST += $(CLIENT_TESTS) tests/integration/lib_example.c \
+	tests/integration/rfc2307bis-test.schema
+$(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la

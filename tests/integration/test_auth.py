@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ghtest  # noqa: E402
 

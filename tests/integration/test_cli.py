@@ -403,8 +403,7 @@ class Authz(CliCase):
 
         # a set that only adds needs no confirmation; one that removes does
         self.ghj("role", "set", "ops", "--description", "on call")
-        self.ghj("role", "set", "ops", "--parent", "deployer", "--parent", "reader",
-                 "--parent", "deployer")
+        self.ghj("role", "set", "ops", "--parent", "reader", "--parent", "deployer")
         r = self.gh("role", "set", "ops", "--no-deny", rc=2)
         self.assertIn("--yes", r.err)
         self.assertEqual(len(self.srv.call("role.get", name="ops")["role"]["deny"]), 2)

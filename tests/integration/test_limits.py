@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ghtest  # noqa: E402
 
@@ -210,8 +211,14 @@ class Limits(ghtest.TestCase):
         th.start()
         time.sleep(1.0)
         self.assertOk(admin.call("ping"))
+        deadline = time.monotonic() + ghtest.scaled(15)
         for i in range(n):
-            r = c.recv()
+            left = deadline - time.monotonic()
+            try:
+                r = c.recv(timeout=max(left, 0.01))
+            except socket.timeout:
+                self.fail("replies stalled: %d of %d read in %.0f s"
+                          % (i, n, ghtest.scaled(15)))
             self.assertEqual(r.get("id"), i)
             self.assertOk(r)
             self.assertEqual(len(r["users"]), 20)

@@ -8,6 +8,7 @@ uids through setpriv); skipped otherwise."""
 import os
 import sys
 
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ghtest  # noqa: E402
 

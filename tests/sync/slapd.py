@@ -5,6 +5,7 @@
         ldap.ldapi_uri    # ldapi://<url-encoded socket path>
         ldap.add(ldif) / ldap.modify(ldif) / ldap.delete(dn) / ldap.modrdn(dn, rdn)
         ldap.stop() / ldap.start()          # same port and data: "upstream down"
+        ldap.pause() / ldap.resume()        # SIGSTOP/SIGCONT: "upstream hangs"
 
 The server runs from a temporary directory: slapd.conf from
 conf/ldap/slapd.conf.in (back-mdb, syncprov, Debian's schemas and modules
@@ -147,12 +148,20 @@ class Slapd:
         if p is None:
             return
         try:
+            p.send_signal(signal.SIGCONT)  # a paused slapd handles SIGTERM only then
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
         self.log.close()
+
+    def pause(self):
+        """SIGSTOP: the port still accepts connections, nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGCONT)
 
     def _kill(self):
         p, self.proc = self.proc, None

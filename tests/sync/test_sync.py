@@ -11,6 +11,7 @@ the socket protocol. TAP through ghtest; run one test by hand with
 import io
 import os
 import sys
+import tempfile
 import time
 import unittest
 
@@ -109,6 +110,39 @@ class SyncTest(ghtest.TestCase):
     def user(self, c, name):
         r = c.call("user.get", name=name)
         return r.get("user") if r.get("ok") else None
+
+
+class Config(SyncTest):
+    def test_bad_upstream_sections_refused_at_start(self):
+        good = {"uri": "ldap://127.0.0.1:1", "base_dn": SUFFIX}
+        fd, pw = tempfile.mkstemp(suffix=".pw")  # an empty password file
+        os.close(fd)
+        self.addCleanup(os.unlink, pw)
+        cases = [
+            ({"base_dn": SUFFIX}, "uri is required"),
+            ({"uri": "ldap://127.0.0.1:1"}, "base_dn is required"),
+            (dict(good, mode="sometimes"), "mode"),
+            (dict(good, colour="blue"), "unknown key 'colour'"),
+            (dict(good, interval="0"), "interval"),
+            (dict(good, max_delete_ratio="1.5"), "max_delete_ratio"),
+            (dict(good, user_filter="objectClass=person"), "user_filter"),
+            (dict(good, bind_dn="cn=x," + SUFFIX), "bind_password_file"),
+            (dict(good, bind_dn="cn=x," + SUFFIX, bind_password_file="/nonexistent/pw"),
+             "/nonexistent/pw"),
+            (dict(good, bind_dn="cn=x," + SUFFIX, bind_password_file=pw), "empty"),
+            (dict(good, key_attr="objectGUID"), "search-poll"),
+            (dict(good, login_attr="uid)(x"), "login_attr"),
+            (dict(good, collision="rename"), "collision"),
+        ]
+        for section, needle in cases:
+            srv = self.start_server(config={"server": {}, "upstream:corp": section},
+                                    start=False, check_exit=False)
+            with self.assertRaises(ghtest.ServerError, msg=needle) as cm:
+                srv.start()
+            self.assertIn(needle, str(cm.exception), section)
+        srv = self.start_server(config={"server": {}, "upstream:bad name": good},
+                                start=False, check_exit=False)
+        self.assertRaises(ghtest.ServerError, srv.start)
 
 
 class InitialSync(SyncTest):
@@ -250,6 +284,29 @@ class Poll(SyncTest):
         self.assertEqual(u["users"], USERS - 1)
 
 
+class SessionLog(SyncTest):
+    """With syncprov's session log the provider sends deletions as syncIdSet
+    messages (refreshDeletes) instead of the present list."""
+    mode = "syncrepl-poll"
+
+    def test_restart_with_delete_idset(self):
+        ldap = self.start_upstream(users=100, groups=5, sessionlog=1000)
+        srv, c = self.start_gh(ldap, interval=60)
+        c.close()
+        srv.stop()
+        ldap.delete(udn("u00050"), udn("u00051"))
+        ldap.add(new_user_ldif("late", 30010))
+        srv.start()
+        c = self.client(srv)
+        u = self.wait_runs(c, 1)
+        self.assertEqual(u["entries_received"], 1)
+        self.assertEqual((u["last_run"]["added"], u["last_run"]["disabled"]), (1, 2))
+        self.assertEqual(self.user(c, "u00050")["state"], "disabled")
+        self.assertEqual(self.user(c, "u00051")["state"], "disabled")
+        self.assertEqual(self.user(c, "u00052")["state"], "active")
+        self.assertEqual(u["users"], 99)
+
+
 class SearchPoll(SyncTest):
     mode = "search-poll"
 
@@ -316,6 +373,12 @@ class Auth(SyncTest):
                                bind_timeout=1)
         self.assertTrue(c.login("u00003", gen_ldif.password(3)))
         t_ok = time.time()
+        # a hung upstream (accepts, never answers): bounded by bind_timeout
+        ldap.pause()
+        t0 = time.time()
+        self.assertTrue(c.login("u00003", gen_ldif.password(3)))
+        self.assertLess(time.time() - t0, ghtest.scaled(2.5))
+        ldap.resume()
         ldap.stop()
         t0 = time.time()
         self.assertTrue(c.login("u00003", gen_ldif.password(3)))
@@ -450,6 +513,62 @@ class Down(SyncTest):
         self.wait_for(lambda: self.status(c)["state"] == "persisting", 15, "reconnected")
         ldap.add(new_user_ldif("afterdown", 30003))
         self.wait_for(lambda: self.user(c, "afterdown"), 2, "change after reconnect")
+
+
+class Robust(SyncTest):
+    mode = "syncrepl-persist"
+
+    def test_stop_and_kill_during_initial_sync(self):
+        ldap = self.start_upstream(users=10000, groups=50)
+        # SIGTERM in the middle of the first refresh: a clean exit
+        srv = self.start_server(config={"server": {"log_level": "info"},
+                                        "upstream:corp": self.upstream_cfg(ldap)})
+        self.assertEqual(srv.stop(), 0)
+        # kill -9 in the middle, then restart: the refresh starts again from
+        # the last stored cookie and ends with exactly the directory
+        srv.start()
+        time.sleep(0.05)
+        srv.kill9()
+        srv.start()
+        c = self.client(srv)
+        u = self.wait_runs(c, 1)
+        self.assertEqual((u["users"], u["groups"]), (10000, 50))
+        r = self.assertOk(c.call("stats"))
+        self.assertEqual(r["store"]["users"], 10000)
+        self.assertEqual(r["store"]["groups"], 50)
+
+
+class StorageFull(SyncTest):
+    mode = "syncrepl-poll"
+
+    def test_storage_full_stops_the_run_not_the_server(self):
+        ldap = self.start_upstream(users=10000, groups=5)
+        srv = self.start_server(config={"server": {"log_level": "info", "map_size": "1M",
+                                                   "map_max": "2M"},
+                                        "upstream:corp": self.upstream_cfg(ldap)})
+        c = self.client(srv)
+        self.wait_for(lambda: "storage full" in (self.status(c)["last_error"] or ""), 10,
+                      "storage full reported")
+        u = self.status(c)
+        self.assertIn(u["state"], ("down", "connecting", "running"))  # retried with backoff
+        self.assertIsNone(u["cookie"])  # nothing claims to cover what was not written
+        self.assertOk(c.call("ping"))
+
+
+class Hung(SyncTest):
+    mode = "syncrepl-poll"
+
+    def test_hung_upstream_times_out(self):
+        ldap = self.start_upstream(users=30, groups=2)
+        srv, c = self.start_gh(ldap, timeout=1, interval=60)
+        ldap.pause()  # accepts connections, answers nothing
+        n = self.status(c)["runs"]
+        self.assertOk(c.call("sync.run", upstream="corp"))
+        self.wait_for(lambda: self.status(c)["state"] == "down", 6, "timed out")
+        self.assertIsNotNone(self.user(c, "u00001"))
+        ldap.resume()
+        self.assertOk(c.call("sync.run", upstream="corp"))
+        self.wait_runs(c, n + 1, timeout=10)
 
 
 class BigGroup(SyncTest):
