@@ -9,6 +9,6 @@ libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync
 	server/ops_util.c server/auth.c server/ops_core.c server/ops_user.c \
 	server/ops_authz.c server/ops_io.c
 # sync
-libghcore_la_SOURCES += server/sync-int.h server/sync.c server/sync_config.c \
-	server/sync_apply.c server/sync_auth.c server/sync_ldap.c server/sync_map.c \
-	server/ops_sync.c
+libghcore_la_SOURCES += server/sync-int.h server/sync.c server/sync_worker.c \
+	server/sync_model.c server/sync_apply.c server/sync_auth.c server/sync_ldap.c \
+	server/sync_config.c server/sync_map.c server/ops_sync.c

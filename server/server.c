@@ -124,13 +124,13 @@ void gh__maybe_finish_shutdown(gh_server *srv)
     if (srv->stopping != 1 || srv->nconns > 0)
         return;
     srv->stopping = 2;
-    GH_LOGI("all connections closed; draining writes");
-    gh_writer_stop(srv->writer);
-    srv->writer = NULL;
-    if (srv->sync) {
+    GH_LOGI("all connections closed; stopping sync, draining writes");
+    if (srv->sync) { /* first: its workers may still hand batches to the writer */
         gh_sync_stop(srv->sync);
         srv->sync = NULL;
     }
+    gh_writer_stop(srv->writer);
+    srv->writer = NULL;
     if (srv->have_handles) {
         uv_close((uv_handle_t *)&srv->housekeeping, NULL);
         uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
@@ -169,13 +169,13 @@ void gh__server_close(gh_server *srv)
             ;
         gh__maybe_finish_shutdown(srv);
     }
-    if (srv->writer) {
-        gh_writer_stop(srv->writer);
-        srv->writer = NULL;
-    }
     if (srv->sync) {
         gh_sync_stop(srv->sync);
         srv->sync = NULL;
+    }
+    if (srv->writer) {
+        gh_writer_stop(srv->writer);
+        srv->writer = NULL;
     }
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);

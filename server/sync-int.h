@@ -1,6 +1,12 @@
 /*
  * sync-int.h: internals of the LDAP federation module (server/sync*.c).
  *
+ * Files: sync.c (loop side: start, stop, status, run, auth entry point),
+ * sync_worker.c (the worker thread per upstream), sync_model.c (the worker's
+ * model of the upstream, entries into changes), sync_apply.c (changes into
+ * the store, on the writer thread), sync_auth.c (bind threads), sync_ldap.c
+ * (libldap helpers), sync_config.c ([upstream:NAME]), sync_map.c (hash map).
+ *
  * Three kinds of thread touch these structs, and each field belongs to one:
  *   - the loop thread: gh_sync itself, status reads, sync.run requests;
  *   - one worker per upstream: its LDAP handle, its model of the upstream and
@@ -168,5 +174,126 @@ int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const cha
 char *gh__dn_norm(const char *dn);
 /* Upstream key as text: 16 raw bytes as a UUID string, otherwise the value. */
 int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen);
+
+/* ---- the worker's state (sync.c, sync_worker.c, sync_model.c) ---- */
+
+typedef struct gh__keylist {
+    char **v;
+    size_t n, cap;
+} gh__keylist;
+
+typedef struct gh__obj {
+    int kind;
+    char key[GH_KEY_MAX + 1];
+    char *ndn;                   /* normalized DN, "" when unknown */
+    char login[GH_NAME_MAX + 1]; /* users: for memberUid */
+    size_t pending;              /* groups: index + 1 of its change in the batch */
+    gh__keylist unres;           /* groups: member references not resolved yet */
+} gh__obj;
+
+typedef struct gh__model {
+    gh__map by_key;   /* key -> obj (owned) */
+    gh__map by_dn;    /* ndn -> obj */
+    gh__map by_login; /* login -> obj (users) */
+    gh__map parked;   /* unresolved member ref -> gh__keylist of group keys */
+    gh__map tomb;     /* key -> int64_t* tombstone time */
+    size_t nusers, ngroups;
+} gh__model;
+
+struct gh__upstream;
+
+typedef struct gh__session {
+    struct gh__upstream *up;
+    int kind;
+    ldap_sync_t ls;
+    int live;             /* ls initialised (ldap_sync_initialize) */
+    int refreshing;       /* refresh phase not finished */
+    int refresh_present;  /* the refresh ended in the present phase */
+    int done;             /* searchResultDone seen */
+    int refresh_required; /* e-syncRefreshRequired */
+    int chain;            /* a message chain reached a callback */
+    int failed;           /* a callback failed (memory, writer): restart */
+    LDAPMessage *chain_head;
+    unsigned long events;
+    gh__map present; /* keys present or added during this refresh */
+    char *cookie;    /* last stored cookie (NULL: none) */
+    size_t cookielen;
+} gh__session;
+
+typedef struct gh__status {
+    const char *state;
+    int connected;
+    int64_t last_success, last_attempt, current_at, next_run;
+    char last_error[GH_ERRMSG_MAX];
+    uint64_t users, groups, tombstones;
+    char cookie[160];
+    gh__counts last_run, total;
+    uint64_t entries_received, runs;
+} gh__status;
+
+typedef struct gh__upstream {
+    gh_sync *s;
+    struct gh_upstream_cfg *cfg;
+    char actor[GH_NAME_MAX + 8];
+    char fp[33];
+    pthread_t th;
+    int started;
+
+    pthread_mutex_t mu; /* guards the block below */
+    pthread_cond_t cv;
+    int stop, run_req, run_full, run_force;
+    int fd;              /* connected socket or -1 */
+    int busy;            /* inside a blocking refresh or search */
+    int64_t progress_at; /* last message seen while busy (monotonic s) */
+    gh__status st;
+
+    /* worker thread only */
+    LDAP *ld;
+    gh__session sess[2];
+    gh__model m;
+    gh__batch b;
+    gh__map del_held; /* deletions seen during a refresh, applied at its end */
+    gh__counts run;   /* counts of the current run */
+    int force;        /* this run may exceed max_delete_ratio */
+    int halted;
+    unsigned backoff; /* seconds before the next reconnect after a failure */
+    int64_t next_purge;
+} gh__upstream;
+
+struct gh_sync {
+    uv_loop_t *loop;
+    gh_store *store;
+    gh_writer *writer;
+    gh__upstream **ups;
+    size_t nups;
+    gh__auth *auth;
+    uv_timer_t watchdog;
+    int have_timer;
+};
+
+/* sync_map.c */
+int gh__keylist_add(gh__keylist *l, const char *s);
+void gh__keylist_free(gh__keylist *l);
+void gh__keylist_vfree(void *l);
+
+/* sync_model.c */
+void gh__model_free(gh__model *m);
+/* t > 0: tombstone time; t <= 0: no longer a tombstone. */
+int gh__tomb_set(gh__model *m, const char *key, int64_t t);
+gh__obj *gh__model_put(gh__model *m, int kind, const char *key, const char *dn, const char *login,
+                       int *changed_ref);
+/* Queues an add/modify of an upstream entry (users or groups by kind). */
+int gh__queue_entry(gh__upstream *up, int kind, LDAP *ld, LDAPMessage *e, const char *key);
+int gh__queue_delete(gh__upstream *up, const char *key);
+void gh__entry_skipped(gh__upstream *up, const char *dn, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Counts the batch's member references that point outside the mirror. */
+void gh__count_parked(gh__upstream *up);
+
+/* sync_worker.c */
+void *gh__sync_worker(void *arg);
+void gh__session_release(gh__session *ss);
+int64_t gh__mono_s(void);
+int64_t gh__wall_s(void);
 
 #endif

@@ -126,3 +126,35 @@ void gh__map_each(const gh__map *m, void (*cb)(const char *key, void *val, void 
         for (gh__map_ent *e = m->b[i]; e != NULL; e = e->next)
             cb(e->key, e->val, arg);
 }
+
+/* ---- string lists (parked references) ---- */
+
+int gh__keylist_add(gh__keylist *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap == 0 ? 4 : l->cap * 2;
+        char **v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL)
+            return GH_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    if ((l->v[l->n] = strdup(s)) == NULL)
+        return GH_ENOMEM;
+    l->n++;
+    return 0;
+}
+
+void gh__keylist_free(gh__keylist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
+
+void gh__keylist_vfree(void *p)
+{
+    gh__keylist_free(p);
+    free(p);
+}

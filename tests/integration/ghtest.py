@@ -96,7 +96,6 @@ Helpers: gatehoused_path(), cli_path(), is_root(), NOBODY (65534),
 """
 
 import atexit
-import errno
 import json
 import os
 import re
@@ -109,7 +108,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import unittest
 
 __all__ = [
@@ -527,7 +525,10 @@ _live_servers = set()
 @atexit.register
 def _kill_everything():
     for s in list(_live_servers):
-        s._hard_kill()
+        try:
+            s.close()
+        except Exception:
+            s._hard_kill()
     for p in list(_live_procs):
         try:
             if p.poll() is None:
@@ -659,7 +660,7 @@ class Server:
             log.write(("---- start %s\n" % time.strftime("%H:%M:%S")).encode())
             log.flush()
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=log, env=self._env(), start_new_session=True)
+                                         stderr=log, env=self._env())
         finally:
             log.close()
         self.pid = self.proc.pid
@@ -1049,6 +1050,13 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
+def _terminated(signum, frame):
+    sys.stdout.write("Bail out! terminated by signal %d\n" % signum)
+    sys.stdout.flush()
+    _kill_everything()
+    os._exit(128 + signum)
+
+
 def _alarm(signum, frame):
     raise TestTimeout("test exceeded its time limit (GH_TEST_TIMEOUT)")
 
@@ -1074,6 +1082,9 @@ def main(module="__main__"):
         timeout = 60.0
     timeout = scaled(timeout)
     signal.signal(signal.SIGALRM, _alarm)
+    # killed from outside (make, timeout): still reap the servers (atexit)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminated)
     # a test's children must not inherit an ignored SIGPIPE surprise: keep
     # Python's default (ignored, so writes raise BrokenPipeError instead)
     out = sys.stdout

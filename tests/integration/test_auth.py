@@ -7,7 +7,6 @@ audit, and the bound on queued Argon2 work."""
 import json
 import os
 import re
-import socket
 import statistics
 import sys
 import time

@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 
 sys.dont_write_bytecode = True

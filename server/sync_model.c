@@ -1,0 +1,444 @@
+/*
+ * sync_model.c: the worker's model of an upstream, and the turning of
+ * upstream entries into the changes of a batch (sync_apply.c applies them).
+ *
+ * The model maps each mirrored entry's key to its kind, normalized DN and
+ * login, so that member DNs (or memberUid logins) become upstream keys, and
+ * so that deletions can be found by difference. Member references that name
+ * nothing yet are parked per group; when an entry with that DN or login
+ * appears, a LINK change adds the membership. It is a model of the upstream,
+ * not of the store: the store decides what is accepted (apply skips
+ * collisions), and the worker rebuilds the model from the store after any
+ * error. One worker owns it: no locks.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "schema/log.h"
+#include "server/sync-int.h"
+
+static void obj_free(void *p)
+{
+    gh__obj *o = p;
+    free(o->ndn);
+    gh__keylist_free(&o->unres);
+    free(o);
+}
+
+void gh__model_free(gh__model *m)
+{
+    gh__map_clear(&m->by_dn, NULL);
+    gh__map_clear(&m->by_login, NULL);
+    gh__map_clear(&m->parked, gh__keylist_vfree);
+    gh__map_clear(&m->tomb, free);
+    gh__map_clear(&m->by_key, obj_free);
+    m->nusers = m->ngroups = 0;
+}
+
+int gh__tomb_set(gh__model *m, const char *key, int64_t t)
+{
+    if (t <= 0) {
+        free(gh__map_del(&m->tomb, key));
+        return 0;
+    }
+    int64_t *v = malloc(sizeof(*v));
+    void *old;
+    if (v == NULL)
+        return GH_ENOMEM;
+    *v = t;
+    if (gh__map_put(&m->tomb, key, v, &old) != 0) {
+        free(v);
+        return GH_ENOMEM;
+    }
+    free(old);
+    return 0;
+}
+
+/* Drops the group's parked references. */
+static void unpark_group(gh__model *m, gh__obj *g)
+{
+    for (size_t i = 0; i < g->unres.n; i++) {
+        gh__keylist *l = gh__map_get(&m->parked, g->unres.v[i]);
+        if (l == NULL)
+            continue;
+        for (size_t j = 0; j < l->n; j++) {
+            if (strcmp(l->v[j], g->key) == 0) {
+                free(l->v[j]);
+                l->v[j] = l->v[--l->n];
+                break;
+            }
+        }
+        if (l->n == 0)
+            gh__keylist_vfree(gh__map_del(&m->parked, g->unres.v[i]));
+    }
+    gh__keylist_free(&g->unres);
+}
+
+static void model_unlink(gh__model *m, gh__obj *o)
+{
+    if (o->ndn != NULL && o->ndn[0] != '\0' && gh__map_get(&m->by_dn, o->ndn) == o)
+        gh__map_del(&m->by_dn, o->ndn);
+    if (o->kind == GH__KIND_USER && o->login[0] != '\0' && gh__map_get(&m->by_login, o->login) == o)
+        gh__map_del(&m->by_login, o->login);
+}
+
+static void model_remove(gh__model *m, const char *key)
+{
+    gh__obj *o = gh__map_del(&m->by_key, key);
+    if (o == NULL)
+        return;
+    model_unlink(m, o);
+    if (o->kind == GH__KIND_GROUP) {
+        unpark_group(m, o);
+        m->ngroups--;
+    } else {
+        m->nusers--;
+    }
+    obj_free(o);
+}
+
+/* Inserts or updates an object; *changed_ref is set when it became reachable
+ * under a new DN or login (parked references may now resolve). */
+gh__obj *gh__model_put(gh__model *m, int kind, const char *key, const char *dn, const char *login,
+                       int *changed_ref)
+{
+    gh__obj *o = gh__map_get(&m->by_key, key);
+    char *ndn = gh__dn_norm(dn);
+    *changed_ref = 0;
+    if (ndn == NULL)
+        return NULL;
+    if (o != NULL && o->kind != kind) {
+        /* an entry that moved from one filter to the other */
+        model_remove(m, key);
+        o = NULL;
+    }
+    if (o == NULL) {
+        o = calloc(1, sizeof(*o));
+        if (o == NULL || gh__map_put(&m->by_key, key, o, NULL) != 0) {
+            free(o);
+            free(ndn);
+            return NULL;
+        }
+        o->kind = kind;
+        snprintf(o->key, sizeof(o->key), "%s", key);
+        if (kind == GH__KIND_USER)
+            m->nusers++;
+        else
+            m->ngroups++;
+    }
+    if (o->ndn == NULL || strcmp(o->ndn, ndn) != 0 ||
+        (kind == GH__KIND_USER && strcmp(o->login, login) != 0)) {
+        model_unlink(m, o);
+        free(o->ndn);
+        o->ndn = ndn;
+        ndn = NULL;
+        if (o->ndn[0] != '\0')
+            gh__map_put(&m->by_dn, o->ndn, o, NULL);
+        if (kind == GH__KIND_USER) {
+            snprintf(o->login, sizeof(o->login), "%s", login);
+            gh__map_put(&m->by_login, o->login, o, NULL);
+        }
+        *changed_ref = 1;
+    }
+    free(ndn);
+    return o;
+}
+
+static int first_value(LDAP *ld, LDAPMessage *e, const char *attr, char *out, size_t outlen)
+{
+    struct berval **v;
+    out[0] = '\0';
+    if (attr[0] == '\0')
+        return GH_ENOTFOUND;
+    v = ldap_get_values_len(ld, e, attr);
+    if (v == NULL || v[0] == NULL) {
+        ldap_value_free_len(v);
+        return GH_ENOTFOUND;
+    }
+    int rc = 0;
+    if (v[0]->bv_len >= outlen || memchr(v[0]->bv_val, '\0', v[0]->bv_len) != NULL) {
+        rc = GH_ETOOBIG;
+    } else {
+        memcpy(out, v[0]->bv_val, v[0]->bv_len);
+        out[v[0]->bv_len] = '\0';
+    }
+    ldap_value_free_len(v);
+    return rc;
+}
+
+static uint32_t number_value(LDAP *ld, LDAPMessage *e, const char *attr)
+{
+    char buf[32], *end;
+    if (first_value(ld, e, attr, buf, sizeof(buf)) != 0)
+        return 0;
+    errno = 0;
+    unsigned long v = strtoul(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || buf[0] == '-' || v > UINT32_MAX)
+        return 0;
+    return (uint32_t)v;
+}
+
+/* Free text: truncated on a UTF-8 boundary; dropped when not valid text. */
+static void text_value(LDAP *ld, LDAPMessage *e, const char *attr, char *out, size_t outlen)
+{
+    char buf[4 * GH_TEXT_MAX];
+    if (first_value(ld, e, attr, buf, sizeof(buf)) != 0) {
+        out[0] = '\0';
+        return;
+    }
+    size_t n = strlen(buf);
+    if (n >= outlen) {
+        n = outlen - 1;
+        while (n > 0 && ((unsigned char)buf[n] & 0xc0) == 0x80)
+            n--;
+        buf[n] = '\0';
+    }
+    if (gh_schema_text_valid("text", buf, outlen - 1, NULL, 0) != 0)
+        buf[0] = '\0';
+    memcpy(out, buf, strlen(buf) + 1);
+}
+
+void gh__entry_skipped(gh__upstream *up, const char *dn, const char *fmt, ...)
+{
+    char why[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    up->b.pre_skipped++;
+    snprintf(up->b.pre_err, sizeof(up->b.pre_err), "entry %.100s: %.120s; skipped", dn, why);
+    /* said once at info; later runs meet the same entries again */
+    gh_log(up->st.runs == 0 ? GH_LOG_INFO : GH_LOG_DEBUG, "sync %s: entry %s: %s; skipped",
+           up->cfg->name, dn, why);
+}
+
+/* Parked references that wait for an object under this DN or login. */
+static int wake_parked(gh__upstream *up, gh__obj *o)
+{
+    char ref[GH_NAME_MAX + 8];
+    const char *refs[2] = {o->ndn, NULL};
+    int rc = 0;
+    if (o->kind == GH__KIND_USER && up->cfg->member_kind == GH__MEMBER_UID) {
+        snprintf(ref, sizeof(ref), "uid:%s", o->login);
+        refs[0] = ref;
+    } else if (up->cfg->member_kind == GH__MEMBER_UID) {
+        return 0;
+    }
+    for (int i = 0; i < 2 && refs[i] != NULL && refs[i][0] != '\0'; i++) {
+        gh__keylist *l = gh__map_del(&up->m.parked, refs[i]);
+        if (l == NULL)
+            continue;
+        for (size_t j = 0; j < l->n && rc == 0; j++) {
+            gh__obj *g = gh__map_get(&up->m.by_key, l->v[j]);
+            if (g == NULL)
+                continue;
+            for (size_t k = 0; k < g->unres.n; k++) {
+                if (strcmp(g->unres.v[k], refs[i]) == 0) {
+                    free(g->unres.v[k]);
+                    g->unres.v[k] = g->unres.v[--g->unres.n];
+                    break;
+                }
+            }
+            gh__change *c = gh__batch_add(&up->b, GH__CH_LINK, g->key);
+            if (c == NULL) {
+                rc = GH_ENOMEM;
+                break;
+            }
+            c->link.kind = o->kind;
+            snprintf(c->link.key, sizeof(c->link.key), "%s", o->key);
+        }
+        gh__keylist_vfree(l);
+    }
+    return rc;
+}
+
+static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *key, const char *dn)
+{
+    const struct gh_upstream_cfg *cfg = up->cfg;
+    char login[GH_NAME_MAX + 1];
+    int changed;
+
+    if (strlen(dn) > GH_DN_MAX) {
+        gh__entry_skipped(up, dn, "DN longer than %d bytes", GH_DN_MAX);
+        return 0;
+    }
+    if (first_value(ld, e, cfg->login_attr, login, sizeof(login)) != 0) {
+        gh__entry_skipped(up, dn, "no usable %s", cfg->login_attr);
+        return 0;
+    }
+    if (gh_schema_name_valid(login, NULL, 0) != 0) {
+        gh__entry_skipped(up, dn, "%s '%s' is not a valid login name", cfg->login_attr, login);
+        return 0;
+    }
+    gh__change *c = gh__batch_add(&up->b, GH__CH_USER, key);
+    if (c == NULL)
+        return GH_ENOMEM;
+    gh_user *u = &c->u;
+    snprintf(u->name, sizeof(u->name), "%s", login);
+    u->uid = number_value(ld, e, cfg->uid_number_attr);
+    u->gid = number_value(ld, e, cfg->gid_number_attr);
+    text_value(ld, e, cfg->display_name_attr, u->display_name, sizeof(u->display_name));
+    text_value(ld, e, cfg->mail_attr, u->mail, sizeof(u->mail));
+    snprintf(u->origin, sizeof(u->origin), "%s", cfg->name);
+    snprintf(u->origin_key, sizeof(u->origin_key), "%s", key);
+    snprintf(u->origin_dn, sizeof(u->origin_dn), "%s", dn);
+
+    gh__obj *o = gh__model_put(&up->m, GH__KIND_USER, key, dn, login, &changed);
+    if (o == NULL)
+        return GH_ENOMEM;
+    return changed ? wake_parked(up, o) : 0;
+}
+
+static int park(gh__upstream *up, gh__obj *g, const char *ref)
+{
+    gh__keylist *l = gh__map_get(&up->m.parked, ref);
+    if (l == NULL) {
+        l = calloc(1, sizeof(*l));
+        if (l == NULL || gh__map_put(&up->m.parked, ref, l, NULL) != 0) {
+            free(l);
+            return GH_ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], g->key) == 0)
+            return 0;
+    int rc = gh__keylist_add(l, g->key);
+    if (rc == 0)
+        rc = gh__keylist_add(&g->unres, ref);
+    return rc;
+}
+
+static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *key, const char *dn)
+{
+    const struct gh_upstream_cfg *cfg = up->cfg;
+    char name[GH_NAME_MAX + 1];
+    struct berval **vals = NULL;
+    int changed, rc = 0;
+
+    if (strlen(dn) > GH_DN_MAX) {
+        gh__entry_skipped(up, dn, "DN longer than %d bytes", GH_DN_MAX);
+        return 0;
+    }
+    if (first_value(ld, e, cfg->group_name_attr, name, sizeof(name)) != 0) {
+        gh__entry_skipped(up, dn, "no usable %s", cfg->group_name_attr);
+        return 0;
+    }
+    if (gh_schema_name_valid(name, NULL, 0) != 0) {
+        gh__entry_skipped(up, dn, "%s '%s' is not a valid group name", cfg->group_name_attr, name);
+        return 0;
+    }
+    gh__obj *g = gh__model_put(&up->m, GH__KIND_GROUP, key, dn, "", &changed);
+    if (g == NULL)
+        return GH_ENOMEM;
+    if (changed && (rc = wake_parked(up, g)) != 0)
+        return rc;
+    /* this change carries the whole member list: an earlier one in the
+     * batch need not reconcile, and the old parked references go */
+    if (g->pending != 0 && g->pending <= up->b.n && strcmp(up->b.ch[g->pending - 1].key, key) == 0)
+        up->b.ch[g->pending - 1].superseded = 1;
+    unpark_group(&up->m, g);
+
+    gh__change *c = gh__batch_add(&up->b, GH__CH_GROUP, key);
+    if (c == NULL)
+        return GH_ENOMEM;
+    g->pending = up->b.n;
+    gh_group *gr = &c->g;
+    snprintf(gr->name, sizeof(gr->name), "%s", name);
+    gr->gid = number_value(ld, e, cfg->gid_number_attr);
+    text_value(ld, e, cfg->description_attr, gr->description, sizeof(gr->description));
+    snprintf(gr->origin, sizeof(gr->origin), "%s", cfg->name);
+    snprintf(gr->origin_key, sizeof(gr->origin_key), "%s", key);
+    snprintf(gr->origin_dn, sizeof(gr->origin_dn), "%s", dn);
+
+    vals = ldap_get_values_len(ld, e, cfg->member_attr);
+    size_t nv = ldap_count_values_len(vals);
+    if (nv > 0) {
+        c->members = calloc(nv, sizeof(*c->members));
+        if (c->members == NULL) {
+            rc = GH_ENOMEM;
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nv && rc == 0; i++) {
+        char *ref;
+        gh__obj *m;
+        if (cfg->member_kind == GH__MEMBER_UID) {
+            if (vals[i]->bv_len > GH_NAME_MAX || memchr(vals[i]->bv_val, '\0', vals[i]->bv_len))
+                continue;
+            ref = malloc(vals[i]->bv_len + 5);
+            if (ref == NULL) {
+                rc = GH_ENOMEM;
+                break;
+            }
+            memcpy(ref, "uid:", 4);
+            memcpy(ref + 4, vals[i]->bv_val, vals[i]->bv_len);
+            ref[vals[i]->bv_len + 4] = '\0';
+            m = gh__map_get(&up->m.by_login, ref + 4);
+        } else {
+            char *dnv = strndup(vals[i]->bv_val, vals[i]->bv_len);
+            ref = dnv != NULL ? gh__dn_norm(dnv) : NULL;
+            free(dnv);
+            if (ref == NULL) {
+                rc = GH_ENOMEM;
+                break;
+            }
+            m = ref[0] != '\0' ? gh__map_get(&up->m.by_dn, ref) : NULL;
+        }
+        if (m != NULL) {
+            if (m != g) {
+                c->members[c->nmembers].kind = m->kind;
+                snprintf(c->members[c->nmembers].key, sizeof(c->members[0].key), "%s", m->key);
+                c->nmembers++;
+            }
+        } else if (ref[0] != '\0') {
+            rc = park(up, g, ref);
+        }
+        free(ref);
+    }
+done:
+    ldap_value_free_len(vals);
+    return rc;
+}
+
+int gh__queue_delete(gh__upstream *up, const char *key)
+{
+    if (gh__map_get(&up->m.by_key, key) == NULL && gh__map_get(&up->m.tomb, key) != NULL)
+        return 0; /* already a tombstone */
+    model_remove(&up->m, key);
+    return gh__batch_add(&up->b, GH__CH_DELETE, key) != NULL ? 0 : GH_ENOMEM;
+}
+
+int gh__queue_entry(gh__upstream *up, int kind, LDAP *ld, LDAPMessage *e, const char *key)
+{
+    char *dn = ldap_get_dn(ld, e);
+    int rc;
+    if (dn == NULL)
+        return 0;
+    pthread_mutex_lock(&up->mu);
+    up->st.entries_received++;
+    pthread_mutex_unlock(&up->mu);
+    rc = kind == GH__KIND_USER ? queue_user(up, ld, e, key, dn) : queue_group(up, ld, e, key, dn);
+    ldap_memfree(dn);
+    return rc;
+}
+
+/* Counts member references of the batch's groups that point outside the
+ * mirror: they are skipped, once per group change. */
+void gh__count_parked(gh__upstream *up)
+{
+    for (size_t i = 0; i < up->b.n; i++) {
+        gh__change *c = &up->b.ch[i];
+        if (c->type != GH__CH_GROUP || c->superseded)
+            continue;
+        gh__obj *g = gh__map_get(&up->m.by_key, c->key);
+        if (g != NULL && g->unres.n > 0) {
+            up->b.pre_skipped += g->unres.n;
+            snprintf(up->b.pre_err, sizeof(up->b.pre_err),
+                     "group '%s': %zu member(s) outside the base or filter skipped (e.g. %s)",
+                     c->g.name, g->unres.n, g->unres.v[0]);
+        }
+    }
+}

@@ -1,0 +1,1190 @@
+/*
+ * sync_worker.c: the thread that mirrors one upstream (gh__sync_worker):
+ * connect, refresh, persist or poll, hand batches to the writer, retry with
+ * backoff, purge tombstones past their grace.
+ *
+ * The worker keeps a model of the upstream in memory (sync_model.c), rebuilt
+ * from the store at start and after any error, so the store stays the only
+ * truth. Changes go to the writer in batches (sync_apply.c); a batch that
+ * carries a cookie carries every change the cookie covers, so a restart
+ * resumes exactly where the last commit ended.
+ *
+ * Users and groups are two searches (two ldap_sync sessions on one
+ * connection) because only the upstream can tell which filter an entry
+ * matched. In syncrepl-persist both searches stay open and the worker
+ * multiplexes them with ldap_sync_poll (timeout 0) and poll(2).
+ *
+ * Before changing anything, know that:
+ *   - a cookie may only be stored once every change before it is in the same
+ *     or an earlier batch; during a refresh no cookie is stored until the
+ *     refresh ends, because present-phase deletions are only known then;
+ *   - libldap's ldap_sync_init/poll dispatch every message of a chain with the
+ *     chain's head (2.5 passes `res`, not `msg`); ldap_result(LDAP_MSG_RECEIVED)
+ *     returns one message per call in practice, and on_entry detects a chain
+ *     and restarts the session from its last cookie rather than miss entries;
+ *   - gh_sync_stop may shut the worker's socket down from the loop thread to
+ *     break a blocking libldap call: fd is published under mu and cleared
+ *     before unbind.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <sodium.h>
+
+#include "schema/log.h"
+#include "server/sync-int.h"
+
+#define BATCH_FLUSH 500 /* changes per batch during a refresh */
+#define BACKOFF_MAX 60  /* seconds between reconnect attempts, at most */
+#define PERSIST_POLL_MS 250
+
+int64_t gh__mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec;
+}
+
+int64_t gh__wall_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void set_state(gh__upstream *up, const char *state)
+{
+    pthread_mutex_lock(&up->mu);
+    up->st.state = state;
+    pthread_mutex_unlock(&up->mu);
+}
+
+static void set_error(gh__upstream *up, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_error(gh__upstream *up, const char *fmt, ...)
+{
+    char msg[GH_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&up->mu);
+    snprintf(up->st.last_error, sizeof(up->st.last_error), "%s", msg);
+    pthread_mutex_unlock(&up->mu);
+    GH_LOGW("sync %s: %s", up->cfg->name, msg);
+}
+
+static int stopping(gh__upstream *up)
+{
+    pthread_mutex_lock(&up->mu);
+    int s = up->stop;
+    pthread_mutex_unlock(&up->mu);
+    return s;
+}
+
+static void progress(gh__upstream *up)
+{
+    pthread_mutex_lock(&up->mu);
+    up->progress_at = gh__mono_s();
+    pthread_mutex_unlock(&up->mu);
+}
+
+static void set_busy(gh__upstream *up, int busy)
+{
+    pthread_mutex_lock(&up->mu);
+    up->busy = busy;
+    up->progress_at = gh__mono_s();
+    pthread_mutex_unlock(&up->mu);
+}
+
+static void publish_counts(gh__upstream *up)
+{
+    pthread_mutex_lock(&up->mu);
+    up->st.users = up->m.nusers;
+    up->st.groups = up->m.ngroups;
+    up->st.tombstones = up->m.tomb.n;
+    up->st.last_run = up->run;
+    pthread_mutex_unlock(&up->mu);
+}
+
+static void counts_add(gh__counts *a, const gh__counts *b)
+{
+    a->added += b->added;
+    a->modified += b->modified;
+    a->renamed += b->renamed;
+    a->disabled += b->disabled;
+    a->purged += b->purged;
+    a->skipped += b->skipped;
+}
+
+/* Cookie as shown by sync.status: the text when printable (OpenLDAP's is
+ * "rid=...,csn=..."), else a note. */
+static void show_cookie(gh__upstream *up)
+{
+    char buf[160] = "";
+    size_t off = 0;
+    for (int i = 0; i < 2; i++) {
+        gh__session *ss = &up->sess[i];
+        if (ss->cookie == NULL)
+            continue;
+        int printable = 1;
+        for (size_t j = 0; j < ss->cookielen; j++)
+            if ((unsigned char)ss->cookie[j] < 0x20 || (unsigned char)ss->cookie[j] > 0x7e)
+                printable = 0;
+        int n = snprintf(buf + off, sizeof(buf) - off, "%s%s:%.*s", off > 0 ? " " : "",
+                         i == 0 ? "users" : "groups", printable ? (int)ss->cookielen : 8,
+                         printable ? ss->cookie : "(binary)");
+        if (n < 0 || (size_t)n >= sizeof(buf) - off)
+            break;
+        off += (size_t)n;
+    }
+    pthread_mutex_lock(&up->mu);
+    snprintf(up->st.cookie, sizeof(up->st.cookie), "%s", buf);
+    pthread_mutex_unlock(&up->mu);
+}
+
+/* Waits up to secs, or until a stop or run request. 1 when stopping. */
+static int wait_for(gh__upstream *up, unsigned secs)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)secs;
+    pthread_mutex_lock(&up->mu);
+    up->st.next_run = gh__wall_s() + (int64_t)secs;
+    while (!up->stop && !up->run_req)
+        if (pthread_cond_timedwait(&up->cv, &up->mu, &ts) == ETIMEDOUT)
+            break;
+    up->st.next_run = 0;
+    int s = up->stop;
+    pthread_mutex_unlock(&up->mu);
+    return s;
+}
+
+/* Takes a pending sync.run request: 1 when there was one. */
+static int take_run_request(gh__upstream *up)
+{
+    pthread_mutex_lock(&up->mu);
+    int req = up->run_req;
+    if (req) {
+        if (up->run_full) {
+            for (int i = 0; i < 2; i++) {
+                free(up->sess[i].cookie);
+                up->sess[i].cookie = NULL;
+                up->sess[i].cookielen = 0;
+            }
+        }
+        up->force = up->run_force;
+        up->run_req = up->run_full = up->run_force = 0;
+    }
+    pthread_mutex_unlock(&up->mu);
+    return req;
+}
+
+static int run_requested(gh__upstream *up)
+{
+    pthread_mutex_lock(&up->mu);
+    int r = up->run_req;
+    pthread_mutex_unlock(&up->mu);
+    return r;
+}
+
+typedef struct load_ctx {
+    gh__upstream *up;
+    int rc;
+} load_ctx;
+
+static int load_user(const gh_user *u, void *arg)
+{
+    load_ctx *lc = arg;
+    int changed;
+    if (strcmp(u->origin, lc->up->cfg->name) != 0)
+        return 0;
+    if (u->tombstone != 0)
+        lc->rc = gh__tomb_set(&lc->up->m, u->origin_key, u->tombstone);
+    else if (gh__model_put(&lc->up->m, GH__KIND_USER, u->origin_key, u->origin_dn, u->name,
+                           &changed) == NULL)
+        lc->rc = GH_ENOMEM;
+    return lc->rc;
+}
+
+static int load_group(const gh_group *g, void *arg)
+{
+    load_ctx *lc = arg;
+    int changed;
+    if (strcmp(g->origin, lc->up->cfg->name) != 0)
+        return 0;
+    if (g->tombstone != 0)
+        lc->rc = gh__tomb_set(&lc->up->m, g->origin_key, g->tombstone);
+    else if (gh__model_put(&lc->up->m, GH__KIND_GROUP, g->origin_key, g->origin_dn, "", &changed) ==
+             NULL)
+        lc->rc = GH_ENOMEM;
+    return lc->rc;
+}
+
+static void set_cookie(gh__session *ss, const char *data, size_t len)
+{
+    free(ss->cookie);
+    ss->cookie = NULL;
+    ss->cookielen = 0;
+    if (data == NULL || len == 0)
+        return;
+    ss->cookie = malloc(len + 1);
+    if (ss->cookie == NULL)
+        return;
+    memcpy(ss->cookie, data, len);
+    ss->cookie[len] = '\0';
+    ss->cookielen = len;
+}
+
+/* Stored state: {"v":1,"fp":"...","users":"<base64>","groups":"<base64>"}. */
+static void parse_state(gh__upstream *up, const char *blob, size_t len)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(blob, len, 0, &jerr);
+    const char *fp = json_string_value(json_object_get(o, "fp"));
+    if (o == NULL || fp == NULL || strcmp(fp, up->fp) != 0) {
+        if (o != NULL)
+            GH_LOGI("sync %s: the search settings changed since the last sync; full reload",
+                    up->cfg->name);
+        json_decref(o);
+        return;
+    }
+    static const char *names[2] = {"users", "groups"};
+    for (int i = 0; i < 2; i++) {
+        const char *b64 = json_string_value(json_object_get(o, names[i]));
+        size_t n = 0;
+        if (b64 == NULL)
+            continue;
+        size_t cap = strlen(b64);
+        char *bin = malloc(cap + 1);
+        if (bin == NULL)
+            continue;
+        if (sodium_base642bin((unsigned char *)bin, cap, b64, strlen(b64), NULL, &n, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) == 0)
+            set_cookie(&up->sess[i], bin, n);
+        free(bin);
+    }
+    json_decref(o);
+}
+
+static char *b64(const char *data, size_t len)
+{
+    size_t n = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);
+    char *out = malloc(n);
+    if (out != NULL)
+        sodium_bin2base64(out, n, (const unsigned char *)data, len, sodium_base64_VARIANT_ORIGINAL);
+    return out;
+}
+
+/* Rebuilds the model and the stored cookies from the store. */
+static int load_state(gh__upstream *up)
+{
+    gh_store_reader *r = NULL;
+    gh_txn *txn;
+    load_ctx lc = {up, 0};
+    char *blob = NULL;
+    size_t bloblen = 0;
+    int rc;
+
+    gh__model_free(&up->m);
+    rc = gh_store_reader_new(up->s->store, &r);
+    if (rc != 0)
+        return rc;
+    rc = gh_store_read_begin(r, &txn);
+    if (rc != 0)
+        goto done;
+    rc = gh_store_user_list(txn, NULL, NULL, 0, load_user, &lc);
+    if (rc == 0 && lc.rc == 0)
+        rc = gh_store_group_list(txn, NULL, NULL, 0, load_group, &lc);
+    if (rc == 0)
+        rc = lc.rc;
+    if (rc == 0) {
+        int grc = gh_store_sync_get(txn, up->cfg->name, &blob, &bloblen);
+        for (int i = 0; i < 2; i++)
+            set_cookie(&up->sess[i], NULL, 0);
+        if (grc == 0)
+            parse_state(up, blob, bloblen);
+        else if (grc != GH_ENOTFOUND)
+            rc = grc;
+        free(blob);
+    }
+    gh_store_read_end(r);
+done:
+    gh_store_reader_free(r);
+    publish_counts(up);
+    show_cookie(up);
+    return rc;
+}
+
+static int cur_cookie(gh__session *ss, char **data, size_t *len)
+{
+    /* during a refresh the new cookie covers deletions not known yet */
+    if (!ss->refreshing && ss->ls.ls_cookie.bv_val != NULL && ss->ls.ls_cookie.bv_len > 0) {
+        *data = ss->ls.ls_cookie.bv_val;
+        *len = ss->ls.ls_cookie.bv_len;
+    } else {
+        *data = ss->cookie;
+        *len = ss->cookielen;
+    }
+    return 0;
+}
+
+static int cookies_moved(gh__upstream *up)
+{
+    for (int i = 0; i < 2; i++) {
+        char *d;
+        size_t n;
+        gh__session *ss = &up->sess[i];
+        cur_cookie(ss, &d, &n);
+        if (d != ss->cookie &&
+            (n != ss->cookielen || ss->cookie == NULL || memcmp(d, ss->cookie, n) != 0))
+            return 1;
+    }
+    return 0;
+}
+
+static int make_blob(gh__upstream *up)
+{
+    json_t *o = json_object();
+    int rc = GH_ENOMEM;
+    if (o == NULL)
+        return GH_ENOMEM;
+    json_object_set_new(o, "v", json_integer(1));
+    json_object_set_new(o, "fp", json_string(up->fp));
+    json_object_set_new(o, "time", json_integer(gh__wall_s()));
+    for (int i = 0; i < 2; i++) {
+        char *d;
+        size_t n;
+        cur_cookie(&up->sess[i], &d, &n);
+        if (d == NULL || n == 0)
+            continue;
+        char *e = b64(d, n);
+        if (e == NULL)
+            goto done;
+        json_object_set_new(o, i == 0 ? "users" : "groups", json_string(e));
+        free(e);
+    }
+    up->b.blob = json_dumps(o, JSON_COMPACT);
+    if (up->b.blob != NULL) {
+        up->b.bloblen = strlen(up->b.blob);
+        rc = 0;
+    }
+done:
+    json_decref(o);
+    return rc;
+}
+
+/* Hands the batch to the writer. with_cookies: store the sessions' cookies
+ * with it. */
+static int flush(gh__upstream *up, int with_cookies)
+{
+    gh__batch *b = &up->b;
+    char err[GH_ERRMSG_MAX] = "";
+    int rc;
+
+    gh__count_parked(up);
+    if (with_cookies && (rc = make_blob(up)) != 0)
+        return rc;
+    if (b->n == 0 && b->blob == NULL && b->pre_skipped == 0)
+        return 0;
+    for (size_t i = 0; i < b->n; i++) {
+        gh__obj *g =
+            b->ch[i].type == GH__CH_GROUP ? gh__map_get(&up->m.by_key, b->ch[i].key) : NULL;
+        if (g != NULL)
+            g->pending = 0;
+    }
+    /* the writer's time is not the upstream's silence: pause the watchdog */
+    pthread_mutex_lock(&up->mu);
+    int was_busy = up->busy;
+    up->busy = 0;
+    pthread_mutex_unlock(&up->mu);
+    rc = gh_writer_submit_wait(up->s->writer, up->actor, gh__sync_apply, b, err, sizeof(err));
+    pthread_mutex_lock(&up->mu);
+    up->busy = was_busy;
+    up->progress_at = gh__mono_s();
+    pthread_mutex_unlock(&up->mu);
+    if (rc != 0) {
+        set_error(up, "writing the mirror failed: %s",
+                  err[0] != '\0' ? err : (b->err[0] != '\0' ? b->err : gh_strerror(rc)));
+        gh__batch_reset(b);
+        return rc;
+    }
+    for (size_t i = 0; i < b->nfx; i++)
+        gh__tomb_set(&up->m, b->fx[i].key, b->fx[i].time);
+    counts_add(&up->run, &b->res);
+    pthread_mutex_lock(&up->mu);
+    counts_add(&up->st.total, &b->res);
+    if (b->err[0] != '\0')
+        snprintf(up->st.last_error, sizeof(up->st.last_error), "%s", b->err);
+    pthread_mutex_unlock(&up->mu);
+    if (with_cookies) {
+        for (int i = 0; i < 2; i++) {
+            char *d;
+            size_t n;
+            gh__session *ss = &up->sess[i];
+            cur_cookie(ss, &d, &n);
+            if (d != ss->cookie)
+                set_cookie(ss, d, n);
+        }
+        show_cookie(up);
+    }
+    gh__batch_reset(b);
+    publish_counts(up);
+    return 0;
+}
+
+static int maybe_flush(gh__upstream *up)
+{
+    /* groups wait for the end of a refresh: a nested group may come later */
+    if (up->b.n < BATCH_FLUSH || up->sess[GH__KIND_GROUP].refreshing)
+        return 0;
+    return flush(up, 0);
+}
+
+typedef struct diff_ctx {
+    gh__upstream *up;
+    gh__keylist gone;
+    int rc;
+} diff_ctx;
+
+static void diff_one(const char *key, void *val, void *arg)
+{
+    diff_ctx *d = arg;
+    gh__obj *o = val;
+    gh__session *ss = &d->up->sess[o->kind];
+    if (d->rc != 0 || !ss->refresh_present)
+        return;
+    if (gh__map_get(&ss->present, key) == NULL && gh__map_get(&d->up->del_held, key) == NULL)
+        d->rc = gh__keylist_add(&d->gone, key);
+}
+
+static void held_one(const char *key, void *val, void *arg)
+{
+    diff_ctx *d = arg;
+    (void)val;
+    if (d->rc == 0 && gh__map_get(&d->up->m.by_key, key) != NULL)
+        d->rc = gh__keylist_add(&d->gone, key);
+}
+
+/* Applies the deletions of the refresh that just ended (explicit ones held
+ * back, and by difference for sessions that ended in the present phase),
+ * unless they exceed max_delete_ratio of the mirror. Then commits the last
+ * batch with the cookies. GH_EPERM when the guard stopped the run. */
+static int finish_refresh(gh__upstream *up)
+{
+    diff_ctx d = {up, {0}, 0};
+    int rc;
+    size_t mirror = up->m.nusers + up->m.ngroups;
+
+    gh__map_each(&up->del_held, held_one, &d);
+    gh__map_each(&up->m.by_key, diff_one, &d);
+    rc = d.rc;
+    if (rc != 0)
+        goto done;
+    size_t limit = (size_t)(up->cfg->max_delete_ratio * (double)mirror); /* rounds down */
+    if (limit < 1)
+        limit = 1;
+    if (d.gone.n > limit && !up->force) {
+        /* keep what was added or changed, store no cookie: the next run
+         * sees the same deletions again until an administrator decides */
+        up->halted = 1;
+        for (int i = 0; i < 2; i++)
+            up->sess[i].refreshing = 1; /* keeps the old cookies */
+        rc = flush(up, 0);
+        set_error(up,
+                  "refusing to delete %zu of %zu mirrored entries (max_delete_ratio %.2f): "
+                  "check the upstream and its filters, then sync.run with force",
+                  d.gone.n, mirror, up->cfg->max_delete_ratio);
+        if (rc == 0)
+            rc = GH_EPERM;
+        goto done;
+    }
+    for (size_t i = 0; i < d.gone.n && rc == 0; i++)
+        rc = gh__queue_delete(up, d.gone.v[i]);
+    for (int i = 0; i < 2; i++) {
+        up->sess[i].refreshing = 0;
+        gh__map_clear(&up->sess[i].present, NULL);
+    }
+    gh__map_clear(&up->del_held, NULL);
+    if (rc == 0)
+        rc = flush(up, 1);
+    if (rc == 0) {
+        up->halted = 0;
+        up->force = 0;
+    }
+done:
+    gh__keylist_free(&d.gone);
+    return rc;
+}
+
+/* ldap_sync callbacks                                                 */
+
+/* libldap hands every message of a chain to the callbacks with the chain's
+ * head; see the comment at the top. Returns 1 when msg must be ignored. */
+static int chained(gh__session *ss, LDAPMessage *msg)
+{
+    if (ldap_next_message(ss->ls.ls_ld, msg) == NULL)
+        return 0;
+    ss->chain = 1;
+    if (ss->chain_head == msg)
+        return 1;
+    ss->chain_head = msg;
+    return 0;
+}
+
+/* A callback cannot stop libldap's refresh loop: shutting the socket down
+ * makes its next read fail, and the worker retries from the stored cookie. */
+static void abort_session(gh__session *ss)
+{
+    gh__upstream *up = ss->up;
+    ss->failed = 1;
+    pthread_mutex_lock(&up->mu);
+    if (up->fd >= 0)
+        shutdown(up->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&up->mu);
+}
+
+static int add_present(gh__session *ss, const char *key)
+{
+    return gh__map_put(&ss->present, key, (void *)1, NULL);
+}
+
+static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
+                    ldap_sync_refresh_t phase)
+{
+    gh__session *ss = ls->ls_private;
+    gh__upstream *up = ss->up;
+    char key[GH_KEY_MAX + 1];
+    int rc = 0;
+
+    ss->events++;
+    progress(up);
+    if (ss->failed || chained(ss, msg))
+        return 0;
+    if (gh__key_text(uuid, 1, key, sizeof(key)) != 0)
+        return 0;
+    switch (phase) {
+    case LDAP_SYNC_CAPI_PRESENT:
+        rc = add_present(ss, key);
+        break;
+    case LDAP_SYNC_CAPI_ADD:
+    case LDAP_SYNC_CAPI_MODIFY:
+        if (ss->refreshing)
+            rc = add_present(ss, key);
+        if (rc == 0)
+            rc = gh__queue_entry(up, ss->kind, ls->ls_ld, msg, key);
+        if (rc == 0)
+            rc = maybe_flush(up);
+        break;
+    case LDAP_SYNC_CAPI_DELETE:
+        if (ss->refreshing)
+            rc = gh__map_put(&up->del_held, key, (void *)1, NULL);
+        else
+            rc = gh__queue_delete(up, key);
+        break;
+    default:
+        break;
+    }
+    if (rc != 0)
+        abort_session(ss); /* out of memory or writer error: restart */
+    return rc;
+}
+
+static int on_reference(ldap_sync_t *ls, LDAPMessage *msg)
+{
+    (void)ls;
+    (void)msg;
+    return 0; /* referrals are not chased */
+}
+
+/* refreshPresent (1) or refreshDelete (0) of a syncInfo message, -1 else. */
+static int info_kind(LDAP *ld, LDAPMessage *msg)
+{
+    char *oid = NULL;
+    struct berval *data = NULL;
+    int kind = -1;
+    if (ldap_parse_intermediate(ld, msg, &oid, &data, NULL, 0) == LDAP_SUCCESS && data != NULL) {
+        BerElement *ber = ber_init(data);
+        ber_len_t len;
+        if (ber != NULL) {
+            ber_tag_t tag = ber_peek_tag(ber, &len);
+            if (tag == LDAP_TAG_SYNC_REFRESH_PRESENT)
+                kind = 1;
+            else if (tag == LDAP_TAG_SYNC_REFRESH_DELETE)
+                kind = 0;
+            ber_free(ber, 1);
+        }
+    }
+    ldap_memfree(oid);
+    ber_bvfree(data);
+    return kind;
+}
+
+static int on_intermediate(ldap_sync_t *ls, LDAPMessage *msg, BerVarray uuids,
+                           ldap_sync_refresh_t phase)
+{
+    gh__session *ss = ls->ls_private;
+    gh__upstream *up = ss->up;
+    char key[GH_KEY_MAX + 1];
+    int rc = 0;
+
+    ss->events++;
+    progress(up);
+    if (ss->failed || chained(ss, msg))
+        return 0;
+    switch (phase) {
+    case LDAP_SYNC_CAPI_PRESENTS_IDSET:
+    case LDAP_SYNC_CAPI_DELETES_IDSET:
+        for (size_t i = 0; uuids != NULL && uuids[i].bv_val != NULL && rc == 0; i++) {
+            if (gh__key_text(&uuids[i], 1, key, sizeof(key)) != 0)
+                continue;
+            if (phase == LDAP_SYNC_CAPI_PRESENTS_IDSET)
+                rc = add_present(ss, key);
+            else if (ss->refreshing)
+                rc = gh__map_put(&up->del_held, key, (void *)1, NULL);
+            else
+                rc = gh__queue_delete(up, key);
+        }
+        break;
+    case LDAP_SYNC_CAPI_PRESENTS:
+        ss->refresh_present = 1; /* end of a present phase, more follows */
+        break;
+    case LDAP_SYNC_CAPI_DONE:
+        /* refreshDone of refreshAndPersist */
+        if (info_kind(ls->ls_ld, msg) == 1)
+            ss->refresh_present = 1;
+        break;
+    default:
+        break;
+    }
+    if (rc != 0)
+        abort_session(ss);
+    return rc;
+}
+
+static int on_result(ldap_sync_t *ls, LDAPMessage *msg, int refresh_deletes)
+{
+    gh__session *ss = ls->ls_private;
+    (void)msg;
+    ss->events++;
+    ss->done = 1;
+    if (refresh_deletes == -1)
+        ss->refresh_required = 1;
+    else if (refresh_deletes == 0)
+        ss->refresh_present = 1;
+    return 0;
+}
+
+static char **attr_list(const struct gh_upstream_cfg *cfg, int kind)
+{
+    const char *u[] = {cfg->login_attr,
+                       cfg->uid_number_attr,
+                       cfg->gid_number_attr,
+                       cfg->display_name_attr,
+                       cfg->mail_attr,
+                       cfg->key_attr,
+                       NULL};
+    const char *g[] = {cfg->group_name_attr, cfg->gid_number_attr, cfg->description_attr,
+                       cfg->member_attr,     cfg->key_attr,        NULL};
+    const char **src = kind == GH__KIND_USER ? u : g;
+    size_t n = 0;
+    char **v = ldap_memcalloc(8, sizeof(char *));
+    if (v == NULL)
+        return NULL;
+    for (size_t i = 0; src[i] != NULL; i++) {
+        if (src[i][0] == '\0')
+            continue;
+        if ((v[n] = ldap_strdup(src[i])) == NULL) {
+            ldap_memvfree((void **)v);
+            return NULL;
+        }
+        n++;
+    }
+    return v;
+}
+
+static void session_end(gh__session *ss)
+{
+    if (ss->live) {
+        ss->ls.ls_ld = NULL; /* the connection is the worker's */
+        ldap_sync_destroy(&ss->ls, 0);
+        ss->live = 0;
+    }
+    gh__map_clear(&ss->present, NULL);
+    ss->refreshing = ss->refresh_present = ss->done = ss->refresh_required = 0;
+    ss->chain = ss->failed = 0;
+    ss->chain_head = NULL;
+}
+
+static int session_begin(gh__upstream *up, gh__session *ss)
+{
+    const struct gh_upstream_cfg *cfg = up->cfg;
+    session_end(ss);
+    ldap_sync_initialize(&ss->ls);
+    ss->live = 1;
+    ss->ls.ls_base = ldap_strdup(cfg->base_dn);
+    ss->ls.ls_filter =
+        ldap_strdup(ss->kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter);
+    ss->ls.ls_attrs = attr_list(cfg, ss->kind);
+    ss->ls.ls_scope = cfg->scope;
+    ss->ls.ls_timeout = 0; /* ldap_sync_poll never blocks: poll(2) waits */
+    ss->ls.ls_search_entry = on_entry;
+    ss->ls.ls_search_reference = on_reference;
+    ss->ls.ls_intermediate = on_intermediate;
+    ss->ls.ls_search_result = on_result;
+    ss->ls.ls_private = ss;
+    ss->ls.ls_ld = up->ld;
+    if (ss->ls.ls_base == NULL || ss->ls.ls_filter == NULL || ss->ls.ls_attrs == NULL)
+        return GH_ENOMEM;
+    if (ss->cookie != NULL) {
+        struct berval bv = {ss->cookielen, ss->cookie};
+        if (ber_dupbv(&ss->ls.ls_cookie, &bv) == NULL)
+            return GH_ENOMEM;
+    } else {
+        /* a reload without a cookie sends all content: whatever the mirror
+         * holds beyond it is gone, even though syncprov ends such a refresh
+         * with refreshDeletes TRUE */
+        ss->refresh_present = 1;
+    }
+    ss->refreshing = 1;
+    return 0;
+}
+
+/* Runs a session's refresh phase (blocking). 0, or an error with last_error
+ * set. A refresh the upstream refused as too old is retried from scratch. */
+static int session_refresh(gh__upstream *up, gh__session *ss, int mode)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int rc = session_begin(up, ss);
+        if (rc != 0)
+            return rc;
+        set_busy(up, 1);
+        rc = ldap_sync_init(&ss->ls, mode);
+        set_busy(up, 0);
+        if (stopping(up) || ss->failed)
+            return GH_EUNAVAIL; /* last_error says why */
+        if (ss->chain) {
+            set_error(up, "%s refresh interrupted; retrying", ss->kind ? "group" : "user");
+            return GH_EUNAVAIL;
+        }
+        if (ss->refresh_required || rc == LDAP_SYNC_REFRESH_REQUIRED) {
+            GH_LOGI("sync %s: the upstream asks for a full reload of the %s", up->cfg->name,
+                    ss->kind ? "groups" : "users");
+            set_cookie(ss, NULL, 0);
+            gh__map_clear(&up->del_held, NULL);
+            continue;
+        }
+        if (rc != LDAP_SUCCESS) {
+            char *msg = NULL;
+            ldap_get_option(up->ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &msg);
+            set_error(up, "%s sync search: %s%s%s", ss->kind ? "group" : "user",
+                      ldap_err2string(rc), msg != NULL && msg[0] ? " - " : "",
+                      msg != NULL ? msg : "");
+            ldap_memfree(msg);
+            return GH_EUNAVAIL;
+        }
+        if (mode == LDAP_SYNC_REFRESH_ONLY && !ss->done) {
+            set_error(up, "%s refresh ended without its result", ss->kind ? "group" : "user");
+            return GH_EUNAVAIL;
+        }
+        if (mode == LDAP_SYNC_REFRESH_AND_PERSIST && ss->done) {
+            set_error(up, "the upstream ended the persistent %s search",
+                      ss->kind ? "group" : "user");
+            return GH_EUNAVAIL;
+        }
+        return 0;
+    }
+    set_error(up, "the upstream keeps asking for a reload");
+    return GH_EUNAVAIL;
+}
+
+static int connect_upstream(gh__upstream *up)
+{
+    char err[GH_ERRMSG_MAX];
+    const struct gh_upstream_cfg *cfg = up->cfg;
+    LDAP *ld = NULL;
+    int fd = -1;
+
+    set_state(up, "connecting");
+    set_busy(up, 1);
+    int rc = gh__ldap_open(cfg, cfg->timeout, cfg->bind_dn[0] != '\0' ? cfg->bind_dn : NULL,
+                           cfg->bind_password, strlen(cfg->bind_password), &ld, err, sizeof(err));
+    set_busy(up, 0);
+    if (rc != LDAP_SUCCESS) {
+        set_error(up, "%s: %s", cfg->uri, err);
+        return GH_EUNAVAIL;
+    }
+    ldap_get_option(ld, LDAP_OPT_DESC, &fd);
+    up->ld = ld;
+    pthread_mutex_lock(&up->mu);
+    up->fd = fd;
+    up->st.connected = 1;
+    pthread_mutex_unlock(&up->mu);
+    return 0;
+}
+
+static void disconnect(gh__upstream *up)
+{
+    for (int i = 0; i < 2; i++)
+        session_end(&up->sess[i]);
+    pthread_mutex_lock(&up->mu);
+    up->fd = -1;
+    up->st.connected = 0;
+    pthread_mutex_unlock(&up->mu);
+    if (up->ld != NULL) {
+        ldap_unbind_ext(up->ld, NULL, NULL);
+        up->ld = NULL;
+    }
+}
+
+static void run_begins(gh__upstream *up)
+{
+    memset(&up->run, 0, sizeof(up->run));
+    gh__map_clear(&up->del_held, NULL);
+    pthread_mutex_lock(&up->mu);
+    up->st.last_attempt = gh__wall_s();
+    pthread_mutex_unlock(&up->mu);
+}
+
+static void run_ok(gh__upstream *up)
+{
+    pthread_mutex_lock(&up->mu);
+    up->st.last_success = gh__wall_s();
+    up->st.current_at = gh__mono_s();
+    up->st.runs++;
+    up->backoff = 1; /* a failure after a good run retries quickly again */
+    up->st.last_run = up->run;
+    if (up->run.skipped == 0)
+        up->st.last_error[0] = '\0'; /* a clean run: nothing left to report */
+    pthread_mutex_unlock(&up->mu);
+    publish_counts(up);
+}
+
+static int run_syncrepl_poll(gh__upstream *up)
+{
+    int rc;
+    for (int i = 0; i < 2; i++) {
+        rc = session_refresh(up, &up->sess[i], LDAP_SYNC_REFRESH_ONLY);
+        if (rc != 0)
+            return rc;
+    }
+    rc = finish_refresh(up);
+    if (rc == 0)
+        run_ok(up);
+    return rc;
+}
+
+static int purge_due(gh__upstream *up);
+
+/* Whether bytes wait in the socket or in libldap's read buffer. */
+static int readable(LDAP *ld)
+{
+    Sockbuf *sb = NULL;
+    int fd = -1, n = 0;
+    if (ldap_get_option(ld, LDAP_OPT_SOCKBUF, &sb) == LDAP_OPT_SUCCESS && sb != NULL &&
+        ber_sockbuf_ctrl(sb, LBER_SB_OPT_DATA_READY, NULL) > 0)
+        return 1;
+    if (ldap_get_option(ld, LDAP_OPT_DESC, &fd) != LDAP_OPT_SUCCESS || fd < 0)
+        return 0;
+    return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+static int run_syncrepl_persist(gh__upstream *up)
+{
+    int rc;
+    for (int i = 0; i < 2; i++) {
+        rc = session_refresh(up, &up->sess[i], LDAP_SYNC_REFRESH_AND_PERSIST);
+        if (rc != 0)
+            return rc;
+    }
+    rc = finish_refresh(up);
+    if (rc != 0)
+        return rc;
+    run_ok(up);
+    set_state(up, "persisting");
+
+    for (;;) {
+        int any = 0;
+        if (stopping(up) || run_requested(up))
+            return 0;
+        if (gh__mono_s() >= up->next_purge && (rc = purge_due(up)) != 0)
+            return rc;
+        /* Read everything available on both searches. With a zero timeout
+         * libldap may read a message off the socket into its queue and still
+         * report a timeout (its deadline passed while reading), and a call for
+         * one search may read the other's message; the next calls deliver
+         * them. So "nothing more" is a round that delivered nothing although
+         * nothing was readable when it began. */
+        for (int round = 0; round < 1000; round++) {
+            int moved = 0, idle = !readable(up->ld);
+            for (int i = 0; i < 2; i++) {
+                gh__session *ss = &up->sess[i];
+                unsigned long before = ss->events;
+                char *cb = ss->ls.ls_cookie.bv_val;
+                size_t cl = ss->ls.ls_cookie.bv_len;
+                rc = ldap_sync_poll(&ss->ls);
+                if (ss->failed)
+                    return GH_EUNAVAIL; /* last_error says why */
+                if (rc != LDAP_SUCCESS) {
+                    set_error(up, "persistent %s search: %s", i ? "group" : "user",
+                              ldap_err2string(rc));
+                    return GH_EUNAVAIL;
+                }
+                if (ss->chain || ss->done) {
+                    /* keep what was read, then resume from its cookie */
+                    rc = flush(up, 1);
+                    if (ss->done)
+                        set_error(up, "the upstream ended the persistent search");
+                    return rc != 0 ? rc : GH_EUNAVAIL;
+                }
+                if (ss->events != before || ss->ls.ls_cookie.bv_val != cb ||
+                    ss->ls.ls_cookie.bv_len != cl)
+                    moved = 1;
+            }
+            any |= moved;
+            if (!moved && idle)
+                break;
+            if (up->b.n >= BATCH_FLUSH)
+                break;
+        }
+        if (up->b.n > 0 || up->b.pre_skipped > 0 || cookies_moved(up)) {
+            rc = flush(up, 1);
+            if (rc != 0)
+                return rc;
+            pthread_mutex_lock(&up->mu);
+            up->st.last_success = gh__wall_s();
+            up->st.last_run = up->run;
+            pthread_mutex_unlock(&up->mu);
+        }
+        pthread_mutex_lock(&up->mu);
+        up->st.current_at = gh__mono_s();
+        pthread_mutex_unlock(&up->mu);
+        if (any)
+            continue;
+        struct pollfd pfd;
+        ldap_get_option(up->ld, LDAP_OPT_DESC, &pfd.fd);
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (poll(&pfd, 1, PERSIST_POLL_MS) < 0 && errno != EINTR) {
+            set_error(up, "poll: %s", strerror(errno));
+            return GH_EUNAVAIL;
+        }
+    }
+}
+
+/* One paged search; each entry is queued and marked present. */
+static int paged_search(gh__upstream *up, int kind)
+{
+    const struct gh_upstream_cfg *cfg = up->cfg;
+    gh__session *ss = &up->sess[kind];
+    struct berval cookie = {0, NULL};
+    char **attrs = attr_list(cfg, kind);
+    int lrc = LDAP_SUCCESS, grc = 0, raw = strcasecmp(cfg->key_attr, "objectGUID") == 0;
+
+    if (attrs == NULL)
+        return GH_ENOMEM;
+    ss->refreshing = 1;
+    ss->refresh_present = 1;
+    do {
+        LDAPControl *page = NULL, *ctrls[2] = {NULL, NULL}, **rctrls = NULL;
+        LDAPMessage *res = NULL;
+        int err = 0;
+        lrc = ldap_create_page_control(up->ld, (ber_int_t)cfg->page_size, &cookie, 0, &page);
+        if (lrc != LDAP_SUCCESS)
+            break;
+        ctrls[0] = page;
+        set_busy(up, 1);
+        lrc = ldap_search_ext_s(up->ld, cfg->base_dn, cfg->scope,
+                                kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter, attrs,
+                                0, ctrls, NULL, NULL, 0, &res);
+        set_busy(up, 0);
+        ldap_control_free(page);
+        if (lrc != LDAP_SUCCESS) {
+            ldap_msgfree(res);
+            break;
+        }
+        for (LDAPMessage *e = ldap_first_entry(up->ld, res); e != NULL && grc == 0;
+             e = ldap_next_entry(up->ld, e)) {
+            char key[GH_KEY_MAX + 1];
+            struct berval **kv = ldap_get_values_len(up->ld, e, cfg->key_attr);
+            int krc = kv != NULL && kv[0] != NULL ? gh__key_text(kv[0], raw, key, sizeof(key))
+                                                  : GH_ENOTFOUND;
+            ldap_value_free_len(kv);
+            if (krc != 0) {
+                char *dn = ldap_get_dn(up->ld, e);
+                gh__entry_skipped(up, dn != NULL ? dn : "?", "no usable %s", cfg->key_attr);
+                ldap_memfree(dn);
+                continue;
+            }
+            grc = add_present(ss, key);
+            if (grc == 0)
+                grc = gh__queue_entry(up, kind, up->ld, e, key);
+            if (grc == 0)
+                grc = maybe_flush(up);
+            progress(up);
+        }
+        if (grc != 0) {
+            ldap_msgfree(res);
+            break;
+        }
+        ber_memfree(cookie.bv_val);
+        cookie.bv_val = NULL;
+        cookie.bv_len = 0;
+        lrc = ldap_parse_result(up->ld, res, &err, NULL, NULL, NULL, &rctrls, 1);
+        if (lrc == LDAP_SUCCESS)
+            lrc = err;
+        if (lrc == LDAP_SUCCESS && rctrls != NULL) {
+            LDAPControl *pr = ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, rctrls, NULL);
+            ber_int_t count;
+            if (pr != NULL)
+                ldap_parse_pageresponse_control(up->ld, pr, &count, &cookie);
+        }
+        ldap_controls_free(rctrls);
+    } while (lrc == LDAP_SUCCESS && cookie.bv_val != NULL && cookie.bv_len > 0);
+    ber_memfree(cookie.bv_val);
+    ldap_memvfree((void **)attrs);
+    if (grc != 0) {
+        set_error(up, "%s search: %s", kind ? "group" : "user", gh_strerror(grc));
+        return grc;
+    }
+    if (lrc != LDAP_SUCCESS) {
+        char *msg = NULL;
+        ldap_get_option(up->ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &msg);
+        set_error(up, "%s search: %s%s%s", kind ? "group" : "user", ldap_err2string(lrc),
+                  msg != NULL && msg[0] ? " - " : "", msg != NULL ? msg : "");
+        ldap_memfree(msg);
+        return GH_EUNAVAIL;
+    }
+    return 0;
+}
+
+static int run_search_poll(gh__upstream *up)
+{
+    int rc;
+    for (int i = 0; i < 2; i++) {
+        gh__map_clear(&up->sess[i].present, NULL);
+        rc = paged_search(up, i);
+        if (rc != 0)
+            return rc;
+    }
+    rc = finish_refresh(up);
+    if (rc == 0)
+        run_ok(up);
+    return rc;
+}
+
+typedef struct purge_ctx {
+    gh__upstream *up;
+    int64_t now;
+    int rc;
+} purge_ctx;
+
+static void purge_one(const char *key, void *val, void *arg)
+{
+    purge_ctx *p = arg;
+    if (p->rc == 0 && *(int64_t *)val + p->up->cfg->delete_grace <= p->now)
+        p->rc = gh__batch_add(&p->up->b, GH__CH_PURGE, key) != NULL ? 0 : GH_ENOMEM;
+}
+
+/* Tombstones past delete_grace are deleted for good. */
+static int purge_due(gh__upstream *up)
+{
+    purge_ctx p = {up, gh__wall_s(), 0};
+    up->next_purge = gh__mono_s() + (up->cfg->interval < 60 ? up->cfg->interval : 60);
+    if (up->b.n != 0)
+        return 0;
+    gh__map_each(&up->m.tomb, purge_one, &p);
+    if (p.rc != 0) {
+        gh__batch_reset(&up->b);
+        return p.rc;
+    }
+    return up->b.n > 0 ? flush(up, 0) : 0;
+}
+
+void *gh__sync_worker(void *arg)
+{
+    gh__upstream *up = arg;
+    int loaded = 0;
+
+    while (!stopping(up)) {
+        int rc = 0;
+        if (!loaded) {
+            rc = load_state(up);
+            if (rc != 0)
+                set_error(up, "reading the mirror: %s", gh_strerror(rc));
+            else
+                loaded = 1;
+        }
+        if (rc == 0)
+            rc = purge_due(up);
+        take_run_request(up);
+        if (rc == 0) {
+            run_begins(up);
+            rc = connect_upstream(up);
+        }
+        if (rc == 0) {
+            set_state(up, up->cfg->mode == GH__MODE_PERSIST ? "refreshing" : "running");
+            switch (up->cfg->mode) {
+            case GH__MODE_PERSIST:
+                rc = run_syncrepl_persist(up);
+                break;
+            case GH__MODE_POLL:
+                rc = run_syncrepl_poll(up);
+                break;
+            default:
+                rc = run_search_poll(up);
+                break;
+            }
+        }
+        disconnect(up);
+        gh__batch_reset(&up->b);
+        if (stopping(up))
+            break;
+        if (rc == 0) {
+            if (up->cfg->mode == GH__MODE_PERSIST) {
+                /* purge or sync.run: reconnect at once from the cookie */
+                set_state(up, "reconnecting");
+                continue;
+            }
+            set_state(up, "idle");
+            if (wait_for(up, up->cfg->interval))
+                break;
+            continue;
+        }
+        /* something failed: the model may be ahead of the store */
+        loaded = 0;
+        for (int i = 0; i < 2; i++)
+            up->sess[i].refreshing = 0;
+        if (rc == GH_EPERM) {
+            set_state(up, "halted");
+            if (wait_for(up, up->cfg->interval))
+                break;
+            continue;
+        }
+        set_state(up, "down");
+        unsigned delay = up->backoff;
+        if (up->cfg->mode != GH__MODE_PERSIST && delay > up->cfg->interval)
+            delay = up->cfg->interval;
+        if (wait_for(up, delay))
+            break;
+        if (up->backoff < BACKOFF_MAX)
+            up->backoff *= 2;
+    }
+    disconnect(up);
+    set_state(up, "stopped");
+    return NULL;
+}
+
+/* Frees what a session holds (the worker has stopped). */
+void gh__session_release(gh__session *ss)
+{
+    session_end(ss);
+    set_cookie(ss, NULL, 0);
+}
