@@ -155,8 +155,11 @@ static const cli_cmd commands[] = {
      "since= limit= follow interval=", 0, 0},
     {"sync", "status", cli_sync_status, "", "show the state of upstream directories", NULL, "", 0,
      0},
-    {"sync", "run", cli_sync_run, "[UPSTREAM]",
-     "start a refresh now (of every upstream by default)", NULL, "", 0, 1},
+    {"sync", "run", cli_sync_run, "[UPSTREAM] [--full] [--force]",
+     "start a refresh now (of every upstream by default)",
+     "  --full   reload everything, ignoring the stored cookie\n"
+     "  --force  apply deletions the deletion guard halted\n",
+     "full force", 0, 1},
 
     {"import", NULL, cli_import, "FILE | - [--format jsonl|ldif] [--batch N] [--max-request BYTES]",
      "load records (JSON lines as written by export, or LDIF)",

@@ -314,6 +314,10 @@ static int run_one(cli *x, const char *upstream)
     int rc;
 
     cli_set_str(x, req, "upstream", upstream);
+    if (cli_flag(x, "full"))
+        json_object_set_new(req, "full", json_true());
+    if (cli_flag(x, "force"))
+        json_object_set_new(req, "force", json_true());
     if ((rc = cli_call(x, req, &resp)) == 0 && !cli_json_out(x, resp))
         printf("refresh of %s started\n", upstream);
     json_decref(req);
