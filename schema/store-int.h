@@ -98,6 +98,12 @@ int gh__put(gh_txn *txn, int db, const void *key, size_t klen, const void *data,
 /* Deletes key (data NULL: every duplicate). GH_ENOTFOUND when absent. */
 int gh__del(gh_txn *txn, int db, const void *key, size_t klen, const void *data, size_t dlen);
 int gh__get_id(gh_txn *txn, int db, const void *key, size_t klen, uint64_t *id);
+/* Walks a name -> id index in name order (see gh_store_user_list for the
+ * meaning of prefix, after and limit); fn returning > 0 stops with 0, < 0
+ * stops with that error. */
+typedef int (*gh__id_fn)(gh_txn *txn, uint64_t id, void *arg);
+int gh__name_walk(gh_txn *txn, int db, const char *prefix, const char *after, size_t limit,
+                  gh__id_fn fn, void *arg);
 int gh__json_get(gh_txn *txn, int db, const void *key, size_t klen, json_t **out);
 int gh__json_put(gh_txn *txn, int db, const void *key, size_t klen, json_t *obj);
 

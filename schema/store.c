@@ -649,3 +649,50 @@ int gh_store_write(gh_store *s, gh_store_write_fn fn, void *arg, char *errbuf, s
         errbuf[0] = '\0';
     return rc;
 }
+
+int gh__name_walk(gh_txn *txn, int db, const char *prefix, const char *after, size_t limit,
+                  gh__id_fn fn, void *arg)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    const char *start = after;
+    size_t plen = prefix ? strlen(prefix) : 0, alen = after ? strlen(after) : 0, count = 0;
+    int rc, op;
+
+    /* start at whichever of prefix and after comes later */
+    if (plen > 0 && (after == NULL || strcmp(prefix, after) > 0))
+        start = prefix;
+    rc = gh__mdb_err(txn, mdb_cursor_open(txn->txn, DBI(txn, db), &cur), "cursor");
+    if (rc != 0)
+        goto done;
+    op = MDB_FIRST;
+    if (start != NULL && start[0] != '\0') {
+        k.mv_size = strlen(start);
+        k.mv_data = (void *)start;
+        op = MDB_SET_RANGE;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, op); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (after != NULL && k.mv_size == alen && memcmp(k.mv_data, after, alen) == 0)
+            continue;
+        if (plen > 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
+            break;
+        if (limit != 0 && count >= limit)
+            break;
+        if (v.mv_size != 8) {
+            rc = gh_txn_fail(txn, GH_EINTERNAL, "corrupt name index");
+            goto done;
+        }
+        count++;
+        rc = fn(txn, gh__get_u64(v.mv_data), arg);
+        if (rc != 0) {
+            rc = rc < 0 ? rc : 0;
+            goto done;
+        }
+    }
+    rc = rc == MDB_NOTFOUND ? 0 : gh__mdb_err(txn, rc, "name cursor");
+done:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}

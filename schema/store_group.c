@@ -493,55 +493,24 @@ done:
     return rc;
 }
 
-int gh_store_group_list(gh_txn *txn, const char *prefix, const char *after, size_t limit,
-                        gh_store_group_cb cb, void *arg)
+struct group_walk {
+    gh_store_group_cb cb;
+    void *arg;
+};
+
+static int group_walk_one(gh_txn *txn, uint64_t id, void *arg)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    const char *start = after;
-    size_t plen = prefix ? strlen(prefix) : 0, count = 0;
-    int rc, op;
+    struct group_walk *w = arg;
+    gh_group rec;
+    int rc = gh_store_group_get_by_id(txn, id, &rec);
+    return rc != 0 ? rc : w->cb(&rec, w->arg);
+}
 
-    if (plen > 0 && (after == NULL || strcmp(prefix, after) > 0))
-        start = prefix;
-    rc = gh__mdb_err(txn, mdb_cursor_open(txn->txn, DBI(txn, DB_GROUP_NAME), &cur), "cursor");
-    if (rc != 0)
-        goto done;
-    op = MDB_FIRST;
-    if (start != NULL && start[0] != '\0') {
-        k.mv_size = strlen(start);
-        k.mv_data = (void *)start;
-        op = MDB_SET_RANGE;
-    }
-    for (rc = mdb_cursor_get(cur, &k, &v, op); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        gh_group g;
-
-        if (after != NULL && k.mv_size == strlen(after) && memcmp(k.mv_data, after, k.mv_size) == 0)
-            continue;
-        if (plen > 0 && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0))
-            break;
-        if (limit != 0 && count >= limit)
-            break;
-        if (v.mv_size != 8) {
-            rc = gh_txn_fail(txn, GH_EINTERNAL, "corrupt group name index");
-            goto done;
-        }
-        rc = gh_store_group_get_by_id(txn, gh__get_u64(v.mv_data), &g);
-        if (rc != 0)
-            goto done;
-        count++;
-        rc = cb(&g, arg);
-        if (rc != 0) {
-            rc = rc < 0 ? rc : 0;
-            goto done;
-        }
-    }
-    rc = rc == MDB_NOTFOUND ? 0 : gh__mdb_err(txn, rc, "group cursor");
-done:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    return rc;
+int gh_store_group_list(gh_txn *txn, const char *prefix, const char *after, size_t limit,
+                       gh_store_group_cb cb, void *arg)
+{
+    struct group_walk w = {cb, arg};
+    return gh__name_walk(txn, DB_GROUP_NAME, prefix, after, limit, group_walk_one, &w);
 }
 
 int gh_store_group_count(gh_txn *txn, uint64_t *count)

@@ -301,7 +301,12 @@ class Auth(ghtest.TestCase):
         self.c.send_raw(b'{"op":"auth","user":"alice","password":"' + pws[4].encode() +
                         b'","x":}\n')
         self.assertError(self.c.recv(), "bad_request")
+        tok = self.c.login("alice", pws[1])
+        self.assertOk(self.c.call("whoami", token=tok))
+        self.assertOk(self.c.call("logout", token=tok))
         audit = json.dumps(self.assertOk(self.c.call("audit", limit=1000)))
+        self.assertNotIn(tok, audit, "token in the audit log")
+        self.assertNotIn("$argon2", audit, "verifier in the audit log")
         self.assertEqual(self.srv.stop(), 0)
         log = self.srv.stderr_text()
         for pw in pws:
