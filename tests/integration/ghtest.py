@@ -56,7 +56,8 @@ Server(tmpdir=None, config=None, extra_args=(), env=None, start=True,
     .pid / .proc / .socket_path / .state_dir / .config_path / .dir.
     A server that does not answer `ping` within 20 s (scaled) of its start
     raises ServerError carrying its stderr. Every Server is also killed by
-    pid at interpreter exit (atexit). At TestCase cleanup the server gets
+    pid (and its directory removed) at interpreter exit (atexit) and when
+    the test process gets SIGTERM or SIGHUP. At TestCase cleanup the server gets
     SIGTERM; the test fails when it then exits non-zero (check_exit=False
     turns this off) or when its stderr holds a sanitizer report.
 
