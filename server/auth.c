@@ -461,6 +461,7 @@ static void verify_after(uv_work_t *w, int status)
 {
     auth_job *j = w->data;
     j->srv->argon2_inflight--;
+    j->p->work = NULL;
     sodium_free(j->pw);
     j->pw = NULL;
     if (status == UV_ECANCELED) {
@@ -488,6 +489,7 @@ static int queue_verify(auth_job *j)
     if (uv_queue_work(srv->loop, &j->work, verify_work, verify_after) != 0)
         return GH_EINTERNAL;
     srv->argon2_inflight++;
+    j->p->work = &j->work;
     return 0;
 }
 
@@ -587,6 +589,7 @@ int gh__op_auth(gh_opctx *c)
         j->exists = 0;
         snprintf(j->verifier, sizeof(j->verifier), "%s", srv->dummy_verifier);
     }
+    j->p = c->request_; /* queue_verify records the job on it */
     rc = queue_verify(j);
     if (rc != 0) {
         auth_job_free(j);

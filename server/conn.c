@@ -89,6 +89,11 @@ void gh__conn_close(gh_conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    /* Argon2 jobs not started yet would only hold queue slots other clients
+     * need: cancel them (their after-work callback sees UV_ECANCELED). */
+    for (gh_pending *p = c->head; p; p = p->next)
+        if (!p->done && p->work != NULL && uv_cancel((uv_req_t *)p->work) == 0)
+            p->work = NULL;
     uv_close(&c->h.handle, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }

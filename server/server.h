@@ -41,6 +41,7 @@ typedef struct gh_pending {
     uint64_t t0;       /* uv_hrtime at decode, for latency stats */
     int done;
     int barrier;       /* a write in flight: later requests of the connection wait */
+    uv_work_t *work;   /* queued Argon2 job, cancelled if the connection closes first */
     char *out;         /* serialized reply line, once done */
     size_t outlen;
 } gh_pending;

@@ -345,6 +345,26 @@ class Auth(ghtest.TestCase):
         # the queue drains: a later auth works
         self.assertOk(self.c.call("auth", user="alice", password="alice-password"))
 
+    def test_abandoned_auth_jobs_are_cancelled(self):
+        # a client fills the Argon2 queue and vanishes: its jobs that have not
+        # started are cancelled, so the next client is not refused
+        self.server(argon2_queue_max=40, threadpool_size=1, argon2_opslimit=3,
+                    argon2_memlimit=32 * 1024 * 1024, lockout_threshold=1000,
+                    peer_failure_threshold=1000)
+        self.add_user("alice", "alice-password")
+        line = json.dumps({"op": "auth", "user": "alice", "password": "alice-password"}) + "\n"
+        flood = self.client(self.srv)
+        flood.send_raw((line * 40).encode())
+        time.sleep(ghtest.scaled(0.2))  # all 40 queued, one running
+        flood.close()
+        time.sleep(ghtest.scaled(0.2))
+        # without cancellation 39 jobs (~40 ms each) still hold the queue full
+        t = time.monotonic()
+        r = self.c.call("auth", user="alice", password="alice-password")
+        took = time.monotonic() - t
+        self.assertOk(r)
+        self.assertLess(took, ghtest.scaled(1.0), "auth waited %.2f s behind abandoned jobs" % took)
+
 
 if __name__ == "__main__":
     ghtest.main()
