@@ -94,6 +94,15 @@ void gh__conn_close(gh_conn *c)
     for (gh_pending *p = c->head; p; p = p->next)
         if (!p->done && p->work != NULL && uv_cancel((uv_req_t *)p->work) == 0)
             p->work = NULL;
+    /* requests held behind writes will never run: answer them (nowhere) */
+    for (gh_pending *p = c->head; p; p = p->next) {
+        if (p->parked == NULL)
+            continue;
+        json_decref(p->parked);
+        p->parked = NULL;
+        c->nparked--;
+        gh__pending_finish(p, GH_EUNAVAIL, "connection closed", NULL);
+    }
     uv_close(&c->h.handle, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }
@@ -270,7 +279,8 @@ static void too_large(gh_conn *c)
 static int over_budget(const gh_conn *c)
 {
     return c->out_bytes + c->queued_bytes > c->srv->cfg->max_output ||
-           c->npending >= GH_CONN_MAX_PENDING || c->srv->stopping || c->barriers > 0;
+           c->npending >= GH_CONN_MAX_PENDING || c->srv->stopping ||
+           c->nparked >= GH_CONN_MAX_PARKED;
 }
 
 /* Parses and dispatches complete lines from the input buffer until it runs

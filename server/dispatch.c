@@ -139,7 +139,10 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
     p->outlen = line ? len : 0;
     c->queued_bytes += p->outlen;
     p->done = 1;
+    int was_barrier = p->barrier;
     if (p->barrier) {
+        if (p->barrier == 2)
+            c->hard_barriers--;
         p->barrier = 0;
         c->barriers--;
     }
@@ -150,6 +153,8 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
                 (unsigned long long)((uv_hrtime() - p->t0) / 1000));
     }
     gh__conn_request_done(c);
+    if (was_barrier && c->nparked > 0)
+        gh__resume_parked(c);
 }
 
 /* Nesting depth of a JSON text, outside strings; stops counting past max. */
@@ -199,6 +204,20 @@ static void on_write_done(void *cbarg, int rc, const char *err)
 
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id);
 
+static void park(gh_conn *c, gh_pending *p, json_t *req)
+{
+    p->parked = json_incref(req);
+    c->nparked++;
+}
+
+/* Whether a request must wait for its connection's writes: everything behind
+ * a held request waits too (order), and only plain writes may run ahead. */
+static int must_park(const gh_conn *c, const gh_op_def *def)
+{
+    return c->nparked > 0 || c->hard_barriers > 0 ||
+           (c->barriers > 0 && !(def->flags & GH_OPF_WRITE));
+}
+
 static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def)
 {
     gh_server *srv = c->srv;
@@ -206,6 +225,8 @@ static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def
     gh_txn *txn = NULL;
     json_t *resp = NULL;
     int rc;
+
+    int optimistic = c->barriers > 0; /* earlier writes of c are not durable yet */
 
     memset(&ctx, 0, sizeof(ctx));
     ctx.srv = srv;
@@ -257,13 +278,25 @@ static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def
     GH_ASSERT(ctx.pending == NULL || rc == 0);
 done:
     gh_store_read_end(srv->reader);
-    /* A request that writes holds back the connection's next requests until
-     * it is durable, so a pipelined "add, then get" reads its own write. auth
+    if (optimistic && rc != 0) {
+        /* it may have failed on the stale snapshot: retry once c's earlier
+         * writes are durable (nothing was deferred or pended on error) */
+        json_decref(resp);
+        park(c, p, req);
+        return;
+    }
+    /* A request that writes holds back the connection's next reads until it
+     * is durable, so a pipelined "add, then get" reads its own write. auth
      * is exempt: what it writes (a token) no pipelined request can name yet. */
     if (rc == 0 && (ctx.deferred || (ctx.pending != NULL && def->fn != gh__op_auth)) &&
         !p->done) {
-        p->barrier = 1;
+        /* A deferred write reaches the writer now, ahead of anything later:
+         * later plain writes may follow it. One that pends first (Argon2)
+         * reaches the writer later: everything behind it must wait. */
+        p->barrier = ctx.deferred ? 1 : 2;
         c->barriers++;
+        if (p->barrier == 2)
+            c->hard_barriers++;
     }
     if (rc == 0 && ctx.pending != NULL) {
         /* the handler completes p itself (Argon2, upstream bind) */
@@ -363,7 +396,35 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
         goto done;
     }
     p->op = idx;
-    execute(c, p, req, table[idx].def);
+    if (must_park(c, table[idx].def))
+        park(c, p, req);
+    else
+        execute(c, p, req, table[idx].def);
 done:
     json_decref(req);
+}
+
+void gh__resume_parked(gh_conn *c)
+{
+    if (c->resuming || c->closing)
+        return;
+    c->resuming = 1;
+    /* slots stay linked until the next flush, so p->next stays valid */
+    for (gh_pending *p = c->head; p != NULL && c->nparked > 0; p = p->next) {
+        if (p->parked == NULL)
+            continue;
+        const gh_op_def *def = table[p->op].def;
+        if (c->hard_barriers > 0 || (c->barriers > 0 && !(def->flags & GH_OPF_WRITE)))
+            break;
+        json_t *req = p->parked;
+        p->parked = NULL;
+        c->nparked--;
+        execute(c, p, req, def);
+        json_decref(req);
+        if (p->parked != NULL) /* failed optimistically again: wait */
+            break;
+    }
+    c->resuming = 0;
+    if (!c->closing)
+        gh__conn_mark_dirty(c);
 }

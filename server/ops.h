@@ -60,6 +60,12 @@ typedef int (*gh_op_fn)(gh_opctx *c);
 
 enum {
     GH_OPF_ADMIN = 1u << 0, /* admin peers only */
+    /* A plain deferred write whose apply re-validates everything inside the
+     * write txn: it may run behind the connection's earlier writes without
+     * waiting for them (a failure against the stale snapshot is retried
+     * once they are durable). Reads, and writes that answer from the
+     * snapshot (import), wait instead. */
+    GH_OPF_WRITE = 1u << 1,
 };
 
 typedef struct gh_op_def {

@@ -783,13 +783,13 @@ static int op_who_can(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_authz[] = {
-    {"role.add", op_role_add, GH_OPF_ADMIN},
+    {"role.add", op_role_add, GH_OPF_ADMIN | GH_OPF_WRITE},
     {"role.get", op_role_get, GH_OPF_ADMIN},
     {"role.list", op_role_list, GH_OPF_ADMIN},
-    {"role.set", op_role_set, GH_OPF_ADMIN},
-    {"role.del", op_role_del, GH_OPF_ADMIN},
-    {"grant", op_grant, GH_OPF_ADMIN},
-    {"revoke", op_revoke, GH_OPF_ADMIN},
+    {"role.set", op_role_set, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"role.del", op_role_del, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"grant", op_grant, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"revoke", op_revoke, GH_OPF_ADMIN | GH_OPF_WRITE},
     {"bindings", op_bindings, GH_OPF_ADMIN},
     {"check", op_check, 0},
     {"check.batch", op_check_batch, 0},

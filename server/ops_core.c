@@ -182,7 +182,7 @@ const gh_op_def gh__ops_core[] = {
     {"ping", op_ping, 0},
     {"auth", gh__op_auth, 0},
     {"whoami", op_whoami, 0},
-    {"logout", op_logout, 0},
+    {"logout", op_logout, GH_OPF_WRITE},
     {"stats", op_stats, GH_OPF_ADMIN},
     {"audit", op_audit, GH_OPF_ADMIN},
     {NULL, NULL, 0},

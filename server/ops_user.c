@@ -711,17 +711,17 @@ static int op_group_remove_member(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_user[] = {
-    {"user.add", op_user_add, GH_OPF_ADMIN},
+    {"user.add", op_user_add, GH_OPF_ADMIN | GH_OPF_WRITE},
     {"user.get", op_user_get, GH_OPF_ADMIN},
     {"user.list", op_user_list, GH_OPF_ADMIN},
-    {"user.set", op_user_set, GH_OPF_ADMIN},
-    {"user.passwd", op_user_passwd, GH_OPF_ADMIN},
-    {"user.del", op_user_del, GH_OPF_ADMIN},
-    {"group.add", op_group_add, GH_OPF_ADMIN},
+    {"user.set", op_user_set, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"user.passwd", op_user_passwd, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"user.del", op_user_del, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"group.add", op_group_add, GH_OPF_ADMIN | GH_OPF_WRITE},
     {"group.get", op_group_get, GH_OPF_ADMIN},
     {"group.list", op_group_list, GH_OPF_ADMIN},
-    {"group.del", op_group_del, GH_OPF_ADMIN},
-    {"group.add_member", op_group_add_member, GH_OPF_ADMIN},
-    {"group.remove_member", op_group_remove_member, GH_OPF_ADMIN},
+    {"group.del", op_group_del, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"group.add_member", op_group_add_member, GH_OPF_ADMIN | GH_OPF_WRITE},
+    {"group.remove_member", op_group_remove_member, GH_OPF_ADMIN | GH_OPF_WRITE},
     {NULL, NULL, 0},
 };

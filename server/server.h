@@ -28,6 +28,7 @@
 #define GH_VERSION_STRING PACKAGE_VERSION
 #define GH_MAX_DEPTH 32
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
+#define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
 #define GH_LAT_BUCKETS 64
 
 struct gh_conn;
@@ -42,6 +43,7 @@ typedef struct gh_pending {
     int done;
     int barrier;       /* a write in flight: later requests of the connection wait */
     uv_work_t *work;   /* queued Argon2 job, cancelled if the connection closes first */
+    json_t *parked;    /* the request, held until the connection's writes are durable */
     char *out;         /* serialized reply line, once done */
     size_t outlen;
 } gh_pending;
@@ -62,7 +64,10 @@ typedef struct gh_conn {
     size_t in_len, in_cap;
     gh_pending *head, *tail;          /* replies in request order */
     unsigned npending;                /* requests not yet completed */
-    unsigned barriers;                /* writes in flight: parsing waits (read-your-writes) */
+    unsigned barriers;                /* writes in flight (read-your-writes) */
+    unsigned hard_barriers;           /* of which not yet handed to the writer (Argon2 first) */
+    unsigned nparked;                 /* requests held behind those writes */
+    int resuming;                     /* gh__resume_parked is on the stack */
     size_t out_bytes;                 /* reply bytes queued in uv_write */
     size_t queued_bytes;              /* serialized replies waiting for their turn */
     int in_process;                   /* process_input is on the stack */
@@ -146,6 +151,8 @@ const gh_op_def *gh__op_at(size_t i);
 size_t gh__op_count(void);
 /* Finishes p with either an error (rc < 0) or resp's fields; flushes later. */
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp);
+/* Runs the requests held behind a connection's writes, as far as allowed. */
+void gh__resume_parked(gh_conn *c);
 /* Admin status of a token presented as "auth" (0/1), or a GH_E* code. */
 int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
                    int64_t *expires);

@@ -146,8 +146,8 @@ int bn_echo_run(const char *msg, int server_cpu, int client_cpu, double seconds,
     out->server_cpu_s = scpu - scpu0;
     out->client_cpu_s = bn_self_cpu() - ccpu0;
     out->ops_all = e.all;
-    out->other_cpu_share = bn_other_share(bn_sys_busy() - busy0, out->server_cpu_s,
-                                          out->client_cpu_s, out->wall_s);
+    out->other_cpu_share =
+        bn_other_share(bn_sys_busy() - busy0, out->server_cpu_s, out->client_cpu_s, out->wall_s);
     out->rss_before_kb = out->rss_after_kb = -1;
     bn_series_merge(&out->ops[BN_OP_ECHO], &e.s);
     bn_series_free(&e.s);

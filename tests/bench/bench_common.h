@@ -41,10 +41,10 @@ extern const char *const bn_op_names[BN_OP_N];
 typedef struct bn_series {
     uint64_t *ns;
     size_t n, cap;
-    uint64_t ok;       /* expected answers */
-    uint64_t errors;   /* anything unexpected (wrong code, refused, broken) */
-    uint64_t yes, no;  /* check/compare: allow/deny; auth/bind: accepted/refused */
-    uint64_t items;    /* check.batch: checks carried */
+    uint64_t ok;      /* expected answers */
+    uint64_t errors;  /* anything unexpected (wrong code, refused, broken) */
+    uint64_t yes, no; /* check/compare: allow/deny; auth/bind: accepted/refused */
+    uint64_t items;   /* check.batch: checks carried */
 } bn_series;
 
 #define BN_CODES_MAX 8
@@ -55,13 +55,13 @@ typedef struct bn_codes {
 
 /* One measured run: a workload on one side at one concurrency. */
 typedef struct bn_result {
-    char side[16];       /* gatehouse, slapd, echo, libsodium */
+    char side[16]; /* gatehouse, slapd, echo, libsodium */
     char workload[32];
-    char placement[24];  /* "" or same-cpu / cross-cpu / unpinned */
+    char placement[24]; /* "" or same-cpu / cross-cpu / unpinned */
     int conns, depth;
-    double seconds;      /* measured window */
+    double seconds; /* measured window */
     bn_series ops[BN_OP_N];
-    bn_codes codes;      /* error codes seen */
+    bn_codes codes; /* error codes seen */
     long rss_before_kb, rss_after_kb;
     /* CPU spent over the whole run (warm-up and drain included), per
      * answer of the whole run: the cost of one operation on each side */
@@ -167,7 +167,7 @@ typedef struct bn_rule {
 
 typedef struct bn_role {
     char name[16];
-    int parent;          /* -1 or index */
+    int parent; /* -1 or index */
     int nrules;
     bn_rule rules[6];
 } bn_role;
@@ -175,20 +175,20 @@ typedef struct bn_role {
 typedef struct bn_binding {
     int role;
     int is_group;
-    uint32_t subject;    /* user or group index */
-    int scope_app;       /* -1: unscoped; else scope app/aNNN/ ** */
+    uint32_t subject; /* user or group index */
+    int scope_app;    /* -1: unscoped; else scope app/aNNN/ ** */
 } bn_binding;
 
 typedef struct bn_data {
     uint32_t nusers, ngroups, nroles, nbindings, napps;
     uint64_t seed;
     /* group members (CSR): users then subgroups */
-    uint32_t *gm_off;       /* ngroups + 1 */
-    uint32_t *gm_user;      /* member user indices */
-    uint32_t *gs_off;       /* ngroups + 1 */
-    uint32_t *gs_sub;       /* subgroup indices */
+    uint32_t *gm_off;  /* ngroups + 1 */
+    uint32_t *gm_user; /* member user indices */
+    uint32_t *gs_off;  /* ngroups + 1 */
+    uint32_t *gs_sub;  /* subgroup indices */
     /* user -> direct groups (CSR) */
-    uint32_t *ug_off;       /* nusers + 1 */
+    uint32_t *ug_off; /* nusers + 1 */
     uint32_t *ug_group;
     /* group -> groups that contain it (CSR) */
     uint32_t *gp_off;
@@ -196,12 +196,12 @@ typedef struct bn_data {
     bn_role *roles;
     bn_binding *bindings;
     /* bindings per subject (CSR) */
-    uint32_t *bu_off, *bu_idx;  /* per user */
-    uint32_t *bg_off, *bg_idx;  /* per group */
-    uint64_t nmembers;          /* user memberships */
+    uint32_t *bu_off, *bu_idx; /* per user */
+    uint32_t *bg_off, *bg_idx; /* per group */
+    uint64_t nmembers;         /* user memberships */
     uint64_t nsubgroups;
-    char password[32];          /* the one correct password */
-    char verifier[160];         /* its Argon2id string (crypto_pwhash_str) */
+    char password[32];  /* the one correct password */
+    char verifier[160]; /* its Argon2id string (crypto_pwhash_str) */
 } bn_data;
 
 /* Generates the data set for nusers users (groups, roles, bindings scale). */
@@ -217,7 +217,7 @@ void bn_group_name(char *buf, size_t len, uint32_t g);
  * the user has (mostly allowed) rather than random (mostly denied). */
 typedef struct bn_check {
     uint32_t user;
-    uint32_t group;      /* for LDAP: a direct group (likely) or a random one */
+    uint32_t group; /* for LDAP: a direct group (likely) or a random one */
     int likely;
     char action[24];
     char resource[64];
@@ -240,11 +240,11 @@ typedef struct bn_ctx bn_ctx;
 
 typedef struct bn_gh_server {
     char sock[512];
-    char dir[512];      /* temp dir when the tool started the server */
+    char dir[512]; /* temp dir when the tool started the server */
     char conf[600];
     char log[600];
     char bin[512];
-    pid_t pid;          /* 0 when not ours; the peer's pid otherwise */
+    pid_t pid; /* 0 when not ours; the peer's pid otherwise */
     int ours;
     double startup_ms;
 } bn_gh_server;
@@ -254,8 +254,7 @@ int bn_gh_restart(bn_gh_server *s, const bn_ctx *x);
 void bn_gh_stop(bn_gh_server *s);
 /* One request, one reply (allocated, caller frees) on a fresh connection. */
 char *bn_gh_call(const char *sock, const char *req);
-int bn_gh_import(const bn_ctx *x, const bn_data *d, double *secs, uint64_t *nrec,
-                 uint64_t *failed);
+int bn_gh_import(const bn_ctx *x, const bn_data *d, double *secs, uint64_t *nrec, uint64_t *failed);
 /* Authenticates n users and keeps their tokens in x. */
 int bn_gh_tokens(bn_ctx *x, unsigned n);
 
@@ -263,8 +262,8 @@ int bn_gh_tokens(bn_ctx *x, unsigned n);
 int bn_gh_run(bn_ctx *x, const char *workload, int conns, int depth, double seconds,
               bn_result *out);
 /* check (1 conn, depth 1) on check_conns while auth_conns saturate Argon2. */
-int bn_gh_auth_storm(bn_ctx *x, int auth_conns, int auth_depth, int check_conns,
-                     double seconds, bn_result *auth_out, bn_result *check_out);
+int bn_gh_auth_storm(bn_ctx *x, int auth_conns, int auth_depth, int check_conns, double seconds,
+                     bn_result *auth_out, bn_result *check_out);
 
 /* ---- LDAP side (bench_ldap.c) ---- */
 
@@ -288,8 +287,7 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
 
 /* Echo round trips of msg over a UNIX socket to a forked epoll echo
  * process on server_cpu, client on client_cpu (-1: unpinned). */
-int bn_echo_run(const char *msg, int server_cpu, int client_cpu, double seconds,
-                bn_result *out);
+int bn_echo_run(const char *msg, int server_cpu, int client_cpu, double seconds, bn_result *out);
 /* crypto_pwhash_str_verify per second with nthreads threads. */
 double bn_pwhash_rate(const char *verifier, const char *password, int nthreads, double seconds);
 
@@ -298,12 +296,12 @@ double bn_pwhash_rate(const char *verifier, const char *password, int nthreads, 
 struct bn_ctx {
     bn_data data;
     bn_gh_server gh;
-    const char *sock;          /* gatehoused socket */
-    pid_t gh_pid;              /* for RSS and placement; 0 unknown */
+    const char *sock; /* gatehoused socket */
+    pid_t gh_pid;     /* for RSS and placement; 0 unknown */
     double warmup;
-    int batch;                 /* checks per check.batch */
-    double wrong_ratio;        /* auth: share of wrong passwords */
-    int client_cpu;            /* -1: unpinned */
+    int batch;          /* checks per check.batch */
+    double wrong_ratio; /* auth: share of wrong passwords */
+    int client_cpu;     /* -1: unpinned */
     char **tokens;
     unsigned ntokens;
     unsigned long long opslimit;

@@ -24,7 +24,7 @@
 #include "tests/bench/bench_common.h"
 
 const char *const bn_actions[BN_ACTIONS] = {
-    "read",      "write",        "deploy",      "restart",     "delete",
+    "read",       "write",        "deploy",      "restart",     "delete",
     "audit:read", "audit:export", "admin:users", "admin:roles", "billing:view",
 };
 
@@ -172,8 +172,8 @@ void bn_data_generate(bn_data *d, uint32_t nusers, uint64_t seed)
         size_t sfirst = ns;
         while (ns - sfirst < nsub) {
             /* level 1 holds leaves, level 2 holds level 1: acyclic by construction */
-            uint32_t s = g < nleaf + nl1 ? bn_rng_below(&r, nleaf)
-                                         : nleaf + bn_rng_below(&r, nl1 ? nl1 : 1);
+            uint32_t s =
+                g < nleaf + nl1 ? bn_rng_below(&r, nleaf) : nleaf + bn_rng_below(&r, nl1 ? nl1 : 1);
             int dup = 0;
             for (size_t i = sfirst; i < ns; i++)
                 dup |= sv[i] == s;
@@ -280,8 +280,8 @@ static void random_resource(const bn_data *d, bn_rng *r, char *buf, size_t len)
 }
 
 /* A concrete resource matching pattern (and scope_app when it can). */
-static void instantiate(const bn_data *d, bn_rng *r, const char *pattern, int scope_app,
-                        char *buf, size_t len)
+static void instantiate(const bn_data *d, bn_rng *r, const char *pattern, int scope_app, char *buf,
+                        size_t len)
 {
     char seg[4][16];
     const char *p = pattern;
@@ -317,8 +317,8 @@ static void pick_binding(const bn_data *d, bn_rng *r, uint32_t u, int *out, uint
     for (uint32_t i = d->ug_off[u]; i < d->ug_off[u + 1]; i++) {
         uint32_t lvl[3] = {d->ug_group[i], UINT32_MAX, UINT32_MAX};
         if (d->gp_off[lvl[0]] < d->gp_off[lvl[0] + 1]) {
-            lvl[1] = d->gp_parent[d->gp_off[lvl[0]] + bn_rng_below(r, d->gp_off[lvl[0] + 1] -
-                                                                          d->gp_off[lvl[0]])];
+            lvl[1] = d->gp_parent[d->gp_off[lvl[0]] +
+                                  bn_rng_below(r, d->gp_off[lvl[0] + 1] - d->gp_off[lvl[0]])];
             if (d->gp_off[lvl[1]] < d->gp_off[lvl[1] + 1])
                 lvl[2] = d->gp_parent[d->gp_off[lvl[1]]];
         }
@@ -367,7 +367,8 @@ void bn_check_pick(const bn_data *d, bn_rng *r, uint32_t user, bn_check *c)
     if (strcmp(pick->action, "*") == 0)
         snprintf(c->action, sizeof(c->action), "%s", bn_actions[bn_rng_below(r, BN_ACTIONS)]);
     else if (strcmp(pick->action, "audit:*") == 0)
-        snprintf(c->action, sizeof(c->action), "%s", bn_rng_below(r, 2) ? "audit:read" : "audit:export");
+        snprintf(c->action, sizeof(c->action), "%s",
+                 bn_rng_below(r, 2) ? "audit:read" : "audit:export");
     else
         snprintf(c->action, sizeof(c->action), "%s", pick->action);
     instantiate(d, r, pick->resource, bi->scope_app, c->resource, sizeof(c->resource));
@@ -454,8 +455,9 @@ int bn_import_record(const bn_data *d, int phase, uint64_t i, bn_buf *b)
             if (role_depth(d, (int)k) != phase - 1 || seen++ != i)
                 continue;
             const bn_role *ro = &d->roles[k];
-            bn_buf_printf(b, "{\"type\":\"role\",\"name\":\"%s\",\"description\":\"bench role\","
-                             "\"allow\":",
+            bn_buf_printf(b,
+                          "{\"type\":\"role\",\"name\":\"%s\",\"description\":\"bench role\","
+                          "\"allow\":",
                           ro->name);
             rules_json(b, ro, 0);
             BN_PUTS(b, ",\"deny\":");
@@ -488,8 +490,8 @@ int bn_import_record(const bn_data *d, int phase, uint64_t i, bn_buf *b)
         bn_group_name(n1, sizeof(n1), bi->subject);
     else
         bn_user_name(n1, sizeof(n1), bi->subject);
-    bn_buf_printf(b, "{\"type\":\"binding\",\"role\":\"%s\",\"%s\":\"%s\"",
-                  d->roles[bi->role].name, bi->is_group ? "group" : "user", n1);
+    bn_buf_printf(b, "{\"type\":\"binding\",\"role\":\"%s\",\"%s\":\"%s\"", d->roles[bi->role].name,
+                  bi->is_group ? "group" : "user", n1);
     if (bi->scope_app >= 0)
         bn_buf_printf(b, ",\"scope\":\"app/a%03d/**\"", bi->scope_app);
     BN_PUTS(b, "}");

@@ -179,8 +179,7 @@ static uint64_t count_failed(const char *line, char *first_err, size_t errlen)
     return n;
 }
 
-int bn_gh_import(const bn_ctx *x, const bn_data *d, double *secs, uint64_t *nrec,
-                 uint64_t *failed)
+int bn_gh_import(const bn_ctx *x, const bn_data *d, double *secs, uint64_t *nrec, uint64_t *failed)
 {
     const int window = 4; /* requests in flight */
     const size_t max_bytes = 4u << 20;
@@ -302,7 +301,10 @@ static const wl_def workloads[] = {
      * lookups and profile reads, and a trickle of membership changes (each
      * one invalidates the compiled permission cache) */
     {"mixed",
-     {[BN_OP_CHECK] = 800, [BN_OP_BATCH] = 50, [BN_OP_WHOAMI] = 50, [BN_OP_USERGET] = 90,
+     {[BN_OP_CHECK] = 800,
+      [BN_OP_BATCH] = 50,
+      [BN_OP_WHOAMI] = 50,
+      [BN_OP_USERGET] = 90,
       [BN_OP_ADDMEM] = 10}},
 };
 
@@ -318,8 +320,8 @@ static const wl_def *find_workload(const char *name)
 typedef struct slot {
     uint64_t t0;
     uint8_t op;
-    uint8_t wrong;  /* auth with a wrong password */
-    uint32_t pair;  /* churn: index in the worker's pair table */
+    uint8_t wrong; /* auth with a wrong password */
+    uint32_t pair; /* churn: index in the worker's pair table */
 } slot;
 
 typedef struct pair {
@@ -392,7 +394,8 @@ static void build(worker *k, slot *s)
     case BN_OP_CHECK:
         bn_check_pick(d, &k->rng, UINT32_MAX, &c);
         bn_user_name(name, sizeof(name), c.user);
-        bn_buf_printf(b, "{\"op\":\"check\",\"user\":\"%s\",\"action\":\"%s\",\"resource\":\"%s\"}\n",
+        bn_buf_printf(b,
+                      "{\"op\":\"check\",\"user\":\"%s\",\"action\":\"%s\",\"resource\":\"%s\"}\n",
                       name, c.action, c.resource);
         break;
     case BN_OP_BATCH:
@@ -428,7 +431,8 @@ static void build(worker *k, slot *s)
         int add = !(k->acked_n > 0 && (k->last_was_add || k->acked_n >= (size_t)k->depth));
         if (add) {
             uint32_t per = d->nusers / (uint32_t)k->nworkers;
-            p.user = (uint32_t)k->idx + (uint32_t)k->nworkers * bn_rng_below(&k->rng, per ? per : 1);
+            p.user =
+                (uint32_t)k->idx + (uint32_t)k->nworkers * bn_rng_below(&k->rng, per ? per : 1);
             do
                 p.group = bn_rng_below(&k->rng, d->ngroups);
             while (user_in_group(d, p.user, p.group));
@@ -727,8 +731,7 @@ static int run_groups(bn_ctx *x, group_spec *g, int ngroups, double seconds)
     return failed ? -1 : 0;
 }
 
-int bn_gh_run(bn_ctx *x, const char *workload, int conns, int depth, double seconds,
-              bn_result *out)
+int bn_gh_run(bn_ctx *x, const char *workload, int conns, int depth, double seconds, bn_result *out)
 {
     group_spec g = {find_workload(workload), conns, depth, out};
     if (g.w == NULL)
@@ -738,8 +741,8 @@ int bn_gh_run(bn_ctx *x, const char *workload, int conns, int depth, double seco
     return run_groups(x, &g, 1, seconds);
 }
 
-int bn_gh_auth_storm(bn_ctx *x, int auth_conns, int auth_depth, int check_conns,
-                     double seconds, bn_result *auth_out, bn_result *check_out)
+int bn_gh_auth_storm(bn_ctx *x, int auth_conns, int auth_depth, int check_conns, double seconds,
+                     bn_result *auth_out, bn_result *check_out)
 {
     group_spec g[2] = {
         {find_workload("auth"), auth_conns, auth_depth, auth_out},

@@ -140,7 +140,7 @@ void bn_slapd_stop(bn_slapd *s)
 /* ---- the load generator ---- */
 
 typedef struct lslot {
-    int msgid;     /* 0: free */
+    int msgid; /* 0: free */
     uint64_t t0;
     int entries;
 } lslot;
@@ -386,10 +386,11 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
     double scpu = bn_proc_cpu(s->pid);
     out->server_cpu_s = scpu0 >= 0 && scpu >= 0 ? scpu - scpu0 : -1;
     out->client_cpu_s = bn_self_cpu() - ccpu0;
-    double gcpu = gcpu0 >= 0 ? bn_proc_cpu(x->gh_pid) - gcpu0 : 0; /* idle gatehoused: not "other" */
-    out->other_cpu_share = bn_other_share(bn_sys_busy() - busy0 - gcpu,
-                                          out->server_cpu_s >= 0 ? out->server_cpu_s : 0,
-                                          out->client_cpu_s, out->wall_s);
+    double gcpu =
+        gcpu0 >= 0 ? bn_proc_cpu(x->gh_pid) - gcpu0 : 0; /* idle gatehoused: not "other" */
+    out->other_cpu_share =
+        bn_other_share(bn_sys_busy() - busy0 - gcpu, out->server_cpu_s >= 0 ? out->server_cpu_s : 0,
+                       out->client_cpu_s, out->wall_s);
     for (int i = 0; i < conns; i++) {
         lworker *k = &ks[i];
         if (k->err[0]) {

@@ -29,8 +29,17 @@
 #include "tests/bench/bench_common.h"
 
 const char *const bn_op_names[BN_OP_N] = {
-    "check", "check.batch", "auth", "whoami", "user.get", "group.add_member",
-    "group.remove_member", "compare", "bind", "search", "echo",
+    "check",
+    "check.batch",
+    "auth",
+    "whoami",
+    "user.get",
+    "group.add_member",
+    "group.remove_member",
+    "compare",
+    "bind",
+    "search",
+    "echo",
 };
 
 int bn_verbose;
@@ -251,8 +260,8 @@ double bn_proc_cpu(pid_t pid)
     fclose(f);
     buf[n] = '\0';
     char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                            &st) != 2)
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
@@ -308,8 +317,7 @@ void bn_machine(char *buf, size_t len)
     }
     if (uname(&u) != 0)
         snprintf(u.release, sizeof(u.release), "?");
-    snprintf(buf, len, "%d CPUs (nproc), CPU model \"%s\", Linux %s", bn_ncpus(), model,
-             u.release);
+    snprintf(buf, len, "%d CPUs (nproc), CPU model \"%s\", Linux %s", bn_ncpus(), model, u.release);
 }
 
 /* ---- children ---- */

@@ -159,9 +159,8 @@ static void progress(const bn_result *r)
                 "  %-9s %-22s c=%-3d d=%-3d %-10s %10.0f/s  p50 %8.1f  p99 %8.1f  p99.9 %8.1f  "
                 "max %9.1f us  err %llu  other-CPU %.0f%%\n",
                 r->side, bn_op_names[o], r->conns, r->depth, r->placement, rate(r, o),
-                us(bn_series_pct(s, 0.5)), us(bn_series_pct(s, 0.99)),
-                us(bn_series_pct(s, 0.999)), us(bn_series_pct(s, 1.0)),
-                (unsigned long long)s->errors, 100 * r->other_cpu_share);
+                us(bn_series_pct(s, 0.5)), us(bn_series_pct(s, 0.99)), us(bn_series_pct(s, 0.999)),
+                us(bn_series_pct(s, 1.0)), (unsigned long long)s->errors, 100 * r->other_cpu_share);
     }
     for (int i = 0; i < BN_CODES_MAX && r->codes.count[i]; i++)
         fprintf(stderr, "            error %s x%llu\n", r->codes.code[i],
@@ -304,14 +303,15 @@ static void result_rows(bn_buf *b, const bn_result *r)
         char other[16] = "-";
         if (r->other_cpu_share >= 0)
             snprintf(other, sizeof(other), "%.0f%%", 100 * r->other_cpu_share);
-        bn_buf_printf(b, "| %s | %s%s%s%s%s | %d | %d | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s | %s | %s |\n",
+        bn_buf_printf(b,
+                      "| %s | %s%s%s%s%s | %d | %d | %s | %.1f | %.1f | %.1f | %.1f | %s | %s | %s "
+                      "| %s | %s |\n",
                       r->side, mixed ? "mixed: " : "", bn_op_names[o],
                       mixed && o == main_op(r) ? " (CPU, RSS: whole mix)" : "",
-                      r->placement[0] ? ", " : "", r->placement,
-                      r->conns, r->depth, fmt_rate(rt, sizeof(rt), rate(r, o)),
-                      us(bn_series_pct(s, 0.5)), us(bn_series_pct(s, 0.99)),
-                      us(bn_series_pct(s, 0.999)), us(bn_series_pct(s, 1.0)), errs, out, cpu, rss,
-                      other);
+                      r->placement[0] ? ", " : "", r->placement, r->conns, r->depth,
+                      fmt_rate(rt, sizeof(rt), rate(r, o)), us(bn_series_pct(s, 0.5)),
+                      us(bn_series_pct(s, 0.99)), us(bn_series_pct(s, 0.999)),
+                      us(bn_series_pct(s, 1.0)), errs, out, cpu, rss, other);
     }
 }
 
@@ -321,7 +321,8 @@ static const bn_result *find_res(const char *side, int op, int conns, int depth,
         const bn_result *r = &R.res[i];
         if (strcmp(r->side, side) == 0 && main_op(r) == op && r->conns == conns &&
             r->depth == depth && (r->placement[0] != '\0') == placed &&
-            strcmp(r->workload, "mixed") != 0 && r->ops[op].n > 0 && (int)(r - R.res) != R.storm_check)
+            strcmp(r->workload, "mixed") != 0 && r->ops[op].n > 0 &&
+            (int)(r - R.res) != R.storm_check)
             return r;
     }
     return NULL;
@@ -330,7 +331,9 @@ static const bn_result *find_res(const char *side, int op, int conns, int depth,
 static void verdict(bn_buf *b, const char *target, const char *figure, int met)
 {
     bn_buf_printf(b, "| %s | %s | %s |\n", target, figure,
-                  met < 0 ? "not measured" : met ? "met" : "**not met**");
+                  met < 0 ? "not measured"
+                  : met   ? "met"
+                          : "**not met**");
 }
 
 static void compare_row(bn_buf *b, const char *what, const bn_result *g, int gop,
@@ -351,7 +354,8 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
 {
     char line[256];
     bn_buf_printf(b, "## Results of this run\n\n");
-    bn_buf_printf(b, "- date: %s\n- machine: %s\n- load average at the start: %s\n- command: `%s`\n",
+    bn_buf_printf(b,
+                  "- date: %s\n- machine: %s\n- load average at the start: %s\n- command: `%s`\n",
                   R.date, R.machine, R.loadavg, R.command);
     {
         double worst = 0;
@@ -359,9 +363,10 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
             if (R.res[i].other_cpu_share > worst)
                 worst = R.res[i].other_cpu_share;
         if (worst > 0.05)
-            bn_buf_printf(b, "- **the machine was not quiet**: other processes used up to %.0f%% "
-                             "of all CPUs during a run (column \"other CPU\"); those figures "
-                             "understate both servers\n",
+            bn_buf_printf(b,
+                          "- **the machine was not quiet**: other processes used up to %.0f%% "
+                          "of all CPUs during a run (column \"other CPU\"); those figures "
+                          "understate both servers\n",
                           100 * worst);
     }
     bn_buf_printf(b,
@@ -393,12 +398,12 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
                       "%.1f MB (%.1f + %.1f), peak VmHWM %.1f MB\n",
                       R.rss_empty.rss / 1024.0, R.rss_loaded.rss / 1024.0,
                       R.rss_loaded.anon / 1024.0, R.rss_loaded.file / 1024.0,
-                      R.rss_restarted.rss / 1024.0, R.rss_end.rss / 1024.0,
-                      R.rss_end.anon / 1024.0, R.rss_end.file / 1024.0, R.rss_end.hwm / 1024.0);
+                      R.rss_restarted.rss / 1024.0, R.rss_end.rss / 1024.0, R.rss_end.anon / 1024.0,
+                      R.rss_end.file / 1024.0, R.rss_end.hwm / 1024.0);
     if (R.pwhash_rate > 0)
-        bn_buf_printf(b,
-                      "- raw crypto_pwhash_str_verify in-process, %d threads: %.1f verifications/s\n",
-                      R.pwhash_threads, R.pwhash_rate);
+        bn_buf_printf(
+            b, "- raw crypto_pwhash_str_verify in-process, %d threads: %.1f verifications/s\n",
+            R.pwhash_threads, R.pwhash_rate);
     if (R.stats_note[0])
         bn_buf_printf(b, "- %s\n", R.stats_note);
 
@@ -428,10 +433,12 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
         const bn_result *l1 = find_res("slapd", BN_OP_COMPARE, o->conns, 1, 0);
         const bn_result *ld = find_res("slapd", BN_OP_COMPARE, o->conns, o->depth, 0);
         compare_row(b, "permission check, no pipelining", c1, BN_OP_CHECK, l1, BN_OP_COMPARE, 10);
-        compare_row(b, "permission check, pipelined (ours)", cd, BN_OP_CHECK, l1, BN_OP_COMPARE, 10);
+        compare_row(b, "permission check, pipelined (ours)", cd, BN_OP_CHECK, l1, BN_OP_COMPARE,
+                    10);
         compare_row(b, "permission check, both pipelined", cd, BN_OP_CHECK, ld, BN_OP_COMPARE, 0);
-        compare_row(b, "token lookup vs compare", find_res("gatehouse", BN_OP_WHOAMI, o->conns, 1, 0),
-                    BN_OP_WHOAMI, l1, BN_OP_COMPARE, 5);
+        compare_row(b, "token lookup vs compare",
+                    find_res("gatehouse", BN_OP_WHOAMI, o->conns, 1, 0), BN_OP_WHOAMI, l1,
+                    BN_OP_COMPARE, 5);
         compare_row(b, "token lookup vs compare, pipelined (ours)",
                     find_res("gatehouse", BN_OP_WHOAMI, o->conns, o->depth, 0), BN_OP_WHOAMI, l1,
                     BN_OP_COMPARE, 5);
@@ -446,27 +453,30 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
     }
 
     if (R.nplace > 0) {
-        bn_buf_printf(b, "\n### Check latency against a socket echo, 1 connection, no pipelining\n\n"
-                         "| placement | echo p50 | check p50 | ratio (≤ 1.2x) | echo p99 | check p99 "
-                         "| ratio (≤ 2x) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+        bn_buf_printf(b,
+                      "\n### Check latency against a socket echo, 1 connection, no pipelining\n\n"
+                      "| placement | echo p50 | check p50 | ratio (≤ 1.2x) | echo p99 | check p99 "
+                      "| ratio (≤ 2x) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
         for (int i = 0; i < R.nplace; i++) {
             const bn_series *e = &R.res[R.place_echo[i]].ops[BN_OP_ECHO];
             const bn_series *c = &R.res[R.place_check[i]].ops[BN_OP_CHECK];
             double e50 = us(bn_series_pct(e, 0.5)), c50 = us(bn_series_pct(c, 0.5));
             double e99 = us(bn_series_pct(e, 0.99)), c99 = us(bn_series_pct(c, 0.99));
-            bn_buf_printf(b, "| %s | %.1f | %.1f | %.2fx | %.1f | %.1f | %.2fx |\n", R.place_name[i],
-                          e50, c50, e50 > 0 ? c50 / e50 : 0, e99, c99, e99 > 0 ? c99 / e99 : 0);
+            bn_buf_printf(b, "| %s | %.1f | %.1f | %.2fx | %.1f | %.1f | %.2fx |\n",
+                          R.place_name[i], e50, c50, e50 > 0 ? c50 / e50 : 0, e99, c99,
+                          e99 > 0 ? c99 / e99 : 0);
         }
     }
 
     if (R.storm_auth >= 0) {
         const bn_result *a = &R.res[R.storm_auth], *c = &R.res[R.storm_check];
-        bn_buf_printf(b, "\n### Auth storm\n\n%d connections keep %d auth requests each in flight "
-                         "(Argon2 saturated) while %d connection(s) send checks one at a time.\n\n"
-                         "| side | op | conns | depth | ops/s | p50 | p99 | p99.9 | max | errors | "
-                         "outcome | CPU µs/op srv / cli | RSS MB | other CPU |\n"
-                         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- "
-                         "| --- | --- | ---: |\n",
+        bn_buf_printf(b,
+                      "\n### Auth storm\n\n%d connections keep %d auth requests each in flight "
+                      "(Argon2 saturated) while %d connection(s) send checks one at a time.\n\n"
+                      "| side | op | conns | depth | ops/s | p50 | p99 | p99.9 | max | errors | "
+                      "outcome | CPU µs/op srv / cli | RSS MB | other CPU |\n"
+                      "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- "
+                      "| --- | --- | ---: |\n",
                       a->conns, a->depth, c->conns);
         result_rows(b, a);
         result_rows(b, c);
@@ -605,33 +615,87 @@ int main(int argc, char **argv)
     x.argon2_queue_max = 256;
     while ((ch = getopt_long(argc, argv, "s:B:c:d:t:W:w:u:S:m:LAvh", lopts, NULL)) != -1) {
         switch (ch) {
-        case 's': o.socket = optarg; break;
-        case 'B': o.server_bin = optarg; break;
-        case 'c': o.conns = atoi(optarg); break;
-        case 'd': o.depth = atoi(optarg); break;
-        case 't': o.duration = atof(optarg); break;
-        case 'W': x.warmup = atof(optarg); break;
-        case 'w': o.workloads = optarg; break;
-        case 'u': o.users = (uint32_t)strtoul(optarg, NULL, 10); break;
-        case 'S': o.seed = strtoull(optarg, NULL, 10); break;
-        case 'm': o.markdown = optarg; break;
-        case 'L': o.compare_slapd = 1; break;
-        case 1: o.slapd_bin = optarg; break;
-        case 2: o.slapadd_bin = optarg; break;
-        case 'A': o.auth_storm = 1; break;
-        case 3: o.baselines = 0; break;
-        case 4: x.batch = atoi(optarg); break;
-        case 5: x.wrong_ratio = atof(optarg); break;
-        case 6: x.opslimit = strtoull(optarg, NULL, 10); break;
-        case 7: x.memlimit = parse_size(optarg); break;
-        case 8: x.threadpool = atoi(optarg); break;
-        case 9: o.server_pid = (pid_t)atoi(optarg); break;
-        case 10: o.keep = 1; break;
-        case 11: o.auth_conns = atoi(optarg); break;
-        case 12: o.skip_load = 1; break;
-        case 'v': bn_verbose = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            o.socket = optarg;
+            break;
+        case 'B':
+            o.server_bin = optarg;
+            break;
+        case 'c':
+            o.conns = atoi(optarg);
+            break;
+        case 'd':
+            o.depth = atoi(optarg);
+            break;
+        case 't':
+            o.duration = atof(optarg);
+            break;
+        case 'W':
+            x.warmup = atof(optarg);
+            break;
+        case 'w':
+            o.workloads = optarg;
+            break;
+        case 'u':
+            o.users = (uint32_t)strtoul(optarg, NULL, 10);
+            break;
+        case 'S':
+            o.seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'm':
+            o.markdown = optarg;
+            break;
+        case 'L':
+            o.compare_slapd = 1;
+            break;
+        case 1:
+            o.slapd_bin = optarg;
+            break;
+        case 2:
+            o.slapadd_bin = optarg;
+            break;
+        case 'A':
+            o.auth_storm = 1;
+            break;
+        case 3:
+            o.baselines = 0;
+            break;
+        case 4:
+            x.batch = atoi(optarg);
+            break;
+        case 5:
+            x.wrong_ratio = atof(optarg);
+            break;
+        case 6:
+            x.opslimit = strtoull(optarg, NULL, 10);
+            break;
+        case 7:
+            x.memlimit = parse_size(optarg);
+            break;
+        case 8:
+            x.threadpool = atoi(optarg);
+            break;
+        case 9:
+            o.server_pid = (pid_t)atoi(optarg);
+            break;
+        case 10:
+            o.keep = 1;
+            break;
+        case 11:
+            o.auth_conns = atoi(optarg);
+            break;
+        case 12:
+            o.skip_load = 1;
+            break;
+        case 'v':
+            bn_verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if ((o.socket == NULL) == (o.server_bin == NULL) || optind != argc || o.conns < 1 ||
@@ -767,11 +831,11 @@ int main(int argc, char **argv)
             run_ldap(&x, &slapd, "bind", o.auth_conns, 1, d);
     }
     if (o.auth_storm) {
-        bn_log("auth storm: %d x %d auth in flight, checks on %d connection(s)",
-               o.storm_auth_conns, o.storm_auth_depth, o.storm_check_conns);
+        bn_log("auth storm: %d x %d auth in flight, checks on %d connection(s)", o.storm_auth_conns,
+               o.storm_auth_depth, o.storm_check_conns);
         bn_result *a = next_result(), *c = next_result();
-        if (bn_gh_auth_storm(&x, o.storm_auth_conns, o.storm_auth_depth, o.storm_check_conns, d,
-                             a, c) != 0)
+        if (bn_gh_auth_storm(&x, o.storm_auth_conns, o.storm_auth_depth, o.storm_check_conns, d, a,
+                             c) != 0)
             bn_log("auth storm had failures");
         snprintf(a->placement, sizeof(a->placement), "storm");
         snprintf(c->placement, sizeof(c->placement), "storm");

@@ -793,6 +793,19 @@ class Protocol(ghtest.TestCase):
         u = self.assertOk(self.c.call("user.get", name="b"))["user"]
         self.assertEqual((u["mail"], u["has_password"], u["groups"]), ("", False, []))
 
+    def test_pipelined_writes_share_commits(self):
+        # plain writes of one connection run behind each other without
+        # waiting for each other's fsync: they share group commits
+        s0 = self.assertOk(self.c.call("stats"))["writer"]
+        resps = self.c.pipeline([{"op": "user.add", "name": "pw%03d" % i} for i in range(300)] +
+                                [{"op": "user.get", "name": "pw299"}])
+        for i, r in enumerate(resps):
+            self.assertOk(r, "request %d" % i)
+        s1 = self.assertOk(self.c.call("stats"))["writer"]
+        ops, commits = s1["ops"] - s0["ops"], s1["commits"] - s0["commits"]
+        self.assertGreaterEqual(ops, 300)
+        self.assertLess(commits, ops / 5, "%d commits for %d writes" % (commits, ops))
+
     def test_errors_and_unknown_op(self):
         self.assertError(self.c.call("user.frobnicate"), "unknown_op")
         self.assertError(self.c.call("PING"), "unknown_op")
