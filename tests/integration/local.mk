@@ -25,3 +25,7 @@ TESTS += $(CLIENT_TESTS)
 EXTRA_DIST += $(CLIENT_TESTS) tests/integration/lib_example.c \
 	tests/integration/rfc2307bis-test.schema
 $(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la
+
+# server process tests (configuration, TCP, signals, bootstrap)
+TESTS += tests/integration/test_server.py
+EXTRA_DIST += tests/integration/test_server.py
