@@ -13,15 +13,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GH_SCHEMA_VERSION 1   /* on-disk layout version kept in the meta db */
-#define GH_RECORD_VERSION 1   /* "v" of records this program writes */
+#define GH_SCHEMA_VERSION 1 /* on-disk layout version kept in the meta db */
+#define GH_RECORD_VERSION 1 /* "v" of records this program writes */
 
-#define GH_NAME_MAX 64        /* login, group, role and upstream names (bytes) */
-#define GH_TEXT_MAX 256       /* display name, mail, description */
-#define GH_VERIFIER_MAX 127   /* crypto_pwhash_STRBYTES - 1 */
-#define GH_KEY_MAX 128        /* upstream stable key (entryUUID, objectGUID) */
-#define GH_DN_MAX 1024        /* upstream DN */
-#define GH_PATTERN_MAX 512    /* action and resource patterns, scopes */
+#define GH_NAME_MAX 64      /* login, group, role and upstream names (bytes) */
+#define GH_TEXT_MAX 256     /* display name, mail, description */
+#define GH_VERIFIER_MAX 127 /* crypto_pwhash_STRBYTES - 1 */
+#define GH_KEY_MAX 128      /* upstream stable key (entryUUID, objectGUID) */
+#define GH_DN_MAX 1024      /* upstream DN */
+#define GH_PATTERN_MAX 512  /* action and resource patterns, scopes */
 #define GH_ERRMSG_MAX 256
 #define GH_TOKEN_HASH_BYTES 32
 #define GH_ROLE_RULES_MAX 4096
@@ -47,19 +47,19 @@ enum {
 };
 
 typedef struct gh_user {
-    uint64_t id;              /* immutable, assigned by the store */
+    uint64_t id; /* immutable, assigned by the store */
     char name[GH_NAME_MAX + 1];
-    uint32_t uid;             /* numeric uid; 0 on add = assign the next free */
-    uint32_t gid;             /* primary gid number (0: none) */
+    uint32_t uid; /* numeric uid; 0 on add = assign the next free */
+    uint32_t gid; /* primary gid number (0: none) */
     gh_user_state state;
     char display_name[GH_TEXT_MAX + 1];
     char mail[GH_TEXT_MAX + 1];
     char verifier[GH_VERIFIER_MAX + 1]; /* crypto_pwhash_str string; "" = no password */
-    int64_t verifier_time;    /* when verifier was set (offline verifier age) */
+    int64_t verifier_time;              /* when verifier was set (offline verifier age) */
     char origin[GH_NAME_MAX + 1];       /* "" = local, else the upstream's name */
     char origin_key[GH_KEY_MAX + 1];    /* upstream stable key (entryUUID) */
     char origin_dn[GH_DN_MAX + 1];      /* upstream DN, used for binds */
-    int64_t tombstone;        /* upstream deleted it at this time (0: live) */
+    int64_t tombstone;                  /* upstream deleted it at this time (0: live) */
     int64_t created;
     int64_t modified;
 } gh_user;
@@ -75,7 +75,7 @@ enum {
 typedef struct gh_group {
     uint64_t id;
     char name[GH_NAME_MAX + 1];
-    uint32_t gid;             /* 0 on add = assign the next free */
+    uint32_t gid; /* 0 on add = assign the next free */
     char description[GH_TEXT_MAX + 1];
     char origin[GH_NAME_MAX + 1];
     char origin_key[GH_KEY_MAX + 1];
@@ -96,7 +96,7 @@ typedef enum gh_effect { GH_ALLOW = 0, GH_DENY = 1 } gh_effect;
 
 typedef struct gh_rule {
     gh_effect effect;
-    char *action;             /* validated pattern, owned by the role */
+    char *action; /* validated pattern, owned by the role */
     char *resource;
 } gh_rule;
 
@@ -114,7 +114,7 @@ typedef struct gh_role {
 typedef struct gh_binding {
     uint64_t id;
     char role[GH_NAME_MAX + 1];
-    gh_member subject;        /* a user or a group */
+    gh_member subject;              /* a user or a group */
     char scope[GH_PATTERN_MAX + 1]; /* "" = unscoped */
     int64_t created;
 } gh_binding;

@@ -32,12 +32,12 @@ typedef struct gh_txn gh_txn;
 typedef struct gh_store_reader gh_store_reader;
 
 typedef struct gh_store_opts {
-    const char *state_dir;  /* directory holding data.mdb; created 0700 if missing */
-    size_t map_size;        /* initial map size in bytes (0: 64 MiB) */
-    size_t map_max;         /* growth limit in bytes (0: 16 GiB) */
+    const char *state_dir;    /* directory holding data.mdb; created 0700 if missing */
+    size_t map_size;          /* initial map size in bytes (0: 64 MiB) */
+    size_t map_max;           /* growth limit in bytes (0: 16 GiB) */
     unsigned int max_readers; /* 0: 126 */
-    uint32_t uid_min;       /* first automatically assigned uid/gid number (0: 10000) */
-    int no_sync;            /* tests only: skip fsync (never in the server) */
+    uint32_t uid_min;         /* first automatically assigned uid/gid number (0: 10000) */
+    int no_sync;              /* tests only: skip fsync (never in the server) */
 } gh_store_opts;
 
 /* ---- environment ---- */
@@ -65,7 +65,7 @@ typedef int (*gh_store_write_fn)(gh_txn *txn, void *arg);
 typedef struct gh_store_op {
     gh_store_write_fn fn;
     void *arg;
-    int rc;                 /* out: fn's result (0 or GH_E*) */
+    int rc;                  /* out: fn's result (0 or GH_E*) */
     char err[GH_ERRMSG_MAX]; /* out: message when rc != 0 */
 } gh_store_op;
 
@@ -113,8 +113,7 @@ int gh_store_group_add(gh_txn *txn, gh_group *g);
 int gh_store_group_get(gh_txn *txn, const char *name, gh_group *out);
 int gh_store_group_get_by_id(gh_txn *txn, uint64_t id, gh_group *out);
 int gh_store_group_get_by_gid(gh_txn *txn, uint32_t gid, gh_group *out);
-int gh_store_group_get_by_origin(gh_txn *txn, const char *upstream, const char *key,
-                                 gh_group *out);
+int gh_store_group_get_by_origin(gh_txn *txn, const char *upstream, const char *key, gh_group *out);
 int gh_store_group_update(gh_txn *txn, const gh_group *g, unsigned mask); /* GH_GF_* */
 /* Deletes the group, its memberships both ways (closures recomputed) and bindings. */
 int gh_store_group_del(gh_txn *txn, uint64_t id);
@@ -142,9 +141,9 @@ int gh_store_user_groups(gh_txn *txn, uint64_t user_id, gh_store_id_cb cb, void 
 /* ---- roles ---- */
 
 /* Roles are heap objects (variable rules/parents): free with gh_role_free. */
-int gh_store_role_add(gh_txn *txn, const gh_role *r);   /* parents must exist; no cycle */
+int gh_store_role_add(gh_txn *txn, const gh_role *r); /* parents must exist; no cycle */
 int gh_store_role_get(gh_txn *txn, const char *name, gh_role **out);
-int gh_store_role_set(gh_txn *txn, const gh_role *r);   /* replaces all fields of r->name */
+int gh_store_role_set(gh_txn *txn, const gh_role *r); /* replaces all fields of r->name */
 /* force = 0: GH_EINUSE while bound or inherited from; force = 1: removes the
  * bindings and the parent references too. */
 int gh_store_role_del(gh_txn *txn, const char *name, int force);
@@ -158,7 +157,8 @@ int gh_store_role_children(gh_txn *txn, const char *name, gh_store_name_cb cb, v
 
 int gh_store_binding_add(gh_txn *txn, gh_binding *b); /* fills b->id, b->created */
 int gh_store_binding_get(gh_txn *txn, uint64_t id, gh_binding *out);
-int gh_store_binding_find(gh_txn *txn, const gh_binding *like, gh_binding *out); /* same role, subject, scope */
+int gh_store_binding_find(gh_txn *txn, const gh_binding *like,
+                          gh_binding *out); /* same role, subject, scope */
 int gh_store_binding_del(gh_txn *txn, uint64_t id);
 typedef int (*gh_store_binding_cb)(const gh_binding *b, void *arg);
 int gh_store_bindings_of_subject(gh_txn *txn, gh_member subject, gh_store_binding_cb cb, void *arg);
@@ -183,7 +183,7 @@ typedef struct gh_change {
     uint64_t seq;
     int64_t time;
     char actor[GH_NAME_MAX + 16];
-    char op[32];            /* "user.add", "group.add_member", "role.del", ... */
+    char op[32];                /* "user.add", "group.add_member", "role.del", ... */
     char target[GH_DN_MAX + 1]; /* "alice", "admins<-alice", "binding:7" */
 } gh_change;
 

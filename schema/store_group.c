@@ -507,7 +507,7 @@ static int group_walk_one(gh_txn *txn, uint64_t id, void *arg)
 }
 
 int gh_store_group_list(gh_txn *txn, const char *prefix, const char *after, size_t limit,
-                       gh_store_group_cb cb, void *arg)
+                        gh_store_group_cb cb, void *arg)
 {
     struct group_walk w = {cb, arg};
     return gh__name_walk(txn, DB_GROUP_NAME, prefix, after, limit, group_walk_one, &w);

@@ -146,8 +146,7 @@ static void lockout_failure(gh_server *srv, const char *name, const char *peer)
         f->failures++;
         f->last_ms = now;
         if (f->failures >= srv->cfg->peer_failure_threshold)
-            f->until_ms =
-                now + delay_ms(srv->cfg, f->failures - srv->cfg->peer_failure_threshold);
+            f->until_ms = now + delay_ms(srv->cfg, f->failures - srv->cfg->peer_failure_threshold);
     }
 }
 
@@ -210,8 +209,8 @@ static int load_token_key(gh_server *srv)
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || write(fd, srv->token_key, sizeof(srv->token_key)) !=
-                      (ssize_t)sizeof(srv->token_key) ||
+    if (fd < 0 ||
+        write(fd, srv->token_key, sizeof(srv->token_key)) != (ssize_t)sizeof(srv->token_key) ||
         fsync(fd) != 0) {
         GH_LOGE("write %s: %s", tmp, strerror(errno));
         rc = GH_EIO;
@@ -334,13 +333,13 @@ typedef struct auth_job {
     char peer[64];
     char *pw; /* sodium_malloc'd, wiped by sodium_free */
     size_t pwlen;
-    int exists;           /* a real user with a usable verifier */
+    int exists; /* a real user with a usable verifier */
     gh_user u;
     int64_t ttl;
     int64_t offline_max_age;
-    int upstream_ok;      /* the upstream accepted the bind */
+    int upstream_ok; /* the upstream accepted the bind */
     int verify_ok;
-    int new_verifier;     /* u.verifier must be rewritten (rehash or offline copy) */
+    int new_verifier; /* u.verifier must be rewritten (rehash or offline copy) */
     char verifier[crypto_pwhash_STRBYTES];
     char rehash[crypto_pwhash_STRBYTES];
     /* the write */
@@ -400,8 +399,8 @@ static void auth_succeeded(auth_job *j)
     if (j->u.state == GH_USER_LOCKED || j->u.state == GH_USER_DISABLED || j->u.tombstone) {
         srv->auth_fail++;
         rc = j->u.state == GH_USER_LOCKED ? GH_ELOCKED : GH_EDISABLED;
-        gh__pending_finish(j->p, rc,
-                           rc == GH_ELOCKED ? "account is locked" : "account is disabled", NULL);
+        gh__pending_finish(j->p, rc, rc == GH_ELOCKED ? "account is locked" : "account is disabled",
+                           NULL);
         auth_job_free(j);
         return;
     }
@@ -452,8 +451,8 @@ static void verify_work(uv_work_t *w)
         return;
     if (crypto_pwhash_str_needs_rehash(j->verifier, cfg->argon2_opslimit, cfg->argon2_memlimit) !=
             0 &&
-        crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,
-                          cfg->argon2_memlimit) == 0)
+        crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit, cfg->argon2_memlimit) ==
+            0)
         j->new_verifier = 1;
 }
 

@@ -111,10 +111,20 @@ static int parse_u64(const char *v, int allow_suffix, uint64_t *out)
     if (allow_suffix && *end != '\0') {
         unsigned shift = 0;
         switch (*end) {
-        case 'k': case 'K': shift = 10; break;
-        case 'm': case 'M': shift = 20; break;
-        case 'g': case 'G': shift = 30; break;
-        default: return -1;
+        case 'k':
+        case 'K':
+            shift = 10;
+            break;
+        case 'm':
+        case 'M':
+            shift = 20;
+            break;
+        case 'g':
+        case 'G':
+            shift = 30;
+            break;
+        default:
+            return -1;
         }
         if (n > (ULLONG_MAX >> shift))
             return -1;

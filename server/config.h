@@ -14,14 +14,14 @@
 struct gh_upstream_cfg; /* defined by the sync module */
 
 typedef struct gh_config {
-    char *state_dir;          /* default "./var" */
-    char *socket_path;        /* default "<state_dir>/gatehoused.sock" */
-    unsigned socket_mode;     /* default 0660 */
-    char *tcp_listen;         /* "" = off; "127.0.0.1:7636" */
-    int tcp_any;              /* allow a non-loopback tcp_listen */
-    char *admin_unix_group;   /* OS group whose members are admin on the socket ("" none) */
-    char *admin_group;        /* Gatehouse group whose tokens are admin ("gatehouse-admins") */
-    char *log_level;          /* error|warn|info|debug */
+    char *state_dir;        /* default "./var" */
+    char *socket_path;      /* default "<state_dir>/gatehoused.sock" */
+    unsigned socket_mode;   /* default 0660 */
+    char *tcp_listen;       /* "" = off; "127.0.0.1:7636" */
+    int tcp_any;            /* allow a non-loopback tcp_listen */
+    char *admin_unix_group; /* OS group whose members are admin on the socket ("" none) */
+    char *admin_group;      /* Gatehouse group whose tokens are admin ("gatehouse-admins") */
+    char *log_level;        /* error|warn|info|debug */
     int log_syslog;
 
     size_t max_request;       /* bytes per request line, 65536 */
@@ -29,15 +29,15 @@ typedef struct gh_config {
     unsigned idle_timeout;    /* seconds, 300; 0 = none */
     unsigned max_connections; /* 1024 */
 
-    uint64_t argon2_opslimit; /* crypto_pwhash_OPSLIMIT_INTERACTIVE */
-    size_t argon2_memlimit;   /* crypto_pwhash_MEMLIMIT_INTERACTIVE */
-    unsigned threadpool_size; /* libuv pool (UV_THREADPOOL_SIZE), default 2 */
-    unsigned argon2_queue_max; /* jobs queued or running before rate_limited, 64 */
-    unsigned password_min_length; /* 8 */
-    unsigned token_ttl;       /* seconds, 3600 */
-    unsigned lockout_threshold;   /* consecutive failures before delays, 5 */
-    unsigned lockout_base_delay;  /* seconds, 1 */
-    unsigned lockout_max_delay;   /* seconds, 300 */
+    uint64_t argon2_opslimit;        /* crypto_pwhash_OPSLIMIT_INTERACTIVE */
+    size_t argon2_memlimit;          /* crypto_pwhash_MEMLIMIT_INTERACTIVE */
+    unsigned threadpool_size;        /* libuv pool (UV_THREADPOOL_SIZE), default 2 */
+    unsigned argon2_queue_max;       /* jobs queued or running before rate_limited, 64 */
+    unsigned password_min_length;    /* 8 */
+    unsigned token_ttl;              /* seconds, 3600 */
+    unsigned lockout_threshold;      /* consecutive failures before delays, 5 */
+    unsigned lockout_base_delay;     /* seconds, 1 */
+    unsigned lockout_max_delay;      /* seconds, 300 */
     unsigned peer_failure_threshold; /* failures per peer per window, 20 */
 
     size_t map_size;          /* initial LMDB map, 64 MiB */

@@ -115,8 +115,7 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
         json_t *err = json_object();
         json_object_set_new(out, "ok", json_false());
         json_object_set_new(err, "code", json_string(gh_error_code(rc)));
-        json_object_set_new(err, "message",
-                            json_string(msg && msg[0] ? msg : gh_strerror(rc)));
+        json_object_set_new(err, "message", json_string(msg && msg[0] ? msg : gh_strerror(rc)));
         json_object_set_new(out, "error", err);
     }
     char *s = json_dumps(out, JSON_COMPACT);
@@ -288,8 +287,7 @@ done:
     /* A request that writes holds back the connection's next reads until it
      * is durable, so a pipelined "add, then get" reads its own write. auth
      * is exempt: what it writes (a token) no pipelined request can name yet. */
-    if (rc == 0 && (ctx.deferred || (ctx.pending != NULL && def->fn != gh__op_auth)) &&
-        !p->done) {
+    if (rc == 0 && (ctx.deferred || (ctx.pending != NULL && def->fn != gh__op_auth)) && !p->done) {
         /* A deferred write reaches the writer now, ahead of anything later:
          * later plain writes may follow it. One that pends first (Argon2)
          * reaches the writer later: everything behind it must wait. */
@@ -311,7 +309,8 @@ done:
             j->reply = ctx.reply;
             j->free_arg = ctx.free_arg;
             j->arg = ctx.arg;
-            int wrc = gh_writer_submit(srv->writer, ctx.actor, ctx.apply, ctx.arg, on_write_done, j);
+            int wrc =
+                gh_writer_submit(srv->writer, ctx.actor, ctx.apply, ctx.arg, on_write_done, j);
             if (wrc != 0) {
                 if (ctx.free_arg)
                     ctx.free_arg(ctx.arg);

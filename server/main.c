@@ -108,8 +108,8 @@ static int run_init_admin(gh_config *cfg, const char *name)
                 cfg->password_min_length);
         goto done;
     }
-    if (crypto_pwhash_str(a.verifier, pw, (size_t)n, cfg->argon2_opslimit,
-                          cfg->argon2_memlimit) != 0) {
+    if (crypto_pwhash_str(a.verifier, pw, (size_t)n, cfg->argon2_opslimit, cfg->argon2_memlimit) !=
+        0) {
         fprintf(stderr, "gatehoused: cannot hash the password (out of memory)\n");
         goto done;
     }
@@ -228,14 +228,29 @@ int main(int argc, char **argv)
 
     while ((ch = getopt_long(argc, argv, "c:d:s:fa:Vh", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c': config_path = optarg; break;
-        case 'd': state_dir = optarg; break;
-        case 's': sock = optarg; break;
-        case 'f': break; /* always in the foreground: supervisors (systemd) daemonize */
-        case 'a': admin = optarg; break;
-        case 'V': printf("gatehoused %s\n", GH_VERSION_STRING); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'd':
+            state_dir = optarg;
+            break;
+        case 's':
+            sock = optarg;
+            break;
+        case 'f':
+            break; /* always in the foreground: supervisors (systemd) daemonize */
+        case 'a':
+            admin = optarg;
+            break;
+        case 'V':
+            printf("gatehoused %s\n", GH_VERSION_STRING);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind != argc) {

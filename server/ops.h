@@ -36,14 +36,14 @@ typedef struct gh_opctx {
     struct gh_server *srv;
     const gh_config *cfg;
     gh_authz *authz;
-    gh_txn *txn;        /* read snapshot, valid during the handler call only */
-    json_t *req;        /* the request object (borrowed) */
-    json_t *resp;       /* success fields go here (borrowed) */
-    int admin;          /* the peer may call admin operations */
-    uid_t peer_uid;     /* (uid_t)-1 for TCP peers */
-    const char *peer;   /* "uid:1000" or "tcp:127.0.0.1:5555", for lockout and logs */
-    char actor[96];     /* change-log actor: "uid:0", "user:alice" */
-    int64_t now;        /* wall clock seconds */
+    gh_txn *txn;      /* read snapshot, valid during the handler call only */
+    json_t *req;      /* the request object (borrowed) */
+    json_t *resp;     /* success fields go here (borrowed) */
+    int admin;        /* the peer may call admin operations */
+    uid_t peer_uid;   /* (uid_t)-1 for TCP peers */
+    const char *peer; /* "uid:1000" or "tcp:127.0.0.1:5555", for lockout and logs */
+    char actor[96];   /* change-log actor: "uid:0", "user:alice" */
+    int64_t now;      /* wall clock seconds */
     char msg[GH_ERRMSG_MAX];
     /* set by gh_op_defer */
     int deferred;
@@ -75,11 +75,13 @@ typedef struct gh_op_def {
 } gh_op_def;
 
 /* Op tables, one per source file; server/dispatch.c concatenates them. */
-extern const gh_op_def gh__ops_core[];   /* server/ops_core.c: ping, auth, whoami, logout, stats, audit */
-extern const gh_op_def gh__ops_user[];   /* server/ops_user.c: user.*, group.*, dump, import */
-extern const gh_op_def gh__ops_io[];     /* server/ops_io.c: dump, import */
-extern const gh_op_def gh__ops_authz[];  /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
-extern const gh_op_def gh__ops_sync[];   /* server/ops_sync.c: sync.status, sync.run */
+extern const gh_op_def
+    gh__ops_core[]; /* server/ops_core.c: ping, auth, whoami, logout, stats, audit */
+extern const gh_op_def gh__ops_user[]; /* server/ops_user.c: user.*, group.*, dump, import */
+extern const gh_op_def gh__ops_io[];   /* server/ops_io.c: dump, import */
+extern const gh_op_def
+    gh__ops_authz[]; /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
+extern const gh_op_def gh__ops_sync[]; /* server/ops_sync.c: sync.status, sync.run */
 
 /* Sets c->msg (printf-style) and returns err. */
 int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -90,8 +92,7 @@ int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, js
  * or GH_EINVAL with c->msg set (missing when required, wrong type, too long,
  * out of range). Strings are borrowed from c->req. */
 int gh_arg_str(gh_opctx *c, const char *key, int required, size_t maxlen, const char **out);
-int gh_arg_int(gh_opctx *c, const char *key, int required, int64_t min, int64_t max,
-               int64_t *out);
+int gh_arg_int(gh_opctx *c, const char *key, int required, int64_t min, int64_t max, int64_t *out);
 int gh_arg_bool(gh_opctx *c, const char *key, int required, int *out);
 /* A name field validated with gh_schema_name_valid. */
 int gh_arg_name(gh_opctx *c, const char *key, int required, const char **out);

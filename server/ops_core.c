@@ -35,7 +35,8 @@ static int op_whoami(gh_opctx *c)
         return gh_op_fail(c, GH_ETOKEN, "invalid or expired token");
     json_object_set_new(c->resp, "user", json_string(u.name));
     json_object_set_new(c->resp, "expires_at", json_integer(exp));
-    json_object_set_new(c->resp, "admin", json_boolean(gh__user_is_admin(c->srv, c->txn, u.id) == 1));
+    json_object_set_new(c->resp, "admin",
+                        json_boolean(gh__user_is_admin(c->srv, c->txn, u.id) == 1));
     return 0;
 }
 
@@ -96,7 +97,8 @@ static int op_stats(gh_opctx *c)
     uint64_t used = 0, map = 0, users = 0, groups = 0, seq = 0, commits = 0, ops = 0;
 
     json_object_set_new(c->resp, "version", json_string(GH_VERSION_STRING));
-    json_object_set_new(c->resp, "uptime", json_integer((json_int_t)(gh__now_ms() - srv->started) / 1000));
+    json_object_set_new(c->resp, "uptime",
+                        json_integer((json_int_t)(gh__now_ms() - srv->started) / 1000));
     json_object_set_new(conns, "current", json_integer(srv->nconns));
     json_object_set_new(conns, "total", json_integer((json_int_t)srv->conns_total));
     json_object_set_new(conns, "rejected", json_integer((json_int_t)srv->conns_rejected));

@@ -105,7 +105,8 @@ static void emit_parents_first(json_t *all, json_t *by_name, size_t i, json_t *d
     json_t *parents = json_object_get(r, "parents");
     size_t k;
     json_t *p;
-    json_array_foreach(parents, k, p) {
+    json_array_foreach(parents, k, p)
+    {
         json_t *idx = json_object_get(by_name, json_string_value(p) ? json_string_value(p) : "");
         if (json_is_integer(idx))
             emit_parents_first(all, by_name, (size_t)json_integer_value(idx), done, out);
@@ -118,7 +119,8 @@ static json_t *roles_parents_first(json_t *all)
     json_t *by_name = json_object(), *done = json_object(), *out = json_array();
     size_t i;
     json_t *r;
-    json_array_foreach(all, i, r) {
+    json_array_foreach(all, i, r)
+    {
         const char *name = json_string_value(json_object_get(r, "name"));
         if (name)
             json_object_set_new(by_name, name, json_integer((json_int_t)i));
@@ -181,7 +183,7 @@ static int op_dump(gh_opctx *c)
 
 typedef struct import_req {
     gh_pending *p;
-    json_t *results;   /* one slot per record, filled as they complete */
+    json_t *results; /* one slot per record, filled as they complete */
     size_t outstanding;
     int submitted_all;
 } import_req;
@@ -235,8 +237,8 @@ static const struct {
     const char *type;
     const char *op;
 } import_ops[] = {
-    {"user", "user.add"},     {"group", "group.add"}, {"member", "group.add_member"},
-    {"role", "role.add"},     {"binding", "grant"},
+    {"user", "user.add"}, {"group", "group.add"}, {"member", "group.add_member"},
+    {"role", "role.add"}, {"binding", "grant"},
 };
 
 static const gh_op_def *op_by_name(const char *name)

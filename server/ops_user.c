@@ -80,8 +80,9 @@ static int defer_hashed(gh_opctx *c, const char *password, char *verifier_dst,
     if (rc != 0) {
         free(h);
         free_arg(arg);
-        return gh_op_fail(c, rc, rc == GH_ERATE ? "too much Argon2 work queued; retry later"
-                                                : "cannot hash the password");
+        return gh_op_fail(c, rc,
+                          rc == GH_ERATE ? "too much Argon2 work queued; retry later"
+                                         : "cannot hash the password");
     }
     h->p = gh_op_pend(c);
     return 0;
@@ -134,7 +135,7 @@ static int opt_u32(gh_opctx *c, const char *key, uint32_t *dst, unsigned bit, un
 /* ---- users ---- */
 
 typedef struct user_arg {
-    gh_user u;          /* fields to write; after apply: the stored user */
+    gh_user u; /* fields to write; after apply: the stored user */
     unsigned mask;
     char name[GH_NAME_MAX + 1]; /* target of set / passwd / del */
 } user_arg;
@@ -391,8 +392,9 @@ static int check_owned(gh_opctx *c, const gh_user *u, unsigned mask)
         return 0;
     unsigned owned = gh_sync_owned_user_fields(c->srv->sync, u->origin);
     if (mask & owned)
-        return gh_op_fail(c, GH_EPERM, "user '%s' is mirrored from upstream '%s', which owns "
-                                       "that field",
+        return gh_op_fail(c, GH_EPERM,
+                          "user '%s' is mirrored from upstream '%s', which owns "
+                          "that field",
                           u->name, u->origin);
     return 0;
 }
@@ -422,8 +424,7 @@ static int op_user_set(gh_opctx *c)
         (rc = opt_text(c, "display_name", a->u.display_name, sizeof(a->u.display_name),
                        GH_UF_DISPLAY, &mask)) != 0 ||
         (rc = opt_text(c, "mail", a->u.mail, sizeof(a->u.mail), GH_UF_MAIL, &mask)) != 0 ||
-        (rc = parse_state(c, &a->u.state, &mask)) != 0 ||
-        (rc = check_owned(c, &cur, mask)) != 0) {
+        (rc = parse_state(c, &a->u.state, &mask)) != 0 || (rc = check_owned(c, &cur, mask)) != 0) {
         free(a);
         return rc;
     }

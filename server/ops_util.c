@@ -65,8 +65,7 @@ int gh_arg_str(gh_opctx *c, const char *key, int required, size_t maxlen, const 
     return 0;
 }
 
-int gh_arg_int(gh_opctx *c, const char *key, int required, int64_t min, int64_t max,
-               int64_t *out)
+int gh_arg_int(gh_opctx *c, const char *key, int required, int64_t min, int64_t max, int64_t *out)
 {
     json_t *v = json_object_get(c->req, key);
     if (v == NULL || json_is_null(v)) {

@@ -37,14 +37,14 @@ struct gh_conn;
 typedef struct gh_pending {
     struct gh_pending *next;
     struct gh_conn *conn;
-    json_t *id;        /* the request's id (owned ref) or NULL */
-    int op;            /* index into the op table, -1 before decode */
-    uint64_t t0;       /* uv_hrtime at decode, for latency stats */
+    json_t *id;  /* the request's id (owned ref) or NULL */
+    int op;      /* index into the op table, -1 before decode */
+    uint64_t t0; /* uv_hrtime at decode, for latency stats */
     int done;
-    int barrier;       /* a write in flight: later requests of the connection wait */
-    uv_work_t *work;   /* queued Argon2 job, cancelled if the connection closes first */
-    json_t *parked;    /* the request, held until the connection's writes are durable */
-    char *out;         /* serialized reply line, once done */
+    int barrier;     /* a write in flight: later requests of the connection wait */
+    uv_work_t *work; /* queued Argon2 job, cancelled if the connection closes first */
+    json_t *parked;  /* the request, held until the connection's writes are durable */
+    char *out;       /* serialized reply line, once done */
     size_t outlen;
 } gh_pending;
 
@@ -57,21 +57,21 @@ typedef struct gh_conn {
     } h;
     uv_timer_t idle;
     struct gh_server *srv;
-    struct gh_conn *prev, *next;      /* server's connection list */
-    struct gh_conn *dirty_next;       /* server's flush list */
+    struct gh_conn *prev, *next; /* server's connection list */
+    struct gh_conn *dirty_next;  /* server's flush list */
     int dirty;
     char *in;
     size_t in_len, in_cap;
-    gh_pending *head, *tail;          /* replies in request order */
-    unsigned npending;                /* requests not yet completed */
-    unsigned barriers;                /* writes in flight (read-your-writes) */
-    unsigned hard_barriers;           /* of which not yet handed to the writer (Argon2 first) */
-    unsigned nparked;                 /* requests held behind those writes */
-    int resuming;                     /* gh__resume_parked is on the stack */
-    size_t out_bytes;                 /* reply bytes queued in uv_write */
-    size_t queued_bytes;              /* serialized replies waiting for their turn */
-    int in_process;                   /* process_input is on the stack */
-    unsigned handles_open;            /* stream + timer */
+    gh_pending *head, *tail; /* replies in request order */
+    unsigned npending;       /* requests not yet completed */
+    unsigned barriers;       /* writes in flight (read-your-writes) */
+    unsigned hard_barriers;  /* of which not yet handed to the writer (Argon2 first) */
+    unsigned nparked;        /* requests held behind those writes */
+    int resuming;            /* gh__resume_parked is on the stack */
+    size_t out_bytes;        /* reply bytes queued in uv_write */
+    size_t queued_bytes;     /* serialized replies waiting for their turn */
+    int in_process;          /* process_input is on the stack */
+    unsigned handles_open;   /* stream + timer */
     int closing;
     int close_after_write; /* framing lost: close once replies are out */
     int eof;               /* the peer half-closed: answer, then close */
@@ -92,7 +92,7 @@ typedef struct gh_lat {
 typedef struct gh_fail {
     char key[GH_NAME_MAX + 72];
     unsigned failures;
-    uint64_t until_ms;  /* refused until this monotonic time */
+    uint64_t until_ms; /* refused until this monotonic time */
     uint64_t last_ms;
 } gh_fail;
 
@@ -123,8 +123,8 @@ typedef struct gh_server {
     gh_conn *conns;
     unsigned nconns;
     gh_conn *dirty;
-    int stopping;       /* 0 running, 1 draining connections, 2 done */
-    int have_handles;   /* housekeeping, shutdown timer, flush check are open */
+    int stopping;     /* 0 running, 1 draining connections, 2 done */
+    int have_handles; /* housekeeping, shutdown timer, flush check are open */
     int have_signals;
 
     gid_t admin_gid;
@@ -140,7 +140,7 @@ typedef struct gh_server {
     uint64_t started;
     uint64_t conns_total, conns_rejected;
     uint64_t auth_ok, auth_fail, auth_limited;
-    gh_lat *lat;            /* one per op in the table */
+    gh_lat *lat; /* one per op in the table */
     size_t nops;
 } gh_server;
 

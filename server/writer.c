@@ -36,9 +36,9 @@ struct gh_writer {
     unsigned batch_max;
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* writer waits for jobs */
-    pthread_cond_t done_cv; /* blocking submitters wait for completion */
-    job *head, *tail;       /* queued */
+    pthread_cond_t cv;          /* writer waits for jobs */
+    pthread_cond_t done_cv;     /* blocking submitters wait for completion */
+    job *head, *tail;           /* queued */
     job *done_head, *done_tail; /* committed, for the loop */
     int stop;
     int started;
