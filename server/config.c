@@ -197,6 +197,7 @@ struct parse_state {
     FILE *fp;
     int line;
     int failed;
+    int fail_line; /* line of the first error our handler found */
     char msg[512];
 };
 
@@ -234,7 +235,10 @@ done:
     if (rc != 0) {
         if (msg[0] == '\0')
             snprintf(msg, sizeof(msg), "%s", gh_strerror(rc));
-        snprintf(ps->msg, sizeof(ps->msg), "%d: %s", ps->line, msg);
+        if (!ps->failed) {
+            snprintf(ps->msg, sizeof(ps->msg), "%d: %s", ps->line, msg);
+            ps->fail_line = ps->line;
+        }
         ps->failed = 1;
         return 0; /* inih stops at the first error only if told; we record the first */
     }
@@ -251,12 +255,14 @@ int gh_config_load(gh_config *cfg, const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return GH_EINVAL;
     }
+    /* inih returns the first line it could not parse; report whichever
+     * error, its or ours, comes first in the file */
     int r = ini_parse_stream(reader, &ps, handler, &ps);
-    if (ps.failed) {
-        snprintf(err, errlen, "%s:%s", path, ps.msg);
-        rc = GH_EINVAL;
-    } else if (r != 0) {
+    if (r != 0 && (!ps.failed || (r > 0 && r < ps.fail_line))) {
         snprintf(err, errlen, "%s:%d: syntax error", path, r > 0 ? r : ps.line);
+        rc = GH_EINVAL;
+    } else if (ps.failed) {
+        snprintf(err, errlen, "%s:%s", path, ps.msg);
         rc = GH_EINVAL;
     }
     fclose(ps.fp);

@@ -83,19 +83,30 @@ static int find_op(const char *name)
     return -1;
 }
 
+unsigned gh__lat_bucket(uint64_t us)
+{
+    if (us < 8)
+        return (unsigned)us;
+    unsigned e = 63u - (unsigned)__builtin_clzll(us); /* floor(log2 us) >= 3 */
+    unsigned b = 8 + (e - 3) * 4 + (unsigned)((us >> (e - 2)) & 3);
+    return b < GH_LAT_BUCKETS ? b : GH_LAT_BUCKETS - 1;
+}
+
+uint64_t gh__lat_bucket_upper(unsigned b)
+{
+    if (b < 8)
+        return b;
+    unsigned e = (b - 8) / 4 + 3, s = (b - 8) % 4;
+    return ((4ull + s) << (e - 2)) + (1ull << (e - 2)) - 1;
+}
+
 static void record_latency(gh_server *srv, int op, uint64_t t0, int failed)
 {
     if (op < 0 || (size_t)op >= srv->nops)
         return;
-    uint64_t us = (uv_hrtime() - t0) / 1000;
-    unsigned b = 0;
-    while (us > 0 && b < GH_LAT_BUCKETS - 1) {
-        us >>= 1;
-        b++;
-    }
     gh_lat *l = &srv->lat[op];
     l->count++;
-    l->buckets[b]++;
+    l->buckets[gh__lat_bucket((uv_hrtime() - t0) / 1000)]++;
     if (failed)
         l->errors++;
 }

@@ -84,7 +84,7 @@ static uint64_t percentile(const gh_lat *l, double q)
     for (unsigned b = 0; b < GH_LAT_BUCKETS; b++) {
         acc += l->buckets[b];
         if (acc >= want)
-            return b == 0 ? 1 : (1ull << b); /* upper bound of the bucket, in us */
+            return gh__lat_bucket_upper(b); /* upper bound of the bucket, in us */
     }
     return 0;
 }

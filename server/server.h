@@ -29,7 +29,7 @@
 #define GH_MAX_DEPTH 32
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
-#define GH_LAT_BUCKETS 64
+#define GH_LAT_BUCKETS 160 /* 0-7 us exact, then 4 sub-buckets per power of two */
 
 struct gh_conn;
 
@@ -85,7 +85,7 @@ typedef struct gh_conn {
 
 typedef struct gh_lat {
     uint64_t count, errors;
-    uint64_t buckets[GH_LAT_BUCKETS]; /* log2 buckets of microseconds */
+    uint64_t buckets[GH_LAT_BUCKETS]; /* microseconds, see gh__lat_bucket */
 } gh_lat;
 
 /* Failure bookkeeping for lockout (per login name and per peer). */
@@ -145,6 +145,10 @@ typedef struct gh_server {
 } gh_server;
 
 /* dispatch.c */
+/* Latency histogram buckets: exact below 8 us, then four per power of two
+ * (a bucket's bound is within 25% of any value in it). */
+unsigned gh__lat_bucket(uint64_t us);
+uint64_t gh__lat_bucket_upper(unsigned b);
 int gh__dispatch_init(gh_server *srv);
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len);
 const gh_op_def *gh__op_at(size_t i);
