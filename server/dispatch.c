@@ -111,6 +111,37 @@ static void record_latency(gh_server *srv, int op, uint64_t t0, int failed)
         l->errors++;
 }
 
+/* Messages may quote what the peer sent (an op name, a parser's excerpt),
+ * possibly cut inside a UTF-8 sequence: bytes that do not form valid UTF-8
+ * become '?', so the reply is always valid JSON with a message. */
+json_t *gh__message_json(const char *msg)
+{
+    size_t n = strlen(msg);
+    if (gh_schema_utf8_valid(msg, n))
+        return json_string(msg);
+    char buf[GH_ERRMSG_MAX * 2];
+    size_t i = 0, o = 0;
+    while (i < n && o + 1 < sizeof(buf)) {
+        unsigned char ch = (unsigned char)msg[i];
+        size_t len = ch < 0x80         ? 1
+                     : (ch >> 5) == 6  ? 2
+                     : (ch >> 4) == 14 ? 3
+                     : (ch >> 3) == 30 ? 4
+                                       : 0;
+        if (len > 0 && i + len <= n && gh_schema_utf8_valid(msg + i, len) &&
+            o + len < sizeof(buf)) {
+            memcpy(buf + o, msg + i, len);
+            o += len;
+            i += len;
+        } else {
+            buf[o++] = '?';
+            i++;
+        }
+    }
+    buf[o] = '\0';
+    return json_string(buf);
+}
+
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
 {
     gh_conn *c = p->conn;
@@ -126,7 +157,8 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
         json_t *err = json_object();
         json_object_set_new(out, "ok", json_false());
         json_object_set_new(err, "code", json_string(gh_error_code(rc)));
-        json_object_set_new(err, "message", json_string(msg && msg[0] ? msg : gh_strerror(rc)));
+        json_object_set_new(err, "message",
+                            gh__message_json(msg && msg[0] ? msg : gh_strerror(rc)));
         json_object_set_new(out, "error", err);
     }
     char *s = json_dumps(out, JSON_COMPACT);
@@ -162,8 +194,10 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
         GH_LOGD("%s %s -> %s (%lluus)", c->peer, d ? d->name : "?", rc ? gh_error_code(rc) : "ok",
                 (unsigned long long)((uv_hrtime() - p->t0) / 1000));
     }
+    /* decide before request_done: on a closing connection it may free c */
+    int resume = was_barrier && c->nparked > 0 && !c->closing;
     gh__conn_request_done(c);
-    if (was_barrier && c->nparked > 0)
+    if (resume)
         gh__resume_parked(c);
 }
 

@@ -203,7 +203,7 @@ static void set_result(import_req *ir, size_t i, int rc, const char *msg)
     if (rc != 0) {
         json_t *e = json_object();
         json_object_set_new(e, "code", json_string(gh_error_code(rc)));
-        json_object_set_new(e, "message", json_string(msg && msg[0] ? msg : gh_strerror(rc)));
+        json_object_set_new(e, "message", gh__message_json(msg && msg[0] ? msg : gh_strerror(rc)));
         json_object_set_new(r, "error", e);
     }
     json_array_set_new(ir->results, i, r);

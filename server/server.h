@@ -29,7 +29,7 @@
 #define GH_MAX_DEPTH 32
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
-#define GH_LAT_BUCKETS 160 /* 0-7 us exact, then 4 sub-buckets per power of two */
+#define GH_LAT_BUCKETS 160       /* 0-7 us exact, then 4 sub-buckets per power of two */
 
 struct gh_conn;
 
@@ -155,6 +155,8 @@ const gh_op_def *gh__op_at(size_t i);
 size_t gh__op_count(void);
 /* Finishes p with either an error (rc < 0) or resp's fields; flushes later. */
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp);
+/* A JSON string of an error message, with invalid UTF-8 replaced by '?'. */
+json_t *gh__message_json(const char *msg);
 /* Runs the requests held behind a connection's writes, as far as allowed. */
 void gh__resume_parked(gh_conn *c);
 /* Admin status of a token presented as "auth" (0/1), or a GH_E* code. */

@@ -110,7 +110,9 @@ static void *echo_client_main(void *arg)
 
 int bn_echo_run(const char *msg, int server_cpu, int client_cpu, double seconds, bn_result *out)
 {
-    const char *dir = bn_tempdir("echo");
+    static const char *dir; /* one for every echo run (removed at exit) */
+    if (dir == NULL)
+        dir = bn_tempdir("echo");
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     char path[600];
     snprintf(path, sizeof(path), "%s/echo.sock", dir);

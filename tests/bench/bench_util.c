@@ -448,14 +448,15 @@ char *bn_tempdir(const char *tag)
     const char *base = getenv("TMPDIR");
     char tmpl[512];
     snprintf(tmpl, sizeof(tmpl), "%s/gh-bench-%s.XXXXXX", base && *base ? base : "/tmp", tag);
+    int slot = 0;
+    while (slot < 8 && tempdirs[slot] != NULL)
+        slot++;
+    if (slot == 8)
+        bn_die("too many temporary directories");
     if (mkdtemp(tmpl) == NULL)
         bn_die("mkdtemp %s: %s", tmpl, strerror(errno));
-    for (int i = 0; i < 8; i++)
-        if (tempdirs[i] == NULL) {
-            tempdirs[i] = strdup(tmpl);
-            return tempdirs[i];
-        }
-    bn_die("too many temporary directories");
+    tempdirs[slot] = strdup(tmpl);
+    return tempdirs[slot];
 }
 
 pid_t bn_spawn(char *const argv[], const char *log_path)

@@ -53,10 +53,11 @@ typedef struct report {
     double import_secs, slapadd_secs, startup_ms;
     uint64_t import_records, import_failed;
     bn_rss rss_empty, rss_loaded, rss_restarted, rss_end;
-    double pwhash_rate;
+    double pwhash_rate; /* the higher of the two */
+    double pwhash[2], pwhash_other[2];
     int pwhash_threads;
     /* placement pairs: echo result index and check result index */
-    int place_echo[3], place_check[3];
+    int place_echo[3], place_check[3], place_pinned[3];
     char place_name[3][24];
     int nplace;
     int storm_auth, storm_check;
@@ -199,10 +200,34 @@ static void sample_check_line(const bn_ctx *x, char *buf, size_t len)
              name, c.action, c.resource);
 }
 
+/* Adds run b into a (same side and op): samples, counters, CPU, wall. */
+static void merge_into(bn_result *a, bn_result *b)
+{
+    for (int o = 0; o < BN_OP_N; o++)
+        bn_series_merge(&a->ops[o], &b->ops[o]);
+    bn_codes_merge(&a->codes, &b->codes);
+    double w = a->wall_s + b->wall_s;
+    if (w > 0 && a->other_cpu_share >= 0 && b->other_cpu_share >= 0)
+        a->other_cpu_share = (a->other_cpu_share * a->wall_s + b->other_cpu_share * b->wall_s) / w;
+    a->seconds += b->seconds;
+    a->wall_s = w;
+    a->ops_all += b->ops_all;
+    a->server_cpu_s += b->server_cpu_s;
+    a->client_cpu_s += b->client_cpu_s;
+    if (b->rss_after_kb > 0)
+        a->rss_after_kb = b->rss_after_kb;
+    bn_result_free(b);
+}
+
+/* Echo and check, 1 connection, no pipelining, at fixed CPU placements.
+ * The two alternate in short slices so that both see the same machine (a
+ * VM's cross-CPU wake-up cost drifts from minute to minute). */
 static void placements(bn_ctx *x, const opts *o)
 {
+    enum { ROUNDS = 4 };
     char msg[256];
     int ncpu = bn_ncpus();
+    double slice = o->duration / ROUNDS, warmup = x->warmup;
     struct {
         const char *name;
         int server, client;
@@ -216,21 +241,49 @@ static void placements(bn_ctx *x, const opts *o)
                    pl[i].name);
             continue;
         }
-        bn_log("placement %s: echo, then check on 1 connection, no pipelining", pl[i].name);
-        bn_result *e = next_result();
-        bn_echo_run(msg, pl[i].server, pl[i].client, o->duration, e);
+        bn_log("placement %s: echo and check on 1 connection, no pipelining, %d slices each",
+               pl[i].name, ROUNDS);
+        bn_result *e = next_result(), *c = next_result(), tmp;
+        x->warmup = 0.2;
+        for (int r = 0; r < ROUNDS; r++) {
+            bn_echo_run(msg, pl[i].server, pl[i].client, slice, r ? &tmp : e);
+            if (r)
+                merge_into(e, &tmp);
+            x->client_cpu = pl[i].client;
+            if (bn_gh_run(x, "check", 1, 1, slice, r ? &tmp : c) != 0)
+                bn_log("check run had failures (see above)");
+            x->client_cpu = -1;
+            if (r)
+                merge_into(c, &tmp);
+        }
+        x->warmup = warmup;
+        bn_series_sort(&e->ops[BN_OP_ECHO]);
+        bn_series_sort(&c->ops[BN_OP_CHECK]);
         snprintf(e->placement, sizeof(e->placement), "%s", pl[i].name);
-        progress(e);
-        x->client_cpu = pl[i].client;
-        bn_result *c = run_gh(x, "check", 1, 1, o->duration);
         snprintf(c->placement, sizeof(c->placement), "%s", pl[i].name);
-        x->client_cpu = -1;
+        progress(e);
+        progress(c);
         bn_pin_process(x->gh_pid, -1);
         R.place_echo[R.nplace] = (int)(e - R.res);
         R.place_check[R.nplace] = (int)(c - R.res);
+        R.place_pinned[R.nplace] = pl[i].server >= 0;
         snprintf(R.place_name[R.nplace], sizeof(R.place_name[0]), "%s", pl[i].name);
         R.nplace++;
     }
+}
+
+static void pwhash_floor(const bn_ctx *x, int which, double secs)
+{
+    double busy0 = bn_sys_busy(), cpu0 = bn_self_cpu();
+    uint64_t t0 = bn_now_ns();
+    R.pwhash_threads = x->threadpool;
+    bn_log("raw crypto_pwhash_str_verify, %d threads", x->threadpool);
+    R.pwhash[which] = bn_pwhash_rate(x->data.verifier, x->data.password, x->threadpool, secs);
+    R.pwhash_other[which] = bn_other_share(bn_sys_busy() - busy0, 0, bn_self_cpu() - cpu0,
+                                           (double)(bn_now_ns() - t0) / 1e9);
+    if (R.pwhash[which] > R.pwhash_rate)
+        R.pwhash_rate = R.pwhash[which];
+    bn_log("  %.1f verifications/s", R.pwhash[which]);
 }
 
 static void fetch_stats(const bn_ctx *x)
@@ -401,9 +454,12 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
                       R.rss_restarted.rss / 1024.0, R.rss_end.rss / 1024.0, R.rss_end.anon / 1024.0,
                       R.rss_end.file / 1024.0, R.rss_end.hwm / 1024.0);
     if (R.pwhash_rate > 0)
-        bn_buf_printf(
-            b, "- raw crypto_pwhash_str_verify in-process, %d threads: %.1f verifications/s\n",
-            R.pwhash_threads, R.pwhash_rate);
+        bn_buf_printf(b,
+                      "- raw crypto_pwhash_str_verify in-process, %d threads: %.1f "
+                      "verifications/s before the auth run (other CPU %.0f%%), %.1f/s after it "
+                      "(other CPU %.0f%%)\n",
+                      R.pwhash_threads, R.pwhash[0], 100 * R.pwhash_other[0], R.pwhash[1],
+                      100 * R.pwhash_other[1]);
     if (R.stats_note[0])
         bn_buf_printf(b, "- %s\n", R.stats_note);
 
@@ -503,14 +559,17 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
             char t[128];
             snprintf(t, sizeof(t), "check p50 ≤ 1.2x echo p50, p99 ≤ 2x echo p99 (%s)",
                      R.place_name[i]);
-            snprintf(line, sizeof(line), "p50 %.2fx, p99 %.2fx", r50, r99);
-            verdict(b, t, line, r50 <= 1.2 && r99 <= 2.0);
+            snprintf(line, sizeof(line), "p50 %.2fx, p99 %.2fx%s", r50, r99,
+                     R.place_pinned[i] ? ""
+                                       : " (unpinned: the scheduler may put echo and check on "
+                                         "different CPUs; no verdict)");
+            verdict(b, t, line, R.place_pinned[i] ? r50 <= 1.2 && r99 <= 2.0 : -1);
         }
         const bn_result *a = find_res("gatehouse", BN_OP_AUTH, o->auth_conns, 1, 0);
         if (a && R.pwhash_rate > 0) {
             double ar = rate(a, BN_OP_AUTH);
-            snprintf(line, sizeof(line), "%.1f/s = %.0f%% of %.1f/s", ar, 100 * ar / R.pwhash_rate,
-                     R.pwhash_rate);
+            snprintf(line, sizeof(line), "%.1f/s = %.0f%% of %.1f/s (the higher floor)", ar,
+                     100 * ar / R.pwhash_rate, R.pwhash_rate);
             verdict(b, "auth throughput ≥ 90% of raw crypto_pwhash_str_verify", line,
                     ar >= 0.9 * R.pwhash_rate);
         } else {
@@ -538,10 +597,12 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
         }
         if (x->data.nusers >= 100000 && R.rss_end.rss > 0) {
             long worst = R.rss_end.rss > R.rss_loaded.rss ? R.rss_end.rss : R.rss_loaded.rss;
-            snprintf(line, sizeof(line), "%.1f MB (%u users; largest of after import / at the end)",
-                     worst / 1024.0, x->data.nusers);
+            snprintf(line, sizeof(line),
+                     "%.1f MB at %u users (largest of after import / at the end; anon %.1f MB at "
+                     "the end)",
+                     worst / 1024.0, x->data.nusers, R.rss_end.anon / 1024.0);
             verdict(b, "server RSS with 100,000 users ≤ 150 MB (without Argon2 memory)", line,
-                    worst <= 150 * 1024);
+                    x->data.nusers == 100000 ? worst <= 150 * 1024 : -1);
         } else {
             verdict(b, "server RSS with 100,000 users ≤ 150 MB (without Argon2 memory)",
                     "run with --users 100000", -1);
@@ -817,16 +878,14 @@ int main(int argc, char **argv)
         snprintf(r->workload, sizeof(r->workload), "mixed");
     }
     if (wants(&o, "auth")) {
-        if (o.baselines) {
-            /* the floor right before the run it bounds, for as long, so that
-             * both see the same machine */
-            R.pwhash_threads = x.threadpool;
-            bn_log("raw crypto_pwhash_str_verify, %d threads", x.threadpool);
-            R.pwhash_rate = bn_pwhash_rate(x.data.verifier, x.data.password, x.threadpool, d);
-            bn_log("  %.1f verifications/s", R.pwhash_rate);
-        }
+        /* the floor right before and right after the run it bounds, for as
+         * long, so that both see the same machine; the higher one counts */
+        if (o.baselines)
+            pwhash_floor(&x, 0, d);
         bn_log("auth (%.0f%% wrong passwords)", x.wrong_ratio * 100);
         run_gh(&x, "auth", o.auth_conns, 1, d);
+        if (o.baselines)
+            pwhash_floor(&x, 1, d);
         if (o.compare_slapd)
             run_ldap(&x, &slapd, "bind", o.auth_conns, 1, d);
     }

@@ -6,10 +6,12 @@
  * With no argument it runs $GH_SRCDIR/tests/fuzz/corpus/<target>/, where
  * <target> is the program name without its "fuzz_" prefix; arguments may
  * name files or directories instead (e.g. a crash file written by libFuzzer).
- * Output is TAP, one test per input. A crash aborts the process: the TAP
- * driver then reports the plan as unfinished, naming the last input started
- * on stderr. The libFuzzer build (tests/fuzz/build-libfuzzer.sh) does not
- * link this file.
+ * Output is TAP, one test per input. Each input runs in its own child
+ * process with a time limit, as libuv's test runner does, so an input that
+ * crashes, leaks (LSan reports at the child's exit) or hangs is one "not ok"
+ * line naming it and the others still run. GH_FUZZ_NOFORK=1 runs them in this
+ * process instead (for a debugger). The libFuzzer build
+ * (tests/fuzz/build-libfuzzer.sh) does not link this file.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -17,7 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define INPUT_TIMEOUT_S 60
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -121,9 +128,48 @@ static const char *target_name(const char *argv0)
     return base;
 }
 
+/* Runs one input; returns 0 when it passed, else a description in why. */
+static int run_one(const char *path, int nofork, char *why, size_t whylen)
+{
+    size_t size;
+    uint8_t *data = slurp(path, &size);
+    fprintf(stderr, "running %s (%zu bytes)\n", path, size);
+    fflush(stderr);
+    if (nofork) {
+        LLVMFuzzerTestOneInput(data, size);
+        free(data);
+        return 0;
+    }
+    pid_t pid = fork();
+    if (pid < 0)
+        die("cannot fork for", path);
+    if (pid == 0) {
+        alarm(INPUT_TIMEOUT_S);
+        LLVMFuzzerTestOneInput(data, size);
+        free(data);
+        exit(0); /* atexit handlers and LSan run here */
+    }
+    free(data);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            die("waitpid for", path);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFSIGNALED(status))
+        snprintf(why, whylen, "%s",
+                 WTERMSIG(status) == SIGALRM ? "timed out" : strsignal(WTERMSIG(status)));
+    else
+        snprintf(why, whylen, "exit status %d", WEXITSTATUS(status));
+    return -1;
+}
+
 int main(int argc, char **argv)
 {
     list l = {0};
+    const char *nf = getenv("GH_FUZZ_NOFORK");
+    int nofork = nf != NULL && strcmp(nf, "0") != 0;
+    int failed = 0;
 
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
@@ -138,15 +184,16 @@ int main(int argc, char **argv)
     printf("1..%zu\n", l.n);
     fflush(stdout);
     for (size_t i = 0; i < l.n; i++) {
-        size_t size;
-        uint8_t *data = slurp(l.v[i], &size);
-        fprintf(stderr, "running %s (%zu bytes)\n", l.v[i], size);
-        LLVMFuzzerTestOneInput(data, size);
-        free(data);
-        printf("ok %zu - %s\n", i + 1, l.v[i]);
+        char why[128] = "";
+        if (run_one(l.v[i], nofork, why, sizeof(why)) == 0) {
+            printf("ok %zu - %s\n", i + 1, l.v[i]);
+        } else {
+            printf("not ok %zu - %s (%s)\n", i + 1, l.v[i], why);
+            failed = 1;
+        }
         fflush(stdout);
         free(l.v[i]);
     }
     free(l.v);
-    return 0;
+    return failed;
 }

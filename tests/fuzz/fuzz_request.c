@@ -13,13 +13,15 @@
  * store (the state directory is made once per process and emptied before each
  * input), so a crashing input crashes again on its own and a minimized
  * reproducer stays one file. A stateful scenario is several lines of one
- * input; since pipelined requests all read the snapshot of their arrival, an
- * empty line is a barrier: the harness sends the bytes up to it and waits for
- * every reply so far before sending the rest. The server still gets the input
- * byte for byte (empty lines are no requests); only the timing changes, with
- * one exception: tokens are random, so after a barrier every TOKEN_PLACEHOLDER
- * (43 '@', never a real token) is replaced by the last token the server
- * issued, which lets whoami, logout, check and "auth" see a live token.
+ * input. An empty line is a barrier: the harness sends the bytes up to it and
+ * waits for every reply so far before sending the rest, so both pipelined and
+ * one-at-a-time timings are reachable. The server still gets the input byte
+ * for byte (empty lines are no requests), with one exception: tokens are
+ * random, so after a barrier every TOKEN_PLACEHOLDER (43 '@', never a real
+ * token) is replaced by the last token the server issued, which lets whoami,
+ * logout, check and "auth" see a live token. An input that ends with three
+ * newlines hangs up instead: the client closes its end right after the last
+ * request line, with replies unread and work (Argon2, writes) in flight.
  *
  * Invariants (a violation aborts, so libFuzzer and `make check` both see it):
  *  - one reply line per non-empty request line, in request order; a line
@@ -27,7 +29,8 @@
  *  - every reply is a JSON object with a boolean "ok"; a failure has an
  *    "error" object with a known protocol "code" and a string "message";
  *  - a reply carries its request's "id", and only that;
- *  - the server closes the connection by itself once it has answered;
+ *  - the server closes the connection by itself once it has answered, and
+ *    frees it after a hang-up;
  *  - after gh__server_close no handle is left on the loop.
  * GH_FUZZ_STRICT=1 also fails on "internal" errors (worth a look, but not a
  * protocol violation); GH_FUZZ_LAX_MESSAGE=1 tolerates an error without its
@@ -166,6 +169,7 @@ typedef struct expect {
     json_t **ids;      /* per reply: the request's id (owned) or NULL */
     barrier *barriers; /* in input order */
     size_t nbarriers;
+    size_t abort_at; /* close the client here (SIZE_MAX: never) */
 } expect;
 
 /* The request's id if the line is a JSON object with a scalar "id"; the
@@ -191,6 +195,14 @@ static void expect_replies(const char *in, size_t len, expect *e)
 {
     size_t start = 0;
     memset(e, 0, sizeof(*e));
+    e->abort_at = SIZE_MAX;
+    if (len >= 4 && memcmp(in + len - 4, "\n\n\n\n", 4) == 0) {
+        /* the input ends with three newlines: hang up after its last line */
+        size_t k = len;
+        while (k > 0 && in[k - 1] == '\n')
+            k--;
+        e->abort_at = k + 1;
+    }
     e->ids = calloc(len + 1, sizeof(*e->ids));
     e->barriers = calloc(len + 1, sizeof(*e->barriers));
     if (e->ids == NULL || e->barriers == NULL)
@@ -329,9 +341,10 @@ static void put_token(char *in, size_t len, const char *token)
 
 /* Writes in[] to fd (holding back at each barrier until its replies are in),
  * half-closes, runs the loop and collects the replies until the server closes
- * its end. */
-static void exchange(uv_loop_t *loop, int fd, char *in, size_t inlen, const expect *e, char **out,
-                     size_t *outlen)
+ * its end. With e->abort_at set, closes fd as soon as the bytes before it are
+ * sent instead and returns 1. */
+static int exchange(uv_loop_t *loop, int fd, char *in, size_t inlen, const expect *e, char **out,
+                    size_t *outlen)
 {
     size_t off = 0, cap = 0, next = 0, replies = 0;
     size_t subst = 0; /* input before this offset has its placeholders replaced */
@@ -346,6 +359,12 @@ static void exchange(uv_loop_t *loop, int fd, char *in, size_t inlen, const expe
                replies >= e->barriers[next].replies)
             next++;
         size_t limit = next < e->nbarriers ? e->barriers[next].off : inlen;
+        if (off >= e->abort_at) {
+            close(fd);
+            return 1;
+        }
+        if (limit > e->abort_at)
+            limit = e->abort_at;
         if (next > 0 && off == e->barriers[next - 1].off && subst < limit) {
             /* a new chunk after a barrier: the replies before it are all in */
             put_token(in + off, limit - off, last_token(*out, *outlen));
@@ -381,7 +400,7 @@ static void exchange(uv_loop_t *loop, int fd, char *in, size_t inlen, const expe
                 continue;
             }
             if (n == 0 || (n < 0 && errno == ECONNRESET))
-                return; /* the server closed: every reply is in */
+                return 0; /* the server closed: every reply is in */
             if (errno != EAGAIN && errno != EINTR)
                 fail("recv: %s", strerror(errno));
             break;
@@ -444,12 +463,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc != 0)
         fail("gh__conn_attach_fd: %s", gh_strerror(rc));
 
-    exchange(&loop, sv[1], in, size + 1, &e, &out, &outlen);
-    expect_free(&e);
-    expect_replies(in, size + 1, &e); /* again: ids may hold a substituted token */
-    check_replies(out, outlen, &e);
-
-    close(sv[1]);
+    if (exchange(&loop, sv[1], in, size + 1, &e, &out, &outlen) == 0) {
+        expect_free(&e);
+        expect_replies(in, size + 1, &e); /* again: ids may hold a substituted token */
+        check_replies(out, outlen, &e);
+        close(sv[1]);
+    } else {
+        /* the peer hung up: the server must still finish and free the
+         * connection on its own, whatever was in flight */
+        uint64_t deadline = now_ms() + FUZZ_DEADLINE_MS;
+        while (srv.nconns > 0) {
+            if (now_ms() > deadline)
+                fail("the connection was not freed within %d ms of the peer hanging up",
+                     FUZZ_DEADLINE_MS);
+            uv_run(&loop, UV_RUN_NOWAIT);
+            if (srv.nconns == 0)
+                break;
+            struct pollfd p = {.fd = uv_backend_fd(&loop), .events = POLLIN};
+            int t = uv_backend_timeout(&loop);
+            poll(&p, 1, t < 0 || t > 50 ? 50 : t);
+        }
+    }
     gh__server_close(&srv);
     if (uv_loop_close(&loop) != 0) {
         uv_walk(&loop, print_handle, NULL);
