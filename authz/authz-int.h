@@ -100,7 +100,8 @@ typedef struct gh__set {
     uint64_t user_id;
     gh_user_state state;
     int64_t tombstone;
-    int ref; /* cache CLOCK bit */
+    int ref;      /* cache CLOCK bit */
+    size_t bytes; /* heap held, charged to the cache's byte budget */
 
     char *str;
     size_t nstr, capstr;
@@ -186,12 +187,15 @@ static inline const char *gh__str(const gh__set *s, uint32_t off)
 typedef struct gh__cache {
     gh__set **sets; /* dense */
     size_t n, cap, max;
+    size_t bytes, max_bytes; /* heap of the cached sets, and its budget */
     uint32_t *tab; /* open addressing: 0 empty, else index in sets + 1 */
     size_t mask;
     size_t hand;
 } gh__cache;
 
-void gh__cache_init(gh__cache *c, size_t max);
+void gh__cache_init(gh__cache *c, size_t max, size_t max_bytes);
+/* Heap held by a compiled set (what the cache's byte budget counts). */
+size_t gh__set_bytes(const gh__set *s);
 gh__set *gh__cache_get(gh__cache *c, uint64_t user_id);
 /* Takes ownership of s (freed when evicted, or at once on failure). */
 int gh__cache_put(gh__cache *c, gh__set *s);

@@ -22,7 +22,8 @@ int gh_authz_new(gh_authz **out, const gh_authz_opts *opts)
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return GH_ENOMEM;
-    gh__cache_init(&a->cache, opts && opts->cache_users ? opts->cache_users : 65536);
+    gh__cache_init(&a->cache, opts && opts->cache_users ? opts->cache_users : 65536,
+                   opts && opts->cache_bytes ? opts->cache_bytes : (size_t)64 << 20);
     *out = a;
     return 0;
 }
@@ -47,6 +48,7 @@ void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st)
 {
     *st = a->st;
     st->cached = a->cache.n;
+    st->cached_bytes = a->cache.bytes;
 }
 
 /* Drops the cache when the store's authorization generation moved (in either

@@ -24,11 +24,13 @@ typedef struct gh_authz gh_authz;
 
 typedef struct gh_authz_opts {
     size_t cache_users; /* compiled user rule sets kept (0: 65536) */
+    size_t cache_bytes; /* heap those sets may hold (0: 64 MiB) */
 } gh_authz_opts;
 
 typedef struct gh_authz_stats {
     uint64_t hits, misses, compiles, flushes;
     size_t cached;
+    size_t cached_bytes;
 } gh_authz_stats;
 
 int gh_authz_new(gh_authz **out, const gh_authz_opts *opts);

@@ -1,7 +1,8 @@
 /*
  * cache.c: the bounded map user id -> compiled set. Sets live in a dense
  * array indexed by a linear-probing table; when the map is full the CLOCK
- * hand picks a victim (a set not used since the hand last passed).
+ * hand picks a victim (a set not used since the hand last passed). The map
+ * is bounded by a count and by the bytes its sets hold.
  *
  * The one thing to know: the table holds dense indices, not pointers, and a
  * removal shifts the following probe run back (no tombstones), so lookups
@@ -20,10 +21,11 @@ static size_t slot_of(const gh__cache *c, uint64_t id)
     return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 17) & c->mask;
 }
 
-void gh__cache_init(gh__cache *c, size_t max)
+void gh__cache_init(gh__cache *c, size_t max, size_t max_bytes)
 {
     memset(c, 0, sizeof(*c));
     c->max = max ? max : 1;
+    c->max_bytes = max_bytes ? max_bytes : 1;
 }
 
 gh__set *gh__cache_get(gh__cache *c, uint64_t user_id)
@@ -83,28 +85,42 @@ static int tab_resize(gh__cache *c, size_t size)
     return 0;
 }
 
+/* CLOCK: clears reference bits until an unreferenced set comes up, frees
+ * it, and moves the last dense entry into its place. */
+static void evict_one(gh__cache *c)
+{
+    size_t v, last = c->n - 1;
+
+    for (;;) {
+        if (c->hand >= c->n)
+            c->hand = 0;
+        if (!c->sets[c->hand]->ref)
+            break;
+        c->sets[c->hand]->ref = 0;
+        c->hand++;
+    }
+    v = c->hand;
+    tab_remove(c, v);
+    c->bytes -= c->sets[v]->bytes;
+    gh__set_free(c->sets[v]);
+    if (v != last) {
+        tab_remove(c, last);
+        c->sets[v] = c->sets[last];
+        tab_insert(c, v);
+    }
+    c->n--;
+}
+
 int gh__cache_put(gh__cache *c, gh__set *s)
 {
     int rc = 0;
 
     s->ref = 1;
-    if (c->n == c->max) {
-        /* CLOCK: clear reference bits until an unreferenced set comes up */
-        for (;;) {
-            if (c->hand >= c->n)
-                c->hand = 0;
-            if (!c->sets[c->hand]->ref)
-                break;
-            c->sets[c->hand]->ref = 0;
-            c->hand++;
-        }
-        tab_remove(c, c->hand);
-        gh__set_free(c->sets[c->hand]);
-        c->sets[c->hand] = s;
-        tab_insert(c, c->hand);
-        c->hand++;
-        return 0;
-    }
+    s->bytes = gh__set_bytes(s);
+    /* room by count and by bytes (a set larger than the budget still gets
+     * in, alone: the next put evicts it) */
+    while (c->n > 0 && (c->n >= c->max || c->bytes + s->bytes > c->max_bytes))
+        evict_one(c);
     if (c->n == c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 64;
         gh__set **ns;
@@ -127,6 +143,7 @@ int gh__cache_put(gh__cache *c, gh__set *s)
     c->sets[c->n] = s;
     tab_insert(c, c->n);
     c->n++;
+    c->bytes += s->bytes;
     return 0;
 fail:
     gh__set_free(s);
@@ -139,6 +156,7 @@ void gh__cache_clear(gh__cache *c)
         gh__set_free(c->sets[i]);
     c->n = 0;
     c->hand = 0;
+    c->bytes = 0;
     if (c->tab)
         memset(c->tab, 0, (c->mask + 1) * sizeof(*c->tab));
 }

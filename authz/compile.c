@@ -474,6 +474,19 @@ done:
     return rc;
 }
 
+size_t gh__set_bytes(const gh__set *s)
+{
+    size_t n = sizeof(*s) + s->capstr + s->capsegs * sizeof(gh__seg) +
+               s->caprules * sizeof(gh__rule) + s->capbinds * sizeof(gh__bind) +
+               s->capscopes * sizeof(gh__pat) + s->caproles * sizeof(gh__rpath);
+    for (int i = 0; i < 2; i++) {
+        n += (size_t)s->idx[i].nids * sizeof(uint32_t);
+        if (s->idx[i].tab != NULL)
+            n += ((size_t)s->idx[i].mask + 1) * sizeof(gh__agrp);
+    }
+    return n;
+}
+
 void gh__set_free(gh__set *s)
 {
     if (s == NULL)

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -256,6 +257,15 @@ void gh__auth_fini(gh_server *srv)
 
 /* ---- password hashing on the pool ---- */
 
+/* Pool threads run only Argon2: at a high nice value they yield the CPU to
+ * the loop thread, so checks stay fast during a login storm. (The kernel
+ * takes the nice value per thread; a pool thread never needs it back.) */
+static void pool_thread_priority(const gh_config *cfg)
+{
+    if (cfg->argon2_nice > 0)
+        setpriority(PRIO_PROCESS, (id_t)gettid(), (int)cfg->argon2_nice);
+}
+
 typedef struct hash_job {
     uv_work_t work;
     gh_server *srv;
@@ -270,6 +280,7 @@ typedef struct hash_job {
 static void hash_work(uv_work_t *w)
 {
     hash_job *j = w->data;
+    pool_thread_priority(j->srv->cfg);
     if (crypto_pwhash_str(j->verifier, j->pw, j->pwlen, j->srv->cfg->argon2_opslimit,
                           j->srv->cfg->argon2_memlimit) != 0)
         j->rc = GH_ENOMEM;
@@ -439,6 +450,7 @@ static void verify_work(uv_work_t *w)
 {
     auth_job *j = w->data;
     const gh_config *cfg = j->srv->cfg;
+    pool_thread_priority(cfg);
     if (j->upstream_ok) {
         /* keep an offline verifier of the password the upstream accepted */
         if (crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,

@@ -57,6 +57,8 @@ static const struct key keys[] = {
     {"map_max", K_SIZE, OFF(map_max), 1u << 20, 1ull << 44},
     {"uid_min", K_UINT, OFF(uid_min), 1, 2000000000},
     {"write_batch_max", K_UINT, OFF(write_batch_max), 1, 100000},
+    {"authz_cache_size", K_SIZE, OFF(authz_cache_size), 64u << 10, 1ull << 40},
+    {"argon2_nice", K_UINT, OFF(argon2_nice), 0, 19},
 };
 
 static int set_str(char **dst, const char *v)
@@ -95,6 +97,8 @@ int gh_config_defaults(gh_config *cfg)
     cfg->map_max = 16ull << 30;
     cfg->uid_min = 10000;
     cfg->write_batch_max = 256;
+    cfg->authz_cache_size = 64u << 20;
+    cfg->argon2_nice = 19;
     return 0;
 }
 

@@ -175,6 +175,26 @@ static void on_write(uv_write_t *req, int status)
     update_reading(c);
 }
 
+/* A lone reply on an idle stream is written directly: no write request, no
+ * extra loop pass, and no epoll re-registration (libuv 1.44 re-arms the
+ * watcher after every queued write). Returns 1 when it went out whole;
+ * otherwise what was written is dropped from the buffer and 0 returned. */
+static int write_now(gh_conn *c, gh_pending *p)
+{
+    if (c->out_bytes > 0 || uv_stream_get_write_queue_size(&c->h.stream) > 0)
+        return 0;
+    uv_buf_t b = uv_buf_init(p->out, (unsigned)p->outlen);
+    int w = uv_try_write(&c->h.stream, &b, 1);
+    if (w <= 0)
+        return 0;
+    c->queued_bytes -= (size_t)w;
+    if ((size_t)w == p->outlen)
+        return 1;
+    memmove(p->out, p->out + w, p->outlen - (size_t)w);
+    p->outlen -= (size_t)w;
+    return 0;
+}
+
 /* Writes every completed reply at the head of the queue, in order. */
 static void flush(gh_conn *c)
 {
@@ -183,6 +203,17 @@ static void flush(gh_conn *c)
         n++;
     if (n == 0 || c->closing)
         return;
+    if (n == 1 && write_now(c, c->head)) {
+        gh_pending *p = c->head;
+        c->head = p->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        json_decref(p->id);
+        free(p->out);
+        free(p);
+        update_reading(c);
+        return;
+    }
     wreq *w = malloc(sizeof(*w) + n * sizeof(uv_buf_t));
     if (w == NULL) {
         gh__conn_close(c);

@@ -141,6 +141,7 @@ static int op_stats(gh_opctx *c)
     json_object_set_new(cache, "compiles", json_integer((json_int_t)st.compiles));
     json_object_set_new(cache, "flushes", json_integer((json_int_t)st.flushes));
     json_object_set_new(cache, "cached", json_integer((json_int_t)st.cached));
+    json_object_set_new(cache, "cached_bytes", json_integer((json_int_t)st.cached_bytes));
     json_object_set_new(c->resp, "authz_cache", cache);
     return 0;
 }

@@ -82,7 +82,7 @@ static void on_shutdown_timeout(uv_timer_t *t)
 int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
 {
     int rc;
-    gh_authz_opts ao = {0};
+    gh_authz_opts ao = {.cache_bytes = cfg->authz_cache_size};
 
     memset(srv, 0, sizeof(*srv));
     srv->cfg = cfg;

@@ -1027,6 +1027,34 @@ static void test_cache_bound(void **state)
     assert_int_equal(st.cached, 0);
 }
 
+/* The byte budget bounds the cache whatever the count allows, and decisions
+ * stay right while sets are evicted. */
+static void test_cache_byte_budget(void **state)
+{
+    fx *f = *state;
+    gh_authz_opts o = {.cache_users = 1000, .cache_bytes = 1};
+    gh_authz_stats st;
+
+    gh_authz_free(f->authz);
+    assert_int_equal(gh_authz_new(&f->authz, &o), 0);
+    for (int round = 0; round < 2; round++)
+        for (size_t i = 0; i < NTABLE; i++) {
+            assert_int_equal(decide(f, table[i].user, table[i].action, table[i].resource),
+                             table[i].allow);
+            gh_authz_get_stats(f->authz, &st);
+            assert_true(st.cached <= 1); /* every set is over a 1-byte budget */
+            assert_true(st.cached_bytes > 0);
+        }
+    gh_authz_free(f->authz);
+    o.cache_bytes = (size_t)1 << 20;
+    assert_int_equal(gh_authz_new(&f->authz, &o), 0);
+    for (size_t i = 0; i < NTABLE; i++)
+        decide(f, table[i].user, table[i].action, table[i].resource);
+    gh_authz_get_stats(f->authz, &st);
+    assert_true(st.cached > 1); /* a real budget keeps several */
+    assert_true(st.cached_bytes <= ((size_t)1 << 20));
+}
+
 /* 1,000 rules across inherited roles: compiled once, decided right. */
 static void test_large_user(void **state)
 {
@@ -1081,6 +1109,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deleted_role, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_byte_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_user, setup, teardown),
     };
     return cmocka_run_group_tests_name("authz", tests, NULL, NULL);
