@@ -474,6 +474,30 @@ done:
     return rc;
 }
 
+/* Gives back the slack of the doubling arrays: a cached set lives long and
+ * the cache's byte budget counts capacity, not use. */
+static void shrink1(void *pp, size_t *cap, size_t n, size_t elsz)
+{
+    void **p = pp;
+    if (*p == NULL || n == 0 || *cap <= n)
+        return;
+    void *q = realloc(*p, n * elsz);
+    if (q != NULL) {
+        *p = q;
+        *cap = n;
+    }
+}
+
+static void set_shrink(gh__set *s)
+{
+    shrink1(&s->str, &s->capstr, s->nstr, 1);
+    shrink1(&s->segs, &s->capsegs, s->nsegs, sizeof(*s->segs));
+    shrink1(&s->rules, &s->caprules, s->nrules, sizeof(*s->rules));
+    shrink1(&s->binds, &s->capbinds, s->nbinds, sizeof(*s->binds));
+    shrink1(&s->scopes, &s->capscopes, s->nscopes, sizeof(*s->scopes));
+    shrink1(&s->roles, &s->caproles, s->nroles, sizeof(*s->roles));
+}
+
 size_t gh__set_bytes(const gh__set *s)
 {
     size_t n = sizeof(*s) + s->capstr + s->capsegs * sizeof(gh__seg) +
@@ -568,6 +592,7 @@ static int compile(gh_txn *txn, gh__roles *roles, const gh_member *subjects, siz
             goto done;
     if ((rc = set_finish(cs.s)) != 0)
         goto done;
+    set_shrink(cs.s);
     *out = cs.s;
     cs.s = NULL;
 done:

@@ -97,7 +97,7 @@ int gh_config_defaults(gh_config *cfg)
     cfg->map_max = 16ull << 30;
     cfg->uid_min = 10000;
     cfg->write_batch_max = 256;
-    cfg->authz_cache_size = 64u << 20;
+    cfg->authz_cache_size = 256u << 20;
     cfg->argon2_nice = 19;
     return 0;
 }

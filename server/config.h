@@ -44,7 +44,7 @@ typedef struct gh_config {
     size_t map_max;           /* growth limit, 16 GiB */
     uint32_t uid_min;         /* first auto uid/gid, 10000 */
     unsigned write_batch_max; /* ops per group commit, 256 */
-    size_t authz_cache_size;  /* bytes of compiled permission sets kept, 64 MiB */
+    size_t authz_cache_size;  /* bytes of compiled permission sets kept, 256 MiB */
     unsigned argon2_nice;     /* nice value of Argon2 pool threads, 19 */
 
     struct gh_upstream_cfg **upstreams;
