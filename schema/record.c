@@ -331,10 +331,13 @@ int gh__role_to_json(json_t *obj, const gh_role *r)
 
     if (rules == NULL || parents == NULL)
         goto nomem;
+    /* A rule is stored as ["allow"|"deny", action, resource]: compiling a
+     * user decodes every rule of its roles, and arrays parse about twice as
+     * fast as objects. Readers also take the {"effect","action","resource"}
+     * objects written before. */
     for (size_t i = 0; i < r->nrules; i++) {
-        json_t *o =
-            json_pack("{s:s, s:s, s:s}", "effect", r->rules[i].effect == GH_DENY ? "deny" : "allow",
-                      "action", r->rules[i].action, "resource", r->rules[i].resource);
+        json_t *o = json_pack("[sss]", r->rules[i].effect == GH_DENY ? "deny" : "allow",
+                              r->rules[i].action, r->rules[i].resource);
         if (o == NULL || json_array_append_new(rules, o) != 0)
             goto nomem;
     }
@@ -380,9 +383,16 @@ int gh__role_from_json(const json_t *obj, gh_role **out)
         goto done;
     json_array_foreach(a, i, e)
     {
-        const char *eff = json_string_value(json_object_get(e, "effect"));
-        const char *act = json_string_value(json_object_get(e, "action"));
-        const char *res = json_string_value(json_object_get(e, "resource"));
+        const char *eff, *act, *res;
+        if (json_is_array(e)) {
+            eff = json_string_value(json_array_get(e, 0));
+            act = json_string_value(json_array_get(e, 1));
+            res = json_string_value(json_array_get(e, 2));
+        } else {
+            eff = json_string_value(json_object_get(e, "effect"));
+            act = json_string_value(json_object_get(e, "action"));
+            res = json_string_value(json_object_get(e, "resource"));
+        }
         if (eff == NULL || act == NULL || res == NULL)
             goto done;
         rc = gh_role_add_rule(r, strcmp(eff, "deny") == 0 ? GH_DENY : GH_ALLOW, act, res);

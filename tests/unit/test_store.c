@@ -1557,6 +1557,45 @@ static void test_unknown_field_survives(void **state)
     raw_close(&r);
 }
 
+/* Role rules are written as ["allow"|"deny", action, resource]; records
+ * written with {"effect","action","resource"} objects still read the same. */
+static void test_role_rule_encodings(void **state)
+{
+    fx *f = *state;
+    gh_role *r = gh_role_new("old"), *out = NULL;
+    raw rw;
+    MDB_dbi roles;
+    MDB_val k = {3, "old"}, v;
+    gh_txn *t;
+
+    assert_int_equal(gh_role_add_rule(r, GH_ALLOW, "deploy", "service/*"), 0);
+    assert_int_equal(gh_store_write(f->s, w_role_add, r, NULL, 0), 0);
+    gh_role_free(r);
+    fx_close(f);
+    roles = raw_open(f->dir, &rw, "roles", 0);
+    assert_int_equal(mdb_get(rw.txn, roles, &k, &v), 0);
+    json_t *o = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+    assert_non_null(o);
+    assert_true(json_is_array(json_array_get(json_object_get(o, "rules"), 0))); /* new form */
+    json_object_set_new(o, "rules",
+                        json_pack("[{s:s,s:s,s:s},[sss]]", "effect", "deny", "action", "ops:*",
+                                  "resource", "a/**", "allow", "read", "b/c"));
+    raw_put_json(&rw, roles, "old", 3, o);
+    json_decref(o);
+    raw_close(&rw);
+    fx_open(f);
+    t = rd(f);
+    assert_int_equal(gh_store_role_get(t, "old", &out), 0);
+    rd_end(f);
+    assert_int_equal(out->nrules, 2);
+    assert_int_equal(out->rules[0].effect, GH_DENY);
+    assert_string_equal(out->rules[0].action, "ops:*");
+    assert_string_equal(out->rules[0].resource, "a/**");
+    assert_int_equal(out->rules[1].effect, GH_ALLOW);
+    assert_string_equal(out->rules[1].resource, "b/c");
+    gh_role_free(out);
+}
+
 static void test_newer_schema_refused(void **state)
 {
     fx *f = *state;
@@ -1932,6 +1971,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reader_snapshot, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_field_survives, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_role_rule_encodings, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_v0, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_grows, setup, teardown),
