@@ -188,7 +188,7 @@ typedef struct gh__cache {
     gh__set **sets; /* dense */
     size_t n, cap, max;
     size_t bytes, max_bytes; /* heap of the cached sets, and its budget */
-    uint32_t *tab; /* open addressing: 0 empty, else index in sets + 1 */
+    uint32_t *tab;           /* open addressing: 0 empty, else index in sets + 1 */
     size_t mask;
     size_t hand;
 } gh__cache;
