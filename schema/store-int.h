@@ -98,6 +98,26 @@ int gh__put(gh_txn *txn, int db, const void *key, size_t klen, const void *data,
 /* Deletes key (data NULL: every duplicate). GH_ENOTFOUND when absent. */
 int gh__del(gh_txn *txn, int db, const void *key, size_t klen, const void *data, size_t dlen);
 int gh__get_id(gh_txn *txn, int db, const void *key, size_t klen, uint64_t *id);
+/* GH_EEXISTS when key is in db under another id than self. */
+int gh__taken(gh_txn *txn, int db, const void *key, size_t klen, uint64_t self);
+/* Moves one unique index entry from oldkey to newkey (either may be NULL). */
+int gh__reindex(gh_txn *txn, int db, const void *oldkey, size_t oldlen, const void *newkey,
+                size_t newlen, const uint8_t idkey[8]);
+/* The unique identity of a user or group record and the indices keeping it. */
+typedef struct gh__ident {
+    const char *name;
+    uint32_t num; /* uid or gid */
+    const char *origin, *origin_key;
+} gh__ident;
+typedef struct gh__ident_kind {
+    const char *what;    /* "user", "group" (messages) */
+    const char *numword; /* "uid", "gid" */
+    int name_db, num_db, origin_db;
+} gh__ident_kind;
+/* Moves record id's entries in the name, number and origin indices from old
+ * to n, refusing (GH_EEXISTS, message set) what another record holds. */
+int gh__ident_move(gh_txn *txn, const gh__ident_kind *k, uint64_t id, const gh__ident *old,
+                   const gh__ident *n);
 /* Walks a name -> id index in name order (see gh_store_user_list for the
  * meaning of prefix, after and limit); fn returning > 0 stops with 0, < 0
  * stops with that error. */

@@ -696,3 +696,75 @@ done:
         mdb_cursor_close(cur);
     return rc;
 }
+
+int gh__taken(gh_txn *txn, int db, const void *key, size_t klen, uint64_t self)
+{
+    uint64_t id;
+    int rc = gh__get_id(txn, db, key, klen, &id);
+
+    if (rc == GH_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    return id == self ? 0 : GH_EEXISTS;
+}
+
+int gh__reindex(gh_txn *txn, int db, const void *oldkey, size_t oldlen, const void *newkey,
+                size_t newlen, const uint8_t idkey[8])
+{
+    int rc = 0;
+
+    if (oldkey != NULL) {
+        rc = gh__del(txn, db, oldkey, oldlen, NULL, 0);
+        if (rc == GH_ENOTFOUND)
+            rc = 0;
+    }
+    if (rc == 0 && newkey != NULL)
+        rc = gh__put(txn, db, newkey, newlen, idkey, 8, 0);
+    return rc;
+}
+
+int gh__ident_move(gh_txn *txn, const gh__ident_kind *k, uint64_t id, const gh__ident *old,
+                   const gh__ident *n)
+{
+    char okey_old[GH_ORIGIN_KEY_MAX], okey_new[GH_ORIGIN_KEY_MAX];
+    uint8_t idkey[8], num_old[4], num_new[4];
+    int rc;
+
+    gh__put_u64(idkey, id);
+    if (strcmp(n->name, old->name) != 0) {
+        rc = gh__taken(txn, k->name_db, n->name, strlen(n->name), id);
+        if (rc == GH_EEXISTS)
+            return gh_txn_fail(txn, rc, "%s %s already exists", k->what, n->name);
+        if (rc == 0)
+            rc = gh__reindex(txn, k->name_db, old->name, strlen(old->name), n->name,
+                             strlen(n->name), idkey);
+        if (rc != 0)
+            return rc;
+    }
+    if (n->num != old->num) {
+        gh__put_u32(num_old, old->num);
+        gh__put_u32(num_new, n->num);
+        rc = gh__taken(txn, k->num_db, num_new, 4, id);
+        if (rc == GH_EEXISTS)
+            return gh_txn_fail(txn, rc, "%s %u is already taken", k->numword, n->num);
+        if (rc == 0)
+            rc = gh__reindex(txn, k->num_db, num_old, 4, num_new, 4, idkey);
+        if (rc != 0)
+            return rc;
+    }
+    if (strcmp(n->origin, old->origin) != 0 || strcmp(n->origin_key, old->origin_key) != 0) {
+        size_t ol = old->origin[0] ? gh__origin_key(okey_old, old->origin, old->origin_key) : 0;
+        size_t nl = n->origin[0] ? gh__origin_key(okey_new, n->origin, n->origin_key) : 0;
+        rc = nl ? gh__taken(txn, k->origin_db, okey_new, nl, id) : 0;
+        if (rc == GH_EEXISTS)
+            return gh_txn_fail(txn, rc, "a %s from %s with key %s already exists", k->what,
+                               n->origin, n->origin_key);
+        if (rc == 0)
+            rc = gh__reindex(txn, k->origin_db, ol ? okey_old : NULL, ol, nl ? okey_new : NULL, nl,
+                             idkey);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}

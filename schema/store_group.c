@@ -22,6 +22,9 @@
 typedef int (*dup_fn)(const MDB_val *v, void *arg);
 
 /* Calls fn for every duplicate of key in db; fn must not write to db. */
+static const gh__ident_kind ident_kind = {"group", "gid", DB_GROUP_NAME, DB_GROUP_GID,
+                                          DB_GROUP_ORIGIN};
+
 static int dup_walk(gh_txn *txn, int db, const void *key, size_t klen, dup_fn fn, void *arg)
 {
     MDB_cursor *cur = NULL;
@@ -216,34 +219,6 @@ int gh_store_group_get_by_origin(gh_txn *txn, const char *upstream, const char *
     return gh_store_group_get_by_id(txn, id, out);
 }
 
-/* GH_EEXISTS when key is in db under another id than self. */
-static int taken(gh_txn *txn, int db, const void *key, size_t klen, uint64_t self)
-{
-    uint64_t id;
-    int rc = gh__get_id(txn, db, key, klen, &id);
-
-    if (rc == GH_ENOTFOUND)
-        return 0;
-    if (rc != 0)
-        return rc;
-    return id == self ? 0 : GH_EEXISTS;
-}
-
-static int reindex(gh_txn *txn, int db, const void *oldkey, size_t oldlen, const void *newkey,
-                   size_t newlen, const uint8_t idkey[8])
-{
-    int rc = 0;
-
-    if (oldkey != NULL) {
-        rc = gh__del(txn, db, oldkey, oldlen, NULL, 0);
-        if (rc == GH_ENOTFOUND)
-            rc = 0;
-    }
-    if (rc == 0 && newkey != NULL)
-        rc = gh__put(txn, db, newkey, newlen, idkey, 8, 0);
-    return rc;
-}
-
 int gh_store_group_add(gh_txn *txn, gh_group *g)
 {
     char okey[GH_ORIGIN_KEY_MAX];
@@ -255,7 +230,7 @@ int gh_store_group_add(gh_txn *txn, gh_group *g)
     rc = group_valid(txn, &n);
     if (rc != 0)
         goto done;
-    rc = taken(txn, DB_GROUP_NAME, n.name, strlen(n.name), 0);
+    rc = gh__taken(txn, DB_GROUP_NAME, n.name, strlen(n.name), 0);
     if (rc == GH_EEXISTS) {
         rc = gh_txn_fail(txn, rc, "group %s already exists", n.name);
         goto done;
@@ -263,7 +238,7 @@ int gh_store_group_add(gh_txn *txn, gh_group *g)
     if (rc != 0)
         goto done;
     if (n.origin[0] != '\0') {
-        rc = taken(txn, DB_GROUP_ORIGIN, okey, gh__origin_key(okey, n.origin, n.origin_key), 0);
+        rc = gh__taken(txn, DB_GROUP_ORIGIN, okey, gh__origin_key(okey, n.origin, n.origin_key), 0);
         if (rc == GH_EEXISTS)
             rc = gh_txn_fail(txn, rc, "a group from %s with key %s already exists", n.origin,
                              n.origin_key);
@@ -276,7 +251,7 @@ int gh_store_group_add(gh_txn *txn, gh_group *g)
             goto done;
     } else {
         gh__put_u32(gidkey, n.gid);
-        rc = taken(txn, DB_GROUP_GID, gidkey, sizeof(gidkey), 0);
+        rc = gh__taken(txn, DB_GROUP_GID, gidkey, sizeof(gidkey), 0);
         if (rc == GH_EEXISTS)
             rc = gh_txn_fail(txn, rc, "gid %u is already taken", n.gid);
         if (rc != 0)
@@ -314,8 +289,7 @@ done:
 
 int gh_store_group_update(gh_txn *txn, const gh_group *g, unsigned mask)
 {
-    char okey_old[GH_ORIGIN_KEY_MAX], okey_new[GH_ORIGIN_KEY_MAX];
-    uint8_t idkey[8], gid_old[4], gid_new[4];
+    uint8_t idkey[8];
     json_t *obj = NULL;
     gh_group old, n;
     int rc, logged = 0;
@@ -347,40 +321,11 @@ int gh_store_group_update(gh_txn *txn, const gh_group *g, unsigned mask)
         goto done;
     }
     gh__put_u64(idkey, n.id);
-    if (strcmp(n.name, old.name) != 0) {
-        rc = taken(txn, DB_GROUP_NAME, n.name, strlen(n.name), n.id);
-        if (rc == GH_EEXISTS)
-            rc = gh_txn_fail(txn, rc, "group %s already exists", n.name);
-        if (rc == 0)
-            rc = reindex(txn, DB_GROUP_NAME, old.name, strlen(old.name), n.name, strlen(n.name),
-                         idkey);
-        if (rc != 0)
-            goto done;
-    }
-    if (n.gid != old.gid) {
-        gh__put_u32(gid_old, old.gid);
-        gh__put_u32(gid_new, n.gid);
-        rc = taken(txn, DB_GROUP_GID, gid_new, 4, n.id);
-        if (rc == GH_EEXISTS)
-            rc = gh_txn_fail(txn, rc, "gid %u is already taken", n.gid);
-        if (rc == 0)
-            rc = reindex(txn, DB_GROUP_GID, gid_old, 4, gid_new, 4, idkey);
-        if (rc != 0)
-            goto done;
-    }
-    if (strcmp(n.origin, old.origin) != 0 || strcmp(n.origin_key, old.origin_key) != 0) {
-        size_t ol = old.origin[0] ? gh__origin_key(okey_old, old.origin, old.origin_key) : 0;
-        size_t nl = n.origin[0] ? gh__origin_key(okey_new, n.origin, n.origin_key) : 0;
-        rc = nl ? taken(txn, DB_GROUP_ORIGIN, okey_new, nl, n.id) : 0;
-        if (rc == GH_EEXISTS)
-            rc = gh_txn_fail(txn, rc, "a group from %s with key %s already exists", n.origin,
-                             n.origin_key);
-        if (rc == 0)
-            rc = reindex(txn, DB_GROUP_ORIGIN, ol ? okey_old : NULL, ol, nl ? okey_new : NULL, nl,
-                         idkey);
-        if (rc != 0)
-            goto done;
-    }
+    rc = gh__ident_move(txn, &ident_kind, n.id,
+                        &(gh__ident){old.name, old.gid, old.origin, old.origin_key},
+                        &(gh__ident){n.name, n.gid, n.origin, n.origin_key});
+    if (rc != 0)
+        goto done;
     n.modified = txn->now;
     rc = gh__group_to_json(obj, &n, mask);
     if (rc == 0)
@@ -470,12 +415,12 @@ int gh_store_group_del(gh_txn *txn, uint64_t id)
         goto done;
     gh__put_u32(gidkey, g.gid);
     if ((rc = gh__del(txn, DB_GROUPS, idkey, 8, NULL, 0)) != 0 ||
-        (rc = reindex(txn, DB_GROUP_NAME, g.name, strlen(g.name), NULL, 0, idkey)) != 0 ||
-        (rc = reindex(txn, DB_GROUP_GID, gidkey, 4, NULL, 0, idkey)) != 0)
+        (rc = gh__reindex(txn, DB_GROUP_NAME, g.name, strlen(g.name), NULL, 0, idkey)) != 0 ||
+        (rc = gh__reindex(txn, DB_GROUP_GID, gidkey, 4, NULL, 0, idkey)) != 0)
         goto done;
     if (g.origin[0] != '\0') {
-        rc = reindex(txn, DB_GROUP_ORIGIN, okey, gh__origin_key(okey, g.origin, g.origin_key), NULL,
-                     0, idkey);
+        rc = gh__reindex(txn, DB_GROUP_ORIGIN, okey, gh__origin_key(okey, g.origin, g.origin_key),
+                         NULL, 0, idkey);
         if (rc != 0)
             goto done;
     }

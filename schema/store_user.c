@@ -47,6 +47,8 @@ int gh__origin_valid(gh_txn *txn, const char *origin, const char *key, const cha
     return 0;
 }
 
+static const gh__ident_kind ident_kind = {"user", "uid", DB_USER_NAME, DB_USER_UID, DB_USER_ORIGIN};
+
 static int user_valid(gh_txn *txn, const gh_user *u)
 {
     int rc;
@@ -202,19 +204,6 @@ int gh_store_user_get_by_origin(gh_txn *txn, const char *upstream, const char *k
     return gh_store_user_get_by_id(txn, id, out);
 }
 
-/* GH_EEXISTS when key is in db under another id than self. */
-static int taken(gh_txn *txn, int db, const void *key, size_t klen, uint64_t self)
-{
-    uint64_t id;
-    int rc = gh__get_id(txn, db, key, klen, &id);
-
-    if (rc == GH_ENOTFOUND)
-        return 0;
-    if (rc != 0)
-        return rc;
-    return id == self ? 0 : GH_EEXISTS;
-}
-
 int gh_store_user_add(gh_txn *txn, gh_user *u)
 {
     char okey[GH_ORIGIN_KEY_MAX];
@@ -226,7 +215,7 @@ int gh_store_user_add(gh_txn *txn, gh_user *u)
     rc = user_valid(txn, &n);
     if (rc != 0)
         goto done;
-    rc = taken(txn, DB_USER_NAME, n.name, strlen(n.name), 0);
+    rc = gh__taken(txn, DB_USER_NAME, n.name, strlen(n.name), 0);
     if (rc == GH_EEXISTS) {
         rc = gh_txn_fail(txn, rc, "user %s already exists", n.name);
         goto done;
@@ -234,7 +223,7 @@ int gh_store_user_add(gh_txn *txn, gh_user *u)
     if (rc != 0)
         goto done;
     if (n.origin[0] != '\0') {
-        rc = taken(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, n.origin, n.origin_key), 0);
+        rc = gh__taken(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, n.origin, n.origin_key), 0);
         if (rc == GH_EEXISTS)
             rc = gh_txn_fail(txn, rc, "a user from %s with key %s already exists", n.origin,
                              n.origin_key);
@@ -247,7 +236,7 @@ int gh_store_user_add(gh_txn *txn, gh_user *u)
             goto done;
     } else {
         gh__put_u32(uidkey, n.uid);
-        rc = taken(txn, DB_USER_UID, uidkey, sizeof(uidkey), 0);
+        rc = gh__taken(txn, DB_USER_UID, uidkey, sizeof(uidkey), 0);
         if (rc == GH_EEXISTS)
             rc = gh_txn_fail(txn, rc, "uid %u is already taken", n.uid);
         if (rc != 0)
@@ -287,26 +276,9 @@ done:
     return rc;
 }
 
-/* Moves one unique index entry from oldkey to newkey (either may be absent). */
-static int reindex(gh_txn *txn, int db, const void *oldkey, size_t oldlen, const void *newkey,
-                   size_t newlen, const uint8_t idkey[8])
-{
-    int rc = 0;
-
-    if (oldkey != NULL) {
-        rc = gh__del(txn, db, oldkey, oldlen, NULL, 0);
-        if (rc == GH_ENOTFOUND)
-            rc = 0;
-    }
-    if (rc == 0 && newkey != NULL)
-        rc = gh__put(txn, db, newkey, newlen, idkey, 8, 0);
-    return rc;
-}
-
 int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
 {
-    char okey_old[GH_ORIGIN_KEY_MAX], okey_new[GH_ORIGIN_KEY_MAX];
-    uint8_t idkey[8], uid_old[4], uid_new[4];
+    uint8_t idkey[8];
     json_t *obj = NULL;
     gh_user old, n;
     int rc, logged = 0;
@@ -352,40 +324,11 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
         goto done;
     }
     gh__put_u64(idkey, n.id);
-    if (strcmp(n.name, old.name) != 0) {
-        rc = taken(txn, DB_USER_NAME, n.name, strlen(n.name), n.id);
-        if (rc == GH_EEXISTS)
-            rc = gh_txn_fail(txn, rc, "user %s already exists", n.name);
-        if (rc == 0)
-            rc = reindex(txn, DB_USER_NAME, old.name, strlen(old.name), n.name, strlen(n.name),
-                         idkey);
-        if (rc != 0)
-            goto done;
-    }
-    if (n.uid != old.uid) {
-        gh__put_u32(uid_old, old.uid);
-        gh__put_u32(uid_new, n.uid);
-        rc = taken(txn, DB_USER_UID, uid_new, 4, n.id);
-        if (rc == GH_EEXISTS)
-            rc = gh_txn_fail(txn, rc, "uid %u is already taken", n.uid);
-        if (rc == 0)
-            rc = reindex(txn, DB_USER_UID, uid_old, 4, uid_new, 4, idkey);
-        if (rc != 0)
-            goto done;
-    }
-    if (strcmp(n.origin, old.origin) != 0 || strcmp(n.origin_key, old.origin_key) != 0) {
-        size_t ol = old.origin[0] ? gh__origin_key(okey_old, old.origin, old.origin_key) : 0;
-        size_t nl = n.origin[0] ? gh__origin_key(okey_new, n.origin, n.origin_key) : 0;
-        rc = nl ? taken(txn, DB_USER_ORIGIN, okey_new, nl, n.id) : 0;
-        if (rc == GH_EEXISTS)
-            rc = gh_txn_fail(txn, rc, "a user from %s with key %s already exists", n.origin,
-                             n.origin_key);
-        if (rc == 0)
-            rc = reindex(txn, DB_USER_ORIGIN, ol ? okey_old : NULL, ol, nl ? okey_new : NULL, nl,
-                         idkey);
-        if (rc != 0)
-            goto done;
-    }
+    rc = gh__ident_move(txn, &ident_kind, n.id,
+                        &(gh__ident){old.name, old.uid, old.origin, old.origin_key},
+                        &(gh__ident){n.name, n.uid, n.origin, n.origin_key});
+    if (rc != 0)
+        goto done;
     n.modified = txn->now;
     rc = gh__user_to_json(obj, &n, mask);
     if (rc == 0)
@@ -428,12 +371,12 @@ int gh_store_user_del(gh_txn *txn, uint64_t id)
     gh__put_u64(idkey, id);
     gh__put_u32(uidkey, u.uid);
     if ((rc = gh__del(txn, DB_USERS, idkey, 8, NULL, 0)) != 0 ||
-        (rc = reindex(txn, DB_USER_NAME, u.name, strlen(u.name), NULL, 0, idkey)) != 0 ||
-        (rc = reindex(txn, DB_USER_UID, uidkey, 4, NULL, 0, idkey)) != 0)
+        (rc = gh__reindex(txn, DB_USER_NAME, u.name, strlen(u.name), NULL, 0, idkey)) != 0 ||
+        (rc = gh__reindex(txn, DB_USER_UID, uidkey, 4, NULL, 0, idkey)) != 0)
         goto done;
     if (u.origin[0] != '\0') {
-        rc = reindex(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, u.origin, u.origin_key), NULL,
-                     0, idkey);
+        rc = gh__reindex(txn, DB_USER_ORIGIN, okey, gh__origin_key(okey, u.origin, u.origin_key),
+                         NULL, 0, idkey);
         if (rc != 0)
             goto done;
     }
