@@ -293,30 +293,38 @@ typedef struct page {
     int more;
 } page;
 
-static int page_user(const gh_user *u, void *arg)
+/* Adds a record to the page, or notes that one more exists past a full page
+ * (the list is asked for limit + 1 records to know whether "next" is due). */
+static int page_push(page *pg, const char *name, json_t *(*make)(const void *), const void *rec)
 {
-    page *pg = arg;
     if (pg->n == pg->limit) {
         pg->more = 1;
         return 1;
     }
-    json_array_append_new(pg->arr, gh_json_user(u));
-    snprintf(pg->last, sizeof(pg->last), "%s", u->name);
+    json_array_append_new(pg->arr, make(rec));
+    snprintf(pg->last, sizeof(pg->last), "%s", name);
     pg->n++;
     return 0;
 }
 
+static json_t *user_obj(const void *u)
+{
+    return gh_json_user(u);
+}
+
+static json_t *group_obj(const void *g)
+{
+    return gh_json_group(g);
+}
+
+static int page_user(const gh_user *u, void *arg)
+{
+    return page_push(arg, u->name, user_obj, u);
+}
+
 static int page_group(const gh_group *g, void *arg)
 {
-    page *pg = arg;
-    if (pg->n == pg->limit) {
-        pg->more = 1;
-        return 1;
-    }
-    json_array_append_new(pg->arr, gh_json_group(g));
-    snprintf(pg->last, sizeof(pg->last), "%s", g->name);
-    pg->n++;
-    return 0;
+    return page_push(arg, g->name, group_obj, g);
 }
 
 static int page_args(gh_opctx *c, const char **prefix, const char **after, int64_t *limit)
@@ -333,7 +341,8 @@ static int page_args(gh_opctx *c, const char **prefix, const char **after, int64
     return 0;
 }
 
-static int op_user_list(gh_opctx *c)
+/* user.list and group.list: a page in name order, and where the next begins. */
+static int op_list(gh_opctx *c, int groups)
 {
     const char *prefix, *after;
     int64_t limit;
@@ -341,14 +350,22 @@ static int op_user_list(gh_opctx *c)
     if (rc != 0)
         return rc;
     page pg = {.arr = json_array(), .limit = (size_t)limit};
-    rc = gh_store_user_list(c->txn, prefix, after, (size_t)limit + 1, page_user, &pg);
+    if (groups)
+        rc = gh_store_group_list(c->txn, prefix, after, (size_t)limit + 1, page_group, &pg);
+    else
+        rc = gh_store_user_list(c->txn, prefix, after, (size_t)limit + 1, page_user, &pg);
     if (rc != 0) {
         json_decref(pg.arr);
-        return gh_op_fail(c, rc, "cannot list users");
+        return gh_op_fail(c, rc, "cannot list %s", groups ? "groups" : "users");
     }
-    json_object_set_new(c->resp, "users", pg.arr);
+    json_object_set_new(c->resp, groups ? "groups" : "users", pg.arr);
     json_object_set_new(c->resp, "next", pg.more ? json_string(pg.last) : json_null());
     return 0;
+}
+
+static int op_user_list(gh_opctx *c)
+{
+    return op_list(c, 0);
 }
 
 static int user_set_apply(gh_txn *txn, void *arg)
@@ -596,20 +613,7 @@ static int op_group_get(gh_opctx *c)
 
 static int op_group_list(gh_opctx *c)
 {
-    const char *prefix, *after;
-    int64_t limit;
-    int rc = page_args(c, &prefix, &after, &limit);
-    if (rc != 0)
-        return rc;
-    page pg = {.arr = json_array(), .limit = (size_t)limit};
-    rc = gh_store_group_list(c->txn, prefix, after, (size_t)limit + 1, page_group, &pg);
-    if (rc != 0) {
-        json_decref(pg.arr);
-        return gh_op_fail(c, rc, "cannot list groups");
-    }
-    json_object_set_new(c->resp, "groups", pg.arr);
-    json_object_set_new(c->resp, "next", pg.more ? json_string(pg.last) : json_null());
-    return 0;
+    return op_list(c, 1);
 }
 
 static int group_del_apply(gh_txn *txn, void *arg)
