@@ -34,12 +34,11 @@
  *  - after gh__server_close no handle is left on the loop.
  * GH_FUZZ_STRICT=1 also fails on "internal" errors (worth a look, but not a
  * protocol violation); GH_FUZZ_LAX_MESSAGE=1 tolerates an error without its
- * message (to fuzz past that known bug); GH_FUZZ_VERBOSE=1 prints the
- * exchange and debug logs.
+ * message (to fuzz past such a bug while it is open); GH_FUZZ_VERBOSE=1 prints
+ * the exchange and debug logs.
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -77,6 +76,7 @@ static struct {
 } g;
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void remove_state_dir(void);
 
 static void fail(const char *fmt, ...)
 {
@@ -86,27 +86,33 @@ static void fail(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
+    remove_state_dir();
     abort();
 }
 
-/* Removes every file of the state directory (LMDB files, token key). */
-static void empty_state_dir(void)
+/* Removes every file of the state directory (LMDB files, token key); 0, or
+ * -1 with errno. */
+static int empty_state_dir(void)
 {
     DIR *d = opendir(g.dir);
     struct dirent *e;
+    int rc = 0;
     if (d == NULL)
-        fail("opendir %s: %s", g.dir, strerror(errno));
+        return -1;
     while ((e = readdir(d)) != NULL) {
         char path[PATH_MAX + 256];
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
             continue;
         snprintf(path, sizeof(path), "%s/%s", g.dir, e->d_name);
         if (unlink(path) != 0)
-            fail("unlink %s: %s", path, strerror(errno));
+            rc = -1;
     }
     closedir(d);
+    return rc;
 }
 
+/* At exit, and on a sanitizer report or a failed check, so that crashing
+ * inputs do not leave state directories behind on tmpfs. */
 static void remove_state_dir(void)
 {
     if (g.dir[0] != '\0') {
@@ -114,6 +120,9 @@ static void remove_state_dir(void)
         rmdir(g.dir);
     }
 }
+
+/* Provided by ASan/UBSan runtimes (gcc's and clang's), absent otherwise. */
+void __sanitizer_set_death_callback(void (*callback)(void)) __attribute__((weak));
 
 static void init_once(void)
 {
@@ -134,6 +143,8 @@ static void init_once(void)
     if (mkdtemp(g.dir) == NULL)
         fail("mkdtemp %s: %s", g.dir, strerror(errno));
     atexit(remove_state_dir);
+    if (__sanitizer_set_death_callback)
+        __sanitizer_set_death_callback(remove_state_dir);
     g.ready = 1;
 }
 
@@ -439,7 +450,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc;
 
     init_once();
-    empty_state_dir();
+    if (empty_state_dir() != 0)
+        fail("cannot empty the state directory %s: %s", g.dir, strerror(errno));
     fuzz_config(&cfg);
 
     in = malloc(size + 1);
