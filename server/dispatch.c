@@ -62,11 +62,6 @@ size_t gh__op_count(void)
     return ntable;
 }
 
-const gh_op_def *gh__op_at(size_t i)
-{
-    return i < ntable ? table[i].def : NULL;
-}
-
 static int find_op(const char *name)
 {
     size_t lo = 0, hi = ntable;
@@ -81,6 +76,17 @@ static int find_op(const char *name)
             lo = mid + 1;
     }
     return -1;
+}
+
+const gh_op_def *gh__op_find(const char *name)
+{
+    int i = find_op(name);
+    return i < 0 ? NULL : table[i].def;
+}
+
+const gh_op_def *gh__op_at(size_t i)
+{
+    return i < ntable ? table[i].def : NULL;
 }
 
 unsigned gh__lat_bucket(uint64_t us)
@@ -322,56 +328,51 @@ static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def
     GH_ASSERT(ctx.pending == NULL || rc == 0);
 done:
     gh_store_read_end(srv->reader);
-    if (optimistic && rc != 0) {
-        /* it may have failed on the stale snapshot: retry once c's earlier
-         * writes are durable (nothing was deferred or pended on error) */
+    if (rc != 0) {
+        if (ctx.deferred && ctx.free_arg)
+            ctx.free_arg(ctx.arg);
         json_decref(resp);
-        park(c, p, req);
+        if (optimistic)      /* it may have failed on the stale snapshot: retry */
+            park(c, p, req); /* once c's earlier writes are durable */
+        else
+            gh__pending_finish(p, rc, ctx.msg, NULL);
         return;
     }
+    if (!ctx.deferred && ctx.pending == NULL) {
+        gh__pending_finish(p, 0, NULL, resp);
+        json_decref(resp);
+        return;
+    }
+    json_decref(resp); /* a deferred or pending request answers later */
     /* A request that writes holds back the connection's next reads until it
-     * is durable, so a pipelined "add, then get" reads its own write. auth
-     * is exempt: what it writes (a token) no pipelined request can name yet. */
-    if (rc == 0 && (ctx.deferred || (ctx.pending != NULL && def->fn != gh__op_auth)) && !p->done) {
-        /* A deferred write reaches the writer now, ahead of anything later:
-         * later plain writes may follow it. One that pends first (Argon2)
-         * reaches the writer later: everything behind it must wait. */
+     * is durable, so a pipelined "add, then get" reads its own write. A
+     * deferred write reaches the writer now, ahead of anything later, so
+     * later plain writes may follow it; one that pends first (Argon2)
+     * reaches the writer later, so everything behind it waits. auth is
+     * exempt: what it writes (a token) no pipelined request can name yet. */
+    if (!p->done && (ctx.deferred || def->fn != gh__op_auth)) {
         p->barrier = ctx.deferred ? 1 : 2;
         c->barriers++;
         if (p->barrier == 2)
             c->hard_barriers++;
     }
-    if (rc == 0 && ctx.pending != NULL) {
-        /* the handler completes p itself (Argon2, upstream bind) */
-    } else if (rc == 0 && ctx.deferred) {
-        wjob *j = calloc(1, sizeof(*j));
-        if (j == NULL) {
-            if (ctx.free_arg)
-                ctx.free_arg(ctx.arg);
-            gh__pending_finish(p, GH_ENOMEM, NULL, NULL);
-        } else {
-            j->p = p;
-            j->reply = ctx.reply;
-            j->free_arg = ctx.free_arg;
-            j->arg = ctx.arg;
-            int wrc =
-                gh_writer_submit(srv->writer, ctx.actor, ctx.apply, ctx.arg, on_write_done, j);
-            if (wrc != 0) {
-                if (ctx.free_arg)
-                    ctx.free_arg(ctx.arg);
-                free(j);
-                gh__pending_finish(p, wrc, "the server is shutting down", NULL);
-            }
-        }
-    } else {
-        if (rc == 0)
-            gh__pending_finish(p, 0, NULL, resp);
-        else
-            gh__pending_finish(p, rc, ctx.msg, NULL);
-        if (ctx.deferred && ctx.free_arg) /* deferred then failed: release */
-            ctx.free_arg(ctx.arg);
+    if (!ctx.deferred)
+        return; /* the handler completes p itself (Argon2, upstream bind) */
+    wjob *j = calloc(1, sizeof(*j));
+    int wrc = GH_ENOMEM;
+    if (j != NULL) {
+        j->p = p;
+        j->reply = ctx.reply;
+        j->free_arg = ctx.free_arg;
+        j->arg = ctx.arg;
+        wrc = gh_writer_submit(srv->writer, ctx.actor, ctx.apply, ctx.arg, on_write_done, j);
     }
-    json_decref(resp);
+    if (wrc != 0) {
+        if (ctx.free_arg)
+            ctx.free_arg(ctx.arg);
+        free(j);
+        gh__pending_finish(p, wrc, wrc == GH_ENOMEM ? NULL : "the server is shutting down", NULL);
+    }
 }
 
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len)

@@ -241,14 +241,6 @@ static const struct {
     {"role", "role.add"}, {"binding", "grant"},
 };
 
-static const gh_op_def *op_by_name(const char *name)
-{
-    for (size_t i = 0; i < gh__op_count(); i++)
-        if (strcmp(gh__op_at(i)->name, name) == 0)
-            return gh__op_at(i);
-    return NULL;
-}
-
 /* Runs one record through its op's handler; queues the write it defers. */
 static void import_one(gh_opctx *parent, import_req *ir, size_t i, json_t *rec)
 {
@@ -275,7 +267,7 @@ static void import_one(gh_opctx *parent, import_req *ir, size_t i, json_t *rec)
     }
     for (size_t k = 0; k < sizeof(import_ops) / sizeof(import_ops[0]); k++)
         if (strcmp(type, import_ops[k].type) == 0)
-            def = op_by_name(import_ops[k].op);
+            def = gh__op_find(import_ops[k].op);
     if (def == NULL) {
         set_result(ir, i, GH_EINVAL, "unknown record type (user, group, member, role, binding)");
         return;

@@ -642,10 +642,8 @@ static int op_group_del(gh_opctx *c)
 }
 
 /* Applies a membership change by names, resolved inside the write txn. */
-int gh__member_apply(gh_txn *txn, const char *group, gh_member_kind kind, const char *member,
-                     int add);
-int gh__member_apply(gh_txn *txn, const char *group, gh_member_kind kind, const char *member,
-                     int add)
+static int member_change(gh_txn *txn, const char *group, gh_member_kind kind, const char *member,
+                         int add)
 {
     gh_group g;
     gh_member m = {kind, 0};
@@ -680,7 +678,7 @@ int gh__member_apply(gh_txn *txn, const char *group, gh_member_kind kind, const 
 static int member_apply(gh_txn *txn, void *arg)
 {
     group_arg *a = arg;
-    return gh__member_apply(txn, a->name, a->kind, a->member, a->add);
+    return member_change(txn, a->name, a->kind, a->member, a->add);
 }
 
 static int op_member(gh_opctx *c, int add)

@@ -152,6 +152,7 @@ uint64_t gh__lat_bucket_upper(unsigned b);
 int gh__dispatch_init(gh_server *srv);
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len);
 const gh_op_def *gh__op_at(size_t i);
+const gh_op_def *gh__op_find(const char *name); /* NULL: no such op */
 size_t gh__op_count(void);
 /* Finishes p with either an error (rc < 0) or resp's fields; flushes later. */
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp);

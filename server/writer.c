@@ -134,6 +134,15 @@ static void on_async(uv_async_t *a)
     }
 }
 
+static void on_closed(uv_handle_t *h)
+{
+    gh_writer *w = h->data;
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->done_cv);
+    free(w);
+}
+
 int gh_writer_start(gh_writer **out, uv_loop_t *loop, gh_store *store, unsigned batch_max)
 {
     gh_writer *w = calloc(1, sizeof(*w));
@@ -151,9 +160,8 @@ int gh_writer_start(gh_writer **out, uv_loop_t *loop, gh_store *store, unsigned 
     }
     w->async.data = w;
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
-        uv_close((uv_handle_t *)&w->async, NULL);
-        /* the handle memory is freed by the caller's loop run; keep w leaked
-         * rather than free memory libuv still references */
+        /* w is freed in the close callback, when libuv is done with async */
+        uv_close((uv_handle_t *)&w->async, on_closed);
         return GH_EINTERNAL;
     }
     w->started = 1;
@@ -228,29 +236,21 @@ void gh_writer_stats(gh_writer *w, uint64_t *commits, uint64_t *ops)
     pthread_mutex_unlock(&w->mu);
 }
 
-static void on_closed(uv_handle_t *h)
-{
-    gh_writer *w = h->data;
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    pthread_cond_destroy(&w->done_cv);
-    free(w);
-}
-
 void gh_writer_stop(gh_writer *w)
 {
     if (w == NULL)
         return;
-    /* Deliver every loop completion first: callers may still submit from
-     * completions, so run the loop until nothing is outstanding. */
-    while (w->loop_outstanding > 0)
-        uv_run(w->loop, UV_RUN_ONCE);
+    /* No uv_run here: this runs inside loop callbacks. The thread commits
+     * everything queued before it exits (it stops only on an empty queue),
+     * and the completions are then delivered right here, on the loop thread.
+     * Submissions after the stop flag get GH_EUNAVAIL. */
     pthread_mutex_lock(&w->mu);
     w->stop = 1;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
     if (w->started)
         pthread_join(w->thread, NULL);
-    on_async(&w->async); /* anything that raced the stop flag */
+    on_async(&w->async);
+    GH_ASSERT(w->loop_outstanding == 0);
     uv_close((uv_handle_t *)&w->async, on_closed);
 }

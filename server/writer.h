@@ -31,7 +31,8 @@ int gh_writer_submit_wait(gh_writer *w, const char *actor, gh_store_write_fn fn,
 /* Counters for stats. */
 void gh_writer_stats(gh_writer *w, uint64_t *commits, uint64_t *ops);
 /* Drains the queue (every queued op is committed and completed), stops the
- * thread. Loop thread; runs the loop until the last completion is delivered. */
+ * thread, and delivers the last completions before returning. Loop thread;
+ * safe inside a loop callback (it does not run the loop). */
 void gh_writer_stop(gh_writer *w);
 
 #endif
