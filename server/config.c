@@ -59,6 +59,14 @@ static const struct key keys[] = {
     {"write_batch_max", K_UINT, OFF(write_batch_max), 1, 100000},
     {"authz_cache_size", K_SIZE, OFF(authz_cache_size), 64u << 10, 1ull << 40},
     {"argon2_nice", K_UINT, OFF(argon2_nice), 0, 19},
+    /* peer classes and limits (docs/SECURITY.md) */
+    {"service_unix_group", K_STR, OFF(service_unix_group), 0, 0},
+    {"service_group", K_STR, OFF(service_group), 0, 0},
+    {"frontend_unix_group", K_STR, OFF(frontend_unix_group), 0, 0},
+    {"max_request_elements", K_SIZE, OFF(max_request_elements), 16, 1u << 24},
+    {"max_held_bytes", K_SIZE, OFF(max_held_bytes), 4096, 1u << 30},
+    {"max_connections_per_peer", K_UINT, OFF(max_connections_per_peer), 0, 1000000},
+    {"auth_max_inflight_per_login", K_UINT, OFF(auth_max_inflight_per_login), 1, 100000},
 };
 
 static int set_str(char **dst, const char *v)
@@ -76,8 +84,15 @@ int gh_config_defaults(gh_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     if (set_str(&cfg->state_dir, "./var") || set_str(&cfg->socket_path, "") ||
         set_str(&cfg->tcp_listen, "") || set_str(&cfg->admin_unix_group, "") ||
-        set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info"))
+        set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info") ||
+        set_str(&cfg->service_unix_group, "") ||
+        set_str(&cfg->service_group, "gatehouse-services") ||
+        set_str(&cfg->frontend_unix_group, ""))
         return GH_ENOMEM;
+    cfg->max_request_elements = 16384;
+    cfg->max_held_bytes = 1u << 20;
+    cfg->max_connections_per_peer = 64;
+    cfg->auth_max_inflight_per_login = 4;
     cfg->socket_mode = 0660;
     cfg->max_request = 65536;
     cfg->max_output = 1u << 20;
@@ -306,6 +321,9 @@ void gh_config_free(gh_config *cfg)
     free(cfg->admin_unix_group);
     free(cfg->admin_group);
     free(cfg->log_level);
+    free(cfg->service_unix_group);
+    free(cfg->service_group);
+    free(cfg->frontend_unix_group);
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gh_upstream_config_free(cfg->upstreams[i]);
     free(cfg->upstreams);

@@ -47,6 +47,15 @@ typedef struct gh_config {
     size_t authz_cache_size;  /* bytes of compiled permission sets kept, 256 MiB */
     unsigned argon2_nice;     /* nice value of Argon2 pool threads, 19 */
 
+    /* peer classes and limits (docs/SECURITY.md) */
+    char *service_unix_group;          /* OS group of service peers on the socket ("" none) */
+    char *service_group;               /* Gatehouse group whose tokens are service peers */
+    char *frontend_unix_group;         /* OS group of trusted front-ends (may pass "client") */
+    size_t max_request_elements;       /* JSON values per request, 16384 */
+    size_t max_held_bytes;             /* request bytes held behind writes per connection, 1 MiB */
+    unsigned max_connections_per_peer; /* per UNIX uid or TCP address (admins exempt), 64 */
+    unsigned auth_max_inflight_per_login; /* password checks of one login at once, 4 */
+
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
 } gh_config;

@@ -32,31 +32,16 @@ typedef struct hashed_write {
     char *verifier_dst; /* inside arg, GH_VERIFIER_MAX + 1 bytes */
 } hashed_write;
 
-static void hw_written(void *cbarg, int rc, const char *err)
-{
-    hashed_write *h = cbarg;
-    json_t *resp = json_object();
-    char msg[GH_ERRMSG_MAX];
-    snprintf(msg, sizeof(msg), "%s", err ? err : "");
-    if (rc == 0 && h->reply)
-        rc = h->reply(h->arg, resp);
-    gh__pending_finish(h->p, rc, msg, resp);
-    json_decref(resp);
-    h->free_arg(h->arg);
-    free(h);
-}
-
 static void hw_hashed(void *cbarg, int rc, const char *verifier)
 {
     hashed_write *h = cbarg;
     if (rc == 0) {
         snprintf(h->verifier_dst, GH_VERIFIER_MAX + 1, "%s", verifier);
-        rc = gh_writer_submit(h->srv->writer, h->actor, h->apply, h->arg, hw_written, h);
-        if (rc == 0)
-            return;
+        gh_op_write(h->p, h->actor, h->apply, h->reply, h->free_arg, h->arg);
+    } else {
+        gh__pending_finish(h->p, rc, rc == GH_ERATE ? "too much Argon2 work queued" : NULL, NULL);
+        h->free_arg(h->arg);
     }
-    gh__pending_finish(h->p, rc, rc == GH_ERATE ? "too much Argon2 work queued" : NULL, NULL);
-    h->free_arg(h->arg);
     free(h);
 }
 
@@ -714,17 +699,17 @@ static int op_group_remove_member(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_user[] = {
-    {"user.add", op_user_add, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"user.get", op_user_get, GH_OPF_ADMIN},
-    {"user.list", op_user_list, GH_OPF_ADMIN},
-    {"user.set", op_user_set, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"user.passwd", op_user_passwd, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"user.del", op_user_del, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.add", op_group_add, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.get", op_group_get, GH_OPF_ADMIN},
-    {"group.list", op_group_list, GH_OPF_ADMIN},
-    {"group.del", op_group_del, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.add_member", op_group_add_member, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.remove_member", op_group_remove_member, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {NULL, NULL, 0},
+    {"user.add", op_user_add, GH_OPF_ADMIN | GH_OPF_WRITE | GH_OPF_ARGON2, GH_CLASS_ADMIN},
+    {"user.get", op_user_get, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"user.list", op_user_list, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"user.set", op_user_set, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"user.passwd", op_user_passwd, GH_OPF_ADMIN | GH_OPF_WRITE | GH_OPF_ARGON2, GH_CLASS_ADMIN},
+    {"user.del", op_user_del, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.add", op_group_add, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.get", op_group_get, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"group.list", op_group_list, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"group.del", op_group_del, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.add_member", op_group_add_member, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.remove_member", op_group_remove_member, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

@@ -38,6 +38,8 @@ int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, js
 struct gh_pending *gh_op_pend(gh_opctx *c)
 {
     c->pending = c->request_;
+    if (c->pending->state == GH_REQ_RUNNING)
+        c->pending->state = GH_REQ_HASHING;
     return c->pending;
 }
 
@@ -215,6 +217,12 @@ int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
     if ((name == NULL) == (token == NULL))
         return gh_op_fail(c, GH_EINVAL, "give exactly one of 'user' or 'token'");
     if (name != NULL) {
+        /* naming any user is for services and administrators; everyone else
+         * asks about the user whose token it holds */
+        if (c->rank < GH_PEER_SERVICE)
+            return gh_op_fail(c, GH_EPERM,
+                              "naming a 'user' needs a service or administrator peer; present "
+                              "the user's 'token' instead");
         rc = gh_store_user_id(c->txn, name, user_id);
         if (rc == GH_ENOTFOUND)
             return gh_op_fail(c, rc, "no user named '%s'", name);

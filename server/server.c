@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/stat.h>
+
+#include <sodium.h>
 
 #include "schema/log.h"
 #include "server/server.h"
@@ -79,6 +82,17 @@ static void on_shutdown_timeout(uv_timer_t *t)
         gh__conn_close(c);
 }
 
+/* jansson's memory is wiped when freed: request strings (passwords) and the
+ * parser's scratch buffers must not survive in freed heap. Process-wide by
+ * jansson's design; set once, before any request is parsed. */
+static void wiping_free(void *p)
+{
+    if (p == NULL)
+        return;
+    sodium_memzero(p, malloc_usable_size(p));
+    free(p);
+}
+
 int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
 {
     int rc;
@@ -88,6 +102,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     srv->cfg = cfg;
     srv->loop = loop;
     srv->started = gh__now_ms();
+    json_set_alloc_funcs(malloc, wiping_free);
     if ((rc = gh__open_store(cfg, &srv->store)) != 0)
         return rc;
     if ((rc = gh_store_reader_new(srv->store, &srv->reader)) != 0)
@@ -115,6 +130,8 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_prepare_init(loop, &srv->flush_prepare);
     srv->flush_prepare.data = srv;
     uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
+    uv_idle_init(loop, &srv->flush_idle);
+    srv->flush_idle.data = srv;
     srv->have_handles = 1;
     return 0;
 }
@@ -136,6 +153,7 @@ void gh__maybe_finish_shutdown(gh_server *srv)
         uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
         uv_close((uv_handle_t *)&srv->flush_check, NULL);
         uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
+        uv_close((uv_handle_t *)&srv->flush_idle, NULL);
         srv->have_handles = 0;
     }
     if (srv->have_signals) {

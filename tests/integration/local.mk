@@ -26,6 +26,10 @@ EXTRA_DIST += $(CLIENT_TESTS) tests/integration/lib_example.c \
 	tests/integration/rfc2307bis-test.schema
 $(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la
 
+# issue 10's defences in the request core (lockout, peer classes, bounds, secrets)
+TESTS += tests/integration/test_security.py
+EXTRA_DIST += tests/integration/test_security.py
+
 # server process tests (configuration, TCP, signals, bootstrap)
 TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py

@@ -516,8 +516,8 @@ class Tokens(CliCase):
             return Result(cp.returncode, cp.stdout.decode(), cp.stderr.decode())
 
         self.assertErr(as_nobody("user", "list"), 4, "permission_denied")
-        r = as_nobody("check", "carol", "read", "x")
-        self.assertEqual(r.rc, 1, r)  # allowed to ask: default deny
+        # not a service peer: may not ask about a named user (issue 10)
+        self.assertErr(as_nobody("check", "carol", "read", "x"), 4, "permission_denied")
         r = as_nobody("auth", "root-admin", "--password-stdin", input=(PW + "\n").encode())
         self.assertEqual(r.rc, 0, r)
         r = as_nobody("--json", "user", "list", extra_env={"GATEHOUSE_TOKEN": r.out.strip()})
