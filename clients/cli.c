@@ -189,7 +189,8 @@ static const char *const global_opts = "socket= json yes help";
 static const char global_help[] =
     "Global options (accepted anywhere):\n"
     "  --socket PATH  server socket (default: $GATEHOUSE_SOCKET, then " GH_CLIENT_DEFAULT_SOCKET
-    ")\n"
+    ";\n"
+    "                 ./var/gatehoused.sock when run from its build directory)\n"
     "  --json         print the server's responses as JSON\n"
     "  --yes          do not ask for confirmation (required without a terminal)\n"
     "  --help         help on the command given before it\n";

@@ -47,8 +47,12 @@ extern "C" {
 #endif
 
 /* Socket used when gh_client_new gets NULL and $GATEHOUSE_SOCKET is unset or
- * empty: the server's embedded default, relative to the current directory. */
-#define GH_CLIENT_DEFAULT_SOCKET "./var/gatehoused.sock"
+ * empty: the installed server's, $(runstatedir)/gatehouse/gatehoused.sock
+ * (make install writes configure's value here). A libgatehouse loaded from
+ * its build tree uses the source checkout's ./var/gatehoused.sock instead. */
+#ifndef GH_CLIENT_DEFAULT_SOCKET
+#define GH_CLIENT_DEFAULT_SOCKET "/run/gatehouse/gatehoused.sock"
+#endif
 #define GH_CLIENT_SOCKET_ENV "GATEHOUSE_SOCKET"
 
 /* Default limit of one response line (gh_client_set_max_response). */

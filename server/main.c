@@ -26,6 +26,7 @@
 
 #include <sodium.h>
 
+#include "clients/paths-int.h"
 #include "schema/log.h"
 #include "server/server.h"
 
@@ -36,8 +37,9 @@ static void usage(FILE *f)
                "       gatehoused [--config FILE] [--state-dir DIR] --init-admin NAME  "
                "(password on stdin)\n"
                "       gatehoused --version | --help\n"
-               "With no configuration the state lives under ./var and the socket is "
-               "./var/gatehoused.sock.\n");
+               "Installed defaults: state " GH_INSTALLED_STATE_DIR ", socket " GH_INSTALLED_SOCKET
+               ",\nconfiguration " GH_INSTALLED_CONFIG " when it exists. Run from its build\n"
+               "directory: state ./var, socket ./var/gatehoused.sock, no configuration.\n");
 }
 
 /* ---- --init-admin ---- */
@@ -270,6 +272,17 @@ int main(int argc, char **argv)
 
     if (gh_config_defaults(&cfg) != 0)
         return 1;
+    /* Installed: FHS defaults and the system configuration file when present;
+     * from the build tree: the checkout's ./var (clients/paths-int.h). */
+    int installed = !gh__in_build_tree("/proc/self/exe");
+    if (installed) {
+        free(cfg.state_dir);
+        cfg.state_dir = strdup(GH_INSTALLED_STATE_DIR);
+        if (cfg.state_dir == NULL)
+            return 1;
+        if (config_path == NULL && access(GH_INSTALLED_CONFIG, F_OK) == 0)
+            config_path = GH_INSTALLED_CONFIG;
+    }
     if (config_path && gh_config_load(&cfg, config_path, err, sizeof(err)) != 0) {
         fprintf(stderr, "gatehoused: %s\n", err);
         gh_config_free(&cfg);
@@ -283,6 +296,13 @@ int main(int argc, char **argv)
         free(cfg.socket_path);
         cfg.socket_path = strdup(sock);
     }
+    /* The installed state directory has its socket under the run directory;
+     * any other state directory keeps <state_dir>/gatehoused.sock. */
+    if (installed && cfg.socket_path && cfg.socket_path[0] == '\0' && cfg.state_dir &&
+        strcmp(cfg.state_dir, GH_INSTALLED_STATE_DIR) == 0) {
+        free(cfg.socket_path);
+        cfg.socket_path = strdup(GH_INSTALLED_SOCKET);
+    }
     if (gh_config_finish(&cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "gatehoused: %s%s%s\n", config_path ? config_path : "",
                 config_path ? ": " : "", err);
@@ -290,6 +310,11 @@ int main(int argc, char **argv)
         return 2;
     }
     gh_log_setup(gh_log_level_parse(cfg.log_level), cfg.log_syslog);
+    /* Without systemd's RuntimeDirectory (or tmpfiles) nobody made the run
+     * directory since boot: make it, like the state directory. */
+    if (installed && strcmp(cfg.socket_path, GH_INSTALLED_SOCKET) == 0 &&
+        mkdir(GH_INSTALLED_RUN_DIR, 0755) != 0 && errno != EEXIST)
+        GH_LOGW("cannot create %s: %s", GH_INSTALLED_RUN_DIR, strerror(errno));
     if (admin)
         rc = run_init_admin(&cfg, admin);
     else

@@ -33,3 +33,8 @@ EXTRA_DIST += tests/integration/test_security.py
 # server process tests (configuration, TCP, signals, bootstrap)
 TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py
+
+# make install into a DESTDIR, installed paths, exports, unit, man pages
+TESTS += tests/integration/test_install.py
+EXTRA_DIST += tests/integration/test_install.py
+tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la

@@ -501,8 +501,9 @@ class Tokens(CliCase):
         srv = self.start_server(world_access=True)
         ghtest.init_admin(srv, "root-admin", PW)
         run(srv.socket_path, "user", "add", "carol", "--password-stdin", input=PW + "\n")
-        argv = ghtest.setpriv_prefix(ghtest.NOBODY) + [ghtest.cli_path(), "--socket",
-                                                      srv.socket_path]
+        # from a world-readable copy: the checkout may be unreadable by nobody
+        argv = (ghtest.setpriv_prefix(ghtest.NOBODY) + ghtest.foreign_program(ghtest.cli_path())
+                + ["--socket", srv.socket_path])
         env = dict(os.environ)
         env.pop("GATEHOUSE_TOKEN", None)
 
