@@ -222,6 +222,14 @@ static int load_token_key(gh_server *srv)
         GH_LOGE("rename %s: %s", tmp, strerror(errno));
         rc = GH_EIO;
     }
+    /* the new name must survive a crash too, or every token dies with it */
+    int dfd = rc == 0 ? open(srv->cfg->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (rc == 0 && (dfd < 0 || fsync(dfd) != 0)) {
+        GH_LOGE("fsync %s: %s", srv->cfg->state_dir, strerror(errno));
+        rc = GH_EIO;
+    }
+    if (dfd >= 0)
+        close(dfd);
     return rc;
 }
 
@@ -424,6 +432,7 @@ static void auth_succeeded(auth_job *j)
     sodium_memzero(raw, sizeof(raw));
     int64_t now = (int64_t)time(NULL);
     j->tok.user_id = j->u.id;
+    snprintf(j->tok.peer, sizeof(j->tok.peer), "%s", j->peer); /* for session.list */
     j->tok.created = now;
     j->tok.expires = now + j->ttl;
     if (j->pw) {
