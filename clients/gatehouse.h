@@ -175,6 +175,10 @@ typedef struct gh_identity {
 int gh_whoami(gh_client *c, const char *token, gh_identity *out);
 /* logout: revokes token. 0 or GH_ERR_INVALID_TOKEN, ... */
 int gh_logout(gh_client *c, const char *token);
+/* logout_all (admin, "session.revoke"): ends every session (token) of user,
+ * e.g. after a suspected compromise; *revoked (may be NULL) gets how many.
+ * 0, GH_ERR_NOT_FOUND (no such user), GH_ERR_PERMISSION_DENIED, ... */
+int gh_logout_all(gh_client *c, const char *user, unsigned *revoked);
 
 /* check: may user do action on resource? 1 allowed, 0 denied, negative on
  * error (GH_ERR_NOT_FOUND for an unknown user). */

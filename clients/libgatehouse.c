@@ -1106,6 +1106,31 @@ int gh_logout(gh_client *c, const char *token)
     return rc;
 }
 
+int gh_logout_all(gh_client *c, const char *user, unsigned *revoked)
+{
+    json_t *resp = NULL;
+    size_t start;
+    int rc;
+
+    if (revoked != NULL)
+        *revoked = 0;
+    if (c == NULL)
+        return GH_ERR_USAGE;
+    if (user == NULL)
+        return fail(c, GH_ERR_USAGE, "gh_logout_all: user is required");
+    if ((rc = begin_line(c, "session.revoke", &start)) < 0)
+        return rc;
+    /* an admin call: the token set with gh_client_set_token goes along */
+    if (add_str(c, "user", user) < 0 || (c->token != NULL && add_str(c, "auth", c->token) < 0))
+        return abort_line(c, start);
+    /* idempotent: ending every session twice ends every session */
+    rc = roundtrip(c, start, 1, &resp);
+    if (rc == 0 && revoked != NULL)
+        *revoked = (unsigned)json_integer_value(json_object_get(resp, "revoked"));
+    json_decref(resp);
+    return rc;
+}
+
 static int check_one(gh_client *c, const char *key, const char *subject, const char *action,
                      const char *resource)
 {

@@ -249,6 +249,14 @@ static int load_token_key(gh_server *srv)
         GH_LOGE("rename %s: %s", tmp, strerror(errno));
         rc = GH_EIO;
     }
+    /* the new name must survive a crash too, or every token dies with it */
+    int dfd = rc == 0 ? open(srv->cfg->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (rc == 0 && (dfd < 0 || fsync(dfd) != 0)) {
+        GH_LOGE("fsync %s: %s", srv->cfg->state_dir, strerror(errno));
+        rc = GH_EIO;
+    }
+    if (dfd >= 0)
+        close(dfd);
     return rc;
 }
 
@@ -370,6 +378,7 @@ typedef struct auth_job {
     gh_server *srv;
     gh_pending *p;
     char name[GH_NAME_MAX + 1];
+    char peer[GH_CLIENT_KEY_MAX]; /* the client key: kept on the token for session.list */
     gh_admission adm;
     int success;
     char *pw; /* sodium_malloc'd, wiped by sodium_free */
@@ -453,6 +462,9 @@ static void auth_succeeded(auth_job *j)
     sodium_memzero(raw, sizeof(raw));
     int64_t now = (int64_t)time(NULL);
     j->tok.user_id = j->u.id;
+    size_t plen = strnlen(j->peer, sizeof(j->tok.peer) - 1); /* for session.list (cut) */
+    memcpy(j->tok.peer, j->peer, plen);
+    j->tok.peer[plen] = '\0';
     j->tok.created = now;
     j->tok.expires = now + j->ttl;
     if (j->pw) {
@@ -651,6 +663,7 @@ int gh__op_auth(gh_opctx *c)
     j->ttl = ttl;
     snprintf(j->name, sizeof(j->name), "%s", name);
     gh__lockout_client(c, client, ckey, sizeof(ckey));
+    snprintf(j->peer, sizeof(j->peer), "%s", ckey);
     if (gh__lockout_admit(srv, name, ckey, &j->adm) != 0) {
         free(j);
         srv->auth_limited++;

@@ -67,6 +67,10 @@ static const struct key keys[] = {
     {"max_held_bytes", K_SIZE, OFF(max_held_bytes), 4096, 1u << 30},
     {"max_connections_per_peer", K_UINT, OFF(max_connections_per_peer), 0, 1000000},
     {"auth_max_inflight_per_login", K_UINT, OFF(auth_max_inflight_per_login), 1, 100000},
+    {"argon2_memlimit_max", K_SIZE, OFF(argon2_memlimit_max), crypto_pwhash_MEMLIMIT_MIN,
+     4ull << 30},
+    {"argon2_opslimit_max", K_U64, OFF(argon2_opslimit_max), crypto_pwhash_OPSLIMIT_MIN, 64},
+    {"audit_retention", K_UINT, OFF(audit_retention), 0, 4000000000u},
 };
 
 static int set_str(char **dst, const char *v)
@@ -114,6 +118,9 @@ int gh_config_defaults(gh_config *cfg)
     cfg->write_batch_max = 256;
     cfg->authz_cache_size = 256u << 20;
     cfg->argon2_nice = 19;
+    cfg->argon2_memlimit_max = 256u << 20;
+    cfg->argon2_opslimit_max = 8;
+    cfg->audit_retention = 90 * 86400;
     return 0;
 }
 
@@ -306,6 +313,11 @@ int gh_config_finish(gh_config *cfg, char *err, size_t errlen)
                  cfg->map_size);
         return GH_EINVAL;
     }
+    /* The maxima never refuse what this server itself writes. */
+    if (cfg->argon2_memlimit_max < cfg->argon2_memlimit)
+        cfg->argon2_memlimit_max = cfg->argon2_memlimit;
+    if (cfg->argon2_opslimit_max < cfg->argon2_opslimit)
+        cfg->argon2_opslimit_max = cfg->argon2_opslimit;
     if (cfg->lockout_max_delay < cfg->lockout_base_delay) {
         snprintf(err, errlen, "lockout_max_delay is smaller than lockout_base_delay");
         return GH_EINVAL;

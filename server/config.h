@@ -46,6 +46,11 @@ typedef struct gh_config {
     unsigned write_batch_max; /* ops per group commit, 256 */
     size_t authz_cache_size;  /* bytes of compiled permission sets kept, 256 MiB */
     unsigned argon2_nice;     /* nice value of Argon2 pool threads, 19 */
+    /* issue 10 (sessions, bounds): verifiers given or imported must stay within
+     * these costs; the change log keeps audit_retention seconds (0: forever). */
+    size_t argon2_memlimit_max;   /* bytes, 256 MiB (raised to argon2_memlimit) */
+    uint64_t argon2_opslimit_max; /* passes, 8 (raised to argon2_opslimit) */
+    unsigned audit_retention;     /* seconds, 90 days */
 
     /* peer classes and limits (docs/SECURITY.md) */
     char *service_unix_group;          /* OS group of service peers on the socket ("" none) */

@@ -42,6 +42,45 @@ static void usage(FILE *f)
                "directory: state ./var, socket ./var/gatehoused.sock, no configuration.\n");
 }
 
+/* ---- file descriptors ---- */
+
+/* Descriptors beside the connections: listeners, the database, the loop's
+ * own (epoll, eventfd, signals, timers), logs, token.key while loading. */
+#define GH_FD_RESERVE 64
+#define GH_FD_PER_UPSTREAM 8 /* the sync connection and the bind threads' */
+
+/* Raises RLIMIT_NOFILE so that max_connections connections can really be
+ * open at once: past the limit, accept() fails and libuv stops accepting. */
+static int raise_nofile(const gh_config *cfg)
+{
+    struct rlimit rl;
+    rlim_t need =
+        (rlim_t)cfg->max_connections + GH_FD_RESERVE + (rlim_t)cfg->nupstreams * GH_FD_PER_UPSTREAM;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        GH_LOGE("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit want = rl;
+        want.rlim_cur = need;
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+            want.rlim_max = need; /* only with CAP_SYS_RESOURCE */
+        if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+            GH_LOGE("max_connections = %u needs %llu file descriptors, but the limit is %llu "
+                    "(hard %llu) and cannot be raised: %s. Raise it (systemd: LimitNOFILE=%llu; "
+                    "shell: ulimit -n %llu) or lower max_connections",
+                    cfg->max_connections, (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+                    (unsigned long long)rl.rlim_max, strerror(errno), (unsigned long long)need,
+                    (unsigned long long)need);
+            return -1;
+        }
+        GH_LOGI("file descriptor limit raised from %llu to %llu", (unsigned long long)rl.rlim_cur,
+                (unsigned long long)need);
+    }
+    return 0;
+}
+
 /* ---- --init-admin ---- */
 
 typedef struct init_admin {
@@ -65,6 +104,8 @@ static int init_admin_apply(gh_txn *txn, void *arg)
         snprintf(u.verifier, sizeof(u.verifier), "%s", a->verifier);
         u.verifier_time = gh_txn_now(txn);
         rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+        if (rc == 0) /* a password reset ends the old password's sessions */
+            rc = gh_store_token_revoke_user(txn, u.id, NULL);
     }
     if (rc != 0)
         return rc;
@@ -184,6 +225,8 @@ static int run_server(gh_config *cfg, const char *config_path)
     char nbuf[16];
     int rc;
 
+    if (raise_nofile(cfg) != 0)
+        return 1;
     snprintf(nbuf, sizeof(nbuf), "%u", cfg->threadpool_size);
     setenv("UV_THREADPOOL_SIZE", nbuf, 1);
     if (uv_loop_init(&loop) != 0)

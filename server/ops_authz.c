@@ -381,7 +381,8 @@ typedef struct grant_arg {
     gh_member_kind kind;
     char subject[GH_NAME_MAX + 1];
     char scope[GH_PATTERN_MAX + 1];
-    uint64_t binding; /* revoke by id (0: by fields); out: the binding */
+    uint64_t binding; /* input: revoke by id (0: by fields); never written by apply */
+    uint64_t out;     /* output of the last run: the binding granted or revoked */
 } grant_arg;
 
 static void grant_arg_free(void *p)
@@ -393,8 +394,7 @@ static int grant_reply(void *p, json_t *resp)
 {
     grant_arg *ga = p;
 
-    return json_object_set_new(resp, "binding", json_integer((json_int_t)ga->binding)) ? GH_ENOMEM
-                                                                                       : 0;
+    return json_object_set_new(resp, "binding", json_integer((json_int_t)ga->out)) ? GH_ENOMEM : 0;
 }
 
 /* The binding the request's fields describe (subject resolved now). */
@@ -428,7 +428,7 @@ static int grant_apply(gh_txn *txn, void *p)
     gh_role *r = NULL;
     int rc;
 
-    ga->binding = 0;
+    ga->out = 0;
     if ((rc = grant_like(txn, ga, &b)) != 0)
         return rc;
     rc = gh_store_role_get(txn, ga->role, &r);
@@ -444,7 +444,7 @@ static int grant_apply(gh_txn *txn, void *p)
                            ga->scope[0] ? " on " : "", ga->scope, (unsigned long long)old.id);
     if ((rc = gh_store_binding_add(txn, &b)) != 0)
         return rc;
-    ga->binding = b.id;
+    ga->out = b.id;
     return 0;
 }
 
@@ -452,8 +452,10 @@ static int revoke_apply(gh_txn *txn, void *p)
 {
     grant_arg *ga = p;
     gh_binding b, found;
+    uint64_t id = ga->binding;
     int rc;
 
+    ga->out = 0;
     if (ga->subject[0] != '\0') {
         if ((rc = grant_like(txn, ga, &b)) != 0)
             return rc;
@@ -464,11 +466,13 @@ static int revoke_apply(gh_txn *txn, void *p)
                                ga->scope[0] ? " on " : "", ga->scope);
         if (rc)
             return rc;
-        ga->binding = found.id;
+        id = found.id;
     }
-    rc = gh_store_binding_del(txn, ga->binding);
+    rc = gh_store_binding_del(txn, id);
     if (rc == GH_ENOTFOUND)
-        return gh_txn_fail(txn, rc, "no binding %llu", (unsigned long long)ga->binding);
+        return gh_txn_fail(txn, rc, "no binding %llu", (unsigned long long)id);
+    if (rc == 0)
+        ga->out = id;
     return rc;
 }
 

@@ -171,6 +171,10 @@ int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, 
     rc = gh_store_user_get_by_id(txn, t.user_id, u);
     if (rc != 0)
         return GH_ETOKEN;
+    /* Tokens die with the account (the store revokes them on the change);
+     * checked here too so that no path can ever honour a stale one. */
+    if (u->state != GH_USER_ACTIVE || u->tombstone != 0)
+        return GH_ETOKEN;
     *expires = t.expires;
     return 0;
 }
@@ -190,13 +194,21 @@ static int find_group(uint64_t id, void *arg)
     return 0;
 }
 
+/* Admin through a token: an active user in the local admin_group. A group of
+ * that name mirrored from an upstream never grants admin: whoever controls
+ * the upstream would otherwise control Gatehouse. */
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id)
 {
     gh_group g;
+    gh_user u;
     struct admin_find f = {0, 0};
     if (srv->cfg->admin_group[0] == '\0')
         return 0;
-    if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0)
+    if (gh_store_user_get_by_id(txn, user_id, &u) != 0 || u.state != GH_USER_ACTIVE ||
+        u.tombstone != 0)
+        return 0;
+    if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0 || g.origin[0] != '\0' ||
+        g.tombstone != 0)
         return 0;
     f.gid = g.id;
     gh_store_user_groups(txn, user_id, find_group, &f);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <malloc.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -40,25 +41,91 @@ static int mkdir_p(const char *dir)
 int gh__open_store(gh_config *cfg, gh_store **store)
 {
     char err[512] = "";
+    const char *rerun = getenv("GATEHOUSE_TEST_RERUN_WRITES");
     gh_store_opts so = {
         .state_dir = cfg->state_dir,
         .map_size = cfg->map_size,
         .map_max = cfg->map_max,
         .uid_min = cfg->uid_min,
+        /* tests only: every write op runs twice, the first run thrown away */
+        .rerun_writes = rerun != NULL && strcmp(rerun, "1") == 0,
     };
+    struct stat st;
     if (mkdir_p(cfg->state_dir) != 0) {
         GH_LOGE("cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
         return GH_EIO;
     }
+    /* The directory holds the database and token.key: whoever may write it
+     * may replace either, and so become anyone. */
+    if (stat(cfg->state_dir, &st) != 0) {
+        GH_LOGE("cannot stat state directory %s: %s", cfg->state_dir, strerror(errno));
+        return GH_EIO;
+    }
+    if (!S_ISDIR(st.st_mode) || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        GH_LOGE("state directory %s is %s (mode %04o): refusing to start; fix it with "
+                "'chmod go-w %s' (0700 is best)",
+                cfg->state_dir, S_ISDIR(st.st_mode) ? "group- or world-writable" : "no directory",
+                (unsigned)(st.st_mode & 07777), cfg->state_dir);
+        return GH_EPERM;
+    }
+    if (so.rerun_writes)
+        GH_LOGW("GATEHOUSE_TEST_RERUN_WRITES=1: every write runs twice (tests only)");
     int rc = gh_store_open(store, &so, err, sizeof(err));
     if (rc != 0)
         GH_LOGE("cannot open the store in %s: %s", cfg->state_dir, err[0] ? err : gh_strerror(rc));
     return rc;
 }
 
+/* ---- audit retention: the writer prunes the change log in small batches,
+ * each its own commit, so requests interleave with a long backlog. ---- */
+
+#define AUDIT_PRUNE_BATCH 512
+
+typedef struct audit_prune {
+    gh_server *srv;
+    int64_t before;
+    size_t pruned;
+} audit_prune;
+
+static int audit_prune_apply(gh_txn *txn, void *arg)
+{
+    audit_prune *a = arg;
+    return gh_store_changelog_prune(txn, a->before, AUDIT_PRUNE_BATCH, &a->pruned);
+}
+
+static void audit_prune_submit(gh_server *srv, int64_t before);
+
+static void audit_prune_done(void *cbarg, int rc, const char *err)
+{
+    audit_prune *a = cbarg;
+    if (rc != 0)
+        GH_LOGW("audit: pruning the change log failed: %s", err);
+    else if (a->pruned > 0)
+        GH_LOGD("audit: pruned %zu change-log entries", a->pruned);
+    /* a full batch: more may be due; go on unless the server is stopping */
+    if (rc == 0 && a->pruned == AUDIT_PRUNE_BATCH && !a->srv->stopping)
+        audit_prune_submit(a->srv, a->before);
+    free(a);
+}
+
+static void audit_prune_submit(gh_server *srv, int64_t before)
+{
+    audit_prune *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return;
+    a->srv = srv;
+    a->before = before;
+    if (gh_writer_submit(srv->writer, "housekeeping", audit_prune_apply, a, audit_prune_done, a) !=
+        0)
+        free(a);
+}
+
 static void on_housekeeping(uv_timer_t *t)
 {
-    gh__housekeeping(t->data);
+    gh_server *srv = t->data;
+    gh__housekeeping(srv);
+    if (srv->cfg->audit_retention > 0)
+        audit_prune_submit(srv, (int64_t)time(NULL) - (int64_t)srv->cfg->audit_retention);
 }
 
 /* Replies are flushed once per loop turn, before the loop sleeps (prepare:

@@ -485,11 +485,18 @@ class Tokens(CliCase):
         tok = r.json["token"]
         self.assertEqual(r.json["user"], "alice")
         self.assertLessEqual(r.json["expires_at"], time.time() + 61)
-        self.assertEqual(self.ghj("whoami", tok)["user"], "alice")
+        # never in argv (ps shows it to every local user): stdin or GATEHOUSE_TOKEN
+        r = self.gh("whoami", tok, rc=2)
+        self.assertIn("GATEHOUSE_TOKEN", r.err)
+        self.assertNotIn(tok, r.err)
+        self.gh("logout", tok, rc=2)
+        self.gh("whoami", rc=2)  # no token at all
+        env = {"GATEHOUSE_TOKEN": tok}
         self.assertEqual(self.ghj("whoami", "-", input=tok + "\n")["user"], "alice")
-        self.assertIn("alice", self.gh("whoami", tok).out)
-        self.gh("logout", tok)
-        self.assertErr(self.gh("whoami", tok, rc=1), 1, "invalid_token")
+        self.assertEqual(self.ghj("whoami", env=env)["user"], "alice")
+        self.assertIn("alice", self.gh("whoami", env=env).out)
+        self.gh("logout", "-", input=tok + "\n")
+        self.assertErr(self.gh("whoami", "-", input=tok + "\n", rc=1), 1, "invalid_token")
         self.assertErr(self.gh("auth", "alice", "--password-stdin", input="wrong-pass\n", rc=1),
                        1, "invalid_credentials")
         self.assertErr(self.gh("auth", "ghost", "--password-stdin", input="wrong-pass\n",

@@ -165,6 +165,8 @@ static const struct {
     {"who_can", GH_CLASS_ADMIN},
     {"sync.status", GH_CLASS_ADMIN},
     {"sync.run", GH_CLASS_ADMIN},
+    {"session.list", GH_CLASS_ADMIN},
+    {"session.revoke", GH_CLASS_ADMIN},
 };
 
 static void test_op_classes(void **state)
