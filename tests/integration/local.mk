@@ -29,3 +29,8 @@ $(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la
 # server process tests (configuration, TCP, signals, bootstrap)
 TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py
+
+# sessions, write re-runs and bounds (issue 10)
+TESTS += tests/integration/test_sessions.py
+EXTRA_DIST += tests/integration/test_sessions.py
+tests/integration/test_sessions.log: gatehoused gatehouse
