@@ -38,3 +38,8 @@ EXTRA_DIST += tests/integration/test_server.py
 TESTS += tests/integration/test_install.py
 EXTRA_DIST += tests/integration/test_install.py
 tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la
+
+# sessions, write re-runs and bounds (issue 10)
+TESTS += tests/integration/test_sessions.py
+EXTRA_DIST += tests/integration/test_sessions.py
+tests/integration/test_sessions.log: gatehoused gatehouse
