@@ -605,13 +605,13 @@ done:
 
 int gh__set_compile_user(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__set **out)
 {
-    gh_user u;
+    gh_user_hot u;
     idvec groups = {0};
     gh_member *subjects = NULL;
     int rc;
 
     *out = NULL;
-    rc = gh_store_user_get_by_id(txn, user_id, &u);
+    rc = gh_store_user_hot(txn, user_id, &u);
     if (rc)
         goto done;
     rc = gh_store_user_groups(txn, user_id, collect_id, &groups);

@@ -7,7 +7,8 @@
  * layout: no meta "schema_version", records without "v", user logins under
  * "login" instead of "name" and no "state" (meaning active). The unique
  * indices are rebuilt from the records, since v0 writers did not keep them
- * reliably.
+ * reliably. Version 1 -> 2 builds the binary hot-path values of users and
+ * groups (store_hot.c) from the records.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,73 @@ static int from_v0(gh_txn *txn)
     return rc;
 }
 
+/* Version 2 adds the binary hot-path values (store_hot.c) of every user and
+ * group, built from the records. */
+static int hot_build(gh_txn *txn, int db, size_t *count)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    json_t *obj = NULL;
+    gh_user u;
+    gh_group g;
+    int rc;
+
+    rc = gh__mdb_err(txn, mdb_cursor_open(txn->txn, DBI(txn, db), &cur), "cursor");
+    if (rc != 0)
+        goto done;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_error_t jerr;
+        obj = json_loadb(v.mv_data, v.mv_size, 0, &jerr);
+        if (obj == NULL || k.mv_size != 8) {
+            rc = gh_txn_fail(txn, GH_EINTERNAL, "unreadable record in %s",
+                             db == DB_USERS ? "users" : "groups");
+            goto done;
+        }
+        /* Writes go to another db: the cursor over db stays valid. */
+        if (db == DB_USERS) {
+            rc = gh__user_from_json(obj, &u);
+            u.id = gh__get_u64(k.mv_data);
+            if (rc == 0)
+                rc = gh__user_hot_put(txn, &u);
+        } else {
+            rc = gh__group_from_json(obj, &g);
+            g.id = gh__get_u64(k.mv_data);
+            if (rc == 0)
+                rc = gh__group_hot_put(txn, &g);
+        }
+        json_decref(obj);
+        obj = NULL;
+        if (rc != 0)
+            goto done;
+        (*count)++;
+    }
+    rc = rc == MDB_NOTFOUND ? 0 : gh__mdb_err(txn, rc, "migrate cursor");
+done:
+    json_decref(obj);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+static int from_v1(gh_txn *txn)
+{
+    size_t n = 0;
+    int rc = drop(txn, DB_USER_HOT);
+
+    if (rc == 0)
+        rc = drop(txn, DB_GROUP_HOT);
+    if (rc == 0)
+        rc = hot_build(txn, DB_USERS, &n);
+    if (rc == 0)
+        rc = hot_build(txn, DB_GROUPS, &n);
+    if (rc == 0 && n > 0) {
+        GH_LOGI("store: built the hot-path index of %zu users and groups (schema version 2)", n);
+        rc = gh__log(txn, "schema.migrate", "1->2");
+    }
+    return rc;
+}
+
 int gh__migrate(gh_txn *txn, uint32_t from)
 {
     int rc = 0;
@@ -197,6 +265,8 @@ int gh__migrate(gh_txn *txn, uint32_t from)
     GH_ASSERT(from < GH_SCHEMA_VERSION);
     if (from == 0)
         rc = from_v0(txn);
-    /* Later steps: if (rc == 0 && from <= 1) rc = from_v1(txn); ... */
+    if (rc == 0 && from <= 1)
+        rc = from_v1(txn);
+    /* Later steps: if (rc == 0 && from <= 2) rc = from_v2(txn); ... */
     return rc;
 }

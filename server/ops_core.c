@@ -25,15 +25,15 @@ static int op_ping(gh_opctx *c)
 static int op_whoami(gh_opctx *c)
 {
     const char *token;
-    gh_user u;
+    gh_user_hot u;
     int64_t exp;
     int rc = gh_arg_str(c, "token", 1, 128, &token);
     if (rc != 0)
         return rc;
-    rc = gh__token_user(c->srv, c->txn, token, c->now, &u, &exp);
+    rc = gh__token_hot(c->srv, c->txn, token, c->now, &u, &exp);
     if (rc != 0)
         return gh_op_fail(c, GH_ETOKEN, "invalid or expired token");
-    json_object_set_new(c->resp, "user", json_string(u.name));
+    json_object_set_new(c->resp, "user", json_stringn(u.name, u.name_len));
     json_object_set_new(c->resp, "expires_at", json_integer(exp));
     json_object_set_new(c->resp, "admin",
                         json_boolean(gh__user_is_admin(c->srv, c->txn, u.id) == 1));

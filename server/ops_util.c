@@ -150,8 +150,8 @@ json_t *gh_json_group(const gh_group *g)
     return o;
 }
 
-int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
-                   int64_t *expires)
+int gh__token_hot(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user_hot *u,
+                  int64_t *expires)
 {
     uint8_t hash[GH_TOKEN_HASH_BYTES];
     gh_token t;
@@ -166,39 +166,39 @@ int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, 
     /* the lookup was by keyed hash; compare again in constant time */
     if (sodium_memcmp(t.hash, hash, sizeof(hash)) != 0 || t.expires <= now)
         return GH_ETOKEN;
-    rc = gh_store_user_get_by_id(txn, t.user_id, u);
+    rc = gh_store_user_hot(txn, t.user_id, u);
     if (rc != 0)
         return GH_ETOKEN;
     *expires = t.expires;
     return 0;
 }
 
-struct admin_find {
-    uint64_t gid;
-    int found;
-};
-
-static int find_group(uint64_t id, void *arg)
+int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
+                   int64_t *expires)
 {
-    struct admin_find *f = arg;
-    if (id == f->gid) {
-        f->found = 1;
-        return 1;
-    }
+    gh_user_hot h;
+    int rc = gh__token_hot(srv, txn, token, now, &h, expires);
+
+    if (rc != 0)
+        return rc;
+    memset(u, 0, sizeof(*u));
+    u->id = h.id;
+    u->uid = h.uid;
+    u->state = h.state;
+    u->tombstone = h.tombstone;
+    memcpy(u->name, h.name, h.name_len);
     return 0;
 }
 
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id)
 {
-    gh_group g;
-    struct admin_find f = {0, 0};
+    uint64_t gid;
+
     if (srv->cfg->admin_group[0] == '\0')
         return 0;
-    if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0)
+    if (gh_store_group_id(txn, srv->cfg->admin_group, &gid) != 0)
         return 0;
-    f.gid = g.id;
-    gh_store_user_groups(txn, user_id, find_group, &f);
-    return f.found;
+    return gh_store_user_in_group(txn, user_id, gid) == 1;
 }
 
 int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
@@ -222,9 +222,9 @@ int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
             return gh_op_fail(c, rc, "cannot read user '%s'", name);
         return 0;
     }
-    gh_user u;
+    gh_user_hot u;
     int64_t exp;
-    rc = gh__token_user(c->srv, c->txn, token, c->now, &u, &exp);
+    rc = gh__token_hot(c->srv, c->txn, token, c->now, &u, &exp);
     if (rc != 0)
         return gh_op_fail(c, GH_ETOKEN, "invalid or expired token");
     *user_id = u.id;

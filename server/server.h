@@ -160,7 +160,11 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp);
 json_t *gh__message_json(const char *msg);
 /* Runs the requests held behind a connection's writes, as far as allowed. */
 void gh__resume_parked(gh_conn *c);
-/* Admin status of a token presented as "auth" (0/1), or a GH_E* code. */
+/* The user of a token (0) or GH_ETOKEN. gh__token_hot reads the hot index in
+ * place (strings valid during the txn); gh__token_user copies id, name, uid,
+ * state and tombstone into u (other fields empty). */
+int gh__token_hot(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user_hot *u,
+                  int64_t *expires);
 int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
                    int64_t *expires);
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id);
