@@ -151,37 +151,29 @@ json_t *gh__message_json(const char *msg)
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
 {
     gh_conn *c = p->conn;
-    json_t *out = json_object();
+    gh_reply *r = &p->reply;
+    size_t len;
 
-    if (p->id)
-        json_object_set(out, "id", p->id);
+    /* the line is written, not built: fields a handler wrote with
+     * gh_op_reply_* are already in p->reply, resp's members follow */
     if (rc == 0) {
-        json_object_set_new(out, "ok", json_true());
+        const char *key;
+        json_t *v;
+        if (r->len == 0)
+            gh__reply_begin_ok(r, p->id);
         if (resp)
-            json_object_update(out, resp);
+            json_object_foreach(resp, key, v) gh__reply_member(r, key, v);
+        gh__reply_end(r);
     } else {
-        json_t *err = json_object();
-        json_object_set_new(out, "ok", json_false());
-        json_object_set_new(err, "code", json_string(gh_error_code(rc)));
-        json_object_set_new(err, "message",
-                            gh__message_json(msg && msg[0] ? msg : gh_strerror(rc)));
-        json_object_set_new(out, "error", err);
+        gh__reply_free(r);
+        gh__reply_error(r, p->id, gh_error_code(rc), msg && msg[0] ? msg : gh_strerror(rc));
     }
-    char *s = json_dumps(out, JSON_COMPACT);
-    json_decref(out);
-    size_t len = s ? strlen(s) : 0;
-    char *line = s ? realloc(s, len + 2) : NULL;
+    char *line = gh__reply_take(r, &len);
     if (line == NULL) {
-        free(s);
         static const char oom[] =
-            "{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
+            "{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
         line = strdup(oom);
         len = line ? strlen(line) : 0;
-        line = line ? realloc(line, len + 2) : NULL;
-    }
-    if (line) {
-        line[len++] = '\n';
-        line[len] = '\0';
     }
     p->out = line;
     p->outlen = line ? len : 0;

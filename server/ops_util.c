@@ -27,6 +27,7 @@ int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...)
 int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, json_t *resp),
                 void (*free_arg)(void *arg), void *arg)
 {
+    GH_ASSERT(c->request_ == NULL || c->request_->reply.len == 0);
     c->deferred = 1;
     c->apply = apply;
     c->reply = reply;
@@ -35,8 +36,67 @@ int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, js
     return 0;
 }
 
+/* The request's reply line, opened with its id on first use; NULL outside a
+ * dispatched request (the fields then go to c->resp). */
+static gh_reply *fixed_reply(gh_opctx *c)
+{
+    gh_pending *p = c->request_;
+
+    if (p == NULL)
+        return NULL;
+    if (p->reply.len == 0)
+        gh__reply_begin_ok(&p->reply, p->id);
+    return &p->reply;
+}
+
+void gh_op_reply_bool(gh_opctx *c, const char *key, int v)
+{
+    gh_reply *r = fixed_reply(c);
+
+    if (r != NULL)
+        gh__reply_bool(r, key, v);
+    else
+        json_object_set_new(c->resp, key, json_boolean(v));
+}
+
+void gh_op_reply_int(gh_opctx *c, const char *key, int64_t v)
+{
+    gh_reply *r = fixed_reply(c);
+
+    if (r != NULL)
+        gh__reply_int(r, key, v);
+    else
+        json_object_set_new(c->resp, key, json_integer((json_int_t)v));
+}
+
+void gh_op_reply_string(gh_opctx *c, const char *key, const char *s, size_t len)
+{
+    gh_reply *r = fixed_reply(c);
+
+    if (r != NULL)
+        gh__reply_string(r, key, s, len);
+    else
+        json_object_set_new(c->resp, key, json_stringn(s, len));
+}
+
+void gh_op_reply_bools(gh_opctx *c, const char *key, const int *v, size_t n)
+{
+    gh_reply *r = fixed_reply(c);
+    json_t *a;
+
+    if (r != NULL) {
+        gh__reply_bools(r, key, v, n);
+        return;
+    }
+    a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_boolean(v[i]));
+    json_object_set_new(c->resp, key, a);
+}
+
 struct gh_pending *gh_op_pend(gh_opctx *c)
 {
+    GH_ASSERT(c->request_ == NULL || c->request_->reply.len == 0);
     c->pending = c->request_;
     return c->pending;
 }

@@ -22,6 +22,7 @@
 #include "schema/store.h"
 #include "server/config.h"
 #include "server/ops.h"
+#include "server/reply.h"
 #include "server/sync.h"
 #include "server/writer.h"
 
@@ -46,6 +47,8 @@ typedef struct gh_pending {
     json_t *parked;  /* the request, held until the connection's writes are durable */
     char *out;       /* serialized reply line, once done */
     size_t outlen;
+    gh_reply reply; /* fixed fields a handler wrote (gh_op_reply_*), consumed by
+                       gh__pending_finish in the same loop pass */
 } gh_pending;
 
 typedef struct gh_conn {
