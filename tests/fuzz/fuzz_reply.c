@@ -5,7 +5,7 @@
  * The input is cut at its first two '\n' into an id text, a string value and
  * a message. The id text is parsed as JSON when it is one (any kind; a
  * compound goes through the writer's fallback) and used as a string id
- * otherwise. Every line the writer produces must be one line, parse with
+ * otherwise (when it holds no NUL, as no parsed request id can). Every line the writer produces must be one line, parse with
  * jansson, and give back what went in: the id equal (json_equal), the
  * strings equal to a reference sanitisation built on gh_schema_utf8_valid
  * (invalid UTF-8 bytes and NUL become '?'), numbers and booleans exact.
@@ -111,7 +111,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bools[i] = size > (size_t)i && (data[i] & 1);
 
     id = json_loadb(idtext, idlen, JSON_DECODE_ANY, NULL);
-    if (id == NULL && gh_schema_utf8_valid(idtext, idlen))
+    /* a request's id went through the parser, which refuses NUL in strings */
+    if (id == NULL && gh_schema_utf8_valid(idtext, idlen) && memchr(idtext, 0, idlen) == NULL)
         id = json_stringn(idtext, idlen);
     want = malloc(slen + mlen + 1);
     if (want == NULL)
