@@ -1,5 +1,5 @@
 /*
- * cache.c: the bounded map user id -> compiled set. Sets live in a dense
+ * cache.c: the bounded map user id -> decision set (gh__uset). Sets live in a dense
  * array indexed by a linear-probing table; when the map is full the CLOCK
  * hand picks a victim (a set not used since the hand last passed). The map
  * is bounded by a count and by the bytes its sets hold.
@@ -28,12 +28,12 @@ void gh__cache_init(gh__cache *c, size_t max, size_t max_bytes)
     c->max_bytes = max_bytes ? max_bytes : 1;
 }
 
-gh__set *gh__cache_get(gh__cache *c, uint64_t user_id)
+gh__uset *gh__cache_get(gh__cache *c, uint64_t user_id)
 {
     if (c->tab == NULL)
         return NULL;
     for (size_t j = slot_of(c, user_id); c->tab[j]; j = (j + 1) & c->mask) {
-        gh__set *s = c->sets[c->tab[j] - 1];
+        gh__uset *s = c->sets[c->tab[j] - 1];
         if (s->user_id == user_id) {
             s->ref = 1;
             return s;
@@ -102,7 +102,7 @@ static void evict_one(gh__cache *c)
     v = c->hand;
     tab_remove(c, v);
     c->bytes -= c->sets[v]->bytes;
-    gh__set_free(c->sets[v]);
+    gh__uset_free(c->sets[v]);
     if (v != last) {
         tab_remove(c, last);
         c->sets[v] = c->sets[last];
@@ -111,19 +111,19 @@ static void evict_one(gh__cache *c)
     c->n--;
 }
 
-int gh__cache_put(gh__cache *c, gh__set *s)
+int gh__cache_put(gh__cache *c, gh__uset *s)
 {
     int rc = 0;
 
     s->ref = 1;
-    s->bytes = gh__set_bytes(s);
+    s->bytes = gh__uset_bytes(s);
     /* room by count and by bytes (a set larger than the budget still gets
      * in, alone: the next put evicts it) */
     while (c->n > 0 && (c->n >= c->max || c->bytes + s->bytes > c->max_bytes))
         evict_one(c);
     if (c->n == c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 64;
-        gh__set **ns;
+        gh__uset **ns;
 
         if (ncap > c->max)
             ncap = c->max;
@@ -146,14 +146,14 @@ int gh__cache_put(gh__cache *c, gh__set *s)
     c->bytes += s->bytes;
     return 0;
 fail:
-    gh__set_free(s);
+    gh__uset_free(s);
     return rc;
 }
 
 void gh__cache_clear(gh__cache *c)
 {
     for (size_t i = 0; i < c->n; i++)
-        gh__set_free(c->sets[i]);
+        gh__uset_free(c->sets[i]);
     c->n = 0;
     c->hand = 0;
     c->bytes = 0;
