@@ -15,9 +15,16 @@
  * that login's count. Delays double per attempt past the threshold up to a
  * cap (never a permanent lock). Unknown users are verified against a dummy
  * hash so that "no such user" and "wrong password" cost the same.
+ *
+ * Threads: a request's auth runs on its connection's loop; the lockout
+ * tables are shared by every loop under srv->fail_mu (taken only when a
+ * password attempt is admitted or settled, never by a check); the Argon2
+ * bound is one atomic counter; an upstream bind's answer, delivered on loop
+ * 0, is posted back to the request's loop.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,15 +153,17 @@ int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_
     snprintf(text, sizeof(text), "p|%s", client);
     a->peer_key = fail_keyhash(srv, text);
 
+    int rc = GH_ERATE;
+    pthread_mutex_lock(&srv->fail_mu);
     uf = fail_find(&srv->user_fails, a->user_key, 1);
     lf = fail_find(&srv->login_fails, a->login_key, 1);
     pf = fail_find(&srv->peer_fails, a->peer_key, 1);
     if (uf == NULL || lf == NULL || pf == NULL)
-        return GH_ERATE; /* the tables are full: refuse rather than forget */
+        goto done; /* the tables are full: refuse rather than forget */
     if (uf->until_ms > now || pf->until_ms > now)
-        return GH_ERATE;
+        goto done;
     if (lf->inflight >= cfg->auth_max_inflight_per_login)
-        return GH_ERATE;
+        goto done;
     /* counted now, before any Argon2: a success gives it back */
     fail_count(cfg, uf, cfg->lockout_threshold, now);
     fail_count(cfg, pf, cfg->peer_failure_threshold, now);
@@ -162,7 +171,10 @@ int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_
     lf->inflight++;
     pf->inflight++;
     a->held = 1;
-    return 0;
+    rc = 0;
+done:
+    pthread_mutex_unlock(&srv->fail_mu);
+    return rc;
 }
 
 void gh__lockout_settle(gh_server *srv, gh_admission *a, int success)
@@ -170,6 +182,7 @@ void gh__lockout_settle(gh_server *srv, gh_admission *a, int success)
     if (!a->held)
         return;
     a->held = 0;
+    pthread_mutex_lock(&srv->fail_mu);
     gh_fail *uf = fail_find(&srv->user_fails, a->user_key, 0);
     gh_fail *lf = fail_find(&srv->login_fails, a->login_key, 0);
     gh_fail *pf = fail_find(&srv->peer_fails, a->peer_key, 0);
@@ -180,7 +193,7 @@ void gh__lockout_settle(gh_server *srv, gh_admission *a, int success)
     if (pf && pf->inflight)
         pf->inflight--;
     if (!success)
-        return;
+        goto done;
     /* A success clears that login's record for this client only. The
      * client's own count (spraying) forgets only this attempt: another
      * account's good password does not buy more guesses. */
@@ -193,6 +206,8 @@ void gh__lockout_settle(gh_server *srv, gh_admission *a, int success)
         if (pf->failures < srv->cfg->peer_failure_threshold)
             pf->until_ms = 0;
     }
+done:
+    pthread_mutex_unlock(&srv->fail_mu);
 }
 
 /* ---- tokens ---- */
@@ -303,6 +318,31 @@ static void pool_thread_priority(const gh_config *cfg)
         setpriority(PRIO_PROCESS, (id_t)gettid(), (int)cfg->argon2_nice);
 }
 
+int gh__argon2_take(gh_server *srv)
+{
+    unsigned n = __atomic_load_n(&srv->argon2_inflight, __ATOMIC_RELAXED);
+    do {
+        if (n >= srv->cfg->argon2_queue_max)
+            return GH_ERATE;
+    } while (!__atomic_compare_exchange_n(&srv->argon2_inflight, &n, n + 1, 1, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    return 0;
+}
+
+void gh__argon2_give(gh_server *srv)
+{
+    __atomic_fetch_sub(&srv->argon2_inflight, 1, __ATOMIC_RELAXED);
+}
+
+/* The loop of the calling thread: Argon2's after-work callback comes back to
+ * it, which is the loop of the connection the request belongs to. */
+static uv_loop_t *this_loop(gh_server *srv)
+{
+    gh_loop *lp = gh__loop_self();
+    GH_ASSERT(lp != NULL && lp->srv == srv);
+    return lp->loop;
+}
+
 typedef struct hash_job {
     uv_work_t work;
     gh_server *srv;
@@ -327,7 +367,7 @@ static void hash_after(uv_work_t *w, int status)
 {
     hash_job *j = w->data;
     sodium_free(j->pw);
-    j->srv->argon2_inflight--;
+    gh__argon2_give(j->srv);
     if (status == UV_ECANCELED)
         j->rc = GH_EUNAVAIL;
     j->cb(j->arg, j->rc, j->rc == 0 ? j->verifier : NULL);
@@ -347,14 +387,17 @@ static char *secret_dup(const char *s, size_t len)
 
 int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_cb cb, void *arg)
 {
-    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max)
+    if (gh__argon2_take(srv) != 0)
         return GH_ERATE;
     hash_job *j = calloc(1, sizeof(*j));
-    if (j == NULL)
+    if (j == NULL) {
+        gh__argon2_give(srv);
         return GH_ENOMEM;
+    }
     j->pw = secret_dup(password, len);
     if (j->pw == NULL) {
         free(j);
+        gh__argon2_give(srv);
         return GH_ENOMEM;
     }
     j->pwlen = len;
@@ -362,12 +405,12 @@ int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_
     j->cb = cb;
     j->arg = arg;
     j->work.data = j;
-    if (uv_queue_work(srv->loop, &j->work, hash_work, hash_after) != 0) {
+    if (uv_queue_work(this_loop(srv), &j->work, hash_work, hash_after) != 0) {
         sodium_free(j->pw);
         free(j);
+        gh__argon2_give(srv);
         return GH_EINTERNAL;
     }
-    srv->argon2_inflight++;
     return 0;
 }
 
@@ -376,6 +419,9 @@ int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_
 typedef struct auth_job {
     uv_work_t work;
     gh_server *srv;
+    gh_loop *lp; /* the request's loop: where every step after the first runs */
+    gh_post post;
+    int upstream_rc;
     gh_pending *p;
     char name[GH_NAME_MAX + 1];
     char peer[GH_CLIENT_KEY_MAX]; /* the client key: kept on the token for session.list */
@@ -446,14 +492,14 @@ static void auth_succeeded(auth_job *j)
 
     j->success = 1;
     if (j->u.state == GH_USER_LOCKED || j->u.state == GH_USER_DISABLED || j->u.tombstone) {
-        srv->auth_fail++;
+        GH_STAT_SHARED_ADD(srv->auth_fail, 1);
         rc = j->u.state == GH_USER_LOCKED ? GH_ELOCKED : GH_EDISABLED;
         gh__pending_finish(j->p, rc, rc == GH_ELOCKED ? "account is locked" : "account is disabled",
                            NULL);
         auth_job_free(j);
         return;
     }
-    srv->auth_ok++;
+    GH_STAT_SHARED_ADD(srv->auth_ok, 1);
     randombytes_buf(raw, sizeof(raw));
     sodium_bin2base64(j->token, sizeof(j->token), raw, sizeof(raw),
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -476,7 +522,7 @@ static void auth_succeeded(auth_job *j)
 
 static void auth_failed(auth_job *j, int rc, const char *msg)
 {
-    j->srv->auth_fail++;
+    GH_STAT_SHARED_ADD(j->srv->auth_fail, 1);
     gh__pending_finish(j->p, rc, msg, NULL);
     auth_job_free(j);
 }
@@ -506,7 +552,7 @@ static void verify_work(uv_work_t *w)
 static void verify_after(uv_work_t *w, int status)
 {
     auth_job *j = w->data;
-    j->srv->argon2_inflight--;
+    gh__argon2_give(j->srv);
     j->p->work = NULL;
     sodium_free(j->pw);
     j->pw = NULL;
@@ -529,13 +575,14 @@ static void verify_after(uv_work_t *w, int status)
 static int queue_verify(auth_job *j)
 {
     gh_server *srv = j->srv;
-    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max)
+    if (gh__argon2_take(srv) != 0)
         return GH_ERATE;
     j->work.data = j;
-    if (uv_queue_work(srv->loop, &j->work, verify_work, verify_after) != 0)
+    if (uv_queue_work(j->lp->loop, &j->work, verify_work, verify_after) != 0) {
+        gh__argon2_give(srv);
         return GH_EINTERNAL;
-    srv->argon2_inflight++;
-    srv->auth_verifications++;
+    }
+    GH_STAT_SHARED_ADD(srv->auth_verifications, 1);
     j->p->work = &j->work;
     return 0;
 }
@@ -578,13 +625,15 @@ static void forget_offline_verifier(auth_job *j)
         return;
     f->user_id = j->u.id;
     snprintf(f->verifier, sizeof(f->verifier), "%s", j->u.verifier);
-    if (gh_writer_submit(j->srv->writer, "auth", forget_apply, f, forget_done, f) != 0)
+    if (gh__submit_write(j->srv, "auth", forget_apply, f, forget_done, f) != 0)
         forget_done(f, 0, NULL);
 }
 
-static void upstream_done(void *arg, int rc)
+/* The upstream's answer, on the request's loop. */
+static void upstream_answered(void *arg)
 {
     auth_job *j = arg;
+    int rc = j->upstream_rc;
     int64_t now = (int64_t)time(NULL);
 
     if (rc == 0) {
@@ -605,7 +654,7 @@ static void upstream_done(void *arg, int rc)
     if (rc != GH_EUNAVAIL) {
         /* bind threads saturated, or the wait in their queue ran out: the
          * upstream was never asked, so this is no reason to go offline */
-        j->srv->auth_limited++;
+        GH_STAT_SHARED_ADD(j->srv->auth_limited, 1);
         gh__pending_finish(j->p, GH_ERATE,
                            "too many upstream authentications in progress; retry later", NULL);
         auth_job_free(j);
@@ -624,12 +673,21 @@ static void upstream_done(void *arg, int rc)
         auth_failed(j, qrc, "too many authentications in progress");
         return;
     }
-    j->srv->auth_fail++;
+    GH_STAT_SHARED_ADD(j->srv->auth_fail, 1);
     gh__pending_finish(j->p, GH_EUNAVAIL,
                        "the upstream directory is unreachable and no fresh offline verifier is "
                        "kept",
                        NULL);
     auth_job_free(j);
+}
+
+/* gh_sync_auth's callback, on loop 0 (or at once, when the bind was never
+ * asked): on to the request's loop. */
+static void upstream_done(void *arg, int rc)
+{
+    auth_job *j = arg;
+    j->upstream_rc = rc;
+    gh__loop_run_on(j->lp, &j->post, upstream_answered, j);
 }
 
 int gh__op_auth(gh_opctx *c)
@@ -652,21 +710,23 @@ int gh__op_auth(gh_opctx *c)
     rc = gh_arg_str(c, "client", 0, GH_CLIENT_MAX, &client);
     if (rc != 0 && rc != GH_ENOTFOUND)
         return rc;
-    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max) {
-        srv->auth_limited++;
+    if (__atomic_load_n(&srv->argon2_inflight, __ATOMIC_RELAXED) >= srv->cfg->argon2_queue_max) {
+        GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return gh_op_fail(c, GH_ERATE, "too many authentications in progress; retry later");
     }
     auth_job *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
     j->srv = srv;
+    j->lp = gh__loop_self();
+    GH_ASSERT(j->lp != NULL && c->request_ != NULL && c->request_->conn->lp == j->lp);
     j->ttl = ttl;
     snprintf(j->name, sizeof(j->name), "%s", name);
     gh__lockout_client(c, client, ckey, sizeof(ckey));
     snprintf(j->peer, sizeof(j->peer), "%s", ckey);
     if (gh__lockout_admit(srv, name, ckey, &j->adm) != 0) {
         free(j);
-        srv->auth_limited++;
+        GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
     }
     j->pwlen = strlen(password);
@@ -686,7 +746,7 @@ int gh__op_auth(gh_opctx *c)
     if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && j->pwlen > 0) {
         j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
         j->p = gh_op_pend(c);
-        srv->auth_upstream_binds++;
+        GH_STAT_SHARED_ADD(srv->auth_upstream_binds, 1);
         rc = gh_sync_auth(srv->sync, j->u.origin, j->u.origin_dn, j->pw, upstream_done, j);
         if (rc != 0) /* never asked: not a network failure, no offline fallback */
             upstream_done(j, rc == GH_EUNAVAIL ? GH_ERATE : rc);
@@ -702,7 +762,7 @@ int gh__op_auth(gh_opctx *c)
     rc = queue_verify(j);
     if (rc != 0) {
         auth_job_free(j);
-        srv->auth_limited++;
+        GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return gh_op_fail(c, rc, "too many authentications in progress; retry later");
     }
     j->p = gh_op_pend(c);
@@ -730,9 +790,11 @@ static void purge_done(void *cbarg, int rc, const char *err)
 void gh__housekeeping(gh_server *srv)
 {
     uint64_t quiet = (uint64_t)srv->cfg->lockout_max_delay * 1000 * 2;
+    pthread_mutex_lock(&srv->fail_mu);
     fail_gc(&srv->user_fails, gh__now_ms(), quiet);
     fail_gc(&srv->login_fails, gh__now_ms(), quiet);
     fail_gc(&srv->peer_fails, gh__now_ms(), quiet);
+    pthread_mutex_unlock(&srv->fail_mu);
     int64_t *now = malloc(sizeof(*now));
     if (now == NULL)
         return;

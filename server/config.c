@@ -71,6 +71,8 @@ static const struct key keys[] = {
      4ull << 30},
     {"argon2_opslimit_max", K_U64, OFF(argon2_opslimit_max), crypto_pwhash_OPSLIMIT_MIN, 64},
     {"audit_retention", K_UINT, OFF(audit_retention), 0, 4000000000u},
+    /* issue 11: loops serving connections (0: one per CPU) */
+    {"loop_threads", K_UINT, OFF(loop_threads), 0, 64},
 };
 
 static int set_str(char **dst, const char *v)

@@ -61,6 +61,10 @@ typedef struct gh_config {
     unsigned max_connections_per_peer; /* per UNIX uid or TCP address (admins exempt), 64 */
     unsigned auth_max_inflight_per_login; /* password checks of one login at once, 4 */
 
+    /* issue 11: event loops (threads) serving connections; 0 = one per CPU
+     * (at most 64), 1 = a single loop on the main thread */
+    unsigned loop_threads;
+
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
 } gh_config;

@@ -15,9 +15,17 @@
  * (gh__flush_all, run by the loop's prepare and check handles). Completions,
  * write callbacks and closes only mark a connection dirty, so no handler ever
  * runs inside another handler's completion.
+ *
+ * A connection belongs to one loop (c->lp) and only that loop's thread
+ * touches it. The listeners live on loop 0, whose acceptor hands each
+ * accepted socket to the next loop in turn (a duplicate of the descriptor,
+ * posted to the loop, which opens its own handle on it): round-robin spreads
+ * connections evenly and predictably, where every loop polling the listening
+ * socket would let whichever loop wakes first take a whole burst.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -51,13 +59,55 @@ static void on_flush_idle(uv_idle_t *h)
     (void)h; /* its only job: the loop polls without blocking while it runs */
 }
 
+/* ---- connections per peer, over every loop (accept and close only) ---- */
+
+/* Counts one more connection of key; returns how many are open now. */
+static unsigned peer_add(gh_server *srv, const char *key)
+{
+    unsigned n = 0;
+    pthread_mutex_lock(&srv->peers_mu);
+    for (size_t i = 0; i < srv->npeers; i++) {
+        if (strcmp(srv->peers[i].key, key) == 0) {
+            n = ++srv->peers[i].n;
+            goto done;
+        }
+    }
+    if (srv->npeers == srv->peers_cap) {
+        size_t cap = srv->peers_cap ? srv->peers_cap * 2 : 16;
+        gh_peercount *p = realloc(srv->peers, cap * sizeof(*p));
+        if (p == NULL)
+            goto done; /* not counted: 0 never refuses */
+        srv->peers = p;
+        srv->peers_cap = cap;
+    }
+    snprintf(srv->peers[srv->npeers].key, sizeof(srv->peers[0].key), "%s", key);
+    srv->peers[srv->npeers].n = n = 1;
+    srv->npeers++;
+done:
+    pthread_mutex_unlock(&srv->peers_mu);
+    return n;
+}
+
+static void peer_drop(gh_server *srv, const char *key)
+{
+    pthread_mutex_lock(&srv->peers_mu);
+    for (size_t i = 0; i < srv->npeers; i++) {
+        if (strcmp(srv->peers[i].key, key) == 0) {
+            if (--srv->peers[i].n == 0)
+                srv->peers[i] = srv->peers[--srv->npeers];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&srv->peers_mu);
+}
+
 static void unlink_conn(gh_conn *c)
 {
-    gh_server *srv = c->srv;
+    gh_loop *lp = c->lp;
     if (c->prev)
         c->prev->next = c->next;
-    else if (srv->conns == c)
-        srv->conns = c->next;
+    else if (lp->conns == c)
+        lp->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
@@ -74,7 +124,7 @@ static void maybe_free(gh_conn *c)
 {
     if (!c->closing || c->handles_open > 0 || c->npending > 0 || c->out_bytes > 0)
         return;
-    gh_server *srv = c->srv;
+    gh_loop *lp = c->lp;
     while (c->head) {
         gh_pending *p = c->head;
         c->head = p->next;
@@ -82,19 +132,20 @@ static void maybe_free(gh_conn *c)
     }
     if (c->dirty) {
         /* still on the flush list: unlink */
-        gh_conn **pp = &srv->dirty;
+        gh_conn **pp = &lp->dirty;
         while (*pp && *pp != c)
             pp = &(*pp)->dirty_next;
         if (*pp)
             *pp = c->dirty_next;
     }
     unlink_conn(c);
-    srv->nconns--;
+    GH_STAT_SUB(lp->nconns, 1);
+    __atomic_fetch_sub(&c->srv->nconns, 1, __ATOMIC_RELAXED);
     if (c->in != NULL)
         sodium_memzero(c->in, c->in_cap);
     free(c->in);
     free(c);
-    gh__maybe_finish_shutdown(srv);
+    gh__loop_check_drained(lp);
 }
 
 void gh__conn_close(gh_conn *c)
@@ -102,6 +153,10 @@ void gh__conn_close(gh_conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    if (c->peer_counted) {
+        peer_drop(c->srv, c->peerkey);
+        c->peer_counted = 0;
+    }
     /* Argon2 jobs not started yet would only hold queue slots other clients
      * need: cancel them (their after-work callback sees UV_ECANCELED). */
     for (gh_pending *p = c->head; p; p = p->next)
@@ -120,8 +175,8 @@ void gh__conn_mark_dirty(gh_conn *c)
     if (c->dirty)
         return;
     c->dirty = 1;
-    c->dirty_next = c->srv->dirty;
-    c->srv->dirty = c;
+    c->dirty_next = c->lp->dirty;
+    c->lp->dirty = c;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -133,7 +188,7 @@ static void process_input(gh_conn *c);
 /* Nothing more will be read or answered: the connection may close. */
 static int finished(const gh_conn *c)
 {
-    int no_more_input = c->close_after_write || c->srv->stopping ||
+    int no_more_input = c->close_after_write || c->lp->stopping ||
                         (c->eof && memchr(c->in, '\n', c->in_len) == NULL);
     return no_more_input && c->npending == 0 && c->out_bytes == 0 && c->queued_bytes == 0;
 }
@@ -272,14 +327,14 @@ static void flush_phase_one(gh_conn *c)
         gh__conn_close(c);
 }
 
-void gh__flush_all(gh_server *srv)
+void gh__flush_all(gh_loop *lp)
 {
     /* Work done here can dirty connections again (a resumed request that
      * completes at once, input parsed after a drain): a few rounds, then
      * the idle handle keeps the loop from sleeping on what is left. */
-    for (int round = 0; round < GH_FLUSH_ROUNDS && srv->dirty != NULL; round++) {
-        gh_conn *c = srv->dirty;
-        srv->dirty = NULL;
+    for (int round = 0; round < GH_FLUSH_ROUNDS && lp->dirty != NULL; round++) {
+        gh_conn *c = lp->dirty;
+        lp->dirty = NULL;
         while (c) {
             gh_conn *next = c->dirty_next;
             c->dirty = 0;
@@ -289,11 +344,11 @@ void gh__flush_all(gh_server *srv)
             c = next;
         }
     }
-    if (srv->have_handles) {
-        if (srv->dirty != NULL)
-            uv_idle_start(&srv->flush_idle, on_flush_idle);
+    if (lp->have_handles) {
+        if (lp->dirty != NULL)
+            uv_idle_start(&lp->flush_idle, on_flush_idle);
         else
-            uv_idle_stop(&srv->flush_idle);
+            uv_idle_stop(&lp->flush_idle);
     }
 }
 
@@ -342,7 +397,7 @@ static void too_large(gh_conn *c)
 static int over_budget(const gh_conn *c)
 {
     return c->out_bytes + c->queued_bytes > c->srv->cfg->max_output ||
-           c->npending >= GH_CONN_MAX_PENDING || c->srv->stopping ||
+           c->npending >= GH_CONN_MAX_PENDING || c->lp->stopping ||
            c->nparked >= GH_CONN_MAX_PARKED || c->held_bytes > c->srv->cfg->max_held_bytes;
 }
 
@@ -360,7 +415,7 @@ static void process_input(gh_conn *c)
         if (len > 0 && c->in[start + len - 1] == '\r')
             len--;
         if (len > 0) {
-            c->last_request_ms = uv_now(c->srv->loop);
+            c->last_request_ms = uv_now(c->lp->loop);
             gh__dispatch_line(c, c->in + start, len);
         }
         start = (size_t)(nl - c->in) + 1;
@@ -418,7 +473,7 @@ static void on_idle(uv_timer_t *t)
 {
     gh_conn *c = t->data;
     uint64_t ms = (uint64_t)c->srv->cfg->idle_timeout * 1000;
-    uint64_t since = uv_now(c->srv->loop) - c->last_request_ms;
+    uint64_t since = uv_now(c->lp->loop) - c->last_request_ms;
     if (c->npending > 0 || since < ms) { /* working for the peer, or not idle long enough */
         uv_timer_start(&c->idle, on_idle, c->npending > 0 ? ms : ms - since, 0);
         return;
@@ -472,28 +527,31 @@ static void classify_unix_peer(gh_conn *c, int fd)
                   (srv->have_frontend_gid && peer_in_group(fd, c->uid, c->gid, srv->frontend_gid));
 }
 
-/* A connection with its stream (not yet connected) and idle timer, linked into
- * srv->conns and counted; from here on it is closed through gh__conn_close. */
-static gh_conn *conn_new(gh_server *srv, int is_tcp)
+/* A connection of lp with its stream (not yet connected) and idle timer,
+ * linked into lp->conns and counted; from here on it is closed through
+ * gh__conn_close. On lp's thread. */
+static gh_conn *conn_new(gh_loop *lp, int is_tcp)
 {
     gh_conn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    c->srv = srv;
+    c->srv = lp->srv;
+    c->lp = lp;
     c->is_tcp = is_tcp;
     if (is_tcp)
-        uv_tcp_init(srv->loop, &c->h.tcp);
+        uv_tcp_init(lp->loop, &c->h.tcp);
     else
-        uv_pipe_init(srv->loop, &c->h.pipe, 0);
+        uv_pipe_init(lp->loop, &c->h.pipe, 0);
     c->h.handle.data = c;
-    uv_timer_init(srv->loop, &c->idle);
+    uv_timer_init(lp->loop, &c->idle);
     c->idle.data = c;
     c->handles_open = 2;
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->nconns++;
+    c->next = lp->conns;
+    if (lp->conns)
+        lp->conns->prev = c;
+    lp->conns = c;
+    GH_STAT_ADD(lp->nconns, 1);
+    __atomic_fetch_add(&lp->srv->nconns, 1, __ATOMIC_RELAXED);
     return c;
 }
 
@@ -505,26 +563,22 @@ static void conn_set_unix_peer(gh_conn *c, uid_t uid, gid_t gid)
     snprintf(c->peerkey, sizeof(c->peerkey), "uid:%u", (unsigned)uid);
 }
 
-/* Connections open from the same peer (UNIX uid, or TCP address with every
- * loopback address counted as one). A walk: max_connections is small. */
-static unsigned peer_connections(const gh_conn *c)
-{
-    unsigned n = 0;
-    for (const gh_conn *o = c->srv->conns; o; o = o->next)
-        n += !o->closing && strcmp(o->peerkey, c->peerkey) == 0;
-    return n;
-}
-
 /* The stream is connected and the peer identified: refuse the connection when
  * over max_connections or stopping (0 or GH_EUNAVAIL), else start reading. */
 static int conn_start(gh_conn *c)
 {
     gh_server *srv = c->srv;
+    gh_loop *lp = c->lp;
+    /* connections open from the same peer (UNIX uid, or TCP address with
+     * every loopback address counted as one), on every loop */
+    unsigned same_peer = peer_add(srv, c->peerkey);
+    c->peer_counted = 1;
     int per_peer = !c->admin && srv->cfg->max_connections_per_peer > 0 &&
-                   peer_connections(c) > srv->cfg->max_connections_per_peer;
-    if (srv->nconns > srv->cfg->max_connections || srv->stopping || per_peer) {
+                   same_peer > srv->cfg->max_connections_per_peer;
+    if (__atomic_load_n(&srv->nconns, __ATOMIC_RELAXED) > srv->cfg->max_connections ||
+        lp->stopping || per_peer) {
         /* Tell the peer why, then close. */
-        srv->conns_rejected++;
+        GH_STAT_ADD(lp->conns_rejected, 1);
         static const char msg[] = "{\"ok\":false,\"error\":{\"code\":\"unavailable\","
                                   "\"message\":\"too many connections\"}}\n";
         static const char msg_peer[] =
@@ -536,29 +590,17 @@ static int conn_start(gh_conn *c)
         gh__conn_close(c);
         return GH_EUNAVAIL;
     }
-    c->last_request_ms = uv_now(srv->loop);
+    c->last_request_ms = uv_now(lp->loop);
     if (srv->cfg->idle_timeout)
         uv_timer_start(&c->idle, on_idle, (uint64_t)srv->cfg->idle_timeout * 1000, 0);
     uv_read_start(&c->h.stream, on_alloc, on_read);
     return 0;
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* The stream is connected: who the peer is, then conn_start. On c's loop. */
+static void conn_setup(gh_conn *c, int is_tcp)
 {
-    gh_server *srv = server->data;
-    int is_tcp = server == (uv_stream_t *)&srv->tcp_listener;
-    if (status < 0) {
-        GH_LOGW("accept: %s", uv_strerror(status));
-        return;
-    }
-    gh_conn *c = conn_new(srv, is_tcp);
-    if (c == NULL)
-        return;
-    if (uv_accept(server, &c->h.stream) != 0) {
-        gh__conn_close(c);
-        return;
-    }
-    srv->conns_total++;
+    GH_STAT_ADD(c->lp->conns_total, 1);
     if (is_tcp) {
         struct sockaddr_storage ss;
         int len = sizeof(ss);
@@ -605,9 +647,108 @@ static void on_connection(uv_stream_t *server, int status)
     conn_start(c);
 }
 
+/* An accepted socket on its way from loop 0's acceptor to its loop. */
+typedef struct adopt_msg {
+    gh_post post;
+    gh_loop *lp;
+    int fd;
+    int is_tcp;
+} adopt_msg;
+
+static void adopt_here(void *arg)
+{
+    adopt_msg *m = arg;
+    gh__conn_adopt(m->lp, m->fd, m->is_tcp);
+    free(m);
+}
+
+void gh__conn_adopt(gh_loop *lp, int fd, int is_tcp)
+{
+    GH_ASSERT(gh__loop_self() == lp);
+    gh_conn *c = conn_new(lp, is_tcp);
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    int rc = is_tcp ? uv_tcp_open(&c->h.tcp, fd) : uv_pipe_open(&c->h.pipe, fd);
+    if (rc != 0) {
+        GH_LOGW("accept: cannot open the connection: %s", uv_strerror(rc));
+        close(fd);
+        gh__conn_close(c);
+        return;
+    }
+    conn_setup(c, is_tcp);
+}
+
+static void on_tmp_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Accepts on a handle of loop 0 and hands a duplicate of the socket to lp
+ * (the handle is closed: the duplicate keeps the connection). */
+static void hand_over(uv_stream_t *server, gh_loop *lp, int is_tcp)
+{
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } *tmp = malloc(sizeof(*tmp));
+    adopt_msg *m = malloc(sizeof(*m));
+    uv_os_fd_t fd;
+    int dup = -1;
+
+    if (tmp == NULL || m == NULL) {
+        free(tmp);
+        free(m);
+        return; /* libuv keeps it queued in the backlog */
+    }
+    if (is_tcp)
+        uv_tcp_init(server->loop, &tmp->tcp);
+    else
+        uv_pipe_init(server->loop, &tmp->pipe, 0);
+    if (uv_accept(server, &tmp->stream) == 0 && uv_fileno(&tmp->handle, &fd) == 0)
+        dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    uv_close(&tmp->handle, on_tmp_closed);
+    if (dup < 0) {
+        free(m);
+        return;
+    }
+    m->lp = lp;
+    m->fd = dup;
+    m->is_tcp = is_tcp;
+    gh__loop_post(lp, &m->post, adopt_here, m);
+}
+
+/* Loop 0's acceptor: connections go to the loops in turn. */
+static void on_connection(uv_stream_t *server, int status)
+{
+    gh_server *srv = server->data;
+    int is_tcp = server == (uv_stream_t *)&srv->tcp_listener;
+    if (status < 0) {
+        GH_LOGW("accept: %s", uv_strerror(status));
+        return;
+    }
+    gh_loop *lp = &srv->loops[srv->accept_next];
+    srv->accept_next = (srv->accept_next + 1) % srv->nloops;
+    if (lp != &srv->loops[0]) {
+        hand_over(server, lp, is_tcp);
+        return;
+    }
+    gh_conn *c = conn_new(lp, is_tcp);
+    if (c == NULL)
+        return;
+    if (uv_accept(server, &c->h.stream) != 0) {
+        gh__conn_close(c);
+        return;
+    }
+    conn_setup(c, is_tcp);
+}
+
 int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin)
 {
-    gh_conn *c = conn_new(srv, 0);
+    gh_conn *c = conn_new(&srv->loops[0], 0);
     if (c == NULL)
         return GH_ENOMEM;
     int rc = uv_pipe_open(&c->h.pipe, fd);
@@ -616,7 +757,7 @@ int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin)
         gh__conn_close(c);
         return GH_EINVAL;
     }
-    srv->conns_total++;
+    GH_STAT_ADD(c->lp->conns_total, 1);
     conn_set_unix_peer(c, uid, gid);
     c->admin = c->frontend = admin;
     return conn_start(c);
@@ -762,11 +903,20 @@ void gh__listen_stop(gh_server *srv)
     }
 }
 
-void gh__close_idle_for_shutdown(gh_server *srv)
+void gh__close_idle_for_shutdown(gh_loop *lp)
 {
-    for (gh_conn *c = srv->conns; c; c = c->next) {
+    for (gh_conn *c = lp->conns; c; c = c->next) {
         update_reading(c);
         if (!c->closing && c->npending == 0 && c->out_bytes == 0 && !c->dirty)
             gh__conn_close(c);
     }
+}
+
+void gh__close_all(gh_loop *lp)
+{
+    if (lp->nconns > 0)
+        GH_LOGW("shutdown: loop %u closes %u connections that did not finish in time", lp->index,
+                lp->nconns);
+    for (gh_conn *c = lp->conns; c; c = c->next)
+        gh__conn_close(c);
 }

@@ -53,8 +53,12 @@ int gh__dispatch_init(gh_server *srv)
             GH_ASSERT(strcmp(table[i - 1].def->name, table[i].def->name) != 0);
     }
     srv->nops = ntable;
-    srv->lat = calloc(ntable, sizeof(*srv->lat));
-    return srv->lat ? 0 : GH_ENOMEM;
+    return 0;
+}
+
+gh_lat *gh__lat_new(const gh_server *srv)
+{
+    return calloc(srv->nops ? srv->nops : 1, sizeof(gh_lat));
 }
 
 size_t gh__op_count(void)
@@ -106,15 +110,16 @@ uint64_t gh__lat_bucket_upper(unsigned b)
     return ((4ull + s) << (e - 2)) + (1ull << (e - 2)) - 1;
 }
 
-static void record_latency(gh_server *srv, int op, uint64_t t0, int failed)
+/* The loop's own histogram: only this thread adds, stats on any loop reads. */
+static void record_latency(gh_loop *lp, int op, uint64_t t0, int failed)
 {
-    if (op < 0 || (size_t)op >= srv->nops)
+    if (op < 0 || (size_t)op >= lp->srv->nops)
         return;
-    gh_lat *l = &srv->lat[op];
-    l->count++;
-    l->buckets[gh__lat_bucket((uv_hrtime() - t0) / 1000)]++;
+    gh_lat *l = &lp->lat[op];
+    GH_STAT_ADD(l->count, 1);
+    GH_STAT_ADD(l->buckets[gh__lat_bucket((uv_hrtime() - t0) / 1000)], 1);
     if (failed)
-        l->errors++;
+        GH_STAT_ADD(l->errors, 1);
 }
 
 /* Messages may quote what the peer sent (an op name, a parser's excerpt),
@@ -248,7 +253,7 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
     c->queued_bytes += p->outlen;
     p->state = GH_REQ_DONE;
     barrier_release(c, p);
-    record_latency(c->srv, p->op, p->t0, rc != 0);
+    record_latency(c->lp, p->op, p->t0, rc != 0);
     if (gh_log_enabled(GH_LOG_DEBUG)) {
         const gh_op_def *d = gh__op_at((size_t)p->op);
         GH_LOGD("%s %s -> %s (%lluus)", c->peer, d ? d->name : "?", rc ? gh_error_code(rc) : "ok",
@@ -338,7 +343,7 @@ int gh_op_write(gh_pending *p, const char *actor, gh_store_write_fn apply,
         j->reply = reply;
         j->free_arg = free_arg;
         j->arg = arg;
-        rc = gh_writer_submit(c->srv->writer, actor, apply, arg, on_write_done, j);
+        rc = gh__submit_write(c->srv, actor, apply, arg, on_write_done, j); /* back on c's loop */
     }
     if (rc != 0) {
         if (free_arg)
@@ -439,12 +444,12 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
 
     int optimistic = c->barriers > 0; /* earlier writes of c are not durable yet */
 
-    GH_ASSERT(p->state == GH_REQ_PARSED);
+    GH_ASSERT(p->state == GH_REQ_PARSED && gh__loop_self() == c->lp);
     p->state = GH_REQ_RUNNING;
     memset(&ctx, 0, sizeof(ctx));
     ctx.srv = srv;
     ctx.cfg = srv->cfg;
-    ctx.authz = srv->authz;
+    ctx.authz = c->lp->authz; /* the loop's own: no lock */
     ctx.req = req;
     ctx.rank = c->admin ? GH_PEER_ADMIN : c->service ? GH_PEER_SERVICE : GH_PEER_ANY;
     ctx.frontend = c->frontend;
@@ -454,7 +459,7 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
     ctx.now = (int64_t)time(NULL);
     snprintf(ctx.actor, sizeof(ctx.actor), "%s", c->peer);
 
-    rc = gh_store_read_begin(srv->reader, &txn);
+    rc = gh_store_read_begin(c->lp->reader, &txn);
     if (rc != 0) {
         gh__pending_finish(p, rc, "cannot open a read transaction", NULL);
         return;
@@ -481,7 +486,7 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
     rc = def->fn(&ctx);
     GH_ASSERT(ctx.pending == NULL || rc == 0);
 done:
-    gh_store_read_end(srv->reader);
+    gh_store_read_end(c->lp->reader);
     if (rc != 0) {
         if (ctx.deferred && ctx.free_arg)
             ctx.free_arg(ctx.arg);

@@ -255,7 +255,11 @@ static int run_server(gh_config *cfg, const char *config_path)
         uv_run(&loop, UV_RUN_DEFAULT);
         GH_LOGI("stopped");
     }
-    gh__server_close(&srv);
+    gh__server_close(&srv); /* joins the other loops' threads and closes their loops */
+    if (srv.loop_close_failed) {
+        GH_LOGE("a loop thread's event loop closed with handles still open");
+        rc = 1;
+    }
     if (uv_loop_close(&loop) != 0) {
         /* a handle nobody closed is a leak: fail the exit so that every
          * test stopping a server checks for it */

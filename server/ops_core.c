@@ -88,22 +88,41 @@ static uint64_t percentile(const gh_lat *l, double q)
     return 0;
 }
 
+/* Every loop's counters: each loop adds to its own, this sums them with
+ * relaxed atomic loads (a snapshot, not a cut across loops). */
 static int op_stats(gh_opctx *c)
 {
     gh_server *srv = c->srv;
     json_t *conns = json_object(), *reqs = json_object(), *auth = json_object();
     json_t *store = json_object(), *cache = json_object(), *writer = json_object();
+    json_t *loops = json_array();
     uint64_t used = 0, map = 0, users = 0, groups = 0, seq = 0, commits = 0, ops = 0;
+    gh_loop_sums sums;
+    gh_lat *l = malloc(sizeof(*l));
 
+    if (l == NULL) {
+        json_decref(conns), json_decref(reqs), json_decref(auth), json_decref(store);
+        json_decref(cache), json_decref(writer), json_decref(loops);
+        return gh_op_fail(c, GH_ENOMEM, "out of memory");
+    }
+    gh__loops_sum(srv, &sums);
     json_object_set_new(c->resp, "version", json_string(GH_VERSION_STRING));
     json_object_set_new(c->resp, "uptime",
                         json_integer((json_int_t)(gh__now_ms() - srv->started) / 1000));
-    json_object_set_new(conns, "current", json_integer(srv->nconns));
-    json_object_set_new(conns, "total", json_integer((json_int_t)srv->conns_total));
-    json_object_set_new(conns, "rejected", json_integer((json_int_t)srv->conns_rejected));
+    json_object_set_new(conns, "current",
+                        json_integer(__atomic_load_n(&srv->nconns, __ATOMIC_RELAXED)));
+    json_object_set_new(conns, "total", json_integer((json_int_t)sums.conns_total));
+    json_object_set_new(conns, "rejected", json_integer((json_int_t)sums.conns_rejected));
     json_object_set_new(c->resp, "connections", conns);
     for (size_t i = 0; i < srv->nops; i++) {
-        const gh_lat *l = &srv->lat[i];
+        memset(l, 0, sizeof(*l));
+        for (unsigned k = 0; k < srv->nloops; k++) {
+            const gh_lat *ll = &srv->loops[k].lat[i];
+            l->count += GH_STAT_GET(ll->count);
+            l->errors += GH_STAT_GET(ll->errors);
+            for (unsigned b = 0; b < GH_LAT_BUCKETS; b++)
+                l->buckets[b] += GH_STAT_GET(ll->buckets[b]);
+        }
         if (l->count == 0)
             continue;
         json_t *o = json_object();
@@ -113,13 +132,27 @@ static int op_stats(gh_opctx *c)
         json_object_set_new(o, "p99_us", json_integer((json_int_t)percentile(l, 0.99)));
         json_object_set_new(reqs, gh__op_at(i)->name, o);
     }
+    free(l);
     json_object_set_new(c->resp, "requests", reqs);
-    json_object_set_new(auth, "success", json_integer((json_int_t)srv->auth_ok));
-    json_object_set_new(auth, "failure", json_integer((json_int_t)srv->auth_fail));
-    json_object_set_new(auth, "rate_limited", json_integer((json_int_t)srv->auth_limited));
-    json_object_set_new(auth, "verifications", json_integer((json_int_t)srv->auth_verifications));
-    json_object_set_new(auth, "upstream_binds", json_integer((json_int_t)srv->auth_upstream_binds));
-    json_object_set_new(auth, "argon2_inflight", json_integer(srv->argon2_inflight));
+    /* per loop: connections open now and accepted since start, requests answered */
+    for (unsigned k = 0; k < srv->nloops; k++) {
+        gh_loop *lp = &srv->loops[k];
+        json_array_append_new(
+            loops, json_pack("{s:I,s:I,s:I}", "connections", (json_int_t)GH_STAT_GET(lp->nconns),
+                             "connections_total", (json_int_t)GH_STAT_GET(lp->conns_total),
+                             "requests", (json_int_t)gh__loop_requests(lp)));
+    }
+    json_object_set_new(c->resp, "loops", loops);
+    json_object_set_new(auth, "success", json_integer((json_int_t)GH_STAT_GET(srv->auth_ok)));
+    json_object_set_new(auth, "failure", json_integer((json_int_t)GH_STAT_GET(srv->auth_fail)));
+    json_object_set_new(auth, "rate_limited",
+                        json_integer((json_int_t)GH_STAT_GET(srv->auth_limited)));
+    json_object_set_new(auth, "verifications",
+                        json_integer((json_int_t)GH_STAT_GET(srv->auth_verifications)));
+    json_object_set_new(auth, "upstream_binds",
+                        json_integer((json_int_t)GH_STAT_GET(srv->auth_upstream_binds)));
+    json_object_set_new(auth, "argon2_inflight",
+                        json_integer(__atomic_load_n(&srv->argon2_inflight, __ATOMIC_RELAXED)));
     json_object_set_new(c->resp, "auth", auth);
     gh_store_size(srv->store, &used, &map);
     gh_store_user_count(c->txn, &users);
@@ -135,14 +168,12 @@ static int op_stats(gh_opctx *c)
     json_object_set_new(writer, "commits", json_integer((json_int_t)commits));
     json_object_set_new(writer, "ops", json_integer((json_int_t)ops));
     json_object_set_new(c->resp, "writer", writer);
-    gh_authz_stats st;
-    gh_authz_get_stats(srv->authz, &st);
-    json_object_set_new(cache, "hits", json_integer((json_int_t)st.hits));
-    json_object_set_new(cache, "misses", json_integer((json_int_t)st.misses));
-    json_object_set_new(cache, "compiles", json_integer((json_int_t)st.compiles));
-    json_object_set_new(cache, "flushes", json_integer((json_int_t)st.flushes));
-    json_object_set_new(cache, "cached", json_integer((json_int_t)st.cached));
-    json_object_set_new(cache, "cached_bytes", json_integer((json_int_t)st.cached_bytes));
+    json_object_set_new(cache, "hits", json_integer((json_int_t)sums.authz.hits));
+    json_object_set_new(cache, "misses", json_integer((json_int_t)sums.authz.misses));
+    json_object_set_new(cache, "compiles", json_integer((json_int_t)sums.authz.compiles));
+    json_object_set_new(cache, "flushes", json_integer((json_int_t)sums.authz.flushes));
+    json_object_set_new(cache, "cached", json_integer((json_int_t)sums.authz.cached));
+    json_object_set_new(cache, "cached_bytes", json_integer((json_int_t)sums.authz.cached_bytes));
     json_object_set_new(c->resp, "authz_cache", cache);
     return 0;
 }

@@ -298,7 +298,7 @@ static void import_one(gh_opctx *parent, import_req *ir, size_t i, json_t *rec)
     it->reply = c.reply;
     it->free_arg = c.free_arg;
     it->arg = c.arg;
-    rc = gh_writer_submit(c.srv->writer, c.actor, c.apply, c.arg, import_done, it);
+    rc = gh__submit_write(c.srv, c.actor, c.apply, c.arg, import_done, it); /* done: this loop */
     if (rc != 0) {
         c.free_arg(c.arg);
         free(it);

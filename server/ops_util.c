@@ -266,8 +266,7 @@ int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id)
 
     if (srv->cfg->admin_group[0] == '\0')
         return 0;
-    if (gh_store_user_hot(txn, user_id, &u) != 0 || u.state != GH_USER_ACTIVE ||
-        u.tombstone != 0)
+    if (gh_store_user_hot(txn, user_id, &u) != 0 || u.state != GH_USER_ACTIVE || u.tombstone != 0)
         return 0;
     /* the whole record: only it says whether the group is local */
     if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0 || g.origin[0] != '\0' ||

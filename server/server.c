@@ -14,6 +14,7 @@
 #include <string.h>
 #include <malloc.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -128,25 +129,9 @@ static void on_housekeeping(uv_timer_t *t)
         audit_prune_submit(srv, (int64_t)time(NULL) - (int64_t)srv->cfg->audit_retention);
 }
 
-/* Replies are flushed once per loop turn, before the loop sleeps (prepare:
- * completions from write callbacks, which run in the pending phase) and
- * after it wakes (check: completions from reads, the writer and the pool). */
-static void on_flush_check(uv_check_t *h)
-{
-    gh__flush_all(h->data);
-}
-
-static void on_flush_prepare(uv_prepare_t *h)
-{
-    gh__flush_all(h->data);
-}
-
 static void on_shutdown_timeout(uv_timer_t *t)
 {
-    gh_server *srv = t->data;
-    GH_LOGW("shutdown: closing %u connections that did not finish in time", srv->nconns);
-    for (gh_conn *c = srv->conns; c; c = c->next)
-        gh__conn_close(c);
+    gh__loops_force_close(t->data);
 }
 
 /* jansson's memory is wiped when freed: request strings (passwords) and the
@@ -163,22 +148,22 @@ static void wiping_free(void *p)
 int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
 {
     int rc;
-    gh_authz_opts ao = {.cache_bytes = cfg->authz_cache_size};
 
     memset(srv, 0, sizeof(*srv));
     srv->cfg = cfg;
     srv->loop = loop;
     srv->started = gh__now_ms();
+    pthread_mutex_init(&srv->peers_mu, NULL);
+    pthread_mutex_init(&srv->fail_mu, NULL);
     json_set_alloc_funcs(malloc, wiping_free);
     if ((rc = gh__open_store(cfg, &srv->store)) != 0)
-        return rc;
-    if ((rc = gh_store_reader_new(srv->store, &srv->reader)) != 0)
         return rc;
     if ((rc = gh__auth_init(srv)) != 0)
         return rc;
     if ((rc = gh__dispatch_init(srv)) != 0)
         return rc;
-    if ((rc = gh_authz_new(&srv->authz, &ao)) != 0)
+    /* every loop's read handle, authz and handles; loop 0 is this thread's */
+    if ((rc = gh__loops_open(srv, loop)) != 0)
         return rc;
     if ((rc = gh_writer_start(&srv->writer, loop, srv->store, cfg->write_batch_max)) != 0)
         return rc;
@@ -191,21 +176,15 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_timer_start(&srv->housekeeping, on_housekeeping, 30000, 30000);
     uv_timer_init(loop, &srv->shutdown_timer);
     srv->shutdown_timer.data = srv;
-    uv_check_init(loop, &srv->flush_check);
-    srv->flush_check.data = srv;
-    uv_check_start(&srv->flush_check, on_flush_check);
-    uv_prepare_init(loop, &srv->flush_prepare);
-    srv->flush_prepare.data = srv;
-    uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
-    uv_idle_init(loop, &srv->flush_idle);
-    srv->flush_idle.data = srv;
     srv->have_handles = 1;
-    return 0;
+    return gh__loops_start(srv);
 }
 
+/* Loop 0, as each loop reports it drained: once all have, the writer and
+ * sync stop and every loop closes its handles. */
 void gh__maybe_finish_shutdown(gh_server *srv)
 {
-    if (srv->stopping != 1 || srv->nconns > 0)
+    if (srv->stopping != 1 || srv->loops_drained < srv->nloops)
         return;
     srv->stopping = 2;
     GH_LOGI("all connections closed; stopping sync, draining writes");
@@ -218,9 +197,6 @@ void gh__maybe_finish_shutdown(gh_server *srv)
     if (srv->have_handles) {
         uv_close((uv_handle_t *)&srv->housekeeping, NULL);
         uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
-        uv_close((uv_handle_t *)&srv->flush_check, NULL);
-        uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
-        uv_close((uv_handle_t *)&srv->flush_idle, NULL);
         srv->have_handles = 0;
     }
     if (srv->have_signals) {
@@ -229,6 +205,7 @@ void gh__maybe_finish_shutdown(gh_server *srv)
         uv_close((uv_handle_t *)&srv->sig_hup, NULL);
         srv->have_signals = 0;
     }
+    gh__loops_close_handles(srv); /* their uv_run returns, their threads end */
 }
 
 void gh__server_shutdown(gh_server *srv)
@@ -238,9 +215,12 @@ void gh__server_shutdown(gh_server *srv)
     srv->stopping = 1;
     GH_LOGI("shutting down: no new connections, finishing requests in flight");
     gh__listen_stop(srv);
-    gh__close_idle_for_shutdown(srv);
     if (srv->have_handles)
         uv_timer_start(&srv->shutdown_timer, on_shutdown_timeout, 10000, 0);
+    if (srv->loops != NULL)
+        gh__loops_stop(srv); /* each loop drains, then reports to loop 0 */
+    else
+        srv->loops_drained = srv->nloops; /* a failed open: nothing to drain */
     gh__maybe_finish_shutdown(srv);
 }
 
@@ -250,7 +230,7 @@ void gh__server_close(gh_server *srv)
      * a harness stops early, run it here. */
     if (srv->stopping == 0 && srv->loop != NULL) {
         gh__server_shutdown(srv);
-        while (srv->nconns > 0 && uv_run(srv->loop, UV_RUN_ONCE))
+        while (srv->stopping == 1 && uv_run(srv->loop, UV_RUN_ONCE))
             ;
         gh__maybe_finish_shutdown(srv);
     }
@@ -262,18 +242,15 @@ void gh__server_close(gh_server *srv)
         gh_writer_stop(srv->writer);
         srv->writer = NULL;
     }
+    if (srv->loops != NULL && srv->loops[0].have_handles)
+        gh__loops_close_handles(srv); /* a failed shutdown: close what is left */
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);
-    if (srv->authz)
-        gh_authz_free(srv->authz);
-    if (srv->reader)
-        gh_store_reader_free(srv->reader);
+    gh__loops_free(srv); /* joins the loop threads */
     if (srv->store)
         gh_store_close(srv->store);
     gh__auth_fini(srv);
-    free(srv->lat);
-    srv->authz = NULL;
-    srv->reader = NULL;
+    free(srv->peers);
+    srv->peers = NULL;
     srv->store = NULL;
-    srv->lat = NULL;
 }

@@ -1,17 +1,25 @@
 /*
- * server.h: gatehoused's context and connection structs (internal to server/).
+ * server.h: gatehoused's context, loop and connection structs (internal to
+ * server/).
  *
- * Everything mutable lives in one gh_server owned by the loop thread; the
- * only other threads are the writer, the libuv pool (Argon2) and the sync
- * workers, and they reach the loop only through their queues and uv_async.
- * A connection is freed only in its close callback and only when no request
- * of it is still pending (Argon2 job, write in flight): see conn.c.
+ * gatehoused runs loop_threads libuv loops (server/loop.c). Each connection
+ * belongs to the loop that adopted it and is touched only by that loop's
+ * thread; so is everything in its gh_loop (connection lists, read handle,
+ * authz cache, counters). Loop 0 is the main thread's: it also owns the
+ * listeners, signals, housekeeping, the writer's and the sync workers'
+ * completions, and what is in gh_server but not marked otherwise. Other
+ * threads (writer, libuv pool, sync workers, other loops) reach a loop only
+ * through gh__loop_post. Fields of gh_server shared by every loop say how
+ * they are guarded. A connection is freed only in its close callback and only
+ * when no request of it is still pending (Argon2 job, write in flight): see
+ * conn.c.
  */
 #ifndef GH_SERVER_H
 #define GH_SERVER_H
 
 #include "gh-config.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -32,8 +40,10 @@
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
 #define GH_FLUSH_ROUNDS 8        /* flush passes per loop phase before yielding to I/O */
 #define GH_LAT_BUCKETS 160       /* 0-7 us exact, then 4 sub-buckets per power of two */
+#define GH_LOOPS_MAX 64          /* loop_threads maximum */
 
 struct gh_conn;
+struct gh_loop;
 
 /* A request's one state. Each transition has its own function in dispatch.c
  * (gh__req_*), and the connection's counters follow from the states:
@@ -81,8 +91,9 @@ typedef struct gh_conn {
     } h;
     uv_timer_t idle;
     struct gh_server *srv;
-    struct gh_conn *prev, *next; /* server's connection list */
-    struct gh_conn *dirty_next;  /* server's flush list */
+    struct gh_loop *lp;          /* the loop that owns it: every access is on its thread */
+    struct gh_conn *prev, *next; /* the loop's connection list */
+    struct gh_conn *dirty_next;  /* the loop's flush list */
     int dirty;
     char *in;
     size_t in_len, in_cap;
@@ -108,6 +119,7 @@ typedef struct gh_conn {
     char peer[64];            /* "uid:1000", "tcp:127.0.0.1" (for logs) */
     char peerkey[64];         /* what limits key on: "uid:1000", "tcp:loopback", "tcp:10.0.0.2" */
     uint64_t last_request_ms; /* the idle timeout counts from the last complete request */
+    int peer_counted;         /* counted in the server's per-peer table (conn_start) */
 } gh_conn;
 
 typedef struct gh_lat {
@@ -139,15 +151,79 @@ typedef struct gh_admission {
     int held;
 } gh_admission;
 
+/* Counters one thread writes and other threads read (stats): the owner adds
+ * with GH_STAT_ADD (a relaxed load and store: no locked instruction), readers
+ * use GH_STAT_GET. Counters several threads add to use GH_STAT_SHARED_ADD. */
+#define GH_STAT_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define GH_STAT_ADD(x, n)                                                                          \
+    __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define GH_STAT_SUB(x, n)                                                                          \
+    __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) - (n), __ATOMIC_RELAXED)
+#define GH_STAT_SHARED_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
+
+/* A message for a loop from any thread (gh__loop_post). It lives in the
+ * sender's own struct, so posting never allocates and cannot fail; it must
+ * not be posted again before its fn ran. */
+typedef struct gh_post {
+    struct gh_post *next;
+    void (*fn)(void *arg);
+    void *arg;
+} gh_post;
+
+/* One loop thread's world (server/loop.c). Only its thread touches it, but
+ * the stats counters (read by any loop's stats op) and the post queue. */
+typedef struct gh_loop {
+    struct gh_server *srv;
+    unsigned index;
+    uv_loop_t *loop; /* loop 0: srv->loop; the others: &own */
+    uv_loop_t own;
+    uv_thread_t thread;
+    int have_thread;
+    gh_store_reader *reader; /* this thread's LMDB read handle */
+    gh_authz *authz;         /* this thread's permission cache (no locks) */
+
+    gh_conn *conns;  /* connections this loop owns */
+    unsigned nconns; /* written with GH_STAT_ADD/SUB: stats reads it */
+    gh_conn *dirty;
+    uv_check_t flush_check;
+    uv_prepare_t flush_prepare;
+    uv_idle_t flush_idle; /* running while flush work is left over: the loop must not sleep */
+    uv_async_t wake;      /* posts arrived */
+    int have_handles;
+    int stopping; /* draining: no new input, idle connections closed */
+    int drained;  /* stopping and no connection left (told loop 0) */
+
+    pthread_mutex_t post_mu; /* guards the queue only */
+    gh_post *post_head, *post_tail;
+    gh_post m_stop, m_force, m_close, m_drained; /* loop 0's shutdown messages */
+
+    /* stats: GH_STAT_ADD by this loop, GH_STAT_GET by any */
+    uint64_t conns_total, conns_rejected;
+    gh_lat *lat;              /* one per op in the table */
+    gh_authz_stats authz_pub; /* this loop's authz counters, published by its flush phase */
+} gh_loop;
+
+/* Connections open per peer key, for max_connections_per_peer (all loops). */
+typedef struct gh_peercount {
+    char key[64];
+    unsigned n;
+} gh_peercount;
+
 typedef struct gh_server {
     gh_config *cfg;
     const char *config_path;
-    uv_loop_t *loop;
+    uv_loop_t *loop; /* loop 0's */
     gh_store *store;
-    gh_store_reader *reader;
+    gh_store_reader *reader; /* loop 0's (loops[0].reader): for code that runs on loop 0 only */
     gh_writer *writer;
-    gh_authz *authz;
+    gh_authz *authz; /* loop 0's (loops[0].authz) */
     gh_sync *sync;
+
+    gh_loop *loops; /* loop_threads of them; [0] runs on the main thread */
+    unsigned nloops;
+    unsigned accept_next;   /* loop 0: round-robin position of the acceptor */
+    unsigned loops_drained; /* loop 0: loops that finished draining */
+    int loop_close_failed;  /* a loop still had a handle open when it was closed */
 
     uv_pipe_t unix_listener;
     uv_tcp_t tcp_listener;
@@ -155,34 +231,33 @@ typedef struct gh_server {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t housekeeping;
     uv_timer_t shutdown_timer;
-    uv_check_t flush_check;
-    uv_prepare_t flush_prepare;
-    uv_idle_t flush_idle; /* running while flush work is left over: the loop must not sleep */
 
-    gh_conn *conns;
-    unsigned nconns;
-    gh_conn *dirty;
-    int stopping;     /* 0 running, 1 draining connections, 2 done */
-    int have_handles; /* housekeeping, shutdown timer, flush check are open */
+    unsigned nconns;  /* every loop's (atomic): max_connections */
+    int stopping;     /* loop 0: 0 running, 1 draining connections, 2 done */
+    int have_handles; /* loop 0: housekeeping, shutdown timer are open */
     int have_signals;
 
     gid_t admin_gid, service_gid, frontend_gid;
     int have_admin_gid, have_service_gid, have_frontend_gid;
+    /* read-only once the loops run */
     uint8_t token_key[32];
     char dummy_verifier[GH_VERIFIER_MAX + 1];
-    unsigned argon2_inflight;
+    unsigned argon2_inflight; /* every loop's Argon2 jobs (atomic, gh__argon2_take) */
 
-    gh_failtab user_fails;  /* (login, client) */
-    gh_failtab login_fails; /* login */
-    gh_failtab peer_fails;  /* client */
-    uint8_t fail_key[16];   /* SipHash key of the tables (random per start) */
+    pthread_mutex_t peers_mu; /* guards peers (accept and close only) */
+    gh_peercount *peers;
+    size_t npeers, peers_cap;
 
-    /* stats */
+    pthread_mutex_t fail_mu; /* guards the three tables (auth admission only) */
+    gh_failtab user_fails;   /* (login, client) */
+    gh_failtab login_fails;  /* login */
+    gh_failtab peer_fails;   /* client */
+    uint8_t fail_key[16];    /* SipHash key of the tables (random per start) */
+
+    /* stats: shared counters (GH_STAT_SHARED_ADD); per-loop ones are in gh_loop */
     uint64_t started;
-    uint64_t conns_total, conns_rejected;
     uint64_t auth_ok, auth_fail, auth_limited;
     uint64_t auth_verifications, auth_upstream_binds;
-    gh_lat *lat; /* one per op in the table */
     size_t nops;
 } gh_server;
 
@@ -192,6 +267,8 @@ typedef struct gh_server {
 unsigned gh__lat_bucket(uint64_t us);
 uint64_t gh__lat_bucket_upper(unsigned b);
 int gh__dispatch_init(gh_server *srv);
+/* The latency histograms of one loop (nops of them), zeroed. */
+gh_lat *gh__lat_new(const gh_server *srv);
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len);
 const gh_op_def *gh__op_at(size_t i);
 const gh_op_def *gh__op_find(const char *name); /* NULL: no such op */
@@ -222,15 +299,22 @@ void gh__conn_close(gh_conn *c);
 void gh__conn_mark_dirty(gh_conn *c);
 /* A request of c completed: counts it and marks c dirty (never reads). */
 void gh__conn_request_done(gh_conn *c);
-/* The flush phase: for every dirty connection, resume parked requests, write
- * finished replies in order, read and parse held-back input, close when done. */
-void gh__flush_all(gh_server *srv);
-void gh__close_idle_for_shutdown(gh_server *srv);
+/* The flush phase of one loop: for every dirty connection, resume parked
+ * requests, write finished replies in order, read and parse held-back input,
+ * close when done. */
+void gh__flush_all(gh_loop *lp);
+/* lp starts draining: reading stops, idle connections close. */
+void gh__close_idle_for_shutdown(gh_loop *lp);
+/* Closes every connection of lp (the shutdown deadline passed). */
+void gh__close_all(gh_loop *lp);
+/* Makes an accepted stream socket (fd, owned from here on) a connection of
+ * lp, on lp's thread: credentials, classes, limits, then reading. */
+void gh__conn_adopt(gh_loop *lp, int fd, int is_tcp);
 /* Wraps an already-connected UNIX stream socket as a connection of a peer with
  * these credentials, as if it had been accepted (in-process harnesses: the fuzz
- * targets). 0: the connection owns fd; GH_EUNAVAIL: refused like an accepted
- * peer over max_connections (told so, fd closed); other codes: fd still the
- * caller's. */
+ * targets), on loop 0. 0: the connection owns fd; GH_EUNAVAIL: refused like an
+ * accepted peer over max_connections (told so, fd closed); other codes: fd
+ * still the caller's. */
 int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin);
 
 /* auth.c */
@@ -240,6 +324,10 @@ void gh__auth_fini(gh_server *srv);
  * password is copied and wiped; rc GH_ERATE when the Argon2 queue is full. */
 typedef void (*gh_hash_cb)(void *arg, int rc, const char *verifier);
 int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_cb cb, void *arg);
+/* A slot of the server-wide Argon2 bound (argon2_queue_max, every loop's
+ * jobs): 0 taken, or GH_ERATE; gh__argon2_give returns it. */
+int gh__argon2_take(gh_server *srv);
+void gh__argon2_give(gh_server *srv);
 /* Token helpers: encode 32 random bytes as 43 base64url chars, keyed hash. */
 int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH_BYTES]);
 void gh__housekeeping(gh_server *srv);
@@ -263,6 +351,48 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop);
 void gh__server_shutdown(gh_server *srv);
 void gh__maybe_finish_shutdown(gh_server *srv);
 void gh__server_close(gh_server *srv);
+
+/* loop.c */
+/* The loops: loop 0 on the given uv loop (the caller's thread), the others
+ * with their own uv loop, read handle and authz; threads not started yet. */
+int gh__loops_open(gh_server *srv, uv_loop_t *loop0);
+/* Starts loops 1..N-1 on their threads. */
+int gh__loops_start(gh_server *srv);
+/* Loop 0: every loop starts draining (gh__close_idle_for_shutdown on its own
+ * thread); each reports to loop 0 once it has no connection left. */
+void gh__loops_stop(gh_server *srv);
+/* Loop 0: the shutdown deadline passed, every loop closes its connections. */
+void gh__loops_force_close(gh_server *srv);
+/* Loop 0, once every loop drained and the writer stopped: the loops close
+ * their handles and their threads end. */
+void gh__loops_close_handles(gh_server *srv);
+/* Joins the threads, closes their uv loops (srv->loop_close_failed when a
+ * handle was left open), frees the readers, authz caches and counters. */
+void gh__loops_free(gh_server *srv);
+/* A connection of lp went away: when lp is draining and has none left, it
+ * tells loop 0 (once). */
+void gh__loop_check_drained(gh_loop *lp);
+/* The loop whose thread is calling (NULL on other threads). */
+gh_loop *gh__loop_self(void);
+void gh__loop_set_self(gh_loop *lp);
+/* Runs fn(arg) on lp's thread: at once when called there, otherwise through
+ * lp's queue (m is the message's storage, see gh_post). Any thread. */
+void gh__loop_run_on(gh_loop *lp, gh_post *m, void (*fn)(void *arg), void *arg);
+void gh__loop_post(gh_loop *lp, gh_post *m, void (*fn)(void *arg), void *arg);
+/* gh_writer_submit for any loop: done(cbarg, rc, err) runs on the loop that
+ * submitted (the writer itself completes on loop 0). */
+int gh__submit_write(gh_server *srv, const char *actor, gh_store_write_fn fn, void *arg,
+                     gh_writer_done_cb done, void *cbarg);
+/* Sums over every loop (relaxed atomic loads: a snapshot, not a cut). */
+typedef struct gh_loop_sums {
+    uint64_t conns_total, conns_rejected, requests;
+    gh_authz_stats authz;
+} gh_loop_sums;
+void gh__loops_sum(gh_server *srv, gh_loop_sums *out);
+/* Requests one loop answered (its histograms' counts). */
+uint64_t gh__loop_requests(const gh_loop *lp);
+/* The number of loops to run for a loop_threads setting (0: one per CPU). */
+unsigned gh__loops_wanted(const gh_config *cfg);
 
 uint64_t gh__now_ms(void);
 

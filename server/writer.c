@@ -124,10 +124,11 @@ static void on_async(uv_async_t *a)
     pthread_mutex_lock(&w->mu);
     job *j = w->done_head;
     w->done_head = w->done_tail = NULL;
+    for (job *k = j; k != NULL; k = k->next)
+        w->loop_outstanding--; /* under mu: every loop thread submits */
     pthread_mutex_unlock(&w->mu);
     while (j != NULL) {
         job *next = j->next;
-        w->loop_outstanding--;
         j->done(j->cbarg, j->rc, j->err);
         free(j);
         j = next;
@@ -251,6 +252,8 @@ void gh_writer_stop(gh_writer *w)
     if (w->started)
         pthread_join(w->thread, NULL);
     on_async(&w->async);
+    pthread_mutex_lock(&w->mu);
     GH_ASSERT(w->loop_outstanding == 0);
+    pthread_mutex_unlock(&w->mu);
     uv_close((uv_handle_t *)&w->async, on_closed);
 }

@@ -20,8 +20,9 @@ typedef struct gh_writer gh_writer;
 typedef void (*gh_writer_done_cb)(void *cbarg, int rc, const char *err);
 
 int gh_writer_start(gh_writer **out, uv_loop_t *loop, gh_store *store, unsigned batch_max);
-/* Loop thread only. fn(txn, arg) runs on the writer thread; arg must stay
- * valid until done runs. actor is copied. */
+/* Any loop thread (done runs on the writer's loop, loop 0: server/loop.c's
+ * gh__submit_write brings it back to the submitting loop). fn(txn, arg) runs
+ * on the writer thread; arg must stay valid until done runs. actor is copied. */
 int gh_writer_submit(gh_writer *w, const char *actor, gh_store_write_fn fn, void *arg,
                      gh_writer_done_cb done, void *cbarg);
 /* Any thread but the loop's: blocks until the op is durable; returns its rc

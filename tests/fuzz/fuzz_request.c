@@ -163,6 +163,7 @@ static void fuzz_config(gh_config *cfg)
     cfg->max_request = FUZZ_MAX_REQUEST;
     cfg->max_output = FUZZ_MAX_OUTPUT;
     cfg->map_size = 1u << 20;
+    cfg->loop_threads = 1; /* the connection is attached to loop 0 on this thread */
     if (gh_config_finish(cfg, err, sizeof(err)) != 0)
         fail("gh_config_finish: %s", err);
 }

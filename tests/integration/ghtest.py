@@ -46,6 +46,9 @@ Server(tmpdir=None, config=None, extra_args=(), env=None, start=True,
              text. Values are written with str(); give modes as strings
              ("0666"). With fast_argon2 (default) argon2_opslimit=1 and
              argon2_memlimit=65536 are added unless the config sets them.
+             loop_threads is added unless the config sets it: the value of
+             the environment variable GH_LOOP_THREADS, else 1 (make check
+             runs some files again with GH_LOOP_THREADS=4).
     world_access: socket_mode=0666 and TMP chmod 0711, so that clients
              running under another uid (see as_uid / UidClient) can connect.
     run_as:  (uid, gid): start the server through setpriv as that user
@@ -126,6 +129,11 @@ __all__ = [
 NOBODY = 65534
 
 FAST_ARGON2 = {"argon2_opslimit": "1", "argon2_memlimit": "65536"}
+
+
+def loop_threads():
+    """The loop_threads test servers run with (GH_LOOP_THREADS, default 1)."""
+    return int(os.environ.get("GH_LOOP_THREADS") or "1")
 
 
 # ---------------------------------------------------------------- environment
@@ -622,22 +630,22 @@ def render_config(config, fast_argon2=True):
     """INI text for a Server's config argument (see the module docstring)."""
     if config is None:
         config = {}
+    defaults = dict(FAST_ARGON2) if fast_argon2 else {}
+    defaults["loop_threads"] = str(loop_threads())
     if isinstance(config, str):
         text = config
-        if fast_argon2:
-            extra = "".join("%s = %s\n" % (k, v) for k, v in FAST_ARGON2.items()
-                            if not re.search(r"^\s*%s\s*=" % k, text, re.M))
-            # keys before any section header belong to [server]
-            text = extra + text
+        extra = "".join("%s = %s\n" % (k, v) for k, v in defaults.items()
+                        if not re.search(r"^\s*%s\s*=" % k, text, re.M))
+        # keys before any section header belong to [server]
+        text = extra + text
         return text if text.endswith("\n") or not text else text + "\n"
     if config and all(isinstance(v, dict) for v in config.values()):
         sections = {k: dict(v) for k, v in config.items()}
     else:
         sections = {"server": dict(config)}
     server = sections.setdefault("server", {})
-    if fast_argon2:
-        for k, v in FAST_ARGON2.items():
-            server.setdefault(k, v)
+    for k, v in defaults.items():
+        server.setdefault(k, v)
     out = []
     for name in ["server"] + [n for n in sections if n != "server"]:
         out.append("[%s]\n" % name)
@@ -688,7 +696,7 @@ class Server:
                     cfg.setdefault("socket_mode", "0666")
                 config = cfg
             os.chmod(tmpdir, 0o711)
-        if config is not None or fast_argon2:
+        if config is not None or fast_argon2 or os.environ.get("GH_LOOP_THREADS"):
             self.config_path = os.path.join(tmpdir, "gatehoused.conf")
             with open(self.config_path, "w", encoding="utf-8") as f:
                 f.write(render_config(config, fast_argon2))

@@ -191,7 +191,7 @@ static void test_op_classes(void **state)
             fail_msg("pinned op '%s' is not in the table", pinned[k].name);
     /* fail-closed: the zero value of the class is admin */
     assert_int_equal(GH_CLASS_ADMIN, 0);
-    free(srv.lat);
+    (void)srv;
 }
 
 int main(void)
