@@ -43,3 +43,16 @@ tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la
 TESTS += tests/integration/test_sessions.py
 EXTRA_DIST += tests/integration/test_sessions.py
 tests/integration/test_sessions.log: gatehoused gatehouse
+
+# issue 11: loop threads; and a second pass of the request-path tests with
+# loop_threads = 4 (each wrapper sets GH_LOOP_THREADS and runs the original)
+LOOPS4_TESTS = \
+	tests/integration/test_protocol_loops4.py \
+	tests/integration/test_auth_loops4.py \
+	tests/integration/test_security_loops4.py \
+	tests/integration/test_sessions_loops4.py \
+	tests/integration/test_limits_loops4.py
+TESTS += tests/integration/test_loops.py $(LOOPS4_TESTS)
+EXTRA_DIST += tests/integration/test_loops.py $(LOOPS4_TESTS)
+tests/integration/test_loops.log $(LOOPS4_TESTS:.py=.log): gatehoused
+tests/integration/test_sessions_loops4.log: gatehouse

@@ -1,0 +1,8 @@
+#!/usr/bin/env python3
+"""test_sessions.py again with loop_threads = 4 (GH_LOOP_THREADS, read by ghtest.Server)."""
+import os
+import sys
+
+os.environ["GH_LOOP_THREADS"] = "4"
+here = os.path.dirname(os.path.abspath(__file__))
+os.execv(sys.executable, [sys.executable, os.path.join(here, "test_sessions.py")] + sys.argv[1:])
