@@ -94,7 +94,8 @@ static int op_session_list(gh_opctx *c)
         free(sv.v);
         return gh_op_fail(c, rc, "cannot read the sessions of '%s'", u.name);
     }
-    qsort(sv.v, sv.n, sizeof(*sv.v), by_created);
+    if (sv.n > 0) /* sv.v is NULL when there is none: qsort wants a pointer */
+        qsort(sv.v, sv.n, sizeof(*sv.v), by_created);
     json_t *arr = json_array();
     for (size_t i = 0; i < sv.n; i++) {
         char id[SESSION_ID_HEX];
