@@ -55,9 +55,14 @@ enum {
 struct gh_store {
     MDB_env *env;
     MDB_dbi dbi[DB_COUNT];
-    /* Readers and the writer hold the read side while a txn is live;
-     * mdb_env_set_mapsize takes the write side (it needs no live txn). */
+    /* mdb_env_set_mapsize needs no live txn in the process. The writer (and
+     * other occasional txns) hold maplock's read side while a txn is live;
+     * a gh_store_reader holds its own lock instead, so that loop threads
+     * reading at once share no lock. A resize takes maplock's write side
+     * and then every reader's lock (readers_mu keeps the list still). */
     pthread_rwlock_t maplock;
+    pthread_mutex_t readers_mu;
+    struct gh_store_reader *readers;
     size_t map_max;
     uint32_t uid_min;
     int no_sync;
@@ -75,6 +80,8 @@ struct gh_txn {
 };
 
 struct gh_store_reader {
+    pthread_mutex_t lock; /* held while its snapshot is live (first: own cache line) */
+    struct gh_store_reader *next, *prev; /* the store's readers (readers_mu) */
     gh_store *store;
     MDB_txn *txn; /* reset between uses, renewed by read_begin */
     int active;

@@ -3,11 +3,13 @@
  * conversion of LMDB errors at the module boundary.
  *
  * The one thing to know: mdb_env_set_mapsize needs no live transaction in the
- * process, so every txn (reader snapshot or write batch) runs with the read
- * side of s->maplock held and the map grows only under the write side. A
- * thread holding a read snapshot must therefore not start a write that needs
- * the map to grow: that case is detected and fails with GH_EFULL instead of
- * deadlocking.
+ * process, so every txn runs with a lock held that a resize must take
+ * exclusively: a reader snapshot its reader's own lock (so the loop threads,
+ * each with its reader, share no lock on the read path), a write batch the
+ * read side of s->maplock; the map grows only with maplock's write side and
+ * every reader's lock held. A thread holding a read snapshot must therefore
+ * not start a write that needs the map to grow: that case is detected and
+ * fails with GH_EFULL instead of deadlocking.
  *
  * A batch runs its ops flat in one txn first and falls back to one nested txn
  * per op only when some op fails (see batch_once): same result, far cheaper.
@@ -58,32 +60,71 @@ static const struct {
     [DB_GROUP_HOT] = {"group_hot", 0},
 };
 
-/* The read side of one store's maplock as held by the calling thread, counted
- * so that a thread holding a snapshot can open another one or write without
- * taking the lock recursively (a queued resize would then deadlock it). */
+/* What keeps one store's map from a resize, as held by the calling thread:
+ * counted so that a thread holding a snapshot can open another one or write
+ * without taking a lock again (a queued resize would then deadlock it). The
+ * outermost hold took held_by's lock, or maplock's read side (NULL). */
 static __thread gh_store *held_store;
 static __thread int held_depth;
+static __thread gh_store_reader *held_by;
 
-static void map_hold(gh_store *s)
+/* r: the reader whose snapshot this is (its own lock), or NULL (maplock). */
+static void hold(gh_store *s, gh_store_reader *r)
 {
     if (held_depth > 0 && held_store == s) {
         held_depth++;
         return;
     }
-    pthread_rwlock_rdlock(&s->maplock);
+    if (r != NULL)
+        pthread_mutex_lock(&r->lock);
+    else
+        pthread_rwlock_rdlock(&s->maplock);
     if (held_depth == 0) {
         held_store = s;
         held_depth = 1;
+        held_by = r;
     }
 }
 
-static void map_release(gh_store *s)
+static void release(gh_store *s, gh_store_reader *r)
 {
     if (held_depth > 0 && held_store == s) {
         if (--held_depth > 0)
             return;
         held_store = NULL;
+        r = held_by; /* holds nest: the outermost lock goes last */
+        held_by = NULL;
     }
+    if (r != NULL)
+        pthread_mutex_unlock(&r->lock);
+    else
+        pthread_rwlock_unlock(&s->maplock);
+}
+
+static void map_hold(gh_store *s)
+{
+    hold(s, NULL);
+}
+
+static void map_release(gh_store *s)
+{
+    release(s, NULL);
+}
+
+/* No txn of the process is live once this returns: a resize may run. */
+static void map_exclusive(gh_store *s)
+{
+    pthread_rwlock_wrlock(&s->maplock);
+    pthread_mutex_lock(&s->readers_mu);
+    for (gh_store_reader *r = s->readers; r != NULL; r = r->next)
+        pthread_mutex_lock(&r->lock);
+}
+
+static void map_exclusive_end(gh_store *s)
+{
+    for (gh_store_reader *r = s->readers; r != NULL; r = r->next)
+        pthread_mutex_unlock(&r->lock);
+    pthread_mutex_unlock(&s->readers_mu);
     pthread_rwlock_unlock(&s->maplock);
 }
 
@@ -101,9 +142,9 @@ static int map_adopt(gh_store *s)
         GH_LOGE("store: map resized by another process while this thread holds a snapshot");
         return GH_EUNAVAIL;
     }
-    pthread_rwlock_wrlock(&s->maplock);
+    map_exclusive(s);
     rc = mdb_env_set_mapsize(s->env, 0);
-    pthread_rwlock_unlock(&s->maplock);
+    map_exclusive_end(s);
     return gh__mdb_err(NULL, rc, "set_mapsize");
 }
 
@@ -325,6 +366,7 @@ int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_
     pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&s->maplock, &attr);
     pthread_rwlockattr_destroy(&attr);
+    pthread_mutex_init(&s->readers_mu, NULL);
 
     map_size = opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
     s->map_max = opts->map_max ? opts->map_max : DEFAULT_MAP_MAX;
@@ -359,6 +401,7 @@ fail:
     if (s->env != NULL)
         mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->maplock);
+    pthread_mutex_destroy(&s->readers_mu);
     free(s);
     return rc;
 }
@@ -367,8 +410,10 @@ void gh_store_close(gh_store *s)
 {
     if (s == NULL)
         return;
+    GH_ASSERT(s->readers == NULL);
     mdb_env_close(s->env);
     pthread_rwlock_destroy(&s->maplock);
+    pthread_mutex_destroy(&s->readers_mu);
     free(s);
 }
 
@@ -396,12 +441,23 @@ int gh_store_size(gh_store *s, uint64_t *used, uint64_t *mapsize)
 
 int gh_store_reader_new(gh_store *s, gh_store_reader **out)
 {
-    gh_store_reader *r = calloc(1, sizeof(*r));
+    /* cache-line aligned and padded: readers of different threads never
+     * share a line (their locks and txns are written on every read) */
+    size_t size = (sizeof(gh_store_reader) + 63) & ~(size_t)63;
+    gh_store_reader *r = NULL;
 
     *out = NULL;
-    if (r == NULL)
+    if (posix_memalign((void **)&r, 64, size) != 0)
         return GH_ENOMEM;
+    memset(r, 0, size);
+    pthread_mutex_init(&r->lock, NULL);
     r->store = s;
+    pthread_mutex_lock(&s->readers_mu);
+    r->next = s->readers;
+    if (s->readers != NULL)
+        s->readers->prev = r;
+    s->readers = r;
+    pthread_mutex_unlock(&s->readers_mu);
     *out = r;
     return 0;
 }
@@ -414,6 +470,16 @@ void gh_store_reader_free(gh_store_reader *r)
         gh_store_read_end(r);
     if (r->txn != NULL)
         mdb_txn_abort(r->txn);
+    gh_store *s = r->store;
+    pthread_mutex_lock(&s->readers_mu);
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        s->readers = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    pthread_mutex_unlock(&s->readers_mu);
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }
 
@@ -424,7 +490,7 @@ int gh_store_read_begin(gh_store_reader *r, gh_txn **out)
     GH_ASSERT(!r->active);
     *out = NULL;
     for (int tries = 0;; tries++) {
-        map_hold(r->store);
+        hold(r->store, r);
         if (r->txn == NULL)
             rc = mdb_txn_begin(r->store->env, NULL, MDB_RDONLY, &r->txn);
         else
@@ -435,7 +501,7 @@ int gh_store_read_begin(gh_store_reader *r, gh_txn **out)
             mdb_txn_abort(r->txn);
             r->txn = NULL;
         }
-        map_release(r->store);
+        release(r->store, r);
         if (rc != MDB_MAP_RESIZED || tries > 0 || map_adopt(r->store) != 0)
             return gh__mdb_err(NULL, rc, "read txn");
     }
@@ -451,7 +517,7 @@ void gh_store_read_end(gh_store_reader *r)
         return;
     mdb_txn_reset(r->txn);
     r->active = 0;
-    map_release(r->store);
+    release(r->store, r);
 }
 
 /* ---- writes ---- */
@@ -477,7 +543,7 @@ static int grow(gh_store *s, size_t seen)
         GH_LOGE("store: map full and this thread holds a read snapshot: cannot grow");
         return GH_EFULL;
     }
-    pthread_rwlock_wrlock(&s->maplock);
+    map_exclusive(s);
     rc = mdb_env_info(s->env, &info);
     if (rc != 0) {
         rc = gh__mdb_err(NULL, rc, "env_info");
@@ -499,7 +565,7 @@ static int grow(gh_store *s, size_t seen)
     }
     GH_LOGI("store: map grown from %zu to %zu bytes", cur, next);
 done:
-    pthread_rwlock_unlock(&s->maplock);
+    map_exclusive_end(s);
     return rc;
 }
 

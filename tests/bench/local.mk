@@ -17,3 +17,5 @@ tests_bench_gatehouse_bench_SOURCES = tests/bench/gatehouse-bench.c tests/bench/
 tests_bench_gatehouse_bench_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(SODIUM_CFLAGS) $(LDAP_CFLAGS)
 tests_bench_gatehouse_bench_LDADD = $(JANSSON_LIBS) $(SODIUM_LIBS) $(LDAP_LIBS) -lpthread -lm
 EXTRA_DIST += tests/bench/run-bench.sh
+# issue 11: loop_threads 1 vs 2 (docs/PERFORMANCE.md)
+EXTRA_DIST += tests/bench/bench-loops.sh

@@ -176,6 +176,38 @@ class Loops(ghtest.TestCase):
         self.assertError(conns[3].call("auth", user="bob", password="right password"),
                          "rate_limited")
 
+    def test_map_grows_while_every_loop_reads(self):
+        # a resize excludes every loop's reader (each holds its own lock):
+        # writes that outgrow a 1 MiB map while all loops read must neither
+        # deadlock nor fail
+        srv = self.start(map_size="1M")
+        conns = self.open(srv, 2 * LOOPS)
+        writer = self.client(srv)
+        pad = "x" * 200
+
+        def reads(c):
+            def run():
+                for _ in range(30):
+                    out = c.pipeline([{"op": "user.list", "limit": 50}] * 10 + [{"op": "stats"}],
+                                     timeout=ghtest.scaled(30))
+                    for r in out:
+                        self.assertOk(r)
+            return run
+
+        def writes():
+            for k in range(6):
+                out = writer.pipeline([{"op": "user.add", "name": "m%d-%d" % (k, i),
+                                        "display_name": pad, "mail": "m%d@example.org" % i}
+                                       for i in range(400)], timeout=ghtest.scaled(60))
+                for r in out:
+                    self.assertOk(r)
+
+        run_threads([reads(c) for c in conns] + [writes])
+        s = self.assertOk(writer.call("stats"))
+        self.assertEqual(s["store"]["users"], 2400)
+        self.assertGreater(s["store"]["map_bytes"], 1 << 20)
+        self.assertIn("map grown", srv.stderr_text())
+
     def test_sigterm_drains_every_loop(self):
         srv = self.start()
         conns = self.open(srv, 2 * LOOPS)
