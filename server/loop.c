@@ -372,6 +372,47 @@ void gh__loops_free(gh_server *srv)
     self = NULL;
 }
 
+/* ---- quiescing (SIGHUP) ---- */
+
+static void pause_here(void *arg)
+{
+    gh_loop *lp = arg;
+    gh_server *srv = lp->srv;
+    pthread_mutex_lock(&srv->quiesce_mu);
+    srv->quiesce_paused++;
+    pthread_cond_broadcast(&srv->quiesce_cv);
+    while (!srv->quiesce_done)
+        pthread_cond_wait(&srv->quiesce_cv, &srv->quiesce_mu);
+    srv->quiesce_paused--;
+    pthread_cond_broadcast(&srv->quiesce_cv);
+    pthread_mutex_unlock(&srv->quiesce_mu);
+}
+
+void gh__loops_quiesce(gh_server *srv, void (*fn)(void *arg), void *arg)
+{
+    unsigned n = 0;
+    GH_ASSERT(self == &srv->loops[0]);
+    pthread_mutex_lock(&srv->quiesce_mu);
+    srv->quiesce_done = 0;
+    pthread_mutex_unlock(&srv->quiesce_mu);
+    for (unsigned i = 1; i < srv->nloops; i++) {
+        gh_loop *lp = &srv->loops[i];
+        if (!lp->have_thread || lp->srv->stopping == 2) /* not running, or closing */
+            continue;
+        gh__loop_post(lp, &lp->m_pause, pause_here, lp);
+        n++;
+    }
+    pthread_mutex_lock(&srv->quiesce_mu);
+    while (srv->quiesce_paused < n)
+        pthread_cond_wait(&srv->quiesce_cv, &srv->quiesce_mu);
+    fn(arg); /* every other loop waits in pause_here */
+    srv->quiesce_done = 1;
+    pthread_cond_broadcast(&srv->quiesce_cv);
+    while (srv->quiesce_paused > 0) /* all out before m_pause may be posted again */
+        pthread_cond_wait(&srv->quiesce_cv, &srv->quiesce_mu);
+    pthread_mutex_unlock(&srv->quiesce_mu);
+}
+
 /* ---- stats ---- */
 
 uint64_t gh__loop_requests(const gh_loop *lp)

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,6 +181,36 @@ done:
 
 /* ---- signals and shutdown ---- */
 
+/* SIGHUP's reload, while the other loops wait (they read these fields
+ * without a lock); the lockout fields are also read under fail_mu. */
+typedef struct reload {
+    gh_server *srv;
+    gh_config *fresh;
+} reload;
+
+static void apply_reload(void *arg)
+{
+    reload *r = arg;
+    gh_server *srv = r->srv;
+    gh_config *fresh = r->fresh;
+    free(srv->cfg->log_level);
+    srv->cfg->log_level = fresh->log_level;
+    fresh->log_level = NULL;
+    srv->cfg->log_syslog = fresh->log_syslog;
+    srv->cfg->idle_timeout = fresh->idle_timeout;
+    srv->cfg->max_connections = fresh->max_connections;
+    pthread_mutex_lock(&srv->fail_mu);
+    srv->cfg->lockout_threshold = fresh->lockout_threshold;
+    srv->cfg->lockout_base_delay = fresh->lockout_base_delay;
+    srv->cfg->lockout_max_delay = fresh->lockout_max_delay;
+    srv->cfg->peer_failure_threshold = fresh->peer_failure_threshold;
+    pthread_mutex_unlock(&srv->fail_mu);
+    srv->cfg->password_min_length = fresh->password_min_length;
+    srv->cfg->token_ttl = fresh->token_ttl;
+    srv->cfg->argon2_queue_max = fresh->argon2_queue_max;
+    gh_log_setup(gh_log_level_parse(srv->cfg->log_level), srv->cfg->log_syslog);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     gh_server *srv = s->data;
@@ -197,20 +228,8 @@ static void on_signal(uv_signal_t *s, int signum)
             gh_config_free(&fresh);
             return;
         }
-        free(srv->cfg->log_level);
-        srv->cfg->log_level = fresh.log_level;
-        fresh.log_level = NULL;
-        srv->cfg->log_syslog = fresh.log_syslog;
-        srv->cfg->idle_timeout = fresh.idle_timeout;
-        srv->cfg->max_connections = fresh.max_connections;
-        srv->cfg->lockout_threshold = fresh.lockout_threshold;
-        srv->cfg->lockout_base_delay = fresh.lockout_base_delay;
-        srv->cfg->lockout_max_delay = fresh.lockout_max_delay;
-        srv->cfg->peer_failure_threshold = fresh.peer_failure_threshold;
-        srv->cfg->password_min_length = fresh.password_min_length;
-        srv->cfg->token_ttl = fresh.token_ttl;
-        srv->cfg->argon2_queue_max = fresh.argon2_queue_max;
-        gh_log_setup(gh_log_level_parse(srv->cfg->log_level), srv->cfg->log_syslog);
+        reload r = {srv, &fresh};
+        gh__loops_quiesce(srv, apply_reload, &r);
         gh_config_free(&fresh);
         GH_LOGI("SIGHUP: configuration reloaded from %s", srv->config_path);
         return;

@@ -155,6 +155,8 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     srv->started = gh__now_ms();
     pthread_mutex_init(&srv->peers_mu, NULL);
     pthread_mutex_init(&srv->fail_mu, NULL);
+    pthread_mutex_init(&srv->quiesce_mu, NULL);
+    pthread_cond_init(&srv->quiesce_cv, NULL);
     json_set_alloc_funcs(malloc, wiping_free);
     if ((rc = gh__open_store(cfg, &srv->store)) != 0)
         return rc;

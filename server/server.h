@@ -196,6 +196,7 @@ typedef struct gh_loop {
     pthread_mutex_t post_mu; /* guards the queue only */
     gh_post *post_head, *post_tail;
     gh_post m_stop, m_force, m_close, m_drained; /* loop 0's shutdown messages */
+    gh_post m_pause;                             /* gh__loops_quiesce */
 
     /* stats: GH_STAT_ADD by this loop, GH_STAT_GET by any */
     uint64_t conns_total, conns_rejected;
@@ -221,9 +222,13 @@ typedef struct gh_server {
 
     gh_loop *loops; /* loop_threads of them; [0] runs on the main thread */
     unsigned nloops;
-    unsigned accept_next;   /* loop 0: round-robin position of the acceptor */
-    unsigned loops_drained; /* loop 0: loops that finished draining */
-    int loop_close_failed;  /* a loop still had a handle open when it was closed */
+    unsigned accept_next;       /* loop 0: round-robin position of the acceptor */
+    unsigned loops_drained;     /* loop 0: loops that finished draining */
+    int loop_close_failed;      /* a loop still had a handle open when it was closed */
+    pthread_mutex_t quiesce_mu; /* gh__loops_quiesce's rendezvous */
+    pthread_cond_t quiesce_cv;
+    unsigned quiesce_paused;
+    int quiesce_done;
 
     uv_pipe_t unix_listener;
     uv_tcp_t tcp_listener;
@@ -372,6 +377,9 @@ void gh__loops_free(gh_server *srv);
 /* A connection of lp went away: when lp is draining and has none left, it
  * tells loop 0 (once). */
 void gh__loop_check_drained(gh_loop *lp);
+/* Loop 0: runs fn(arg) while every other loop waits, so that fn may change
+ * what the loops read without a lock (SIGHUP's reload of the configuration). */
+void gh__loops_quiesce(gh_server *srv, void (*fn)(void *arg), void *arg);
 /* The loop whose thread is calling (NULL on other threads). */
 gh_loop *gh__loop_self(void);
 void gh__loop_set_self(gh_loop *lp);

@@ -208,6 +208,38 @@ class Loops(ghtest.TestCase):
         self.assertGreater(s["store"]["map_bytes"], 1 << 20)
         self.assertIn("map grown", srv.stderr_text())
 
+    def test_sighup_reload_reaches_every_loop(self):
+        # the reload runs while the other loops wait; each then sees it
+        srv = self.start(password_min_length=8)
+        conns = self.open(srv, LOOPS)
+        stop = threading.Event()
+
+        def busy(c):
+            def run():
+                while not stop.is_set():
+                    for r in c.pipeline([{"op": "ping"}] * 20):
+                        self.assertOk(r)
+            return run
+
+        threads = [threading.Thread(target=busy(c), daemon=True) for c in conns[1:]]
+        for t in threads:
+            t.start()
+        with open(srv.config_path) as f:
+            text = f.read()
+        with open(srv.config_path, "w") as f:
+            f.write(text.replace("password_min_length = 8", "password_min_length = 20"))
+        for k in range(1, 4):  # one at a time: pending signals coalesce
+            srv.proc.send_signal(1)
+            self.assertTrue(ghtest.wait_until(
+                lambda: srv.stderr_text().count("configuration reloaded") >= k, ghtest.scaled(5)))
+        stop.set()
+        for t in threads:
+            t.join(ghtest.scaled(20))
+        for i, c in enumerate(conns):
+            self.assertError(c.call("user.add", name="short%d" % i, password="twelve chars"),
+                             "invalid_argument")
+            self.assertOk(c.call("user.add", name="long%d" % i, password="a" * 20))
+
     def test_sigterm_drains_every_loop(self):
         srv = self.start()
         conns = self.open(srv, 2 * LOOPS)
