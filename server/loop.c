@@ -415,6 +415,18 @@ void gh__loops_quiesce(gh_server *srv, void (*fn)(void *arg), void *arg)
 
 /* ---- stats ---- */
 
+void gh__lat_sum(gh_server *srv, size_t op, gh_lat *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned k = 0; k < srv->nloops; k++) {
+        const gh_lat *l = &srv->loops[k].lat[op];
+        out->count += GH_STAT_GET(l->count);
+        out->errors += GH_STAT_GET(l->errors);
+        for (unsigned b = 0; b < GH_LAT_BUCKETS; b++)
+            out->buckets[b] += GH_STAT_GET(l->buckets[b]);
+    }
+}
+
 uint64_t gh__loop_requests(const gh_loop *lp)
 {
     uint64_t n = 0;

@@ -115,14 +115,7 @@ static int op_stats(gh_opctx *c)
     json_object_set_new(conns, "rejected", json_integer((json_int_t)sums.conns_rejected));
     json_object_set_new(c->resp, "connections", conns);
     for (size_t i = 0; i < srv->nops; i++) {
-        memset(l, 0, sizeof(*l));
-        for (unsigned k = 0; k < srv->nloops; k++) {
-            const gh_lat *ll = &srv->loops[k].lat[i];
-            l->count += GH_STAT_GET(ll->count);
-            l->errors += GH_STAT_GET(ll->errors);
-            for (unsigned b = 0; b < GH_LAT_BUCKETS; b++)
-                l->buckets[b] += GH_STAT_GET(ll->buckets[b]);
-        }
+        gh__lat_sum(srv, i, l);
         if (l->count == 0)
             continue;
         json_t *o = json_object();

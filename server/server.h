@@ -397,6 +397,8 @@ typedef struct gh_loop_sums {
     gh_authz_stats authz;
 } gh_loop_sums;
 void gh__loops_sum(gh_server *srv, gh_loop_sums *out);
+/* One op's latency histogram summed over every loop (op < srv->nops). */
+void gh__lat_sum(gh_server *srv, size_t op, gh_lat *out);
 /* Requests one loop answered (its histograms' counts). */
 uint64_t gh__loop_requests(const gh_loop *lp);
 /* The number of loops to run for a loop_threads setting (0: one per CPU). */
