@@ -233,6 +233,28 @@ class Bounds(ghtest.TestCase):
         self.assertEqual(r["results"][1]["error"]["code"], "invalid_argument")
         self.assertError(c.call("user.get", name="imp2"), "not_found")
 
+    def test_audit_retention_prunes(self):
+        srv = self.start_server(config=dict(RELAXED, audit_retention=5))
+        c = self.client(srv)
+        for i in range(5):
+            self.assertOk(c.call("group.add", name="g%d" % i))
+        before = self.assertOk(c.call("audit", since=0, limit=1000))
+        self.assertEqual(len(before["entries"]), 5)
+        time.sleep(6.2)
+        self.assertOk(c.call("group.add", name="young"))
+        srv.restart()  # a started server prunes at once (then every 30 s)
+        c = self.client(srv)
+
+        def pruned():
+            e = c.call("audit", since=0, limit=1000)["entries"]
+            return e if any(x["op"] == "audit.prune" for x in e) else None
+        entries = ghtest.wait_until(pruned, ghtest.scaled(10))
+        self.assertTrue(entries, "no audit.prune entry")
+        self.assertEqual([(e["op"], e["target"]) for e in entries],
+                         [("group.add", "young"), ("audit.prune", "1..5")])
+        self.assertEqual(entries[0]["seq"], 6)  # sequence numbers are not reused
+        self.assertEqual(self.assertOk(c.call("audit", since=0))["last"], 7)
+
     def test_state_dir_must_not_be_writable_by_others(self):
         srv = self.start_server(start=False, check_exit=False)
         os.makedirs(srv.state_dir, exist_ok=True)
