@@ -186,6 +186,21 @@ class Sessions(ghtest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         r = ghtest.run_cli(self.srv, ["user", "logout-all", "ghost"])
         self.assertEqual(r.returncode, 1, r)
+        if ghtest.is_root():
+            # a peer that is no admin by itself: refused, then admin by token
+            self.add_admin("boss")
+            boss = self.c.login("boss", PW)
+            self.c.login("alice", PW)
+            env = dict(os.environ)
+            env.pop("GATEHOUSE_TOKEN", None)
+            r = ghtest.run_cli(self.srv, ["user", "logout-all", "alice"], uid=ghtest.NOBODY,
+                               env={"GATEHOUSE_TOKEN": ""})
+            self.assertEqual(r.returncode, 4, r)  # permission_denied
+            r = ghtest.run_cli(self.srv, ["user", "logout-all", "alice"], uid=ghtest.NOBODY,
+                               env={"GATEHOUSE_TOKEN": boss})
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(self.assertOk(self.c.call("session.list", user="alice"))["sessions"],
+                             [])
 
     def test_user_set_has_password(self):
         self.server()
