@@ -15,7 +15,8 @@
   RLIMIT_NOFILE for max_connections (or says why it cannot).
 
 The upstream-group-named-like-admin_group case and the tombstone revocation
-are pinned in tests/unit/test_sessions.c on the real store.
+run against a real slapd in tests/sync/test_sync_sessions.py, and on the
+store in tests/unit/test_sessions.c.
 """
 
 import os
