@@ -189,6 +189,8 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_timer_init(loop, &srv->housekeeping);
     srv->housekeeping.data = srv;
     uv_timer_start(&srv->housekeeping, on_housekeeping, 30000, 30000);
+    if (cfg->audit_retention > 0) /* a restarted server prunes at once */
+        audit_prune_submit(srv, (int64_t)time(NULL) - (int64_t)cfg->audit_retention);
     uv_timer_init(loop, &srv->shutdown_timer);
     srv->shutdown_timer.data = srv;
     uv_check_init(loop, &srv->flush_check);
