@@ -149,6 +149,9 @@ int gh__set_decide(const gh__set *s, const gh__req *q, int *why, int32_t *rule);
  * role marks a name that does not exist. Cleared with the set cache. */
 typedef struct gh__rent {
     gh_role *role;
+    gh__set *block; /* the role with its inherited rules, compiled unscoped once
+                       per generation and shared by every user set holding it */
+    int compiled;   /* block was built (NULL then means: grants nothing) */
     char name[GH_NAME_MAX + 1];
     uint64_t hash;
     uint32_t stamp; /* last expansion (gh__roles.stamp) that visited it */
@@ -182,13 +185,51 @@ static inline const char *gh__str(const gh__set *s, uint32_t off)
     return s->str + off;
 }
 
-/* ---- cache.c: bounded map user id -> set, CLOCK eviction ---- */
+/* A user's decision set for the fast path: references to shared role blocks
+ * (each a gh__set of one role and its ancestors, compiled unscoped) with the
+ * binding's scope, instead of a copy of every inherited rule. A request is
+ * denied when some reference whose scope matches has a matching deny rule,
+ * else allowed when one has a matching allow rule: the same decision as the
+ * flat set of gh__set_compile_user, which explain, perms and who_can read for
+ * the deciding rule. Valid until the generation moves (blocks die then). */
+typedef struct gh__uref {
+    const gh__set *block;
+    int32_t scope; /* index in uset->sc.scopes, -1: unscoped */
+} gh__uref;
+
+typedef struct gh__uset {
+    uint64_t user_id;
+    gh_user_state state;
+    int64_t tombstone;
+    int ref;      /* cache CLOCK bit */
+    size_t bytes; /* heap held, charged to the cache's byte budget */
+    gh__uref *refs;
+    size_t nrefs, caprefs;
+    gh__set sc; /* the scopes' patterns only (str, segs, scopes) */
+} gh__uset;
+
+/* The user's decision set with blocks from roles (compiled there on first
+ * use). GH_ENOTFOUND when the user does not exist. */
+int gh__uset_compile(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__uset **out);
+void gh__uset_free(gh__uset *u);
+size_t gh__uset_bytes(const gh__uset *u);
+/* Heap held by the compiled blocks of roles. */
+size_t gh__roles_block_bytes(const gh__roles *rc);
+/* match.c: 1 allow, 0 deny (no allocation). */
+int gh__uset_decide(const gh__uset *u, const gh__req *q);
+
+/* ---- cache.c: bounded map user id -> decision set, CLOCK eviction ---- */
+
+typedef struct gh__cslot {
+    uint64_t user_id; /* kept here so a lookup touches one line, not the set */
+    uint32_t idx;     /* 0 empty, else index in sets + 1 */
+} gh__cslot;
 
 typedef struct gh__cache {
-    gh__set **sets; /* dense */
+    gh__uset **sets; /* dense */
     size_t n, cap, max;
     size_t bytes, max_bytes; /* heap of the cached sets, and its budget */
-    uint32_t *tab;           /* open addressing: 0 empty, else index in sets + 1 */
+    gh__cslot *tab;          /* open addressing */
     size_t mask;
     size_t hand;
 } gh__cache;
@@ -196,9 +237,9 @@ typedef struct gh__cache {
 void gh__cache_init(gh__cache *c, size_t max, size_t max_bytes);
 /* Heap held by a compiled set (what the cache's byte budget counts). */
 size_t gh__set_bytes(const gh__set *s);
-gh__set *gh__cache_get(gh__cache *c, uint64_t user_id);
+gh__uset *gh__cache_get(gh__cache *c, uint64_t user_id);
 /* Takes ownership of s (freed when evicted, or at once on failure). */
-int gh__cache_put(gh__cache *c, gh__set *s);
+int gh__cache_put(gh__cache *c, gh__uset *s);
 void gh__cache_clear(gh__cache *c);
 void gh__cache_destroy(gh__cache *c);
 
@@ -215,9 +256,12 @@ struct gh_authz {
 /* Drops the cache when gh_store_authz_gen(txn) differs from the generation
  * the cached sets were compiled at. */
 int gh__authz_sync(gh_authz *a, gh_txn *txn);
-/* The compiled set of a user, from the cache or compiled into it; valid until
+/* The decision set of a user, from the cache or compiled into it; valid until
  * the next call on a (borrowed). Drops the cache first when the store's
  * authorization generation moved. */
+int gh__authz_user_uset(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__uset **out);
+/* The flat set of a user (every rule with where it came from) for explain,
+ * perms and who_can: compiled for the call, caller frees (gh__set_free). */
 int gh__authz_user_set(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out);
 
 #endif

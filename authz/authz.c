@@ -48,7 +48,7 @@ void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st)
 {
     *st = a->st;
     st->cached = a->cache.n;
-    st->cached_bytes = a->cache.bytes;
+    st->cached_bytes = a->cache.bytes + gh__roles_block_bytes(&a->roles);
 }
 
 /* Drops the cache when the store's authorization generation moved (in either
@@ -72,9 +72,9 @@ int gh__authz_sync(gh_authz *a, gh_txn *txn)
     return 0;
 }
 
-static int lookup(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out)
+static int lookup(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__uset **out)
 {
-    gh__set *s = gh__cache_get(&a->cache, user_id);
+    gh__uset *s = gh__cache_get(&a->cache, user_id);
     int rc;
 
     if (s) {
@@ -83,7 +83,7 @@ static int lookup(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out)
         return 0;
     }
     a->st.misses++;
-    rc = gh__set_compile_user(txn, &a->roles, user_id, &s);
+    rc = gh__uset_compile(txn, &a->roles, user_id, &s);
     if (rc)
         return rc;
     a->st.compiles++;
@@ -93,7 +93,7 @@ static int lookup(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out)
     return 0;
 }
 
-int gh__authz_user_set(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out)
+int gh__authz_user_uset(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__uset **out)
 {
     int rc;
 
@@ -103,19 +103,29 @@ int gh__authz_user_set(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out
     return lookup(a, txn, user_id, out);
 }
 
+int gh__authz_user_set(gh_authz *a, gh_txn *txn, uint64_t user_id, gh__set **out)
+{
+    int rc;
+
+    *out = NULL;
+    if ((rc = gh__authz_sync(a, txn)) != 0)
+        return rc;
+    return gh__set_compile_user(txn, &a->roles, user_id, out);
+}
+
 int gh_authz_check(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *action,
                    const char *resource, int *allow)
 {
     gh__req q;
-    gh__set *s;
+    gh__uset *s;
     int rc;
 
     *allow = 0;
     if ((rc = gh__req_init(&q, action, resource)) != 0)
         return rc;
-    if ((rc = gh__authz_user_set(a, txn, user_id, &s)) != 0)
+    if ((rc = gh__authz_user_uset(a, txn, user_id, &s)) != 0)
         return rc;
-    *allow = gh__set_decide(s, &q, NULL, NULL);
+    *allow = gh__uset_decide(s, &q);
     return 0;
 }
 
@@ -124,7 +134,7 @@ int gh_authz_check_many(gh_authz *a, gh_txn *txn, uint64_t user_id, size_t n,
                         size_t *bad)
 {
     gh__req q;
-    gh__set *s;
+    gh__uset *s;
     size_t i;
     int rc;
 
@@ -132,7 +142,7 @@ int gh_authz_check_many(gh_authz *a, gh_txn *txn, uint64_t user_id, size_t n,
         allow[i] = 0;
     if (bad)
         *bad = 0;
-    if ((rc = gh__authz_user_set(a, txn, user_id, &s)) != 0)
+    if ((rc = gh__authz_user_uset(a, txn, user_id, &s)) != 0)
         return rc;
     for (i = 0; i < n; i++) {
         if ((rc = gh__req_init(&q, actions[i], resources[i])) != 0) {
@@ -142,7 +152,7 @@ int gh_authz_check_many(gh_authz *a, gh_txn *txn, uint64_t user_id, size_t n,
                 allow[k] = 0; /* all or nothing */
             return rc;
         }
-        allow[i] = gh__set_decide(s, &q, NULL, NULL);
+        allow[i] = gh__uset_decide(s, &q);
     }
     return 0;
 }

@@ -8,7 +8,16 @@
  * authorization generation (gh_store_authz_gen) moves, so a committed write to
  * roles, bindings, memberships or user state is seen by the next check.
  *
- * A gh_authz is not thread-safe: the server's loop thread owns one.
+ * Threads: a gh_authz is owned by one thread and takes no lock, hit or miss.
+ * With several loop threads, give each loop its own gh_authz (its cache, its
+ * decoded roles and compiled role blocks) and split the byte budget between
+ * them (cache_bytes = authz_cache_size / loop_threads); the store's
+ * authorization generation keeps every instance honest on its own.
+ *
+ * Memory: a user's cached decision set references role blocks (a role with
+ * its inherited rules, compiled once per generation and shared by every user
+ * holding it) plus the binding's scope, so it costs tens of bytes per binding
+ * instead of a copy of every inherited rule.
  */
 #ifndef GH_AUTHZ_H
 #define GH_AUTHZ_H

@@ -1,10 +1,11 @@
 /*
- * cache.c: the bounded map user id -> compiled set. Sets live in a dense
+ * cache.c: the bounded map user id -> decision set (gh__uset). Sets live in a dense
  * array indexed by a linear-probing table; when the map is full the CLOCK
  * hand picks a victim (a set not used since the hand last passed). The map
  * is bounded by a count and by the bytes its sets hold.
  *
- * The one thing to know: the table holds dense indices, not pointers, and a
+ * The one thing to know: the table holds dense indices (with the user id,
+ * so a lookup reads one table line), not pointers, and a
  * removal shifts the following probe run back (no tombstones), so lookups
  * stay short however many evictions happen. Invalidation is wholesale
  * (gh__cache_clear) and belongs to the caller, who watches the store's
@@ -28,13 +29,13 @@ void gh__cache_init(gh__cache *c, size_t max, size_t max_bytes)
     c->max_bytes = max_bytes ? max_bytes : 1;
 }
 
-gh__set *gh__cache_get(gh__cache *c, uint64_t user_id)
+gh__uset *gh__cache_get(gh__cache *c, uint64_t user_id)
 {
     if (c->tab == NULL)
         return NULL;
-    for (size_t j = slot_of(c, user_id); c->tab[j]; j = (j + 1) & c->mask) {
-        gh__set *s = c->sets[c->tab[j] - 1];
-        if (s->user_id == user_id) {
+    for (size_t j = slot_of(c, user_id); c->tab[j].idx; j = (j + 1) & c->mask) {
+        if (c->tab[j].user_id == user_id) {
+            gh__uset *s = c->sets[c->tab[j].idx - 1];
             s->ref = 1;
             return s;
         }
@@ -44,11 +45,13 @@ gh__set *gh__cache_get(gh__cache *c, uint64_t user_id)
 
 static void tab_insert(gh__cache *c, size_t dense)
 {
-    size_t j = slot_of(c, c->sets[dense]->user_id);
+    uint64_t id = c->sets[dense]->user_id;
+    size_t j = slot_of(c, id);
 
-    while (c->tab[j])
+    while (c->tab[j].idx)
         j = (j + 1) & c->mask;
-    c->tab[j] = (uint32_t)dense + 1;
+    c->tab[j].user_id = id;
+    c->tab[j].idx = (uint32_t)dense + 1;
 }
 
 /* Removes the table entry pointing at dense, shifting the rest of its probe
@@ -57,15 +60,15 @@ static void tab_remove(gh__cache *c, size_t dense)
 {
     size_t i = slot_of(c, c->sets[dense]->user_id), j, k;
 
-    while (c->tab[i] != dense + 1)
+    while (c->tab[i].idx != dense + 1)
         i = (i + 1) & c->mask;
-    c->tab[i] = 0;
-    for (j = (i + 1) & c->mask; c->tab[j]; j = (j + 1) & c->mask) {
-        k = slot_of(c, c->sets[c->tab[j] - 1]->user_id);
+    c->tab[i].idx = 0;
+    for (j = (i + 1) & c->mask; c->tab[j].idx; j = (j + 1) & c->mask) {
+        k = slot_of(c, c->tab[j].user_id);
         /* move j into the hole at i unless its home k lies cyclically in (i, j] */
         if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
             c->tab[i] = c->tab[j];
-            c->tab[j] = 0;
+            c->tab[j].idx = 0;
             i = j;
         }
     }
@@ -73,7 +76,7 @@ static void tab_remove(gh__cache *c, size_t dense)
 
 static int tab_resize(gh__cache *c, size_t size)
 {
-    uint32_t *tab = calloc(size, sizeof(*tab));
+    gh__cslot *tab = calloc(size, sizeof(*tab));
 
     if (tab == NULL)
         return GH_ENOMEM;
@@ -102,7 +105,7 @@ static void evict_one(gh__cache *c)
     v = c->hand;
     tab_remove(c, v);
     c->bytes -= c->sets[v]->bytes;
-    gh__set_free(c->sets[v]);
+    gh__uset_free(c->sets[v]);
     if (v != last) {
         tab_remove(c, last);
         c->sets[v] = c->sets[last];
@@ -111,19 +114,19 @@ static void evict_one(gh__cache *c)
     c->n--;
 }
 
-int gh__cache_put(gh__cache *c, gh__set *s)
+int gh__cache_put(gh__cache *c, gh__uset *s)
 {
     int rc = 0;
 
     s->ref = 1;
-    s->bytes = gh__set_bytes(s);
+    s->bytes = gh__uset_bytes(s);
     /* room by count and by bytes (a set larger than the budget still gets
      * in, alone: the next put evicts it) */
     while (c->n > 0 && (c->n >= c->max || c->bytes + s->bytes > c->max_bytes))
         evict_one(c);
     if (c->n == c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 64;
-        gh__set **ns;
+        gh__uset **ns;
 
         if (ncap > c->max)
             ncap = c->max;
@@ -146,14 +149,14 @@ int gh__cache_put(gh__cache *c, gh__set *s)
     c->bytes += s->bytes;
     return 0;
 fail:
-    gh__set_free(s);
+    gh__uset_free(s);
     return rc;
 }
 
 void gh__cache_clear(gh__cache *c)
 {
     for (size_t i = 0; i < c->n; i++)
-        gh__set_free(c->sets[i]);
+        gh__uset_free(c->sets[i]);
     c->n = 0;
     c->hand = 0;
     c->bytes = 0;

@@ -9,6 +9,7 @@
  * disagree. A stored pattern that does not compile fails the whole set
  * (GH_EINTERNAL): silently skipping a deny rule would turn into an allow.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,8 +136,10 @@ static int act_compile(gh__set *s, const char *pattern, gh__rule *r)
 
 void gh__roles_clear(gh__roles *rc)
 {
-    for (size_t i = 0; i < rc->n; i++)
+    for (size_t i = 0; i < rc->n; i++) {
         gh_role_free(rc->e[i].role);
+        gh__set_free(rc->e[i].block);
+    }
     rc->n = 0;
     if (rc->tab)
         memset(rc->tab, 0, (rc->mask + 1) * sizeof(*rc->tab));
@@ -511,10 +514,8 @@ size_t gh__set_bytes(const gh__set *s)
     return n;
 }
 
-void gh__set_free(gh__set *s)
+static void set_release(gh__set *s)
 {
-    if (s == NULL)
-        return;
     for (int i = 0; i < 2; i++) {
         free(s->idx[i].ids);
         free(s->idx[i].tab);
@@ -525,6 +526,13 @@ void gh__set_free(gh__set *s)
     free(s->binds);
     free(s->scopes);
     free(s->roles);
+}
+
+void gh__set_free(gh__set *s)
+{
+    if (s == NULL)
+        return;
+    set_release(s);
     free(s);
 }
 
@@ -605,13 +613,13 @@ done:
 
 int gh__set_compile_user(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__set **out)
 {
-    gh_user u;
+    gh_user_hot u;
     idvec groups = {0};
     gh_member *subjects = NULL;
     int rc;
 
     *out = NULL;
-    rc = gh_store_user_get_by_id(txn, user_id, &u);
+    rc = gh_store_user_hot(txn, user_id, &u);
     if (rc)
         goto done;
     rc = gh_store_user_groups(txn, user_id, collect_id, &groups);
@@ -645,4 +653,170 @@ done:
 int gh__set_compile_subject(gh_txn *txn, gh__roles *roles, gh_member subject, gh__set **out)
 {
     return compile(txn, roles, &subject, 1, out);
+}
+
+/* ---- shared role blocks and the per-user decision set ---- */
+
+/* The block of role name: its rules and its ancestors', compiled as one
+ * unscoped binding, once per generation. *out is NULL when the role does not
+ * exist or grants nothing. */
+static int block_get(gh__roles *roles, gh_txn *txn, const char *name, const gh__set **out)
+{
+    gh_binding b;
+    gh__rent *e;
+    cstate cs;
+    int rc;
+
+    *out = NULL;
+    if ((rc = rc_get(roles, txn, name, &e)) != 0)
+        return rc;
+    if (e->compiled) {
+        *out = e->block;
+        return 0;
+    }
+    if (e->role == NULL) {
+        e->compiled = 1;
+        return 0;
+    }
+    memset(&cs, 0, sizeof(cs));
+    memset(&b, 0, sizeof(b));
+    snprintf(b.role, sizeof(b.role), "%s", name);
+    cs.txn = txn;
+    cs.roles = roles;
+    cs.s = calloc(1, sizeof(*cs.s));
+    if (cs.s == NULL)
+        return GH_ENOMEM;
+    rc = add_binding(&cs, &b);
+    if (rc == 0)
+        rc = set_finish(cs.s);
+    free(cs.q);
+    if (rc != 0) {
+        gh__set_free(cs.s);
+        return rc;
+    }
+    set_shrink(cs.s);
+    /* add_binding may have moved the entries: find ours again (cached now) */
+    if ((rc = rc_get(roles, txn, name, &e)) != 0) {
+        gh__set_free(cs.s);
+        return rc;
+    }
+    e->compiled = 1;
+    if (cs.s->idx[GH_ALLOW].nids == 0 && cs.s->idx[GH_DENY].nids == 0) {
+        gh__set_free(cs.s); /* no rule: contributes nothing */
+        return 0;
+    }
+    e->block = cs.s;
+    *out = cs.s;
+    return 0;
+}
+
+size_t gh__roles_block_bytes(const gh__roles *rc)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rc->n; i++)
+        if (rc->e[i].block != NULL)
+            n += gh__set_bytes(rc->e[i].block);
+    return n;
+}
+
+void gh__uset_free(gh__uset *u)
+{
+    if (u == NULL)
+        return;
+    set_release(&u->sc);
+    free(u->refs);
+    free(u);
+}
+
+size_t gh__uset_bytes(const gh__uset *u)
+{
+    return sizeof(*u) + u->caprefs * sizeof(*u->refs) + gh__set_bytes(&u->sc) - sizeof(u->sc);
+}
+
+/* Adds (block, scope) unless the set holds it already (a role bound to
+ * several of the user's groups with the same scope counts once). */
+static int uset_add(gh__uset *u, const gh__set *block, const char *scope)
+{
+    int32_t si = -1;
+    int rc;
+
+    for (size_t i = 0; i < u->nrefs; i++) {
+        const gh__uref *r = &u->refs[i];
+        if (r->block != block)
+            continue;
+        if (r->scope < 0 ? scope[0] == '\0'
+                         : strcmp(gh__str(&u->sc, u->sc.scopes[r->scope].text), scope) == 0)
+            return 0;
+    }
+    if (scope[0] != '\0') {
+        if ((rc = grow(&u->sc.scopes, &u->sc.capscopes, u->sc.nscopes + 1,
+                       sizeof(*u->sc.scopes))) != 0)
+            return rc;
+        rc = gh__pat_compile(&u->sc, scope, &u->sc.scopes[u->sc.nscopes]);
+        if (rc == GH_EINVAL) {
+            GH_LOGE("authz: a binding has an invalid scope '%s'", scope);
+            return GH_EINTERNAL;
+        }
+        if (rc)
+            return rc;
+        si = (int32_t)u->sc.nscopes++;
+    }
+    if ((rc = grow(&u->refs, &u->caprefs, u->nrefs + 1, sizeof(*u->refs))) != 0)
+        return rc;
+    u->refs[u->nrefs].block = block;
+    u->refs[u->nrefs].scope = si;
+    u->nrefs++;
+    return 0;
+}
+
+int gh__uset_compile(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__uset **out)
+{
+    gh_user_hot hot;
+    idvec groups = {0};
+    bvec bv = {0};
+    gh__uset *u = NULL;
+    int rc;
+
+    *out = NULL;
+    if ((rc = gh_store_user_hot(txn, user_id, &hot)) != 0)
+        goto done;
+    rc = gh_store_user_groups(txn, user_id, collect_id, &groups);
+    if (rc == 0)
+        rc = groups.err;
+    if (rc)
+        goto done;
+    rc = gh_store_bindings_of_subject(txn, (gh_member){GH_MEMBER_USER, user_id}, collect_binding,
+                                      &bv);
+    for (size_t i = 0; rc == 0 && i < groups.n; i++)
+        rc = gh_store_bindings_of_subject(txn, (gh_member){GH_MEMBER_GROUP, groups.v[i]},
+                                          collect_binding, &bv);
+    if (rc == 0)
+        rc = bv.err;
+    if (rc)
+        goto done;
+    rc = GH_ENOMEM;
+    if ((u = calloc(1, sizeof(*u))) == NULL)
+        goto done;
+    u->user_id = user_id;
+    u->state = hot.state;
+    u->tombstone = hot.tombstone;
+    for (size_t i = 0; i < bv.n; i++) {
+        const gh__set *block;
+        if ((rc = block_get(roles, txn, bv.v[i].role, &block)) != 0)
+            goto done;
+        if (block != NULL && (rc = uset_add(u, block, bv.v[i].scope)) != 0)
+            goto done;
+    }
+    shrink1(&u->refs, &u->caprefs, u->nrefs, sizeof(*u->refs));
+    shrink1(&u->sc.str, &u->sc.capstr, u->sc.nstr, 1);
+    shrink1(&u->sc.segs, &u->sc.capsegs, u->sc.nsegs, sizeof(*u->sc.segs));
+    shrink1(&u->sc.scopes, &u->sc.capscopes, u->sc.nscopes, sizeof(*u->sc.scopes));
+    *out = u;
+    u = NULL;
+    rc = 0;
+done:
+    gh__uset_free(u);
+    free(groups.v);
+    free(bv.v);
+    return rc;
 }

@@ -156,3 +156,21 @@ int gh__set_decide(const gh__set *s, const gh__req *q, int *why, int32_t *rule)
         *rule = r;
     return allow;
 }
+
+int gh__uset_decide(const gh__uset *u, const gh__req *q)
+{
+    int allow = 0;
+
+    if (u->state != GH_USER_ACTIVE || u->tombstone != 0)
+        return 0;
+    for (size_t i = 0; i < u->nrefs; i++) {
+        const gh__uref *r = &u->refs[i];
+        if (r->scope >= 0 && !gh__pat_match(&u->sc, &u->sc.scopes[r->scope], q))
+            continue;
+        if (gh__set_find(r->block, GH_DENY, q) >= 0)
+            return 0; /* deny overrides */
+        if (!allow && gh__set_find(r->block, GH_ALLOW, q) >= 0)
+            allow = 1;
+    }
+    return allow;
+}

@@ -14,6 +14,7 @@
 
 #include "authz/authz-int.h"
 #include "schema/error.h"
+#include "schema/log.h"
 
 /* ---- small helpers ---- */
 
@@ -274,7 +275,7 @@ int gh_authz_explain(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *act
                      const char *resource, int *allow, json_t **explain)
 {
     gh__req q;
-    gh__set *s;
+    gh__set *s = NULL;
     gh_user u;
     json_t *o = NULL, *path = NULL, *text = NULL, *rj = NULL;
     char buf[GH_PATTERN_MAX * 2 + 128];
@@ -288,8 +289,10 @@ int gh_authz_explain(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *act
         return rc;
     if ((rc = gh__authz_user_set(a, txn, user_id, &s)) != 0)
         return rc;
-    if ((rc = gh_store_user_get_by_id(txn, user_id, &u)) != 0)
+    if ((rc = gh_store_user_get_by_id(txn, user_id, &u)) != 0) {
+        gh__set_free(s);
         return rc;
+    }
     *allow = gh__set_decide(s, &q, &why, &ri);
 
     rc = GH_ENOMEM;
@@ -360,6 +363,7 @@ int gh_authz_explain(gh_authz *a, gh_txn *txn, uint64_t user_id, const char *act
     o = NULL;
     rc = 0;
 done:
+    gh__set_free(s);
     json_decref(o);
     json_decref(path);
     json_decref(text);
@@ -372,22 +376,25 @@ done:
 
 int gh_authz_perms(gh_authz *a, gh_txn *txn, uint64_t user_id, json_t **out)
 {
-    gh__set *s;
+    gh__set *s = NULL;
     json_t *arr = NULL, *rj;
     int rc;
 
     *out = NULL;
     if ((rc = gh__authz_user_set(a, txn, user_id, &s)) != 0)
         return rc;
+    rc = GH_ENOMEM;
     if ((arr = json_array()) == NULL)
-        return GH_ENOMEM;
+        goto done;
     for (uint32_t i = 0; i < s->nrules; i++) {
         if ((rc = rule_json(txn, s, i, &rj)) != 0 || (rc = push_new(arr, rj)) != 0)
             goto done;
     }
     *out = arr;
     arr = NULL;
+    rc = 0;
 done:
+    gh__set_free(s);
     json_decref(arr);
     return rc;
 }
@@ -489,7 +496,7 @@ int gh_authz_who_can(gh_authz *a, gh_txn *txn, const char *action, const char *r
     gh__req q;
     subjects sj = {{0}, {0}};
     idset cand = {0};
-    gh__set *gs = NULL, *us;
+    gh__set *gs = NULL, *us = NULL;
     json_t *users = NULL, *groups = NULL;
     char name[GH_NAME_MAX + 24];
     int32_t ri;
@@ -542,15 +549,26 @@ int gh_authz_who_can(gh_authz *a, gh_txn *txn, const char *action, const char *r
     idset_uniq(&cand);
     for (size_t i = 0; i < cand.n; i++) {
         gh_member m = {GH_MEMBER_USER, cand.v[i]};
-        rc = gh__authz_user_set(a, txn, cand.v[i], &us);
+        gh__uset *uu;
+        /* the cached decision first; the flat set names the deciding binding */
+        rc = gh__authz_user_uset(a, txn, cand.v[i], &uu);
         if (rc == GH_ENOTFOUND)
             continue;
         if (rc)
             goto done;
-        if (!gh__set_decide(us, &q, NULL, &ri))
+        if (!gh__uset_decide(uu, &q))
             continue;
-        if ((rc = subject_name(txn, m, name, sizeof(name))) != 0 ||
-            (rc = push_new(users, grant_json(name, us, ri))) != 0)
+        if ((rc = gh__set_compile_user(txn, &a->roles, cand.v[i], &us)) != 0)
+            goto done;
+        if (!gh__set_decide(us, &q, NULL, &ri)) {
+            GH_LOGE("authz: decision sets disagree for user %llu", (unsigned long long)m.id);
+            rc = GH_EINTERNAL;
+        } else if ((rc = subject_name(txn, m, name, sizeof(name))) == 0) {
+            rc = push_new(users, grant_json(name, us, ri));
+        }
+        gh__set_free(us);
+        us = NULL;
+        if (rc)
             goto done;
     }
     if ((rc = sort_by_name(users)) != 0 || (rc = sort_by_name(groups)) != 0)

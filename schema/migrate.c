@@ -10,6 +10,8 @@
  * reliably. Version 1 -> 2: token records may carry the peer that logged in
  * (v1 records still read), and the user -> token index is rebuilt from the
  * tokens, because revoking a user's sessions trusts it to name every token.
+ * Version 2 -> 3 builds the binary hot-path values of users and
+ * groups (store_hot.c) from the records.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -204,6 +206,73 @@ static int from_v1(gh_txn *txn)
     return rc;
 }
 
+/* Version 3 adds the binary hot-path values (store_hot.c) of every user and
+ * group, built from the records. */
+static int hot_build(gh_txn *txn, int db, size_t *count)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    json_t *obj = NULL;
+    gh_user u;
+    gh_group g;
+    int rc;
+
+    rc = gh__mdb_err(txn, mdb_cursor_open(txn->txn, DBI(txn, db), &cur), "cursor");
+    if (rc != 0)
+        goto done;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_error_t jerr;
+        obj = json_loadb(v.mv_data, v.mv_size, 0, &jerr);
+        if (obj == NULL || k.mv_size != 8) {
+            rc = gh_txn_fail(txn, GH_EINTERNAL, "unreadable record in %s",
+                             db == DB_USERS ? "users" : "groups");
+            goto done;
+        }
+        /* Writes go to another db: the cursor over db stays valid. */
+        if (db == DB_USERS) {
+            rc = gh__user_from_json(obj, &u);
+            u.id = gh__get_u64(k.mv_data);
+            if (rc == 0)
+                rc = gh__user_hot_put(txn, &u);
+        } else {
+            rc = gh__group_from_json(obj, &g);
+            g.id = gh__get_u64(k.mv_data);
+            if (rc == 0)
+                rc = gh__group_hot_put(txn, &g);
+        }
+        json_decref(obj);
+        obj = NULL;
+        if (rc != 0)
+            goto done;
+        (*count)++;
+    }
+    rc = rc == MDB_NOTFOUND ? 0 : gh__mdb_err(txn, rc, "migrate cursor");
+done:
+    json_decref(obj);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+static int from_v2(gh_txn *txn)
+{
+    size_t n = 0;
+    int rc = drop(txn, DB_USER_HOT);
+
+    if (rc == 0)
+        rc = drop(txn, DB_GROUP_HOT);
+    if (rc == 0)
+        rc = hot_build(txn, DB_USERS, &n);
+    if (rc == 0)
+        rc = hot_build(txn, DB_GROUPS, &n);
+    if (rc == 0 && n > 0) {
+        GH_LOGI("store: built the hot-path index of %zu users and groups (schema version 3)", n);
+        rc = gh__log(txn, "schema.migrate", "2->3");
+    }
+    return rc;
+}
+
 int gh__migrate(gh_txn *txn, uint32_t from)
 {
     int rc = 0;
@@ -213,6 +282,8 @@ int gh__migrate(gh_txn *txn, uint32_t from)
         rc = from_v0(txn);
     if (rc == 0 && from <= 1)
         rc = from_v1(txn);
-    /* Later steps: if (rc == 0 && from <= 2) rc = from_v2(txn); ... */
+    if (rc == 0 && from <= 2)
+        rc = from_v2(txn);
+    /* Later steps: if (rc == 0 && from <= 3) rc = from_v3(txn); ... */
     return rc;
 }

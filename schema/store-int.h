@@ -42,6 +42,8 @@ enum {
     DB_CHANGELOG,       /* u64 seq BE -> JSON change */
     DB_SYNC,            /* upstream name -> opaque blob */
     DB_META,            /* key string -> value (see store_misc.c) */
+    DB_USER_HOT,        /* u64 id BE -> binary hot fields (store_hot.c) */
+    DB_GROUP_HOT,       /* u64 id BE -> binary gid and name (store_hot.c) */
     DB_COUNT
 };
 
@@ -175,6 +177,12 @@ int gh__bindings_drop_subject(gh_txn *txn, gh_member m);
 /* Rebuilds the user -> token index from the token records and drops tokens
  * of users that no longer exist (migration to schema version 2). */
 int gh__tokens_reindex(gh_txn *txn, size_t *fixed);
+
+/* ---- store_hot.c: binary hot-path values kept next to the JSON records ---- */
+int gh__user_hot_put(gh_txn *txn, const gh_user *u);
+int gh__group_hot_put(gh_txn *txn, const gh_group *g);
+/* Deletes id's value in DB_USER_HOT or DB_GROUP_HOT (absent is fine). */
+int gh__hot_del(gh_txn *txn, int db, uint64_t id);
 
 /* ---- migrate.c ---- */
 /* Brings a database at version from up to GH_SCHEMA_VERSION in txn. */

@@ -54,6 +54,8 @@ static const struct {
     [DB_CHANGELOG] = {"changelog", 0},
     [DB_SYNC] = {"sync", 0},
     [DB_META] = {"meta", 0},
+    [DB_USER_HOT] = {"user_hot", 0},
+    [DB_GROUP_HOT] = {"group_hot", 0},
 };
 
 /* The read side of one store's maplock as held by the calling thread, counted

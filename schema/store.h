@@ -110,6 +110,28 @@ int gh_store_user_list(gh_txn *txn, const char *prefix, const char *after, size_
                        gh_store_user_cb cb, void *arg);
 int gh_store_user_count(gh_txn *txn, uint64_t *count);
 
+/* Hot paths (check, whoami, auth): the fields they need, read in place from a
+ * binary index value without decoding the JSON record. name and verifier
+ * point into the read snapshot (valid until the txn ends, no NUL). */
+typedef struct gh_user_hot {
+    uint64_t id;
+    uint32_t uid;
+    gh_user_state state;
+    int upstream; /* origin is an upstream (origin, key and DN need the record) */
+    int64_t tombstone;
+    int64_t verifier_time;
+    const char *name;
+    size_t name_len;
+    const char *verifier; /* "" (len 0) when the user has no password */
+    size_t verifier_len;
+} gh_user_hot;
+int gh_store_user_hot(gh_txn *txn, uint64_t id, gh_user_hot *out);
+int gh_store_user_hot_by_name(gh_txn *txn, const char *name, gh_user_hot *out);
+/* What auth needs in out (id, name, uid, state, tombstone, verifier and its
+ * time; other text fields empty) from the hot value; the whole record for a
+ * user from an upstream (its bind needs origin and DN). */
+int gh_store_user_get_auth(gh_txn *txn, const char *name, gh_user *out);
+
 /* ---- groups and memberships ---- */
 
 int gh_store_group_add(gh_txn *txn, gh_group *g);
@@ -124,6 +146,10 @@ typedef int (*gh_store_group_cb)(const gh_group *g, void *arg);
 int gh_store_group_list(gh_txn *txn, const char *prefix, const char *after, size_t limit,
                         gh_store_group_cb cb, void *arg);
 int gh_store_group_count(gh_txn *txn, uint64_t *count);
+/* Hot paths: a group's id by name (index only) and its name by id, in place
+ * (valid until the txn ends, no NUL). */
+int gh_store_group_id(gh_txn *txn, const char *name, uint64_t *id);
+int gh_store_group_name(gh_txn *txn, uint64_t id, const char **name, size_t *len);
 
 /* Adds member (a user, or a subgroup: nesting) to group. GH_EEXISTS when
  * already a direct member, GH_ECYCLE when a subgroup would contain itself.
@@ -140,6 +166,8 @@ int gh_store_group_effective_users(gh_txn *txn, uint64_t group_id, gh_store_id_c
 int gh_store_member_of(gh_txn *txn, gh_member m, gh_store_id_cb cb, void *arg);
 /* A user's effective groups (closure, kept at write time): one index lookup. */
 int gh_store_user_groups(gh_txn *txn, uint64_t user_id, gh_store_id_cb cb, void *arg);
+/* 1 when group_id is among the user's effective groups, 0 when not, or < 0. */
+int gh_store_user_in_group(gh_txn *txn, uint64_t user_id, uint64_t group_id);
 
 /* ---- roles ---- */
 

@@ -270,6 +270,7 @@ int gh_store_group_add(gh_txn *txn, gh_group *g)
     gh__put_u32(gidkey, n.gid);
     if ((rc = gh__group_to_json(obj, &n, ALL_GROUP_FIELDS)) != 0 ||
         (rc = gh__json_put(txn, DB_GROUPS, idkey, sizeof(idkey), obj)) != 0 ||
+        (rc = gh__group_hot_put(txn, &n)) != 0 ||
         (rc = gh__put(txn, DB_GROUP_NAME, n.name, strlen(n.name), idkey, 8, 0)) != 0 ||
         (rc = gh__put(txn, DB_GROUP_GID, gidkey, 4, idkey, 8, 0)) != 0)
         goto done;
@@ -330,6 +331,8 @@ int gh_store_group_update(gh_txn *txn, const gh_group *g, unsigned mask)
     rc = gh__group_to_json(obj, &n, mask);
     if (rc == 0)
         rc = gh__json_put(txn, DB_GROUPS, idkey, sizeof(idkey), obj);
+    if (rc == 0)
+        rc = gh__group_hot_put(txn, &n);
     if (rc == 0 && (mask & (GH_GF_NAME | GH_GF_TOMBSTONE)))
         rc = gh__authz_bump(txn);
     if (rc == 0 && strcmp(n.name, old.name) != 0) {
@@ -415,6 +418,7 @@ int gh_store_group_del(gh_txn *txn, uint64_t id)
         goto done;
     gh__put_u32(gidkey, g.gid);
     if ((rc = gh__del(txn, DB_GROUPS, idkey, 8, NULL, 0)) != 0 ||
+        (rc = gh__hot_del(txn, DB_GROUP_HOT, id)) != 0 ||
         (rc = gh__reindex(txn, DB_GROUP_NAME, g.name, strlen(g.name), NULL, 0, idkey)) != 0 ||
         (rc = gh__reindex(txn, DB_GROUP_GID, gidkey, 4, NULL, 0, idkey)) != 0)
         goto done;

@@ -259,6 +259,7 @@ int gh_store_user_add(gh_txn *txn, gh_user *u)
     gh__put_u32(uidkey, n.uid);
     if ((rc = gh__user_to_json(obj, &n, ALL_USER_FIELDS)) != 0 ||
         (rc = gh__json_put(txn, DB_USERS, idkey, sizeof(idkey), obj)) != 0 ||
+        (rc = gh__user_hot_put(txn, &n)) != 0 ||
         (rc = gh__put(txn, DB_USER_NAME, n.name, strlen(n.name), idkey, 8, 0)) != 0 ||
         (rc = gh__put(txn, DB_USER_UID, uidkey, 4, idkey, 8, 0)) != 0)
         goto done;
@@ -333,6 +334,8 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
     rc = gh__user_to_json(obj, &n, mask);
     if (rc == 0)
         rc = gh__json_put(txn, DB_USERS, idkey, sizeof(idkey), obj);
+    if (rc == 0)
+        rc = gh__user_hot_put(txn, &n);
     if (rc != 0)
         goto done;
     if (mask & (GH_UF_STATE | GH_UF_TOMBSTONE | GH_UF_NAME)) {
@@ -378,6 +381,7 @@ int gh_store_user_del(gh_txn *txn, uint64_t id)
     gh__put_u64(idkey, id);
     gh__put_u32(uidkey, u.uid);
     if ((rc = gh__del(txn, DB_USERS, idkey, 8, NULL, 0)) != 0 ||
+        (rc = gh__hot_del(txn, DB_USER_HOT, id)) != 0 ||
         (rc = gh__reindex(txn, DB_USER_NAME, u.name, strlen(u.name), NULL, 0, idkey)) != 0 ||
         (rc = gh__reindex(txn, DB_USER_UID, uidkey, 4, NULL, 0, idkey)) != 0)
         goto done;

@@ -677,7 +677,7 @@ int gh__op_auth(gh_opctx *c)
         auth_job_free(j);
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
     }
-    rc = gh_store_user_get(c->txn, name, &j->u);
+    rc = gh_store_user_get_auth(c->txn, name, &j->u);
     if (rc != 0 && rc != GH_ENOTFOUND) {
         auth_job_free(j);
         return gh_op_fail(c, GH_EINTERNAL, "cannot read the user");

@@ -218,44 +218,29 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
     GH_ASSERT(p->state != GH_REQ_DONE);
     if (p->state == GH_REQ_PARKED)
         unpark(c, p);
-    json_t *out = json_object();
+    gh_reply *r = &p->reply;
+    size_t len;
 
-    if (p->id)
-        json_object_set(out, "id", p->id);
+    /* the line is written, not built: fields a handler wrote with
+     * gh_op_reply_* are already in p->reply, resp's members follow */
     if (rc == 0) {
-        json_object_set_new(out, "ok", json_true());
+        const char *key;
+        json_t *v;
+        if (r->len == 0)
+            gh__reply_begin_ok(r, p->id);
         if (resp)
-            json_object_update(out, resp);
+            json_object_foreach(resp, key, v) gh__reply_member(r, key, v);
+        gh__reply_end(r);
     } else {
-        json_t *err = json_object();
-        json_object_set_new(out, "ok", json_false());
-        json_object_set_new(err, "code", json_string(gh_error_code(rc)));
-        json_object_set_new(err, "message",
-                            gh__message_json(msg && msg[0] ? msg : gh_strerror(rc)));
-        json_object_set_new(out, "error", err);
+        gh__reply_free(r);
+        gh__reply_error(r, p->id, gh_error_code(rc), msg && msg[0] ? msg : gh_strerror(rc));
     }
-    char *s = json_dumps(out, JSON_COMPACT);
-    json_decref(out);
-    size_t len = s ? strlen(s) : 0;
-    char *line = s ? malloc(len + 2) : NULL;
-    if (line != NULL)
-        memcpy(line, s, len);
-    if (s != NULL) {
-        if (p->secret)
-            sodium_memzero(s, len);
-        free(s);
-    }
+    char *line = gh__reply_take(r, &len);
     if (line == NULL) {
         static const char oom[] =
-            "{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        len = sizeof(oom) - 1;
-        line = malloc(len + 2);
-        if (line)
-            memcpy(line, oom, len);
-    }
-    if (line) {
-        line[len++] = '\n';
-        line[len] = '\0';
+            "{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n";
+        line = strdup(oom);
+        len = line ? strlen(line) : 0;
     }
     p->out = line;
     p->outlen = line ? len : 0;
@@ -281,6 +266,7 @@ void gh__pending_free(gh_pending *p)
     if (p->out && p->secret)
         sodium_memzero(p->out, p->outlen);
     free(p->out);
+    gh__reply_free(&p->reply);
     json_decref(p->id);
     free(p);
 }

@@ -218,6 +218,13 @@ static void on_signal(uv_signal_t *s, int signum)
     gh__server_shutdown(srv);
 }
 
+static void report_open_handle(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    GH_LOGE("handle still open at exit: %s%s", uv_handle_type_name(uv_handle_get_type(h)),
+            uv_is_closing(h) ? " (closing)" : "");
+}
+
 static int run_server(gh_config *cfg, const char *config_path)
 {
     gh_server srv;
@@ -249,8 +256,13 @@ static int run_server(gh_config *cfg, const char *config_path)
         GH_LOGI("stopped");
     }
     gh__server_close(&srv);
-    if (uv_loop_close(&loop) != 0)
-        GH_LOGW("event loop closed with handles still open");
+    if (uv_loop_close(&loop) != 0) {
+        /* a handle nobody closed is a leak: fail the exit so that every
+         * test stopping a server checks for it */
+        uv_walk(&loop, report_open_handle, NULL);
+        GH_LOGE("event loop closed with handles still open");
+        return 1;
+    }
     return rc == 0 ? 0 : 1;
 }
 

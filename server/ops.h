@@ -132,6 +132,15 @@ json_t *gh_json_binding(gh_txn *txn, const gh_binding *b);
 /* Resolves a user by name or by {"token"} in the request: used by check. */
 int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id);
 
+/* Success fields written straight into the reply line (server/reply.c), in
+ * call order and before any field of c->resp: the fast way for fixed-shape
+ * answers (check, whoami, ping). Only for a handler that answers at once;
+ * strings are copied (a snapshot's bytes may be passed). */
+void gh_op_reply_bool(gh_opctx *c, const char *key, int v);
+void gh_op_reply_int(gh_opctx *c, const char *key, int64_t v);
+void gh_op_reply_string(gh_opctx *c, const char *key, const char *s, size_t len);
+void gh_op_reply_bools(gh_opctx *c, const char *key, const int *v, size_t n);
+
 /* Asynchronous completion for handlers that neither answer nor defer. */
 struct gh_pending *gh_op_pend(gh_opctx *c);
 /* The one deferred-write path, for a request that pended (gh_op_pend) and

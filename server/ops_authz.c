@@ -698,7 +698,7 @@ static int op_check(gh_opctx *c)
         return gh_op_fail(c, rc, "the user no longer exists");
     if (rc)
         return gh_op_fail(c, rc, "authorization check failed (see the server log)");
-    json_object_set_new(c->resp, "allow", json_boolean(allow));
+    gh_op_reply_bool(c, "allow", allow);
     if (explain)
         json_object_set_new(c->resp, "explain", explain);
     return 0;
@@ -706,7 +706,7 @@ static int op_check(gh_opctx *c)
 
 static int op_check_batch(gh_opctx *c)
 {
-    json_t *checks = json_object_get(c->req, "checks"), *it, *results = NULL;
+    json_t *checks = json_object_get(c->req, "checks"), *it;
     const char **actions = NULL, **resources = NULL;
     int *allow = NULL;
     uint64_t user_id;
@@ -730,8 +730,7 @@ static int op_check_batch(gh_opctx *c)
     actions = calloc(n + 1, sizeof(*actions));
     resources = calloc(n + 1, sizeof(*resources));
     allow = calloc(n + 1, sizeof(*allow));
-    results = json_array();
-    if (actions == NULL || resources == NULL || allow == NULL || results == NULL) {
+    if (actions == NULL || resources == NULL || allow == NULL) {
         rc = gh_op_fail(c, GH_ENOMEM, "out of memory");
         goto done;
     }
@@ -770,15 +769,8 @@ static int op_check_batch(gh_opctx *c)
         rc = gh_op_fail(c, rc, "authorization check failed (see the server log)");
         goto done;
     }
-    for (i = 0; i < n; i++)
-        if (json_array_append_new(results, json_boolean(allow[i]))) {
-            rc = gh_op_fail(c, GH_ENOMEM, "out of memory");
-            goto done;
-        }
-    json_object_set_new(c->resp, "results", results);
-    results = NULL;
+    gh_op_reply_bools(c, "results", allow, n);
 done:
-    json_decref(results);
     free(actions);
     free(resources);
     free(allow);

@@ -16,27 +16,26 @@
 
 static int op_ping(gh_opctx *c)
 {
-    json_object_set_new(c->resp, "version", json_string(GH_VERSION_STRING));
-    json_object_set_new(c->resp, "protocol", json_integer(1));
-    json_object_set_new(c->resp, "max_request", json_integer((json_int_t)c->cfg->max_request));
+    gh_op_reply_string(c, "version", GH_VERSION_STRING, strlen(GH_VERSION_STRING));
+    gh_op_reply_int(c, "protocol", 1);
+    gh_op_reply_int(c, "max_request", (int64_t)c->cfg->max_request);
     return 0;
 }
 
 static int op_whoami(gh_opctx *c)
 {
     const char *token;
-    gh_user u;
+    gh_user_hot u;
     int64_t exp;
     int rc = gh_arg_str(c, "token", 1, 128, &token);
     if (rc != 0)
         return rc;
-    rc = gh__token_user(c->srv, c->txn, token, c->now, &u, &exp);
+    rc = gh__token_hot(c->srv, c->txn, token, c->now, &u, &exp);
     if (rc != 0)
         return gh_op_fail(c, GH_ETOKEN, "invalid or expired token");
-    json_object_set_new(c->resp, "user", json_string(u.name));
-    json_object_set_new(c->resp, "expires_at", json_integer(exp));
-    json_object_set_new(c->resp, "admin",
-                        json_boolean(gh__user_is_admin(c->srv, c->txn, u.id) == 1));
+    gh_op_reply_string(c, "user", u.name, u.name_len);
+    gh_op_reply_int(c, "expires_at", exp);
+    gh_op_reply_bool(c, "admin", gh__user_is_admin(c->srv, c->txn, u.id) == 1);
     return 0;
 }
 

@@ -267,18 +267,19 @@ typedef struct name_list {
 static int add_group_name(uint64_t id, void *arg)
 {
     name_list *l = arg;
-    gh_group g;
-    if (gh_store_group_get_by_id(l->txn, id, &g) == 0)
-        json_array_append_new(l->arr, json_string(g.name));
+    const char *name;
+    size_t len;
+    if (gh_store_group_name(l->txn, id, &name, &len) == 0)
+        json_array_append_new(l->arr, json_stringn(name, len));
     return 0;
 }
 
 static int add_user_name(uint64_t id, void *arg)
 {
     name_list *l = arg;
-    gh_user u;
-    if (gh_store_user_get_by_id(l->txn, id, &u) == 0)
-        json_array_append_new(l->arr, json_string(u.name));
+    gh_user_hot u;
+    if (gh_store_user_hot(l->txn, id, &u) == 0)
+        json_array_append_new(l->arr, json_stringn(u.name, u.name_len));
     return 0;
 }
 

@@ -27,6 +27,7 @@ int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...)
 int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, json_t *resp),
                 void (*free_arg)(void *arg), void *arg)
 {
+    GH_ASSERT(c->request_ == NULL || c->request_->reply.len == 0);
     c->deferred = 1;
     c->apply = apply;
     c->reply = reply;
@@ -35,8 +36,67 @@ int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, js
     return 0;
 }
 
+/* The request's reply line, opened with its id on first use; NULL outside a
+ * dispatched request (the fields then go to c->resp). */
+static gh_reply *fixed_reply(gh_opctx *c)
+{
+    gh_pending *p = c->request_;
+
+    if (p == NULL)
+        return NULL;
+    if (p->reply.len == 0)
+        gh__reply_begin_ok(&p->reply, p->id);
+    return &p->reply;
+}
+
+void gh_op_reply_bool(gh_opctx *c, const char *key, int v)
+{
+    gh_reply *r = fixed_reply(c);
+
+    if (r != NULL)
+        gh__reply_bool(r, key, v);
+    else
+        json_object_set_new(c->resp, key, json_boolean(v));
+}
+
+void gh_op_reply_int(gh_opctx *c, const char *key, int64_t v)
+{
+    gh_reply *r = fixed_reply(c);
+
+    if (r != NULL)
+        gh__reply_int(r, key, v);
+    else
+        json_object_set_new(c->resp, key, json_integer((json_int_t)v));
+}
+
+void gh_op_reply_string(gh_opctx *c, const char *key, const char *s, size_t len)
+{
+    gh_reply *r = fixed_reply(c);
+
+    if (r != NULL)
+        gh__reply_string(r, key, s, len);
+    else
+        json_object_set_new(c->resp, key, json_stringn(s, len));
+}
+
+void gh_op_reply_bools(gh_opctx *c, const char *key, const int *v, size_t n)
+{
+    gh_reply *r = fixed_reply(c);
+    json_t *a;
+
+    if (r != NULL) {
+        gh__reply_bools(r, key, v, n);
+        return;
+    }
+    a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_boolean(v[i]));
+    json_object_set_new(c->resp, key, a);
+}
+
 struct gh_pending *gh_op_pend(gh_opctx *c)
 {
+    GH_ASSERT(c->request_ == NULL || c->request_->reply.len == 0);
     c->pending = c->request_;
     if (c->pending->state == GH_REQ_RUNNING)
         c->pending->state = GH_REQ_HASHING;
@@ -152,8 +212,8 @@ json_t *gh_json_group(const gh_group *g)
     return o;
 }
 
-int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
-                   int64_t *expires)
+int gh__token_hot(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user_hot *u,
+                  int64_t *expires)
 {
     uint8_t hash[GH_TOKEN_HASH_BYTES];
     gh_token t;
@@ -168,7 +228,7 @@ int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, 
     /* the lookup was by keyed hash; compare again in constant time */
     if (sodium_memcmp(t.hash, hash, sizeof(hash)) != 0 || t.expires <= now)
         return GH_ETOKEN;
-    rc = gh_store_user_get_by_id(txn, t.user_id, u);
+    rc = gh_store_user_hot(txn, t.user_id, u);
     if (rc != 0)
         return GH_ETOKEN;
     /* Tokens die with the account (the store revokes them on the change);
@@ -179,18 +239,20 @@ int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, 
     return 0;
 }
 
-struct admin_find {
-    uint64_t gid;
-    int found;
-};
-
-static int find_group(uint64_t id, void *arg)
+int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
+                   int64_t *expires)
 {
-    struct admin_find *f = arg;
-    if (id == f->gid) {
-        f->found = 1;
-        return 1;
-    }
+    gh_user_hot h;
+    int rc = gh__token_hot(srv, txn, token, now, &h, expires);
+
+    if (rc != 0)
+        return rc;
+    memset(u, 0, sizeof(*u));
+    u->id = h.id;
+    u->uid = h.uid;
+    u->state = h.state;
+    u->tombstone = h.tombstone;
+    memcpy(u->name, h.name, h.name_len);
     return 0;
 }
 
@@ -199,21 +261,21 @@ static int find_group(uint64_t id, void *arg)
  * the upstream would otherwise control Gatehouse. */
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id)
 {
+    uint64_t gid;
     gh_group g;
-    gh_user u;
-    struct admin_find f = {0, 0};
+    gh_user_hot u;
+
     if (srv->cfg->admin_group[0] == '\0')
         return 0;
-    if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0 || g.origin[0] != '\0' ||
-        g.tombstone != 0)
+    if (gh_store_group_id(txn, srv->cfg->admin_group, &gid) != 0)
         return 0;
-    f.gid = g.id;
-    gh_store_user_groups(txn, user_id, find_group, &f);
-    if (!f.found)
+    if (gh_store_user_in_group(txn, user_id, gid) != 1)
         return 0;
-    /* members only: whoami of an ordinary user pays no second decode */
-    if (gh_store_user_get_by_id(txn, user_id, &u) != 0 || u.state != GH_USER_ACTIVE ||
-        u.tombstone != 0)
+    /* members only (an ordinary whoami decodes nothing): the group must be
+     * local and the user active */
+    if (gh_store_group_get_by_id(txn, gid, &g) != 0 || g.origin[0] != '\0' || g.tombstone != 0)
+        return 0;
+    if (gh_store_user_hot(txn, user_id, &u) != 0 || u.state != GH_USER_ACTIVE || u.tombstone != 0)
         return 0;
     return 1;
 }
@@ -245,9 +307,9 @@ int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
             return gh_op_fail(c, rc, "cannot read user '%s'", name);
         return 0;
     }
-    gh_user u;
+    gh_user_hot u;
     int64_t exp;
-    rc = gh__token_user(c->srv, c->txn, token, c->now, &u, &exp);
+    rc = gh__token_hot(c->srv, c->txn, token, c->now, &u, &exp);
     if (rc != 0)
         return gh_op_fail(c, GH_ETOKEN, "invalid or expired token");
     *user_id = u.id;

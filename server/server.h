@@ -22,6 +22,7 @@
 #include "schema/store.h"
 #include "server/config.h"
 #include "server/ops.h"
+#include "server/reply.h"
 #include "server/sync.h"
 #include "server/writer.h"
 
@@ -67,6 +68,8 @@ typedef struct gh_pending {
     size_t held_len;
     char *out; /* serialized reply line, once done */
     size_t outlen;
+    gh_reply reply; /* fixed fields a handler wrote (gh_op_reply_*), consumed by
+                       gh__pending_finish in the same loop pass */
 } gh_pending;
 
 typedef struct gh_conn {
@@ -203,7 +206,11 @@ json_t *gh__message_json(const char *msg);
 /* Runs the requests held behind a connection's writes, as far as allowed
  * (flush phase only: it runs handlers). */
 void gh__resume_parked(gh_conn *c);
-/* Admin status of a token presented as "auth" (0/1), or a GH_E* code. */
+/* The user of a token (0) or GH_ETOKEN. gh__token_hot reads the hot index in
+ * place (strings valid during the txn); gh__token_user copies id, name, uid,
+ * state and tombstone into u (other fields empty). */
+int gh__token_hot(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user_hot *u,
+                  int64_t *expires);
 int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
                    int64_t *expires);
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id);

@@ -19,7 +19,7 @@ driver and exits non-zero when a test failed. Run a file by hand with
                     (set by `make check`; default: the current directory)
     GH_SRCDIR       source directory (set by `make check`)
     GH_TIME_SCALE   multiply every timeout and timing bound by this factor;
-                    default 3 when gatehoused is built with AddressSanitizer,
+                    default 3 when gatehoused is built with a sanitizer (ASan, TSan),
                     else 1 (use `ghtest.SCALE` / `ghtest.scaled(x)` in tests)
     GH_TEST_TIMEOUT seconds one test may take before it is failed (default
                     60, scaled); a hard watchdog bails out at twice that
@@ -167,7 +167,7 @@ def _detect_sanitized():
                 data = head + f.read()
     except OSError:
         return False
-    return b"__asan_init" in data
+    return b"__asan_init" in data or b"__tsan_init" in data
 
 
 SANITIZED = _detect_sanitized()

@@ -1088,6 +1088,30 @@ static void test_large_user(void **state)
         assert_int_equal(json_array_size(rules), 1000);
         json_decref(rules);
     }
+    /* 40 more holders of the 1,000 inherited rules share one compiled block:
+     * the cache grows by a small set per user, not by a copy of every rule
+     * (which costs over 100 KB per user). */
+    {
+        gh_authz_stats st0, st;
+        char u[32];
+        GROUP("crowd");
+        BIND_GROUP("big9", "crowd", "res/**");
+        EXPECT("zed", "act3", "res/0/3/x", 1);
+        gh_authz_get_stats(f->authz, &st0);
+        for (int i = 0; i < 40; i++) {
+            snprintf(u, sizeof(u), "crowd%d", i);
+            USER(u);
+            MEMBER("crowd", u);
+        }
+        for (int i = 0; i < 40; i++) {
+            snprintf(u, sizeof(u), "crowd%d", i);
+            EXPECT(u, "act1", "res/9/99/leaf", 1);
+            EXPECT(u, "act1", "other/9/99/leaf", 0);
+        }
+        gh_authz_get_stats(f->authz, &st);
+        assert_true(st.cached >= 40);
+        assert_true(st.cached_bytes < st0.cached_bytes + 40 * 2048);
+    }
 }
 
 int main(void)

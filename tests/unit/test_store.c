@@ -1616,6 +1616,107 @@ static void test_newer_schema_refused(void **state)
     assert_non_null(strstr(err, "newer"));
 }
 
+/* The hot-path values (store_hot.c) follow every write of their record, and
+ * a schema-1 database gets them built on open. */
+static void hot_expect(fx *f, uint64_t id, const char *name, gh_user_state st, const char *ver)
+{
+    gh_user_hot h;
+    gh_txn *t = rd(f);
+    assert_int_equal(gh_store_user_hot(t, id, &h), 0);
+    assert_int_equal(h.id, id);
+    assert_int_equal(h.name_len, strlen(name));
+    assert_memory_equal(h.name, name, h.name_len);
+    assert_int_equal(h.state, st);
+    assert_int_equal(h.verifier_len, strlen(ver));
+    if (h.verifier_len)
+        assert_memory_equal(h.verifier, ver, h.verifier_len);
+    rd_end(f);
+}
+
+static void test_hot_index(void **state)
+{
+    fx *f = *state;
+    const char *v1 = "$argon2id$v=19$m=65536,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g";
+    gh_user u = mkuser("alice"), out;
+    struct upd up;
+    const char *gname;
+    size_t glen;
+    uint64_t gid, g, gadm, bob;
+    gh_user_hot h;
+    gh_txn *t;
+
+    snprintf(u.verifier, sizeof(u.verifier), "%s", v1);
+    assert_int_equal(gh_store_write(f->s, w_user_add, &u, NULL, 0), 0);
+    hot_expect(f, u.id, "alice", GH_USER_ACTIVE, v1);
+    bob = add_user(f, "bob");
+    hot_expect(f, bob, "bob", GH_USER_ACTIVE, "");
+    /* rename, lock and password change show at once */
+    memset(&up, 0, sizeof(up));
+    up.u = u;
+    snprintf(up.u.name, sizeof(up.u.name), "alicia");
+    up.u.state = GH_USER_LOCKED;
+    up.u.verifier[0] = '\0';
+    up.mask = GH_UF_NAME | GH_UF_STATE | GH_UF_VERIFIER;
+    assert_int_equal(gh_store_write(f->s, w_user_update, &up, NULL, 0), 0);
+    hot_expect(f, u.id, "alicia", GH_USER_LOCKED, "");
+    t = rd(f);
+    assert_int_equal(gh_store_user_hot_by_name(t, "alicia", &h), 0);
+    assert_int_equal(h.id, u.id);
+    assert_int_equal(gh_store_user_hot_by_name(t, "alice", &h), GH_ENOTFOUND);
+    assert_int_equal(gh_store_user_get_auth(t, "alicia", &out), 0);
+    assert_string_equal(out.name, "alicia");
+    assert_int_equal(out.state, GH_USER_LOCKED);
+    rd_end(f);
+    /* groups: name by id, id by name, closure membership */
+    g = add_group(f, "devs");
+    gadm = add_group(f, "admins");
+    assert_int_equal(member_add(f, g, GH_MEMBER_USER, bob), 0);
+    assert_int_equal(member_add(f, gadm, GH_MEMBER_GROUP, g), 0);
+    memset(&up, 0, sizeof(up));
+    up.g = mkgroup("developers");
+    up.g.id = g;
+    up.mask = GH_GF_NAME;
+    assert_int_equal(gh_store_write(f->s, w_group_update, &up, NULL, 0), 0);
+    t = rd(f);
+    assert_int_equal(gh_store_group_name(t, g, &gname, &glen), 0);
+    assert_int_equal(glen, 10);
+    assert_memory_equal(gname, "developers", 10);
+    assert_int_equal(gh_store_group_id(t, "admins", &gid), 0);
+    assert_int_equal(gid, gadm);
+    assert_int_equal(gh_store_user_in_group(t, bob, gadm), 1);
+    assert_int_equal(gh_store_user_in_group(t, u.id, gadm), 0);
+    rd_end(f);
+    /* deletes remove the values */
+    assert_int_equal(gh_store_write(f->s, w_user_del, &bob, NULL, 0), 0);
+    assert_int_equal(gh_store_write(f->s, w_group_del, &g, NULL, 0), 0);
+    t = rd(f);
+    assert_int_equal(gh_store_user_hot(t, bob, &h), GH_ENOTFOUND);
+    assert_int_equal(gh_store_group_name(t, g, &gname, &glen), GH_ENOTFOUND);
+    rd_end(f);
+
+    /* A schema-1 database (no hot values) gets them on open. */
+    fx_close(f);
+    {
+        raw r;
+        uint8_t v[8];
+        MDB_val key = {14, "schema_version"}, val = {8, v};
+        MDB_dbi meta = raw_open(f->dir, &r, "meta", 0);
+        MDB_dbi uh = raw_dbi(&r, "user_hot", 0), gh = raw_dbi(&r, "group_hot", 0);
+        assert_int_equal(mdb_drop(r.txn, uh, 0), 0);
+        assert_int_equal(mdb_drop(r.txn, gh, 0), 0);
+        be64(v, 1);
+        assert_int_equal(mdb_put(r.txn, meta, &key, &val, 0), 0);
+        raw_close(&r);
+    }
+    fx_open(f);
+    hot_expect(f, u.id, "alicia", GH_USER_LOCKED, "");
+    t = rd(f);
+    assert_int_equal(gh_store_group_name(t, gadm, &gname, &glen), 0);
+    assert_memory_equal(gname, "admins", 6);
+    rd_end(f);
+    assert_string_equal(last_change(f).op, "schema.migrate");
+}
+
 static void test_migrate_v0(void **state)
 {
     fx *f = *state;
@@ -1980,6 +2081,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_grow_refused_while_reading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_users, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_index, setup_open, teardown),
     };
 
     gh_log_setup(GH_LOG_WARN, 0);
