@@ -504,7 +504,11 @@ static int queue_verify(auth_job *j)
     return 0;
 }
 
-static void upstream_done(void *arg, int rc)
+/* The upstream's answer (server/sync.h says what each code means). The
+ * offline verifier is used only when a bind was sent and the network failed:
+ * never when the bind could not be attempted (rate_limited) or the upstream
+ * refused the password (sync has then deleted the verifier). */
+static void upstream_done(void *arg, int rc, int offline_ok)
 {
     auth_job *j = arg;
     int64_t now = (int64_t)time(NULL);
@@ -523,8 +527,13 @@ static void upstream_done(void *arg, int rc)
         auth_failed(j, GH_ECREDS, "invalid user name or password");
         return;
     }
+    if (rc == GH_ERATE) {
+        j->srv->auth_limited++;
+        auth_failed(j, GH_ERATE, "too many upstream binds in progress; retry later");
+        return;
+    }
     /* upstream unreachable: the offline verifier, if fresh enough */
-    if (j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
+    if (offline_ok && j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
         now - j->u.verifier_time <= j->offline_max_age) {
         GH_LOGI("auth %s: upstream %s unreachable, using the offline verifier", j->name,
                 j->u.origin);
@@ -537,8 +546,9 @@ static void upstream_done(void *arg, int rc)
     }
     j->srv->auth_fail++;
     gh__pending_finish(j->p, GH_EUNAVAIL,
-                       "the upstream directory is unreachable and no fresh offline verifier is "
-                       "kept",
+                       offline_ok ? "the upstream directory is unreachable and no fresh offline "
+                                    "verifier is kept"
+                                  : "the upstream directory could not check the password",
                        NULL);
     auth_job_free(j);
 }
@@ -589,9 +599,9 @@ int gh__op_auth(gh_opctx *c)
     if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && j->pwlen > 0) {
         j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
         j->p = gh_op_pend(c);
-        rc = gh_sync_auth(srv->sync, j->u.origin, j->u.origin_dn, j->pw, upstream_done, j);
+        rc = gh_sync_auth_user(srv->sync, &j->u, j->peer, j->pw, upstream_done, j);
         if (rc != 0)
-            upstream_done(j, GH_EUNAVAIL);
+            upstream_done(j, rc == GH_ENOTFOUND ? GH_EUNAVAIL : rc, 0);
         return 0;
     }
     if (j->exists && j->u.verifier[0] != '\0') {

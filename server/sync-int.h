@@ -61,6 +61,9 @@ struct gh_upstream_cfg {
     unsigned page_size;
     unsigned timeout;
     unsigned bind_timeout;
+    unsigned max_binds;           /* binds queued or running for this upstream */
+    unsigned max_binds_per_login; /* ... for one user */
+    unsigned max_binds_per_peer;  /* ... for one client (the auth request's peer) */
     int offline_auth;
     int64_t offline_max_age;
     int64_t delete_grace;
@@ -158,11 +161,19 @@ int gh__sync_apply(gh_txn *txn, void *arg);
 
 /* ---- sync_auth.c: binds for upstream users, on their own threads ---- */
 typedef struct gh__auth gh__auth;
-int gh__auth_start(gh__auth **out, uv_loop_t *loop, unsigned nthreads);
+struct gh__upstream;
+/* Counts of upstream binds, kept and read on the loop thread only. */
+typedef struct gh__bindstats {
+    uint64_t attempted, accepted, refused, network_errors, errors, rate_limited, cleared;
+    unsigned in_flight;
+} gh__bindstats;
+int gh__auth_start(gh__auth **out, uv_loop_t *loop, gh_writer *writer, unsigned nthreads);
+/* Joins the threads; jobs not yet answered get GH_EUNAVAIL (offline_ok 0). */
 void gh__auth_stop(gh__auth *a);
-int gh__auth_submit(gh__auth *a, const struct gh_upstream_cfg *cfg, const char *dn,
+/* Loop thread. Admission (the in-flight caps) happens here: GH_ERATE when a
+ * cap is reached, and cb is then never called. */
+int gh__auth_submit(gh__auth *a, struct gh__upstream *up, const gh_user *u, const char *peer,
                     const char *password, gh_sync_auth_cb cb, void *arg);
-
 /* ---- sync_ldap.c: connection helpers shared by the worker and auth ---- */
 /* Opens a connection with the upstream's TLS settings and the given network
  * and operation timeout (seconds); binds when dn is non-NULL. Returns an LDAP
@@ -258,6 +269,9 @@ typedef struct gh__upstream {
     int halted;
     unsigned backoff; /* seconds before the next reconnect after a failure */
     int64_t next_purge;
+
+    /* loop thread only */
+    gh__bindstats binds;
 } gh__upstream;
 
 struct gh_sync {

@@ -72,6 +72,9 @@ static void cfg_init_defaults(struct gh_upstream_cfg *u)
     u->page_size = 500;
     u->timeout = 10;
     u->bind_timeout = 3;
+    u->max_binds = 32;
+    u->max_binds_per_login = 2;
+    u->max_binds_per_peer = 8;
     u->offline_auth = 0;
     u->offline_max_age = 86400;
     u->delete_grace = 7 * 86400;
@@ -370,7 +373,10 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
                 {"timeout", 1, 3600},
                 {"bind_timeout", 1, 120},
                 {"offline_max_age", 0, 10ull * 365 * 86400},
-                {"delete_grace", 0, 10ull * 365 * 86400}};
+                {"delete_grace", 0, 10ull * 365 * 86400},
+                {"max_binds", 1, 4096},
+                {"max_binds_per_login", 1, 4096},
+                {"max_binds_per_peer", 1, 4096}};
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
         if (strcmp(key, nums[i].key) != 0)
             continue;
@@ -393,8 +399,17 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
         case 4:
             u->offline_max_age = (int64_t)x;
             break;
-        default:
+        case 5:
             u->delete_grace = (int64_t)x;
+            break;
+        case 6:
+            u->max_binds = (unsigned)x;
+            break;
+        case 7:
+            u->max_binds_per_login = (unsigned)x;
+            break;
+        default:
+            u->max_binds_per_peer = (unsigned)x;
             break;
         }
         return 0;
