@@ -53,6 +53,7 @@ struct gh_upstream_cfg {
     char *group_name_attr;
     char *description_attr;
     char *ca_file;
+    char *uri_where; /* "file:line: " of the uri key, for checks at finish */
     int starttls;
     int scope;       /* LDAP_SCOPE_SUBTREE or LDAP_SCOPE_ONELEVEL */
     int mode;        /* GH__MODE_* */

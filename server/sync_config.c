@@ -8,6 +8,7 @@
  * and is wiped when the struct is freed. Every key is documented in
  * docs/SYNC.md; keep the two in step.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -143,6 +144,7 @@ void gh_upstream_config_free(struct gh_upstream_cfg *u)
     for (const str_key *k = str_keys; k->name != NULL; k++)
         free(*str_field(u, k->off));
     free(u->member_attr);
+    free(u->uri_where);
     if (u->bind_password != NULL) {
         sodium_memzero(u->bind_password, strlen(u->bind_password));
         free(u->bind_password);
@@ -160,6 +162,7 @@ struct gh_upstream_cfg *gh__upstream_cfg_dup(const struct gh_upstream_cfg *src)
         *str_field(u, k->off) = NULL;
     u->member_attr = NULL;
     u->bind_password = NULL;
+    u->uri_where = NULL;
     int bad = 0;
     for (const str_key *k = str_keys; k->name != NULL; k++) {
         const char *v = *str_field((struct gh_upstream_cfg *)src, k->off);
@@ -309,6 +312,12 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
             FAIL("uri: '%s' is not an ldap://, ldaps:// or ldapi:// URI", value);
         if (set_str(str_field(u, k->off), value) != 0)
             FAIL("out of memory");
+        if (k->flag == K_URI && cfg->load_path != NULL) {
+            free(u->uri_where);
+            u->uri_where = NULL;
+            if (asprintf(&u->uri_where, "%s:%d: ", cfg->load_path, cfg->load_line) < 0)
+                u->uri_where = NULL;
+        }
         u->seen |= k->flag;
         return 0;
     }
@@ -447,11 +456,49 @@ static int read_password(const char *path, char **out, char *msg, size_t msglen)
     return 0;
 }
 
+static int is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (host == NULL || host[0] == '\0' || strcasecmp(host, "localhost") == 0)
+        return 1; /* ldap:/// is the local host */
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+/* 1 when uri (a list) has an ldap:// URI to a host that is not loopback:
+ * binds there would carry passwords in clear text. remote gets the host. */
+static int clear_text_remote(const char *uri, char *remote, size_t remotelen)
+{
+    char *copy = strdup(uri), *save = NULL;
+    int found = 0;
+    if (copy == NULL)
+        return 0;
+    /* libldap takes a list separated by spaces or commas */
+    for (char *t = strtok_r(copy, " \t,", &save); t != NULL && !found;
+         t = strtok_r(NULL, " \t,", &save)) {
+        LDAPURLDesc *d = NULL;
+        if (strncasecmp(t, "ldap://", 7) != 0 || ldap_url_parse(t, &d) != LDAP_SUCCESS)
+            continue;
+        if (!is_loopback(d->lud_host)) {
+            snprintf(remote, remotelen, "%s", d->lud_host);
+            found = 1;
+        }
+        ldap_free_urldesc(d);
+    }
+    free(copy);
+    return found;
+}
+
 int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
 {
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         struct gh_upstream_cfg *u = cfg->upstreams[i];
         LDAPDN dn = NULL;
+        char remote[256];
 
         if (!(u->seen & K_URI))
             FAIL("[upstream:%s]: uri is required", u->name);
@@ -477,6 +524,11 @@ int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
             FAIL("[upstream:%s]: key_attr %s needs mode = search-poll (syncrepl keys entries "
                  "by entryUUID)",
                  u->name, u->key_attr);
+        if (!u->starttls && clear_text_remote(u->uri, remote, sizeof(remote)))
+            FAIL("%s[upstream:%s]: uri %s would send every password in clear text to %s: add "
+                 "starttls = yes (with ca_file = the CA that signed its certificate), or use "
+                 "ldaps://",
+                 u->uri_where != NULL ? u->uri_where : "", u->name, u->uri, remote);
         if (u->starttls && strncmp(u->uri, "ldap://", 7) != 0)
             FAIL("[upstream:%s]: starttls applies to ldap:// URIs only", u->name);
         if (u->ca_file[0] != '\0' && access(u->ca_file, R_OK) != 0)
