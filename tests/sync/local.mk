@@ -3,6 +3,6 @@
 # gen_ldif.py writes the fixture; the tests speak TAP through ghtest.py and
 # skip themselves when slapd is not installed.
 SYNC_TESTS = tests/sync/test_sync.py tests/sync/test_sync_auth.py \
-	tests/sync/test_sync_tls.py
+	tests/sync/test_sync_tls.py tests/sync/test_sync_state.py
 TESTS += $(SYNC_TESTS)
 EXTRA_DIST += $(SYNC_TESTS) tests/sync/slapd.py tests/sync/gen_ldif.py tests/sync/bench_sync.py
