@@ -43,6 +43,7 @@ static void up_free(gh__upstream *up)
         gh__session_release(&up->sess[i]);
     gh__model_free(&up->m);
     gh__map_clear(&up->del_held, NULL);
+    gh__map_clear(&up->alias, free);
     gh__batch_free(&up->b);
     gh_upstream_config_free(up->cfg);
     pthread_mutex_destroy(&up->mu);
@@ -264,10 +265,10 @@ int gh_sync_run(gh_sync *s, const char *upstream_name)
 
 static json_t *counts_json(const gh__counts *c)
 {
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "added", (json_int_t)c->added, "modified",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "added", (json_int_t)c->added, "modified",
                      (json_int_t)c->modified, "renamed", (json_int_t)c->renamed, "disabled",
                      (json_int_t)c->disabled, "purged", (json_int_t)c->purged, "skipped",
-                     (json_int_t)c->skipped);
+                     (json_int_t)c->skipped, "foreign", (json_int_t)c->foreign);
 }
 
 static json_t *binds_json(const gh__bindstats *b)

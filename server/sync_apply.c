@@ -33,6 +33,7 @@ void gh__batch_reset(gh__batch *b)
     b->blob = NULL;
     b->bloblen = 0;
     b->pre_skipped = 0;
+    b->pre_foreign = 0;
     b->pre_err[0] = '\0';
     b->nfx = 0;
     memset(&b->res, 0, sizeof(b->res));
@@ -603,6 +604,7 @@ int gh__sync_apply(gh_txn *txn, void *arg)
     b->nfx = 0;
     snprintf(b->err, sizeof(b->err), "%s", b->pre_err);
     b->res.skipped = b->pre_skipped;
+    b->res.foreign = b->pre_foreign;
     if (b->n > 0 && (counted = calloc(b->n, 1)) == NULL)
         return GH_ENOMEM;
 

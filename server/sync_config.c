@@ -56,6 +56,7 @@ static const str_key str_keys[] = {{"uri", S(uri), K_URI},
                                    {"group_name_attr", S(group_name_attr), 0},
                                    {"description_attr", S(description_attr), 0},
                                    {"ca_file", S(ca_file), 0},
+                                   {"space_replacement", S(space_replacement), 0},
                                    {NULL, 0, 0}};
 #undef S
 
@@ -101,7 +102,21 @@ static const struct {
                     {"group_name_attr", "cn"},
                     {"description_attr", "description"},
                     {"ca_file", ""},
+                    {"space_replacement", ""},
                     {NULL, NULL}};
+
+/* flavor = ad: what an Active Directory needs, for every key not given. The
+ * user filter leaves out computer accounts (they are objectClass=user too). */
+static const struct {
+    const char *key;
+    const char *value;
+} ad_defaults[] = {{"user_filter", "(&(objectCategory=person)(objectClass=user))"},
+                   {"group_filter", "(objectClass=group)"},
+                   {"login_attr", "sAMAccountName"},
+                   {"key_attr", "objectGUID"},
+                   {"display_name_attr", "displayName"},
+                   {"group_name_attr", "sAMAccountName"},
+                   {NULL, NULL}};
 
 static int set_str(char **dst, const char *value)
 {
@@ -298,6 +313,9 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
     for (const str_key *k = str_keys; k->name != NULL; k++) {
         if (strcmp(key, k->name) != 0)
             continue;
+        if (strcmp(k->name, "space_replacement") == 0 &&
+            (strlen(value) > 4 || strpbrk(value, " \t/,=*()\\+<>;\"#") != NULL))
+            FAIL("space_replacement: '%s' must be at most 4 characters valid in a name", value);
         if (strstr(k->name, "_attr") != NULL &&
             attr_valid(value, strcmp(k->name, "key_attr") != 0 &&
                                   strcmp(k->name, "login_attr") != 0 &&
@@ -319,6 +337,20 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
                 u->uri_where = NULL;
         }
         u->seen |= k->flag;
+        u->set_keys |= 1u << (k - str_keys);
+        return 0;
+    }
+    if (strcmp(key, "flavor") == 0) {
+        if (strcmp(value, "auto") == 0)
+            u->flavor = GH__FLAVOR_AUTO;
+        else if (strcmp(value, "generic") == 0 || strcmp(value, "openldap") == 0)
+            u->flavor = GH__FLAVOR_GENERIC;
+        else if (strcmp(value, "ad") == 0)
+            u->flavor = GH__FLAVOR_AD;
+        else if (strcmp(value, "389ds") == 0)
+            u->flavor = GH__FLAVOR_389;
+        else
+            FAIL("flavor: '%s' is not auto, generic, ad or 389ds", value);
         return 0;
     }
 
@@ -331,6 +363,7 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
         return 0;
     }
     if (strcmp(key, "mode") == 0) {
+        u->mode_set = 1;
         if (strcmp(value, "syncrepl-persist") == 0)
             u->mode = GH__MODE_PERSIST;
         else if (strcmp(value, "syncrepl-poll") == 0)
@@ -520,6 +553,20 @@ int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
             if (read_password(u->bind_password_file, &u->bind_password, m, sizeof(m)) != 0)
                 FAIL("[upstream:%s]: %s", u->name, m);
         }
+        if (u->flavor == GH__FLAVOR_AD) {
+            for (size_t d = 0; ad_defaults[d].key != NULL; d++)
+                for (const str_key *k = str_keys; k->name != NULL; k++)
+                    if (strcmp(k->name, ad_defaults[d].key) == 0 &&
+                        !(u->set_keys & (1u << (k - str_keys))) &&
+                        set_str(str_field(u, k->off), ad_defaults[d].value) != 0)
+                        FAIL("out of memory");
+            if (!u->mode_set)
+                u->mode = GH__MODE_SEARCH;
+            if (u->mode != GH__MODE_SEARCH)
+                FAIL("[upstream:%s]: flavor = ad needs mode = search-poll (Active Directory "
+                     "has no RFC 4533 syncrepl)",
+                     u->name);
+        }
         if (u->mode != GH__MODE_SEARCH && strcasecmp(u->key_attr, "entryUUID") != 0)
             FAIL("[upstream:%s]: key_attr %s needs mode = search-poll (syncrepl keys entries "
                  "by entryUUID)",
@@ -543,15 +590,26 @@ void gh__upstream_fingerprint(const struct gh_upstream_cfg *u, char out[33])
 {
     crypto_generichash_state st;
     unsigned char h[16];
-    const char *parts[] = {
-        u->uri,         u->base_dn,         u->user_filter,     u->group_filter,      u->login_attr,
-        u->member_attr, u->uid_number_attr, u->gid_number_attr, u->display_name_attr, u->mail_attr,
-        u->key_attr,    u->group_name_attr, u->description_attr};
+    const char *parts[] = {u->uri,
+                           u->base_dn,
+                           u->user_filter,
+                           u->group_filter,
+                           u->login_attr,
+                           u->member_attr,
+                           u->uid_number_attr,
+                           u->gid_number_attr,
+                           u->display_name_attr,
+                           u->mail_attr,
+                           u->key_attr,
+                           u->group_name_attr,
+                           u->description_attr,
+                           u->space_replacement,
+                           "keys-v2" /* objectGUID in AD's form */};
     char scope[8];
     crypto_generichash_init(&st, NULL, 0, sizeof(h));
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
         crypto_generichash_update(&st, (const unsigned char *)parts[i], strlen(parts[i]) + 1);
-    snprintf(scope, sizeof(scope), "%d", u->scope);
+    snprintf(scope, sizeof(scope), "%d/%d", u->scope, u->flavor);
     crypto_generichash_update(&st, (const unsigned char *)scope, strlen(scope) + 1);
     crypto_generichash_final(&st, h, sizeof(h));
     sodium_bin2hex(out, 33, h, sizeof(h));

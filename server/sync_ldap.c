@@ -154,19 +154,23 @@ char *gh__dn_norm(const char *dn)
     return out;
 }
 
-int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen)
+int gh__key_text(const struct berval *bv, int form, char *out, size_t outlen)
 {
     static const char hex[] = "0123456789abcdef";
+    /* AD's GUID text: Data1 (4 bytes), Data2, Data3 (2 each) little-endian */
+    static const unsigned char guid_order[16] = {3, 2, 1,  0,  5,  4,  7,  6,
+                                                 8, 9, 10, 11, 12, 13, 14, 15};
     size_t o = 0;
 
     if (bv == NULL || bv->bv_len == 0 || outlen < 37)
         return GH_EINVAL;
-    if (raw_uuid && bv->bv_len == 16) {
+    if (form != GH__KEY_TEXT && bv->bv_len == 16) {
         for (size_t i = 0; i < 16; i++) {
+            unsigned char b = (unsigned char)bv->bv_val[form == GH__KEY_GUID ? guid_order[i] : i];
             if (i == 4 || i == 6 || i == 8 || i == 10)
                 out[o++] = '-';
-            out[o++] = hex[(unsigned char)bv->bv_val[i] >> 4];
-            out[o++] = hex[(unsigned char)bv->bv_val[i] & 15];
+            out[o++] = hex[b >> 4];
+            out[o++] = hex[b & 15];
         }
         out[o] = '\0';
         return 0;
@@ -190,5 +194,34 @@ int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen
     for (size_t i = 0; i < bv->bv_len; i++)
         out[i] = (char)tolower((unsigned char)bv->bv_val[i]);
     out[bv->bv_len] = '\0';
+    return 0;
+}
+
+int gh__sid_text(const struct berval *bv, char *out, size_t outlen)
+{
+    const unsigned char *p = (const unsigned char *)(bv != NULL ? bv->bv_val : NULL);
+    uint64_t auth = 0;
+    size_t off;
+    int n;
+
+    /* revision 1, count of sub-authorities, 48-bit big-endian authority,
+     * then each sub-authority as 32 bits little-endian */
+    if (p == NULL || bv->bv_len < 8 || p[0] != 1 || bv->bv_len != 8 + 4 * (size_t)p[1] || p[1] > 15)
+        return GH_EINVAL;
+    for (int i = 2; i < 8; i++)
+        auth = auth << 8 | p[i];
+    n = snprintf(out, outlen, "S-1-%llu", (unsigned long long)auth);
+    if (n < 0 || (size_t)n >= outlen)
+        return GH_ETOOBIG;
+    off = (size_t)n;
+    for (unsigned i = 0; i < p[1]; i++) {
+        const unsigned char *s = p + 8 + 4 * i;
+        uint32_t v =
+            (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
+        n = snprintf(out + off, outlen - off, "-%u", v);
+        if (n < 0 || (size_t)n >= outlen - off)
+            return GH_ETOOBIG;
+        off += (size_t)n;
+    }
     return 0;
 }
