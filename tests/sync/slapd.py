@@ -60,7 +60,7 @@ class SlapdError(Exception):
 
 class Slapd:
     def __init__(self, ldif=None, sessionlog=0, tmpdir=None, start=True, tls=False,
-                 tls_files=None):
+                 tls_files=None, schemas=()):
         """tls: a self-signed certificate for 127.0.0.1 (ca_file is it).
         tls_files: (ca, cert, key) made by the caller; slapd then also
         listens for ldaps:// on ldaps_port (ldaps_uri)."""
@@ -90,6 +90,8 @@ class Slapd:
             self.ldaps_uri = "ldaps://127.0.0.1:%d" % self.ldaps_port
             conf = ("TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n"
                     % (self.ca_file, cert, key)) + conf
+        for path in schemas:  # after Debian's, before the database
+            conf = conf.replace("\nmodulepath", "\ninclude         %s\nmodulepath" % path, 1)
         conf = (conf.replace("@DIR@", self.dir).replace("@ROOTPW@", ADMIN_PW)
                 .replace("@SYNCPROV_EXTRA@", extra))
         self.conf = os.path.join(self.dir, "slapd.conf")
