@@ -70,6 +70,7 @@ struct gh_upstream_cfg {
     unsigned page_size;
     unsigned timeout;
     unsigned bind_timeout;
+    unsigned full_interval;       /* AD: seconds between full runs (0: always full) */
     unsigned max_binds;           /* binds queued or running for this upstream */
     unsigned max_binds_per_login; /* ... for one user */
     unsigned max_binds_per_peer;  /* ... for one client (the auth request's peer) */
@@ -278,6 +279,15 @@ typedef struct gh__upstream {
     int ad;        /* Active Directory: flavor = ad, or detected from the RootDSE */
     int ds389;     /* 389 Directory Server: flavor = 389ds, or detected */
     gh__map alias; /* 389-ds syncrepl: sync UUID (from nsUniqueId) -> entryUUID key */
+    /* AD incremental runs: the high-water mark stored with the mirror, and
+     * the one read from the DC before this run's searches */
+    struct gh__admark {
+        uint64_t usn;
+        char inv[40];           /* the DC's invocationId */
+        char dc[GH_DN_MAX + 1]; /* its dsServiceName */
+        int64_t full_at;        /* last full run (wall clock) */
+    } mark, mark_next;
+    int mark_pending; /* mark_next goes with the run's last batch */
     gh__session sess[2];
     gh__model m;
     gh__batch b;

@@ -74,6 +74,7 @@ static void cfg_init_defaults(struct gh_upstream_cfg *u)
     u->page_size = 500;
     u->timeout = 10;
     u->bind_timeout = 3;
+    u->full_interval = 3600;
     u->max_binds = 32;
     u->max_binds_per_login = 2;
     u->max_binds_per_peer = 8;
@@ -418,7 +419,8 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
                 {"delete_grace", 0, 10ull * 365 * 86400},
                 {"max_binds", 1, 4096},
                 {"max_binds_per_login", 1, 4096},
-                {"max_binds_per_peer", 1, 4096}};
+                {"max_binds_per_peer", 1, 4096},
+                {"full_interval", 0, 10ull * 365 * 86400}};
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
         if (strcmp(key, nums[i].key) != 0)
             continue;
@@ -450,8 +452,11 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
         case 7:
             u->max_binds_per_login = (unsigned)x;
             break;
-        default:
+        case 8:
             u->max_binds_per_peer = (unsigned)x;
+            break;
+        default:
+            u->full_interval = (unsigned)x;
             break;
         }
         return 0;

@@ -46,6 +46,7 @@
 #define BATCH_FLUSH 500 /* changes per batch during a refresh */
 #define BACKOFF_MAX 60  /* seconds between reconnect attempts, at most */
 #define PERSIST_POLL_MS 250
+#define AD_SHOW_DELETED_OID "1.2.840.113556.1.4.417" /* LDAP_SERVER_SHOW_DELETED_OID */
 
 int64_t gh__mono_s(void)
 {
@@ -239,6 +240,7 @@ static int take_run_request(gh__upstream *up)
     int req = up->run_req;
     if (req) {
         if (up->run_full) {
+            memset(&up->mark, 0, sizeof(up->mark));
             for (int i = 0; i < 2; i++) {
                 free(up->sess[i].cookie);
                 up->sess[i].cookie = NULL;
@@ -320,6 +322,19 @@ static void parse_state(gh__upstream *up, const char *blob, size_t len)
                     up->cfg->name);
         json_decref(o);
         return;
+    }
+    json_t *ad = json_object_get(o, "ad");
+    memset(&up->mark, 0, sizeof(up->mark));
+    if (json_is_object(ad)) {
+        const char *inv = json_string_value(json_object_get(ad, "inv"));
+        const char *dc = json_string_value(json_object_get(ad, "dc"));
+        json_int_t usn = json_integer_value(json_object_get(ad, "usn"));
+        if (inv != NULL && dc != NULL && usn > 0) {
+            up->mark.usn = (uint64_t)usn;
+            snprintf(up->mark.inv, sizeof(up->mark.inv), "%s", inv);
+            snprintf(up->mark.dc, sizeof(up->mark.dc), "%s", dc);
+            up->mark.full_at = json_integer_value(json_object_get(ad, "full_at"));
+        }
     }
     static const char *names[2] = {"users", "groups"};
     for (int i = 0; i < 2; i++) {
@@ -437,6 +452,11 @@ static int make_blob(gh__upstream *up)
         json_object_set_new(o, i == 0 ? "users" : "groups", json_string(e));
         free(e);
     }
+    const struct gh__admark *mk = up->mark_pending ? &up->mark_next : &up->mark;
+    if (mk->usn > 0)
+        json_object_set_new(o, "ad",
+                            json_pack("{s:I,s:s,s:s,s:I}", "usn", (json_int_t)mk->usn, "inv",
+                                      mk->inv, "dc", mk->dc, "full_at", (json_int_t)mk->full_at));
     up->b.blob = json_dumps(o, JSON_COMPACT);
     if (up->b.blob != NULL) {
         up->b.bloblen = strlen(up->b.blob);
@@ -498,6 +518,10 @@ static int flush(gh__upstream *up, int with_cookies)
             cur_cookie(ss, &d, &n);
             if (d != ss->cookie)
                 set_cookie(ss, d, n);
+        }
+        if (up->mark_pending) {
+            up->mark = up->mark_next;
+            up->mark_pending = 0;
         }
         show_cookie(up);
     }
@@ -1154,7 +1178,7 @@ static int run_syncrepl_persist(gh__upstream *up)
 }
 
 /* One paged search; each entry is queued and marked present. */
-static int paged_search(gh__upstream *up, int kind)
+static int paged_search(gh__upstream *up, int kind, const char *filter, int diff)
 {
     const struct gh_upstream_cfg *cfg = up->cfg;
     gh__session *ss = &up->sess[kind];
@@ -1167,7 +1191,7 @@ static int paged_search(gh__upstream *up, int kind)
     if (attrs == NULL)
         return GH_ENOMEM;
     ss->refreshing = 1;
-    ss->refresh_present = 1;
+    ss->refresh_present = diff;
     do {
         LDAPControl *page = NULL, *ctrls[2] = {NULL, NULL}, **rctrls = NULL;
         LDAPMessage *res = NULL;
@@ -1177,9 +1201,8 @@ static int paged_search(gh__upstream *up, int kind)
             break;
         ctrls[0] = page;
         set_busy(up, 1);
-        lrc = ldap_search_ext_s(up->ld, cfg->base_dn, cfg->scope,
-                                kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter, attrs,
-                                0, ctrls, NULL, NULL, 0, &res);
+        lrc = ldap_search_ext_s(up->ld, cfg->base_dn, cfg->scope, filter, attrs, 0, ctrls, NULL,
+                                NULL, 0, &res);
         set_busy(up, 0);
         ldap_control_free(page);
         if (lrc != LDAP_SUCCESS) {
@@ -1241,16 +1264,136 @@ static int paged_search(gh__upstream *up, int kind)
     return 0;
 }
 
+/* First value of attr in the single entry of a base search of dn ("" for
+ * the RootDSE), as text (form GH__KEY_TEXT keeps it; GH__KEY_GUID for a
+ * binary GUID). */
+static int base_value(gh__upstream *up, const char *dn, const char *attr, int form, char *out,
+                      size_t outlen)
+{
+    char *attrs[2] = {(char *)attr, NULL};
+    LDAPMessage *res = NULL, *e;
+    struct berval **v = NULL;
+    int rc = GH_ENOTFOUND;
+
+    out[0] = '\0';
+    if (ldap_search_ext_s(up->ld, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL, NULL,
+                          NULL, 1, &res) == LDAP_SUCCESS &&
+        (e = ldap_first_entry(up->ld, res)) != NULL &&
+        (v = ldap_get_values_len(up->ld, e, attr)) != NULL && v[0] != NULL) {
+        if (form == GH__KEY_GUID)
+            rc = gh__key_text(v[0], GH__KEY_GUID, out, outlen);
+        else if (v[0]->bv_len < outlen) {
+            memcpy(out, v[0]->bv_val, v[0]->bv_len);
+            out[v[0]->bv_len] = '\0';
+            rc = 0;
+        } else {
+            rc = GH_ETOOBIG;
+        }
+    }
+    ldap_value_free_len(v);
+    ldap_msgfree(res);
+    return rc;
+}
+
+/* Reads the DC's position before this run searches: its highestCommittedUSN,
+ * which DC it is (dsServiceName) and its database's identity (invocationId
+ * of that object: a restore or another DC changes it). */
+static int ad_position(gh__upstream *up, struct gh__admark *m, char *nc, size_t nclen)
+{
+    char usn[32];
+    memset(m, 0, sizeof(*m));
+    if (base_value(up, "", "highestCommittedUSN", GH__KEY_TEXT, usn, sizeof(usn)) != 0 ||
+        base_value(up, "", "dsServiceName", GH__KEY_TEXT, m->dc, sizeof(m->dc)) != 0 ||
+        base_value(up, m->dc, "invocationId", GH__KEY_GUID, m->inv, sizeof(m->inv)) != 0)
+        return GH_ENOTFOUND;
+    m->usn = strtoull(usn, NULL, 10);
+    if (base_value(up, "", "defaultNamingContext", GH__KEY_TEXT, nc, nclen) != 0)
+        snprintf(nc, nclen, "%s", up->cfg->base_dn);
+    return m->usn > 0 ? 0 : GH_ENOTFOUND;
+}
+
+/* Objects deleted since the mark: AD keeps them as tombstones (isDeleted,
+ * objectGUID kept) in Deleted Objects, visible with the Show Deleted control.
+ * Their keys go to del_held; finish_refresh applies those it mirrors. */
+static int ad_deleted(gh__upstream *up, const char *nc, uint64_t from)
+{
+    char filter[96];
+    char *attrs[] = {"objectGUID", NULL};
+    struct berval empty = {0, NULL};
+    LDAPControl show = {AD_SHOW_DELETED_OID, empty, 1};
+    LDAPControl *ctrls[] = {&show, NULL};
+    LDAPMessage *res = NULL;
+    int rc;
+
+    snprintf(filter, sizeof(filter), "(&(isDeleted=TRUE)(uSNChanged>=%llu))",
+             (unsigned long long)from);
+    set_busy(up, 1);
+    rc = ldap_search_ext_s(up->ld, nc, LDAP_SCOPE_SUBTREE, filter, attrs, 0, ctrls, NULL, NULL, 0,
+                           &res);
+    set_busy(up, 0);
+    if (rc != LDAP_SUCCESS) {
+        ldap_msgfree(res);
+        set_error(up, "deleted objects since USN %llu: %s", (unsigned long long)from,
+                  ldap_err2string(rc));
+        return GH_EUNAVAIL;
+    }
+    for (LDAPMessage *e = ldap_first_entry(up->ld, res); e != NULL && rc == 0;
+         e = ldap_next_entry(up->ld, e)) {
+        char key[GH_KEY_MAX + 1];
+        struct berval **kv = ldap_get_values_len(up->ld, e, "objectGUID");
+        if (kv != NULL && kv[0] != NULL && gh__key_text(kv[0], GH__KEY_GUID, key, sizeof(key)) == 0)
+            rc = gh__map_put(&up->del_held, key, (void *)1, NULL);
+        ldap_value_free_len(kv);
+    }
+    ldap_msgfree(res);
+    return rc;
+}
+
 static int run_search_poll(gh__upstream *up)
 {
-    int rc;
+    const struct gh_upstream_cfg *cfg = up->cfg;
+    char nc[GH_DN_MAX + 1] = "";
+    int rc, incremental = 0;
+
+    up->mark_pending = 0;
+    if (up->ad && ad_position(up, &up->mark_next, nc, sizeof(nc)) == 0) {
+        int64_t now = gh__wall_s();
+        /* the same DC and database, a mark, a full run recently enough */
+        incremental = up->mark.usn > 0 && strcmp(up->mark.inv, up->mark_next.inv) == 0 &&
+                      strcmp(up->mark.dc, up->mark_next.dc) == 0 &&
+                      up->mark_next.usn >= up->mark.usn && cfg->full_interval > 0 &&
+                      now - up->mark.full_at < (int64_t)cfg->full_interval;
+        up->mark_next.full_at = incremental ? up->mark.full_at : now;
+        up->mark_pending = 1;
+        if (!incremental && up->mark.usn > 0)
+            GH_LOGI("sync %s: full run (%s)", cfg->name,
+                    strcmp(up->mark.inv, up->mark_next.inv) != 0 ||
+                            strcmp(up->mark.dc, up->mark_next.dc) != 0
+                        ? "another domain controller or a restored database"
+                        : "full_interval");
+    }
     for (int i = 0; i < 2; i++) {
+        const char *base = i == GH__KIND_USER ? cfg->user_filter : cfg->group_filter;
+        char *filter = NULL;
         gh__map_clear(&up->sess[i].present, NULL);
-        rc = paged_search(up, i);
-        if (rc != 0)
+        if (incremental && asprintf(&filter, "(&%s(uSNChanged>=%llu))", base,
+                                    (unsigned long long)up->mark.usn + 1) < 0) {
+            up->mark_pending = 0;
+            return GH_ENOMEM;
+        }
+        rc = paged_search(up, i, filter != NULL ? filter : base, !incremental);
+        free(filter);
+        if (rc != 0) {
+            up->mark_pending = 0;
             return rc;
+        }
+    }
+    if (incremental && (rc = ad_deleted(up, nc, up->mark.usn + 1)) != 0) {
+        up->mark_pending = 0;
+        return rc;
     }
     rc = finish_refresh(up);
+    up->mark_pending = 0;
     if (rc == 0)
         run_ok(up);
     return rc;

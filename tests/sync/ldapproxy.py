@@ -9,8 +9,13 @@ tests put this proxy between gatehoused and slapd:
     p = LdapProxy("127.0.0.1", slapd_port)   # p.uri: ldap://127.0.0.1:PORT
     p.fail_ranges = True                      # later slices go unanswered
     p.ad_rootdse = True                       # RootDSE says "I am AD"
+    p.rootdse["highestCommittedUSN"] = b"5010"  # more RootDSE attributes
     p.ranged_requests                         # slices asked for so far
     p.close()
+
+Deleted objects live under "CN=Deleted Objects" in the tests' slapd, as in
+AD; like AD the proxy shows them only to a search that carries the Show
+Deleted control (which it takes off: slapd does not know it).
 
 Messages are framed by their BER header (tag, length) and only the ones to
 rewrite are decoded and encoded again, with pyasn1's LDAPv3 module (Debian's
@@ -23,14 +28,17 @@ import threading
 
 try:
     from pyasn1.codec.ber import decoder, encoder
+    from pyasn1.type import univ
     from pyasn1_modules import rfc2251
 except ImportError:  # a Python other than Debian's: use Debian's packages
     sys.path.append("/usr/lib/python3/dist-packages")
     from pyasn1.codec.ber import decoder, encoder
+    from pyasn1.type import univ
     from pyasn1_modules import rfc2251
 
 MAX_VAL_RANGE = 1500
 AD_CAPABILITY = b"1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID
+SHOW_DELETED = "1.2.840.113556.1.4.417"
 RANGE = re.compile(r"^(member);range=(\d+)-\*$", re.I)
 
 
@@ -69,6 +77,7 @@ class _Conn:
         self.server = socket.create_connection(proxy.target)
         self.ranged = {}  # messageID -> first value wanted
         self.rootdse = set()
+        self.show_deleted = set()
         self.lock = threading.Lock()
         for fn in (self.up, self.down):
             threading.Thread(target=fn, daemon=True).start()
@@ -113,6 +122,13 @@ class _Conn:
             return raw
         msg, _ = decoder.decode(raw, asn1Spec=rfc2251.LDAPMessage())
         req = msg["protocolOp"]["searchRequest"]
+        ctrls = msg["controls"]
+        if ctrls.isValue and any(str(c["controlType"]) == SHOW_DELETED for c in ctrls):
+            with self.lock:
+                self.show_deleted.add(mid)
+                self.p.show_deleted_requests += 1
+            msg["controls"] = univ.noValue
+            raw = encoder.encode(msg)
         if str(req["baseObject"]) == "" and int(req["scope"]) == 0:
             with self.lock:
                 self.rootdse.add(mid)
@@ -135,20 +151,28 @@ class _Conn:
                 with self.lock:
                     self.ranged.pop(mid, None)
                     self.rootdse.discard(mid)
+                    self.show_deleted.discard(mid)
             return raw
         with self.lock:
             low = self.ranged.get(mid)
             rootdse = mid in self.rootdse
-        if low is None and not rootdse and b"member" not in raw:
+            show_deleted = mid in self.show_deleted
+        deleted = b"eleted Objects" in raw or b"eleted objects" in raw
+        if low is None and not rootdse and b"member" not in raw and not deleted:
             return raw
         msg, _ = decoder.decode(raw, asn1Spec=rfc2251.LDAPMessage())
         entry = msg["protocolOp"]["searchResEntry"]
+        if not show_deleted and "cn=deleted objects," in str(entry["objectName"]).lower():
+            return None
         attrs = entry["attributes"]
         if rootdse:
+            extra = dict(self.p.rootdse)
             if self.p.ad_rootdse:
+                extra["supportedCapabilities"] = AD_CAPABILITY
+            for name, value in extra.items():
                 pa = attrs[len(attrs)]  # appends a component
-                pa["type"] = "supportedCapabilities"
-                pa["vals"][0] = AD_CAPABILITY
+                pa["type"] = name
+                pa["vals"][0] = value
             return encoder.encode(msg)
         for pa in attrs:
             if str(pa["type"]).lower() != "member":
@@ -175,7 +199,9 @@ class LdapProxy:
         self.target = (host, port)
         self.fail_ranges = False
         self.ad_rootdse = False
+        self.rootdse = {}
         self.ranged_requests = 0
+        self.show_deleted_requests = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))

@@ -92,7 +92,7 @@ def user_ldif(i, uac=512, expires=None, computer=False):
              "objectSid:: " + b64(sid_bytes(1000 + i)),
              "userAccountControl: %d" % (4096 if computer else uac),
              "displayName: User %d" % i, "mail: u%d@example.com" % i,
-             "userPassword: pw-%d" % i]
+             "userPassword: pw-%d" % i, "uSNChanged: %d" % (1000 + i)]
     if expires is not None:
         lines.append("accountExpires: %d" % expires)
     return "\n".join(lines) + "\n"
@@ -104,7 +104,8 @@ def group_ldif(j, name, members):
                       "cn: " + name, "sAMAccountName: " + name,
                       "objectCategory: group",
                       "objectGUID:: " + b64(guid_bytes(100000 + j)),
-                      "objectSid:: " + b64(sid_bytes(500 + j))]
+                      "objectSid:: " + b64(sid_bytes(500 + j)),
+                      "uSNChanged: %d" % (900 + j)]
                      + ["member: " + m for m in members]) + "\n"
 
 
@@ -131,7 +132,25 @@ def ad_fixture():
     parts.append(group_ldif(1, "Domain Users", [udn(i) for i in range(1, 21)] + [FSP]))
     parts.append(group_ldif(2, "Big Group", [udn(i) for i in range(1, BIG + 1)]))
     parts.append(group_ldif(3, "Nested", ["CN=Domain Users,ou=groups," + SUFFIX]))
+    # where AD keeps tombstones, and two domain controllers' NTDS Settings
+    parts.append("dn: CN=Deleted Objects,%s\nobjectClass: organizationalRole\n"
+                 "cn: Deleted Objects\n" % SUFFIX)
+    for dc in (1, 2):
+        parts.append("dn: CN=DC%d,%s\nobjectClass: organizationalRole\ncn: DC%d\n"
+                     % (dc, SUFFIX, dc))
+        parts.append("dn: CN=NTDS Settings,CN=DC%d,%s\nobjectClass: organizationalRole\n"
+                     "objectClass: nTDSDSA\ncn: NTDS Settings\ninvocationId:: %s\n"
+                     % (dc, SUFFIX, b64(guid_bytes(777000 + dc))))
     return "\n".join(parts)
+
+
+def ntds(dc):
+    return "CN=NTDS Settings,CN=DC%d,%s" % (dc, SUFFIX)
+
+
+def rootdse(usn, dc=1):
+    return {"highestCommittedUSN": str(usn).encode(), "dsServiceName": ntds(dc).encode(),
+            "defaultNamingContext": SUFFIX.encode()}
 
 
 _fixture = []
@@ -152,10 +171,12 @@ AD = {"flavor": "ad", "space_replacement": "_", "base_dn": SUFFIX, "interval": 6
 class ActiveDirectory(test_sync.SyncTest):
     mode = "search-poll"
 
-    def start_ad(self, **kw):
+    def start_ad(self, dse=None, **kw):
         ldap = slapd.Slapd(ldif=fixture(), schemas=[SCHEMA])
         self.addCleanup(ldap.close)
         proxy = ldapproxy.LdapProxy("127.0.0.1", ldap.port)
+        if dse:
+            proxy.rootdse.update(dse)
         self.addCleanup(proxy.close)
         cfg = dict(AD, uri=proxy.uri, bind_dn=slapd.ADMIN_DN, bind_password_file=ldap.pwfile)
         cfg.update(kw)
@@ -231,6 +252,46 @@ class ActiveDirectory(test_sync.SyncTest):
         self.assertEqual(u["last_run"]["skipped"], 1)
         self.assertIn("collides", u["last_error"])
         self.assertEqual(len(self.members(c, "domain_users")["users"]), 20)  # never merged
+
+    def test_incremental_runs_by_usn(self):
+        ldap, proxy, srv, c = self.start_ad(dse=rootdse(3000))
+        u = self.status(c)
+        self.assertEqual(u["entries_received"], BIG + 3)  # the first run is full
+        # nothing changed: an incremental run reads nothing
+        u = self.run_once(c)
+        self.assertEqual(u["entries_received"], BIG + 3)
+        self.assertGreaterEqual(proxy.show_deleted_requests, 1)
+        # ten changes, one deletion as AD makes it (a tombstone in Deleted
+        # Objects, objectCategory gone), one membership change
+        for k in range(10):
+            ldap.modify("dn: %s\nchangetype: modify\nreplace: mail\nmail: new%d@example.com\n-\n"
+                        "replace: uSNChanged\nuSNChanged: %d\n" % (udn(20 + k), k, 5001 + k))
+        ldap.modrdn(udn(9), "CN=User 0009 DEL", "CN=Deleted Objects," + SUFFIX)
+        ldap.modify("dn: CN=User 0009 DEL,CN=Deleted Objects,%s\nchangetype: modify\n"
+                    "replace: isDeleted\nisDeleted: TRUE\n-\ndelete: objectCategory\n-\n"
+                    "replace: uSNChanged\nuSNChanged: 5011\n" % SUFFIX)
+        ldap.modify("dn: CN=Domain Users,ou=groups,%s\nchangetype: modify\ndelete: member\n"
+                    "member: %s\n-\nreplace: uSNChanged\nuSNChanged: 5012\n" % (SUFFIX, udn(3)))
+        proxy.rootdse.update(rootdse(5012))
+        u = self.run_once(c)
+        self.assertLessEqual(u["entries_received"] - (BIG + 3), 100)
+        self.assertEqual(u["entries_received"] - (BIG + 3), 11)  # ten users, one group
+        self.assertEqual(self.user(c, "aduser0021")["mail"], "new1@example.com")
+        self.assertEqual(self.user(c, "aduser0009")["upstream_state"], ["deleted"])
+        self.assertNotIn("aduser0003", self.members(c, "domain_users")["users"])
+        self.assertEqual(u["last_run"]["disabled"], 1)
+        # the mark survives a restart
+        c.close()
+        srv.stop()
+        srv.start()
+        c = self.client(srv)
+        u = self.wait_runs(c, 1)
+        self.assertEqual(u["entries_received"], 0)
+        # another DC (or a restored database): a full run
+        proxy.rootdse.update(rootdse(5012, dc=2))
+        u = self.run_once(c)
+        self.assertEqual(u["entries_received"], BIG - 1 + 3)
+        self.assertEqual(u["users"], BIG - 1)
 
     def test_flavor_detected_from_the_rootdse(self):
         ldap = slapd.Slapd(ldif=fixture(), schemas=[SCHEMA])
