@@ -113,11 +113,13 @@ def filetime(unix):
     return (unix + 11644473600) * 10000000
 
 
-def ad_fixture():
+def ad_fixture(users=BIG, big=BIG, extra_groups=0):
+    """users ADUserNNNN, "Domain Users" (20 users and an FSP), "Big Group"
+    (big members), "Nested", extra_groups more groups of 20 users each."""
     with open(gen_ldif.BASE_LDIF) as f:
         parts = [f.read().strip() + "\n"]
     now = int(time.time())
-    for i in range(1, BIG + 1):
+    for i in range(1, users + 1):
         kw = {}
         if i == 2:
             kw["uac"] = 514  # ACCOUNTDISABLE
@@ -130,8 +132,11 @@ def ad_fixture():
         parts.append(user_ldif(i, **kw))
     parts.append(user_ldif(1, computer=True))
     parts.append(group_ldif(1, "Domain Users", [udn(i) for i in range(1, 21)] + [FSP]))
-    parts.append(group_ldif(2, "Big Group", [udn(i) for i in range(1, BIG + 1)]))
+    parts.append(group_ldif(2, "Big Group", [udn(i) for i in range(1, big + 1)]))
     parts.append(group_ldif(3, "Nested", ["CN=Domain Users,ou=groups," + SUFFIX]))
+    for j in range(extra_groups):
+        parts.append(group_ldif(10 + j, "Team %d" % j,
+                                [udn(1 + (j * 20 + k) % users) for k in range(20)]))
     # where AD keeps tombstones, and two domain controllers' NTDS Settings
     parts.append("dn: CN=Deleted Objects,%s\nobjectClass: organizationalRole\n"
                  "cn: Deleted Objects\n" % SUFFIX)
