@@ -288,6 +288,7 @@ typedef struct gh__upstream {
         int64_t full_at;        /* last full run (wall clock) */
     } mark, mark_next;
     int mark_pending; /* mark_next goes with the run's last batch */
+    int recount_due;  /* persist: counts to take from the store when idle */
     gh__session sess[2];
     gh__model m;
     gh__batch b;

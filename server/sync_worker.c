@@ -140,6 +140,7 @@ static int count_group(const gh_group *g, void *arg)
  * changes that add or remove entries; not per batch of a refresh. */
 static void recount(gh__upstream *up)
 {
+    up->recount_due = 0;
     gh_store_reader *r = NULL;
     gh_txn *txn;
     count_ctx u = {up->cfg->name, 0, 0}, g = {up->cfg->name, 0, 0};
@@ -525,10 +526,15 @@ static int flush(gh__upstream *up, int with_cookies)
         }
         show_cookie(up);
     }
-    /* a persist change that adds or removes entries: the counts move */
+    /* a persist change that adds or removes entries: the counts move; they
+     * are recounted once the searches are drained (not per change) */
     if (!up->sess[0].refreshing && !up->sess[1].refreshing &&
-        b->res.added + b->res.disabled + b->res.purged > 0)
-        recount(up);
+        b->res.added + b->res.disabled + b->res.purged > 0) {
+        if (up->cfg->mode == GH__MODE_PERSIST)
+            up->recount_due = 1;
+        else
+            recount(up); /* a purge between poll runs */
+    }
     gh__batch_reset(b);
     publish_counts(up);
     return 0;
@@ -1166,6 +1172,10 @@ static int run_syncrepl_persist(gh__upstream *up)
         pthread_mutex_unlock(&up->mu);
         if (any)
             continue;
+        if (up->recount_due) {
+            up->recount_due = 0;
+            recount(up);
+        }
         struct pollfd pfd;
         ldap_get_option(up->ld, LDAP_OPT_DESC, &pfd.fd);
         pfd.events = POLLIN;
