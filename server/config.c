@@ -252,6 +252,7 @@ static int handler(void *user, const char *section, const char *name, const char
         snprintf(msg, sizeof(msg), "unknown key '%s' in [server]", name);
         rc = GH_EINVAL;
     } else if (strncmp(section, "upstream:", 9) == 0) {
+        ps->cfg->load_line = ps->line;
         rc = gh_upstream_config_set(ps->cfg, section + 9, name, value, msg, sizeof(msg));
     } else {
         snprintf(msg, sizeof(msg), "unknown section [%s]", section);
@@ -283,7 +284,9 @@ int gh_config_load(gh_config *cfg, const char *path, char *err, size_t errlen)
     }
     /* inih returns the first line it could not parse; report whichever
      * error, its or ours, comes first in the file */
+    cfg->load_path = path;
     int r = ini_parse_stream(reader, &ps, handler, &ps);
+    cfg->load_path = NULL;
     if (r != 0 && (!ps.failed || (r > 0 && r < ps.fail_line))) {
         snprintf(err, errlen, "%s:%d: syntax error", path, r > 0 ? r : ps.line);
         rc = GH_EINVAL;

@@ -63,6 +63,10 @@ typedef struct gh_config {
 
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
+    /* while gh_config_load runs: the file and the line of the key being set
+     * (the sync module keeps them for checks made once the file is read) */
+    const char *load_path;
+    int load_line;
 } gh_config;
 
 /* Fills every default. */

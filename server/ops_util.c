@@ -188,6 +188,20 @@ json_t *gh_json_user(const gh_user *u)
         json_object_set_new(o, "origin_key", json_string(u->origin_key));
         if (u->tombstone)
             json_object_set_new(o, "tombstone", json_integer(u->tombstone));
+        /* state is the effective one; say which side set what */
+        json_object_set_new(o, "admin_state", json_string(gh_user_state_name(u->admin_state)));
+        json_t *up = json_array();
+        if (u->tombstone)
+            json_array_append_new(up, json_string("deleted"));
+        if (u->upstream_flags & GH_UPSTREAM_DISABLED)
+            json_array_append_new(up, json_string("disabled"));
+        if (u->upstream_flags & GH_UPSTREAM_EXPIRED)
+            json_array_append_new(up, json_string("expired"));
+        if (u->upstream_flags & GH_UPSTREAM_LOCKED)
+            json_array_append_new(up, json_string("locked"));
+        json_object_set_new(o, "upstream_state", up);
+        if (u->origin_sid[0])
+            json_object_set_new(o, "origin_sid", json_string(u->origin_sid));
     }
     json_object_set_new(o, "has_password", json_boolean(u->verifier[0] != '\0'));
     json_object_set_new(o, "created", json_integer(u->created));
