@@ -36,6 +36,8 @@ static void usage(FILE *f)
                "[--foreground]\n"
                "       gatehoused [--config FILE] [--state-dir DIR] --init-admin NAME  "
                "(password on stdin)\n"
+               "       gatehoused [--config FILE] [--state-dir DIR] --restore FILE  "
+               "(server stopped)\n"
                "       gatehoused --version | --help\n"
                "Installed defaults: state " GH_INSTALLED_STATE_DIR ", socket " GH_INSTALLED_SOCKET
                ",\nconfiguration " GH_INSTALLED_CONFIG " when it exists. Run from its build\n"
@@ -219,16 +221,18 @@ int main(int argc, char **argv)
         {"socket", required_argument, NULL, 's'},
         {"foreground", no_argument, NULL, 'f'},
         {"init-admin", required_argument, NULL, 'a'},
+        {"restore", required_argument, NULL, 'r'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL, *state_dir = NULL, *sock = NULL, *admin = NULL;
+    const char *restore = NULL;
     gh_config cfg;
     char err[1024] = "";
     int ch, rc;
 
-    while ((ch = getopt_long(argc, argv, "c:d:s:fa:Vh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:d:s:fa:r:Vh", opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             config_path = optarg;
@@ -243,6 +247,9 @@ int main(int argc, char **argv)
             break; /* always in the foreground: supervisors (systemd) daemonize */
         case 'a':
             admin = optarg;
+            break;
+        case 'r':
+            restore = optarg;
             break;
         case 'V':
             printf("gatehoused %s\n", GH_VERSION_STRING);
@@ -315,7 +322,12 @@ int main(int argc, char **argv)
     if (installed && strcmp(cfg.socket_path, GH_INSTALLED_SOCKET) == 0 &&
         mkdir(GH_INSTALLED_RUN_DIR, 0755) != 0 && errno != EEXIST)
         GH_LOGW("cannot create %s: %s", GH_INSTALLED_RUN_DIR, strerror(errno));
-    if (admin)
+    if (admin && restore) {
+        fprintf(stderr, "gatehoused: --init-admin and --restore do not go together\n");
+        rc = 2;
+    } else if (restore)
+        rc = gh__restore(&cfg, restore);
+    else if (admin)
         rc = run_init_admin(&cfg, admin);
     else
         rc = run_server(&cfg, config_path);

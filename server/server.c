@@ -125,6 +125,7 @@ void gh__maybe_finish_shutdown(gh_server *srv)
         return;
     srv->stopping = 2;
     GH_LOGI("all connections closed; stopping sync, draining writes");
+    gh__backup_stop(srv);
     if (srv->sync) { /* first: its workers may still hand batches to the writer */
         gh_sync_stop(srv->sync);
         srv->sync = NULL;
@@ -177,6 +178,7 @@ void gh__server_close(gh_server *srv)
         gh_writer_stop(srv->writer);
         srv->writer = NULL;
     }
+    gh__backup_stop(srv);
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);
     if (srv->authz)

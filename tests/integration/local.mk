@@ -34,3 +34,8 @@ EXTRA_DIST += tests/integration/test_server.py
 TESTS += tests/integration/test_install.py
 EXTRA_DIST += tests/integration/test_install.py
 tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la
+
+# backup under concurrent writes, restore
+TESTS += tests/integration/test_backup.py
+EXTRA_DIST += tests/integration/test_backup.py
+tests/integration/test_backup.log: gatehouse gatehoused
