@@ -59,6 +59,8 @@ static const struct key keys[] = {
     {"write_batch_max", K_UINT, OFF(write_batch_max), 1, 100000},
     {"authz_cache_size", K_SIZE, OFF(authz_cache_size), 64u << 10, 1ull << 40},
     {"argon2_nice", K_UINT, OFF(argon2_nice), 0, 19},
+    {"metrics_listen", K_STR, OFF(metrics_listen), 0, 0},
+    {"metrics_allow_non_loopback", K_BOOL, OFF(metrics_any), 0, 1},
 };
 
 static int set_str(char **dst, const char *v)
@@ -76,7 +78,8 @@ int gh_config_defaults(gh_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     if (set_str(&cfg->state_dir, "./var") || set_str(&cfg->socket_path, "") ||
         set_str(&cfg->tcp_listen, "") || set_str(&cfg->admin_unix_group, "") ||
-        set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info"))
+        set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info") ||
+        set_str(&cfg->metrics_listen, ""))
         return GH_ENOMEM;
     cfg->socket_mode = 0660;
     cfg->max_request = 65536;
@@ -306,6 +309,7 @@ void gh_config_free(gh_config *cfg)
     free(cfg->admin_unix_group);
     free(cfg->admin_group);
     free(cfg->log_level);
+    free(cfg->metrics_listen);
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gh_upstream_config_free(cfg->upstreams[i]);
     free(cfg->upstreams);

@@ -47,6 +47,10 @@ typedef struct gh_config {
     size_t authz_cache_size;  /* bytes of compiled permission sets kept, 256 MiB */
     unsigned argon2_nice;     /* nice value of Argon2 pool threads, 19 */
 
+    /* Prometheus metrics (server/metrics.c) */
+    char *metrics_listen; /* "" = off; "127.0.0.1:9464" */
+    int metrics_any;      /* allow a non-loopback metrics_listen */
+
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
 } gh_config;

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "schema/log.h"
+#include "server/metrics.h"
 #include "server/server.h"
 
 static int mkdir_p(const char *dir)
@@ -116,7 +117,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     srv->flush_prepare.data = srv;
     uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
     srv->have_handles = 1;
-    return 0;
+    return gh__metrics_start(srv);
 }
 
 void gh__maybe_finish_shutdown(gh_server *srv)
@@ -126,6 +127,7 @@ void gh__maybe_finish_shutdown(gh_server *srv)
     srv->stopping = 2;
     GH_LOGI("all connections closed; stopping sync, draining writes");
     gh__backup_stop(srv);
+    gh__metrics_stop(srv);
     if (srv->sync) { /* first: its workers may still hand batches to the writer */
         gh_sync_stop(srv->sync);
         srv->sync = NULL;
@@ -179,6 +181,7 @@ void gh__server_close(gh_server *srv)
         srv->writer = NULL;
     }
     gh__backup_stop(srv);
+    gh__metrics_stop(srv);
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);
     if (srv->authz)

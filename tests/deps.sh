@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS="build-essential autoconf automake libtool pkg-config
       liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libinih-dev libldap-dev
-      libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format"
+      libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
+      libmicrohttpd-dev prometheus curl groff-base"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -18,4 +19,6 @@ if [ -n "$missing" ]; then
     $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
     # Debian's slapd package starts a system slapd; the tests run their own.
     $SUDO service slapd stop >/dev/null 2>&1 || true
+    # prometheus is here for promtool (tests/integration/test_metrics.py)
+    $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi

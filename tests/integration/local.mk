@@ -39,3 +39,8 @@ tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la
 TESTS += tests/integration/test_backup.py
 EXTRA_DIST += tests/integration/test_backup.py
 tests/integration/test_backup.log: gatehouse gatehoused
+
+# Prometheus metrics (curl, promtool from Debian's prometheus package)
+TESTS += tests/integration/test_metrics.py
+EXTRA_DIST += tests/integration/test_metrics.py
+tests/integration/test_metrics.log: gatehoused
