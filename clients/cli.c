@@ -161,6 +161,10 @@ static const cli_cmd commands[] = {
      "  --force  apply deletions the deletion guard halted\n",
      "full force", 0, 1},
 
+    {"doctor", NULL, cli_doctor, "[--config FILE]",
+     "say what is wrong with this installation and how to fix it",
+     "  --config FILE  the server's configuration (default: what gatehoused reads)\n", "config=", 0,
+     0},
     {"backup", NULL, cli_backup, "FILE [--force]",
      "write a consistent copy of the server's database to FILE (restore it with "
      "gatehoused --restore)",

@@ -38,6 +38,7 @@ static void usage(FILE *f)
                "(password on stdin)\n"
                "       gatehoused [--config FILE] [--state-dir DIR] --restore FILE  "
                "(server stopped)\n"
+               "       gatehoused [--config FILE] --check-config  (print the effective settings)\n"
                "       gatehoused --version | --help\n"
                "Installed defaults: state " GH_INSTALLED_STATE_DIR ", socket " GH_INSTALLED_SOCKET
                ",\nconfiguration " GH_INSTALLED_CONFIG " when it exists. Run from its build\n"
@@ -222,17 +223,19 @@ int main(int argc, char **argv)
         {"foreground", no_argument, NULL, 'f'},
         {"init-admin", required_argument, NULL, 'a'},
         {"restore", required_argument, NULL, 'r'},
+        {"check-config", no_argument, NULL, 'C'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL, *state_dir = NULL, *sock = NULL, *admin = NULL;
     const char *restore = NULL;
+    int check_config = 0;
     gh_config cfg;
     char err[1024] = "";
     int ch, rc;
 
-    while ((ch = getopt_long(argc, argv, "c:d:s:fa:r:Vh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:d:s:fa:r:CVh", opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             config_path = optarg;
@@ -250,6 +253,9 @@ int main(int argc, char **argv)
             break;
         case 'r':
             restore = optarg;
+            break;
+        case 'C':
+            check_config = 1;
             break;
         case 'V':
             printf("gatehoused %s\n", GH_VERSION_STRING);
@@ -315,6 +321,17 @@ int main(int argc, char **argv)
                 config_path ? ": " : "", err);
         gh_config_free(&cfg);
         return 2;
+    }
+    if (check_config) {
+        /* the effective settings gatehouse doctor checks, as key = value */
+        printf("config = %s\nstate_dir = %s\nsocket = %s\nargon2_opslimit = %llu\n"
+               "argon2_memlimit = %zu\nthreadpool_size = %u\nmap_max = %zu\n"
+               "metrics_listen = %s\nupstreams = %zu\n",
+               config_path ? config_path : "", cfg.state_dir, cfg.socket_path,
+               (unsigned long long)cfg.argon2_opslimit, cfg.argon2_memlimit, cfg.threadpool_size,
+               cfg.map_max, cfg.metrics_listen, cfg.nupstreams);
+        gh_config_free(&cfg);
+        return 0;
     }
     gh_log_setup(gh_log_level_parse(cfg.log_level), cfg.log_syslog);
     /* Without systemd's RuntimeDirectory (or tmpfiles) nobody made the run

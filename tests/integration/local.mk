@@ -44,3 +44,8 @@ tests/integration/test_backup.log: gatehouse gatehoused
 TESTS += tests/integration/test_metrics.py
 EXTRA_DIST += tests/integration/test_metrics.py
 tests/integration/test_metrics.log: gatehoused
+
+# gatehouse doctor
+TESTS += tests/integration/test_doctor.py
+EXTRA_DIST += tests/integration/test_doctor.py
+tests/integration/test_doctor.log: gatehouse gatehoused
