@@ -6,6 +6,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
       liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libinih-dev libldap-dev
       libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
       libmicrohttpd-dev prometheus curl groff-base"
+# the Debian packaging test (CI: GH_DEB_TEST=1) builds and lints packages
+[ "${GH_DEB_TEST:-0}" = 1 ] && PKGS="$PKGS debhelper lintian dpkg-dev fakeroot"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
