@@ -153,7 +153,7 @@ static unsigned locked_out(const gh_failtab *t, uint64_t now)
 {
     unsigned n = 0;
     for (size_t i = 0; i < t->cap; i++)
-        if (t->slots[i].key[0] != '\0' && t->slots[i].until_ms > now)
+        if (t->slots[i].until_ms > now) /* empty slots hold 0 */
             n++;
     return n;
 }

@@ -332,9 +332,10 @@ void gh__backup_stop(gh_server *srv)
     backup_drop(b);
 }
 
+/* Admin only (the default class): a backup holds every verifier. */
 const gh_op_def gh__ops_backup[] = {
-    {"backup", op_backup, GH_OPF_ADMIN},
-    {NULL, NULL, 0},
+    {.name = "backup", .fn = op_backup, .flags = GH_OPF_ADMIN},
+    {.name = NULL},
 };
 
 /* ---- restore (server stopped) ---- */
