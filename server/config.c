@@ -71,6 +71,8 @@ static const struct key keys[] = {
      4ull << 30},
     {"argon2_opslimit_max", K_U64, OFF(argon2_opslimit_max), crypto_pwhash_OPSLIMIT_MIN, 64},
     {"audit_retention", K_UINT, OFF(audit_retention), 0, 4000000000u},
+    {"metrics_listen", K_STR, OFF(metrics_listen), 0, 0},
+    {"metrics_allow_non_loopback", K_BOOL, OFF(metrics_any), 0, 1},
 };
 
 static int set_str(char **dst, const char *v)
@@ -91,7 +93,8 @@ int gh_config_defaults(gh_config *cfg)
         set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info") ||
         set_str(&cfg->service_unix_group, "") ||
         set_str(&cfg->service_group, "gatehouse-services") ||
-        set_str(&cfg->frontend_unix_group, ""))
+        set_str(&cfg->frontend_unix_group, "") ||
+        set_str(&cfg->metrics_listen, ""))
         return GH_ENOMEM;
     cfg->max_request_elements = 16384;
     cfg->max_held_bytes = 1u << 20;
@@ -339,6 +342,7 @@ void gh_config_free(gh_config *cfg)
     free(cfg->service_unix_group);
     free(cfg->service_group);
     free(cfg->frontend_unix_group);
+    free(cfg->metrics_listen);
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gh_upstream_config_free(cfg->upstreams[i]);
     free(cfg->upstreams);

@@ -61,6 +61,10 @@ typedef struct gh_config {
     unsigned max_connections_per_peer; /* per UNIX uid or TCP address (admins exempt), 64 */
     unsigned auth_max_inflight_per_login; /* password checks of one login at once, 4 */
 
+    /* Prometheus metrics (server/metrics.c) */
+    char *metrics_listen; /* "" = off; "127.0.0.1:9464" */
+    int metrics_any;      /* allow a non-loopback metrics_listen */
+
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
     /* while gh_config_load runs: the file and the line of the key being set

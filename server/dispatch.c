@@ -35,7 +35,7 @@ static int cmp_ops(const void *a, const void *b)
 int gh__dispatch_init(gh_server *srv)
 {
     const gh_op_def *lists[] = {gh__ops_core,  gh__ops_user, gh__ops_io,
-                                gh__ops_authz, gh__ops_sync, gh__ops_session};
+                                gh__ops_authz, gh__ops_sync, gh__ops_session, gh__ops_backup};
     const size_t nlists = sizeof(lists) / sizeof(lists[0]);
     size_t n = 0;
     if (table == NULL) {

@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "schema/log.h"
+#include "server/metrics.h"
 #include "server/server.h"
 
 static int mkdir_p(const char *dir)
@@ -202,7 +203,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_idle_init(loop, &srv->flush_idle);
     srv->flush_idle.data = srv;
     srv->have_handles = 1;
-    return 0;
+    return gh__metrics_start(srv);
 }
 
 void gh__maybe_finish_shutdown(gh_server *srv)
@@ -211,6 +212,8 @@ void gh__maybe_finish_shutdown(gh_server *srv)
         return;
     srv->stopping = 2;
     GH_LOGI("all connections closed; stopping sync, draining writes");
+    gh__backup_stop(srv);
+    gh__metrics_stop(srv);
     if (srv->sync) { /* first: its workers may still hand batches to the writer */
         gh_sync_stop(srv->sync);
         srv->sync = NULL;
@@ -264,6 +267,8 @@ void gh__server_close(gh_server *srv)
         gh_writer_stop(srv->writer);
         srv->writer = NULL;
     }
+    gh__backup_stop(srv);
+    gh__metrics_stop(srv);
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);
     if (srv->authz)

@@ -184,6 +184,10 @@ typedef struct gh_server {
     uint64_t auth_verifications, auth_upstream_binds;
     gh_lat *lat; /* one per op in the table */
     size_t nops;
+
+    /* operations: backup in progress (ops_backup.c), metrics listener (metrics.c) */
+    struct gh_backup *backup;
+    struct gh_metrics *metrics;
 } gh_server;
 
 /* dispatch.c */
@@ -265,5 +269,10 @@ void gh__maybe_finish_shutdown(gh_server *srv);
 void gh__server_close(gh_server *srv);
 
 uint64_t gh__now_ms(void);
+
+/* ops_backup.c: drops a backup in progress (waits for its local copy);
+ * restore: `gatehoused --restore FILE` with the server stopped, 0 or 1. */
+void gh__backup_stop(gh_server *srv);
+int gh__restore(gh_config *cfg, const char *file);
 
 #endif

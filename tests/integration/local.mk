@@ -43,3 +43,18 @@ tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la
 TESTS += tests/integration/test_sessions.py
 EXTRA_DIST += tests/integration/test_sessions.py
 tests/integration/test_sessions.log: gatehoused gatehouse
+
+# backup under concurrent writes, restore
+TESTS += tests/integration/test_backup.py
+EXTRA_DIST += tests/integration/test_backup.py
+tests/integration/test_backup.log: gatehouse gatehoused
+
+# Prometheus metrics (curl, promtool from Debian's prometheus package)
+TESTS += tests/integration/test_metrics.py
+EXTRA_DIST += tests/integration/test_metrics.py
+tests/integration/test_metrics.log: gatehoused
+
+# gatehouse doctor
+TESTS += tests/integration/test_doctor.py
+EXTRA_DIST += tests/integration/test_doctor.py
+tests/integration/test_doctor.log: gatehouse gatehoused
