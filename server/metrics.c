@@ -267,6 +267,11 @@ int gh__metrics_render(gh_server *srv, gh_mbuf *b)
                     (unsigned long long)srv->auth_fail);
     gh__mbuf_printf(b, "gatehouse_auth_total{outcome=\"rate_limited\"} %llu\n",
                     (unsigned long long)srv->auth_limited);
+    one(b, "gatehouse_auth_verifications_total", "counter",
+        "Argon2 password verifications admitted (auth and offline).",
+        (double)srv->auth_verifications);
+    one(b, "gatehouse_auth_upstream_binds_total", "counter",
+        "Password checks handed to an upstream directory.", (double)srv->auth_upstream_binds);
     head(b, "gatehouse_lockouts", "gauge",
          "Logins and peers currently delayed after repeated failures.");
     gh__mbuf_printf(b, "gatehouse_lockouts{kind=\"user\"} %u\n", locked_out(&srv->user_fails, now));
