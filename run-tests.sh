@@ -38,5 +38,21 @@ run_build sanitize --enable-sanitizers
 # ThreadSanitizer (integration and sync tests only): GH_TSAN=1 ./run-tests.sh
 # adds about 5 minutes on 2 cores (4m20s measured for make check-tsan).
 [ "${GH_TSAN:-0}" = 1 ] && run_build tsan --enable-tsan
+
+# The Debian packages: built, linted and installed in an overlay chroot
+# (tests/debian/test_deb.py, about 2-3 minutes, so CI only: .ci/run sets
+# GH_DEB_TEST=1). Its TAP lines are counted into the same summary.
+if [ "${GH_DEB_TEST:-0}" = 1 ]; then
+    GH_SRCDIR=$PWD python3 tests/debian/test_deb.py > build/debian-check.log 2>&1
+    sed -n 's/^\(ok\|not ok\) /[debian] &/p' build/debian-check.log
+    dp=$(grep -E '^ok ' build/debian-check.log | grep -vc '# SKIP')
+    ds=$(grep -E '^ok .*# SKIP' build/debian-check.log | wc -l)
+    df=$(grep -c '^not ok' build/debian-check.log)
+    grep -q '^not ok' build/debian-check.log && tail -n 80 build/debian-check.log
+    if ! grep -q '^1\.\.' build/debian-check.log || [ $((dp + ds + df)) -eq 0 ]; then
+        echo "[debian] no TAP plan"; tail -n 40 build/debian-check.log; df=$((df + 1))
+    fi
+    pass=$((pass + dp)); fail=$((fail + df)); skip=$((skip + ds))
+fi
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]

@@ -220,11 +220,16 @@ int gh__uset_decide(const gh__uset *u, const gh__req *q);
 
 /* ---- cache.c: bounded map user id -> decision set, CLOCK eviction ---- */
 
+typedef struct gh__cslot {
+    uint64_t user_id; /* kept here so a lookup touches one line, not the set */
+    uint32_t idx;     /* 0 empty, else index in sets + 1 */
+} gh__cslot;
+
 typedef struct gh__cache {
     gh__uset **sets; /* dense */
     size_t n, cap, max;
     size_t bytes, max_bytes; /* heap of the cached sets, and its budget */
-    uint32_t *tab;           /* open addressing: 0 empty, else index in sets + 1 */
+    gh__cslot *tab;          /* open addressing */
     size_t mask;
     size_t hand;
 } gh__cache;

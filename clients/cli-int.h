@@ -188,6 +188,8 @@ int cli_sync_status(cli *x);
 int cli_sync_run(cli *x);
 
 int cli_import(cli *x);
+int cli_backup(cli *x); /* cli_backup.c */
+int cli_doctor(cli *x); /* cli_doctor.c */
 int cli_export(cli *x);
 
 /* ---- cli_ldif.c ---- */

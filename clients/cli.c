@@ -165,6 +165,14 @@ static const cli_cmd commands[] = {
      "  --force  apply deletions the deletion guard halted\n",
      "full force", 0, 1},
 
+    {"doctor", NULL, cli_doctor, "[--config FILE]",
+     "say what is wrong with this installation and how to fix it",
+     "  --config FILE  the server's configuration (default: what gatehoused reads)\n", "config=", 0,
+     0},
+    {"backup", NULL, cli_backup, "FILE [--force]",
+     "write a consistent copy of the server's database to FILE (restore it with "
+     "gatehoused --restore)",
+     "  --force  replace FILE if it exists\n", "force", 1, 1},
     {"import", NULL, cli_import, "FILE | - [--format jsonl|ldif] [--batch N] [--max-request BYTES]",
      "load records (JSON lines as written by export, or LDIF)",
      "  --format jsonl|ldif    input format (default: ldif for *.ldif files, else jsonl)\n"

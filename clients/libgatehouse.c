@@ -1120,8 +1120,7 @@ int gh_logout_all(gh_client *c, const char *user, unsigned *revoked)
         return fail(c, GH_ERR_USAGE, "gh_logout_all: user is required");
     if ((rc = begin_line(c, "session.revoke", &start)) < 0)
         return rc;
-    /* an admin call: the token set with gh_client_set_token goes along */
-    if (add_str(c, "user", user) < 0 || (c->token != NULL && add_str(c, "auth", c->token) < 0))
+    if (add_str(c, "user", user) < 0)
         return abort_line(c, start);
     /* idempotent: ending every session twice ends every session */
     rc = roundtrip(c, start, 1, &resp);

@@ -16,9 +16,10 @@ pkgconfig_DATA += clients/gatehouse.pc
 # The CLI talks to the server only through libgatehouse.
 bin_PROGRAMS += gatehouse
 gatehouse_SOURCES = clients/cli.c clients/cli-int.h clients/cli_term.c clients/cli_user.c \
-	clients/cli_authz.c clients/cli_admin.c clients/cli_io.c clients/cli_ldif.c
-gatehouse_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
-gatehouse_LDADD = libgatehouse.la $(JANSSON_LIBS)
+	clients/cli_authz.c clients/cli_admin.c clients/cli_io.c clients/cli_ldif.c \
+	clients/cli_backup.c clients/cli_doctor.c
+gatehouse_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(SODIUM_CFLAGS) -DGH_SBINDIR='"$(sbindir)"'
+gatehouse_LDADD = libgatehouse.la $(JANSSON_LIBS) $(SODIUM_LIBS)
 
 dist_man_MANS += clients/gatehouse.1 clients/gatehoused.8
 EXTRA_DIST += clients/gatehouse.pc.in

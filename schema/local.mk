@@ -6,4 +6,5 @@ libghcore_la_SOURCES += \
 	schema/validate.c schema/role.c schema/record.c \
 	schema/store.c schema/store_user.c schema/store_group.c \
 	schema/store_role.c schema/store_misc.c schema/migrate.c \
-	schema/store_hot.c
+	schema/store_hot.c \
+	schema/store_backup.c

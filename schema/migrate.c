@@ -10,8 +10,8 @@
  * reliably. Version 1 -> 2: token records may carry the peer that logged in
  * (v1 records still read), and the user -> token index is rebuilt from the
  * tokens, because revoking a user's sessions trusts it to name every token.
- * Version 2 -> 3 builds the binary hot-path values of users and groups
- * (store_hot.c) from the records.
+ * Version 2 -> 3 builds the binary hot-path values of users and
+ * groups (store_hot.c) from the records.
  */
 #include <stdlib.h>
 #include <string.h>

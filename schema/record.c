@@ -223,8 +223,14 @@ int gh__user_to_json(json_t *obj, const gh_user *u, unsigned mask)
         rc |= set_int(obj, "uid", u->uid);
     if (mask & GH_UF_GID)
         rc |= set_int(obj, "gid", u->gid);
-    if (mask & GH_UF_STATE)
+    if (mask & (GH_UF_STATE | GH_UF_TOMBSTONE | GH_UF_UPSTREAM)) {
         rc |= set_str(obj, "state", gh_user_state_name(u->state));
+        rc |= set_str(obj, "admin_state", gh_user_state_name(u->admin_state));
+    }
+    if (mask & GH_UF_UPSTREAM) {
+        rc |= set_int(obj, "upstream_flags", u->upstream_flags);
+        rc |= set_str(obj, "origin_sid", u->origin_sid);
+    }
     if (mask & GH_UF_DISPLAY)
         rc |= set_str(obj, "display_name", u->display_name);
     if (mask & GH_UF_MAIL)
@@ -268,6 +274,19 @@ int gh__user_from_json(const json_t *obj, gh_user *u)
     rc |= get_int(obj, "tombstone", &u->tombstone);
     rc |= get_int(obj, "created", &u->created);
     rc |= get_int(obj, "modified", &u->modified);
+    rc |= get_u32(obj, "upstream_flags", &u->upstream_flags);
+    rc |= gh__json_str(obj, "origin_sid", u->origin_sid, sizeof(u->origin_sid));
+    rc |= gh__json_str(obj, "admin_state", state, sizeof(state));
+    if (rc == 0 && state[0] != '\0') {
+        if (gh_user_state_parse(state, &u->admin_state) != 0)
+            rc = GH_EINVAL;
+    } else if (rc == 0) {
+        /* written before admin_state existed: sync disabled its tombstones
+         * through state itself, which was no administrator's choice */
+        u->admin_state = u->tombstone != 0 && u->origin[0] != '\0' && u->state == GH_USER_DISABLED
+                             ? GH_USER_ACTIVE
+                             : u->state;
+    }
     if (rc != 0) {
         GH_LOGE("store: malformed user record (id %llu)", (unsigned long long)u->id);
         return GH_EINTERNAL;

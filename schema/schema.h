@@ -44,7 +44,16 @@ enum {
     GH_UF_VERIFIER = 1u << 5, /* verifier and verifier_time */
     GH_UF_ORIGIN = 1u << 6,   /* origin, origin_key, origin_dn */
     GH_UF_TOMBSTONE = 1u << 7,
-    GH_UF_GID = 1u << 8
+    GH_UF_GID = 1u << 8,
+    GH_UF_UPSTREAM = 1u << 9 /* upstream_flags, origin_sid (written by sync only) */
+};
+
+/* Account state owned by an upstream (gh_user.upstream_flags): kept apart
+ * from the local administrator's state so that neither overwrites the other. */
+enum {
+    GH_UPSTREAM_DISABLED = 1u << 0, /* AD ACCOUNTDISABLE, 389-ds nsAccountLock */
+    GH_UPSTREAM_EXPIRED = 1u << 1,  /* AD accountExpires in the past */
+    GH_UPSTREAM_LOCKED = 1u << 2    /* AD lockoutTime: locked out upstream */
 };
 
 typedef struct gh_user {
@@ -52,7 +61,14 @@ typedef struct gh_user {
     char name[GH_NAME_MAX + 1];
     uint32_t uid; /* numeric uid; 0 on add = assign the next free */
     uint32_t gid; /* primary gid number (0: none) */
+    /* state is the effective state every reader checks; the store computes
+     * it from admin_state (set by user.add/user.set: a write with
+     * GH_UF_STATE sets admin_state to state), upstream_flags and tombstone
+     * (gh_user_effective_state). */
     gh_user_state state;
+    gh_user_state admin_state;
+    uint32_t upstream_flags;         /* GH_UPSTREAM_* */
+    char origin_sid[GH_KEY_MAX + 1]; /* AD objectSid, "" when none */
     char display_name[GH_TEXT_MAX + 1];
     char mail[GH_TEXT_MAX + 1];
     char verifier[GH_VERIFIER_MAX + 1]; /* crypto_pwhash_str string; "" = no password */
@@ -160,5 +176,8 @@ int gh_schema_resource_concrete_valid(const char *resource, char *msg, size_t ms
 
 const char *gh_user_state_name(gh_user_state s); /* "active", "locked", "disabled" */
 int gh_user_state_parse(const char *s, gh_user_state *out);
+/* The local administrator's lock or disable wins; else an upstream tombstone,
+ * GH_UPSTREAM_DISABLED or _EXPIRED make it disabled, _LOCKED locked. */
+gh_user_state gh_user_effective_state(const gh_user *u);
 
 #endif

@@ -51,6 +51,10 @@ int gh_store_open(gh_store **out, const gh_store_opts *opts, char *errbuf, size_
 void gh_store_close(gh_store *s);
 /* Bytes used by the data file and the current map size. */
 int gh_store_size(gh_store *s, uint64_t *used, uint64_t *mapsize);
+/* Writes a compacted copy of the last committed state to fd (a data.mdb
+ * another gh_store_open can open). Blocks for the length of the copy: run it
+ * on a thread of its own, into a local file (store_backup.c says why). */
+int gh_store_copy_fd(gh_store *s, int fd);
 
 /* ---- read transactions ---- */
 

@@ -328,6 +328,24 @@ static int token_decode(gh_txn *txn, const MDB_val *v, const uint8_t *hash, gh_t
     return 0;
 }
 
+static int user_active(gh_txn *txn, const MDB_val *rec)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(rec->mv_data, rec->mv_size, 0, &jerr);
+    gh_user u;
+    int rc = obj != NULL ? gh__user_from_json(obj, &u) : GH_EINTERNAL;
+
+    json_decref(obj);
+    if (rc != 0)
+        return gh_txn_fail(txn, GH_EINTERNAL, "unreadable user record");
+    rc = u.state == GH_USER_LOCKED                       ? GH_ELOCKED
+         : u.state != GH_USER_ACTIVE || u.tombstone != 0 ? GH_EDISABLED
+                                                         : 0;
+    if (rc != 0)
+        return gh_txn_fail(txn, rc, "user %s is not active", u.name);
+    return 0;
+}
+
 int gh_store_token_put(gh_txn *txn, const gh_token *t)
 {
     uint8_t rec[GH_TOKEN_REC_MAX], ukey[8];
@@ -340,6 +358,11 @@ int gh_store_token_put(gh_txn *txn, const gh_token *t)
     rc = gh__get(txn, DB_USERS, ukey, sizeof(ukey), &v);
     if (rc == GH_ENOTFOUND)
         return gh_txn_fail(txn, rc, "no user with id %llu", (unsigned long long)t->user_id);
+    if (rc != 0)
+        return rc;
+    /* No session for an account that is not active: a login that raced a
+     * lock, disable or upstream deletion must not leave a token behind. */
+    rc = user_active(txn, &v);
     if (rc != 0)
         return rc;
     if (tmp.created == 0)

@@ -15,7 +15,7 @@
 
 #define ALL_USER_FIELDS                                                                            \
     (GH_UF_NAME | GH_UF_UID | GH_UF_DISPLAY | GH_UF_MAIL | GH_UF_STATE | GH_UF_VERIFIER |          \
-     GH_UF_ORIGIN | GH_UF_TOMBSTONE | GH_UF_GID)
+     GH_UF_ORIGIN | GH_UF_TOMBSTONE | GH_UF_GID | GH_UF_UPSTREAM)
 
 int gh__terminated(gh_txn *txn, const char *what, const char *s, size_t size)
 {
@@ -63,8 +63,10 @@ static int user_valid(gh_txn *txn, const gh_user *u)
                              sizeof(txn->err)) != 0 ||
         gh_schema_text_valid("mail", u->mail, GH_TEXT_MAX, txn->err, sizeof(txn->err)) != 0)
         return GH_EINVAL;
-    if ((unsigned)u->state > GH_USER_DISABLED)
+    if ((unsigned)u->state > GH_USER_DISABLED || (unsigned)u->admin_state > GH_USER_DISABLED)
         return gh_txn_fail(txn, GH_EINVAL, "invalid user state %d", (int)u->state);
+    if ((rc = gh__terminated(txn, "origin_sid", u->origin_sid, sizeof(u->origin_sid))) != 0)
+        return rc;
     if (u->verifier[0] != '\0') {
         if (strncmp(u->verifier, "$argon2id$", 10) != 0)
             return gh_txn_fail(txn, GH_EINVAL, "password verifier is not an Argon2id string");
@@ -212,6 +214,8 @@ int gh_store_user_add(gh_txn *txn, gh_user *u)
     gh_user n = *u;
     int rc;
 
+    n.admin_state = u->state; /* the caller's state is the administrator's */
+    n.state = gh_user_effective_state(&n);
     rc = user_valid(txn, &n);
     if (rc != 0)
         goto done;
@@ -301,7 +305,11 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
     if (mask & GH_UF_MAIL)
         memcpy(n.mail, u->mail, sizeof(n.mail));
     if (mask & GH_UF_STATE)
-        n.state = u->state;
+        n.admin_state = u->state;
+    if (mask & GH_UF_UPSTREAM) {
+        n.upstream_flags = u->upstream_flags;
+        memcpy(n.origin_sid, u->origin_sid, sizeof(n.origin_sid));
+    }
     if (mask & GH_UF_VERIFIER) {
         memcpy(n.verifier, u->verifier, sizeof(n.verifier));
         n.verifier_time = u->verifier_time;
@@ -317,6 +325,9 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
     }
     if (mask & GH_UF_TOMBSTONE)
         n.tombstone = u->tombstone;
+    n.state = gh_user_effective_state(&n);
+    if (n.state != old.state)
+        mask |= GH_UF_STATE; /* rewritten, and caches invalidated */
     rc = user_valid(txn, &n);
     if (rc != 0)
         goto done;

@@ -246,6 +246,17 @@ const char *gh_user_state_name(gh_user_state s)
     return "unknown";
 }
 
+gh_user_state gh_user_effective_state(const gh_user *u)
+{
+    if (u->admin_state != GH_USER_ACTIVE)
+        return u->admin_state;
+    if (u->tombstone != 0 || (u->upstream_flags & (GH_UPSTREAM_DISABLED | GH_UPSTREAM_EXPIRED)))
+        return GH_USER_DISABLED;
+    if (u->upstream_flags & GH_UPSTREAM_LOCKED)
+        return GH_USER_LOCKED;
+    return GH_USER_ACTIVE;
+}
+
 int gh_user_state_parse(const char *s, gh_user_state *out)
 {
     for (unsigned i = 0; s != NULL && i < sizeof(state_names) / sizeof(state_names[0]); i++) {

@@ -421,7 +421,7 @@ typedef struct auth_job {
     gh_server *srv;
     gh_loop *lp; /* the request's loop: where every step after the first runs */
     gh_post post;
-    int upstream_rc;
+    int upstream_rc, upstream_offline_ok;
     gh_pending *p;
     char name[GH_NAME_MAX + 1];
     char peer[GH_CLIENT_KEY_MAX]; /* the client key: kept on the token for session.list */
@@ -587,53 +587,15 @@ static int queue_verify(auth_job *j)
     return 0;
 }
 
-/* The upstream refused this password: an offline copy of an older one must
- * not let it in while the upstream is away. Cleared only if unchanged. */
-typedef struct forget_arg {
-    uint64_t user_id;
-    char verifier[GH_VERIFIER_MAX + 1];
-} forget_arg;
-
-static int forget_apply(gh_txn *txn, void *arg)
-{
-    const forget_arg *f = arg;
-    gh_user u;
-    int rc = 0;
-    if (gh_store_user_get_by_id(txn, f->user_id, &u) == 0 && strcmp(u.verifier, f->verifier) == 0) {
-        u.verifier[0] = '\0';
-        u.verifier_time = 0;
-        rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
-    }
-    sodium_memzero(&u, sizeof(u));
-    return rc;
-}
-
-static void forget_done(void *cbarg, int rc, const char *err)
-{
-    if (rc != 0)
-        GH_LOGW("dropping an offline verifier failed: %s", err);
-    sodium_memzero(cbarg, sizeof(forget_arg));
-    free(cbarg);
-}
-
-static void forget_offline_verifier(auth_job *j)
-{
-    if (j->u.verifier[0] == '\0')
-        return;
-    forget_arg *f = calloc(1, sizeof(*f));
-    if (f == NULL)
-        return;
-    f->user_id = j->u.id;
-    snprintf(f->verifier, sizeof(f->verifier), "%s", j->u.verifier);
-    if (gh__submit_write(j->srv, "auth", forget_apply, f, forget_done, f) != 0)
-        forget_done(f, 0, NULL);
-}
-
-/* The upstream's answer, on the request's loop. */
+/* The upstream's answer (server/sync.h says what each code means). The
+ * offline verifier is used only when a bind was sent and the network failed:
+ * never when the bind could not be attempted (rate_limited) or the upstream
+ * refused the password (sync has then deleted the verifier). On the
+ * request's loop. */
 static void upstream_answered(void *arg)
 {
     auth_job *j = arg;
-    int rc = j->upstream_rc;
+    int rc = j->upstream_rc, offline_ok = j->upstream_offline_ok;
     int64_t now = (int64_t)time(NULL);
 
     if (rc == 0) {
@@ -647,22 +609,16 @@ static void upstream_answered(void *arg)
         return;
     }
     if (rc == GH_ECREDS) {
-        forget_offline_verifier(j);
         auth_failed(j, GH_ECREDS, "invalid user name or password");
         return;
     }
-    if (rc != GH_EUNAVAIL) {
-        /* bind threads saturated, or the wait in their queue ran out: the
-         * upstream was never asked, so this is no reason to go offline */
+    if (rc == GH_ERATE) {
         GH_STAT_SHARED_ADD(j->srv->auth_limited, 1);
-        gh__pending_finish(j->p, GH_ERATE,
-                           "too many upstream authentications in progress; retry later", NULL);
-        auth_job_free(j);
+        auth_failed(j, GH_ERATE, "too many upstream binds in progress; retry later");
         return;
     }
-    /* the bind itself failed at the network level: the offline verifier,
-     * if fresh enough */
-    if (j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
+    /* upstream unreachable: the offline verifier, if fresh enough */
+    if (offline_ok && j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
         now - j->u.verifier_time <= j->offline_max_age) {
         GH_LOGI("auth %s: upstream %s unreachable, using the offline verifier", j->name,
                 j->u.origin);
@@ -675,19 +631,29 @@ static void upstream_answered(void *arg)
     }
     GH_STAT_SHARED_ADD(j->srv->auth_fail, 1);
     gh__pending_finish(j->p, GH_EUNAVAIL,
-                       "the upstream directory is unreachable and no fresh offline verifier is "
-                       "kept",
+                       offline_ok ? "the upstream directory is unreachable and no fresh offline "
+                                    "verifier is kept"
+                                  : "the upstream directory could not check the password",
                        NULL);
     auth_job_free(j);
 }
 
-/* gh_sync_auth's callback, on loop 0 (or at once, when the bind was never
- * asked): on to the request's loop. */
-static void upstream_done(void *arg, int rc)
+/* gh_sync_auth_user's callback, on loop 0: on to the request's loop. */
+static void upstream_done(void *arg, int rc, int offline_ok)
 {
     auth_job *j = arg;
     j->upstream_rc = rc;
+    j->upstream_offline_ok = offline_ok;
     gh__loop_run_on(j->lp, &j->post, upstream_answered, j);
+}
+
+/* On loop 0 (its thread owns the sync module's bind queue and counters). */
+static void upstream_submit(void *arg)
+{
+    auth_job *j = arg;
+    int rc = gh_sync_auth_user(j->srv->sync, &j->u, j->peer, j->pw, upstream_done, j);
+    if (rc != 0) /* j->post is free again: on_wake took it off the queue */
+        upstream_done(j, rc == GH_ENOTFOUND ? GH_EUNAVAIL : rc, 0);
 }
 
 int gh__op_auth(gh_opctx *c)
@@ -747,9 +713,8 @@ int gh__op_auth(gh_opctx *c)
         j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
         j->p = gh_op_pend(c);
         GH_STAT_SHARED_ADD(srv->auth_upstream_binds, 1);
-        rc = gh_sync_auth(srv->sync, j->u.origin, j->u.origin_dn, j->pw, upstream_done, j);
-        if (rc != 0) /* never asked: not a network failure, no offline fallback */
-            upstream_done(j, rc == GH_EUNAVAIL ? GH_ERATE : rc);
+        /* the sync module's bind bookkeeping is loop 0's */
+        gh__loop_run_on(&srv->loops[0], &j->post, upstream_submit, j);
         return 0;
     }
     if (j->exists && j->u.verifier[0] != '\0') {

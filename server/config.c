@@ -73,6 +73,8 @@ static const struct key keys[] = {
     {"audit_retention", K_UINT, OFF(audit_retention), 0, 4000000000u},
     /* issue 11: loops serving connections (0: one per CPU) */
     {"loop_threads", K_UINT, OFF(loop_threads), 0, 64},
+    {"metrics_listen", K_STR, OFF(metrics_listen), 0, 0},
+    {"metrics_allow_non_loopback", K_BOOL, OFF(metrics_any), 0, 1},
 };
 
 static int set_str(char **dst, const char *v)
@@ -93,7 +95,8 @@ int gh_config_defaults(gh_config *cfg)
         set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info") ||
         set_str(&cfg->service_unix_group, "") ||
         set_str(&cfg->service_group, "gatehouse-services") ||
-        set_str(&cfg->frontend_unix_group, ""))
+        set_str(&cfg->frontend_unix_group, "") ||
+        set_str(&cfg->metrics_listen, ""))
         return GH_ENOMEM;
     cfg->max_request_elements = 16384;
     cfg->max_held_bytes = 1u << 20;
@@ -254,6 +257,7 @@ static int handler(void *user, const char *section, const char *name, const char
         snprintf(msg, sizeof(msg), "unknown key '%s' in [server]", name);
         rc = GH_EINVAL;
     } else if (strncmp(section, "upstream:", 9) == 0) {
+        ps->cfg->load_line = ps->line;
         rc = gh_upstream_config_set(ps->cfg, section + 9, name, value, msg, sizeof(msg));
     } else {
         snprintf(msg, sizeof(msg), "unknown section [%s]", section);
@@ -285,7 +289,9 @@ int gh_config_load(gh_config *cfg, const char *path, char *err, size_t errlen)
     }
     /* inih returns the first line it could not parse; report whichever
      * error, its or ours, comes first in the file */
+    cfg->load_path = path;
     int r = ini_parse_stream(reader, &ps, handler, &ps);
+    cfg->load_path = NULL;
     if (r != 0 && (!ps.failed || (r > 0 && r < ps.fail_line))) {
         snprintf(err, errlen, "%s:%d: syntax error", path, r > 0 ? r : ps.line);
         rc = GH_EINVAL;
@@ -338,6 +344,7 @@ void gh_config_free(gh_config *cfg)
     free(cfg->service_unix_group);
     free(cfg->service_group);
     free(cfg->frontend_unix_group);
+    free(cfg->metrics_listen);
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gh_upstream_config_free(cfg->upstreams[i]);
     free(cfg->upstreams);

@@ -64,9 +64,16 @@ typedef struct gh_config {
     /* issue 11: event loops (threads) serving connections; 0 = one per CPU
      * (at most 64), 1 = a single loop on the main thread */
     unsigned loop_threads;
+    /* Prometheus metrics (server/metrics.c) */
+    char *metrics_listen; /* "" = off; "127.0.0.1:9464" */
+    int metrics_any;      /* allow a non-loopback metrics_listen */
 
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
+    /* while gh_config_load runs: the file and the line of the key being set
+     * (the sync module keeps them for checks made once the file is read) */
+    const char *load_path;
+    int load_line;
 } gh_config;
 
 /* Fills every default. */

@@ -35,7 +35,7 @@ static int cmp_ops(const void *a, const void *b)
 int gh__dispatch_init(gh_server *srv)
 {
     const gh_op_def *lists[] = {gh__ops_core,  gh__ops_user, gh__ops_io,
-                                gh__ops_authz, gh__ops_sync, gh__ops_session};
+                                gh__ops_authz, gh__ops_sync, gh__ops_session, gh__ops_backup};
     const size_t nlists = sizeof(lists) / sizeof(lists[0]);
     size_t n = 0;
     if (table == NULL) {
@@ -220,12 +220,11 @@ static void unpark(gh_conn *c, gh_pending *p)
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
 {
     gh_conn *c = p->conn;
-    gh_reply *r = &p->reply;
-    size_t len;
-
     GH_ASSERT(p->state != GH_REQ_DONE);
     if (p->state == GH_REQ_PARKED)
         unpark(c, p);
+    gh_reply *r = &p->reply;
+    size_t len;
 
     /* the line is written, not built: fields a handler wrote with
      * gh_op_reply_* are already in p->reply, resp's members follow */
@@ -272,6 +271,7 @@ void gh__pending_free(gh_pending *p)
     if (p->out && p->secret)
         sodium_memzero(p->out, p->outlen);
     free(p->out);
+    gh__reply_free(&p->reply);
     json_decref(p->id);
     free(p);
 }

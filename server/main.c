@@ -37,6 +37,9 @@ static void usage(FILE *f)
                "[--foreground]\n"
                "       gatehoused [--config FILE] [--state-dir DIR] --init-admin NAME  "
                "(password on stdin)\n"
+               "       gatehoused [--config FILE] [--state-dir DIR] --restore FILE  "
+               "(server stopped)\n"
+               "       gatehoused [--config FILE] --check-config  (print the effective settings)\n"
                "       gatehoused --version | --help\n"
                "Installed defaults: state " GH_INSTALLED_STATE_DIR ", socket " GH_INSTALLED_SOCKET
                ",\nconfiguration " GH_INSTALLED_CONFIG " when it exists. Run from its build\n"
@@ -297,16 +300,20 @@ int main(int argc, char **argv)
         {"socket", required_argument, NULL, 's'},
         {"foreground", no_argument, NULL, 'f'},
         {"init-admin", required_argument, NULL, 'a'},
+        {"restore", required_argument, NULL, 'r'},
+        {"check-config", no_argument, NULL, 'C'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *config_path = NULL, *state_dir = NULL, *sock = NULL, *admin = NULL;
+    const char *restore = NULL;
+    int check_config = 0;
     gh_config cfg;
     char err[1024] = "";
     int ch, rc;
 
-    while ((ch = getopt_long(argc, argv, "c:d:s:fa:Vh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "c:d:s:fa:r:CVh", opts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             config_path = optarg;
@@ -321,6 +328,12 @@ int main(int argc, char **argv)
             break; /* always in the foreground: supervisors (systemd) daemonize */
         case 'a':
             admin = optarg;
+            break;
+        case 'r':
+            restore = optarg;
+            break;
+        case 'C':
+            check_config = 1;
             break;
         case 'V':
             printf("gatehoused %s\n", GH_VERSION_STRING);
@@ -387,13 +400,29 @@ int main(int argc, char **argv)
         gh_config_free(&cfg);
         return 2;
     }
+    if (check_config) {
+        /* the effective settings gatehouse doctor checks, as key = value */
+        printf("config = %s\nstate_dir = %s\nsocket = %s\nargon2_opslimit = %llu\n"
+               "argon2_memlimit = %zu\nthreadpool_size = %u\nmap_max = %zu\n"
+               "metrics_listen = %s\nupstreams = %zu\n",
+               config_path ? config_path : "", cfg.state_dir, cfg.socket_path,
+               (unsigned long long)cfg.argon2_opslimit, cfg.argon2_memlimit, cfg.threadpool_size,
+               cfg.map_max, cfg.metrics_listen, cfg.nupstreams);
+        gh_config_free(&cfg);
+        return 0;
+    }
     gh_log_setup(gh_log_level_parse(cfg.log_level), cfg.log_syslog);
     /* Without systemd's RuntimeDirectory (or tmpfiles) nobody made the run
      * directory since boot: make it, like the state directory. */
     if (installed && strcmp(cfg.socket_path, GH_INSTALLED_SOCKET) == 0 &&
         mkdir(GH_INSTALLED_RUN_DIR, 0755) != 0 && errno != EEXIST)
         GH_LOGW("cannot create %s: %s", GH_INSTALLED_RUN_DIR, strerror(errno));
-    if (admin)
+    if (admin && restore) {
+        fprintf(stderr, "gatehoused: --init-admin and --restore do not go together\n");
+        rc = 2;
+    } else if (restore)
+        rc = gh__restore(&cfg, restore);
+    else if (admin)
         rc = run_init_admin(&cfg, admin);
     else
         rc = run_server(&cfg, config_path);

@@ -94,7 +94,7 @@ static int op_session_list(gh_opctx *c)
         free(sv.v);
         return gh_op_fail(c, rc, "cannot read the sessions of '%s'", u.name);
     }
-    if (sv.n > 0) /* sv.v is NULL when there is none: qsort wants a pointer */
+    if (sv.n > 1)
         qsort(sv.v, sv.n, sizeof(*sv.v), by_created);
     json_t *arr = json_array();
     for (size_t i = 0; i < sv.n; i++) {
@@ -104,7 +104,8 @@ static int op_session_list(gh_opctx *c)
                                              (json_int_t)sv.v[i].created, "expires_at",
                                              (json_int_t)sv.v[i].expires, "peer", sv.v[i].peer));
     }
-    sodium_memzero(sv.v, sv.n * sizeof(*sv.v));
+    if (sv.v != NULL)
+        sodium_memzero(sv.v, sv.n * sizeof(*sv.v));
     free(sv.v);
     json_object_set_new(c->resp, "user", json_string(u.name));
     json_object_set_new(c->resp, "sessions", arr);

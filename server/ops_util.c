@@ -188,6 +188,20 @@ json_t *gh_json_user(const gh_user *u)
         json_object_set_new(o, "origin_key", json_string(u->origin_key));
         if (u->tombstone)
             json_object_set_new(o, "tombstone", json_integer(u->tombstone));
+        /* state is the effective one; say which side set what */
+        json_object_set_new(o, "admin_state", json_string(gh_user_state_name(u->admin_state)));
+        json_t *up = json_array();
+        if (u->tombstone)
+            json_array_append_new(up, json_string("deleted"));
+        if (u->upstream_flags & GH_UPSTREAM_DISABLED)
+            json_array_append_new(up, json_string("disabled"));
+        if (u->upstream_flags & GH_UPSTREAM_EXPIRED)
+            json_array_append_new(up, json_string("expired"));
+        if (u->upstream_flags & GH_UPSTREAM_LOCKED)
+            json_array_append_new(up, json_string("locked"));
+        json_object_set_new(o, "upstream_state", up);
+        if (u->origin_sid[0])
+            json_object_set_new(o, "origin_sid", json_string(u->origin_sid));
     }
     json_object_set_new(o, "has_password", json_boolean(u->verifier[0] != '\0'));
     json_object_set_new(o, "created", json_integer(u->created));
@@ -261,18 +275,23 @@ int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, 
  * the upstream would otherwise control Gatehouse. */
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id)
 {
-    gh_user_hot u;
+    uint64_t gid;
     gh_group g;
+    gh_user_hot u;
 
     if (srv->cfg->admin_group[0] == '\0')
         return 0;
+    if (gh_store_group_id(txn, srv->cfg->admin_group, &gid) != 0)
+        return 0;
+    if (gh_store_user_in_group(txn, user_id, gid) != 1)
+        return 0;
+    /* members only (an ordinary whoami decodes nothing): the group must be
+     * local and the user active */
+    if (gh_store_group_get_by_id(txn, gid, &g) != 0 || g.origin[0] != '\0' || g.tombstone != 0)
+        return 0;
     if (gh_store_user_hot(txn, user_id, &u) != 0 || u.state != GH_USER_ACTIVE || u.tombstone != 0)
         return 0;
-    /* the whole record: only it says whether the group is local */
-    if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0 || g.origin[0] != '\0' ||
-        g.tombstone != 0)
-        return 0;
-    return gh_store_user_in_group(txn, user_id, g.id) == 1;
+    return 1;
 }
 
 int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "server/reply.h"
 
 static int reserve(gh_reply *r, size_t more)
@@ -29,10 +31,17 @@ static int reserve(gh_reply *r, size_t more)
     cap = r->cap ? r->cap : 128;
     while (cap < r->len + more + 2)
         cap *= 2;
-    nb = realloc(r->buf, cap);
+    /* not realloc: a reply may carry a token, and the old block must not
+     * stay behind in freed memory */
+    nb = malloc(cap);
     if (nb == NULL) {
         r->oom = 1;
         return -1;
+    }
+    if (r->buf != NULL) {
+        memcpy(nb, r->buf, r->len);
+        sodium_memzero(r->buf, r->cap);
+        free(r->buf);
     }
     r->buf = nb;
     r->cap = cap;
@@ -312,6 +321,8 @@ char *gh__reply_take(gh_reply *r, size_t *len)
 
 void gh__reply_free(gh_reply *r)
 {
+    if (r->buf != NULL)
+        sodium_memzero(r->buf, r->cap);
     free(r->buf);
     memset(r, 0, sizeof(*r));
 }

@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "schema/log.h"
+#include "server/metrics.h"
 #include "server/server.h"
 
 static int mkdir_p(const char *dir)
@@ -176,10 +177,14 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_timer_init(loop, &srv->housekeeping);
     srv->housekeeping.data = srv;
     uv_timer_start(&srv->housekeeping, on_housekeeping, 30000, 30000);
+    if (cfg->audit_retention > 0) /* a restarted server prunes at once */
+        audit_prune_submit(srv, (int64_t)time(NULL) - (int64_t)cfg->audit_retention);
     uv_timer_init(loop, &srv->shutdown_timer);
     srv->shutdown_timer.data = srv;
     srv->have_handles = 1;
-    return gh__loops_start(srv);
+    if ((rc = gh__loops_start(srv)) != 0)
+        return rc;
+    return gh__metrics_start(srv);
 }
 
 /* Loop 0, as each loop reports it drained: once all have, the writer and
@@ -190,6 +195,8 @@ void gh__maybe_finish_shutdown(gh_server *srv)
         return;
     srv->stopping = 2;
     GH_LOGI("all connections closed; stopping sync, draining writes");
+    gh__backup_stop(srv);
+    gh__metrics_stop(srv);
     if (srv->sync) { /* first: its workers may still hand batches to the writer */
         gh_sync_stop(srv->sync);
         srv->sync = NULL;
@@ -244,6 +251,8 @@ void gh__server_close(gh_server *srv)
         gh_writer_stop(srv->writer);
         srv->writer = NULL;
     }
+    gh__backup_stop(srv);
+    gh__metrics_stop(srv);
     if (srv->loops != NULL && srv->loops[0].have_handles)
         gh__loops_close_handles(srv); /* a failed shutdown: close what is left */
     if (srv->loop)

@@ -264,6 +264,10 @@ typedef struct gh_server {
     uint64_t auth_ok, auth_fail, auth_limited;
     uint64_t auth_verifications, auth_upstream_binds;
     size_t nops;
+
+    /* operations: backup in progress (ops_backup.c), metrics listener (metrics.c) */
+    struct gh_backup *backup;
+    struct gh_metrics *metrics;
 } gh_server;
 
 /* dispatch.c */
@@ -405,5 +409,10 @@ uint64_t gh__loop_requests(const gh_loop *lp);
 unsigned gh__loops_wanted(const gh_config *cfg);
 
 uint64_t gh__now_ms(void);
+
+/* ops_backup.c: drops a backup in progress (waits for its local copy);
+ * restore: `gatehoused --restore FILE` with the server stopped, 0 or 1. */
+void gh__backup_stop(gh_server *srv);
+int gh__restore(gh_config *cfg, const char *file);
 
 #endif

@@ -31,6 +31,10 @@
 enum { GH__MODE_PERSIST = 0, GH__MODE_POLL = 1, GH__MODE_SEARCH = 2 };
 enum { GH__MEMBER_DN = 0, GH__MEMBER_UID = 1 };
 enum { GH__KIND_USER = 0, GH__KIND_GROUP = 1 };
+/* flavor: what the upstream is; auto is decided from the RootDSE at connect */
+enum { GH__FLAVOR_AUTO = 0, GH__FLAVOR_GENERIC = 1, GH__FLAVOR_AD = 2, GH__FLAVOR_389 = 3 };
+/* gh__key_text forms of a binary key */
+enum { GH__KEY_TEXT = 0, GH__KEY_UUID = 1, GH__KEY_GUID = 2 };
 
 /* One [upstream:NAME] section. Strings are malloc'd; "" disables an optional
  * attribute mapping. */
@@ -53,6 +57,11 @@ struct gh_upstream_cfg {
     char *group_name_attr;
     char *description_attr;
     char *ca_file;
+    char *uri_where;         /* "file:line: " of the uri key, for checks at finish */
+    char *space_replacement; /* "" = names with spaces are skipped */
+    int flavor;              /* GH__FLAVOR_* */
+    unsigned set_keys;       /* str_keys given in the file (bit per index) */
+    int mode_set;
     int starttls;
     int scope;       /* LDAP_SCOPE_SUBTREE or LDAP_SCOPE_ONELEVEL */
     int mode;        /* GH__MODE_* */
@@ -61,6 +70,10 @@ struct gh_upstream_cfg {
     unsigned page_size;
     unsigned timeout;
     unsigned bind_timeout;
+    unsigned full_interval;       /* AD: seconds between full runs (0: always full) */
+    unsigned max_binds;           /* binds queued or running for this upstream */
+    unsigned max_binds_per_login; /* ... for one user */
+    unsigned max_binds_per_peer;  /* ... for one client (the auth request's peer) */
     int offline_auth;
     int64_t offline_max_age;
     int64_t delete_grace;
@@ -126,6 +139,7 @@ typedef struct gh__change {
 
 typedef struct gh__counts {
     uint64_t added, modified, renamed, disabled, purged, skipped;
+    uint64_t foreign; /* AD ForeignSecurityPrincipal members, skipped by design */
 } gh__counts;
 
 /* A tombstone set (time > 0) or cleared (time == 0) or purged (time < 0). */
@@ -141,6 +155,7 @@ typedef struct gh__batch {
     char *blob; /* sync state to store with these entries (NULL: none) */
     size_t bloblen;
     uint64_t pre_skipped; /* counted by the worker (bad entries, unresolved members) */
+    uint64_t pre_foreign; /* ForeignSecurityPrincipal members seen by the worker */
     char pre_err[GH_ERRMSG_MAX];
     /* results, reset by every apply (it may run more than once) */
     gh__counts res;
@@ -158,11 +173,19 @@ int gh__sync_apply(gh_txn *txn, void *arg);
 
 /* ---- sync_auth.c: binds for upstream users, on their own threads ---- */
 typedef struct gh__auth gh__auth;
-int gh__auth_start(gh__auth **out, uv_loop_t *loop, unsigned nthreads);
+struct gh__upstream;
+/* Counts of upstream binds, kept and read on the loop thread only. */
+typedef struct gh__bindstats {
+    uint64_t attempted, accepted, refused, network_errors, errors, rate_limited, cleared;
+    unsigned in_flight;
+} gh__bindstats;
+int gh__auth_start(gh__auth **out, uv_loop_t *loop, gh_writer *writer, unsigned nthreads);
+/* Joins the threads; jobs not yet answered get GH_EUNAVAIL (offline_ok 0). */
 void gh__auth_stop(gh__auth *a);
-int gh__auth_submit(gh__auth *a, const struct gh_upstream_cfg *cfg, const char *dn,
+/* Loop thread. Admission (the in-flight caps) happens here: GH_ERATE when a
+ * cap is reached, and cb is then never called. */
+int gh__auth_submit(gh__auth *a, struct gh__upstream *up, const gh_user *u, const char *peer,
                     const char *password, gh_sync_auth_cb cb, void *arg);
-
 /* ---- sync_ldap.c: connection helpers shared by the worker and auth ---- */
 /* Opens a connection with the upstream's TLS settings and the given network
  * and operation timeout (seconds); binds when dn is non-NULL. Returns an LDAP
@@ -172,8 +195,12 @@ int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const cha
 /* Normalized form of a DN for comparisons ("" when it does not parse): LDAPv3
  * string form, ASCII lower-cased. Caller frees. */
 char *gh__dn_norm(const char *dn);
-/* Upstream key as text: 16 raw bytes as a UUID string, otherwise the value. */
-int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen);
+/* Upstream key as text (form GH__KEY_*): 16 raw bytes as a UUID string in
+ * RFC 4122 byte order (syncUUID, entryUUID) or Active Directory's GUID order
+ * (objectGUID: first three fields little-endian), otherwise the value. */
+int gh__key_text(const struct berval *bv, int form, char *out, size_t outlen);
+/* A binary SID as "S-1-5-21-...". */
+int gh__sid_text(const struct berval *bv, char *out, size_t outlen);
 
 /* ---- the worker's state (sync.c, sync_worker.c, sync_model.c) ---- */
 
@@ -226,7 +253,7 @@ typedef struct gh__status {
     int64_t last_success, last_attempt, current_at, next_run;
     char last_error[GH_ERRMSG_MAX];
     uint64_t users, groups, tombstones;
-    char cookie[160];
+    char cookie[2 * 1000 + 32]; /* both cookies whole, or their hashes */
     gh__counts last_run, total;
     uint64_t entries_received, runs;
 } gh__status;
@@ -249,6 +276,19 @@ typedef struct gh__upstream {
 
     /* worker thread only */
     LDAP *ld;
+    int ad;        /* Active Directory: flavor = ad, or detected from the RootDSE */
+    int ds389;     /* 389 Directory Server: flavor = 389ds, or detected */
+    gh__map alias; /* 389-ds syncrepl: sync UUID (from nsUniqueId) -> entryUUID key */
+    /* AD incremental runs: the high-water mark stored with the mirror, and
+     * the one read from the DC before this run's searches */
+    struct gh__admark {
+        uint64_t usn;
+        char inv[40];           /* the DC's invocationId */
+        char dc[GH_DN_MAX + 1]; /* its dsServiceName */
+        int64_t full_at;        /* last full run (wall clock) */
+    } mark, mark_next;
+    int mark_pending; /* mark_next goes with the run's last batch */
+    int recount_due;  /* persist: counts to take from the store when idle */
     gh__session sess[2];
     gh__model m;
     gh__batch b;
@@ -258,6 +298,9 @@ typedef struct gh__upstream {
     int halted;
     unsigned backoff; /* seconds before the next reconnect after a failure */
     int64_t next_purge;
+
+    /* loop thread only */
+    gh__bindstats binds;
 } gh__upstream;
 
 struct gh_sync {

@@ -43,6 +43,7 @@ static void up_free(gh__upstream *up)
         gh__session_release(&up->sess[i]);
     gh__model_free(&up->m);
     gh__map_clear(&up->del_held, NULL);
+    gh__map_clear(&up->alias, free);
     gh__batch_free(&up->b);
     gh_upstream_config_free(up->cfg);
     pthread_mutex_destroy(&up->mu);
@@ -130,7 +131,7 @@ int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, gh_writer *wr
             up->sess[k].kind = k;
         }
     }
-    if (s->nups > 0 && (rc = gh__auth_start(&s->auth, loop, AUTH_THREADS)) != 0)
+    if (s->nups > 0 && (rc = gh__auth_start(&s->auth, loop, writer, AUTH_THREADS)) != 0)
         goto fail;
     if (uv_timer_init(loop, &s->watchdog) != 0) {
         rc = GH_EINTERNAL;
@@ -176,6 +177,9 @@ void gh_sync_stop(gh_sync *s)
         pthread_cond_broadcast(&up->cv);
         pthread_mutex_unlock(&up->mu);
     }
+    /* the bind threads and their answers use the upstreams: stop them first */
+    gh__auth_stop(s->auth);
+    s->auth = NULL;
     for (size_t i = 0; i < s->nups; i++) {
         if (s->ups[i]->started)
             pthread_join(s->ups[i]->th, NULL);
@@ -184,8 +188,6 @@ void gh_sync_stop(gh_sync *s)
     free(s->ups);
     s->ups = NULL;
     s->nups = 0;
-    gh__auth_stop(s->auth);
-    s->auth = NULL;
     if (s->have_timer) {
         uv_timer_stop(&s->watchdog);
         uv_close((uv_handle_t *)&s->watchdog, on_timer_closed);
@@ -194,18 +196,19 @@ void gh_sync_stop(gh_sync *s)
     }
 }
 
-int gh_sync_auth(gh_sync *s, const char *upstream_name, const char *dn, const char *password,
-                 gh_sync_auth_cb cb, void *arg)
+int gh_sync_auth_user(gh_sync *s, const gh_user *u, const char *peer, const char *password,
+                      gh_sync_auth_cb cb, void *arg)
 {
     gh__upstream *up;
     LDAPDN parsed = NULL;
+    const char *dn = u != NULL ? u->origin_dn : NULL;
 
     if (s == NULL || s->auth == NULL)
         return GH_EUNAVAIL;
-    if ((up = find_up(s, upstream_name)) == NULL)
+    if (u == NULL || (up = find_up(s, u->origin)) == NULL)
         return GH_ENOTFOUND;
     /* an empty password would make an unauthenticated bind, which succeeds */
-    if (password == NULL || password[0] == '\0' || dn == NULL || dn[0] == '\0' || cb == NULL)
+    if (password == NULL || password[0] == '\0' || dn[0] == '\0' || cb == NULL)
         return GH_ECREDS;
     if (ldap_str2dn(dn, &parsed, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS)
         return GH_ECREDS;
@@ -222,7 +225,7 @@ int gh_sync_auth(gh_sync *s, const char *upstream_name, const char *dn, const ch
     free(nbase);
     if (!inside)
         return GH_ECREDS;
-    return gh__auth_submit(s->auth, up->cfg, dn, password, cb, arg);
+    return gh__auth_submit(s->auth, up, u, peer, password, cb, arg);
 }
 
 int64_t gh_sync_offline_max_age(gh_sync *s, const char *upstream_name)
@@ -262,10 +265,20 @@ int gh_sync_run(gh_sync *s, const char *upstream_name)
 
 static json_t *counts_json(const gh__counts *c)
 {
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "added", (json_int_t)c->added, "modified",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "added", (json_int_t)c->added, "modified",
                      (json_int_t)c->modified, "renamed", (json_int_t)c->renamed, "disabled",
                      (json_int_t)c->disabled, "purged", (json_int_t)c->purged, "skipped",
-                     (json_int_t)c->skipped);
+                     (json_int_t)c->skipped, "foreign", (json_int_t)c->foreign);
+}
+
+static json_t *binds_json(const gh__bindstats *b)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "attempted", (json_int_t)b->attempted,
+                     "accepted", (json_int_t)b->accepted, "refused", (json_int_t)b->refused,
+                     "network_errors", (json_int_t)b->network_errors, "errors",
+                     (json_int_t)b->errors, "rate_limited", (json_int_t)b->rate_limited,
+                     "offline_cleared", (json_int_t)b->cleared, "in_flight",
+                     (json_int_t)b->in_flight);
 }
 
 static json_t *time_or_null(int64_t t)
@@ -311,6 +324,7 @@ int gh_sync_status(gh_sync *s, json_t *out)
         json_object_set_new(o, "next_run", time_or_null(st.next_run));
         json_object_set_new(o, "last_run", counts_json(&st.last_run));
         json_object_set_new(o, "totals", counts_json(&st.total));
+        json_object_set_new(o, "binds", binds_json(&up->binds));
         json_array_append_new(arr, o);
     }
     json_object_set_new(out, "upstreams", arr);

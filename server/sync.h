@@ -36,15 +36,28 @@ int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, gh_writer *wr
  * callback: run the loop once more afterwards, as after gh_writer_stop. */
 void gh_sync_stop(gh_sync *s);
 
-/* Upstream authentication: binds as dn with password off the loop thread and
- * calls cb on the loop thread with 0 (bound), GH_ECREDS (upstream said no) or
- * GH_EUNAVAIL (unreachable or timed out). password is copied and wiped.
- * Returns 0 when cb will be called exactly once, later; otherwise cb is never
- * called: GH_ENOTFOUND (unknown upstream), GH_ECREDS (empty password or DN, a
- * DN outside the upstream's base_dn), GH_EUNAVAIL (stopping, queue full). */
-typedef void (*gh_sync_auth_cb)(void *arg, int rc);
-int gh_sync_auth(gh_sync *s, const char *upstream, const char *dn, const char *password,
-                 gh_sync_auth_cb cb, void *arg);
+/* Upstream authentication: binds as the user's origin_dn with password off
+ * the loop thread and calls cb on the loop thread, exactly once, with:
+ *   0           the upstream accepted the password;
+ *   GH_ECREDS   the upstream refused it (invalidCredentials, account disabled
+ *               or expired, ...): the user's offline verifier is deleted
+ *               (compare-and-set on the verifier u held) before cb runs;
+ *   GH_EUNAVAIL the upstream could not say: offline_ok is 1 only when a bind
+ *               was actually sent and failed at the network level (connect
+ *               refused or timed out, the bind timed out, server down), the
+ *               one case where an offline verifier may be used; 0 for any
+ *               other failure (the upstream answered busy, stopping, ...);
+ *   GH_ERATE    no bind was attempted: the job waited past bind_timeout in
+ *               the queue. Never fall back to the offline verifier.
+ * peer names the client for the in-flight caps (max_binds_per_peer).
+ * password is copied and wiped. Returns 0 when cb will be called; otherwise
+ * cb is never called: GH_ENOTFOUND (unknown upstream), GH_ECREDS (empty
+ * password, a DN outside the upstream's base_dn), GH_ERATE (max_binds,
+ * max_binds_per_login or max_binds_per_peer in flight already), GH_EUNAVAIL
+ * (stopping). */
+typedef void (*gh_sync_auth_cb)(void *arg, int rc, int offline_ok);
+int gh_sync_auth_user(gh_sync *s, const gh_user *u, const char *peer, const char *password,
+                      gh_sync_auth_cb cb, void *arg);
 /* Whether a local offline verifier may be kept for this upstream, and for how
  * long it stays valid (seconds; 0 = never keep one). */
 int64_t gh_sync_offline_max_age(gh_sync *s, const char *upstream);

@@ -33,6 +33,7 @@ void gh__batch_reset(gh__batch *b)
     b->blob = NULL;
     b->bloblen = 0;
     b->pre_skipped = 0;
+    b->pre_foreign = 0;
     b->pre_err[0] = '\0';
     b->nfx = 0;
     memset(&b->res, 0, sizeof(b->res));
@@ -107,7 +108,8 @@ static int is_ours(const gh__batch *b, const char *origin)
 /* Makes sure name is free for the user self_id (0: a new user). A tombstone
  * of this upstream holding the name is purged (the upstream re-created the
  * login under a new key); anything else is a collision: GH_EEXISTS. */
-static int user_name_free(gh_txn *txn, gh__batch *b, const char *name, uint64_t self_id)
+static int user_name_free(gh_txn *txn, gh__batch *b, const char *name, uint64_t self_id,
+                          gh_user_state *admin)
 {
     gh_user o;
     int rc = gh_store_user_get(txn, name, &o);
@@ -116,6 +118,9 @@ static int user_name_free(gh_txn *txn, gh__batch *b, const char *name, uint64_t 
     if (rc != 0)
         return rc;
     if (is_ours(b, o.origin) && o.tombstone != 0) {
+        /* an administrator's lock of that login outlives its re-creation */
+        if (admin != NULL && o.admin_state != GH_USER_ACTIVE)
+            *admin = o.admin_state;
         rc = gh_store_user_del(txn, o.id);
         if (rc != 0)
             return rc;
@@ -165,12 +170,13 @@ static int apply_user(gh_txn *txn, gh__batch *b, const gh__change *c)
     int rc = gh_store_user_get_by_origin(txn, cfg->name, c->key, &cur);
 
     if (rc == GH_ENOTFOUND) {
-        rc = user_name_free(txn, b, c->u.name, 0);
+        gh_user_state admin = GH_USER_ACTIVE;
+        rc = user_name_free(txn, b, c->u.name, 0, &admin);
         if (rc != 0)
             return rc == GH_EEXISTS ? 0 : rc;
         nu = c->u;
         nu.id = 0;
-        nu.state = GH_USER_ACTIVE;
+        nu.state = admin; /* the administrator's state; upstream_flags are c->u's */
         rc = gh_store_user_add(txn, &nu);
         if (rc != 0)
             return entry_failed(txn, b, rc, "user", c->u.name);
@@ -207,19 +213,22 @@ static int apply_user(gh_txn *txn, gh__batch *b, const gh__change *c)
         mask |= GH_UF_ORIGIN;
         renamed = 1;
     }
+    if (cur.upstream_flags != c->u.upstream_flags || strcmp(cur.origin_sid, c->u.origin_sid) != 0) {
+        nu.upstream_flags = c->u.upstream_flags;
+        memcpy(nu.origin_sid, c->u.origin_sid, sizeof(nu.origin_sid));
+        mask |= GH_UF_UPSTREAM;
+    }
+    /* back from a deletion: the tombstone goes; the administrator's state
+     * (admin_state) was never touched by it and stays what it was */
     resurrect = cur.tombstone != 0;
     if (resurrect) {
         nu.tombstone = 0;
         mask |= GH_UF_TOMBSTONE;
-        if (cur.state == GH_USER_DISABLED) {
-            nu.state = GH_USER_ACTIVE;
-            mask |= GH_UF_STATE;
-        }
     }
     if (mask == 0)
         return 0;
     if (mask & GH_UF_NAME) {
-        rc = user_name_free(txn, b, nu.name, cur.id);
+        rc = user_name_free(txn, b, nu.name, cur.id, NULL);
         if (rc != 0)
             return rc == GH_EEXISTS ? 0 : rc;
     }
@@ -525,9 +534,8 @@ static int apply_delete(gh_txn *txn, gh__batch *b, const gh__change *c)
     if (rc == 0) {
         if (u.tombstone != 0)
             return 0;
-        u.tombstone = now;
-        u.state = GH_USER_DISABLED;
-        rc = gh_store_user_update(txn, &u, GH_UF_STATE | GH_UF_TOMBSTONE);
+        u.tombstone = now; /* the store makes the user disabled while it lasts */
+        rc = gh_store_user_update(txn, &u, GH_UF_TOMBSTONE);
         if (rc != 0)
             return entry_failed(txn, b, rc, "user", u.name);
         b->res.disabled++;
@@ -596,6 +604,7 @@ int gh__sync_apply(gh_txn *txn, void *arg)
     b->nfx = 0;
     snprintf(b->err, sizeof(b->err), "%s", b->pre_err);
     b->res.skipped = b->pre_skipped;
+    b->res.foreign = b->pre_foreign;
     if (b->n > 0 && (counted = calloc(b->n, 1)) == NULL)
         return GH_ENOMEM;
 

@@ -8,6 +8,7 @@
  * and is wiped when the struct is freed. Every key is documented in
  * docs/SYNC.md; keep the two in step.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -55,6 +56,7 @@ static const str_key str_keys[] = {{"uri", S(uri), K_URI},
                                    {"group_name_attr", S(group_name_attr), 0},
                                    {"description_attr", S(description_attr), 0},
                                    {"ca_file", S(ca_file), 0},
+                                   {"space_replacement", S(space_replacement), 0},
                                    {NULL, 0, 0}};
 #undef S
 
@@ -72,6 +74,10 @@ static void cfg_init_defaults(struct gh_upstream_cfg *u)
     u->page_size = 500;
     u->timeout = 10;
     u->bind_timeout = 3;
+    u->full_interval = 3600;
+    u->max_binds = 32;
+    u->max_binds_per_login = 2;
+    u->max_binds_per_peer = 8;
     u->offline_auth = 0;
     u->offline_max_age = 86400;
     u->delete_grace = 7 * 86400;
@@ -97,7 +103,21 @@ static const struct {
                     {"group_name_attr", "cn"},
                     {"description_attr", "description"},
                     {"ca_file", ""},
+                    {"space_replacement", ""},
                     {NULL, NULL}};
+
+/* flavor = ad: what an Active Directory needs, for every key not given. The
+ * user filter leaves out computer accounts (they are objectClass=user too). */
+static const struct {
+    const char *key;
+    const char *value;
+} ad_defaults[] = {{"user_filter", "(&(objectCategory=person)(objectClass=user))"},
+                   {"group_filter", "(objectClass=group)"},
+                   {"login_attr", "sAMAccountName"},
+                   {"key_attr", "objectGUID"},
+                   {"display_name_attr", "displayName"},
+                   {"group_name_attr", "sAMAccountName"},
+                   {NULL, NULL}};
 
 static int set_str(char **dst, const char *value)
 {
@@ -140,6 +160,7 @@ void gh_upstream_config_free(struct gh_upstream_cfg *u)
     for (const str_key *k = str_keys; k->name != NULL; k++)
         free(*str_field(u, k->off));
     free(u->member_attr);
+    free(u->uri_where);
     if (u->bind_password != NULL) {
         sodium_memzero(u->bind_password, strlen(u->bind_password));
         free(u->bind_password);
@@ -157,6 +178,7 @@ struct gh_upstream_cfg *gh__upstream_cfg_dup(const struct gh_upstream_cfg *src)
         *str_field(u, k->off) = NULL;
     u->member_attr = NULL;
     u->bind_password = NULL;
+    u->uri_where = NULL;
     int bad = 0;
     for (const str_key *k = str_keys; k->name != NULL; k++) {
         const char *v = *str_field((struct gh_upstream_cfg *)src, k->off);
@@ -292,6 +314,9 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
     for (const str_key *k = str_keys; k->name != NULL; k++) {
         if (strcmp(key, k->name) != 0)
             continue;
+        if (strcmp(k->name, "space_replacement") == 0 &&
+            (strlen(value) > 4 || strpbrk(value, " \t/,=*()\\+<>;\"#") != NULL))
+            FAIL("space_replacement: '%s' must be at most 4 characters valid in a name", value);
         if (strstr(k->name, "_attr") != NULL &&
             attr_valid(value, strcmp(k->name, "key_attr") != 0 &&
                                   strcmp(k->name, "login_attr") != 0 &&
@@ -306,7 +331,27 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
             FAIL("uri: '%s' is not an ldap://, ldaps:// or ldapi:// URI", value);
         if (set_str(str_field(u, k->off), value) != 0)
             FAIL("out of memory");
+        if (k->flag == K_URI && cfg->load_path != NULL) {
+            free(u->uri_where);
+            u->uri_where = NULL;
+            if (asprintf(&u->uri_where, "%s:%d: ", cfg->load_path, cfg->load_line) < 0)
+                u->uri_where = NULL;
+        }
         u->seen |= k->flag;
+        u->set_keys |= 1u << (k - str_keys);
+        return 0;
+    }
+    if (strcmp(key, "flavor") == 0) {
+        if (strcmp(value, "auto") == 0)
+            u->flavor = GH__FLAVOR_AUTO;
+        else if (strcmp(value, "generic") == 0 || strcmp(value, "openldap") == 0)
+            u->flavor = GH__FLAVOR_GENERIC;
+        else if (strcmp(value, "ad") == 0)
+            u->flavor = GH__FLAVOR_AD;
+        else if (strcmp(value, "389ds") == 0)
+            u->flavor = GH__FLAVOR_389;
+        else
+            FAIL("flavor: '%s' is not auto, generic, ad or 389ds", value);
         return 0;
     }
 
@@ -319,6 +364,7 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
         return 0;
     }
     if (strcmp(key, "mode") == 0) {
+        u->mode_set = 1;
         if (strcmp(value, "syncrepl-persist") == 0)
             u->mode = GH__MODE_PERSIST;
         else if (strcmp(value, "syncrepl-poll") == 0)
@@ -370,7 +416,11 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
                 {"timeout", 1, 3600},
                 {"bind_timeout", 1, 120},
                 {"offline_max_age", 0, 10ull * 365 * 86400},
-                {"delete_grace", 0, 10ull * 365 * 86400}};
+                {"delete_grace", 0, 10ull * 365 * 86400},
+                {"max_binds", 1, 4096},
+                {"max_binds_per_login", 1, 4096},
+                {"max_binds_per_peer", 1, 4096},
+                {"full_interval", 0, 10ull * 365 * 86400}};
     for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
         if (strcmp(key, nums[i].key) != 0)
             continue;
@@ -393,8 +443,20 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
         case 4:
             u->offline_max_age = (int64_t)x;
             break;
-        default:
+        case 5:
             u->delete_grace = (int64_t)x;
+            break;
+        case 6:
+            u->max_binds = (unsigned)x;
+            break;
+        case 7:
+            u->max_binds_per_login = (unsigned)x;
+            break;
+        case 8:
+            u->max_binds_per_peer = (unsigned)x;
+            break;
+        default:
+            u->full_interval = (unsigned)x;
             break;
         }
         return 0;
@@ -432,11 +494,49 @@ static int read_password(const char *path, char **out, char *msg, size_t msglen)
     return 0;
 }
 
+static int is_loopback(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (host == NULL || host[0] == '\0' || strcasecmp(host, "localhost") == 0)
+        return 1; /* ldap:/// is the local host */
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+/* 1 when uri (a list) has an ldap:// URI to a host that is not loopback:
+ * binds there would carry passwords in clear text. remote gets the host. */
+static int clear_text_remote(const char *uri, char *remote, size_t remotelen)
+{
+    char *copy = strdup(uri), *save = NULL;
+    int found = 0;
+    if (copy == NULL)
+        return 0;
+    /* libldap takes a list separated by spaces or commas */
+    for (char *t = strtok_r(copy, " \t,", &save); t != NULL && !found;
+         t = strtok_r(NULL, " \t,", &save)) {
+        LDAPURLDesc *d = NULL;
+        if (strncasecmp(t, "ldap://", 7) != 0 || ldap_url_parse(t, &d) != LDAP_SUCCESS)
+            continue;
+        if (!is_loopback(d->lud_host)) {
+            snprintf(remote, remotelen, "%s", d->lud_host);
+            found = 1;
+        }
+        ldap_free_urldesc(d);
+    }
+    free(copy);
+    return found;
+}
+
 int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
 {
     for (size_t i = 0; i < cfg->nupstreams; i++) {
         struct gh_upstream_cfg *u = cfg->upstreams[i];
         LDAPDN dn = NULL;
+        char remote[256];
 
         if (!(u->seen & K_URI))
             FAIL("[upstream:%s]: uri is required", u->name);
@@ -458,10 +558,29 @@ int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
             if (read_password(u->bind_password_file, &u->bind_password, m, sizeof(m)) != 0)
                 FAIL("[upstream:%s]: %s", u->name, m);
         }
+        if (u->flavor == GH__FLAVOR_AD) {
+            for (size_t d = 0; ad_defaults[d].key != NULL; d++)
+                for (const str_key *k = str_keys; k->name != NULL; k++)
+                    if (strcmp(k->name, ad_defaults[d].key) == 0 &&
+                        !(u->set_keys & (1u << (k - str_keys))) &&
+                        set_str(str_field(u, k->off), ad_defaults[d].value) != 0)
+                        FAIL("out of memory");
+            if (!u->mode_set)
+                u->mode = GH__MODE_SEARCH;
+            if (u->mode != GH__MODE_SEARCH)
+                FAIL("[upstream:%s]: flavor = ad needs mode = search-poll (Active Directory "
+                     "has no RFC 4533 syncrepl)",
+                     u->name);
+        }
         if (u->mode != GH__MODE_SEARCH && strcasecmp(u->key_attr, "entryUUID") != 0)
             FAIL("[upstream:%s]: key_attr %s needs mode = search-poll (syncrepl keys entries "
                  "by entryUUID)",
                  u->name, u->key_attr);
+        if (!u->starttls && clear_text_remote(u->uri, remote, sizeof(remote)))
+            FAIL("%s[upstream:%s]: uri %s would send every password in clear text to %s: add "
+                 "starttls = yes (with ca_file = the CA that signed its certificate), or use "
+                 "ldaps://",
+                 u->uri_where != NULL ? u->uri_where : "", u->name, u->uri, remote);
         if (u->starttls && strncmp(u->uri, "ldap://", 7) != 0)
             FAIL("[upstream:%s]: starttls applies to ldap:// URIs only", u->name);
         if (u->ca_file[0] != '\0' && access(u->ca_file, R_OK) != 0)
@@ -476,15 +595,26 @@ void gh__upstream_fingerprint(const struct gh_upstream_cfg *u, char out[33])
 {
     crypto_generichash_state st;
     unsigned char h[16];
-    const char *parts[] = {
-        u->uri,         u->base_dn,         u->user_filter,     u->group_filter,      u->login_attr,
-        u->member_attr, u->uid_number_attr, u->gid_number_attr, u->display_name_attr, u->mail_attr,
-        u->key_attr,    u->group_name_attr, u->description_attr};
+    const char *parts[] = {u->uri,
+                           u->base_dn,
+                           u->user_filter,
+                           u->group_filter,
+                           u->login_attr,
+                           u->member_attr,
+                           u->uid_number_attr,
+                           u->gid_number_attr,
+                           u->display_name_attr,
+                           u->mail_attr,
+                           u->key_attr,
+                           u->group_name_attr,
+                           u->description_attr,
+                           u->space_replacement,
+                           "keys-v2" /* objectGUID in AD's form */};
     char scope[8];
     crypto_generichash_init(&st, NULL, 0, sizeof(h));
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
         crypto_generichash_update(&st, (const unsigned char *)parts[i], strlen(parts[i]) + 1);
-    snprintf(scope, sizeof(scope), "%d", u->scope);
+    snprintf(scope, sizeof(scope), "%d/%d", u->scope, u->flavor);
     crypto_generichash_update(&st, (const unsigned char *)scope, strlen(scope) + 1);
     crypto_generichash_final(&st, h, sizeof(h));
     sodium_bin2hex(out, 33, h, sizeof(h));

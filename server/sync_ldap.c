@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "schema/log.h"
 #include "server/sync-int.h"
@@ -25,13 +27,51 @@ static void diag(LDAP *ld, int rc, const char *what, char *err, size_t errlen)
     ldap_memfree(msg);
 }
 
+/* The system's trust store (Debian's ca-certificates), used without ca_file. */
+#define SYSTEM_CA_FILE "/etc/ssl/certs/ca-certificates.crt"
+#define SYSTEM_CA_DIR "/etc/ssl/certs"
+
+/* A TLS context of this handle's own, built from our settings only: every
+ * TLS option that ldap.conf, ~/.ldaprc or LDAPTLS_* may have put in the
+ * defaults is overridden (trust anchors, both file and directory, client
+ * certificate, certificate checking, protocol floor), then NEWCTX builds the
+ * context. Certificate and host name checks are always on (demand). */
+static int tls_setup(LDAP *ld, const struct gh_upstream_cfg *cfg, char *err, size_t errlen)
+{
+    int demand = LDAP_OPT_X_TLS_DEMAND, server = 0;
+    int min = LDAP_OPT_X_TLS_PROTOCOL_TLS1_2;
+    const char *cafile = cfg->ca_file[0] != '\0' ? cfg->ca_file : NULL;
+    const char *cadir = NULL;
+    int ok = 1;
+
+    if (cafile == NULL) {
+        if (access(SYSTEM_CA_FILE, R_OK) == 0)
+            cafile = SYSTEM_CA_FILE;
+        else
+            cadir = SYSTEM_CA_DIR;
+    }
+    ok &= ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand) == LDAP_OPT_SUCCESS;
+    ok &= ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, cafile) == LDAP_OPT_SUCCESS;
+    ok &= ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTDIR, cadir) == LDAP_OPT_SUCCESS;
+    ok &= ldap_set_option(ld, LDAP_OPT_X_TLS_CERTFILE, NULL) == LDAP_OPT_SUCCESS;
+    ok &= ldap_set_option(ld, LDAP_OPT_X_TLS_KEYFILE, NULL) == LDAP_OPT_SUCCESS;
+    ok &= ldap_set_option(ld, LDAP_OPT_X_TLS_PROTOCOL_MIN, &min) == LDAP_OPT_SUCCESS;
+    ok &= ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &server) == LDAP_OPT_SUCCESS;
+    if (!ok) {
+        snprintf(err, errlen, "cannot set up TLS with %s %s",
+                 cadir != NULL ? "the CA directory" : "ca_file", cadir != NULL ? cadir : cafile);
+        return LDAP_LOCAL_ERROR;
+    }
+    return LDAP_SUCCESS;
+}
+
 int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const char *dn,
                   const char *password, size_t pwlen, LDAP **out, char *err, size_t errlen)
 {
     LDAP *ld = NULL;
     int v3 = LDAP_VERSION3;
     struct timeval tv = {(time_t)timeout, 0};
-    int rc;
+    int rc, tls = cfg->starttls || strncasecmp(cfg->uri, "ldaps://", 8) == 0;
 
     *out = NULL;
     err[0] = '\0';
@@ -56,16 +96,10 @@ int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const cha
         ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_PROBES, &probes);
         ldap_set_option(ld, LDAP_OPT_X_KEEPALIVE_INTERVAL, &interval);
     }
-    if (cfg->ca_file[0] != '\0') {
-        int demand = LDAP_OPT_X_TLS_DEMAND, server = 0;
-        ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, cfg->ca_file);
-        ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand);
-        rc = ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &server);
-        if (rc != LDAP_OPT_SUCCESS) {
-            snprintf(err, errlen, "cannot set up TLS with ca_file %s", cfg->ca_file);
-            rc = LDAP_LOCAL_ERROR;
+    if (tls) {
+        rc = tls_setup(ld, cfg, err, errlen);
+        if (rc != LDAP_SUCCESS)
             goto fail;
-        }
     }
     if (cfg->starttls) {
         rc = ldap_start_tls_s(ld, NULL, NULL);
@@ -93,6 +127,13 @@ int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const cha
     *out = ld;
     return LDAP_SUCCESS;
 fail:
+    if (tls && (rc == LDAP_CONNECT_ERROR || rc == LDAP_SERVER_DOWN)) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n,
+                 " (with TLS: is the server's certificate signed by %s, and does it name the "
+                 "host in uri?)",
+                 cfg->ca_file[0] != '\0' ? cfg->ca_file : "a CA of the system store");
+    }
     ldap_unbind_ext(ld, NULL, NULL);
     return rc;
 }
@@ -113,19 +154,23 @@ char *gh__dn_norm(const char *dn)
     return out;
 }
 
-int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen)
+int gh__key_text(const struct berval *bv, int form, char *out, size_t outlen)
 {
     static const char hex[] = "0123456789abcdef";
+    /* AD's GUID text: Data1 (4 bytes), Data2, Data3 (2 each) little-endian */
+    static const unsigned char guid_order[16] = {3, 2, 1,  0,  5,  4,  7,  6,
+                                                 8, 9, 10, 11, 12, 13, 14, 15};
     size_t o = 0;
 
     if (bv == NULL || bv->bv_len == 0 || outlen < 37)
         return GH_EINVAL;
-    if (raw_uuid && bv->bv_len == 16) {
+    if (form != GH__KEY_TEXT && bv->bv_len == 16) {
         for (size_t i = 0; i < 16; i++) {
+            unsigned char b = (unsigned char)bv->bv_val[form == GH__KEY_GUID ? guid_order[i] : i];
             if (i == 4 || i == 6 || i == 8 || i == 10)
                 out[o++] = '-';
-            out[o++] = hex[(unsigned char)bv->bv_val[i] >> 4];
-            out[o++] = hex[(unsigned char)bv->bv_val[i] & 15];
+            out[o++] = hex[b >> 4];
+            out[o++] = hex[b & 15];
         }
         out[o] = '\0';
         return 0;
@@ -149,5 +194,34 @@ int gh__key_text(const struct berval *bv, int raw_uuid, char *out, size_t outlen
     for (size_t i = 0; i < bv->bv_len; i++)
         out[i] = (char)tolower((unsigned char)bv->bv_val[i]);
     out[bv->bv_len] = '\0';
+    return 0;
+}
+
+int gh__sid_text(const struct berval *bv, char *out, size_t outlen)
+{
+    const unsigned char *p = (const unsigned char *)(bv != NULL ? bv->bv_val : NULL);
+    uint64_t auth = 0;
+    size_t off;
+    int n;
+
+    /* revision 1, count of sub-authorities, 48-bit big-endian authority,
+     * then each sub-authority as 32 bits little-endian */
+    if (p == NULL || bv->bv_len < 8 || p[0] != 1 || bv->bv_len != 8 + 4 * (size_t)p[1] || p[1] > 15)
+        return GH_EINVAL;
+    for (int i = 2; i < 8; i++)
+        auth = auth << 8 | p[i];
+    n = snprintf(out, outlen, "S-1-%llu", (unsigned long long)auth);
+    if (n < 0 || (size_t)n >= outlen)
+        return GH_ETOOBIG;
+    off = (size_t)n;
+    for (unsigned i = 0; i < p[1]; i++) {
+        const unsigned char *s = p + 8 + 4 * i;
+        uint32_t v =
+            (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
+        n = snprintf(out + off, outlen - off, "-%u", v);
+        if (n < 0 || (size_t)n >= outlen - off)
+            return GH_ETOOBIG;
+        off += (size_t)n;
+    }
     return 0;
 }

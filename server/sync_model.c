@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "schema/log.h"
 #include "server/sync-int.h"
@@ -201,6 +203,68 @@ static void text_value(LDAP *ld, LDAPMessage *e, const char *attr, char *out, si
     memcpy(out, buf, strlen(buf) + 1);
 }
 
+/* space_replacement: "Domain Users" -> "domain_users" (AD names are also
+ * folded to lower case: AD compares them case-insensitively). Names with
+ * spaces stay as they are without a replacement, and are then refused. */
+static int map_name(const gh__upstream *up, char *name, size_t size)
+{
+    const char *rep = up->cfg->space_replacement;
+    char out[GH_NAME_MAX * 4 + 1];
+    size_t o = 0, rl = strlen(rep);
+    if (up->ad)
+        for (char *p = name; *p != '\0'; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+    if (rl == 0 || strchr(name, ' ') == NULL)
+        return 0;
+    for (const char *p = name; *p != '\0'; p++) {
+        if (o + rl + 1 >= sizeof(out))
+            return GH_ETOOBIG;
+        if (*p == ' ') {
+            memcpy(out + o, rep, rl);
+            o += rl;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+    if (o >= size)
+        return GH_ETOOBIG;
+    memcpy(name, out, o + 1);
+    return 0;
+}
+
+/* AD's accountExpires: 100 ns intervals since 1601; 0 and 2^63-1 are never. */
+static int ad_expired(LDAP *ld, LDAPMessage *e)
+{
+    char buf[32], *end;
+    if (first_value(ld, e, "accountExpires", buf, sizeof(buf)) != 0)
+        return 0;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || v <= 0 || v == 9223372036854775807ll)
+        return 0;
+    return v / 10000000 - 11644473600ll < (long long)time(NULL);
+}
+
+/* Account state the upstream owns (GH_UPSTREAM_*). */
+static uint32_t upstream_flags(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
+{
+    char buf[32];
+    uint32_t f = 0;
+    if (up->ad) {
+        if (first_value(ld, e, "userAccountControl", buf, sizeof(buf)) == 0 &&
+            (strtoul(buf, NULL, 10) & 0x2) != 0) /* ACCOUNTDISABLE */
+            f |= GH_UPSTREAM_DISABLED;
+        if (ad_expired(ld, e))
+            f |= GH_UPSTREAM_EXPIRED;
+    }
+    if (up->ds389 && first_value(ld, e, "nsAccountLock", buf, sizeof(buf)) == 0 &&
+        strcasecmp(buf, "true") == 0)
+        f |= GH_UPSTREAM_DISABLED;
+    return f;
+}
+
 void gh__entry_skipped(gh__upstream *up, const char *dn, const char *fmt, ...)
 {
     char why[128];
@@ -269,7 +333,7 @@ static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *ke
         gh__entry_skipped(up, dn, "no usable %s", cfg->login_attr);
         return 0;
     }
-    if (gh_schema_name_valid(login, NULL, 0) != 0) {
+    if (map_name(up, login, sizeof(login)) != 0 || gh_schema_name_valid(login, NULL, 0) != 0) {
         gh__entry_skipped(up, dn, "%s '%s' is not a valid login name", cfg->login_attr, login);
         return 0;
     }
@@ -285,6 +349,13 @@ static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *ke
     snprintf(u->origin, sizeof(u->origin), "%s", cfg->name);
     snprintf(u->origin_key, sizeof(u->origin_key), "%s", key);
     snprintf(u->origin_dn, sizeof(u->origin_dn), "%s", dn);
+    u->upstream_flags = upstream_flags(up, ld, e);
+    if (up->ad) {
+        struct berval **sid = ldap_get_values_len(ld, e, "objectSid");
+        if (sid != NULL && sid[0] != NULL)
+            gh__sid_text(sid[0], u->origin_sid, sizeof(u->origin_sid));
+        ldap_value_free_len(sid);
+    }
 
     gh__obj *o = gh__model_put(&up->m, GH__KIND_USER, key, dn, login, &changed);
     if (o == NULL)
@@ -311,11 +382,116 @@ static int park(gh__upstream *up, gh__obj *g, const char *ref)
     return rc;
 }
 
+/* A growing list of member values (copies). */
+typedef struct bvlist {
+    struct berval **v;
+    size_t n, cap;
+} bvlist;
+
+static void bvlist_free(bvlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        ber_bvfree(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
+
+static int bvlist_add(bvlist *l, struct berval **vals)
+{
+    for (size_t i = 0; vals != NULL && vals[i] != NULL; i++) {
+        if (l->n == l->cap) {
+            size_t cap = l->cap == 0 ? 64 : l->cap * 2;
+            struct berval **v = realloc(l->v, cap * sizeof(*v));
+            if (v == NULL)
+                return GH_ENOMEM;
+            l->v = v;
+            l->cap = cap;
+        }
+        if ((l->v[l->n] = ber_dupbv(NULL, vals[i])) == NULL)
+            return GH_ENOMEM;
+        l->n++;
+    }
+    return 0;
+}
+
+/* Finds "<attr>;range=LOW-HIGH" among e's attributes: its values go to out,
+ * *high gets HIGH (-1 for "*", the last slice). 1 when found. */
+static int range_slice(LDAP *ld, LDAPMessage *e, const char *attr, bvlist *out, long *high, int *rc)
+{
+    BerElement *ber = NULL;
+    size_t al = strlen(attr);
+    int found = 0;
+    *rc = 0;
+    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL && !found;
+         a = ldap_next_attribute(ld, e, ber)) {
+        const char *dash;
+        if (strncasecmp(a, attr, al) == 0 && strncasecmp(a + al, ";range=", 7) == 0 &&
+            (dash = strchr(a + al + 7, '-')) != NULL) {
+            struct berval **v = ldap_get_values_len(ld, e, a);
+            found = 1;
+            *high = strcmp(dash + 1, "*") == 0 ? -1 : strtol(dash + 1, NULL, 10);
+            *rc = bvlist_add(out, v);
+            ldap_value_free_len(v);
+        }
+        ldap_memfree(a);
+    }
+    ber_free(ber, 0);
+    return found;
+}
+
+/* Every value of the member attribute. Active Directory answers a group of
+ * more than MaxValRange members with "member;range=0-1499" and the rest must
+ * be asked for ("member;range=1500-*") until a slice ends with "*". Any
+ * failure on the way is an error: a group is never applied from a partial
+ * list. */
+static int member_values(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *dn, bvlist *out,
+                         char *why, size_t whylen)
+{
+    const char *attr = up->cfg->member_attr;
+    struct berval **v = ldap_get_values_len(ld, e, attr);
+    long high;
+    int rc;
+
+    if (v != NULL) {
+        rc = bvlist_add(out, v);
+        ldap_value_free_len(v);
+        return rc;
+    }
+    if (!range_slice(ld, e, attr, out, &high, &rc) || rc != 0)
+        return rc; /* no members at all, or out of memory */
+    for (int round = 0; high >= 0; round++) {
+        char want[160];
+        char *attrs[2] = {want, NULL};
+        LDAPMessage *res = NULL;
+        long next = high + 1;
+        if (round > 100000) {
+            snprintf(why, whylen, "ranged retrieval of %s does not end", attr);
+            return GH_EUNAVAIL;
+        }
+        snprintf(want, sizeof(want), "%s;range=%ld-*", attr, next);
+        int lrc = ldap_search_ext_s(ld, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL,
+                                    NULL, NULL, 0, &res);
+        LDAPMessage *ge = lrc == LDAP_SUCCESS ? ldap_first_entry(ld, res) : NULL;
+        int arc = 0;
+        int found = ge != NULL && range_slice(ld, ge, attr, out, &high, &arc);
+        ldap_msgfree(res);
+        if (arc != 0)
+            return arc;
+        if (!found || (high >= 0 && high < next)) {
+            snprintf(why, whylen, "%s values from %ld on could not be read (%s)", attr, next,
+                     lrc != LDAP_SUCCESS ? ldap_err2string(lrc) : "no range in the answer");
+            return GH_EUNAVAIL;
+        }
+    }
+    return 0;
+}
+
 static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *key, const char *dn)
 {
     const struct gh_upstream_cfg *cfg = up->cfg;
-    char name[GH_NAME_MAX + 1];
-    struct berval **vals = NULL;
+    char name[GH_NAME_MAX + 1], why[200] = "";
+    bvlist mv = {0};
+    struct berval **vals;
     int changed, rc = 0;
 
     if (strlen(dn) > GH_DN_MAX) {
@@ -326,15 +502,26 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
         gh__entry_skipped(up, dn, "no usable %s", cfg->group_name_attr);
         return 0;
     }
-    if (gh_schema_name_valid(name, NULL, 0) != 0) {
+    if (map_name(up, name, sizeof(name)) != 0 || gh_schema_name_valid(name, NULL, 0) != 0) {
         gh__entry_skipped(up, dn, "%s '%s' is not a valid group name", cfg->group_name_attr, name);
         return 0;
     }
+    rc = member_values(up, ld, e, dn, &mv, why, sizeof(why));
+    if (rc == GH_EUNAVAIL) {
+        /* keeps its previous members; the run reports it */
+        gh__entry_skipped(up, dn, "group '%s' not updated: %s", name, why);
+        rc = 0;
+        goto done;
+    }
+    if (rc != 0)
+        goto done;
     gh__obj *g = gh__model_put(&up->m, GH__KIND_GROUP, key, dn, "", &changed);
-    if (g == NULL)
-        return GH_ENOMEM;
+    if (g == NULL) {
+        rc = GH_ENOMEM;
+        goto done;
+    }
     if (changed && (rc = wake_parked(up, g)) != 0)
-        return rc;
+        goto done;
     /* this change carries the whole member list: an earlier one in the
      * batch need not reconcile, and the old parked references go */
     if (g->pending != 0 && g->pending <= up->b.n && strcmp(up->b.ch[g->pending - 1].key, key) == 0)
@@ -342,8 +529,10 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
     unpark_group(&up->m, g);
 
     gh__change *c = gh__batch_add(&up->b, GH__CH_GROUP, key);
-    if (c == NULL)
-        return GH_ENOMEM;
+    if (c == NULL) {
+        rc = GH_ENOMEM;
+        goto done;
+    }
     g->pending = up->b.n;
     gh_group *gr = &c->g;
     snprintf(gr->name, sizeof(gr->name), "%s", name);
@@ -353,8 +542,8 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
     snprintf(gr->origin_key, sizeof(gr->origin_key), "%s", key);
     snprintf(gr->origin_dn, sizeof(gr->origin_dn), "%s", dn);
 
-    vals = ldap_get_values_len(ld, e, cfg->member_attr);
-    size_t nv = ldap_count_values_len(vals);
+    vals = mv.v;
+    size_t nv = mv.n;
     if (nv > 0) {
         c->members = calloc(nv, sizeof(*c->members));
         if (c->members == NULL) {
@@ -386,6 +575,13 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
                 break;
             }
             m = ref[0] != '\0' ? gh__map_get(&up->m.by_dn, ref) : NULL;
+            if (m == NULL && up->ad && strstr(ref, ",cn=foreignsecurityprincipals,") != NULL) {
+                /* a principal of another domain (or a well-known SID such as
+                 * Authenticated Users): nothing to mirror, nothing wrong */
+                up->b.pre_foreign++;
+                free(ref);
+                continue;
+            }
         }
         if (m != NULL) {
             if (m != g) {
@@ -399,7 +595,7 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
         free(ref);
     }
 done:
-    ldap_value_free_len(vals);
+    bvlist_free(&mv);
     return rc;
 }
 

@@ -46,6 +46,7 @@
 #define BATCH_FLUSH 500 /* changes per batch during a refresh */
 #define BACKOFF_MAX 60  /* seconds between reconnect attempts, at most */
 #define PERSIST_POLL_MS 250
+#define AD_SHOW_DELETED_OID "1.2.840.113556.1.4.417" /* LDAP_SERVER_SHOW_DELETED_OID */
 
 int64_t gh__mono_s(void)
 {
@@ -104,12 +105,66 @@ static void set_busy(gh__upstream *up, int busy)
     pthread_mutex_unlock(&up->mu);
 }
 
+typedef struct count_ctx {
+    const char *origin;
+    uint64_t live, tomb;
+} count_ctx;
+
+static int count_user(const gh_user *u, void *arg)
+{
+    count_ctx *cc = arg;
+    if (strcmp(u->origin, cc->origin) == 0) {
+        if (u->tombstone != 0)
+            cc->tomb++;
+        else
+            cc->live++;
+    }
+    return 0;
+}
+
+static int count_group(const gh_group *g, void *arg)
+{
+    count_ctx *cc = arg;
+    if (strcmp(g->origin, cc->origin) == 0) {
+        if (g->tombstone != 0)
+            cc->tomb++;
+        else
+            cc->live++;
+    }
+    return 0;
+}
+
+/* sync.status's users, groups and tombstones, counted in the store (not in
+ * the worker's model, which runs ahead of it during a halt or a failure).
+ * A scan: done at the end of a run, a halt, a load, and after persist
+ * changes that add or remove entries; not per batch of a refresh. */
+static void recount(gh__upstream *up)
+{
+    up->recount_due = 0;
+    gh_store_reader *r = NULL;
+    gh_txn *txn;
+    count_ctx u = {up->cfg->name, 0, 0}, g = {up->cfg->name, 0, 0};
+    if (gh_store_reader_new(up->s->store, &r) != 0)
+        return;
+    if (gh_store_read_begin(r, &txn) == 0) {
+        int rc = gh_store_user_list(txn, NULL, NULL, 0, count_user, &u);
+        if (rc == 0)
+            rc = gh_store_group_list(txn, NULL, NULL, 0, count_group, &g);
+        gh_store_read_end(r);
+        if (rc == 0) {
+            pthread_mutex_lock(&up->mu);
+            up->st.users = u.live;
+            up->st.groups = g.live;
+            up->st.tombstones = u.tomb + g.tomb;
+            pthread_mutex_unlock(&up->mu);
+        }
+    }
+    gh_store_reader_free(r);
+}
+
 static void publish_counts(gh__upstream *up)
 {
     pthread_mutex_lock(&up->mu);
-    up->st.users = up->m.nusers;
-    up->st.groups = up->m.ngroups;
-    up->st.tombstones = up->m.tomb.n;
     up->st.last_run = up->run;
     pthread_mutex_unlock(&up->mu);
 }
@@ -122,27 +177,39 @@ static void counts_add(gh__counts *a, const gh__counts *b)
     a->disabled += b->disabled;
     a->purged += b->purged;
     a->skipped += b->skipped;
+    a->foreign += b->foreign;
 }
 
-/* Cookie as shown by sync.status: the text when printable (OpenLDAP's is
- * "rid=...,csn=..."), else a note. */
+/* Cookie as shown by sync.status: whole when printable (OpenLDAP's is
+ * "rid=...,csn=..."), else a hash and the length; never cut. */
 static void show_cookie(gh__upstream *up)
 {
-    char buf[160] = "";
+    char buf[sizeof(up->st.cookie)] = "";
     size_t off = 0;
     for (int i = 0; i < 2; i++) {
         gh__session *ss = &up->sess[i];
+        const char *name = i == 0 ? "users" : "groups";
+        int n;
         if (ss->cookie == NULL)
             continue;
-        int printable = 1;
-        for (size_t j = 0; j < ss->cookielen; j++)
+        int printable = ss->cookielen <= 1000;
+        for (size_t j = 0; j < ss->cookielen && printable; j++)
             if ((unsigned char)ss->cookie[j] < 0x20 || (unsigned char)ss->cookie[j] > 0x7e)
                 printable = 0;
-        int n = snprintf(buf + off, sizeof(buf) - off, "%s%s:%.*s", off > 0 ? " " : "",
-                         i == 0 ? "users" : "groups", printable ? (int)ss->cookielen : 8,
-                         printable ? ss->cookie : "(binary)");
+        if (printable) {
+            n = snprintf(buf + off, sizeof(buf) - off, "%s%s:%.*s", off > 0 ? " " : "", name,
+                         (int)ss->cookielen, ss->cookie);
+        } else {
+            unsigned char h[16];
+            char hex[33];
+            crypto_generichash(h, sizeof(h), (const unsigned char *)ss->cookie, ss->cookielen, NULL,
+                               0);
+            sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+            n = snprintf(buf + off, sizeof(buf) - off, "%s%s:blake2b-128:%s/%zu",
+                         off > 0 ? " " : "", name, hex, ss->cookielen);
+        }
         if (n < 0 || (size_t)n >= sizeof(buf) - off)
-            break;
+            break; /* cannot happen: sized for two whole cookies */
         off += (size_t)n;
     }
     pthread_mutex_lock(&up->mu);
@@ -174,6 +241,7 @@ static int take_run_request(gh__upstream *up)
     int req = up->run_req;
     if (req) {
         if (up->run_full) {
+            memset(&up->mark, 0, sizeof(up->mark));
             for (int i = 0; i < 2; i++) {
                 free(up->sess[i].cookie);
                 up->sess[i].cookie = NULL;
@@ -256,6 +324,19 @@ static void parse_state(gh__upstream *up, const char *blob, size_t len)
         json_decref(o);
         return;
     }
+    json_t *ad = json_object_get(o, "ad");
+    memset(&up->mark, 0, sizeof(up->mark));
+    if (json_is_object(ad)) {
+        const char *inv = json_string_value(json_object_get(ad, "inv"));
+        const char *dc = json_string_value(json_object_get(ad, "dc"));
+        json_int_t usn = json_integer_value(json_object_get(ad, "usn"));
+        if (inv != NULL && dc != NULL && usn > 0) {
+            up->mark.usn = (uint64_t)usn;
+            snprintf(up->mark.inv, sizeof(up->mark.inv), "%s", inv);
+            snprintf(up->mark.dc, sizeof(up->mark.dc), "%s", dc);
+            up->mark.full_at = json_integer_value(json_object_get(ad, "full_at"));
+        }
+    }
     static const char *names[2] = {"users", "groups"};
     for (int i = 0; i < 2; i++) {
         const char *b64 = json_string_value(json_object_get(o, names[i]));
@@ -319,6 +400,7 @@ static int load_state(gh__upstream *up)
 done:
     gh_store_reader_free(r);
     publish_counts(up);
+    recount(up);
     show_cookie(up);
     return rc;
 }
@@ -371,6 +453,11 @@ static int make_blob(gh__upstream *up)
         json_object_set_new(o, i == 0 ? "users" : "groups", json_string(e));
         free(e);
     }
+    const struct gh__admark *mk = up->mark_pending ? &up->mark_next : &up->mark;
+    if (mk->usn > 0)
+        json_object_set_new(o, "ad",
+                            json_pack("{s:I,s:s,s:s,s:I}", "usn", (json_int_t)mk->usn, "inv",
+                                      mk->inv, "dc", mk->dc, "full_at", (json_int_t)mk->full_at));
     up->b.blob = json_dumps(o, JSON_COMPACT);
     if (up->b.blob != NULL) {
         up->b.bloblen = strlen(up->b.blob);
@@ -392,7 +479,7 @@ static int flush(gh__upstream *up, int with_cookies)
     gh__count_parked(up);
     if (with_cookies && (rc = make_blob(up)) != 0)
         return rc;
-    if (b->n == 0 && b->blob == NULL && b->pre_skipped == 0)
+    if (b->n == 0 && b->blob == NULL && b->pre_skipped == 0 && b->pre_foreign == 0)
         return 0;
     for (size_t i = 0; i < b->n; i++) {
         gh__obj *g =
@@ -433,7 +520,20 @@ static int flush(gh__upstream *up, int with_cookies)
             if (d != ss->cookie)
                 set_cookie(ss, d, n);
         }
+        if (up->mark_pending) {
+            up->mark = up->mark_next;
+            up->mark_pending = 0;
+        }
         show_cookie(up);
+    }
+    /* a persist change that adds or removes entries: the counts move; they
+     * are recounted once the searches are drained (not per change) */
+    if (!up->sess[0].refreshing && !up->sess[1].refreshing &&
+        b->res.added + b->res.disabled + b->res.purged > 0) {
+        if (up->cfg->mode == GH__MODE_PERSIST)
+            up->recount_due = 1;
+        else
+            recount(up); /* a purge between poll runs */
     }
     gh__batch_reset(b);
     publish_counts(up);
@@ -498,6 +598,7 @@ static int finish_refresh(gh__upstream *up)
         for (int i = 0; i < 2; i++)
             up->sess[i].refreshing = 1; /* keeps the old cookies */
         rc = flush(up, 0);
+        recount(up);
         set_error(up,
                   "refusing to delete %zu of %zu mirrored entries (max_delete_ratio %.2f): "
                   "check the upstream and its filters, then sync.run with force",
@@ -556,6 +657,39 @@ static int add_present(gh__session *ss, const char *key)
     return gh__map_put(&ss->present, key, (void *)1, NULL);
 }
 
+/* 389-ds's sync UUIDs are its nsUniqueId, not the entryUUID that search-poll
+ * and docs/SYNC.md key on: entries carry both (the sync UUID learnt here),
+ * deletions and present lists only the sync UUID (translated back). So one
+ * entry has one key whatever the mode. In-memory; see detect_flavor for the
+ * full refresh that fills it after a start. */
+static int sync_key(gh__upstream *up, LDAP *ld, LDAPMessage *msg, char *key, size_t keylen)
+{
+    struct berval **v;
+    char ek[GH_KEY_MAX + 1];
+    if (!up->ds389)
+        return 0;
+    v = msg != NULL ? ldap_get_values_len(ld, msg, "entryUUID") : NULL;
+    if (v != NULL && v[0] != NULL && gh__key_text(v[0], GH__KEY_TEXT, ek, sizeof(ek)) == 0) {
+        ldap_value_free_len(v);
+        if (strcmp(ek, key) != 0) {
+            char *dup = strdup(ek);
+            void *old = NULL;
+            if (dup == NULL || gh__map_put(&up->alias, key, dup, &old) != 0) {
+                free(dup);
+                return GH_ENOMEM;
+            }
+            free(old);
+        }
+        snprintf(key, keylen, "%s", ek);
+        return 0;
+    }
+    ldap_value_free_len(v);
+    const char *ek2 = gh__map_get(&up->alias, key);
+    if (ek2 != NULL)
+        snprintf(key, keylen, "%s", ek2);
+    return 0;
+}
+
 static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
                     ldap_sync_refresh_t phase)
 {
@@ -568,8 +702,14 @@ static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
     progress(up);
     if (ss->failed || chained(ss, msg))
         return 0;
-    if (gh__key_text(uuid, 1, key, sizeof(key)) != 0)
+    if (gh__key_text(uuid, GH__KEY_UUID, key, sizeof(key)) != 0)
         return 0;
+    if (sync_key(up, ls->ls_ld,
+                 phase == LDAP_SYNC_CAPI_ADD || phase == LDAP_SYNC_CAPI_MODIFY ? msg : NULL, key,
+                 sizeof(key)) != 0) {
+        abort_session(ss);
+        return GH_ENOMEM;
+    }
     switch (phase) {
     case LDAP_SYNC_CAPI_PRESENT:
         rc = add_present(ss, key);
@@ -643,8 +783,9 @@ static int on_intermediate(ldap_sync_t *ls, LDAPMessage *msg, BerVarray uuids,
     case LDAP_SYNC_CAPI_PRESENTS_IDSET:
     case LDAP_SYNC_CAPI_DELETES_IDSET:
         for (size_t i = 0; uuids != NULL && uuids[i].bv_val != NULL && rc == 0; i++) {
-            if (gh__key_text(&uuids[i], 1, key, sizeof(key)) != 0)
+            if (gh__key_text(&uuids[i], GH__KEY_UUID, key, sizeof(key)) != 0)
                 continue;
+            sync_key(up, NULL, NULL, key, sizeof(key));
             if (phase == LDAP_SYNC_CAPI_PRESENTS_IDSET)
                 rc = add_present(ss, key);
             else if (ss->refreshing)
@@ -682,20 +823,31 @@ static int on_result(ldap_sync_t *ls, LDAPMessage *msg, int refresh_deletes)
     return 0;
 }
 
-static char **attr_list(const struct gh_upstream_cfg *cfg, int kind)
+static char **attr_list(const gh__upstream *up, int kind)
 {
+    const struct gh_upstream_cfg *cfg = up->cfg;
     const char *u[] = {cfg->login_attr,
                        cfg->uid_number_attr,
                        cfg->gid_number_attr,
                        cfg->display_name_attr,
                        cfg->mail_attr,
                        cfg->key_attr,
+                       up->ad ? "userAccountControl" : "",
+                       up->ad ? "accountExpires" : "",
+                       up->ad ? "objectSid" : "",
+                       up->ds389 ? "nsAccountLock" : "",
+                       up->ds389 ? "entryUUID" : "",
                        NULL};
-    const char *g[] = {cfg->group_name_attr, cfg->gid_number_attr, cfg->description_attr,
-                       cfg->member_attr,     cfg->key_attr,        NULL};
+    const char *g[] = {cfg->group_name_attr,
+                       cfg->gid_number_attr,
+                       cfg->description_attr,
+                       cfg->member_attr,
+                       cfg->key_attr,
+                       up->ds389 ? "entryUUID" : "",
+                       NULL};
     const char **src = kind == GH__KIND_USER ? u : g;
     size_t n = 0;
-    char **v = ldap_memcalloc(8, sizeof(char *));
+    char **v = ldap_memcalloc(16, sizeof(char *));
     if (v == NULL)
         return NULL;
     for (size_t i = 0; src[i] != NULL; i++) {
@@ -732,7 +884,7 @@ static int session_begin(gh__upstream *up, gh__session *ss)
     ss->ls.ls_base = ldap_strdup(cfg->base_dn);
     ss->ls.ls_filter =
         ldap_strdup(ss->kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter);
-    ss->ls.ls_attrs = attr_list(cfg, ss->kind);
+    ss->ls.ls_attrs = attr_list(up, ss->kind);
     ss->ls.ls_scope = cfg->scope;
     ss->ls.ls_timeout = 0; /* ldap_sync_poll never blocks: poll(2) waits */
     ss->ls.ls_search_entry = on_entry;
@@ -805,6 +957,56 @@ static int session_refresh(gh__upstream *up, gh__session *ss, int mode)
     return GH_EUNAVAIL;
 }
 
+/* flavor = auto: Active Directory announces LDAP_CAP_ACTIVE_DIRECTORY_OID in
+ * supportedCapabilities, 389-ds names itself in vendorName. */
+static void detect_flavor(gh__upstream *up)
+{
+    char *attrs[] = {"supportedCapabilities", "vendorName", NULL};
+    LDAPMessage *res = NULL;
+    struct berval **v;
+    int ad = 0, ds = 0;
+
+    up->ad = up->cfg->flavor == GH__FLAVOR_AD;
+    up->ds389 = up->cfg->flavor == GH__FLAVOR_389;
+    if (up->ds389 && up->alias.n == 0 && up->cfg->mode != GH__MODE_SEARCH)
+        for (int i = 0; i < 2; i++)
+            set_cookie(&up->sess[i], NULL, 0);
+    if (up->cfg->flavor != GH__FLAVOR_AUTO)
+        return;
+    if (ldap_search_ext_s(up->ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL, NULL,
+                          NULL, 1, &res) == LDAP_SUCCESS) {
+        LDAPMessage *e = ldap_first_entry(up->ld, res);
+        if (e != NULL && (v = ldap_get_values_len(up->ld, e, "supportedCapabilities")) != NULL) {
+            for (size_t i = 0; v[i] != NULL; i++)
+                if (v[i]->bv_len == 22 && memcmp(v[i]->bv_val, "1.2.840.113556.1.4.800", 22) == 0)
+                    ad = 1;
+            ldap_value_free_len(v);
+        }
+        if (e != NULL && (v = ldap_get_values_len(up->ld, e, "vendorName")) != NULL) {
+            if (v[0] != NULL && memmem(v[0]->bv_val, v[0]->bv_len, "389 Project", 11) != NULL)
+                ds = 1;
+            ldap_value_free_len(v);
+        }
+    }
+    ldap_msgfree(res);
+    if (ad != up->ad || ds != up->ds389)
+        GH_LOGI("sync %s: the upstream is %s", up->cfg->name,
+                ad ? "Active Directory" : (ds ? "389 Directory Server" : "a generic LDAP server"));
+    up->ad = ad;
+    up->ds389 = ds;
+    if (ds && up->alias.n == 0 && up->cfg->mode != GH__MODE_SEARCH) {
+        /* the sync UUID -> entryUUID map is not stored: learn it again */
+        for (int i = 0; i < 2; i++)
+            set_cookie(&up->sess[i], NULL, 0);
+    }
+    if (ad && up->cfg->mode != GH__MODE_SEARCH)
+        set_error(up, "the upstream is Active Directory, which has no syncrepl: set flavor = ad "
+                      "(docs/SYNC.md)");
+    else if (ad && strcasecmp(up->cfg->key_attr, "objectGUID") != 0)
+        set_error(up, "the upstream is Active Directory: set flavor = ad, or key_attr = "
+                      "objectGUID (docs/SYNC.md)");
+}
+
 static int connect_upstream(gh__upstream *up)
 {
     char err[GH_ERRMSG_MAX];
@@ -823,6 +1025,7 @@ static int connect_upstream(gh__upstream *up)
     }
     ldap_get_option(ld, LDAP_OPT_DESC, &fd);
     up->ld = ld;
+    detect_flavor(up);
     pthread_mutex_lock(&up->mu);
     up->fd = fd;
     up->st.connected = 1;
@@ -855,6 +1058,7 @@ static void run_begins(gh__upstream *up)
 
 static void run_ok(gh__upstream *up)
 {
+    recount(up); /* before runs moves: a reader of runs sees the counts */
     pthread_mutex_lock(&up->mu);
     up->st.last_success = gh__wall_s();
     up->st.current_at = gh__mono_s();
@@ -968,6 +1172,10 @@ static int run_syncrepl_persist(gh__upstream *up)
         pthread_mutex_unlock(&up->mu);
         if (any)
             continue;
+        if (up->recount_due) {
+            up->recount_due = 0;
+            recount(up);
+        }
         struct pollfd pfd;
         ldap_get_option(up->ld, LDAP_OPT_DESC, &pfd.fd);
         pfd.events = POLLIN;
@@ -980,18 +1188,20 @@ static int run_syncrepl_persist(gh__upstream *up)
 }
 
 /* One paged search; each entry is queued and marked present. */
-static int paged_search(gh__upstream *up, int kind)
+static int paged_search(gh__upstream *up, int kind, const char *filter, int diff)
 {
     const struct gh_upstream_cfg *cfg = up->cfg;
     gh__session *ss = &up->sess[kind];
     struct berval cookie = {0, NULL};
-    char **attrs = attr_list(cfg, kind);
-    int lrc = LDAP_SUCCESS, grc = 0, raw = strcasecmp(cfg->key_attr, "objectGUID") == 0;
+    char **attrs = attr_list(up, kind);
+    int lrc = LDAP_SUCCESS, grc = 0;
+    /* objectGUID exists only in AD (and Samba): always AD's text form */
+    int form = strcasecmp(cfg->key_attr, "objectGUID") == 0 ? GH__KEY_GUID : GH__KEY_TEXT;
 
     if (attrs == NULL)
         return GH_ENOMEM;
     ss->refreshing = 1;
-    ss->refresh_present = 1;
+    ss->refresh_present = diff;
     do {
         LDAPControl *page = NULL, *ctrls[2] = {NULL, NULL}, **rctrls = NULL;
         LDAPMessage *res = NULL;
@@ -1001,9 +1211,8 @@ static int paged_search(gh__upstream *up, int kind)
             break;
         ctrls[0] = page;
         set_busy(up, 1);
-        lrc = ldap_search_ext_s(up->ld, cfg->base_dn, cfg->scope,
-                                kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter, attrs,
-                                0, ctrls, NULL, NULL, 0, &res);
+        lrc = ldap_search_ext_s(up->ld, cfg->base_dn, cfg->scope, filter, attrs, 0, ctrls, NULL,
+                                NULL, 0, &res);
         set_busy(up, 0);
         ldap_control_free(page);
         if (lrc != LDAP_SUCCESS) {
@@ -1014,7 +1223,7 @@ static int paged_search(gh__upstream *up, int kind)
              e = ldap_next_entry(up->ld, e)) {
             char key[GH_KEY_MAX + 1];
             struct berval **kv = ldap_get_values_len(up->ld, e, cfg->key_attr);
-            int krc = kv != NULL && kv[0] != NULL ? gh__key_text(kv[0], raw, key, sizeof(key))
+            int krc = kv != NULL && kv[0] != NULL ? gh__key_text(kv[0], form, key, sizeof(key))
                                                   : GH_ENOTFOUND;
             ldap_value_free_len(kv);
             if (krc != 0) {
@@ -1065,16 +1274,136 @@ static int paged_search(gh__upstream *up, int kind)
     return 0;
 }
 
+/* First value of attr in the single entry of a base search of dn ("" for
+ * the RootDSE), as text (form GH__KEY_TEXT keeps it; GH__KEY_GUID for a
+ * binary GUID). */
+static int base_value(gh__upstream *up, const char *dn, const char *attr, int form, char *out,
+                      size_t outlen)
+{
+    char *attrs[2] = {(char *)attr, NULL};
+    LDAPMessage *res = NULL, *e;
+    struct berval **v = NULL;
+    int rc = GH_ENOTFOUND;
+
+    out[0] = '\0';
+    if (ldap_search_ext_s(up->ld, dn, LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL, NULL,
+                          NULL, 1, &res) == LDAP_SUCCESS &&
+        (e = ldap_first_entry(up->ld, res)) != NULL &&
+        (v = ldap_get_values_len(up->ld, e, attr)) != NULL && v[0] != NULL) {
+        if (form == GH__KEY_GUID)
+            rc = gh__key_text(v[0], GH__KEY_GUID, out, outlen);
+        else if (v[0]->bv_len < outlen) {
+            memcpy(out, v[0]->bv_val, v[0]->bv_len);
+            out[v[0]->bv_len] = '\0';
+            rc = 0;
+        } else {
+            rc = GH_ETOOBIG;
+        }
+    }
+    ldap_value_free_len(v);
+    ldap_msgfree(res);
+    return rc;
+}
+
+/* Reads the DC's position before this run searches: its highestCommittedUSN,
+ * which DC it is (dsServiceName) and its database's identity (invocationId
+ * of that object: a restore or another DC changes it). */
+static int ad_position(gh__upstream *up, struct gh__admark *m, char *nc, size_t nclen)
+{
+    char usn[32];
+    memset(m, 0, sizeof(*m));
+    if (base_value(up, "", "highestCommittedUSN", GH__KEY_TEXT, usn, sizeof(usn)) != 0 ||
+        base_value(up, "", "dsServiceName", GH__KEY_TEXT, m->dc, sizeof(m->dc)) != 0 ||
+        base_value(up, m->dc, "invocationId", GH__KEY_GUID, m->inv, sizeof(m->inv)) != 0)
+        return GH_ENOTFOUND;
+    m->usn = strtoull(usn, NULL, 10);
+    if (base_value(up, "", "defaultNamingContext", GH__KEY_TEXT, nc, nclen) != 0)
+        snprintf(nc, nclen, "%s", up->cfg->base_dn);
+    return m->usn > 0 ? 0 : GH_ENOTFOUND;
+}
+
+/* Objects deleted since the mark: AD keeps them as tombstones (isDeleted,
+ * objectGUID kept) in Deleted Objects, visible with the Show Deleted control.
+ * Their keys go to del_held; finish_refresh applies those it mirrors. */
+static int ad_deleted(gh__upstream *up, const char *nc, uint64_t from)
+{
+    char filter[96];
+    char *attrs[] = {"objectGUID", NULL};
+    struct berval empty = {0, NULL};
+    LDAPControl show = {AD_SHOW_DELETED_OID, empty, 1};
+    LDAPControl *ctrls[] = {&show, NULL};
+    LDAPMessage *res = NULL;
+    int rc;
+
+    snprintf(filter, sizeof(filter), "(&(isDeleted=TRUE)(uSNChanged>=%llu))",
+             (unsigned long long)from);
+    set_busy(up, 1);
+    rc = ldap_search_ext_s(up->ld, nc, LDAP_SCOPE_SUBTREE, filter, attrs, 0, ctrls, NULL, NULL, 0,
+                           &res);
+    set_busy(up, 0);
+    if (rc != LDAP_SUCCESS) {
+        ldap_msgfree(res);
+        set_error(up, "deleted objects since USN %llu: %s", (unsigned long long)from,
+                  ldap_err2string(rc));
+        return GH_EUNAVAIL;
+    }
+    for (LDAPMessage *e = ldap_first_entry(up->ld, res); e != NULL && rc == 0;
+         e = ldap_next_entry(up->ld, e)) {
+        char key[GH_KEY_MAX + 1];
+        struct berval **kv = ldap_get_values_len(up->ld, e, "objectGUID");
+        if (kv != NULL && kv[0] != NULL && gh__key_text(kv[0], GH__KEY_GUID, key, sizeof(key)) == 0)
+            rc = gh__map_put(&up->del_held, key, (void *)1, NULL);
+        ldap_value_free_len(kv);
+    }
+    ldap_msgfree(res);
+    return rc;
+}
+
 static int run_search_poll(gh__upstream *up)
 {
-    int rc;
+    const struct gh_upstream_cfg *cfg = up->cfg;
+    char nc[GH_DN_MAX + 1] = "";
+    int rc, incremental = 0;
+
+    up->mark_pending = 0;
+    if (up->ad && ad_position(up, &up->mark_next, nc, sizeof(nc)) == 0) {
+        int64_t now = gh__wall_s();
+        /* the same DC and database, a mark, a full run recently enough */
+        incremental = up->mark.usn > 0 && strcmp(up->mark.inv, up->mark_next.inv) == 0 &&
+                      strcmp(up->mark.dc, up->mark_next.dc) == 0 &&
+                      up->mark_next.usn >= up->mark.usn && cfg->full_interval > 0 &&
+                      now - up->mark.full_at < (int64_t)cfg->full_interval;
+        up->mark_next.full_at = incremental ? up->mark.full_at : now;
+        up->mark_pending = 1;
+        if (!incremental && up->mark.usn > 0)
+            GH_LOGI("sync %s: full run (%s)", cfg->name,
+                    strcmp(up->mark.inv, up->mark_next.inv) != 0 ||
+                            strcmp(up->mark.dc, up->mark_next.dc) != 0
+                        ? "another domain controller or a restored database"
+                        : "full_interval");
+    }
     for (int i = 0; i < 2; i++) {
+        const char *base = i == GH__KIND_USER ? cfg->user_filter : cfg->group_filter;
+        char *filter = NULL;
         gh__map_clear(&up->sess[i].present, NULL);
-        rc = paged_search(up, i);
-        if (rc != 0)
+        if (incremental && asprintf(&filter, "(&%s(uSNChanged>=%llu))", base,
+                                    (unsigned long long)up->mark.usn + 1) < 0) {
+            up->mark_pending = 0;
+            return GH_ENOMEM;
+        }
+        rc = paged_search(up, i, filter != NULL ? filter : base, !incremental);
+        free(filter);
+        if (rc != 0) {
+            up->mark_pending = 0;
             return rc;
+        }
+    }
+    if (incremental && (rc = ad_deleted(up, nc, up->mark.usn + 1)) != 0) {
+        up->mark_pending = 0;
+        return rc;
     }
     rc = finish_refresh(up);
+    up->mark_pending = 0;
     if (rc == 0)
         run_ok(up);
     return rc;

@@ -4,7 +4,11 @@
 set -euo pipefail
 PKGS="build-essential autoconf automake libtool pkg-config
       liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libinih-dev libldap-dev
-      libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format"
+      libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
+      python3-pyasn1 python3-pyasn1-modules 389-ds-base python3-lib389
+      libmicrohttpd-dev prometheus curl groff-base"
+# the Debian packaging test (CI: GH_DEB_TEST=1) builds and lints packages
+[ "${GH_DEB_TEST:-0}" = 1 ] && PKGS="$PKGS debhelper lintian dpkg-dev fakeroot"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -18,4 +22,6 @@ if [ -n "$missing" ]; then
     $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
     # Debian's slapd package starts a system slapd; the tests run their own.
     $SUDO service slapd stop >/dev/null 2>&1 || true
+    # prometheus is here for promtool (tests/integration/test_metrics.py)
+    $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi

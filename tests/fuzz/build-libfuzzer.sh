@@ -7,7 +7,7 @@
 #   GH_FUZZ_SECONDS=300 GH_FUZZ_TARGETS=request sh /path/to/tests/fuzz/build-libfuzzer.sh
 # Environment: GH_SRCDIR (default: this script's ../..), GH_BUILDDIR (default
 # .), GH_FUZZ_OUT (default $GH_BUILDDIR/fuzz-out), GH_FUZZ_TARGETS (request
-# schema config reply), GH_FUZZ_SOURCES, GH_FUZZ_DEP_CFLAGS / _LIBS (default from
+# schema config reply sync), GH_FUZZ_SOURCES, GH_FUZZ_DEP_CFLAGS / _LIBS (default from
 # pkg-config), CLANG (default clang), GH_FUZZ_ARGS (extra libFuzzer flags).
 #
 # Fuzzing never writes into the source tree: new inputs go to
@@ -20,7 +20,7 @@ src=${GH_SRCDIR:-$(cd "$here/../.." && pwd)}
 build=${GH_BUILDDIR:-$(pwd)}
 out=${GH_FUZZ_OUT:-$build/fuzz-out}
 seconds=${GH_FUZZ_SECONDS:-60}
-targets=${GH_FUZZ_TARGETS:-request schema config reply}
+targets=${GH_FUZZ_TARGETS:-request schema config reply sync}
 cc=${CLANG:-clang}
 
 if [ ! -f "$build/gh-config.h" ]; then

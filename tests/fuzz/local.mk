@@ -4,7 +4,7 @@
 # test; `make fuzz` builds them with clang's libFuzzer and fuzzes each for
 # FUZZ_SECONDS (see tests/fuzz/README.md).
 FUZZ_TARGETS = tests/fuzz/fuzz_request tests/fuzz/fuzz_schema tests/fuzz/fuzz_config \
-	tests/fuzz/fuzz_reply
+	tests/fuzz/fuzz_reply tests/fuzz/fuzz_sync
 check_PROGRAMS += $(FUZZ_TARGETS)
 TESTS += $(FUZZ_TARGETS)
 
@@ -20,6 +20,9 @@ tests_fuzz_fuzz_config_LDADD = libghcore.la $(DEP_LIBS)
 tests_fuzz_fuzz_reply_SOURCES = tests/fuzz/fuzz_reply.c tests/fuzz/driver.c
 tests_fuzz_fuzz_reply_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 tests_fuzz_fuzz_reply_LDADD = libghcore.la $(DEP_LIBS)
+tests_fuzz_fuzz_sync_SOURCES = tests/fuzz/fuzz_sync.c tests/fuzz/driver.c
+tests_fuzz_fuzz_sync_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
+tests_fuzz_fuzz_sync_LDADD = libghcore.la $(DEP_LIBS)
 
 EXTRA_DIST += tests/fuzz/README.md tests/fuzz/build-libfuzzer.sh tests/fuzz/corpus
 

@@ -56,3 +56,17 @@ TESTS += tests/integration/test_loops.py $(LOOPS4_TESTS)
 EXTRA_DIST += tests/integration/test_loops.py $(LOOPS4_TESTS)
 tests/integration/test_loops.log $(LOOPS4_TESTS:.py=.log): gatehoused
 tests/integration/test_sessions_loops4.log: gatehouse
+# backup under concurrent writes, restore
+TESTS += tests/integration/test_backup.py
+EXTRA_DIST += tests/integration/test_backup.py
+tests/integration/test_backup.log: gatehouse gatehoused
+
+# Prometheus metrics (curl, promtool from Debian's prometheus package)
+TESTS += tests/integration/test_metrics.py
+EXTRA_DIST += tests/integration/test_metrics.py
+tests/integration/test_metrics.log: gatehoused
+
+# gatehouse doctor
+TESTS += tests/integration/test_doctor.py
+EXTRA_DIST += tests/integration/test_doctor.py
+tests/integration/test_doctor.log: gatehouse gatehoused

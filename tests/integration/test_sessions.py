@@ -15,7 +15,8 @@
   RLIMIT_NOFILE for max_connections (or says why it cannot).
 
 The upstream-group-named-like-admin_group case and the tombstone revocation
-are pinned in tests/unit/test_sessions.c on the real store.
+run against a real slapd in tests/sync/test_sync_sessions.py, and on the
+store in tests/unit/test_sessions.c.
 """
 
 import os
@@ -186,6 +187,21 @@ class Sessions(ghtest.TestCase):
         self.assertEqual(r.returncode, 0, r)
         r = ghtest.run_cli(self.srv, ["user", "logout-all", "ghost"])
         self.assertEqual(r.returncode, 1, r)
+        if ghtest.is_root():
+            # a peer that is no admin by itself: refused, then admin by token
+            self.add_admin("boss")
+            boss = self.c.login("boss", PW)
+            self.c.login("alice", PW)
+            env = dict(os.environ)
+            env.pop("GATEHOUSE_TOKEN", None)
+            r = ghtest.run_cli(self.srv, ["user", "logout-all", "alice"], uid=ghtest.NOBODY,
+                               env={"GATEHOUSE_TOKEN": ""})
+            self.assertEqual(r.returncode, 4, r)  # permission_denied
+            r = ghtest.run_cli(self.srv, ["user", "logout-all", "alice"], uid=ghtest.NOBODY,
+                               env={"GATEHOUSE_TOKEN": boss})
+            self.assertEqual(r.returncode, 0, r)
+            self.assertEqual(self.assertOk(self.c.call("session.list", user="alice"))["sessions"],
+                             [])
 
     def test_user_set_has_password(self):
         self.server()
@@ -232,6 +248,28 @@ class Bounds(ghtest.TestCase):
         self.assertIs(r["results"][0]["ok"], True)
         self.assertEqual(r["results"][1]["error"]["code"], "invalid_argument")
         self.assertError(c.call("user.get", name="imp2"), "not_found")
+
+    def test_audit_retention_prunes(self):
+        srv = self.start_server(config=dict(RELAXED, audit_retention=5))
+        c = self.client(srv)
+        for i in range(5):
+            self.assertOk(c.call("group.add", name="g%d" % i))
+        before = self.assertOk(c.call("audit", since=0, limit=1000))
+        self.assertEqual(len(before["entries"]), 5)
+        time.sleep(6.2)
+        self.assertOk(c.call("group.add", name="young"))
+        srv.restart()  # a started server prunes at once (then every 30 s)
+        c = self.client(srv)
+
+        def pruned():
+            e = c.call("audit", since=0, limit=1000)["entries"]
+            return e if any(x["op"] == "audit.prune" for x in e) else None
+        entries = ghtest.wait_until(pruned, ghtest.scaled(10))
+        self.assertTrue(entries, "no audit.prune entry")
+        self.assertEqual([(e["op"], e["target"]) for e in entries],
+                         [("group.add", "young"), ("audit.prune", "1..5")])
+        self.assertEqual(entries[0]["seq"], 6)  # sequence numbers are not reused
+        self.assertEqual(self.assertOk(c.call("audit", since=0))["last"], 7)
 
     def test_state_dir_must_not_be_writable_by_others(self):
         srv = self.start_server(start=False, check_exit=False)

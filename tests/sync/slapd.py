@@ -59,7 +59,11 @@ class SlapdError(Exception):
 
 
 class Slapd:
-    def __init__(self, ldif=None, sessionlog=0, tmpdir=None, start=True, tls=False):
+    def __init__(self, ldif=None, sessionlog=0, tmpdir=None, start=True, tls=False,
+                 tls_files=None, schemas=()):
+        """tls: a self-signed certificate for 127.0.0.1 (ca_file is it).
+        tls_files: (ca, cert, key) made by the caller; slapd then also
+        listens for ldaps:// on ldaps_port (ldaps_uri)."""
         self.dir = tmpdir or tempfile.mkdtemp(prefix="gh-slapd-")
         self.proc = None
         self.port = free_port()
@@ -75,10 +79,19 @@ class Slapd:
         with open(TEMPLATE) as f:
             conf = f.read()
         self.ca_file = None
+        self.ldaps_port = self.ldaps_uri = None
         if tls:
             self.ca_file = self._make_cert()
             conf = ("TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n"
                     % (self.ca_file, self.ca_file, os.path.join(self.dir, "key.pem"))) + conf
+        elif tls_files:
+            self.ca_file, cert, key = tls_files
+            self.ldaps_port = free_port()
+            self.ldaps_uri = "ldaps://127.0.0.1:%d" % self.ldaps_port
+            conf = ("TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n"
+                    % (self.ca_file, cert, key)) + conf
+        for path in schemas:  # after Debian's, before the database
+            conf = conf.replace("\nmodulepath", "\ninclude         %s\nmodulepath" % path, 1)
         conf = (conf.replace("@DIR@", self.dir).replace("@ROOTPW@", ADMIN_PW)
                 .replace("@SYNCPROV_EXTRA@", extra))
         self.conf = os.path.join(self.dir, "slapd.conf")
@@ -123,6 +136,8 @@ class Slapd:
             return
         self.log = open(os.path.join(self.dir, "slapd.log"), "ab")
         urls = "ldap://127.0.0.1:%d/ %s" % (self.port, self.ldapi_uri)
+        if self.ldaps_uri:
+            urls += " %s/" % self.ldaps_uri
         self.proc = subprocess.Popen([SLAPD, "-h", urls, "-f", self.conf, "-d", "0"],
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)

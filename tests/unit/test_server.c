@@ -167,6 +167,7 @@ static const struct {
     {"sync.run", GH_CLASS_ADMIN},
     {"session.list", GH_CLASS_ADMIN},
     {"session.revoke", GH_CLASS_ADMIN},
+    {"backup", GH_CLASS_ADMIN},
 };
 
 static void test_op_classes(void **state)

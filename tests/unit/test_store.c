@@ -23,6 +23,7 @@
 #include <lmdb.h>
 
 #include "schema/log.h"
+#include "schema/store-int.h"
 #include "schema/store.h"
 
 #define ARGON "$argon2id$v=19$m=65536,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
@@ -490,6 +491,74 @@ static void test_user_update(void **state)
     up.u.id = 999;
     up.mask = GH_UF_MAIL;
     assert_int_equal(gh_store_write(f->s, w_user_update, &up, NULL, 0), GH_ENOTFOUND);
+}
+
+/* state is computed from two owners: the administrator (GH_UF_STATE sets
+ * admin_state) and the upstream (tombstone, GH_UF_UPSTREAM flags); neither
+ * overwrites the other. */
+static void test_user_state_owners(void **state)
+{
+    fx *f = *state;
+    struct upd up;
+    gh_user u = {0}, got;
+    gh_txn *t;
+
+    snprintf(u.name, sizeof(u.name), "mirrored");
+    snprintf(u.origin, sizeof(u.origin), "corp");
+    snprintf(u.origin_key, sizeof(u.origin_key), "k1");
+    snprintf(u.origin_dn, sizeof(u.origin_dn), "uid=mirrored,dc=example,dc=com");
+    u.upstream_flags = GH_UPSTREAM_DISABLED; /* disabled upstream from the start */
+    assert_int_equal(gh_store_write(f->s, w_user_add, &u, NULL, 0), 0);
+    t = rd(f);
+    assert_int_equal(gh_store_user_get(t, "mirrored", &got), 0);
+    rd_end(f);
+    assert_int_equal(got.state, GH_USER_DISABLED);
+    assert_int_equal(got.admin_state, GH_USER_ACTIVE);
+
+#define SET(field_mask, ...)                                                                       \
+    do {                                                                                           \
+        memset(&up, 0, sizeof(up));                                                                \
+        up.u = got;                                                                                \
+        __VA_ARGS__;                                                                               \
+        up.mask = (field_mask);                                                                    \
+        assert_int_equal(gh_store_write(f->s, w_user_update, &up, NULL, 0), 0);                    \
+        t = rd(f);                                                                                 \
+        assert_int_equal(gh_store_user_get(t, "mirrored", &got), 0);                               \
+        rd_end(f);                                                                                 \
+    } while (0)
+
+    SET(GH_UF_UPSTREAM, up.u.upstream_flags = 0);
+    assert_int_equal(got.state, GH_USER_ACTIVE);
+    SET(GH_UF_STATE, up.u.state = GH_USER_LOCKED); /* the administrator locks */
+    assert_int_equal(got.state, GH_USER_LOCKED);
+    SET(GH_UF_TOMBSTONE, up.u.tombstone = 1000); /* deleted upstream */
+    assert_int_equal(got.state, GH_USER_LOCKED);
+    assert_int_equal(got.admin_state, GH_USER_LOCKED);
+    SET(GH_UF_TOMBSTONE, up.u.tombstone = 0); /* and back: still locked */
+    assert_int_equal(got.state, GH_USER_LOCKED);
+    SET(GH_UF_STATE, up.u.state = GH_USER_ACTIVE);
+    assert_int_equal(got.state, GH_USER_ACTIVE);
+    SET(GH_UF_UPSTREAM, up.u.upstream_flags = GH_UPSTREAM_EXPIRED;
+        snprintf(up.u.origin_sid, sizeof(up.u.origin_sid), "S-1-5-21-1-2-3-1001"));
+    assert_int_equal(got.state, GH_USER_DISABLED);
+    assert_string_equal(got.origin_sid, "S-1-5-21-1-2-3-1001");
+    SET(GH_UF_STATE, up.u.state = GH_USER_ACTIVE); /* an admin cannot open it */
+    assert_int_equal(got.state, GH_USER_DISABLED);
+    SET(GH_UF_UPSTREAM, up.u.upstream_flags = GH_UPSTREAM_LOCKED);
+    assert_int_equal(got.state, GH_USER_LOCKED);
+#undef SET
+
+    /* records written before admin_state: a sync tombstone's "disabled" was
+     * not an administrator's */
+    json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:I}", "id", (json_int_t)7, "name", "old",
+                          "state", "disabled", "origin", "corp", "origin_key", "k2", "origin_dn",
+                          "uid=old,dc=example,dc=com", "tombstone", (json_int_t)1000);
+    assert_int_equal(gh__user_from_json(o, &got), 0);
+    assert_int_equal(got.admin_state, GH_USER_ACTIVE);
+    json_object_set_new(o, "tombstone", json_integer(0));
+    assert_int_equal(gh__user_from_json(o, &got), 0);
+    assert_int_equal(got.admin_state, GH_USER_DISABLED); /* a live disabled user: the admin's */
+    json_decref(o);
 }
 
 static void test_user_validation(void **state)
@@ -2052,6 +2121,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_roundtrip, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_uid_assignment, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_user_update, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_user_state_owners, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_user_validation, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_user_list, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_group_roundtrip, setup_open, teardown),

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""The Debian packages, built and installed for real (slow: about two
+minutes on 2 cores, so CI runs it as a step of its own, not from
+`make check`; see tests/debian/README).
+
+Builds the source tree with `dpkg-buildpackage -us -uc -b` in a temporary
+copy, runs lintian (no error allowed), then, as root in a private mount
+namespace, installs the packages into an overlay of the host's root (every
+change lands in a temporary upper directory; the host is untouched) and
+checks inside that chroot: the gatehouse account exists, the state
+directory is private to it, gatehoused starts from the installed
+configuration as that user without systemd, `gatehouse ping` and
+`gatehouse user add` work on the installed socket; purge removes the
+configuration and keeps the database and the account, a reinstall serves
+the kept database, and purge with gatehoused/purge_data=true removes it.
+
+    GH_SRCDIR=/path/to/checkout python3 tests/debian/test_deb.py
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import ghtest  # noqa: E402
+
+_built = {}
+
+
+def missing_tools():
+    need = ["dpkg-buildpackage", "dh", "lintian", "unshare", "chroot", "git"]
+    return [t for t in need if not shutil.which(t)]
+
+
+def build():
+    """(dir holding the .debs, the build log) of one build per process."""
+    if _built:
+        return _built["dir"], _built["log"]
+    top = tempfile.mkdtemp(prefix="gh-deb-")
+    src = os.path.join(top, "gatehouse-" + (ghtest.project_version() or "0"))
+    os.makedirs(src)
+    files = subprocess.run(["git", "-C", ghtest.srcdir(), "ls-files", "-co", "--exclude-standard",
+                            "-z"], stdout=subprocess.PIPE, check=True).stdout.split(b"\0")
+    for f in files:
+        f = f.decode()
+        if not f or f.startswith("build/") or not os.path.lexists(os.path.join(ghtest.srcdir(), f)):
+            continue
+        dst = os.path.join(src, f)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy2(os.path.join(ghtest.srcdir(), f), dst, follow_symlinks=False)
+    env = dict(os.environ, DEB_BUILD_OPTIONS="parallel=%d nocheck" % min(os.cpu_count() or 1, 2))
+    for k in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "DESTDIR"):
+        env.pop(k, None)
+    cp = subprocess.run(["nice", "dpkg-buildpackage", "-us", "-uc", "-b"], cwd=src, env=env,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1800)
+    _built["dir"], _built["log"], _built["rc"] = top, cp.stdout.decode("utf-8", "replace"), \
+        cp.returncode
+    return top, _built["log"]
+
+
+INNER = r"""
+set -u
+export DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin
+echo "man-db man-db/auto-update boolean false" | debconf-set-selections
+cd /root/debs
+step() { echo "== $1"; }
+step install
+dpkg -i libgatehouse1_*.deb gatehouse-cli_*.deb gatehoused_*.deb libgatehouse-dev_*.deb \
+    > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; echo "dpkg failed"; exit 1; }
+step user
+getent passwd gatehouse
+step dirs
+stat -c '%U:%G %a %n' /var/lib/gatehouse /run/gatehouse /etc/gatehouse/gatehoused.conf
+start() {
+    setpriv --reuid=gatehouse --regid=gatehouse --init-groups /usr/sbin/gatehoused \
+        >> /root/gatehoused.log 2>&1 &
+    pid=$!
+    for i in $(seq 1 200); do [ -S /run/gatehouse/gatehoused.sock ] && return 0; sleep 0.05; done
+    echo "no socket"; cat /root/gatehoused.log; return 1
+}
+stop() { kill -TERM $pid; wait $pid; echo "server exit $?"; }
+start || exit 1
+step running-as
+ps -o user= -p $pid
+step ping
+gatehouse ping
+step add
+gatehouse user add alice --no-password && gatehouse --json user get alice
+step owner
+stat -c '%U %a %n' /var/lib/gatehouse/data.mdb
+stop
+step log
+cat /root/gatehoused.log
+step purge
+dpkg --purge gatehoused > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; echo "purge failed"; }
+[ -e /etc/gatehouse ] && echo "etc kept" || echo "etc gone"
+[ -e /var/lib/gatehouse/data.mdb ] && echo "data kept" || echo "data gone"
+getent passwd gatehouse > /dev/null && echo "user kept" || echo "user gone"
+[ -e /usr/sbin/gatehoused ] && echo "binary kept" || echo "binary gone"
+step reinstall
+dpkg -i gatehoused_*.deb > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; echo "dpkg failed"; }
+start || exit 1
+gatehouse user get alice > /dev/null && echo "alice served"
+stop
+step purge-data
+echo "gatehoused gatehoused/purge_data boolean true" | debconf-set-selections
+dpkg --purge gatehoused > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; echo "purge failed"; }
+[ -e /var/lib/gatehouse ] && echo "data kept" || echo "data gone"
+step end
+"""
+
+OUTER = r"""
+set -eu
+mount -t overlay gh-deb -o "lowerdir=/,upperdir=$T/upper,workdir=$T/work" "$T/merged"
+M="$T/merged"
+mount -t proc proc "$M/proc"
+mount --bind /dev "$M/dev"
+mount -t tmpfs tmpfs "$M/run"
+mount -t tmpfs tmpfs "$M/tmp"
+mkdir -p "$M/root/debs"
+cp "$DEBS"/*.deb "$M/root/debs/"
+rm -f "$M"/root/debs/*-dbgsym_*.deb
+exec chroot "$M" /bin/bash -c "$INNER"
+"""
+
+
+def sections(out):
+    parts, cur = {}, None
+    for line in out.splitlines():
+        if line.startswith("== "):
+            cur = line[3:].strip()
+            parts[cur] = []
+        elif cur is not None:
+            parts[cur].append(line)
+    return {k: "\n".join(v) for k, v in parts.items()}
+
+
+@unittest.skipIf(missing_tools(), "missing tools: %s (apt-get install debhelper lintian)"
+                 % " ".join(missing_tools()))
+class Debian(ghtest.TestCase):
+
+    @classmethod
+    def tearDownClass(cls):
+        if _built and not os.environ.get("GH_KEEP_TMP"):
+            shutil.rmtree(_built["dir"], ignore_errors=True)
+
+    def debs(self):
+        top, log = build()
+        self.assertEqual(_built["rc"], 0, "dpkg-buildpackage failed:\n" + log[-4000:])
+        return top
+
+    def test_1_build(self):
+        top = self.debs()
+        names = sorted(os.path.basename(p).split("_")[0] for p in glob.glob(top + "/*.deb"))
+        for pkg in ("gatehoused", "gatehouse-cli", "libgatehouse1", "libgatehouse-dev"):
+            self.assertIn(pkg, names)
+        # no dpkg-shlibdeps or symbols complaints
+        self.assertNotIn("dpkg-gensymbols: warning", _built["log"])
+        self.assertNotIn("dh_missing: warning", _built["log"])
+
+    def test_2_lintian(self):
+        top = self.debs()
+        changes = glob.glob(top + "/*.changes")
+        self.assertEqual(len(changes), 1)
+        cp = subprocess.run(["lintian", "--fail-on", "error", "--no-tag-display-limit"] + changes,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+        out = cp.stdout.decode("utf-8", "replace")
+        errors = [l for l in out.splitlines() if l.startswith("E:")]
+        for l in out.splitlines():
+            if l[:2] in ("W:", "E:"):
+                sys.stdout.write("# lintian %s\n" % l)
+        self.assertEqual(errors, [])
+        self.assertEqual(cp.returncode, 0, out)
+
+    @unittest.skipUnless(ghtest.is_root(), "needs root (mount namespace, overlay, chroot)")
+    def test_3_install_start_purge(self):
+        top = self.debs()
+        probe = subprocess.run(["getent", "passwd", "gatehouse"], stdout=subprocess.PIPE)
+        if probe.returncode == 0 or os.path.exists("/etc/gatehouse"):
+            self.skipTest("this host already has a gatehouse account or /etc/gatehouse")
+        t = tempfile.mkdtemp(prefix="gh-ovl-", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, t, True)
+        for d in ("upper", "work", "merged"):
+            os.makedirs(os.path.join(t, d))
+        env = dict(os.environ, T=t, DEBS=top, INNER=INNER)
+        cp = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", OUTER],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            timeout=ghtest.scaled(300))
+        out = cp.stdout.decode("utf-8", "replace")
+        if "gh-deb" in out and "overlay" in out and "== install" not in out:
+            self.skipTest("no overlay filesystem here: " + out.strip()[-300:])
+        s = sections(out)
+        self.assertIn("end", s, out)
+        self.assertRegex(s["user"], r"^gatehouse:x:\d+:\d+:[^:]*:/var/lib/gatehouse:", out)
+        self.assertIn("gatehouse:gatehouse 700 /var/lib/gatehouse", s["dirs"], out)
+        self.assertIn("gatehouse:gatehouse 755 /run/gatehouse", s["dirs"], out)
+        self.assertIn("root:root 644 /etc/gatehouse/gatehoused.conf", s["dirs"], out)
+        self.assertEqual(s["running-as"].strip(), "gatehouse", out)
+        self.assertIn("protocol 1", s["ping"], out)
+        self.assertIn('"name": "alice"', s["add"], out)
+        self.assertIn("gatehouse 600 /var/lib/gatehouse/data.mdb", s["owner"], out)
+        self.assertIn("server exit 0", out)
+        self.assertIn("listening on /run/gatehouse/gatehoused.sock", s["log"], out)
+        self.assertIn("state /var/lib/gatehouse", s["log"], out)
+        for want in ("etc gone", "data kept", "user kept", "binary gone"):
+            self.assertIn(want, s["purge"], out)
+        self.assertIn("alice served", s["reinstall"], out)
+        self.assertIn("data gone", s["purge-data"], out)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GH_TEST_TIMEOUT", "1200")  # the package build alone takes minutes
+    ghtest.main()
