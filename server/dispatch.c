@@ -34,8 +34,8 @@ static int cmp_ops(const void *a, const void *b)
 
 int gh__dispatch_init(gh_server *srv)
 {
-    const gh_op_def *lists[] = {gh__ops_core,  gh__ops_user, gh__ops_io,
-                                gh__ops_authz, gh__ops_sync, gh__ops_session, gh__ops_backup};
+    const gh_op_def *lists[] = {gh__ops_core, gh__ops_user,    gh__ops_io,    gh__ops_authz,
+                                gh__ops_sync, gh__ops_session, gh__ops_backup};
     const size_t nlists = sizeof(lists) / sizeof(lists[0]);
     size_t n = 0;
     if (table == NULL) {
@@ -214,12 +214,44 @@ static void unpark(gh_conn *c, gh_pending *p)
     p->state = GH_REQ_PARSED;
 }
 
+static void finish_posted(void *arg)
+{
+    gh_pending *p = arg;
+    char *msg = p->xmsg;
+    json_t *resp = p->xresp;
+    p->xmsg = NULL;
+    p->xresp = NULL;
+    gh__pending_finish(p, p->xrc, msg, resp); /* may free p: nothing of it after */
+    free(msg);
+    json_decref(resp);
+}
+
+/* A completion on another loop's thread (a handler run on loop 0): the
+ * finish is the owner's, posted with copies of the message and of resp (a
+ * jansson value is never shared between threads: its reference count is not
+ * read atomically). */
+static void finish_on_owner(gh_pending *p, int rc, const char *msg, json_t *resp)
+{
+    p->xrc = rc;
+    p->xmsg = msg != NULL && msg[0] != '\0' ? strdup(msg) : NULL;
+    p->xresp = resp != NULL ? json_deep_copy(resp) : NULL;
+    if (resp != NULL && p->xresp == NULL && rc == 0)
+        p->xrc = GH_ENOMEM;
+    gh__loop_post(p->conn->lp, &p->xpost, finish_posted, p);
+}
+
 /* Serializes the reply (an error when rc < 0, else resp's fields) and marks
  * the request DONE and its connection dirty: nothing else. Reading, resuming
- * parked requests and writing happen in the flush phase (conn.c). */
+ * parked requests and writing happen in the flush phase (conn.c). Called on
+ * another loop's thread, it posts itself to the connection's loop. */
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
 {
     gh_conn *c = p->conn;
+
+    if (gh__loop_self() != c->lp) {
+        finish_on_owner(p, rc, msg, resp);
+        return;
+    }
     GH_ASSERT(p->state != GH_REQ_DONE);
     if (p->state == GH_REQ_PARKED)
         unpark(c, p);
@@ -264,6 +296,8 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
 /* Frees a slot whose reply went out (or never will): secrets are wiped. */
 void gh__pending_free(gh_pending *p)
 {
+    free(p->xmsg); /* set only between a cross-loop finish and its post */
+    json_decref(p->xresp);
     if (p->held) {
         sodium_memzero(p->held, p->held_len);
         free(p->held);
@@ -433,6 +467,96 @@ static int must_wait(const gh_conn *c, const gh_op_def *def)
 
 /* ---- execute ---- */
 
+/* A request of an op flagged GH_OPF_LOOP0, on its way to loop 0: what the
+ * handler needs of its connection, copied (the connection stays its loop's). */
+typedef struct hop {
+    gh_post post;
+    gh_server *srv;
+    gh_pending *p;
+    const gh_op_def *def;
+    json_t *req; /* a deep copy: jansson values are not shared between threads */
+    int rank, frontend;
+    uid_t peer_uid;
+    char peer[64], peerkey[64], actor[96];
+    int64_t now;
+} hop;
+
+/* On loop 0: the handler with loop 0's snapshot and permission cache. Its
+ * answer (now, or later from loop 0) is posted to the connection's loop. */
+static void hop_run(void *arg)
+{
+    hop *h = arg;
+    gh_loop *lp0 = &h->srv->loops[0];
+    gh_opctx ctx;
+    gh_txn *txn = NULL;
+    int rc;
+
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.srv = h->srv;
+    ctx.cfg = h->srv->cfg;
+    ctx.authz = lp0->authz;
+    ctx.req = h->req;
+    ctx.rank = h->rank;
+    ctx.admin = h->rank >= GH_PEER_ADMIN;
+    ctx.frontend = h->frontend;
+    ctx.peer_uid = h->peer_uid;
+    ctx.peer = h->peer;
+    ctx.peerkey = h->peerkey;
+    ctx.now = h->now;
+    snprintf(ctx.actor, sizeof(ctx.actor), "%s", h->actor);
+    rc = gh_store_read_begin(lp0->reader, &txn);
+    if (rc != 0) {
+        gh__pending_finish(h->p, rc, "cannot open a read transaction", NULL);
+        goto done;
+    }
+    ctx.txn = txn;
+    ctx.resp = json_object();
+    ctx.request_ = h->p;
+    rc = h->def->fn(&ctx);
+    gh_store_read_end(lp0->reader);
+    if (rc == 0 && ctx.deferred) { /* against the flag's contract */
+        if (ctx.free_arg)
+            ctx.free_arg(ctx.arg);
+        rc = gh_op_fail(&ctx, GH_EINTERNAL, "'%s' cannot write from loop 0", h->def->name);
+    }
+    if (rc != 0)
+        gh__pending_finish(h->p, rc, ctx.msg, NULL);
+    else if (ctx.pending == NULL)
+        gh__pending_finish(h->p, 0, NULL, ctx.resp);
+    json_decref(ctx.resp);
+done:
+    json_decref(h->req);
+    free(h);
+}
+
+/* Hands p to loop 0 (GH_OPF_LOOP0); 0, or a GH_E* code with p untouched. */
+static int hop_to_loop0(gh_conn *c, gh_pending *p, const gh_opctx *ctx, const gh_op_def *def)
+{
+    hop *h = calloc(1, sizeof(*h));
+    if (h == NULL)
+        return GH_ENOMEM;
+    h->req = json_deep_copy(ctx->req);
+    if (h->req == NULL) {
+        free(h);
+        return GH_ENOMEM;
+    }
+    h->srv = c->srv;
+    h->p = p;
+    h->def = def;
+    h->rank = ctx->rank;
+    h->frontend = ctx->frontend;
+    h->peer_uid = ctx->peer_uid;
+    snprintf(h->peer, sizeof(h->peer), "%s", ctx->peer);
+    snprintf(h->peerkey, sizeof(h->peerkey), "%s", ctx->peerkey);
+    snprintf(h->actor, sizeof(h->actor), "%s", ctx->actor);
+    h->now = ctx->now;
+    p->state = GH_REQ_HASHING; /* pending elsewhere; loop 0 does not write it */
+    if ((def->flags & GH_OPF_ARGON2) && !(def->flags & GH_OPF_UNORDERED_WRITE))
+        barrier_take(c, p, 1); /* like any op that pends and may write after */
+    gh__loop_post(&c->srv->loops[0], &h->post, hop_run, h);
+    return 0;
+}
+
 static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, json_t *req,
                     const gh_op_def *def)
 {
@@ -479,6 +603,15 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
     /* authorize */
     if ((rc = authorize(&ctx, def)) != 0)
         goto done;
+    if ((def->flags & GH_OPF_LOOP0) && c->lp != &srv->loops[0]) {
+        /* execute, on loop 0 */
+        if ((rc = hop_to_loop0(c, p, &ctx, def)) != 0)
+            rc = gh_op_fail(&ctx, rc, "out of memory");
+        gh_store_read_end(c->lp->reader);
+        if (rc != 0)
+            gh__pending_finish(p, rc, ctx.msg, NULL);
+        return;
+    }
     /* execute */
     resp = json_object();
     ctx.resp = resp;

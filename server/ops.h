@@ -89,6 +89,12 @@ enum {
     /* ...unless what it writes is nothing a pipelined request can name yet
      * (auth's new token): then it waits like a read and holds no barrier. */
     GH_OPF_UNORDERED_WRITE = 1u << 3,
+    /* The handler runs on loop 0 whichever loop owns the connection: for
+     * ops that use what only loop 0's thread may touch (the sync module,
+     * a backup in progress). It answers, or pends and completes later on
+     * loop 0 (the completion is posted to the connection's loop); it never
+     * defers a write. (A high bit: other branches take 4-7.) */
+    GH_OPF_LOOP0 = 1u << 8,
 };
 
 typedef struct gh_op_def {

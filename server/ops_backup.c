@@ -336,7 +336,9 @@ void gh__backup_stop(gh_server *srv)
 const gh_op_def gh__ops_backup[] = {
     {.name = "backup",
      .fn = op_backup,
-     .flags = GH_OPF_ARGON2 | GH_OPF_UNORDERED_WRITE, /* pends on its copy thread, writes nothing */
+     /* pends on its copy thread, writes nothing; srv->backup and its handles
+      * are loop 0's (server/loop.c) */
+     .flags = GH_OPF_ARGON2 | GH_OPF_UNORDERED_WRITE | GH_OPF_LOOP0,
      .cls = GH_CLASS_ADMIN},
     {.name = NULL},
 };

@@ -39,7 +39,8 @@ static int op_sync_run(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_sync[] = {
-    {"sync.status", op_sync_status, GH_OPF_ADMIN, GH_CLASS_ADMIN},
-    {"sync.run", op_sync_run, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    /* the sync module is loop 0's */
+    {"sync.status", op_sync_status, GH_OPF_LOOP0, GH_CLASS_ADMIN},
+    {"sync.run", op_sync_run, GH_OPF_LOOP0, GH_CLASS_ADMIN},
     {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

@@ -45,6 +45,15 @@
 struct gh_conn;
 struct gh_loop;
 
+/* A message for a loop from any thread (gh__loop_post). It lives in the
+ * sender's own struct, so posting never allocates and cannot fail; it must
+ * not be posted again before its fn ran. */
+typedef struct gh_post {
+    struct gh_post *next;
+    void (*fn)(void *arg);
+    void *arg;
+} gh_post;
+
 /* A request's one state. Each transition has its own function in dispatch.c
  * (gh__req_*), and the connection's counters follow from the states:
  *   npending = requests not DONE; nparked = PARKED; barriers = requests
@@ -80,6 +89,11 @@ typedef struct gh_pending {
     size_t outlen;
     gh_reply reply; /* fixed fields a handler wrote (gh_op_reply_*), consumed by
                        gh__pending_finish in the same loop pass */
+    /* finished on another loop's thread: the finish is posted to the owner */
+    gh_post xpost;
+    int xrc;
+    char *xmsg;
+    json_t *xresp;
 } gh_pending;
 
 typedef struct gh_conn {
@@ -160,15 +174,6 @@ typedef struct gh_admission {
 #define GH_STAT_SUB(x, n)                                                                          \
     __atomic_store_n(&(x), __atomic_load_n(&(x), __ATOMIC_RELAXED) - (n), __ATOMIC_RELAXED)
 #define GH_STAT_SHARED_ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
-
-/* A message for a loop from any thread (gh__loop_post). It lives in the
- * sender's own struct, so posting never allocates and cannot fail; it must
- * not be posted again before its fn ran. */
-typedef struct gh_post {
-    struct gh_post *next;
-    void (*fn)(void *arg);
-    void *arg;
-} gh_post;
 
 /* One loop thread's world (server/loop.c). Only its thread touches it, but
  * the stats counters (read by any loop's stats op) and the post queue. */

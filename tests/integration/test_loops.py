@@ -163,6 +163,33 @@ class Loops(ghtest.TestCase):
         served = [lp["requests"] for lp in s["loops"]]
         self.assertTrue(all(n >= 2 for n in served), served)
 
+    def test_loop0_ops_from_every_loop(self):
+        # sync.status and sync.run run on loop 0 (GH_OPF_LOOP0), whichever
+        # loop owns the connection; their answers keep the pipeline's order
+        srv = self.start_server(config={"loop_threads": LOOPS}, world_access=True)
+        conns = self.open(srv, LOOPS)
+        for c in conns:
+            out = c.pipeline([{"op": "ping", "id": 1}, {"op": "sync.status", "id": 2},
+                              {"op": "sync.run", "upstream": "nope", "id": 3},
+                              {"op": "bad op", "id": 4}, {"op": "sync.status", "id": 5},
+                              {"op": "ping", "id": 6}] * 5)
+            self.assertEqual([r.get("id") for r in out], [1, 2, 3, 4, 5, 6] * 5)
+            for k in range(5):
+                self.assertOk(out[6 * k])
+                self.assertEqual(self.assertOk(out[6 * k + 1])["upstreams"], [])
+                self.assertError(out[6 * k + 2], "not_found")
+                self.assertError(out[6 * k + 3], "unknown_op")
+                self.assertOk(out[6 * k + 4])
+                self.assertOk(out[6 * k + 5])
+        s = self.loops_stats(conns[0])
+        self.assertEqual(s["requests"]["sync.status"]["count"], 10 * LOOPS)
+        # answered (and counted) by the loop of each connection
+        for i, lp in enumerate(s["loops"]):
+            self.assertGreaterEqual(lp["requests"], 25, "loop %d: %r" % (i, s["loops"]))
+        # a non-admin peer is refused on its own loop, before any hop
+        for c in [self.uid_client(srv, 65534) for _ in range(LOOPS)]:
+            self.assertError(c.call("sync.status"), "permission_denied")
+
     def test_lockout_shared_by_every_loop(self):
         # the failure count of a login is one table for all loops: spreading
         # guesses over connections on every loop buys nothing
