@@ -22,7 +22,7 @@ int gh_authz_new(gh_authz **out, const gh_authz_opts *opts)
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return GH_ENOMEM;
-    gh__cache_init(&a->cache, opts && opts->cache_users ? opts->cache_users : 65536,
+    gh__cache_init(&a->cache, opts && opts->cache_users ? opts->cache_users : (size_t)1 << 20,
                    opts && opts->cache_bytes ? opts->cache_bytes : (size_t)64 << 20);
     *out = a;
     return 0;
