@@ -250,6 +250,8 @@ struct gh_authz {
     gh__roles roles;
     uint64_t gen; /* gh_store_authz_gen the cached sets were compiled at */
     int have_gen;
+    uint64_t snap; /* read snapshot gen was last read in (same snapshot: same gen) */
+    int have_snap;
     gh_authz_stats st;
 };
 

@@ -42,6 +42,7 @@ void gh_authz_flush(gh_authz *a)
     gh__cache_clear(&a->cache);
     gh__roles_clear(&a->roles);
     a->have_gen = 0;
+    a->have_snap = 0;
 }
 
 void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st)
@@ -55,11 +56,17 @@ void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st)
  * direction: a set must have been compiled at exactly the reader's state). */
 int gh__authz_sync(gh_authz *a, gh_txn *txn)
 {
-    uint64_t gen;
-    int rc = gh_store_authz_gen(txn, &gen);
+    uint64_t gen, snap;
+    int rc, have_snap = gh_store_snapshot_id(txn, &snap) == 0;
 
+    /* a snapshot equal to the last one holds the same generation: no read */
+    if (a->have_gen && have_snap && a->have_snap && snap == a->snap)
+        return 0;
+    rc = gh_store_authz_gen(txn, &gen);
     if (rc)
         return rc;
+    a->have_snap = have_snap;
+    a->snap = have_snap ? snap : 0;
     if (a->have_gen && gen == a->gen)
         return 0;
     if (a->have_gen) {
