@@ -201,10 +201,10 @@ typedef struct gh__uset {
     uint64_t user_id;
     gh_user_state state;
     int64_t tombstone;
-    int ref;      /* cache CLOCK bit */
-    size_t bytes; /* heap held, charged to the cache's byte budget */
-    gh__uref *refs;
-    size_t nrefs, caprefs;
+    int ref;        /* cache CLOCK bit */
+    size_t bytes;   /* heap held, charged to the cache's byte budget */
+    gh__uref *refs; /* blocks holding deny rules first: refs[0..ndeny) */
+    size_t nrefs, caprefs, ndeny;
     gh__set sc; /* the scopes' patterns only (str, segs, scopes) */
 } gh__uset;
 
@@ -220,11 +220,16 @@ int gh__uset_decide(const gh__uset *u, const gh__req *q);
 
 /* ---- cache.c: bounded map user id -> decision set, CLOCK eviction ---- */
 
+typedef struct gh__cslot {
+    uint64_t user_id; /* kept here so a lookup touches one line, not the set */
+    uint32_t idx;     /* 0 empty, else index in sets + 1 */
+} gh__cslot;
+
 typedef struct gh__cache {
     gh__uset **sets; /* dense */
     size_t n, cap, max;
     size_t bytes, max_bytes; /* heap of the cached sets, and its budget */
-    uint32_t *tab;           /* open addressing: 0 empty, else index in sets + 1 */
+    gh__cslot *tab;          /* open addressing */
     size_t mask;
     size_t hand;
 } gh__cache;
@@ -245,6 +250,8 @@ struct gh_authz {
     gh__roles roles;
     uint64_t gen; /* gh_store_authz_gen the cached sets were compiled at */
     int have_gen;
+    uint64_t snap; /* read snapshot gen was last read in (same snapshot: same gen) */
+    int have_snap;
     gh_authz_stats st;
 };
 

@@ -4,7 +4,8 @@
  * hand picks a victim (a set not used since the hand last passed). The map
  * is bounded by a count and by the bytes its sets hold.
  *
- * The one thing to know: the table holds dense indices, not pointers, and a
+ * The one thing to know: the table holds dense indices (with the user id,
+ * so a lookup reads one table line), not pointers, and a
  * removal shifts the following probe run back (no tombstones), so lookups
  * stay short however many evictions happen. Invalidation is wholesale
  * (gh__cache_clear) and belongs to the caller, who watches the store's
@@ -32,9 +33,9 @@ gh__uset *gh__cache_get(gh__cache *c, uint64_t user_id)
 {
     if (c->tab == NULL)
         return NULL;
-    for (size_t j = slot_of(c, user_id); c->tab[j]; j = (j + 1) & c->mask) {
-        gh__uset *s = c->sets[c->tab[j] - 1];
-        if (s->user_id == user_id) {
+    for (size_t j = slot_of(c, user_id); c->tab[j].idx; j = (j + 1) & c->mask) {
+        if (c->tab[j].user_id == user_id) {
+            gh__uset *s = c->sets[c->tab[j].idx - 1];
             s->ref = 1;
             return s;
         }
@@ -44,11 +45,13 @@ gh__uset *gh__cache_get(gh__cache *c, uint64_t user_id)
 
 static void tab_insert(gh__cache *c, size_t dense)
 {
-    size_t j = slot_of(c, c->sets[dense]->user_id);
+    uint64_t id = c->sets[dense]->user_id;
+    size_t j = slot_of(c, id);
 
-    while (c->tab[j])
+    while (c->tab[j].idx)
         j = (j + 1) & c->mask;
-    c->tab[j] = (uint32_t)dense + 1;
+    c->tab[j].user_id = id;
+    c->tab[j].idx = (uint32_t)dense + 1;
 }
 
 /* Removes the table entry pointing at dense, shifting the rest of its probe
@@ -57,15 +60,15 @@ static void tab_remove(gh__cache *c, size_t dense)
 {
     size_t i = slot_of(c, c->sets[dense]->user_id), j, k;
 
-    while (c->tab[i] != dense + 1)
+    while (c->tab[i].idx != dense + 1)
         i = (i + 1) & c->mask;
-    c->tab[i] = 0;
-    for (j = (i + 1) & c->mask; c->tab[j]; j = (j + 1) & c->mask) {
-        k = slot_of(c, c->sets[c->tab[j] - 1]->user_id);
+    c->tab[i].idx = 0;
+    for (j = (i + 1) & c->mask; c->tab[j].idx; j = (j + 1) & c->mask) {
+        k = slot_of(c, c->tab[j].user_id);
         /* move j into the hole at i unless its home k lies cyclically in (i, j] */
         if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
             c->tab[i] = c->tab[j];
-            c->tab[j] = 0;
+            c->tab[j].idx = 0;
             i = j;
         }
     }
@@ -73,7 +76,7 @@ static void tab_remove(gh__cache *c, size_t dense)
 
 static int tab_resize(gh__cache *c, size_t size)
 {
-    uint32_t *tab = calloc(size, sizeof(*tab));
+    gh__cslot *tab = calloc(size, sizeof(*tab));
 
     if (tab == NULL)
         return GH_ENOMEM;

@@ -5,8 +5,8 @@
  * The input is cut at its first two '\n' into an id text, a string value and
  * a message. The id text is parsed as JSON when it is one (any kind; a
  * compound goes through the writer's fallback) and used as a string id
- * otherwise (when it holds no NUL, as no parsed request id can). Every line the writer produces must be one line, parse with
- * jansson, and give back what went in: the id equal (json_equal), the
+ * otherwise (when it holds no NUL, as no parsed request id can). Every line the writer produces
+ * must be one line, parse with jansson, and give back what went in: the id equal (json_equal), the
  * strings equal to a reference sanitisation built on gh_schema_utf8_valid
  * (invalid UTF-8 bytes and NUL become '?'), numbers and booleans exact.
  *
