@@ -625,7 +625,9 @@ static void forget_offline_verifier(auth_job *j)
         return;
     f->user_id = j->u.id;
     snprintf(f->verifier, sizeof(f->verifier), "%s", j->u.verifier);
-    if (gh__submit_write(j->srv, "auth", forget_apply, f, forget_done, f) != 0)
+    /* fire and forget: forget_done only logs and frees, on loop 0 (the
+     * writer's), after this request and its loop may be long gone */
+    if (gh_writer_submit(j->srv->writer, "auth", forget_apply, f, forget_done, f) != 0)
         forget_done(f, 0, NULL);
 }
 
