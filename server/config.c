@@ -95,8 +95,7 @@ int gh_config_defaults(gh_config *cfg)
         set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info") ||
         set_str(&cfg->service_unix_group, "") ||
         set_str(&cfg->service_group, "gatehouse-services") ||
-        set_str(&cfg->frontend_unix_group, "") ||
-        set_str(&cfg->metrics_listen, ""))
+        set_str(&cfg->frontend_unix_group, "") || set_str(&cfg->metrics_listen, ""))
         return GH_ENOMEM;
     cfg->max_request_elements = 16384;
     cfg->max_held_bytes = 1u << 20;

@@ -113,7 +113,7 @@ extern const gh_op_def
     gh__ops_authz[]; /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
 extern const gh_op_def gh__ops_sync[];    /* server/ops_sync.c: sync.status, sync.run */
 extern const gh_op_def gh__ops_session[]; /* server/ops_session.c: session.list, session.revoke */
-extern const gh_op_def gh__ops_backup[]; /* server/ops_backup.c: backup */
+extern const gh_op_def gh__ops_backup[];  /* server/ops_backup.c: backup */
 
 /* Sets c->msg (printf-style) and returns err. */
 int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -397,7 +397,9 @@ void gh__loop_set_self(gh_loop *lp);
 void gh__loop_run_on(gh_loop *lp, gh_post *m, void (*fn)(void *arg), void *arg);
 void gh__loop_post(gh_loop *lp, gh_post *m, void (*fn)(void *arg), void *arg);
 /* gh_writer_submit for any loop: done(cbarg, rc, err) runs on the loop that
- * submitted (the writer itself completes on loop 0). */
+ * submitted (the writer itself completes on loop 0). For writes a request
+ * waits for (its connection keeps the loop from stopping); a write nobody
+ * waits for uses gh_writer_submit and completes on loop 0. */
 int gh__submit_write(gh_server *srv, const char *actor, gh_store_write_fn fn, void *arg,
                      gh_writer_done_cb done, void *cbarg);
 /* Sums over every loop (relaxed atomic loads: a snapshot, not a cut). */
