@@ -153,8 +153,10 @@ int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_
         return GH_ERATE; /* the tables are full: refuse rather than forget */
     if (uf->until_ms > now || pf->until_ms > now)
         return GH_ERATE;
-    if (lf->inflight >= cfg->auth_max_inflight_per_login)
+    if (lf->inflight >= cfg->auth_max_inflight_per_login) {
+        a->busy = 1; /* not a failure: this login is being checked already */
         return GH_ERATE;
+    }
     /* counted now, before any Argon2: a success gives it back */
     fail_count(cfg, uf, cfg->lockout_threshold, now);
     fail_count(cfg, pf, cfg->peer_failure_threshold, now);
@@ -622,9 +624,12 @@ int gh__op_auth(gh_opctx *c)
     gh__lockout_client(c, client, ckey, sizeof(ckey));
     snprintf(j->peer, sizeof(j->peer), "%s", ckey);
     if (gh__lockout_admit(srv, name, ckey, &j->adm) != 0) {
-        free(j);
         srv->auth_limited++;
-        return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
+        int busy = j->adm.busy;
+        free(j);
+        return gh_op_fail(c, GH_ERATE,
+                          busy ? "too many password checks of this login in progress; retry later"
+                               : "too many failed attempts; retry later");
     }
     j->pwlen = strlen(password);
     j->pw = secret_dup(password, j->pwlen);

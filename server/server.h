@@ -137,6 +137,7 @@ typedef struct gh_admission {
     uint64_t login_key; /* login, any client: in-flight cap only */
     uint64_t peer_key;  /* client: spraying */
     int held;
+    int busy; /* refused for the per-login in-flight cap (not for failures) */
 } gh_admission;
 
 typedef struct gh_server {
