@@ -641,3 +641,135 @@ void gh__housekeeping(gh_server *srv)
     if (gh_writer_submit(srv->writer, "housekeeping", purge_apply, now, purge_done, now) != 0)
         free(now);
 }
+
+/* ---- password verification for the other front-ends (LDAP bind) ---- */
+
+/* Same lockout, dummy verifier, upstream pass-through and offline fallback as
+ * the auth operation, without a token: the caller gets the user. */
+typedef struct verify_job {
+    uv_work_t work;
+    gh_server *srv;
+    char name[GH_NAME_MAX + 1];
+    char peer[64];
+    char *pw; /* sodium_malloc'd */
+    size_t pwlen;
+    int exists, ok;
+    int64_t offline_max_age;
+    gh_user u;
+    char verifier[crypto_pwhash_STRBYTES];
+    gh_verify_cb cb;
+    void *arg;
+} verify_job;
+
+static void vjob_finish(verify_job *j, int rc)
+{
+    gh_server *srv = j->srv;
+    if (rc == 0) {
+        lockout_success(srv, j->name, j->peer);
+        if (j->u.state == GH_USER_LOCKED || j->u.state == GH_USER_DISABLED || j->u.tombstone)
+            rc = j->u.state == GH_USER_LOCKED ? GH_ELOCKED : GH_EDISABLED;
+    } else if (rc == GH_ECREDS) {
+        lockout_failure(srv, j->name, j->peer);
+    }
+    if (rc == 0)
+        srv->auth_ok++;
+    else
+        srv->auth_fail++;
+    if (j->pw)
+        sodium_free(j->pw);
+    j->pw = NULL;
+    j->cb(j->arg, rc, rc == 0 ? &j->u : NULL);
+    sodium_memzero(j, sizeof(*j));
+    free(j);
+}
+
+static void vjob_work(uv_work_t *w)
+{
+    verify_job *j = w->data;
+    pool_thread_priority(j->srv->cfg);
+    j->ok = crypto_pwhash_str_verify(j->verifier, j->pw, j->pwlen) == 0;
+}
+
+static void vjob_after(uv_work_t *w, int status)
+{
+    verify_job *j = w->data;
+    j->srv->argon2_inflight--;
+    if (status == UV_ECANCELED)
+        vjob_finish(j, GH_EUNAVAIL);
+    else
+        vjob_finish(j, j->exists && j->ok ? 0 : GH_ECREDS);
+}
+
+static int vjob_queue(verify_job *j)
+{
+    if (j->srv->argon2_inflight >= j->srv->cfg->argon2_queue_max)
+        return GH_ERATE;
+    j->work.data = j;
+    if (uv_queue_work(j->srv->loop, &j->work, vjob_work, vjob_after) != 0)
+        return GH_EINTERNAL;
+    j->srv->argon2_inflight++;
+    return 0;
+}
+
+static void vjob_upstream(void *arg, int rc)
+{
+    verify_job *j = arg;
+    if (rc == 0 || rc == GH_ECREDS) {
+        vjob_finish(j, rc);
+        return;
+    }
+    if (j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
+        (int64_t)time(NULL) - j->u.verifier_time <= j->offline_max_age) {
+        snprintf(j->verifier, sizeof(j->verifier), "%s", j->u.verifier);
+        if (vjob_queue(j) == 0)
+            return;
+    }
+    vjob_finish(j, GH_EUNAVAIL);
+}
+
+int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const char *pw,
+                    size_t pwlen, gh_verify_cb cb, void *arg)
+{
+    gh_txn *txn;
+    int rc;
+    if (lockout_check(srv, name, peer) != 0 || srv->argon2_inflight >= srv->cfg->argon2_queue_max) {
+        srv->auth_limited++;
+        return GH_ERATE;
+    }
+    verify_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return GH_ENOMEM;
+    j->srv = srv;
+    j->cb = cb;
+    j->arg = arg;
+    snprintf(j->name, sizeof(j->name), "%s", name);
+    snprintf(j->peer, sizeof(j->peer), "%s", peer);
+    j->pwlen = pwlen;
+    j->pw = secret_dup(pw, pwlen);
+    if (j->pw == NULL || (rc = gh_store_read_begin(srv->reader, &txn)) != 0) {
+        if (j->pw)
+            sodium_free(j->pw);
+        free(j);
+        return GH_ENOMEM;
+    }
+    rc = name[0] ? gh_store_user_get(txn, name, &j->u) : GH_ENOTFOUND;
+    gh_store_read_end(srv->reader);
+    j->exists = rc == 0;
+    if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && pwlen > 0) {
+        j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
+        if (gh_sync_auth(srv->sync, j->u.origin, j->u.origin_dn, j->pw, vjob_upstream, j) != 0)
+            vjob_upstream(j, GH_EUNAVAIL);
+        return 0;
+    }
+    if (!j->exists || j->u.verifier[0] == '\0')
+        j->exists = 0;
+    snprintf(j->verifier, sizeof(j->verifier), "%s",
+             j->exists ? j->u.verifier : srv->dummy_verifier);
+    if ((rc = vjob_queue(j)) != 0) {
+        sodium_free(j->pw);
+        free(j);
+        srv->auth_limited++;
+        return rc;
+    }
+    return 0;
+}

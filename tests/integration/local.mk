@@ -29,3 +29,9 @@ $(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la
 # server process tests (configuration, TCP, signals, bootstrap)
 TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py
+
+# LDAP front-end with real clients (ldap-utils, python3-ldap)
+LDAP_TESTS = tests/integration/test_ldap.py
+TESTS += $(LDAP_TESTS)
+EXTRA_DIST += $(LDAP_TESTS)
+$(LDAP_TESTS:.py=.log): gatehoused
