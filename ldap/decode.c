@@ -538,6 +538,12 @@ int gh_ldap_session_next(gh_ldap_session *s, const char *buf, size_t len, size_t
     ber_tag_t tag;
 
     *req = NULL;
+    /* every LDAPMessage is a SEQUENCE: anything else at a message boundary
+     * is not LDAP (an HTTP request, a TLS hello on a clear port) */
+    if (!s->partial && len > 0 && (unsigned char)buf[0] != LBER_SEQUENCE) {
+        *used = 0;
+        return GH_EBADREQ;
+    }
     s->in = buf;
     s->in_len = len;
     s->in_off = 0;
@@ -554,10 +560,13 @@ int gh_ldap_session_next(gh_ldap_session *s, const char *buf, size_t len, size_t
     if (tag == LDAP_TAG_MESSAGE) {
         BerElement *ber = s->ber;
         s->ber = NULL;
+        s->partial = 0;
         return decode_message(ber, req);
     }
-    if (tag == LBER_DEFAULT && (errno == EWOULDBLOCK || errno == EAGAIN))
+    if (tag == LBER_DEFAULT && (errno == EWOULDBLOCK || errno == EAGAIN)) {
+        s->partial |= *used > 0;
         return 0;
+    }
     if (tag == LBER_DEFAULT && errno == ERANGE)
         return GH_ETOOBIG;
     return GH_EBADREQ;

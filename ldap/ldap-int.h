@@ -162,6 +162,7 @@ struct gh_ldap_session {
     BerElement *ber; /* the message being received */
     const char *in;  /* input of the current gh_ldap_session_next call */
     size_t in_len, in_off;
+    int partial; /* a message is half received */
     gh_ldap_page pages[LDAP_PAGES];
     uint64_t page_clock;
 };
