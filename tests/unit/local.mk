@@ -27,3 +27,11 @@ TESTS += tests/unit/test_server
 tests_unit_test_server_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_server_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
+
+# ldap protocol core tests
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_ldap
+TESTS += tests/unit/test_ldap
+tests_unit_test_ldap_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_ldap_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif
