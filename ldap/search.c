@@ -734,7 +734,8 @@ static int walk_list(sctx *c, int kind, idset *ids)
         snprintf(v[n].name, sizeof(v[n].name), "%s", kind == K_USER ? e->u.name : e->g.name);
         v[n++].id = ids->v[i];
     }
-    qsort(v, n, sizeof(*v), cmp_named);
+    if (n > 1)
+        qsort(v, n, sizeof(*v), cmp_named);
     for (size_t i = 0; i < n; i++) {
         e->kind = kind == K_USER ? DL_USER : DL_GROUP;
         if (kind == K_USER)
