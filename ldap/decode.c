@@ -636,6 +636,8 @@ int gh_ldap_passwd_parse(const gh_ldap_req *r, gh_ldap_passwd *p)
     memset(p, 0, sizeof(*p));
     if (!r->ext.has_value)
         return 0; /* no value: change one's own password to a generated one */
+    if (r->ext.value.bv_len == 0)
+        return GH_EINVAL; /* not even the SEQUENCE (and liblber cannot read nothing) */
     p->ber = ber_init((struct berval *)&r->ext.value);
     if (p->ber == NULL)
         return GH_ENOMEM;

@@ -823,7 +823,7 @@ static int paged_setup(sctx *c, const gh_ldap_ctrl *ctl)
     gh_ldap_session *s = c->s;
     int rc = 0;
 
-    if (!ctl->has_value)
+    if (!ctl->has_value || ctl->value.bv_len == 0) /* liblber cannot read an empty buffer */
         return LR_PROTOCOL_ERROR;
     ber = ber_init((struct berval *)&ctl->value);
     if (ber == NULL)
