@@ -196,9 +196,65 @@ static int dn_put(char *buf, size_t cap, size_t *n, const char *s, size_t len, i
     return 0;
 }
 
+/* Whether v is a DN in the plain form clients usually send (ASCII, no
+ * spaces, escapes, quotes or multi-valued RDNs, one '=' per RDN): then its
+ * normal form is computed without liblber's parser, with the same result. */
+static int dn_plain(const char *v, size_t len)
+{
+    int eq = 0, attr = 0, value = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)v[i];
+        if (ch <= 0x20 || ch >= 0x7f || strchr("\\\"+;<>#", ch) != NULL)
+            return 0;
+        if (ch == ',') {
+            if (!eq || !attr || !value)
+                return 0;
+            eq = attr = value = 0;
+        } else if (ch == '=') {
+            if (eq++ || !attr)
+                return 0;
+        } else if (eq) {
+            value = 1;
+        } else {
+            if (!isalnum(ch) && ch != '-' && ch != '.')
+                return 0;
+            attr = 1;
+        }
+    }
+    return eq == 1 && attr && value;
+}
+
+static int dn_norm_plain(const char *v, size_t len, char *buf, size_t cap)
+{
+    size_t n = 0, i = 0;
+    while (i < len) {
+        size_t eq = i, end;
+        while (v[eq] != '=')
+            eq++;
+        for (end = eq; end < len && v[end] != ','; end++)
+            ;
+        int id = gh__ldap_attr_id(v + i, eq - i);
+        const char *an = id >= 0 ? gh__ldap_attrs[id].name : v + i;
+        size_t al = id >= 0 ? strlen(an) : eq - i;
+        if (n + al + (end - eq) + 2 >= cap)
+            return GH_ETOOBIG;
+        if (n > 0)
+            buf[n++] = ',';
+        for (size_t k = 0; k < al; k++)
+            buf[n++] = (char)tolower((unsigned char)an[k]);
+        for (size_t k = eq; k < end; k++) /* '=' and the value */
+            buf[n++] = (char)tolower((unsigned char)v[k]);
+        i = end + 1;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
 /* "UID=Alice , OU=People,dc=X" -> "uid=alice,ou=people,dc=x". */
 int gh__ldap_dn_norm(const char *v, size_t len, char *buf, size_t cap)
 {
+    if (len > 0 && dn_plain(v, len))
+        return dn_norm_plain(v, len, buf, cap);
     LDAPDN dn = NULL;
     struct berval bv = {len, (char *)v};
     size_t n = 0;
@@ -368,7 +424,16 @@ int gh__ldap_dn_locate(const gh_ldap *l, const char *v, size_t len, char *name, 
     if (kind == DL_NOSUCH_UNDER)
         return strstr(norm, ",ou=people") || strstr(norm, ",ou=groups") ? DL_NOSUCH_UNDER
                                                                         : DL_NOSUCH;
-    /* the value as written: from the parsed DN's first RDN */
+    /* the value as written: from the first RDN */
+    if (dn_plain(v, len)) {
+        const char *eq = memchr(v, '=', len), *end = memchr(v, ',', len);
+        size_t vl = (size_t)(end - eq - 1);
+        if (vl == 0 || vl >= namelen)
+            return DL_NOSUCH_UNDER;
+        memcpy(name, eq + 1, vl);
+        name[vl] = '\0';
+        return kind;
+    }
     if (ldap_bv2dn(&bv, &dn, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS || dn == NULL || !dn[0] ||
         !dn[0][0] || dn[0][1] != NULL) {
         ldap_dnfree(dn);

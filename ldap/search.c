@@ -138,6 +138,21 @@ static int find_user(gh_txn *txn, const char *name, gh_user *u)
     return u->tombstone ? GH_ENOTFOUND : 0;
 }
 
+/* The same, through the name index only (no record decoded). */
+static int find_user_id(gh_txn *txn, const char *name, uint64_t *id)
+{
+    char low[GH_NAME_MAX + 1];
+    size_t i;
+    if (gh_store_user_id(txn, name, id) == 0)
+        return 0;
+    for (i = 0; name[i] && i < GH_NAME_MAX; i++)
+        low[i] = (char)((unsigned char)name[i] < 0x80 ? tolower((unsigned char)name[i]) : name[i]);
+    low[i] = '\0';
+    if (strcmp(low, name) == 0)
+        return GH_ENOTFOUND;
+    return gh_store_user_id(txn, low, id);
+}
+
 static int find_group(gh_txn *txn, const char *name, gh_group *g)
 {
     char low[GH_NAME_MAX + 1];
@@ -223,11 +238,8 @@ static int resolve(sctx *c, gh_ldap_filter *f)
     uint64_t id = 0;
     int kind = 0;
     if (where == DL_USER) {
-        gh_user u;
-        if (find_user(c->txn, name, &u) == 0) {
+        if (find_user_id(c->txn, name, &id) == 0)
             kind = K_USER;
-            id = u.id;
-        }
     } else if (where == DL_GROUP) {
         gh_group g;
         if (find_group(c->txn, name, &g) == 0) {
@@ -703,8 +715,8 @@ static int scan_group_cb(const gh_group *g, void *arg)
 }
 
 typedef struct named {
-    char name[GH_NAME_MAX + 1];
-    uint64_t id;
+    const char *name; /* inside rec */
+    void *rec;        /* gh_user or gh_group */
 } named;
 
 static int cmp_named(const void *a, const void *b)
@@ -712,7 +724,8 @@ static int cmp_named(const void *a, const void *b)
     return strcmp(((const named *)a)->name, ((const named *)b)->name);
 }
 
-/* Walks a planned candidate list of one kind in name order. */
+/* Walks a planned candidate list of one kind in name order; each record is
+ * decoded once. */
 static int walk_list(sctx *c, int kind, idset *ids)
 {
     named *v = NULL;
@@ -727,29 +740,36 @@ static int walk_list(sctx *c, int kind, idset *ids)
         return GH_ENOMEM;
     }
     for (size_t i = 0; i < ids->n; i++) {
-        int grc = kind == K_USER ? gh_store_user_get_by_id(c->txn, ids->v[i], &e->u)
-                                 : gh_store_group_get_by_id(c->txn, ids->v[i], &e->g);
-        if (grc != 0 || (kind == K_USER ? e->u.tombstone : e->g.tombstone))
+        void *rec = malloc(kind == K_USER ? sizeof(gh_user) : sizeof(gh_group));
+        if (rec == NULL) {
+            rc = GH_ENOMEM;
+            goto done;
+        }
+        int grc = kind == K_USER ? gh_store_user_get_by_id(c->txn, ids->v[i], rec)
+                                 : gh_store_group_get_by_id(c->txn, ids->v[i], rec);
+        if (grc != 0 ||
+            (kind == K_USER ? ((gh_user *)rec)->tombstone : ((gh_group *)rec)->tombstone)) {
+            free(rec);
             continue;
-        snprintf(v[n].name, sizeof(v[n].name), "%s", kind == K_USER ? e->u.name : e->g.name);
-        v[n++].id = ids->v[i];
+        }
+        v[n].rec = rec;
+        v[n++].name = kind == K_USER ? ((gh_user *)rec)->name : ((gh_group *)rec)->name;
     }
     if (n > 1)
         qsort(v, n, sizeof(*v), cmp_named);
     for (size_t i = 0; i < n; i++) {
         e->kind = kind == K_USER ? DL_USER : DL_GROUP;
         if (kind == K_USER)
-            rc = gh_store_user_get_by_id(c->txn, v[i].id, &e->u);
+            e->u = *(gh_user *)v[i].rec;
         else
-            rc = gh_store_group_get_by_id(c->txn, v[i].id, &e->g);
-        if (rc != 0) {
-            rc = 0;
-            continue;
-        }
+            e->g = *(gh_group *)v[i].rec;
         c->examined++;
         if ((rc = consider(c, e, kind == K_USER ? 1 : 2, v[i].name)) != 0)
             break;
     }
+done:
+    for (size_t i = 0; i < n; i++)
+        free(v[i].rec);
     free(v);
     free(e);
     return rc;

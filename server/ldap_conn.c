@@ -81,6 +81,10 @@ struct lconn {
     int bound;
     uint64_t user_id;
     char user[GH_NAME_MAX + 1];
+    gh_ldap_access acc; /* what it may see, valid while acc_gen is the store's authz gen */
+    uint64_t acc_gen;
+    int acc_valid;
+    gh_ldap_out out; /* replies of this turn, written once by conn_flush */
     /* state */
     unsigned pending; /* Argon2 jobs and writes of this connection in flight */
     int busy;         /* a bind or password change is running: decoding waits */
@@ -139,9 +143,11 @@ static int send_raw(lconn *c, const char *p, size_t n)
     return 0;
 }
 
-/* Sends out's bytes (through TLS when on) and empties out. */
-static int conn_send(lconn *c, gh_ldap_out *out)
+/* Writes the replies gathered this turn (through TLS when on): one write
+ * per batch of pipelined requests. */
+static int conn_flush(lconn *c)
 {
+    gh_ldap_out *out = &c->out;
     int rc = 0;
     if (out->len == 0)
         return 0;
@@ -157,7 +163,36 @@ static int conn_send(lconn *c, gh_ldap_out *out)
         rc = send_raw(c, out->buf, out->len);
     }
     out->len = 0;
+    if (out->cap > (1u << 20)) /* do not keep a huge search's buffer */
+        gh_ldap_out_free(out);
     return rc;
+}
+
+/* Queues out's bytes behind the replies of this turn and empties out. */
+static int conn_send(lconn *c, gh_ldap_out *out)
+{
+    if (out->len == 0)
+        return 0;
+    if (c->out.len == 0 && c->out.cap == 0) {
+        /* take the buffer itself: no copy */
+        c->out = *out;
+        memset(out, 0, sizeof(*out));
+        return 0;
+    }
+    if (c->out.len + out->len > c->out.cap) {
+        size_t cap = c->out.cap ? c->out.cap : 4096;
+        while (cap < c->out.len + out->len)
+            cap *= 2;
+        char *p = realloc(c->out.buf, cap);
+        if (p == NULL)
+            return GH_ENOMEM;
+        c->out.buf = p;
+        c->out.cap = cap;
+    }
+    memcpy(c->out.buf + c->out.len, out->buf, out->len);
+    c->out.len += out->len;
+    out->len = 0;
+    return 0;
 }
 
 /* ---- accounting and logging ---- */
@@ -202,19 +237,31 @@ static void access_of(lconn *c, gh_txn *txn, gh_ldap_access *a)
 {
     gh_server *srv = c->ls->srv;
     gh_user u;
+    uint64_t gen = 0;
+    /* every write that can change the answer (roles, bindings, memberships,
+     * user state, deletions) bumps the authz generation */
+    int have_gen = gh_store_authz_gen(txn, &gen) == 0;
+    if (have_gen && c->acc_valid && c->acc_gen == gen) {
+        *a = c->acc;
+        return;
+    }
     memset(a, 0, sizeof(*a));
+    if (have_gen) {
+        c->acc_gen = gen;
+        c->acc_valid = 1;
+    }
+    c->acc = *a;
     if (!c->bound || gh_store_user_get_by_id(txn, c->user_id, &u) != 0 ||
         u.state != GH_USER_ACTIVE || u.tombstone)
         return;
     a->bound = 1;
     a->user_id = c->user_id;
-    if (gh__user_is_admin(srv, txn, c->user_id) == 1) {
-        a->see_all = 1;
-        return;
-    }
     int allow = 0;
-    if (gh_authz_check(srv->authz, txn, c->user_id, "read", "ldap/directory", &allow) == 0)
+    if (gh__user_is_admin(srv, txn, c->user_id) == 1)
+        a->see_all = 1;
+    else if (gh_authz_check(srv->authz, txn, c->user_id, "read", "ldap/directory", &allow) == 0)
         a->see_all = allow;
+    c->acc = *a;
 }
 
 /* ---- bind ---- */
@@ -238,6 +285,7 @@ static void bind_done(void *arg, int rc, const gh_user *u)
     }
     if (rc == 0) {
         c->bound = 1;
+        c->acc_valid = 0;
         c->user_id = u->id;
         snprintf(c->user, sizeof(c->user), "%s", u->name);
         c->ls->binds_ok++;
@@ -285,6 +333,7 @@ static int do_bind(lconn *c, gh_ldap_req *r)
     char name[GH_NAME_MAX + 1] = "";
     c->bound = 0; /* a bind, even a failing one, drops the previous identity */
     c->user[0] = '\0';
+    c->acc_valid = 0;
     if (r->bind.version != 3) {
         reply(c, r, 2, "only LDAPv3 is supported");
         return 0;
@@ -548,7 +597,9 @@ static int do_starttls(lconn *c, gh_ldap_req *r)
     gh_ldap_out out = {0};
     int rc = gh_ldap_reply_ext(&out, r->msgid, 0, NULL, GH_LDAP_OID_STARTTLS, NULL);
     if (rc == 0)
-        rc = conn_send(c, &out); /* in clear: TLS starts after this response */
+        rc = conn_send(c, &out);
+    if (rc == 0)
+        rc = conn_flush(c); /* in clear: TLS starts after this response */
     gh_ldap_out_free(&out);
     count(c, r, 0, "StartTLS");
     if (rc == 0)
@@ -722,6 +773,14 @@ static void conn_process(lconn *c)
         }
         if (!handle(c, r))
             gh_ldap_req_free(r);
+        if (c->out.len > 65536 && conn_flush(c) != 0) {
+            conn_close(c);
+            return;
+        }
+    }
+    if (!c->closed && conn_flush(c) != 0) {
+        conn_close(c);
+        return;
     }
     if (c->in_off == c->in.len)
         c->in.len = c->in_off = 0;
@@ -795,6 +854,7 @@ static void conn_free(lconn *c)
     ls->nconns--;
     gh_ldap_session_free(c->sess);
     gh_tls_free(c->tls);
+    gh_ldap_out_free(&c->out);
     if (c->in.buf)
         sodium_memzero(c->in.buf, c->in.cap);
     gh_tls_buf_free(&c->in);
@@ -820,6 +880,7 @@ static void conn_close(lconn *c)
 {
     if (c->closing)
         return;
+    conn_flush(c); /* a Notice of Disconnection, the last replies */
     c->closing = 1;
     if (c->tls) {
         gh_tls_buf wire = {0};

@@ -353,9 +353,8 @@ static void run_paged(lworker *k)
                 ber_bvfree(cookie);
                 cookie = NULL;
             }
-            LDAPControl *rc_ctl = sctrls ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, sctrls,
-                                                             NULL)
-                                         : NULL;
+            LDAPControl *rc_ctl =
+                sctrls ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, sctrls, NULL) : NULL;
             struct berval ck = {0, NULL};
             if (rc == LDAP_SUCCESS && rc_ctl &&
                 ldap_parse_pageresponse_control(k->ld, rc_ctl, &est, &ck) == LDAP_SUCCESS &&

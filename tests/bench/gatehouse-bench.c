@@ -492,9 +492,8 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
                     find_res("gatehouse-ldap", BN_OP_COMPARE, o->conns, 1, 0), BN_OP_COMPARE,
                     find_res("slapd", BN_OP_COMPARE, o->conns, 1, 0), BN_OP_COMPARE, 2);
         compare_row(b, "compare member, pipelined",
-                    find_res("gatehouse-ldap", BN_OP_COMPARE, o->conns, o->depth, 0),
-                    BN_OP_COMPARE, find_res("slapd", BN_OP_COMPARE, o->conns, o->depth, 0),
-                    BN_OP_COMPARE, 2);
+                    find_res("gatehouse-ldap", BN_OP_COMPARE, o->conns, o->depth, 0), BN_OP_COMPARE,
+                    find_res("slapd", BN_OP_COMPARE, o->conns, o->depth, 0), BN_OP_COMPARE, 2);
         compare_row(b, "group-membership search",
                     find_res("gatehouse-ldap", BN_OP_GSEARCH, o->conns, 1, 0), BN_OP_GSEARCH,
                     find_res("slapd", BN_OP_GSEARCH, o->conns, 1, 0), BN_OP_GSEARCH, 2);
@@ -880,8 +879,9 @@ int main(int argc, char **argv)
         char req[512], name[32];
         bn_slapd ghl = {0};
         bn_user_name(name, sizeof(name), 0);
-        free(bn_gh_call(x.sock, "{\"op\":\"role.add\",\"name\":\"bench-ldap-reader\","
-                                "\"allow\":[{\"action\":\"read\",\"resource\":\"ldap/directory\"}]}\n"));
+        free(bn_gh_call(x.sock,
+                        "{\"op\":\"role.add\",\"name\":\"bench-ldap-reader\","
+                        "\"allow\":[{\"action\":\"read\",\"resource\":\"ldap/directory\"}]}\n"));
         snprintf(req, sizeof(req),
                  "{\"op\":\"grant\",\"role\":\"bench-ldap-reader\",\"user\":\"%s\"}\n", name);
         free(bn_gh_call(x.sock, req));
@@ -891,10 +891,10 @@ int main(int argc, char **argv)
             size_t n = 0;
             n += (size_t)snprintf(ghl.ldapi_url, sizeof(ghl.ldapi_url), "ldapi://");
             for (const char *c = ghl.ldapi_path; *c && n + 4 < sizeof(ghl.ldapi_url); c++)
-                n += (size_t)(*c == '/' ? snprintf(ghl.ldapi_url + n, sizeof(ghl.ldapi_url) - n,
-                                                   "%%2F")
-                                        : snprintf(ghl.ldapi_url + n, sizeof(ghl.ldapi_url) - n,
-                                                   "%c", *c));
+                n += (size_t)(*c == '/'
+                                  ? snprintf(ghl.ldapi_url + n, sizeof(ghl.ldapi_url) - n, "%%2F")
+                                  : snprintf(ghl.ldapi_url + n, sizeof(ghl.ldapi_url) - n, "%c",
+                                             *c));
         }
         ghl.pid = x.gh_pid;
         bn_log("LDAP front-end: compare, group search, bind, paged search");

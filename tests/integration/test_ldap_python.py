@@ -52,7 +52,8 @@ class PythonLdap(ghtest.TestCase):
             err = cls.srv.stderr_text()
             cls.srv.close()
             assert rc == 0, err[-3000:]
-            assert "AddressSanitizer" not in err and "runtime error" not in err, err
+            assert "AddressSanitizer" not in err and "LeakSanitizer" not in err \
+                and "runtime error" not in err, err
         shutil.rmtree(cls.base, ignore_errors=True)
 
     def conn(self, bind=True):

@@ -187,6 +187,22 @@ static void test_normalize(void **state)
     assert_string_equal(v, "0");
     free(v);
     assert_null(gh__ldap_normalize(SX_DN, "not a dn", 8, &n));
+    /* the plain fast path and liblber's parser agree */
+    const char *same[][2] = {
+        {"UID=Bob,OU=People,DC=Example,DC=ORG", "uid=Bob, ou=People,  dc=example,dc=org"},
+        {"userid=x,dc=a", "0.9.2342.19200300.100.1.1=X , DC=A"},
+        {"cn=git,ou=groups,dc=example,dc=org", "CN=Git,OU=groups,DC=example,DC=org "},
+        {"foo-bar=Q,dc=a", "FOO-BAR = q,dc=a"},
+    };
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        char a[256], b[256];
+        assert_int_equal(gh__ldap_dn_norm(same[i][0], strlen(same[i][0]), a, sizeof(a)), 0);
+        assert_int_equal(gh__ldap_dn_norm(same[i][1], strlen(same[i][1]), b, sizeof(b)), 0);
+        assert_string_equal(a, b);
+    }
+    v = gh__ldap_normalize(SX_DN, "UID=Bob,OU=People,DC=Example,DC=ORG", 35, &n);
+    assert_string_equal(v, "uid=bob,ou=people,dc=example,dc=org");
+    free(v);
 }
 
 static void test_dn_locate(void **state)
