@@ -109,6 +109,7 @@ typedef struct sctx {
     char last[GH_NAME_MAX + 1];
     int resume_phase;
     char resume[GH_NAME_MAX + 1];
+    gh_ldap_entry *scratch; /* the entry a scan fills, reused */
     /* values being collected for one attribute */
     struct berval *vals;
     size_t nvals, capvals;
@@ -683,14 +684,12 @@ static int scan_user_cb(const gh_user *u, void *arg)
     }
     if (u->tombstone)
         return 0;
-    e = calloc(1, sizeof(*e));
-    if (e == NULL)
+    if (c->scratch == NULL && (c->scratch = malloc(sizeof(*c->scratch))) == NULL)
         return GH_ENOMEM;
+    e = c->scratch;
     e->kind = DL_USER;
     e->u = *u;
-    int rc = consider(c, e, 1, u->name);
-    free(e);
-    return rc;
+    return consider(c, e, 1, u->name);
 }
 
 static int scan_group_cb(const gh_group *g, void *arg)
@@ -704,14 +703,12 @@ static int scan_group_cb(const gh_group *g, void *arg)
     }
     if (g->tombstone)
         return 0;
-    e = calloc(1, sizeof(*e));
-    if (e == NULL)
+    if (c->scratch == NULL && (c->scratch = malloc(sizeof(*c->scratch))) == NULL)
         return GH_ENOMEM;
+    e = c->scratch;
     e->kind = DL_GROUP;
     e->g = *g;
-    int rc = consider(c, e, 2, g->name);
-    free(e);
-    return rc;
+    return consider(c, e, 2, g->name);
 }
 
 typedef struct named {
@@ -1043,6 +1040,7 @@ done:
     vals_clear(c);
     free(c->vals);
     free(c->mine.v);
+    free(c->scratch);
     free(base);
     free(c);
     return rc;
