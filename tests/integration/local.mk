@@ -31,7 +31,8 @@ TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py
 
 # LDAP front-end with real clients (ldap-utils, python3-ldap)
-LDAP_TESTS = tests/integration/test_ldap.py tests/integration/test_ldap_python.py
+LDAP_TESTS = tests/integration/test_ldap.py tests/integration/test_ldap_python.py \
+	tests/integration/test_ldap_sssd.py
 TESTS += $(LDAP_TESTS)
 EXTRA_DIST += $(LDAP_TESTS)
 $(LDAP_TESTS:.py=.log): gatehoused
