@@ -725,7 +725,8 @@ int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e,
             snprintf(buf, sizeof(buf), "%" PRIu32, u->uid);
             return PUT(buf);
         case LA_GIDNUMBER:
-            snprintf(buf, sizeof(buf), "%" PRIu32, u->gid ? u->gid : u->uid);
+            /* no primary group: "users" (100), never a number another group may hold */
+            snprintf(buf, sizeof(buf), "%" PRIu32, u->gid ? u->gid : 100u);
             return PUT(buf);
         case LA_HOMEDIR:
             snprintf(buf, sizeof(buf), "%s/%s", l->home_base, u->name);
