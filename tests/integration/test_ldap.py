@@ -462,5 +462,37 @@ class LdapUtils(ghtest.TestCase):
         self.assertGreater(r["ldap"]["results"].get("success", 0), 0)
 
 
+class LdapConfig(ghtest.TestCase):
+    """ldap_listen: the default ldapi socket, off, and what is refused at start."""
+
+    def test_default_ldapi_in_state_dir(self):
+        srv = self.start_server()
+        path = os.path.join(srv.state_dir, "ldapi")
+        self.assertTrue(ghtest.wait_until(lambda: os.path.exists(path), ghtest.scaled(5)))
+        p = subprocess.run(["ldapwhoami", "-x", "-H", "ldapi://" + path.replace("/", "%2F")],
+                           env=dict(os.environ, LDAPCONF="/dev/null"), capture_output=True,
+                           text=True, timeout=ghtest.scaled(30))
+        self.assertEqual(p.stdout.strip(), "anonymous", p.stderr)
+
+    def test_off(self):
+        srv = self.start_server(config={"ldap_listen": ""})
+        self.assertFalse(os.path.exists(os.path.join(srv.state_dir, "ldapi")))
+
+    def test_refused_at_start(self):
+        port = free_port()
+        for cfg, words in (
+                ({"ldap_listen": "ldap://0.0.0.0:%d" % port}, "ldap_allow_non_loopback"),
+                ({"ldap_listen": "ldaps://127.0.0.1:%d" % port}, "tls_cert_file"),
+                ({"ldap_listen": "http://127.0.0.1:%d" % port}, "not ldapi://"),
+                ({"ldap_listen": "ldapi://", "ldap_suffix": "not a dn"}, "ldap_suffix"),
+                ({"ldap_listen": "ldaps://127.0.0.1:%d" % port,
+                  "tls_cert_file": "/nonexistent.pem", "tls_key_file": "/nonexistent.key"},
+                 "tls_cert_file")):
+            with self.assertRaises(ghtest.ServerError) as cm:
+                srv = ghtest.Server(config=cfg)
+                srv.close()
+            self.assertIn(words, str(cm.exception), cfg)
+
+
 if __name__ == "__main__":
     ghtest.main()
