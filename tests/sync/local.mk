@@ -2,6 +2,6 @@
 # ldap-utils; back-mdb + syncprov). slapd.py starts and stops the upstream,
 # gen_ldif.py writes the fixture; the tests speak TAP through ghtest.py and
 # skip themselves when slapd is not installed.
-SYNC_TESTS = tests/sync/test_sync.py
+SYNC_TESTS = tests/sync/test_sync.py tests/sync/test_ldap_mirror.py
 TESTS += $(SYNC_TESTS)
 EXTRA_DIST += $(SYNC_TESTS) tests/sync/slapd.py tests/sync/gen_ldif.py tests/sync/bench_sync.py
