@@ -1,7 +1,8 @@
 """SSSD as a client of the LDAP front-end: sssd (id_provider = ldap,
 auth_provider = ldap, rfc2307bis) over ldaps with a test CA, then glibc NSS
 (`getent passwd`, `id` with nested groups) and PAM through pam_sss
-(`pamtester`, right and wrong passwords).
+(`pamtester`: right and wrong passwords, and a password change, which pam_sss
+sends as a Password Modify; run as nobody, since pam_sss refuses root).
 
 The host is never touched: everything runs as root in a private mount
 namespace (unshare -m) where tmpfs hides /var/lib/sss and /run (empty caches,
@@ -64,6 +65,10 @@ echo "== pam-bad"
 printf '%%s\n' 'not-the-password' | pamtester ghtest alice authenticate; echo "rc=$?"
 echo "== pam-good-again"
 printf '%%s\n' '%(alice_pw)s' | pamtester ghtest alice authenticate acct_mgmt; echo "rc=$?"
+echo "== chauthtok"
+printf '%%s\n%%s\n%%s\n' '%(alice_pw)s' 'alice-Changed-2' 'alice-Changed-2' | setpriv --reuid=65534 --regid=65534 --clear-groups pamtester ghtest alice chauthtok; echo "rc=$?"
+echo "== pam-new"
+printf '%%s\n' 'alice-Changed-2' | pamtester ghtest alice authenticate; echo "rc=$?"
 echo "== end"
 kill $SSSD 2>/dev/null
 wait $SSSD 2>/dev/null
@@ -161,6 +166,9 @@ entry_cache_timeout = 1
         self.assertIn("rc=0", sections["pam-good"], ctx)
         self.assertNotIn("rc=0", sections["pam-bad"], ctx)
         self.assertIn("rc=0", sections["pam-good-again"], ctx)
+        # a password change through pam_sss is a Password Modify over ldaps
+        self.assertIn("rc=0", sections["chauthtok"], ctx)
+        self.assertIn("successfully authenticated", sections["pam-new"], ctx)
         # the host's files are untouched
         self.assertNotIn(tmp, open("/proc/self/mountinfo").read())
 
