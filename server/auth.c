@@ -644,8 +644,9 @@ void gh__housekeeping(gh_server *srv)
 
 /* ---- password verification for the other front-ends (LDAP bind) ---- */
 
-/* Same lockout, dummy verifier, upstream pass-through and offline fallback as
- * the auth operation, without a token: the caller gets the user. */
+/* Same lockout, dummy verifier, upstream pass-through, offline fallback and
+ * verifier upkeep (rehash at a new cost, offline copy after an upstream
+ * success) as the auth operation, without a token: the caller gets the user. */
 typedef struct verify_job {
     uv_work_t work;
     gh_server *srv;
@@ -654,9 +655,12 @@ typedef struct verify_job {
     char *pw; /* sodium_malloc'd */
     size_t pwlen;
     int exists, ok;
+    int upstream_ok;  /* the upstream accepted the bind */
+    int new_verifier; /* rehash must be stored */
     int64_t offline_max_age;
     gh_user u;
     char verifier[crypto_pwhash_STRBYTES];
+    char rehash[crypto_pwhash_STRBYTES];
     gh_verify_cb cb;
     void *arg;
 } verify_job;
@@ -686,18 +690,57 @@ static void vjob_finish(verify_job *j, int rc)
 static void vjob_work(uv_work_t *w)
 {
     verify_job *j = w->data;
-    pool_thread_priority(j->srv->cfg);
+    const gh_config *cfg = j->srv->cfg;
+    pool_thread_priority(cfg);
+    if (j->upstream_ok) { /* keep an offline verifier of what the upstream accepted */
+        j->ok = 1;
+        j->new_verifier = crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,
+                                            cfg->argon2_memlimit) == 0;
+        return;
+    }
     j->ok = crypto_pwhash_str_verify(j->verifier, j->pw, j->pwlen) == 0;
+    if (j->ok && j->exists &&
+        crypto_pwhash_str_needs_rehash(j->verifier, cfg->argon2_opslimit, cfg->argon2_memlimit) !=
+            0)
+        j->new_verifier = crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,
+                                            cfg->argon2_memlimit) == 0;
+}
+
+static int vjob_apply(gh_txn *txn, void *arg)
+{
+    verify_job *j = arg;
+    gh_user u;
+    if (gh_store_user_get_by_id(txn, j->u.id, &u) != 0)
+        return 0; /* gone meanwhile: nothing to keep */
+    snprintf(u.verifier, sizeof(u.verifier), "%s", j->rehash);
+    u.verifier_time = gh_txn_now(txn);
+    return gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+}
+
+static void vjob_written(void *cbarg, int rc, const char *err)
+{
+    verify_job *j = cbarg;
+    if (rc != 0)
+        GH_LOGW("bind %s: storing the new verifier failed: %s", j->name, err);
+    vjob_finish(j, 0); /* the password was right either way */
 }
 
 static void vjob_after(uv_work_t *w, int status)
 {
     verify_job *j = w->data;
     j->srv->argon2_inflight--;
-    if (status == UV_ECANCELED)
+    if (status == UV_ECANCELED) {
         vjob_finish(j, GH_EUNAVAIL);
-    else
-        vjob_finish(j, j->exists && j->ok ? 0 : GH_ECREDS);
+        return;
+    }
+    if (!(j->exists && j->ok)) {
+        vjob_finish(j, GH_ECREDS);
+        return;
+    }
+    if (j->new_verifier &&
+        gh_writer_submit(j->srv->writer, "auth", vjob_apply, j, vjob_written, j) == 0)
+        return;
+    vjob_finish(j, 0);
 }
 
 static int vjob_queue(verify_job *j)
@@ -714,6 +757,12 @@ static int vjob_queue(verify_job *j)
 static void vjob_upstream(void *arg, int rc)
 {
     verify_job *j = arg;
+    if (rc == 0 && j->offline_max_age > 0) {
+        j->upstream_ok = 1; /* hash an offline verifier on the pool, then succeed */
+        if (vjob_queue(j) == 0)
+            return;
+        j->upstream_ok = 0;
+    }
     if (rc == 0 || rc == GH_ECREDS) {
         vjob_finish(j, rc);
         return;

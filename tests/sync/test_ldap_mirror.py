@@ -4,8 +4,10 @@
 gatehoused mirrors a private slapd (tests/sync/slapd.py, gen_ldif fixture)
 and serves the mirror over its own ldapi socket: a mirrored user appears like
 a local one, binds through the upstream (pass-through, same as `auth`), a
-wrong password is invalidCredentials, and Password Modify of a mirrored user
-is refused (the upstream owns the password). Driven with ldap-utils.
+wrong password is invalidCredentials, Password Modify of a mirrored user is
+refused (the upstream owns the password), and with offline_auth a bind keeps
+an offline verifier that answers while the upstream is down. Driven with
+ldap-utils.
 """
 import os
 import subprocess
@@ -44,7 +46,8 @@ class LdapMirror(ghtest.TestCase):
                    "base_dn": slapd.SUFFIX, "user_filter": "(objectClass=posixAccount)",
                    "group_filter": "(objectClass=groupOfNames)", "login_attr": "uid",
                    "member_attr": "member", "mode": "syncrepl-poll", "interval": 1,
-                   "timeout": 5, "bind_timeout": 2}
+                   "timeout": 5, "bind_timeout": 2, "offline_auth": "yes",
+                   "offline_max_age": 3600}
         srv = self.start_server(config={"server": {"log_level": "debug"},
                                         "upstream:corp": section})
         c = self.client(srv)
@@ -84,9 +87,15 @@ class LdapMirror(ghtest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("(53)", p.stdout + p.stderr)
 
-        # upstream down and no offline verifier: the bind says unavailable
+        # upstream down: the offline verifier kept by the successful bind
+        # answers for that user; a user who never bound gets unavailable
         up.stop()
         p = self.tool(path, "whoami", "-D", dn, "-w", gen_ldif.password(3))
+        self.assertEqual(p.returncode, 0, p.stderr + srv.stderr_text()[-2000:])
+        p = self.tool(path, "whoami", "-D", dn, "-w", "not-the-password")
+        self.assertEqual(p.returncode, 49, p.stderr)
+        other = "uid=%s,ou=people,%s" % (gen_ldif.login(4), GH_SUFFIX)
+        p = self.tool(path, "whoami", "-D", other, "-w", gen_ldif.password(4))
         self.assertEqual(p.returncode, 52, p.stderr)
 
 
