@@ -1176,10 +1176,17 @@ json_t *gh__ldap_stats(gh_server *srv)
         if (ls->ops[i])
             json_object_set_new(ops, gh_ldap_op_name((gh_ldap_op)i),
                                 json_integer((json_int_t)ls->ops[i]));
-    for (int i = 0; i < LDAP_NCODES; i++)
-        if (ls->codes[i])
-            json_object_set_new(codes, gh_ldap_result_name(i),
-                                json_integer((json_int_t)ls->codes[i]));
+    for (int i = 0; i < LDAP_NCODES; i++) {
+        char num[16];
+        const char *name = gh_ldap_result_name(i);
+        if (ls->codes[i] == 0)
+            continue;
+        if (strcmp(name, "other") == 0 && i != 80) { /* codes without a name here */
+            snprintf(num, sizeof(num), "%d", i);
+            name = num;
+        }
+        json_object_set_new(codes, name, json_integer((json_int_t)ls->codes[i]));
+    }
     json_object_set_new(o, "ops", ops);
     json_object_set_new(o, "results", codes);
     return o;
