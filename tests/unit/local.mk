@@ -28,10 +28,12 @@ tests_unit_test_server_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_server_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
 
-# ldap protocol core tests
+# ldap protocol core and the TLS layer
 if HAVE_CMOCKA
-check_PROGRAMS += tests/unit/test_ldap
-TESTS += tests/unit/test_ldap
+check_PROGRAMS += tests/unit/test_ldap tests/unit/test_tls
+TESTS += tests/unit/test_ldap tests/unit/test_tls
 tests_unit_test_ldap_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_ldap_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+tests_unit_test_tls_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_tls_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
