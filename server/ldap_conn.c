@@ -88,6 +88,7 @@ struct lconn {
     /* state */
     unsigned pending; /* Argon2 jobs and writes of this connection in flight */
     int busy;         /* a bind or password change is running: decoding waits */
+    int in_process;   /* conn_process is on the stack */
     int closing, closed, reading;
     size_t out_bytes;
 };
@@ -360,17 +361,21 @@ static int do_bind(lconn *c, gh_ldap_req *r)
     }
     j->c = c;
     j->r = r;
+    /* counted before the call: the callback may run inside it (an upstream
+     * that cannot be asked answers at once) */
+    c->pending++;
+    c->busy = 1;
     int rc =
         gh__auth_verify(srv, name, c->peer, r->bind.cred.bv_val, r->bind.cred.bv_len, bind_done, j);
     if (rc != 0) {
+        c->pending--;
+        c->busy = 0;
         free(j);
         c->ls->binds_fail++;
         reply(c, r, rc == GH_ERATE ? 51 : 80,
               rc == GH_ERATE ? "too many authentications in progress or failed attempts" : NULL);
         return 0;
     }
-    c->pending++;
-    c->busy = 1;
     return 1;
 }
 
@@ -558,21 +563,24 @@ static int do_passwd(lconn *c, gh_ldap_req *r)
     gh_store_read_end(srv->reader); /* gh__auth_verify reads with the same reader */
     txn = NULL;
     int rc;
+    c->pending++; /* before the call: its callback may run inside it */
+    c->busy = 1;
+    taken = 1;
     if (!admin || p.oldpw.bv_len > 0)
         rc = gh__auth_verify(srv, target.name, c->peer, p.oldpw.bv_val, p.oldpw.bv_len,
                              pw_old_verified, j);
     else
         rc = gh__hash_password(srv, j->newpw, j->newlen, pw_hashed, j);
     if (rc != 0) {
+        c->pending--;
+        c->busy = 0;
+        taken = 0;
         j->r = NULL;
         pw_job_free(j);
         code = 51;
         text = "too many password operations in progress";
         goto done;
     }
-    c->pending++;
-    c->busy = 1;
-    taken = 1;
 done:
     if (txn)
         gh_store_read_end(srv->reader);
@@ -746,8 +754,21 @@ static int handle(lconn *c, gh_ldap_req *r)
     return taken;
 }
 
-/* Decodes and runs requests until the input runs out or a job is pending. */
+static void conn_process_now(lconn *c);
+
+/* Decodes and runs requests until the input runs out or a job is pending.
+ * A job that completes inside a request's handler (synchronously) finds the
+ * loop already running and leaves the rest to it. */
 static void conn_process(lconn *c)
+{
+    if (c->in_process)
+        return;
+    c->in_process = 1;
+    conn_process_now(c);
+    c->in_process = 0;
+}
+
+static void conn_process_now(lconn *c)
 {
     gh_server *srv = c->ls->srv;
     while (!c->closing && !c->busy && c->in_off < c->in.len &&

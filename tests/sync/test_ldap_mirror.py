@@ -98,6 +98,24 @@ class LdapMirror(ghtest.TestCase):
         p = self.tool(path, "whoami", "-D", other, "-w", gen_ldif.password(4))
         self.assertEqual(p.returncode, 52, p.stderr)
 
+        # the upstream removed from the configuration: its users' binds are
+        # answered at once (no upstream to ask), and the connection goes on
+        with open(srv.config_path) as f:
+            text = f.read()
+        with open(srv.config_path, "w") as f:
+            f.write(text.split("[upstream:corp]")[0])
+        srv.restart()
+        p = self.tool(path, "whoami", "-D", other, "-w", gen_ldif.password(4), "-e", "ppolicy")
+        self.assertIn(p.returncode, (49, 52), p.stderr)
+        p = self.tool(path, "search", "-LLL", "-D", "uid=svc,ou=people," + GH_SUFFIX,
+                      "-w", "svc-secret-123", "-b", GH_SUFFIX, "(uid=svc)", "1.1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        c = ghtest.Client(srv.socket_path)
+        self.addCleanup(c.close)
+        self.assertTrue(ghtest.wait_until(
+            lambda: self.assertOk(c.call("stats"))["ldap"]["connections"] == 0,
+            ghtest.scaled(5)), "an LDAP connection was never freed")
+
 
 if __name__ == "__main__":
     ghtest.main()
