@@ -255,6 +255,11 @@ int gh__ldap_dn_norm(const char *v, size_t len, char *buf, size_t cap)
 {
     if (len > 0 && dn_plain(v, len))
         return dn_norm_plain(v, len, buf, cap);
+    return gh__ldap_dn_norm_parsed(v, len, buf, cap);
+}
+
+int gh__ldap_dn_norm_parsed(const char *v, size_t len, char *buf, size_t cap)
+{
     LDAPDN dn = NULL;
     struct berval bv = {len, (char *)v};
     size_t n = 0;

@@ -9,8 +9,9 @@
  * parsed, every other request gets an LDAPResult.
  *
  * Invariants: no crash, no leak, a decode either yields a request or a
- * GH_E* code, consumed bytes never exceed what was given, and no reply ever
- * carries a password verifier ("$argon2").
+ * GH_E* code, consumed bytes never exceed what was given, no reply ever
+ * carries a password verifier ("$argon2"), and a search base normalises the
+ * same through the plain-DN short cut as through liblber's DN parser.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ldap/ldap.h"
+#include "ldap/ldap-int.h"
 #include "schema/log.h"
 #include "schema/store.h"
 
@@ -122,6 +123,17 @@ static void check_out(const gh_ldap_out *out)
         fail("a verifier was sent");
 }
 
+static void check_dn(const struct berval *dn)
+{
+    char a[GH_DN_MAX + 1], b[GH_DN_MAX + 1];
+    if (dn->bv_len == 0 || memchr(dn->bv_val, '\0', dn->bv_len) != NULL)
+        return;
+    if (gh__ldap_dn_norm_parsed(dn->bv_val, dn->bv_len, b, sizeof(b)) != 0)
+        return; /* liblber refuses it: the short cut may still take it */
+    if (gh__ldap_dn_norm(dn->bv_val, dn->bv_len, a, sizeof(a)) != 0 || strcmp(a, b) != 0)
+        fail("the plain-DN short cut disagrees with liblber's parser");
+}
+
 static void answer(gh_ldap_session *s, gh_ldap_req *r)
 {
     gh_ldap_out out = {0};
@@ -130,6 +142,7 @@ static void answer(gh_ldap_session *s, gh_ldap_req *r)
     if (r->bad || r->op == GH_LDAP_BIND || r->op == GH_LDAP_MODIFY || r->op == GH_LDAP_ADD) {
         gh_ldap_reply_result(&out, r, r->bad ? r->bad : 53, "", r->why);
     } else if (r->op == GH_LDAP_SEARCH || r->op == GH_LDAP_COMPARE) {
+        check_dn(r->op == GH_LDAP_SEARCH ? &r->search.base : &r->compare.dn);
         gh_ldap_access views[2] = {{1, 0, 1}, {1, alice_id, 0}};
         for (int v = 0; v < 2; v++) {
             if (gh_store_read_begin(reader, &txn) != 0)
