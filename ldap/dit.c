@@ -144,11 +144,17 @@ int gh__ldap_attr_id(const char *name, size_t len)
     const char *semi = memchr(name, ';', len); /* options ("userCertificate;binary") */
     if (semi)
         len = (size_t)(semi - name);
+    if (len == 0)
+        return LA_UNKNOWN;
+    int first = tolower((unsigned char)name[0]);
     for (int i = 0; i < LA_COUNT; i++) {
         const gh_ldap_attrdef *d = &gh__ldap_attrs[i];
-        if ((strlen(d->name) == len && strncasecmp(d->name, name, len) == 0) ||
-            (d->alias && strlen(d->alias) == len && strncasecmp(d->alias, name, len) == 0) ||
-            (strlen(d->oid) == len && memcmp(d->oid, name, len) == 0))
+        /* the first character rules out nearly every entry cheaply */
+        if ((tolower((unsigned char)d->name[0]) == first && strlen(d->name) == len &&
+             strncasecmp(d->name, name, len) == 0) ||
+            (d->alias && tolower((unsigned char)d->alias[0]) == first && strlen(d->alias) == len &&
+             strncasecmp(d->alias, name, len) == 0) ||
+            (d->oid[0] == name[0] && strlen(d->oid) == len && memcmp(d->oid, name, len) == 0))
             return i;
     }
     return LA_UNKNOWN;
@@ -204,7 +210,8 @@ static int dn_plain(const char *v, size_t len)
     int eq = 0, attr = 0, value = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)v[i];
-        if (ch <= 0x20 || ch >= 0x7f || strchr("\\\"+;<>#", ch) != NULL)
+        if (ch <= 0x20 || ch >= 0x7f || ch == '\\' || ch == '"' || ch == '+' || ch == ';' ||
+            ch == '<' || ch == '>' || ch == '#')
             return 0;
         if (ch == ',') {
             if (!eq || !attr || !value)
