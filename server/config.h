@@ -61,6 +61,15 @@ typedef struct gh_config {
     unsigned max_connections_per_peer; /* per UNIX uid or TCP address (admins exempt), 64 */
     unsigned auth_max_inflight_per_login; /* password checks of one login at once, 4 */
 
+    /* LDAP front-end and TLS (server/ldap_conn.c, server/tls.c); NULL/0 = default */
+    char *ldap_listen;       /* NULL: "ldapi://" (<state_dir>/ldapi); "": off */
+    int ldap_any;            /* ldap_allow_non_loopback */
+    char *ldap_suffix;       /* "dc=gatehouse" */
+    int ldap_bind_by_uid;    /* a bare login as bind DN */
+    size_t ldap_max_scan;    /* 100000 */
+    size_t ldap_max_message; /* 1 MiB */
+    char *tls_cert_file, *tls_key_file, *tls_ca_file;
+
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
     /* while gh_config_load runs: the file and the line of the key being set

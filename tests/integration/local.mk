@@ -43,3 +43,10 @@ tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la
 TESTS += tests/integration/test_sessions.py
 EXTRA_DIST += tests/integration/test_sessions.py
 tests/integration/test_sessions.log: gatehoused gatehouse
+
+# LDAP front-end with real clients (ldap-utils, python3-ldap)
+LDAP_TESTS = tests/integration/test_ldap.py tests/integration/test_ldap_python.py \
+	tests/integration/test_ldap_sssd.py
+TESTS += $(LDAP_TESTS)
+EXTRA_DIST += $(LDAP_TESTS)
+$(LDAP_TESTS:.py=.log): gatehoused
