@@ -73,6 +73,15 @@ static const struct key keys[] = {
     {"audit_retention", K_UINT, OFF(audit_retention), 0, 4000000000u},
     {"metrics_listen", K_STR, OFF(metrics_listen), 0, 0},
     {"metrics_allow_non_loopback", K_BOOL, OFF(metrics_any), 0, 1},
+    {"ldap_listen", K_STR, OFF(ldap_listen), 0, 0},
+    {"ldap_allow_non_loopback", K_BOOL, OFF(ldap_any), 0, 1},
+    {"ldap_suffix", K_STR, OFF(ldap_suffix), 0, 0},
+    {"ldap_bind_by_uid", K_BOOL, OFF(ldap_bind_by_uid), 0, 1},
+    {"ldap_max_scan", K_SIZE, OFF(ldap_max_scan), 1, 1ull << 32},
+    {"ldap_max_message", K_SIZE, OFF(ldap_max_message), 1024, 64u << 20},
+    {"tls_cert_file", K_STR, OFF(tls_cert_file), 0, 0},
+    {"tls_key_file", K_STR, OFF(tls_key_file), 0, 0},
+    {"tls_ca_file", K_STR, OFF(tls_ca_file), 0, 0},
 };
 
 static int set_str(char **dst, const char *v)
@@ -343,6 +352,11 @@ void gh_config_free(gh_config *cfg)
     free(cfg->service_group);
     free(cfg->frontend_unix_group);
     free(cfg->metrics_listen);
+    free(cfg->ldap_listen);
+    free(cfg->ldap_suffix);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    free(cfg->tls_ca_file);
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gh_upstream_config_free(cfg->upstreams[i]);
     free(cfg->upstreams);

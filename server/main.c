@@ -244,6 +244,8 @@ static int run_server(gh_config *cfg, const char *config_path)
     rc = gh__server_open(&srv, cfg, &loop);
     if (rc == 0)
         rc = gh__listen(&srv);
+    if (rc == 0)
+        rc = gh__ldap_start(&srv);
     if (rc == 0) {
         uv_signal_init(&loop, &srv.sig_term);
         uv_signal_init(&loop, &srv.sig_int);

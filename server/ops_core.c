@@ -121,6 +121,7 @@ static int op_stats(gh_opctx *c)
     json_object_set_new(auth, "upstream_binds", json_integer((json_int_t)srv->auth_upstream_binds));
     json_object_set_new(auth, "argon2_inflight", json_integer(srv->argon2_inflight));
     json_object_set_new(c->resp, "auth", auth);
+    json_object_set_new(c->resp, "ldap", gh__ldap_stats(srv));
     gh_store_size(srv->store, &used, &map);
     gh_store_user_count(c->txn, &users);
     gh_store_group_count(c->txn, &groups);

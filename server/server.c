@@ -208,7 +208,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
 
 void gh__maybe_finish_shutdown(gh_server *srv)
 {
-    if (srv->stopping != 1 || srv->nconns > 0)
+    if (srv->stopping != 1 || srv->nconns > 0 || gh__ldap_busy(srv))
         return;
     srv->stopping = 2;
     GH_LOGI("all connections closed; stopping sync, draining writes");
@@ -243,6 +243,7 @@ void gh__server_shutdown(gh_server *srv)
     srv->stopping = 1;
     GH_LOGI("shutting down: no new connections, finishing requests in flight");
     gh__listen_stop(srv);
+    gh__ldap_stop(srv);
     gh__close_idle_for_shutdown(srv);
     if (srv->have_handles)
         uv_timer_start(&srv->shutdown_timer, on_shutdown_timeout, 10000, 0);
@@ -271,6 +272,7 @@ void gh__server_close(gh_server *srv)
     gh__metrics_stop(srv);
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);
+    gh__ldap_free(srv);
     if (srv->authz)
         gh_authz_free(srv->authz);
     if (srv->reader)

@@ -149,6 +149,7 @@ typedef struct gh_server {
     gh_writer *writer;
     gh_authz *authz;
     gh_sync *sync;
+    struct gh_ldap_srv *ldap; /* ldap_conn.c */
 
     uv_pipe_t unix_listener;
     uv_tcp_t tcp_listener;
@@ -260,6 +261,12 @@ int gh__op_auth(gh_opctx *c); /* the auth operation */
 void gh__lockout_client(const gh_opctx *c, const char *client, char *out, size_t outlen);
 int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_admission *a);
 void gh__lockout_settle(gh_server *srv, gh_admission *a, int success);
+/* Verifies a password like auth (lockout, upstream, Argon2 on the pool) but
+ * issues no token: cb(arg, 0, user) on success, else a GH_E* code and NULL.
+ * Returns GH_ERATE at once when locked out or the queue is full. */
+typedef void (*gh_verify_cb)(void *arg, int rc, const gh_user *u);
+int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const char *pw,
+                    size_t pwlen, gh_verify_cb cb, void *arg);
 
 /* server.c */
 int gh__open_store(gh_config *cfg, gh_store **store);
@@ -275,5 +282,12 @@ uint64_t gh__now_ms(void);
  * restore: `gatehoused --restore FILE` with the server stopped, 0 or 1. */
 void gh__backup_stop(gh_server *srv);
 int gh__restore(gh_config *cfg, const char *file);
+/* ldap_conn.c: the LDAP listeners and their connections (srv->ldap). */
+struct gh_ldap_srv;
+int gh__ldap_start(gh_server *srv); /* no-op when ldap_listen is empty */
+void gh__ldap_stop(gh_server *srv); /* stop listening, close connections */
+int gh__ldap_busy(gh_server *srv);  /* connections still open */
+void gh__ldap_free(gh_server *srv);
+json_t *gh__ldap_stats(gh_server *srv);
 
 #endif
