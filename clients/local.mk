@@ -15,7 +15,7 @@ pkgconfig_DATA += clients/gatehouse.pc
 # The CLI talks to the server only through libgatehouse.
 bin_PROGRAMS += gatehouse
 gatehouse_SOURCES = clients/cli.c clients/cli-int.h clients/cli_term.c clients/cli_user.c \
-	clients/cli_authz.c clients/cli_admin.c clients/cli_io.c clients/cli_ldif.c
+	clients/cli_authz.c clients/cli_admin.c clients/cli_io.c clients/cli_ldif.c clients/cli_os.c
 gatehouse_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 gatehouse_LDADD = libgatehouse.la $(JANSSON_LIBS)
 

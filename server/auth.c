@@ -168,6 +168,21 @@ static void lockout_success(gh_server *srv, const char *name, const char *peer)
     }
 }
 
+/* For other password checks (passwd.change, server/ops_passwd.c): the same
+ * lockout as auth. */
+int gh__lockout_check(gh_server *srv, const char *name, const char *peer)
+{
+    return lockout_check(srv, name, peer);
+}
+
+void gh__lockout_result(gh_server *srv, const char *name, const char *peer, int ok)
+{
+    if (ok)
+        lockout_success(srv, name, peer);
+    else
+        lockout_failure(srv, name, peer);
+}
+
 /* ---- tokens ---- */
 
 int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH_BYTES])

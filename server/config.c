@@ -59,6 +59,12 @@ static const struct key keys[] = {
     {"write_batch_max", K_UINT, OFF(write_batch_max), 1, 100000},
     {"authz_cache_size", K_SIZE, OFF(authz_cache_size), 64u << 10, 1ull << 40},
     {"argon2_nice", K_UINT, OFF(argon2_nice), 0, 19},
+    {"home_template", K_STR, OFF(home_template), 0, 0},
+    {"default_shell", K_STR, OFF(default_shell), 0, 0},
+    {"gid_min", K_UINT, OFF(gid_min), 1, 2000000000},
+    {"user_private_groups", K_BOOL, OFF(user_private_groups), 0, 1},
+    {"nss_enumerate", K_BOOL, OFF(nss_enumerate), 0, 1},
+    {"nss_socket", K_STR, OFF(nss_socket), 0, 0},
 };
 
 static int set_str(char **dst, const char *v)
@@ -99,6 +105,12 @@ int gh_config_defaults(gh_config *cfg)
     cfg->write_batch_max = 256;
     cfg->authz_cache_size = 256u << 20;
     cfg->argon2_nice = 19;
+    if (set_str(&cfg->home_template, "/home/%u") || set_str(&cfg->default_shell, "/bin/sh") ||
+        set_str(&cfg->nss_socket, ""))
+        return GH_ENOMEM;
+    cfg->gid_min = 1000;
+    cfg->user_private_groups = 1;
+    cfg->nss_enumerate = 0;
     return 0;
 }
 
@@ -286,6 +298,22 @@ int gh_config_finish(gh_config *cfg, char *err, size_t errlen)
         free(cfg->socket_path);
         cfg->socket_path = p;
     }
+    if (cfg->nss_socket[0] == '\0') {
+        const char *slash = strrchr(cfg->socket_path, '/');
+        char *p = NULL;
+        if (asprintf(&p, "%.*snss.sock", slash ? (int)(slash - cfg->socket_path + 1) : 0,
+                     cfg->socket_path) < 0)
+            return GH_ENOMEM;
+        free(cfg->nss_socket);
+        cfg->nss_socket = p;
+    } else if (strcmp(cfg->nss_socket, "none") == 0) {
+        cfg->nss_socket[0] = '\0';
+    }
+    if (cfg->home_template[0] != '/' || cfg->default_shell[0] != '/' ||
+        strchr(cfg->home_template, ':') || strchr(cfg->default_shell, ':')) {
+        snprintf(err, errlen, "home_template and default_shell must be absolute paths without ':'");
+        return GH_EINVAL;
+    }
     if (cfg->map_max < cfg->map_size) {
         snprintf(err, errlen, "map_max (%zu) is smaller than map_size (%zu)", cfg->map_max,
                  cfg->map_size);
@@ -306,6 +334,9 @@ void gh_config_free(gh_config *cfg)
     free(cfg->admin_unix_group);
     free(cfg->admin_group);
     free(cfg->log_level);
+    free(cfg->home_template);
+    free(cfg->default_shell);
+    free(cfg->nss_socket);
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gh_upstream_config_free(cfg->upstreams[i]);
     free(cfg->upstreams);

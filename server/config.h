@@ -47,6 +47,14 @@ typedef struct gh_config {
     size_t authz_cache_size;  /* bytes of compiled permission sets kept, 256 MiB */
     unsigned argon2_nice;     /* nice value of Argon2 pool threads, 19 */
 
+    /* OS login (PAM and NSS, docs/OS-LOGIN.md) */
+    char *home_template;     /* "/home/%u" (%u login, %U uid) */
+    char *default_shell;     /* "/bin/sh" */
+    uint32_t gid_min;        /* NSS serves no group below it, 1000 (users: uid_min) */
+    int user_private_groups; /* a user whose gid names no group gets one of its own, yes */
+    int nss_enumerate;       /* nss.enumerate answers (getent passwd), no */
+    char *nss_socket;        /* "" = nss.sock next to socket; "none" = off */
+
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;
 } gh_config;

@@ -522,7 +522,9 @@ static void on_connection(uv_stream_t *server, int status)
             gh__conn_close(c);
             return;
         }
-        conn_set_unix_peer(c, cred.uid, cred.gid, peer_is_admin(srv, fd, cred.uid, cred.gid));
+        c->nss_only = server == (uv_stream_t *)&srv->nss_listener;
+        conn_set_unix_peer(c, cred.uid, cred.gid,
+                           !c->nss_only && peer_is_admin(srv, fd, cred.uid, cred.gid));
     }
     conn_start(c);
 }
@@ -543,9 +545,8 @@ int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin)
     return conn_start(c);
 }
 
-static int listen_unix(gh_server *srv)
+static int listen_unix(gh_server *srv, uv_pipe_t *lh, int *have, const char *path, unsigned mode)
 {
-    const char *path = srv->cfg->socket_path;
     int rc;
 
     /* A stale socket from a crash is removed; a live server on it is not. */
@@ -567,19 +568,19 @@ static int listen_unix(gh_server *srv)
         }
         unlink(path);
     }
-    uv_pipe_init(srv->loop, &srv->unix_listener, 0);
-    srv->unix_listener.data = srv;
-    srv->have_unix = 1;
+    uv_pipe_init(srv->loop, lh, 0);
+    lh->data = srv;
+    *have = 1;
     mode_t old = umask(0177);
-    rc = uv_pipe_bind(&srv->unix_listener, path);
+    rc = uv_pipe_bind(lh, path);
     umask(old);
     if (rc != 0) {
         GH_LOGE("bind %s: %s", path, uv_strerror(rc));
         return GH_EIO;
     }
-    if (chmod(path, srv->cfg->socket_mode) != 0)
+    if (chmod(path, mode) != 0)
         GH_LOGW("chmod %s: %s", path, strerror(errno));
-    rc = uv_listen((uv_stream_t *)&srv->unix_listener, 511, on_connection);
+    rc = uv_listen((uv_stream_t *)lh, 511, on_connection);
     if (rc != 0) {
         GH_LOGE("listen %s: %s", path, uv_strerror(rc));
         return GH_EIO;
@@ -648,7 +649,10 @@ int gh__listen(gh_server *srv)
         srv->admin_gid = gr.gr_gid;
         srv->have_admin_gid = 1;
     }
-    int rc = listen_unix(srv);
+    int rc = listen_unix(srv, &srv->unix_listener, &srv->have_unix, srv->cfg->socket_path,
+                         srv->cfg->socket_mode);
+    if (rc == 0 && srv->cfg->nss_socket[0] != '\0') /* world-connectable, nss.* only */
+        rc = listen_unix(srv, &srv->nss_listener, &srv->have_nss, srv->cfg->nss_socket, 0666);
     if (rc == 0 && srv->cfg->tcp_listen[0] != '\0')
         rc = listen_tcp(srv);
     return rc;
@@ -660,6 +664,11 @@ void gh__listen_stop(gh_server *srv)
         uv_close((uv_handle_t *)&srv->unix_listener, NULL);
         unlink(srv->cfg->socket_path);
         srv->have_unix = 0;
+    }
+    if (srv->have_nss) {
+        uv_close((uv_handle_t *)&srv->nss_listener, NULL);
+        unlink(srv->cfg->nss_socket);
+        srv->have_nss = 0;
     }
     if (srv->have_tcp) {
         uv_close((uv_handle_t *)&srv->tcp_listener, NULL);

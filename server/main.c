@@ -211,6 +211,10 @@ static int run_server(gh_config *cfg, const char *config_path)
 
 int main(int argc, char **argv)
 {
+    /* libnss_gatehouse answers "unavailable" at once in a process carrying
+     * this mark: gatehoused resolving a name (admin_unix_group, a peer's
+     * groups) through NSS must never ask itself (SSSD's _SSS_LOOPS). */
+    setenv("_GATEHOUSE_NSS_LOOPS", "NO", 1);
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"state-dir", required_argument, NULL, 'd'},

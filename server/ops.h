@@ -66,6 +66,8 @@ enum {
      * once they are durable). Reads, and writes that answer from the
      * snapshot (import), wait instead. */
     GH_OPF_WRITE = 1u << 1,
+    /* Callable on the NSS socket (server/ops_nss.c); public everywhere. */
+    GH_OPF_NSS = 1u << 2,
 };
 
 typedef struct gh_op_def {
@@ -81,7 +83,11 @@ extern const gh_op_def gh__ops_user[]; /* server/ops_user.c: user.*, group.*, du
 extern const gh_op_def gh__ops_io[];   /* server/ops_io.c: dump, import */
 extern const gh_op_def
     gh__ops_authz[]; /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
-extern const gh_op_def gh__ops_sync[]; /* server/ops_sync.c: sync.status, sync.run */
+extern const gh_op_def gh__ops_sync[];   /* server/ops_sync.c: sync.status, sync.run */
+extern const gh_op_def gh__ops_nss[];    /* server/ops_nss.c: nss.* (passwd and group lookups) */
+extern const gh_op_def gh__ops_passwd[]; /* server/ops_passwd.c: passwd.change */
+/* Whether a connection of the NSS socket may call def (nss.* and ping). */
+int gh__op_nss_allowed(const gh_op_def *def);
 
 /* Sets c->msg (printf-style) and returns err. */
 int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -78,6 +78,7 @@ typedef struct gh_conn {
     int paused;
     int admin;
     int is_tcp;
+    int nss_only; /* accepted on the NSS socket: nss.* and ping only */
     uid_t uid;
     gid_t gid;
     char peer[64];
@@ -113,7 +114,8 @@ typedef struct gh_server {
 
     uv_pipe_t unix_listener;
     uv_tcp_t tcp_listener;
-    int have_unix, have_tcp;
+    uv_pipe_t nss_listener; /* cfg->nss_socket, mode 0666 (server/ops_nss.c) */
+    int have_unix, have_tcp, have_nss;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t housekeeping;
     uv_timer_t shutdown_timer;
@@ -191,6 +193,9 @@ int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_
 int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH_BYTES]);
 void gh__housekeeping(gh_server *srv);
 int gh__op_auth(gh_opctx *c); /* the auth operation */
+/* auth's lockout for other password checks: 0 or GH_ERATE; then the outcome. */
+int gh__lockout_check(gh_server *srv, const char *name, const char *peer);
+void gh__lockout_result(gh_server *srv, const char *name, const char *peer, int ok);
 
 /* server.c */
 int gh__open_store(gh_config *cfg, gh_store **store);

@@ -684,18 +684,16 @@ static int on_result(ldap_sync_t *ls, LDAPMessage *msg, int refresh_deletes)
 
 static char **attr_list(const struct gh_upstream_cfg *cfg, int kind)
 {
-    const char *u[] = {cfg->login_attr,
-                       cfg->uid_number_attr,
-                       cfg->gid_number_attr,
-                       cfg->display_name_attr,
-                       cfg->mail_attr,
-                       cfg->key_attr,
-                       NULL};
+    const char *u[] = {cfg->login_attr,      cfg->uid_number_attr,
+                       cfg->gid_number_attr, cfg->display_name_attr,
+                       cfg->mail_attr,       cfg->home_attr,
+                       cfg->shell_attr,      cfg->gecos_attr,
+                       cfg->key_attr,        NULL};
     const char *g[] = {cfg->group_name_attr, cfg->gid_number_attr, cfg->description_attr,
                        cfg->member_attr,     cfg->key_attr,        NULL};
     const char **src = kind == GH__KIND_USER ? u : g;
     size_t n = 0;
-    char **v = ldap_memcalloc(8, sizeof(char *));
+    char **v = ldap_memcalloc(12, sizeof(char *));
     if (v == NULL)
         return NULL;
     for (size_t i = 0; src[i] != NULL; i++) {
