@@ -29,3 +29,10 @@ $(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la
 # server process tests (configuration, TCP, signals, bootstrap)
 TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py
+
+# OS login (issue 12): libnss_gatehouse through glibc (getent, id) and
+# pam_gatehouse through Linux-PAM (pamtester), in a private mount namespace
+# as root and through cwrap's nss_wrapper / pam_wrapper.
+TESTS += tests/integration/test_os_login.py
+EXTRA_DIST += tests/integration/test_os_login.py tests/integration/nss_stress.c
+tests/integration/test_os_login.log: gatehoused gatehouse libnss_gatehouse.la pam_gatehouse.la
