@@ -47,6 +47,7 @@ pam_gatehouse_la_LDFLAGS = -module -avoid-version -no-undefined \
 	-Wl,--version-script=$(top_srcdir)/clients/pam_gatehouse.map
 EXTRA_pam_gatehouse_la_DEPENDENCIES = clients/pam_gatehouse.map
 EXTRA_DIST += clients/nss_gatehouse.map clients/pam_gatehouse.map
+dist_man_MANS += clients/pam_gatehouse.8 clients/nss_gatehouse.5
 
 # libtool's .la files are of no use for modules loaded by glibc and PAM
 install-data-hook: install-os-modules-hook

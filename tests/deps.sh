@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS="build-essential autoconf automake libtool pkg-config
       liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libinih-dev libldap-dev
-      libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format"
+      libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
+      libpam0g-dev pamtester libnss-wrapper libpam-wrapper libuid-wrapper"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
