@@ -88,8 +88,8 @@ int main(int argc, char **argv)
                 return 1;
             }
             clock_gettime(CLOCK_MONOTONIC, &b);
-            t[i] = (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + b.tv_nsec -
-                                        a.tv_nsec);
+            t[i] =
+                (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + b.tv_nsec - a.tv_nsec);
         }
         qsort(t, (size_t)n, sizeof(*t), cmp_u64);
         printf("getpwnam p50 %.1f us p99 %.1f us (%ld lookups)\n", t[n / 2] / 1000.0,
