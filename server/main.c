@@ -167,6 +167,20 @@ static void on_signal(uv_signal_t *s, int signum)
         srv->cfg->password_min_length = fresh.password_min_length;
         srv->cfg->token_ttl = fresh.token_ttl;
         srv->cfg->argon2_queue_max = fresh.argon2_queue_max;
+        /* OS login (server/ops_nss.c reads them per request); paths only
+         * when gh_config_finish would take them */
+        if (fresh.home_template[0] == '/' && !strchr(fresh.home_template, ':') &&
+            fresh.default_shell[0] == '/' && !strchr(fresh.default_shell, ':')) {
+            char *swap = srv->cfg->home_template;
+            srv->cfg->home_template = fresh.home_template;
+            fresh.home_template = swap;
+            swap = srv->cfg->default_shell;
+            srv->cfg->default_shell = fresh.default_shell;
+            fresh.default_shell = swap;
+        }
+        srv->cfg->gid_min = fresh.gid_min;
+        srv->cfg->user_private_groups = fresh.user_private_groups;
+        srv->cfg->nss_enumerate = fresh.nss_enumerate;
         gh_log_setup(gh_log_level_parse(srv->cfg->log_level), srv->cfg->log_syslog);
         gh_config_free(&fresh);
         GH_LOGI("SIGHUP: configuration reloaded from %s", srv->config_path);

@@ -540,6 +540,27 @@ class PosixFields(ghtest.TestCase):
         self.assertEqual(os.stat(srv.socket_path).st_mode & 0o777, 0o660)
 
 
+class Reload(ghtest.TestCase):
+    """SIGHUP takes the OS login settings (but nss_socket)."""
+
+    def test_sighup(self):
+        srv = self.start_server(config={"default_shell": "/bin/sh"})
+        c = self.client(srv)
+        self.assertOk(c.call("user.add", name="rl", uid=20201))
+        self.assertError(c.call("nss.enumerate", db="passwd"), "permission_denied")
+        with open(srv.config_path) as f:
+            text = f.read()
+        with open(srv.config_path, "w") as f:
+            f.write(text.replace("default_shell = /bin/sh", "default_shell = /bin/bash")
+                    + "\nnss_enumerate = yes\nhome_template = /u/%U\n")
+        os.kill(srv.pid, signal.SIGHUP)
+        self.assertTrue(ghtest.wait_until(lambda: "reloaded" in srv.stderr_text(),
+                                          ghtest.scaled(5)))
+        r = self.assertOk(c.call("nss.getpwnam", name="rl"))["passwd"]
+        self.assertEqual((r["shell"], r["home"]), ("/bin/bash", "/u/20201"))
+        self.assertOk(c.call("nss.enumerate", db="passwd"))
+
+
 class NssWrapper(Nss):
     """The same NSS cases through cwrap's libnss_wrapper (works without root)."""
     cwrap = True
