@@ -61,7 +61,7 @@ EXPORT enum nss_status _nss_gatehouse_getgrent_r(struct group *, char *, size_t,
 static pthread_mutex_t enum_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static gh_os_conn conn = {-1, 0};
+static gh_os_conn conn = {.fd = -1};
 
 /* Enumeration state (glibc serializes set/get/end per database). */
 typedef struct enum_state {

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,16 +46,26 @@ void gh_os_init(gh_os_conn *c)
 {
     c->fd = -1;
     c->pid = 0;
+    c->dev = 0;
+    c->ino = 0;
+}
+
+/* Whether c->fd is still the socket we opened (not a number the program
+ * closed and reused for a file of its own). */
+static int still_ours(const gh_os_conn *c)
+{
+    struct stat st;
+    return c->fd >= 0 && fstat(c->fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == c->dev &&
+           st.st_ino == c->ino;
 }
 
 void gh_os_close(gh_os_conn *c)
 {
     /* A descriptor inherited across fork belongs to the parent's
      * conversation: the child drops its copy without touching the stream. */
-    if (c->fd >= 0)
+    if (still_ours(c))
         close(c->fd);
-    c->fd = -1;
-    c->pid = 0;
+    gh_os_init(c);
 }
 
 static int open_conn(gh_os_conn *c, const char *path, int64_t deadline)
@@ -77,8 +88,15 @@ static int open_conn(gh_os_conn *c, const char *path, int64_t deadline)
             return GH_OS_UNAVAIL;
         }
     }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return GH_OS_UNAVAIL;
+    }
     c->fd = fd;
     c->pid = getpid();
+    c->dev = st.st_dev;
+    c->ino = st.st_ino;
     return GH_OS_OK;
 }
 
@@ -170,6 +188,10 @@ int gh_os_call(gh_os_conn *c, const char *path, int timeout_ms, json_t *req, jso
     *resp = NULL;
     if (c->fd >= 0 && c->pid != getpid())
         gh_os_close(c);
+    /* a daemon that closed all its descriptors owns that number now:
+     * forget it without touching it */
+    if (c->fd >= 0 && !still_ours(c))
+        gh_os_init(c);
     char *line = json_dumps(req, JSON_COMPACT);
     if (line == NULL)
         return GH_OS_NOMEM;

@@ -23,6 +23,8 @@
 typedef struct gh_os_conn {
     int fd;    /* -1 when closed */
     pid_t pid; /* process that opened fd: a forked child must not use it */
+    dev_t dev; /* fd's identity: a program that closed every descriptor may */
+    ino_t ino; /* have reused the number for a file of its own */
 } gh_os_conn;
 
 /* Results of gh_os_call. */

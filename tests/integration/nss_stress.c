@@ -9,6 +9,10 @@
  *       the parent resolves once (opening its connection), forks, and then
  *       parent and child both resolve LOOKUPS times at the same moment: a
  *       connection shared across fork would mix their replies up.
+ *   nss_stress closefds NAME1:UID1 NAME2:UID2
+ *       resolves, closes every descriptor above 2 (as a daemon does), opens
+ *       files that take the freed numbers, resolves again: the answers must
+ *       be right and the program's files untouched.
  *   nss_stress bench LOOKUPS NAME
  *       getpwnam_r LOOKUPS times; prints p50 and p99 in microseconds.
  *
@@ -97,7 +101,7 @@ int main(int argc, char **argv)
         free(t);
         return 0;
     }
-    if (argc < 5 || parse_who(argv[argc - 2], &users[0]) || parse_who(argv[argc - 1], &users[1])) {
+    if (argc < 4 || parse_who(argv[argc - 2], &users[0]) || parse_who(argv[argc - 1], &users[1])) {
         fprintf(stderr, "usage: see nss_stress.c\n");
         return 2;
     }
@@ -140,6 +144,18 @@ int main(int argc, char **argv)
             bad++;
         }
         bad += resolve_many(10, 0); /* the parent's connection still works */
+    } else if (strcmp(argv[1], "closefds") == 0 && argc == 4) {
+        bad += resolve_many(2, 0);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        int p[2];
+        if (pipe(p) != 0) /* takes the numbers the module's socket had */
+            return 2;
+        bad += resolve_many(4, 0);
+        if (write(p[1], "x", 1) != 1 || read(p[0], &(char){0}, 1) != 1) {
+            fprintf(stderr, "the program's pipe was disturbed\n");
+            bad++;
+        }
     } else {
         fprintf(stderr, "usage: see nss_stress.c\n");
         return 2;

@@ -342,6 +342,8 @@ class Nss(Base):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         r = self.os.run([exe, "fork", "500", "gh-t1:20011", "gh-t2:20012"])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = self.os.run([exe, "closefds", "gh-t1:20011", "gh-t2:20012"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
 def cli(srv, args):
