@@ -197,8 +197,10 @@ static enum nss_status fill_passwd(json_t *e, struct passwd *pw, char *buf, size
     }
     pw->pw_uid = uid;
     pw->pw_gid = gid;
+    /* "*", not "x": "x" sends pam_unix's account check to /etc/shadow, where
+     * it finds nothing and answers AUTHINFO_UNAVAIL (SSSD does the same) */
     if ((pw->pw_name = put_str(&a, jstr(e, "name"))) == NULL ||
-        (pw->pw_passwd = put_str(&a, "x")) == NULL ||
+        (pw->pw_passwd = put_str(&a, "*")) == NULL ||
         (pw->pw_gecos = put_str(&a, jstr(e, "gecos"))) == NULL ||
         (pw->pw_dir = put_str(&a, jstr(e, "home"))) == NULL ||
         (pw->pw_shell = put_str(&a, jstr(e, "shell"))) == NULL) {

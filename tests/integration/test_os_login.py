@@ -186,15 +186,15 @@ class Nss(Base):
         self.add_user("gh-bob", uid=20002, display_name="Bob B")
         r = self.getent("passwd", "gh-alice")
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stdout.strip(), "gh-alice:x:20001:20001:Alice Liddell:/srv/alice:/bin/bash")
+        self.assertEqual(r.stdout.strip(), "gh-alice:*:20001:20001:Alice Liddell:/srv/alice:/bin/bash")
         # defaults: home_template, default_shell, display name as gecos, private group
         r = self.getent("passwd", "20002")
-        self.assertEqual(r.stdout.strip(), "gh-bob:x:20002:20002:Bob B:/home/gh-bob:/bin/sh")
+        self.assertEqual(r.stdout.strip(), "gh-bob:*:20002:20002:Bob B:/home/gh-bob:/bin/sh")
         self.assertEqual(a["home"], "/srv/alice")
         # changes show at once
         self.ok("user.set", name="gh-bob", shell="/bin/zsh", gecos="Robert")
         r = self.getent("passwd", "gh-bob")
-        self.assertEqual(r.stdout.strip(), "gh-bob:x:20002:20002:Robert:/home/gh-bob:/bin/zsh")
+        self.assertEqual(r.stdout.strip(), "gh-bob:*:20002:20002:Robert:/home/gh-bob:/bin/zsh")
         # a user private group, and an unknown name
         r = self.getent("group", "gh-bob")
         self.assertEqual(r.stdout.strip(), "gh-bob:*:20002:")
@@ -428,6 +428,48 @@ class Pam(Base):
         self.assertIn("deny", out)
         rc, out = cli(self.srv, ["hbac-test", "gh-db", "db1", "sshd"])
         self.assertEqual(rc, 0, out)
+
+    def test_debian_stack(self):
+        """The stack pam-auth-update writes from conf/pam-configs/gatehouse,
+        after pam_unix: Gatehouse users log in, roles decide, pam_unix's
+        account check lets them through (the NSS entry's password is "*")."""
+        if self.cwrap:
+            self.skipTest("pam_unix reads the real shadow database: root only")
+        self.add_user("gh-deb", uid=20110)
+        self.add_user("gh-deb2", uid=20111)
+        self.ok("role.add", name="gh-login-any", allow=[{"action": "login", "resource": "host/*/*"}])
+        self.ok("grant", role="gh-login-any", user="gh-deb")
+        mod, sock = pam_module(), self.srv.socket_path
+        with open(os.path.join(self.os.pamd, SERVICE), "w") as f:
+            f.write("\n".join([
+                "auth [success=2 default=ignore] pam_unix.so nullok nodelay",
+                "auth [success=1 default=ignore] %s socket=%s use_first_pass" % (mod, sock),
+                "auth requisite pam_deny.so",
+                "auth required pam_permit.so",
+                "account [success=1 new_authtok_reqd=done default=ignore] pam_unix.so",
+                "account requisite pam_deny.so",
+                "account required pam_permit.so",
+                "account [default=bad success=ok user_unknown=ignore] %s socket=%s hbac hbac_host=h1" % (mod,
+                                                                                            sock),
+                "password [success=2 default=ignore] pam_unix.so obscure yescrypt",
+                "password [success=1 default=ignore] %s socket=%s try_first_pass" % (mod, sock),
+                "password requisite pam_deny.so",
+                "password required pam_permit.so",
+            ]) + "\n")
+        rc, out = self.os.pam("gh-deb", "authenticate", "acct_mgmt", input=PW + "\n")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.os.pam("gh-deb", "authenticate", input="wrong\n")
+        self.assertNotEqual(rc, 0, out)
+        rc, out = self.os.pam("gh-deb2", "authenticate", "acct_mgmt", input=PW + "\n")
+        self.assertNotEqual(rc, 0, out)  # no role allows gh-deb2 to log in
+        self.assertIn("successfully authenticated", out)
+        rc, out = self.os.pam("gh-nobody-at-all", "authenticate", input=PW + "\n")
+        self.assertNotEqual(rc, 0, out)
+        # the shipped profile says what the stack above says
+        with open(os.path.join(ghtest.srcdir(), "conf", "pam-configs", "gatehouse")) as f:
+            profile = f.read()
+        self.assertIn("[default=bad success=ok user_unknown=ignore]\tpam_gatehouse.so", profile)
+        self.assertIn("[success=end default=ignore]\tpam_gatehouse.so use_first_pass", profile)
 
     def test_password_change(self):
         self.add_user("gh-pw", uid=20108)
