@@ -111,12 +111,22 @@ static const char *item_str(pam_handle_t *pamh, int item)
     return v;
 }
 
-/* {"service","tty","rhost","ruser"}: who the end client is, for lockout. */
+/* auth's "client": who the end client is, so that the server's lockout
+ * keys on it rather than on sshd ("sshd:203.0.113.9", "su:local:bob"). Not
+ * the tty: a new ssh connection gets a new one, and must not buy guesses. */
 static json_t *client_json(pam_handle_t *pamh)
 {
-    return json_pack("{s:s, s:s, s:s, s:s}", "service", item_str(pamh, PAM_SERVICE), "tty",
-                     item_str(pamh, PAM_TTY), "rhost", item_str(pamh, PAM_RHOST), "ruser",
-                     item_str(pamh, PAM_RUSER));
+    char buf[129];
+    const char *rhost = item_str(pamh, PAM_RHOST), *ruser = item_str(pamh, PAM_RUSER);
+    if (rhost[0] != '\0')
+        snprintf(buf, sizeof(buf), "%s:%s", item_str(pamh, PAM_SERVICE), rhost);
+    else
+        snprintf(buf, sizeof(buf), "%s:local%s%s", item_str(pamh, PAM_SERVICE), ruser[0] ? ":" : "",
+                 ruser);
+    for (char *p = buf; *p; p++) /* printable ASCII only: always a JSON string */
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = '?';
+    return json_string(buf);
 }
 
 /* Whether Gatehouse serves this login to the OS: 1 yes, 0 unknown user,

@@ -66,8 +66,9 @@ enum {
      * once they are durable). Reads, and writes that answer from the
      * snapshot (import), wait instead. */
     GH_OPF_WRITE = 1u << 1,
-    /* Callable on the NSS socket (server/ops_nss.c); public everywhere. */
-    GH_OPF_NSS = 1u << 2,
+    /* Callable on the NSS socket (server/ops_nss.c); public everywhere.
+     * (A high bit: main's GH_OPF_ARGON2 / _UNORDERED_WRITE take 2 and 3.) */
+    GH_OPF_NSS = 1u << 6,
 };
 
 typedef struct gh_op_def {
