@@ -156,6 +156,8 @@ int cli_user_set(cli *x);
 int cli_user_passwd(cli *x);
 int cli_user_state(cli *x); /* lock, unlock, disable, enable */
 int cli_user_del(cli *x);
+int cli_user_sessions(cli *x);   /* session.list */
+int cli_user_logout_all(cli *x); /* session.revoke of every session */
 int cli_group_add(cli *x);
 int cli_group_get(cli *x);
 int cli_group_list(cli *x);

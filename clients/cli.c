@@ -65,6 +65,10 @@ static const cli_cmd commands[] = {
     {"user", "enable", cli_user_state, "NAME", "enable an account (state active)", NULL, "", 1, 1},
     {"user", "del", cli_user_del, "NAME",
      "delete a user with its memberships, bindings and tokens; " CONFIRM_NOTE, NULL, "", 1, 1},
+    {"user", "sessions", cli_user_sessions, "NAME",
+     "list a user's sessions (id, created, expires, peer; never the token)", NULL, "", 1, 1},
+    {"user", "logout-all", cli_user_logout_all, "NAME", "end every session (token) of a user", NULL,
+     "", 1, 1},
 
     {"group", "add", cli_group_add, "NAME [--gid N] [--description TEXT]", "create a group",
      "  --gid N             gid number (default: the next free one)\n"
@@ -149,10 +153,10 @@ static const cli_cmd commands[] = {
      "  --password-stdin  read the password from the first line of stdin\n"
      "  --ttl SECONDS     shorter token lifetime\n",
      "password-stdin ttl=", 1, 1},
-    {"whoami", NULL, cli_whoami, "TOKEN | -", "show the holder of a token (- reads it from stdin)",
-     NULL, "", 1, 1},
-    {"logout", NULL, cli_logout, "TOKEN | -", "revoke a token (- reads it from stdin)", NULL, "", 1,
-     1},
+    {"whoami", NULL, cli_whoami, "[-]",
+     "show the holder of a token: - reads it from stdin, else $GATEHOUSE_TOKEN", NULL, "", 0, 1},
+    {"logout", NULL, cli_logout, "[-]",
+     "revoke a token: - reads it from stdin, else $GATEHOUSE_TOKEN", NULL, "", 0, 1},
     {"ping", NULL, cli_ping, "", "check that the server answers", NULL, "", 0, 0},
     {"stats", NULL, cli_stats, "", "show server counters", NULL, "", 0, 0},
     {"audit", NULL, cli_audit, "[--since SEQ] [--limit N] [--follow] [--interval SECONDS]",
@@ -198,7 +202,8 @@ static const char *const global_opts = "socket= json yes help";
 static const char global_help[] =
     "Global options (accepted anywhere):\n"
     "  --socket PATH  server socket (default: $GATEHOUSE_SOCKET, then " GH_CLIENT_DEFAULT_SOCKET
-    ")\n"
+    ";\n"
+    "                 ./var/gatehoused.sock when run from its build directory)\n"
     "  --json         print the server's responses as JSON\n"
     "  --yes          do not ask for confirmation (required without a terminal)\n"
     "  --help         help on the command given before it\n";

@@ -57,13 +57,23 @@ int cli_auth(cli *x)
     return CLI_EXIT_OK;
 }
 
-/* TOKEN argument, or the first line of stdin for "-". */
+/* The token: the first line of stdin for "-", else $GATEHOUSE_TOKEN. Never
+ * an argument: every local user can read another process's argv (ps,
+ * /proc/PID/cmdline), and a token is as good as the password. */
 static int token_arg(cli *x, char *buf, size_t len)
 {
-    if (strcmp(x->pos[0], "-") != 0) {
-        if (strlen(x->pos[0]) >= len)
-            return cli_usage(x, "TOKEN is too long");
-        memcpy(buf, x->pos[0], strlen(x->pos[0]) + 1);
+    const char *env = getenv("GATEHOUSE_TOKEN");
+
+    if (x->npos > 0 && strcmp(x->pos[0], "-") != 0)
+        return cli_usage(x, "a token on the command line is visible to every local user: give "
+                            "'-' and the token on stdin, or set GATEHOUSE_TOKEN");
+    if (x->npos == 0) {
+        if (env == NULL || env[0] == '\0')
+            return cli_usage(x, "no token: give '-' and the token on stdin, or set "
+                                "GATEHOUSE_TOKEN");
+        if (strlen(env) >= len)
+            return cli_usage(x, "GATEHOUSE_TOKEN is too long");
+        memcpy(buf, env, strlen(env) + 1);
         return 0;
     }
     if (fgets(buf, (int)len, stdin) == NULL)

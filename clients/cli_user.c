@@ -307,6 +307,54 @@ int cli_user_del(cli *x)
     return del(x, "user.del", "user", " with its memberships, bindings and tokens");
 }
 
+/* ---- sessions ---- */
+
+int cli_user_sessions(cli *x)
+{
+    json_t *req = cli_req("session.list"), *resp = NULL, *s;
+    static const char *const hdr[] = {"ID", "CREATED", "EXPIRES", "PEER"};
+    size_t i;
+    int rc;
+
+    cli_set_str(x, req, "user", x->pos[0]);
+    if ((rc = cli_call(x, req, &resp)) == 0 && !cli_json_out(x, resp)) {
+        cli_table *t = cli_table_new(4, hdr);
+        json_array_foreach(json_object_get(resp, "sessions"), i, s)
+        {
+            char created[64], expires[64];
+            const char *row[4] = {
+                cli_str(s, "id"), cli_time(s, "created", created, sizeof(created)),
+                cli_time(s, "expires_at", expires, sizeof(expires)), cli_str(s, "peer")};
+            cli_table_row(t, row);
+        }
+        cli_table_print(t, stdout);
+        cli_table_free(t);
+    }
+    json_decref(req);
+    json_decref(resp);
+    return rc;
+}
+
+int cli_user_logout_all(cli *x)
+{
+    unsigned n = 0;
+    int rc, st;
+    gh_client *c = cli_client(x, &rc);
+
+    if (c == NULL)
+        return rc;
+    if ((st = gh_logout_all(c, x->pos[0], &n)) < 0)
+        return cli_report(x, st);
+    if (x->json) {
+        json_t *out = json_pack("{s:b, s:I}", "ok", 1, "revoked", (json_int_t)n);
+        cli_print_json(out);
+        json_decref(out);
+    } else {
+        printf("%u session%s of %s ended\n", n, n == 1 ? "" : "s", x->pos[0]);
+    }
+    return CLI_EXIT_OK;
+}
+
 /* ---- groups ---- */
 
 static void print_group(json_t *g)

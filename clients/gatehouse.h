@@ -47,8 +47,12 @@ extern "C" {
 #endif
 
 /* Socket used when gh_client_new gets NULL and $GATEHOUSE_SOCKET is unset or
- * empty: the server's embedded default, relative to the current directory. */
-#define GH_CLIENT_DEFAULT_SOCKET "./var/gatehoused.sock"
+ * empty: the installed server's, $(runstatedir)/gatehouse/gatehoused.sock
+ * (make install writes configure's value here). A libgatehouse loaded from
+ * its build tree uses the source checkout's ./var/gatehoused.sock instead. */
+#ifndef GH_CLIENT_DEFAULT_SOCKET
+#define GH_CLIENT_DEFAULT_SOCKET "/run/gatehouse/gatehoused.sock"
+#endif
 #define GH_CLIENT_SOCKET_ENV "GATEHOUSE_SOCKET"
 
 /* Default limit of one response line (gh_client_set_max_response). */
@@ -171,6 +175,10 @@ typedef struct gh_identity {
 int gh_whoami(gh_client *c, const char *token, gh_identity *out);
 /* logout: revokes token. 0 or GH_ERR_INVALID_TOKEN, ... */
 int gh_logout(gh_client *c, const char *token);
+/* logout_all (admin, "session.revoke"): ends every session (token) of user,
+ * e.g. after a suspected compromise; *revoked (may be NULL) gets how many.
+ * 0, GH_ERR_NOT_FOUND (no such user), GH_ERR_PERMISSION_DENIED, ... */
+int gh_logout_all(gh_client *c, const char *user, unsigned *revoked);
 
 /* check: may user do action on resource? 1 allowed, 0 denied, negative on
  * error (GH_ERR_NOT_FOUND for an unknown user). */

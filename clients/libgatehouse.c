@@ -20,6 +20,7 @@
  */
 #include "gh-config.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -34,6 +35,7 @@
 #include <unistd.h>
 
 #include "clients/gatehouse.h"
+#include "clients/paths-int.h"
 
 #define READ_CHUNK 65536
 #define EAGER_FLUSH 65536     /* gh_send writes once this many bytes wait */
@@ -322,6 +324,16 @@ static void req_pop(gh_client *c)
 
 /* ---- the connection ---- */
 
+/* The installed server's socket, or ./var's when this library was loaded
+ * from its build tree (paths-int.h). */
+static const char *default_socket(void)
+{
+    Dl_info info;
+    if (dladdr((void *)&default_socket, &info) != 0 && gh__in_build_tree(info.dli_fname))
+        return GH_CHECKOUT_SOCKET;
+    return GH_CLIENT_DEFAULT_SOCKET;
+}
+
 int gh_client_new(gh_client **out, const char *socket_path)
 {
     struct sockaddr_un sa;
@@ -333,7 +345,7 @@ int gh_client_new(gh_client **out, const char *socket_path)
     if (socket_path == NULL || socket_path[0] == '\0') {
         socket_path = getenv(GH_CLIENT_SOCKET_ENV);
         if (socket_path == NULL || socket_path[0] == '\0')
-            socket_path = GH_CLIENT_DEFAULT_SOCKET;
+            socket_path = default_socket();
     }
     if (strlen(socket_path) >= sizeof(sa.sun_path))
         return GH_ERR_USAGE;
@@ -1090,6 +1102,30 @@ int gh_logout(gh_client *c, const char *token)
     if (c == NULL)
         return GH_ERR_USAGE;
     rc = token_call(c, "logout", token, 0, &resp);
+    json_decref(resp);
+    return rc;
+}
+
+int gh_logout_all(gh_client *c, const char *user, unsigned *revoked)
+{
+    json_t *resp = NULL;
+    size_t start;
+    int rc;
+
+    if (revoked != NULL)
+        *revoked = 0;
+    if (c == NULL)
+        return GH_ERR_USAGE;
+    if (user == NULL)
+        return fail(c, GH_ERR_USAGE, "gh_logout_all: user is required");
+    if ((rc = begin_line(c, "session.revoke", &start)) < 0)
+        return rc;
+    if (add_str(c, "user", user) < 0)
+        return abort_line(c, start);
+    /* idempotent: ending every session twice ends every session */
+    rc = roundtrip(c, start, 1, &resp);
+    if (rc == 0 && revoked != NULL)
+        *revoked = (unsigned)json_integer_value(json_object_get(resp, "revoked"));
     json_decref(resp);
     return rc;
 }

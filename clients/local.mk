@@ -7,8 +7,9 @@ lib_LTLIBRARIES += libgatehouse.la
 libgatehouse_la_SOURCES = clients/libgatehouse.c clients/gatehouse.h
 libgatehouse_la_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
 libgatehouse_la_LIBADD = $(JANSSON_LIBS)
-libgatehouse_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(GH_LT_VERSION) \
-	-export-symbols-regex '^gh_[a-z]' -no-undefined
+libgatehouse_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(GH_LT_VERSION) -no-undefined \
+	-Wl,--version-script=$(top_srcdir)/clients/libgatehouse.map
+libgatehouse_la_DEPENDENCIES = $(top_srcdir)/clients/libgatehouse.map
 include_HEADERS += clients/gatehouse.h
 pkgconfig_DATA += clients/gatehouse.pc
 

@@ -7,7 +7,9 @@
  * layout: no meta "schema_version", records without "v", user logins under
  * "login" instead of "name" and no "state" (meaning active). The unique
  * indices are rebuilt from the records, since v0 writers did not keep them
- * reliably.
+ * reliably. Version 1 -> 2: token records may carry the peer that logged in
+ * (v1 records still read), and the user -> token index is rebuilt from the
+ * tokens, because revoking a user's sessions trusts it to name every token.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +192,18 @@ static int from_v0(gh_txn *txn)
     return rc;
 }
 
+static int from_v1(gh_txn *txn)
+{
+    size_t fixed = 0;
+    int rc = gh__tokens_reindex(txn, &fixed);
+
+    if (rc == 0 && fixed > 0) {
+        GH_LOGI("store: user->token index rebuilt (%zu entries fixed)", fixed);
+        rc = gh__log(txn, "schema.migrate", "1->2");
+    }
+    return rc;
+}
+
 int gh__migrate(gh_txn *txn, uint32_t from)
 {
     int rc = 0;
@@ -197,6 +211,8 @@ int gh__migrate(gh_txn *txn, uint32_t from)
     GH_ASSERT(from < GH_SCHEMA_VERSION);
     if (from == 0)
         rc = from_v0(txn);
-    /* Later steps: if (rc == 0 && from <= 1) rc = from_v1(txn); ... */
+    if (rc == 0 && from <= 1)
+        rc = from_v1(txn);
+    /* Later steps: if (rc == 0 && from <= 2) rc = from_v2(txn); ... */
     return rc;
 }

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GH_SCHEMA_VERSION 1 /* on-disk layout version kept in the meta db */
+#define GH_SCHEMA_VERSION 2 /* on-disk layout version kept in the meta db */
 #define GH_RECORD_VERSION 1 /* "v" of records this program writes */
 
 #define GH_NAME_MAX 64      /* login, group, role and upstream names (bytes) */
@@ -25,6 +25,7 @@
 #define GH_PATH_MAX 255     /* POSIX home directory and login shell */
 #define GH_ERRMSG_MAX 256
 #define GH_TOKEN_HASH_BYTES 32
+#define GH_TOKEN_PEER_MAX 63 /* bytes of the peer that logged in, kept with a token */
 #define GH_ROLE_RULES_MAX 4096
 #define GH_ROLE_PARENTS_MAX 64
 
@@ -133,6 +134,7 @@ typedef struct gh_token {
     uint64_t user_id;
     int64_t created;
     int64_t expires;
+    char peer[GH_TOKEN_PEER_MAX + 1]; /* who logged in ("uid:1000", "tcp:127.0.0.1"); "" unknown */
 } gh_token;
 
 /* ---- roles on the heap ---- */

@@ -47,6 +47,8 @@ enum {
 
 #define GH_MEMBER_KEY_LEN 9 /* 1 byte kind + u64 id BE */
 #define GH_TOKEN_REC_LEN 25 /* 1 byte version + user id + created + expires */
+/* v2 adds 1 byte of peer length and the peer's bytes */
+#define GH_TOKEN_REC_MAX (GH_TOKEN_REC_LEN + 1 + GH_TOKEN_PEER_MAX)
 
 struct gh_store {
     MDB_env *env;
@@ -57,6 +59,7 @@ struct gh_store {
     size_t map_max;
     uint32_t uid_min;
     int no_sync;
+    int rerun_writes;
 };
 
 struct gh_txn {
@@ -169,7 +172,9 @@ int gh__closure_recompute(gh_txn *txn, uint64_t user_id);
 int gh__bindings_drop_subject(gh_txn *txn, gh_member m);
 
 /* ---- store_misc.c: tokens ---- */
-int gh__tokens_drop_user(gh_txn *txn, uint64_t user_id);
+/* Rebuilds the user -> token index from the token records and drops tokens
+ * of users that no longer exist (migration to schema version 2). */
+int gh__tokens_reindex(gh_txn *txn, size_t *fixed);
 
 /* ---- migrate.c ---- */
 /* Brings a database at version from up to GH_SCHEMA_VERSION in txn. */

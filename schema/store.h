@@ -38,6 +38,8 @@ typedef struct gh_store_opts {
     unsigned int max_readers; /* 0: 126 */
     uint32_t uid_min;         /* first automatically assigned uid/gid number (0: 10000) */
     int no_sync;              /* tests only: skip fsync (never in the server) */
+    int rerun_writes;         /* tests only: every write fn first runs in a nested txn
+                                 that is aborted, then again for real (see store.c) */
 } gh_store_opts;
 
 /* ---- environment ---- */
@@ -96,7 +98,8 @@ int gh_store_user_id(gh_txn *txn, const char *name, uint64_t *id);
 int gh_store_user_get_by_uid(gh_txn *txn, uint32_t uid, gh_user *out);
 int gh_store_user_get_by_origin(gh_txn *txn, const char *upstream, const char *key, gh_user *out);
 /* Rewrites the fields named in mask (GH_UF_*) of the user with u->id; a
- * GH_UF_NAME change renames (index updated, id kept). Unknown fields kept. */
+ * GH_UF_NAME change renames (index updated, id kept). Unknown fields kept.
+ * A user left not active, or tombstoned, loses every token in the same txn. */
 int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask);
 /* Deletes the user and, in the same txn, its memberships, bindings, tokens. */
 int gh_store_user_del(gh_txn *txn, uint64_t id);
@@ -176,6 +179,15 @@ int gh_store_token_get(gh_txn *txn, const uint8_t hash[GH_TOKEN_HASH_BYTES], gh_
 int gh_store_token_del(gh_txn *txn, const uint8_t hash[GH_TOKEN_HASH_BYTES]);
 /* Deletes tokens expired at or before now; *purged gets the count. */
 int gh_store_token_purge(gh_txn *txn, int64_t now, size_t *purged);
+/* Revokes every token (session) of a user in this txn; *revoked (may be NULL)
+ * gets the count. The store calls it itself when a user's state leaves active
+ * or the user is tombstoned or deleted; a password change calls it explicitly
+ * (a rehash of the same password must not log anyone out). */
+int gh_store_token_revoke_user(gh_txn *txn, uint64_t user_id, size_t *revoked);
+/* A user's tokens (expired ones too, until purged), through the user->token
+ * index; cb returning non-zero stops (a negative value is returned). */
+typedef int (*gh_store_token_cb)(const gh_token *t, void *arg);
+int gh_store_token_list_user(gh_txn *txn, uint64_t user_id, gh_store_token_cb cb, void *arg);
 
 /* ---- change log ---- */
 
@@ -195,6 +207,10 @@ int gh_store_changelog_list(gh_txn *txn, uint64_t since, size_t limit, gh_store_
 /* Appends an entry for a write made outside the gh_store_* record calls
  * (for example "sync.run"). */
 int gh_store_changelog_append(gh_txn *txn, const char *op, const char *target);
+/* Deletes the oldest entries whose time is before `before`, at most max of
+ * them (a small batch: the writer is not held long); *pruned gets the count.
+ * Sequence numbers are never reused. Logs one "audit.prune" entry when any. */
+int gh_store_changelog_prune(gh_txn *txn, int64_t before, size_t max, size_t *pruned);
 
 /* ---- per-upstream sync state and metadata (opaque blobs) ---- */
 

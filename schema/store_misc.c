@@ -177,6 +177,56 @@ int gh_store_changelog_append(gh_txn *txn, const char *op, const char *target)
     return log_append(txn, op, target);
 }
 
+int gh_store_changelog_prune(gh_txn *txn, int64_t before, size_t max, size_t *pruned)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint64_t first = 0, last = 0;
+    size_t n = 0;
+    int rc;
+
+    *pruned = 0;
+    rc = gh__mdb_err(txn, mdb_cursor_open(txn->txn, DBI(txn, DB_CHANGELOG), &cur), "cursor");
+    if (rc != 0)
+        goto done;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && n < max;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        json_error_t jerr;
+        json_t *obj = json_loadb(v.mv_data, v.mv_size, 0, &jerr);
+        json_int_t t = obj ? json_integer_value(json_object_get(obj, "time")) : 0;
+
+        json_decref(obj);
+        if (obj != NULL && t >= before)
+            break; /* entries are in time order: the rest are younger */
+        if (k.mv_size == 8) {
+            if (n == 0)
+                first = gh__get_u64(k.mv_data);
+            last = gh__get_u64(k.mv_data);
+        }
+        rc = gh__mdb_err(txn, mdb_cursor_del(cur, 0), "cursor del");
+        if (rc != 0)
+            goto done;
+        n++;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        rc = gh__mdb_err(txn, rc, "changelog cursor");
+        goto done;
+    }
+    rc = 0;
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (n > 0) {
+        rc = gh__log(txn, "audit.prune", "%llu..%llu", (unsigned long long)first,
+                     (unsigned long long)last);
+        if (rc == 0)
+            *pruned = n;
+    }
+done:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
 int gh_store_changelog_seq(gh_txn *txn, uint64_t *seq)
 {
     return last_seq(txn, seq);
@@ -236,22 +286,41 @@ done:
     return rc;
 }
 
-/* ---- tokens: [version][user id][created][expires], integers big-endian ---- */
+/* ---- tokens ----
+ * v1: [1][user id][created][expires], integers big-endian (25 bytes)
+ * v2: [2][user id][created][expires][peer length][peer bytes]
+ * Every token has an entry user id -> hash in DB_TOKEN_USER, so that all of a
+ * user's sessions can be listed and revoked without a scan. */
 
-static void token_encode(uint8_t rec[GH_TOKEN_REC_LEN], const gh_token *t)
+static size_t token_encode(uint8_t rec[GH_TOKEN_REC_MAX], const gh_token *t)
 {
-    rec[0] = 1;
+    size_t plen = strnlen(t->peer, GH_TOKEN_PEER_MAX);
+
+    rec[0] = 2;
     gh__put_u64(rec + 1, t->user_id);
     gh__put_u64(rec + 9, (uint64_t)t->created);
     gh__put_u64(rec + 17, (uint64_t)t->expires);
+    rec[GH_TOKEN_REC_LEN] = (uint8_t)plen;
+    memcpy(rec + GH_TOKEN_REC_LEN + 1, t->peer, plen);
+    return GH_TOKEN_REC_LEN + 1 + plen;
 }
 
 static int token_decode(gh_txn *txn, const MDB_val *v, const uint8_t *hash, gh_token *t)
 {
     const uint8_t *p = v->mv_data;
+    size_t plen = 0;
 
-    if (v->mv_size < GH_TOKEN_REC_LEN || p[0] != 1)
+    memset(t, 0, sizeof(*t));
+    if (v->mv_size < GH_TOKEN_REC_LEN || (p[0] != 1 && p[0] != 2))
         return gh_txn_fail(txn, GH_EINTERNAL, "malformed token record");
+    if (p[0] == 2) {
+        if (v->mv_size < GH_TOKEN_REC_LEN + 1)
+            return gh_txn_fail(txn, GH_EINTERNAL, "malformed token record");
+        plen = p[GH_TOKEN_REC_LEN];
+        if (plen > GH_TOKEN_PEER_MAX || v->mv_size < GH_TOKEN_REC_LEN + 1 + plen)
+            return gh_txn_fail(txn, GH_EINTERNAL, "malformed token record");
+        memcpy(t->peer, p + GH_TOKEN_REC_LEN + 1, plen);
+    }
     memcpy(t->hash, hash, GH_TOKEN_HASH_BYTES);
     t->user_id = gh__get_u64(p + 1);
     t->created = (int64_t)gh__get_u64(p + 9);
@@ -259,10 +328,29 @@ static int token_decode(gh_txn *txn, const MDB_val *v, const uint8_t *hash, gh_t
     return 0;
 }
 
+static int user_active(gh_txn *txn, const MDB_val *rec)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(rec->mv_data, rec->mv_size, 0, &jerr);
+    gh_user u;
+    int rc = obj != NULL ? gh__user_from_json(obj, &u) : GH_EINTERNAL;
+
+    json_decref(obj);
+    if (rc != 0)
+        return gh_txn_fail(txn, GH_EINTERNAL, "unreadable user record");
+    rc = u.state == GH_USER_LOCKED                       ? GH_ELOCKED
+         : u.state != GH_USER_ACTIVE || u.tombstone != 0 ? GH_EDISABLED
+                                                         : 0;
+    if (rc != 0)
+        return gh_txn_fail(txn, rc, "user %s is not active", u.name);
+    return 0;
+}
+
 int gh_store_token_put(gh_txn *txn, const gh_token *t)
 {
-    uint8_t rec[GH_TOKEN_REC_LEN], ukey[8];
+    uint8_t rec[GH_TOKEN_REC_MAX], ukey[8];
     gh_token tmp = *t;
+    size_t len;
     MDB_val v;
     int rc;
 
@@ -272,10 +360,15 @@ int gh_store_token_put(gh_txn *txn, const gh_token *t)
         return gh_txn_fail(txn, rc, "no user with id %llu", (unsigned long long)t->user_id);
     if (rc != 0)
         return rc;
+    /* No session for an account that is not active: a login that raced a
+     * lock, disable or upstream deletion must not leave a token behind. */
+    rc = user_active(txn, &v);
+    if (rc != 0)
+        return rc;
     if (tmp.created == 0)
         tmp.created = txn->now;
-    token_encode(rec, &tmp);
-    rc = gh__put(txn, DB_TOKENS, t->hash, GH_TOKEN_HASH_BYTES, rec, sizeof(rec), MDB_NOOVERWRITE);
+    len = token_encode(rec, &tmp);
+    rc = gh__put(txn, DB_TOKENS, t->hash, GH_TOKEN_HASH_BYTES, rec, len, MDB_NOOVERWRITE);
     if (rc == GH_EEXISTS)
         return gh_txn_fail(txn, rc, "token already exists");
     if (rc != 0)
@@ -360,11 +453,12 @@ done:
     return rc;
 }
 
-int gh__tokens_drop_user(gh_txn *txn, uint64_t user_id)
+int gh_store_token_revoke_user(gh_txn *txn, uint64_t user_id, size_t *revoked)
 {
     MDB_cursor *cur = NULL;
     MDB_val k, v;
     uint8_t ukey[8];
+    size_t n = 0;
     int rc;
 
     gh__put_u64(ukey, user_id);
@@ -378,7 +472,9 @@ int gh__tokens_drop_user(gh_txn *txn, uint64_t user_id)
         if (v.mv_size != GH_TOKEN_HASH_BYTES)
             continue;
         rc = gh__del(txn, DB_TOKENS, v.mv_data, v.mv_size, NULL, 0);
-        if (rc != 0 && rc != GH_ENOTFOUND)
+        if (rc == 0)
+            n++;
+        else if (rc != GH_ENOTFOUND)
             goto done;
     }
     if (rc != MDB_NOTFOUND) {
@@ -388,6 +484,104 @@ int gh__tokens_drop_user(gh_txn *txn, uint64_t user_id)
     rc = gh__del(txn, DB_TOKEN_USER, ukey, sizeof(ukey), NULL, 0);
     if (rc == GH_ENOTFOUND)
         rc = 0;
+done:
+    if (revoked != NULL)
+        *revoked = rc == 0 ? n : 0;
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+int gh_store_token_list_user(gh_txn *txn, uint64_t user_id, gh_store_token_cb cb, void *arg)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, rec;
+    uint8_t ukey[8];
+    int rc;
+
+    gh__put_u64(ukey, user_id);
+    rc = gh__mdb_err(txn, mdb_cursor_open(txn->txn, DBI(txn, DB_TOKEN_USER), &cur), "cursor");
+    if (rc != 0)
+        goto done;
+    k.mv_size = sizeof(ukey);
+    k.mv_data = ukey;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        gh_token t;
+
+        if (v.mv_size != GH_TOKEN_HASH_BYTES)
+            continue;
+        rc = gh__get(txn, DB_TOKENS, v.mv_data, v.mv_size, &rec);
+        if (rc == GH_ENOTFOUND)
+            continue; /* a stale index entry: nothing to show */
+        if (rc == 0)
+            rc = token_decode(txn, &rec, v.mv_data, &t);
+        if (rc == 0 && t.user_id != user_id)
+            continue;
+        if (rc == 0)
+            rc = cb(&t, arg);
+        if (rc != 0) {
+            rc = rc < 0 ? rc : 0;
+            goto done;
+        }
+    }
+    rc = rc == MDB_NOTFOUND ? 0 : gh__mdb_err(txn, rc, "token_user cursor");
+done:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+int gh__tokens_reindex(gh_txn *txn, size_t *fixed)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, uv;
+    MDB_stat before, after;
+    size_t orphans = 0;
+    int rc;
+
+    *fixed = 0;
+    rc = gh__mdb_err(txn, mdb_stat(txn->txn, DBI(txn, DB_TOKEN_USER), &before), "stat");
+    if (rc == 0)
+        rc = gh__mdb_err(txn, mdb_drop(txn->txn, DBI(txn, DB_TOKEN_USER), 0), "drop");
+    if (rc == 0)
+        rc = gh__mdb_err(txn, mdb_cursor_open(txn->txn, DBI(txn, DB_TOKENS), &cur), "cursor");
+    if (rc != 0)
+        goto done;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        gh_token t;
+        uint8_t ukey[8];
+
+        if (k.mv_size != GH_TOKEN_HASH_BYTES || token_decode(txn, &v, k.mv_data, &t) != 0) {
+            rc = gh__mdb_err(txn, mdb_cursor_del(cur, 0), "cursor del"); /* unreadable */
+            orphans++;
+            if (rc != 0)
+                goto done;
+            continue;
+        }
+        gh__put_u64(ukey, t.user_id);
+        rc = gh__get(txn, DB_USERS, ukey, sizeof(ukey), &uv);
+        if (rc == GH_ENOTFOUND) { /* its user is gone: the token must die too */
+            rc = gh__mdb_err(txn, mdb_cursor_del(cur, 0), "cursor del");
+            orphans++;
+            if (rc != 0)
+                goto done;
+            continue;
+        }
+        if (rc != 0)
+            goto done;
+        rc = gh__put(txn, DB_TOKEN_USER, ukey, sizeof(ukey), t.hash, GH_TOKEN_HASH_BYTES, 0);
+        if (rc != 0)
+            goto done;
+    }
+    rc = rc == MDB_NOTFOUND ? 0 : gh__mdb_err(txn, rc, "token cursor");
+    if (rc == 0)
+        rc = gh__mdb_err(txn, mdb_stat(txn->txn, DBI(txn, DB_TOKEN_USER), &after), "stat");
+    if (rc == 0)
+        *fixed =
+            orphans + (after.ms_entries > before.ms_entries ? after.ms_entries - before.ms_entries
+                                                            : before.ms_entries - after.ms_entries);
 done:
     if (cur != NULL)
         mdb_cursor_close(cur);

@@ -353,6 +353,13 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
         if (rc != 0)
             goto done;
     }
+    /* Sessions die with the account: locked, disabled or deleted upstream. */
+    if ((mask & (GH_UF_STATE | GH_UF_TOMBSTONE)) &&
+        (n.state != GH_USER_ACTIVE || n.tombstone != 0)) {
+        rc = gh_store_token_revoke_user(txn, n.id, NULL);
+        if (rc != 0)
+            goto done;
+    }
     /* One entry per kind of change; a verifier change logs the name only. */
     if (strcmp(n.name, old.name) != 0) {
         rc = gh__log(txn, "user.rename", "%s->%s", old.name, n.name);
@@ -394,7 +401,7 @@ int gh_store_user_del(gh_txn *txn, uint64_t id)
             goto done;
     }
     if ((rc = gh__member_drop_all(txn, m)) != 0 || (rc = gh__bindings_drop_subject(txn, m)) != 0 ||
-        (rc = gh__tokens_drop_user(txn, id)) != 0 || (rc = gh__authz_bump(txn)) != 0)
+        (rc = gh_store_token_revoke_user(txn, id, NULL)) != 0 || (rc = gh__authz_bump(txn)) != 0)
         goto done;
     rc = gh__log(txn, "user.del", "%s", u.name);
 done:

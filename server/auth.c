@@ -8,10 +8,13 @@
  * bounded by argon2_queue_max; past it auth answers rate_limited at once, so
  * a login storm costs bounded memory and never slows checks.
  *
- * Lockout is kept in memory, keyed by (login, peer) and by peer alone, so a
- * noisy client delays only itself; delays double per failure up to a cap and
- * a success clears them. Unknown users are verified against a dummy hash so
- * that "no such user" and "wrong password" cost the same.
+ * Lockout is kept in memory, keyed by (login, client) and by client alone,
+ * so a noisy client delays only itself. An attempt is counted when it is
+ * admitted, before Argon2 or an upstream bind runs, so pipelining or
+ * reconnecting buys no extra verified guesses; a success gives back only
+ * that login's count. Delays double per attempt past the threshold up to a
+ * cap (never a permanent lock). Unknown users are verified against a dummy
+ * hash so that "no such user" and "wrong password" cost the same.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,15 +39,16 @@ uint64_t gh__now_ms(void)
 
 /* ---- failure tables ---- */
 
-static uint64_t strhash(const char *s)
+/* Keys are SipHash-2-4 of the key text under a random per-start key: fixed
+ * size, and a peer cannot aim at one probe sequence. 0 marks an empty slot. */
+static uint64_t fail_keyhash(const gh_server *srv, const char *text)
 {
-    uint64_t h = 1469598103934665603ull;
-    while (*s)
-        h = (h ^ (uint8_t)*s++) * 1099511628211ull;
-    return h;
+    uint64_t h;
+    crypto_shorthash((unsigned char *)&h, (const unsigned char *)text, strlen(text), srv->fail_key);
+    return h ? h : 1;
 }
 
-static gh_fail *fail_find(gh_failtab *t, const char *key, int create)
+static gh_fail *fail_find(gh_failtab *t, uint64_t key, int create)
 {
     if (t->slots == NULL) {
         if (!create)
@@ -55,24 +59,25 @@ static gh_fail *fail_find(gh_failtab *t, const char *key, int create)
         t->cap = FAILTAB_CAP;
     }
     size_t mask = t->cap - 1;
-    size_t i = strhash(key) & mask;
+    size_t i = key & mask;
     for (size_t n = 0; n < t->cap; n++, i = (i + 1) & mask) {
         gh_fail *f = &t->slots[i];
-        if (f->key[0] == '\0') {
+        if (f->key == 0) {
             if (!create || t->used >= t->cap * 3 / 4)
                 return NULL;
-            snprintf(f->key, sizeof(f->key), "%s", key);
+            f->key = key;
             t->used++;
             return f;
         }
-        if (strcmp(f->key, key) == 0)
+        if (f->key == key)
             return f;
     }
     return NULL;
 }
 
-/* Drops entries that have served their delay and gone quiet; rebuilds the
- * table (linear probing has no cheap delete). */
+/* Drops entries that have served their delay, gone quiet and have nothing in
+ * flight; rebuilds the table (linear probing has no cheap delete). Time is
+ * the only thing that forgets failures. */
 static void fail_gc(gh_failtab *t, uint64_t now, uint64_t quiet_ms)
 {
     if (t->slots == NULL || t->used == 0)
@@ -86,37 +91,15 @@ static void fail_gc(gh_failtab *t, uint64_t now, uint64_t quiet_ms)
     }
     t->used = 0;
     for (size_t i = 0; i < cap; i++) {
-        if (old[i].key[0] == '\0')
+        if (old[i].key == 0)
             continue;
-        if (old[i].until_ms <= now && now - old[i].last_ms > quiet_ms)
+        if (old[i].inflight == 0 && old[i].until_ms <= now && now - old[i].last_ms > quiet_ms)
             continue;
         gh_fail *f = fail_find(t, old[i].key, 1);
         if (f)
             *f = old[i];
     }
     free(old);
-}
-
-static void user_key(char *buf, size_t len, const char *name, const char *peer)
-{
-    snprintf(buf, len, "%s|%s", name, peer);
-}
-
-/* 0 when allowed now, GH_ERATE when a delay is running. */
-static int lockout_check(gh_server *srv, const char *name, const char *peer)
-{
-    char key[GH_NAME_MAX + 72];
-    uint64_t now = gh__now_ms();
-    gh_fail *f;
-
-    user_key(key, sizeof(key), name, peer);
-    f = fail_find(&srv->user_fails, key, 0);
-    if (f && f->until_ms > now)
-        return GH_ERATE;
-    f = fail_find(&srv->peer_fails, peer, 0);
-    if (f && f->until_ms > now)
-        return GH_ERATE;
-    return 0;
 }
 
 static uint64_t delay_ms(const gh_config *cfg, unsigned over)
@@ -128,59 +111,88 @@ static uint64_t delay_ms(const gh_config *cfg, unsigned over)
     return d < cap ? d : cap;
 }
 
-static void lockout_failure(gh_server *srv, const char *name, const char *peer)
+/* Counts one more attempt against f; past threshold a delay starts, doubling
+ * per attempt up to lockout_max_delay (never a permanent lock). */
+static void fail_count(const gh_config *cfg, gh_fail *f, unsigned threshold, uint64_t now)
 {
-    char key[GH_NAME_MAX + 72];
-    uint64_t now = gh__now_ms();
-    gh_fail *f;
-
-    user_key(key, sizeof(key), name, peer);
-    f = fail_find(&srv->user_fails, key, 1);
-    if (f) {
-        f->failures++;
-        f->last_ms = now;
-        if (f->failures >= srv->cfg->lockout_threshold)
-            f->until_ms = now + delay_ms(srv->cfg, f->failures - srv->cfg->lockout_threshold);
-    }
-    f = fail_find(&srv->peer_fails, peer, 1);
-    if (f) {
-        f->failures++;
-        f->last_ms = now;
-        if (f->failures >= srv->cfg->peer_failure_threshold)
-            f->until_ms = now + delay_ms(srv->cfg, f->failures - srv->cfg->peer_failure_threshold);
-    }
+    f->failures++;
+    f->last_ms = now;
+    if (f->failures >= threshold)
+        f->until_ms = now + delay_ms(cfg, f->failures - threshold);
 }
 
-static void lockout_success(gh_server *srv, const char *name, const char *peer)
+void gh__lockout_client(const gh_opctx *c, const char *client, char *out, size_t outlen)
 {
-    char key[GH_NAME_MAX + 72];
-    gh_fail *f;
-    user_key(key, sizeof(key), name, peer);
-    f = fail_find(&srv->user_fails, key, 0);
-    if (f) {
-        f->failures = 0;
-        f->until_ms = 0;
-    }
-    f = fail_find(&srv->peer_fails, peer, 0);
-    if (f) {
-        f->failures = 0;
-        f->until_ms = 0;
-    }
-}
-
-/* For other password checks (passwd.change, server/ops_passwd.c): the same
- * lockout as auth. */
-int gh__lockout_check(gh_server *srv, const char *name, const char *peer)
-{
-    return lockout_check(srv, name, peer);
-}
-
-void gh__lockout_result(gh_server *srv, const char *name, const char *peer, int ok)
-{
-    if (ok)
-        lockout_success(srv, name, peer);
+    /* Only a trusted front-end may say on whose behalf it asks; anyone else
+     * is its own client, whatever it claims. */
+    if (c->frontend && client != NULL && client[0] != '\0')
+        snprintf(out, outlen, "%s/client:%s", c->peerkey, client);
     else
-        lockout_failure(srv, name, peer);
+        snprintf(out, outlen, "%s", c->peerkey);
+}
+
+int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_admission *a)
+{
+    const gh_config *cfg = srv->cfg;
+    char text[GH_NAME_MAX + GH_CLIENT_KEY_MAX + 8];
+    uint64_t now = gh__now_ms();
+    gh_fail *uf, *lf, *pf;
+
+    memset(a, 0, sizeof(*a));
+    snprintf(text, sizeof(text), "u|%s|%s", login, client);
+    a->user_key = fail_keyhash(srv, text);
+    snprintf(text, sizeof(text), "l|%s", login);
+    a->login_key = fail_keyhash(srv, text);
+    snprintf(text, sizeof(text), "p|%s", client);
+    a->peer_key = fail_keyhash(srv, text);
+
+    uf = fail_find(&srv->user_fails, a->user_key, 1);
+    lf = fail_find(&srv->login_fails, a->login_key, 1);
+    pf = fail_find(&srv->peer_fails, a->peer_key, 1);
+    if (uf == NULL || lf == NULL || pf == NULL)
+        return GH_ERATE; /* the tables are full: refuse rather than forget */
+    if (uf->until_ms > now || pf->until_ms > now)
+        return GH_ERATE;
+    if (lf->inflight >= cfg->auth_max_inflight_per_login)
+        return GH_ERATE;
+    /* counted now, before any Argon2: a success gives it back */
+    fail_count(cfg, uf, cfg->lockout_threshold, now);
+    fail_count(cfg, pf, cfg->peer_failure_threshold, now);
+    uf->inflight++;
+    lf->inflight++;
+    pf->inflight++;
+    a->held = 1;
+    return 0;
+}
+
+void gh__lockout_settle(gh_server *srv, gh_admission *a, int success)
+{
+    if (!a->held)
+        return;
+    a->held = 0;
+    gh_fail *uf = fail_find(&srv->user_fails, a->user_key, 0);
+    gh_fail *lf = fail_find(&srv->login_fails, a->login_key, 0);
+    gh_fail *pf = fail_find(&srv->peer_fails, a->peer_key, 0);
+    if (uf && uf->inflight)
+        uf->inflight--;
+    if (lf && lf->inflight)
+        lf->inflight--;
+    if (pf && pf->inflight)
+        pf->inflight--;
+    if (!success)
+        return;
+    /* A success clears that login's record for this client only. The
+     * client's own count (spraying) forgets only this attempt: another
+     * account's good password does not buy more guesses. */
+    if (uf) {
+        uf->failures = 0;
+        uf->until_ms = 0;
+    }
+    if (pf && pf->failures > 0) {
+        pf->failures--;
+        if (pf->failures < srv->cfg->peer_failure_threshold)
+            pf->until_ms = 0;
+    }
 }
 
 /* ---- tokens ---- */
@@ -237,6 +249,14 @@ static int load_token_key(gh_server *srv)
         GH_LOGE("rename %s: %s", tmp, strerror(errno));
         rc = GH_EIO;
     }
+    /* the new name must survive a crash too, or every token dies with it */
+    int dfd = rc == 0 ? open(srv->cfg->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (rc == 0 && (dfd < 0 || fsync(dfd) != 0)) {
+        GH_LOGE("fsync %s: %s", srv->cfg->state_dir, strerror(errno));
+        rc = GH_EIO;
+    }
+    if (dfd >= 0)
+        close(dfd);
     return rc;
 }
 
@@ -246,6 +266,7 @@ int gh__auth_init(gh_server *srv)
     int rc = load_token_key(srv);
     if (rc != 0)
         return rc;
+    randombytes_buf(srv->fail_key, sizeof(srv->fail_key));
     /* The dummy verifier has the configured cost, so that verifying against
      * it takes as long as verifying a real user. */
     randombytes_buf(pw, sizeof(pw) - 1);
@@ -265,8 +286,9 @@ int gh__auth_init(gh_server *srv)
 void gh__auth_fini(gh_server *srv)
 {
     free(srv->user_fails.slots);
+    free(srv->login_fails.slots);
     free(srv->peer_fails.slots);
-    srv->user_fails.slots = srv->peer_fails.slots = NULL;
+    srv->user_fails.slots = srv->login_fails.slots = srv->peer_fails.slots = NULL;
     sodium_memzero(srv->token_key, sizeof(srv->token_key));
 }
 
@@ -356,7 +378,9 @@ typedef struct auth_job {
     gh_server *srv;
     gh_pending *p;
     char name[GH_NAME_MAX + 1];
-    char peer[64];
+    char peer[GH_CLIENT_KEY_MAX]; /* the client key: kept on the token for session.list */
+    gh_admission adm;
+    int success;
     char *pw; /* sodium_malloc'd, wiped by sodium_free */
     size_t pwlen;
     int exists; /* a real user with a usable verifier */
@@ -373,45 +397,44 @@ typedef struct auth_job {
     char token[48];
 } auth_job;
 
-static void auth_job_free(auth_job *j)
+static void auth_job_free(void *arg)
 {
+    auth_job *j = arg;
+    gh__lockout_settle(j->srv, &j->adm, j->success);
     if (j->pw)
         sodium_free(j->pw);
     sodium_memzero(j, sizeof(*j));
     free(j);
 }
 
+/* The token, and a new verifier only if the stored one is still the one we
+ * verified against (compare-and-set: a login racing a password reset must
+ * not bring the old password back). Reads j only: a re-run is the same. */
 static int auth_apply(gh_txn *txn, void *arg)
 {
-    auth_job *j = arg;
+    const auth_job *j = arg;
     int rc = gh_store_token_put(txn, &j->tok);
     if (rc == 0 && j->new_verifier) {
         gh_user u;
-        /* only if the user is still the one we verified */
-        if (gh_store_user_get_by_id(txn, j->u.id, &u) == 0) {
+        if (gh_store_user_get_by_id(txn, j->u.id, &u) == 0 &&
+            strcmp(u.verifier, j->u.verifier) == 0) {
             snprintf(u.verifier, sizeof(u.verifier), "%s", j->rehash);
             u.verifier_time = gh_txn_now(txn);
             rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
         }
+        sodium_memzero(&u, sizeof(u));
     }
     return rc;
 }
 
-static void auth_written(void *cbarg, int rc, const char *err)
+static int auth_reply(void *arg, json_t *resp)
 {
-    auth_job *j = cbarg;
-    if (rc != 0) {
-        GH_LOGE("auth %s: storing the token failed: %s", j->name, err);
-        gh__pending_finish(j->p, GH_EINTERNAL, "cannot store the token", NULL);
-    } else {
-        json_t *resp = json_object();
-        json_object_set_new(resp, "user", json_string(j->u.name));
-        json_object_set_new(resp, "token", json_string(j->token));
-        json_object_set_new(resp, "expires_at", json_integer(j->tok.expires));
-        gh__pending_finish(j->p, 0, NULL, resp);
-        json_decref(resp);
-    }
-    auth_job_free(j);
+    auth_job *j = arg;
+    j->p->secret = 1; /* the reply line carries the token */
+    json_object_set_new(resp, "user", json_string(j->u.name));
+    json_object_set_new(resp, "token", json_string(j->token));
+    json_object_set_new(resp, "expires_at", json_integer(j->tok.expires));
+    return 0;
 }
 
 /* Password accepted (locally or upstream): state checks, then the token. */
@@ -421,7 +444,7 @@ static void auth_succeeded(auth_job *j)
     uint8_t raw[32];
     int rc;
 
-    lockout_success(srv, j->name, j->peer);
+    j->success = 1;
     if (j->u.state == GH_USER_LOCKED || j->u.state == GH_USER_DISABLED || j->u.tombstone) {
         srv->auth_fail++;
         rc = j->u.state == GH_USER_LOCKED ? GH_ELOCKED : GH_EDISABLED;
@@ -439,24 +462,21 @@ static void auth_succeeded(auth_job *j)
     sodium_memzero(raw, sizeof(raw));
     int64_t now = (int64_t)time(NULL);
     j->tok.user_id = j->u.id;
+    size_t plen = strnlen(j->peer, sizeof(j->tok.peer) - 1); /* for session.list (cut) */
+    memcpy(j->tok.peer, j->peer, plen);
+    j->tok.peer[plen] = '\0';
     j->tok.created = now;
     j->tok.expires = now + j->ttl;
     if (j->pw) {
         sodium_free(j->pw);
         j->pw = NULL;
     }
-    rc = gh_writer_submit(srv->writer, "auth", auth_apply, j, auth_written, j);
-    if (rc != 0) {
-        gh__pending_finish(j->p, rc, "the server is shutting down", NULL);
-        auth_job_free(j);
-    }
+    gh_op_write(j->p, "auth", auth_apply, auth_reply, auth_job_free, j);
 }
 
 static void auth_failed(auth_job *j, int rc, const char *msg)
 {
     j->srv->auth_fail++;
-    if (rc == GH_ECREDS)
-        lockout_failure(j->srv, j->name, j->peer);
     gh__pending_finish(j->p, rc, msg, NULL);
     auth_job_free(j);
 }
@@ -515,8 +535,51 @@ static int queue_verify(auth_job *j)
     if (uv_queue_work(srv->loop, &j->work, verify_work, verify_after) != 0)
         return GH_EINTERNAL;
     srv->argon2_inflight++;
+    srv->auth_verifications++;
     j->p->work = &j->work;
     return 0;
+}
+
+/* The upstream refused this password: an offline copy of an older one must
+ * not let it in while the upstream is away. Cleared only if unchanged. */
+typedef struct forget_arg {
+    uint64_t user_id;
+    char verifier[GH_VERIFIER_MAX + 1];
+} forget_arg;
+
+static int forget_apply(gh_txn *txn, void *arg)
+{
+    const forget_arg *f = arg;
+    gh_user u;
+    int rc = 0;
+    if (gh_store_user_get_by_id(txn, f->user_id, &u) == 0 && strcmp(u.verifier, f->verifier) == 0) {
+        u.verifier[0] = '\0';
+        u.verifier_time = 0;
+        rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+    }
+    sodium_memzero(&u, sizeof(u));
+    return rc;
+}
+
+static void forget_done(void *cbarg, int rc, const char *err)
+{
+    if (rc != 0)
+        GH_LOGW("dropping an offline verifier failed: %s", err);
+    sodium_memzero(cbarg, sizeof(forget_arg));
+    free(cbarg);
+}
+
+static void forget_offline_verifier(auth_job *j)
+{
+    if (j->u.verifier[0] == '\0')
+        return;
+    forget_arg *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return;
+    f->user_id = j->u.id;
+    snprintf(f->verifier, sizeof(f->verifier), "%s", j->u.verifier);
+    if (gh_writer_submit(j->srv->writer, "auth", forget_apply, f, forget_done, f) != 0)
+        forget_done(f, 0, NULL);
 }
 
 static void upstream_done(void *arg, int rc)
@@ -535,10 +598,21 @@ static void upstream_done(void *arg, int rc)
         return;
     }
     if (rc == GH_ECREDS) {
+        forget_offline_verifier(j);
         auth_failed(j, GH_ECREDS, "invalid user name or password");
         return;
     }
-    /* upstream unreachable: the offline verifier, if fresh enough */
+    if (rc != GH_EUNAVAIL) {
+        /* bind threads saturated, or the wait in their queue ran out: the
+         * upstream was never asked, so this is no reason to go offline */
+        j->srv->auth_limited++;
+        gh__pending_finish(j->p, GH_ERATE,
+                           "too many upstream authentications in progress; retry later", NULL);
+        auth_job_free(j);
+        return;
+    }
+    /* the bind itself failed at the network level: the offline verifier,
+     * if fresh enough */
     if (j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
         now - j->u.verifier_time <= j->offline_max_age) {
         GH_LOGI("auth %s: upstream %s unreachable, using the offline verifier", j->name,
@@ -561,7 +635,8 @@ static void upstream_done(void *arg, int rc)
 int gh__op_auth(gh_opctx *c)
 {
     gh_server *srv = c->srv;
-    const char *name, *password;
+    const char *name, *password, *client = NULL;
+    char ckey[GH_CLIENT_KEY_MAX];
     int64_t ttl = srv->cfg->token_ttl;
     int rc;
 
@@ -574,10 +649,9 @@ int gh__op_auth(gh_opctx *c)
     rc = gh_arg_int(c, "ttl", 0, 1, srv->cfg->token_ttl, &ttl);
     if (rc != 0 && rc != GH_ENOTFOUND)
         return rc;
-    if (lockout_check(srv, name, c->peer) != 0) {
-        srv->auth_limited++;
-        return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
-    }
+    rc = gh_arg_str(c, "client", 0, GH_CLIENT_MAX, &client);
+    if (rc != 0 && rc != GH_ENOTFOUND)
+        return rc;
     if (srv->argon2_inflight >= srv->cfg->argon2_queue_max) {
         srv->auth_limited++;
         return gh_op_fail(c, GH_ERATE, "too many authentications in progress; retry later");
@@ -588,11 +662,19 @@ int gh__op_auth(gh_opctx *c)
     j->srv = srv;
     j->ttl = ttl;
     snprintf(j->name, sizeof(j->name), "%s", name);
-    snprintf(j->peer, sizeof(j->peer), "%s", c->peer);
+    gh__lockout_client(c, client, ckey, sizeof(ckey));
+    snprintf(j->peer, sizeof(j->peer), "%s", ckey);
+    if (gh__lockout_admit(srv, name, ckey, &j->adm) != 0) {
+        free(j);
+        srv->auth_limited++;
+        return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
+    }
     j->pwlen = strlen(password);
     j->pw = secret_dup(password, j->pwlen);
+    /* the request's own copy is no longer needed: wipe it in place */
+    sodium_memzero((char *)password, j->pwlen);
     if (j->pw == NULL) {
-        free(j);
+        auth_job_free(j);
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
     }
     rc = gh_store_user_get(c->txn, name, &j->u);
@@ -604,9 +686,10 @@ int gh__op_auth(gh_opctx *c)
     if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && j->pwlen > 0) {
         j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
         j->p = gh_op_pend(c);
+        srv->auth_upstream_binds++;
         rc = gh_sync_auth(srv->sync, j->u.origin, j->u.origin_dn, j->pw, upstream_done, j);
-        if (rc != 0)
-            upstream_done(j, GH_EUNAVAIL);
+        if (rc != 0) /* never asked: not a network failure, no offline fallback */
+            upstream_done(j, rc == GH_EUNAVAIL ? GH_ERATE : rc);
         return 0;
     }
     if (j->exists && j->u.verifier[0] != '\0') {
@@ -648,6 +731,7 @@ void gh__housekeeping(gh_server *srv)
 {
     uint64_t quiet = (uint64_t)srv->cfg->lockout_max_delay * 1000 * 2;
     fail_gc(&srv->user_fails, gh__now_ms(), quiet);
+    fail_gc(&srv->login_fails, gh__now_ms(), quiet);
     fail_gc(&srv->peer_fails, gh__now_ms(), quiet);
     int64_t *now = malloc(sizeof(*now));
     if (now == NULL)

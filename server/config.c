@@ -59,6 +59,18 @@ static const struct key keys[] = {
     {"write_batch_max", K_UINT, OFF(write_batch_max), 1, 100000},
     {"authz_cache_size", K_SIZE, OFF(authz_cache_size), 64u << 10, 1ull << 40},
     {"argon2_nice", K_UINT, OFF(argon2_nice), 0, 19},
+    /* peer classes and limits (docs/SECURITY.md) */
+    {"service_unix_group", K_STR, OFF(service_unix_group), 0, 0},
+    {"service_group", K_STR, OFF(service_group), 0, 0},
+    {"frontend_unix_group", K_STR, OFF(frontend_unix_group), 0, 0},
+    {"max_request_elements", K_SIZE, OFF(max_request_elements), 16, 1u << 24},
+    {"max_held_bytes", K_SIZE, OFF(max_held_bytes), 4096, 1u << 30},
+    {"max_connections_per_peer", K_UINT, OFF(max_connections_per_peer), 0, 1000000},
+    {"auth_max_inflight_per_login", K_UINT, OFF(auth_max_inflight_per_login), 1, 100000},
+    {"argon2_memlimit_max", K_SIZE, OFF(argon2_memlimit_max), crypto_pwhash_MEMLIMIT_MIN,
+     4ull << 30},
+    {"argon2_opslimit_max", K_U64, OFF(argon2_opslimit_max), crypto_pwhash_OPSLIMIT_MIN, 64},
+    {"audit_retention", K_UINT, OFF(audit_retention), 0, 4000000000u},
     {"home_template", K_STR, OFF(home_template), 0, 0},
     {"default_shell", K_STR, OFF(default_shell), 0, 0},
     {"gid_min", K_UINT, OFF(gid_min), 1, 2000000000},
@@ -82,8 +94,15 @@ int gh_config_defaults(gh_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
     if (set_str(&cfg->state_dir, "./var") || set_str(&cfg->socket_path, "") ||
         set_str(&cfg->tcp_listen, "") || set_str(&cfg->admin_unix_group, "") ||
-        set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info"))
+        set_str(&cfg->admin_group, "gatehouse-admins") || set_str(&cfg->log_level, "info") ||
+        set_str(&cfg->service_unix_group, "") ||
+        set_str(&cfg->service_group, "gatehouse-services") ||
+        set_str(&cfg->frontend_unix_group, ""))
         return GH_ENOMEM;
+    cfg->max_request_elements = 16384;
+    cfg->max_held_bytes = 1u << 20;
+    cfg->max_connections_per_peer = 64;
+    cfg->auth_max_inflight_per_login = 4;
     cfg->socket_mode = 0660;
     cfg->max_request = 65536;
     cfg->max_output = 1u << 20;
@@ -105,6 +124,9 @@ int gh_config_defaults(gh_config *cfg)
     cfg->write_batch_max = 256;
     cfg->authz_cache_size = 256u << 20;
     cfg->argon2_nice = 19;
+    cfg->argon2_memlimit_max = 256u << 20;
+    cfg->argon2_opslimit_max = 8;
+    cfg->audit_retention = 90 * 86400;
     if (set_str(&cfg->home_template, "/home/%u") || set_str(&cfg->default_shell, "/bin/sh") ||
         set_str(&cfg->nss_socket, ""))
         return GH_ENOMEM;
@@ -319,6 +341,11 @@ int gh_config_finish(gh_config *cfg, char *err, size_t errlen)
                  cfg->map_size);
         return GH_EINVAL;
     }
+    /* The maxima never refuse what this server itself writes. */
+    if (cfg->argon2_memlimit_max < cfg->argon2_memlimit)
+        cfg->argon2_memlimit_max = cfg->argon2_memlimit;
+    if (cfg->argon2_opslimit_max < cfg->argon2_opslimit)
+        cfg->argon2_opslimit_max = cfg->argon2_opslimit;
     if (cfg->lockout_max_delay < cfg->lockout_base_delay) {
         snprintf(err, errlen, "lockout_max_delay is smaller than lockout_base_delay");
         return GH_EINVAL;
@@ -334,6 +361,9 @@ void gh_config_free(gh_config *cfg)
     free(cfg->admin_unix_group);
     free(cfg->admin_group);
     free(cfg->log_level);
+    free(cfg->service_unix_group);
+    free(cfg->service_group);
+    free(cfg->frontend_unix_group);
     free(cfg->home_template);
     free(cfg->default_shell);
     free(cfg->nss_socket);

@@ -46,6 +46,20 @@ typedef struct gh_config {
     unsigned write_batch_max; /* ops per group commit, 256 */
     size_t authz_cache_size;  /* bytes of compiled permission sets kept, 256 MiB */
     unsigned argon2_nice;     /* nice value of Argon2 pool threads, 19 */
+    /* issue 10 (sessions, bounds): verifiers given or imported must stay within
+     * these costs; the change log keeps audit_retention seconds (0: forever). */
+    size_t argon2_memlimit_max;   /* bytes, 256 MiB (raised to argon2_memlimit) */
+    uint64_t argon2_opslimit_max; /* passes, 8 (raised to argon2_opslimit) */
+    unsigned audit_retention;     /* seconds, 90 days */
+
+    /* peer classes and limits (docs/SECURITY.md) */
+    char *service_unix_group;          /* OS group of service peers on the socket ("" none) */
+    char *service_group;               /* Gatehouse group whose tokens are service peers */
+    char *frontend_unix_group;         /* OS group of trusted front-ends (may pass "client") */
+    size_t max_request_elements;       /* JSON values per request, 16384 */
+    size_t max_held_bytes;             /* request bytes held behind writes per connection, 1 MiB */
+    unsigned max_connections_per_peer; /* per UNIX uid or TCP address (admins exempt), 64 */
+    unsigned auth_max_inflight_per_login; /* password checks of one login at once, 4 */
 
     /* OS login (PAM and NSS, docs/OS-LOGIN.md) */
     char *home_template;     /* "/home/%u" (%u login, %U uid) */

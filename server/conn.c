@@ -10,6 +10,11 @@
  * read cannot make the server buffer without bound. A connection is closed
  * through gh__conn_close only and freed in the last close callback, never
  * while a request of it is still pending.
+ *
+ * Only two places parse input: the read callback, and the flush phase
+ * (gh__flush_all, run by the loop's prepare and check handles). Completions,
+ * write callbacks and closes only mark a connection dirty, so no handler ever
+ * runs inside another handler's completion.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +28,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "schema/log.h"
 #include "server/server.h"
 
@@ -33,10 +40,16 @@ typedef struct wreq {
     gh_conn *conn;
     size_t n;
     size_t bytes;
+    int secret; /* a buffer carries a token: wiped before free */
     uv_buf_t bufs[];
 } wreq;
 
 static void maybe_free(gh_conn *c);
+
+static void on_flush_idle(uv_idle_t *h)
+{
+    (void)h; /* its only job: the loop polls without blocking while it runs */
+}
 
 static void unlink_conn(gh_conn *c)
 {
@@ -65,9 +78,7 @@ static void maybe_free(gh_conn *c)
     while (c->head) {
         gh_pending *p = c->head;
         c->head = p->next;
-        json_decref(p->id);
-        free(p->out);
-        free(p);
+        gh__pending_free(p);
     }
     if (c->dirty) {
         /* still on the flush list: unlink */
@@ -79,6 +90,8 @@ static void maybe_free(gh_conn *c)
     }
     unlink_conn(c);
     srv->nconns--;
+    if (c->in != NULL)
+        sodium_memzero(c->in, c->in_cap);
     free(c->in);
     free(c);
     gh__maybe_finish_shutdown(srv);
@@ -92,17 +105,12 @@ void gh__conn_close(gh_conn *c)
     /* Argon2 jobs not started yet would only hold queue slots other clients
      * need: cancel them (their after-work callback sees UV_ECANCELED). */
     for (gh_pending *p = c->head; p; p = p->next)
-        if (!p->done && p->work != NULL && uv_cancel((uv_req_t *)p->work) == 0)
+        if (p->state != GH_REQ_DONE && p->work != NULL && uv_cancel((uv_req_t *)p->work) == 0)
             p->work = NULL;
     /* requests held behind writes will never run: answer them (nowhere) */
-    for (gh_pending *p = c->head; p; p = p->next) {
-        if (p->parked == NULL)
-            continue;
-        json_decref(p->parked);
-        p->parked = NULL;
-        c->nparked--;
-        gh__pending_finish(p, GH_EUNAVAIL, "connection closed", NULL);
-    }
+    for (gh_pending *p = c->head; p && c->nparked > 0; p = p->next)
+        if (p->state == GH_REQ_PARKED)
+            gh__pending_finish(p, GH_EUNAVAIL, "connection closed", NULL);
     uv_close(&c->h.handle, on_handle_closed);
     uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }
@@ -130,9 +138,11 @@ static int finished(const gh_conn *c)
     return no_more_input && c->npending == 0 && c->out_bytes == 0 && c->queued_bytes == 0;
 }
 
+/* Pauses or resumes reading by the connection's budget; lines held back
+ * while over budget are parsed here (called from the flush phase only). */
 static void update_reading(gh_conn *c)
 {
-    if (c->closing || c->close_after_write || c->in_process)
+    if (c->closing || c->close_after_write)
         return;
     int over = over_budget(c);
     if (over && !c->paused) {
@@ -156,8 +166,11 @@ static void on_write(uv_write_t *req, int status)
 {
     wreq *w = (wreq *)req;
     gh_conn *c = w->conn;
-    for (size_t i = 0; i < w->n; i++)
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->secret)
+            sodium_memzero(w->bufs[i].base, w->bufs[i].len);
         free(w->bufs[i].base);
+    }
     c->out_bytes -= w->bytes;
     free(w);
     if (status < 0 && !c->closing) {
@@ -168,11 +181,7 @@ static void on_write(uv_write_t *req, int status)
         maybe_free(c);
         return;
     }
-    if (finished(c)) {
-        gh__conn_close(c);
-        return;
-    }
-    update_reading(c);
+    gh__conn_mark_dirty(c); /* the flush phase reads on, or closes when finished */
 }
 
 /* A lone reply on an idle stream is written directly: no write request, no
@@ -199,7 +208,7 @@ static int write_now(gh_conn *c, gh_pending *p)
 static void flush(gh_conn *c)
 {
     size_t n = 0;
-    for (gh_pending *p = c->head; p && p->done; p = p->next)
+    for (gh_pending *p = c->head; p && p->state == GH_REQ_DONE; p = p->next)
         n++;
     if (n == 0 || c->closing)
         return;
@@ -208,10 +217,7 @@ static void flush(gh_conn *c)
         c->head = p->next;
         if (c->head == NULL)
             c->tail = NULL;
-        json_decref(p->id);
-        free(p->out);
-        free(p);
-        update_reading(c);
+        gh__pending_free(p);
         return;
     }
     wreq *w = malloc(sizeof(*w) + n * sizeof(uv_buf_t));
@@ -222,6 +228,7 @@ static void flush(gh_conn *c)
     w->conn = c;
     w->n = n;
     w->bytes = 0;
+    w->secret = 0;
     for (size_t i = 0; i < n; i++) {
         gh_pending *p = c->head;
         c->head = p->next;
@@ -229,36 +236,64 @@ static void flush(gh_conn *c)
             c->tail = NULL;
         w->bufs[i] = uv_buf_init(p->out, (unsigned)p->outlen);
         w->bytes += p->outlen;
+        w->secret |= p->secret;
         c->queued_bytes -= p->outlen;
         p->out = NULL;
-        json_decref(p->id);
-        free(p);
+        gh__pending_free(p);
     }
     c->out_bytes += w->bytes;
     int rc = uv_write(&w->req, &c->h.stream, w->bufs, (unsigned)n, on_write);
     if (rc != 0) {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+            if (w->secret)
+                sodium_memzero(w->bufs[i].base, w->bufs[i].len);
             free(w->bufs[i].base);
+        }
         c->out_bytes -= w->bytes;
         free(w);
         gh__conn_close(c);
         return;
     }
+}
+
+static void flush_phase_one(gh_conn *c)
+{
+    GH_ASSERT(c->nparked <= c->npending && c->hard_barriers <= c->barriers &&
+              c->barriers <= c->npending);
+    if (c->nparked > 0)
+        gh__resume_parked(c);
+    if (c->closing)
+        return;
+    flush(c);
+    if (c->closing)
+        return;
     update_reading(c);
+    if (!c->closing && !c->dirty && finished(c))
+        gh__conn_close(c);
 }
 
 void gh__flush_all(gh_server *srv)
 {
-    gh_conn *c = srv->dirty;
-    srv->dirty = NULL;
-    while (c) {
-        gh_conn *next = c->dirty_next;
-        c->dirty = 0;
-        c->dirty_next = NULL;
-        flush(c);
-        if (!c->closing && finished(c))
-            gh__conn_close(c);
-        c = next;
+    /* Work done here can dirty connections again (a resumed request that
+     * completes at once, input parsed after a drain): a few rounds, then
+     * the idle handle keeps the loop from sleeping on what is left. */
+    for (int round = 0; round < GH_FLUSH_ROUNDS && srv->dirty != NULL; round++) {
+        gh_conn *c = srv->dirty;
+        srv->dirty = NULL;
+        while (c) {
+            gh_conn *next = c->dirty_next;
+            c->dirty = 0;
+            c->dirty_next = NULL;
+            if (!c->closing)
+                flush_phase_one(c);
+            c = next;
+        }
+    }
+    if (srv->have_handles) {
+        if (srv->dirty != NULL)
+            uv_idle_start(&srv->flush_idle, on_flush_idle);
+        else
+            uv_idle_stop(&srv->flush_idle);
     }
 }
 
@@ -271,7 +306,6 @@ void gh__conn_request_done(gh_conn *c)
         return;
     }
     gh__conn_mark_dirty(c);
-    update_reading(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -296,13 +330,11 @@ static void too_large(gh_conn *c)
 {
     /* The framing is lost: answer once, then close after the reply is out. */
     gh__dispatch_line(c, NULL, 0);
+    sodium_memzero(c->in, c->in_len);
     c->in_len = 0;
     uv_read_stop(&c->h.stream);
     c->paused = 1;
-    c->close_after_write = 1;
-    gh__flush_all(c->srv);
-    if (c->out_bytes == 0)
-        gh__conn_close(c);
+    c->close_after_write = 1; /* the flush phase writes the reply, then closes */
 }
 
 /* Over budget: replies queued (serialized or in uv_write) past max_output,
@@ -311,7 +343,7 @@ static int over_budget(const gh_conn *c)
 {
     return c->out_bytes + c->queued_bytes > c->srv->cfg->max_output ||
            c->npending >= GH_CONN_MAX_PENDING || c->srv->stopping ||
-           c->nparked >= GH_CONN_MAX_PARKED;
+           c->nparked >= GH_CONN_MAX_PARKED || c->held_bytes > c->srv->cfg->max_held_bytes;
 }
 
 /* Parses and dispatches complete lines from the input buffer until it runs
@@ -320,9 +352,6 @@ static int over_budget(const gh_conn *c)
 static void process_input(gh_conn *c)
 {
     size_t start = 0;
-    if (c->in_process)
-        return;
-    c->in_process = 1;
     while (!c->closing && !c->close_after_write && !over_budget(c)) {
         char *nl = memchr(c->in + start, '\n', c->in_len - start);
         if (nl == NULL)
@@ -330,22 +359,30 @@ static void process_input(gh_conn *c)
         size_t len = (size_t)(nl - (c->in + start));
         if (len > 0 && c->in[start + len - 1] == '\r')
             len--;
-        if (len > 0)
+        if (len > 0) {
+            c->last_request_ms = uv_now(c->srv->loop);
             gh__dispatch_line(c, c->in + start, len);
+        }
         start = (size_t)(nl - c->in) + 1;
     }
     if (start > 0 && !c->closing) {
-        memmove(c->in, c->in + start, c->in_len - start);
-        c->in_len -= start;
+        /* The parsed lines may have carried passwords: nothing of them stays
+         * behind in the buffer (the moved tail is wiped too). */
+        size_t rest = c->in_len - start;
+        memmove(c->in, c->in + start, rest);
+        sodium_memzero(c->in + rest, start);
+        c->in_len = rest;
     }
-    c->in_process = 0;
     if (c->closing)
         return;
     if (c->in_len >= c->srv->cfg->max_request && memchr(c->in, '\n', c->in_len) == NULL) {
         too_large(c);
         return;
     }
-    update_reading(c);
+    if (over_budget(c) && !c->paused) {
+        uv_read_stop(&c->h.stream);
+        c->paused = 1;
+    }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -371,28 +408,29 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    if (c->srv->cfg->idle_timeout)
-        uv_timer_again(&c->idle);
     c->in_len += (size_t)nread;
     process_input(c);
 }
 
+/* The idle timeout counts from the last complete request, not the last
+ * byte: a peer trickling a line a byte at a time is still idle. */
 static void on_idle(uv_timer_t *t)
 {
     gh_conn *c = t->data;
-    if (c->npending > 0) /* working for the peer: not idle */
+    uint64_t ms = (uint64_t)c->srv->cfg->idle_timeout * 1000;
+    uint64_t since = uv_now(c->srv->loop) - c->last_request_ms;
+    if (c->npending > 0 || since < ms) { /* working for the peer, or not idle long enough */
+        uv_timer_start(&c->idle, on_idle, c->npending > 0 ? ms : ms - since, 0);
         return;
+    }
     GH_LOGD("conn %s: idle timeout", c->peer);
     gh__conn_close(c);
 }
 
-static int peer_is_admin(gh_server *srv, int fd, uid_t uid, gid_t gid)
+/* Whether the peer on fd (uid, gid) is a member of the OS group want. */
+static int peer_in_group(int fd, uid_t uid, gid_t gid, gid_t want)
 {
-    if (uid == 0 || uid == geteuid())
-        return 1;
-    if (!srv->have_admin_gid)
-        return 0;
-    if (gid == srv->admin_gid)
+    if (gid == want)
         return 1;
     /* the peer process's supplementary groups, as the kernel saw them when
      * it connected (Linux >= 4.13) */
@@ -400,7 +438,7 @@ static int peer_is_admin(gh_server *srv, int fd, uid_t uid, gid_t gid)
     socklen_t pglen = sizeof(pg);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, pg, &pglen) == 0) {
         for (size_t i = 0; i < pglen / sizeof(gid_t); i++)
-            if (pg[i] == srv->admin_gid)
+            if (pg[i] == want)
                 return 1;
         return 0;
     }
@@ -414,9 +452,24 @@ static int peer_is_admin(gh_server *srv, int fd, uid_t uid, gid_t gid)
     if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ng) < 0)
         return 0;
     for (int i = 0; i < ng; i++)
-        if (groups[i] == srv->admin_gid)
+        if (groups[i] == want)
             return 1;
     return 0;
+}
+
+/* A UNIX peer's rank from its credentials: root and the server's own uid
+ * are admins, then members of admin_unix_group; members of
+ * service_unix_group are service peers; admins and members of
+ * frontend_unix_group are trusted front-ends (they may name an end client). */
+static void classify_unix_peer(gh_conn *c, int fd)
+{
+    gh_server *srv = c->srv;
+    c->admin = c->uid == 0 || c->uid == geteuid() ||
+               (srv->have_admin_gid && peer_in_group(fd, c->uid, c->gid, srv->admin_gid));
+    c->service =
+        !c->admin && srv->have_service_gid && peer_in_group(fd, c->uid, c->gid, srv->service_gid);
+    c->frontend = c->admin ||
+                  (srv->have_frontend_gid && peer_in_group(fd, c->uid, c->gid, srv->frontend_gid));
 }
 
 /* A connection with its stream (not yet connected) and idle timer, linked into
@@ -444,12 +497,22 @@ static gh_conn *conn_new(gh_server *srv, int is_tcp)
     return c;
 }
 
-static void conn_set_unix_peer(gh_conn *c, uid_t uid, gid_t gid, int admin)
+static void conn_set_unix_peer(gh_conn *c, uid_t uid, gid_t gid)
 {
     c->uid = uid;
     c->gid = gid;
-    c->admin = admin;
     snprintf(c->peer, sizeof(c->peer), "uid:%u", (unsigned)uid);
+    snprintf(c->peerkey, sizeof(c->peerkey), "uid:%u", (unsigned)uid);
+}
+
+/* Connections open from the same peer (UNIX uid, or TCP address with every
+ * loopback address counted as one). A walk: max_connections is small. */
+static unsigned peer_connections(const gh_conn *c)
+{
+    unsigned n = 0;
+    for (const gh_conn *o = c->srv->conns; o; o = o->next)
+        n += !o->closing && strcmp(o->peerkey, c->peerkey) == 0;
+    return n;
 }
 
 /* The stream is connected and the peer identified: refuse the connection when
@@ -457,20 +520,25 @@ static void conn_set_unix_peer(gh_conn *c, uid_t uid, gid_t gid, int admin)
 static int conn_start(gh_conn *c)
 {
     gh_server *srv = c->srv;
-    if (srv->nconns > srv->cfg->max_connections || srv->stopping) {
+    int per_peer = !c->admin && srv->cfg->max_connections_per_peer > 0 &&
+                   peer_connections(c) > srv->cfg->max_connections_per_peer;
+    if (srv->nconns > srv->cfg->max_connections || srv->stopping || per_peer) {
         /* Tell the peer why, then close. */
         srv->conns_rejected++;
         static const char msg[] = "{\"ok\":false,\"error\":{\"code\":\"unavailable\","
                                   "\"message\":\"too many connections\"}}\n";
-        uv_buf_t b = uv_buf_init((char *)msg, sizeof(msg) - 1);
+        static const char msg_peer[] =
+            "{\"ok\":false,\"error\":{\"code\":\"unavailable\","
+            "\"message\":\"too many connections from this peer (max_connections_per_peer)\"}}\n";
+        uv_buf_t b = per_peer ? uv_buf_init((char *)msg_peer, sizeof(msg_peer) - 1)
+                              : uv_buf_init((char *)msg, sizeof(msg) - 1);
         uv_try_write(&c->h.stream, &b, 1);
         gh__conn_close(c);
         return GH_EUNAVAIL;
     }
-    if (srv->cfg->idle_timeout) {
-        uint64_t ms = (uint64_t)srv->cfg->idle_timeout * 1000;
-        uv_timer_start(&c->idle, on_idle, ms, ms);
-    }
+    c->last_request_ms = uv_now(srv->loop);
+    if (srv->cfg->idle_timeout)
+        uv_timer_start(&c->idle, on_idle, (uint64_t)srv->cfg->idle_timeout * 1000, 0);
     uv_read_start(&c->h.stream, on_alloc, on_read);
     return 0;
 }
@@ -511,6 +579,15 @@ static void on_connection(uv_stream_t *server, int status)
         }
         (void)port;
         snprintf(c->peer, sizeof(c->peer), "tcp:%s", host);
+        /* Any local process can pick any 127.x source address: every
+         * loopback address is one peer for limits and lockout. */
+        int loop4 = ss.ss_family == AF_INET &&
+                    (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+        int loop6 = ss.ss_family == AF_INET6 &&
+                    (IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr) ||
+                     (IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&ss)->sin6_addr) &&
+                      ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr[12] == 127));
+        snprintf(c->peerkey, sizeof(c->peerkey), "%s", loop4 || loop6 ? "tcp:loopback" : c->peer);
         uv_tcp_nodelay(&c->h.tcp, 1);
     } else {
         uv_os_fd_t fd;
@@ -522,9 +599,10 @@ static void on_connection(uv_stream_t *server, int status)
             gh__conn_close(c);
             return;
         }
+        conn_set_unix_peer(c, cred.uid, cred.gid);
         c->nss_only = server == (uv_stream_t *)&srv->nss_listener;
-        conn_set_unix_peer(c, cred.uid, cred.gid,
-                           !c->nss_only && peer_is_admin(srv, fd, cred.uid, cred.gid));
+        if (!c->nss_only) /* no class on the NSS socket, whoever connects */
+            classify_unix_peer(c, fd);
     }
     conn_start(c);
 }
@@ -541,7 +619,8 @@ int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin)
         return GH_EINVAL;
     }
     srv->conns_total++;
-    conn_set_unix_peer(c, uid, gid, admin);
+    conn_set_unix_peer(c, uid, gid);
+    c->admin = c->frontend = admin;
     return conn_start(c);
 }
 
@@ -636,21 +715,37 @@ static int listen_tcp(gh_server *srv)
     return 0;
 }
 
+/* The gid of an OS group named by a config key ("" = none). */
+static int resolve_group(const char *key, const char *name, gid_t *gid, int *have)
+{
+    struct group gr, *res = NULL;
+    char buf[4096];
+    *have = 0;
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) != 0 || res == NULL) {
+        GH_LOGE("%s '%s' does not exist", key, name);
+        return GH_EINVAL;
+    }
+    *gid = gr.gr_gid;
+    *have = 1;
+    return 0;
+}
+
 int gh__listen(gh_server *srv)
 {
-    if (srv->cfg->admin_unix_group[0] != '\0') {
-        struct group gr, *res = NULL;
-        char buf[4096];
-        if (getgrnam_r(srv->cfg->admin_unix_group, &gr, buf, sizeof(buf), &res) != 0 ||
-            res == NULL) {
-            GH_LOGE("admin_unix_group '%s' does not exist", srv->cfg->admin_unix_group);
-            return GH_EINVAL;
-        }
-        srv->admin_gid = gr.gr_gid;
-        srv->have_admin_gid = 1;
-    }
-    int rc = listen_unix(srv, &srv->unix_listener, &srv->have_unix, srv->cfg->socket_path,
-                         srv->cfg->socket_mode);
+    int rc = resolve_group("admin_unix_group", srv->cfg->admin_unix_group, &srv->admin_gid,
+                           &srv->have_admin_gid);
+    if (rc == 0)
+        rc = resolve_group("service_unix_group", srv->cfg->service_unix_group, &srv->service_gid,
+                           &srv->have_service_gid);
+    if (rc == 0)
+        rc = resolve_group("frontend_unix_group", srv->cfg->frontend_unix_group, &srv->frontend_gid,
+                           &srv->have_frontend_gid);
+    if (rc != 0)
+        return rc;
+    rc = listen_unix(srv, &srv->unix_listener, &srv->have_unix, srv->cfg->socket_path,
+                     srv->cfg->socket_mode);
     if (rc == 0 && srv->cfg->nss_socket[0] != '\0') /* world-connectable, nss.* only */
         rc = listen_unix(srv, &srv->nss_listener, &srv->have_nss, srv->cfg->nss_socket, 0666);
     if (rc == 0 && srv->cfg->tcp_listen[0] != '\0')

@@ -34,8 +34,8 @@ static int cmp_ops(const void *a, const void *b)
 
 int gh__dispatch_init(gh_server *srv)
 {
-    const gh_op_def *lists[] = {gh__ops_core, gh__ops_user, gh__ops_io,    gh__ops_authz,
-                                gh__ops_sync, gh__ops_nss,  gh__ops_passwd};
+    const gh_op_def *lists[] = {gh__ops_core, gh__ops_user,    gh__ops_io,  gh__ops_authz,
+                                gh__ops_sync, gh__ops_session, gh__ops_nss, gh__ops_passwd};
     const size_t nlists = sizeof(lists) / sizeof(lists[0]);
     size_t n = 0;
     if (table == NULL) {
@@ -148,9 +148,76 @@ json_t *gh__message_json(const char *msg)
     return json_string(buf);
 }
 
+/* ---- request state transitions ---- */
+
+static void barrier_take(gh_conn *c, gh_pending *p, int hard)
+{
+    GH_ASSERT(p->barrier == 0);
+    p->barrier = hard ? 2 : 1;
+    c->barriers++;
+    if (hard)
+        c->hard_barriers++;
+}
+
+/* A hard barrier's write reached the writer: later plain writes may follow. */
+static void barrier_soften(gh_conn *c, gh_pending *p)
+{
+    if (p->barrier != 2)
+        return;
+    GH_ASSERT(c->hard_barriers > 0);
+    c->hard_barriers--;
+    p->barrier = 1;
+}
+
+static void barrier_release(gh_conn *c, gh_pending *p)
+{
+    if (p->barrier == 0)
+        return;
+    barrier_soften(c, p);
+    GH_ASSERT(c->barriers > 0);
+    c->barriers--;
+    p->barrier = 0;
+    if (c->nparked > 0)
+        gh__conn_mark_dirty(c); /* the flush phase resumes what waited on it */
+}
+
+static void park(gh_conn *c, gh_pending *p, const char *line, size_t len)
+{
+    GH_ASSERT(p->state == GH_REQ_PARSED || p->state == GH_REQ_RUNNING);
+    p->held = malloc(len ? len : 1);
+    if (p->held == NULL) {
+        gh__pending_finish(p, GH_ENOMEM, "out of memory", NULL);
+        return;
+    }
+    memcpy(p->held, line, len);
+    p->held_len = len;
+    p->state = GH_REQ_PARKED;
+    c->nparked++;
+    c->held_bytes += len;
+}
+
+/* Gives up a parked request's line (wiped: it may carry a password). */
+static void unpark(gh_conn *c, gh_pending *p)
+{
+    GH_ASSERT(p->state == GH_REQ_PARKED && c->nparked > 0 && c->held_bytes >= p->held_len);
+    c->nparked--;
+    c->held_bytes -= p->held_len;
+    sodium_memzero(p->held, p->held_len);
+    free(p->held);
+    p->held = NULL;
+    p->held_len = 0;
+    p->state = GH_REQ_PARSED;
+}
+
+/* Serializes the reply (an error when rc < 0, else resp's fields) and marks
+ * the request DONE and its connection dirty: nothing else. Reading, resuming
+ * parked requests and writing happen in the flush phase (conn.c). */
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
 {
     gh_conn *c = p->conn;
+    GH_ASSERT(p->state != GH_REQ_DONE);
+    if (p->state == GH_REQ_PARKED)
+        unpark(c, p);
     json_t *out = json_object();
 
     if (p->id)
@@ -170,14 +237,21 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
     char *s = json_dumps(out, JSON_COMPACT);
     json_decref(out);
     size_t len = s ? strlen(s) : 0;
-    char *line = s ? realloc(s, len + 2) : NULL;
-    if (line == NULL) {
+    char *line = s ? malloc(len + 2) : NULL;
+    if (line != NULL)
+        memcpy(line, s, len);
+    if (s != NULL) {
+        if (p->secret)
+            sodium_memzero(s, len);
         free(s);
+    }
+    if (line == NULL) {
         static const char oom[] =
             "{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}";
-        line = strdup(oom);
-        len = line ? strlen(line) : 0;
-        line = line ? realloc(line, len + 2) : NULL;
+        len = sizeof(oom) - 1;
+        line = malloc(len + 2);
+        if (line)
+            memcpy(line, oom, len);
     }
     if (line) {
         line[len++] = '\n';
@@ -186,31 +260,37 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
     p->out = line;
     p->outlen = line ? len : 0;
     c->queued_bytes += p->outlen;
-    p->done = 1;
-    int was_barrier = p->barrier;
-    if (p->barrier) {
-        if (p->barrier == 2)
-            c->hard_barriers--;
-        p->barrier = 0;
-        c->barriers--;
-    }
+    p->state = GH_REQ_DONE;
+    barrier_release(c, p);
     record_latency(c->srv, p->op, p->t0, rc != 0);
     if (gh_log_enabled(GH_LOG_DEBUG)) {
         const gh_op_def *d = gh__op_at((size_t)p->op);
         GH_LOGD("%s %s -> %s (%lluus)", c->peer, d ? d->name : "?", rc ? gh_error_code(rc) : "ok",
                 (unsigned long long)((uv_hrtime() - p->t0) / 1000));
     }
-    /* decide before request_done: on a closing connection it may free c */
-    int resume = was_barrier && c->nparked > 0 && !c->closing;
-    gh__conn_request_done(c);
-    if (resume)
-        gh__resume_parked(c);
+    gh__conn_request_done(c); /* may free c when it is closing: touch nothing after */
 }
 
-/* Nesting depth of a JSON text, outside strings; stops counting past max. */
-static int too_deep(const char *s, size_t len, int max)
+/* Frees a slot whose reply went out (or never will): secrets are wiped. */
+void gh__pending_free(gh_pending *p)
+{
+    if (p->held) {
+        sodium_memzero(p->held, p->held_len);
+        free(p->held);
+    }
+    if (p->out && p->secret)
+        sodium_memzero(p->out, p->outlen);
+    free(p->out);
+    json_decref(p->id);
+    free(p);
+}
+
+/* Scans a JSON text outside strings: nesting depth (stops past max_depth)
+ * and the number of values, bounded before jansson allocates a node each. */
+static int scan_shape(const char *s, size_t len, int max_depth, size_t max_elems, const char **why)
 {
     int depth = 0, in_str = 0;
+    size_t elems = 1;
     for (size_t i = 0; i < len; i++) {
         char ch = s[i];
         if (in_str) {
@@ -221,14 +301,23 @@ static int too_deep(const char *s, size_t len, int max)
         } else if (ch == '"') {
             in_str = 1;
         } else if (ch == '{' || ch == '[') {
-            if (++depth > max)
-                return 1;
+            if (++depth > max_depth) {
+                *why = "depth";
+                return GH_EBADREQ;
+            }
         } else if (ch == '}' || ch == ']') {
             depth--;
+        } else if (ch == ',') {
+            if (++elems > max_elems) {
+                *why = "elements";
+                return GH_ETOOBIG;
+            }
         }
     }
     return 0;
 }
+
+/* ---- the one deferred-write path ---- */
 
 typedef struct wjob {
     gh_pending *p;
@@ -252,23 +341,109 @@ static void on_write_done(void *cbarg, int rc, const char *err)
     free(j);
 }
 
-int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id);
-
-static void park(gh_conn *c, gh_pending *p, json_t *req)
+int gh_op_write(gh_pending *p, const char *actor, gh_store_write_fn apply,
+                int (*reply)(void *arg, json_t *resp), void (*free_arg)(void *arg), void *arg)
 {
-    p->parked = json_incref(req);
-    c->nparked++;
+    gh_conn *c = p->conn;
+    wjob *j = calloc(1, sizeof(*j));
+    int rc = GH_ENOMEM;
+    if (j != NULL) {
+        j->p = p;
+        j->reply = reply;
+        j->free_arg = free_arg;
+        j->arg = arg;
+        rc = gh_writer_submit(c->srv->writer, actor, apply, arg, on_write_done, j);
+    }
+    if (rc != 0) {
+        if (free_arg)
+            free_arg(arg);
+        free(j);
+        gh__pending_finish(p, rc, rc == GH_ENOMEM ? NULL : "the server is shutting down", NULL);
+        return rc;
+    }
+    p->state = GH_REQ_WRITING;
+    barrier_soften(c, p); /* it reached the writer: later plain writes may follow */
+    return 0;
+}
+
+/* ---- identify and authorize ---- */
+
+/* Whether user_id is a member (directly or through nesting) of the
+ * local-origin group named name: an upstream group of that name never counts. */
+struct group_find {
+    uint64_t gid;
+    int found;
+};
+
+static int find_group(uint64_t id, void *arg)
+{
+    struct group_find *f = arg;
+    f->found = id == f->gid;
+    return f->found; /* stop at the first match */
+}
+
+static int user_in_local_group(gh_txn *txn, const char *name, uint64_t user_id)
+{
+    gh_group g;
+    struct group_find f = {0, 0};
+    if (name == NULL || name[0] == '\0' || gh_store_group_get(txn, name, &g) != 0 ||
+        g.origin[0] != '\0')
+        return 0;
+    f.gid = g.id;
+    gh_store_user_groups(txn, user_id, find_group, &f);
+    return f.found;
+}
+
+/* The rank a token presented as "auth" gives: admin, service, or nothing
+ * more than any peer. A token of a user who is not active is invalid. */
+static int token_rank(gh_opctx *ctx, json_t *auth, int *rank)
+{
+    gh_user u;
+    int64_t exp;
+    if (!json_is_string(auth))
+        return gh_op_fail(ctx, GH_EINVAL, "'auth' must be a token string");
+    if (gh__token_user(ctx->srv, ctx->txn, json_string_value(auth), ctx->now, &u, &exp) != 0 ||
+        u.state != GH_USER_ACTIVE || u.tombstone)
+        return gh_op_fail(ctx, GH_ETOKEN, "the 'auth' token is invalid or expired");
+    *rank = GH_PEER_ANY;
+    if (gh__user_is_admin(ctx->srv, ctx->txn, u.id) == 1)
+        *rank = GH_PEER_ADMIN;
+    else if (user_in_local_group(ctx->txn, ctx->cfg->service_group, u.id))
+        *rank = GH_PEER_SERVICE;
+    if (*rank > ctx->rank)
+        snprintf(ctx->actor, sizeof(ctx->actor), "user:%s", u.name);
+    return 0;
+}
+
+static int authorize(gh_opctx *ctx, const gh_op_def *def)
+{
+    switch (def->cls) {
+    case GH_CLASS_PUBLIC:
+    case GH_CLASS_SUBJECT:
+        return 0;
+    case GH_CLASS_SERVICE:
+        if (ctx->rank >= GH_PEER_SERVICE)
+            return 0;
+        return gh_op_fail(ctx, GH_EPERM, "'%s' needs a service or administrator peer", def->name);
+    case GH_CLASS_ADMIN:
+    default:
+        if (ctx->rank >= GH_PEER_ADMIN)
+            return 0;
+        return gh_op_fail(ctx, GH_EPERM, "'%s' needs an administrator", def->name);
+    }
 }
 
 /* Whether a request must wait for its connection's writes: everything behind
  * a held request waits too (order), and only plain writes may run ahead. */
-static int must_park(const gh_conn *c, const gh_op_def *def)
+static int must_wait(const gh_conn *c, const gh_op_def *def)
 {
-    return c->nparked > 0 || c->hard_barriers > 0 ||
-           (c->barriers > 0 && !(def->flags & GH_OPF_WRITE));
+    return c->hard_barriers > 0 || (c->barriers > 0 && !(def->flags & GH_OPF_WRITE));
 }
 
-static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def)
+/* ---- execute ---- */
+
+static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, json_t *req,
+                    const gh_op_def *def)
 {
     gh_server *srv = c->srv;
     gh_opctx ctx;
@@ -278,14 +453,18 @@ static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def
 
     int optimistic = c->barriers > 0; /* earlier writes of c are not durable yet */
 
+    GH_ASSERT(p->state == GH_REQ_PARSED);
+    p->state = GH_REQ_RUNNING;
     memset(&ctx, 0, sizeof(ctx));
     ctx.srv = srv;
     ctx.cfg = srv->cfg;
     ctx.authz = srv->authz;
     ctx.req = req;
-    ctx.admin = c->admin;
+    ctx.rank = c->admin ? GH_PEER_ADMIN : c->service ? GH_PEER_SERVICE : GH_PEER_ANY;
+    ctx.frontend = c->frontend;
     ctx.peer_uid = c->uid;
     ctx.peer = c->peer;
+    ctx.peerkey = c->peerkey;
     ctx.now = (int64_t)time(NULL);
     snprintf(ctx.actor, sizeof(ctx.actor), "%s", c->peer);
 
@@ -301,30 +480,19 @@ static void execute(gh_conn *c, gh_pending *p, json_t *req, const gh_op_def *def
         rc = gh_op_fail(&ctx, GH_EPERM, "the NSS socket answers nss.* lookups only");
         goto done;
     }
-    /* identify: a token in "auth" may raise the request to admin */
+    /* identify: a token in "auth" may raise the request's rank */
     json_t *auth = json_object_get(req, "auth");
     if (auth != NULL) {
-        gh_user u;
-        int64_t exp;
-        if (!json_is_string(auth)) {
-            rc = gh_op_fail(&ctx, GH_EINVAL, "'auth' must be a token string");
+        int trank = GH_PEER_ANY;
+        if ((rc = token_rank(&ctx, auth, &trank)) != 0)
             goto done;
-        }
-        rc = gh__token_user(srv, txn, json_string_value(auth), ctx.now, &u, &exp);
-        if (rc != 0) {
-            rc = gh_op_fail(&ctx, GH_ETOKEN, "the 'auth' token is invalid or expired");
-            goto done;
-        }
-        if (gh__user_is_admin(srv, txn, u.id) == 1) {
-            ctx.admin = 1;
-            snprintf(ctx.actor, sizeof(ctx.actor), "user:%s", u.name);
-        }
+        if (trank > ctx.rank)
+            ctx.rank = trank;
     }
+    ctx.admin = ctx.rank >= GH_PEER_ADMIN;
     /* authorize */
-    if ((def->flags & GH_OPF_ADMIN) && !ctx.admin) {
-        rc = gh_op_fail(&ctx, GH_EPERM, "'%s' needs an administrator", def->name);
+    if ((rc = authorize(&ctx, def)) != 0)
         goto done;
-    }
     /* execute */
     resp = json_object();
     ctx.resp = resp;
@@ -337,8 +505,8 @@ done:
         if (ctx.deferred && ctx.free_arg)
             ctx.free_arg(ctx.arg);
         json_decref(resp);
-        if (optimistic)      /* it may have failed on the stale snapshot: retry */
-            park(c, p, req); /* once c's earlier writes are durable */
+        if (optimistic)            /* it may have failed on the stale snapshot: retry */
+            park(c, p, line, len); /* once c's earlier writes are durable */
         else
             gh__pending_finish(p, rc, ctx.msg, NULL);
         return;
@@ -349,42 +517,102 @@ done:
         return;
     }
     json_decref(resp); /* a deferred or pending request answers later */
-    /* A request that writes holds back the connection's next reads until it
-     * is durable, so a pipelined "add, then get" reads its own write. A
-     * deferred write reaches the writer now, ahead of anything later, so
-     * later plain writes may follow it; one that pends first (Argon2)
-     * reaches the writer later, so everything behind it waits. auth is
-     * exempt: what it writes (a token) no pipelined request can name yet. */
-    if (!p->done && (ctx.deferred || def->fn != gh__op_auth)) {
-        p->barrier = ctx.deferred ? 1 : 2;
-        c->barriers++;
-        if (p->barrier == 2)
-            c->hard_barriers++;
+    if (ctx.pending != NULL) {
+        /* The handler completes p itself (Argon2, an upstream bind). Until
+         * its write reaches the writer, later requests wait (read-your-
+         * writes), unless the op writes nothing they could name. */
+        GH_ASSERT(def->flags & GH_OPF_ARGON2);
+        if (p->state != GH_REQ_DONE && p->state != GH_REQ_WRITING &&
+            !(def->flags & GH_OPF_UNORDERED_WRITE))
+            barrier_take(c, p, 1);
+        return;
     }
-    if (!ctx.deferred)
-        return; /* the handler completes p itself (Argon2, upstream bind) */
-    wjob *j = calloc(1, sizeof(*j));
-    int wrc = GH_ENOMEM;
-    if (j != NULL) {
-        j->p = p;
-        j->reply = ctx.reply;
-        j->free_arg = ctx.free_arg;
-        j->arg = ctx.arg;
-        wrc = gh_writer_submit(srv->writer, ctx.actor, ctx.apply, ctx.arg, on_write_done, j);
+    /* A deferred write reaches the writer now, ahead of anything later, so
+     * later plain writes may follow it; its reads wait until it is durable. */
+    barrier_take(c, p, 0);
+    gh_op_write(p, ctx.actor, ctx.apply, ctx.reply, ctx.free_arg, ctx.arg);
+}
+
+/* decode: the line becomes a request object and an op, or p is answered
+ * with the error (NULL). */
+static json_t *decode(gh_conn *c, gh_pending *p, const char *line, size_t len)
+{
+    json_error_t jerr;
+    const char *why = NULL;
+    json_t *req;
+    int rc;
+
+    if (line == NULL) {
+        gh__pending_finish(p, GH_ETOOBIG, "request line longer than max_request bytes", NULL);
+        return NULL;
     }
-    if (wrc != 0) {
-        if (ctx.free_arg)
-            ctx.free_arg(ctx.arg);
-        free(j);
-        gh__pending_finish(p, wrc, wrc == GH_ENOMEM ? NULL : "the server is shutting down", NULL);
+    if (memchr(line, '\0', len) != NULL) {
+        gh__pending_finish(p, GH_EBADREQ, "NUL byte in request", NULL);
+        return NULL;
     }
+    rc = scan_shape(line, len, GH_MAX_DEPTH, c->srv->cfg->max_request_elements, &why);
+    if (rc != 0) {
+        char msg[GH_ERRMSG_MAX];
+        if (rc == GH_EBADREQ)
+            snprintf(msg, sizeof(msg), "JSON nested deeper than %d levels", GH_MAX_DEPTH);
+        else
+            snprintf(msg, sizeof(msg), "request holds more than %zu values (max_request_elements)",
+                     c->srv->cfg->max_request_elements);
+        gh__pending_finish(p, rc, msg, NULL);
+        return NULL;
+    }
+    req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (req == NULL) {
+        char msg[GH_ERRMSG_MAX];
+        snprintf(msg, sizeof(msg), "invalid JSON at column %d: %s", jerr.column, jerr.text);
+        gh__pending_finish(p, GH_EBADREQ, msg, NULL);
+        return NULL;
+    }
+    if (!json_is_object(req)) {
+        gh__pending_finish(p, GH_EBADREQ, "a request must be a JSON object", NULL);
+        goto fail;
+    }
+    json_t *id = json_object_get(req, "id");
+    if (id != NULL && p->id == NULL) {
+        if (json_is_object(id) || json_is_array(id)) {
+            gh__pending_finish(p, GH_EBADREQ, "'id' must be a string, number, boolean or null",
+                               NULL);
+            goto fail;
+        }
+        p->id = json_incref(id);
+    }
+    json_t *op = json_object_get(req, "op");
+    if (!json_is_string(op)) {
+        gh__pending_finish(p, GH_EBADREQ, "'op' is missing or not a string", NULL);
+        goto fail;
+    }
+    int idx = find_op(json_string_value(op));
+    if (idx < 0) {
+        char msg[GH_ERRMSG_MAX];
+        snprintf(msg, sizeof(msg), "unknown operation '%.64s'", json_string_value(op));
+        gh__pending_finish(p, GH_EUNKNOWNOP, msg, NULL);
+        goto fail;
+    }
+    p->op = idx;
+    return req;
+fail:
+    json_decref(req);
+    return NULL;
+}
+
+/* Runs one decoded request now, or parks it behind the connection's writes. */
+static void start(gh_conn *c, gh_pending *p, const char *line, size_t len)
+{
+    json_t *req = decode(c, p, line, len);
+    if (req == NULL)
+        return;
+    execute(c, p, line, len, req, table[p->op].def);
+    json_decref(req);
 }
 
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
 {
     gh_pending *p = calloc(1, sizeof(*p));
-    json_t *req = NULL;
-    json_error_t jerr;
 
     if (p == NULL) {
         gh__conn_close(c);
@@ -393,6 +621,7 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
     p->conn = c;
     p->op = -1;
     p->t0 = uv_hrtime();
+    p->state = GH_REQ_PARSED;
     if (c->tail)
         c->tail->next = p;
     else
@@ -400,81 +629,42 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
     c->tail = p;
     c->npending++;
 
-    /* decode */
-    if (line == NULL) {
-        gh__pending_finish(p, GH_ETOOBIG, "request line longer than max_request bytes", NULL);
+    if (line != NULL && (c->nparked > 0 || c->barriers > 0)) {
+        /* Behind held requests everything waits (order); behind writes
+         * only plain writes may run. The op is known only after decoding,
+         * so a line that may have to wait is decoded now and kept as text. */
+        json_t *req = decode(c, p, line, len);
+        if (req == NULL)
+            return;
+        if (c->nparked > 0 || must_wait(c, table[p->op].def))
+            park(c, p, line, len);
+        else
+            execute(c, p, line, len, req, table[p->op].def);
+        json_decref(req);
         return;
     }
-    if (memchr(line, '\0', len) != NULL) {
-        gh__pending_finish(p, GH_EBADREQ, "NUL byte in request", NULL);
-        return;
-    }
-    if (too_deep(line, len, GH_MAX_DEPTH)) {
-        gh__pending_finish(p, GH_EBADREQ, "JSON nested deeper than 32 levels", NULL);
-        return;
-    }
-    req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (req == NULL) {
-        char msg[GH_ERRMSG_MAX];
-        snprintf(msg, sizeof(msg), "invalid JSON at column %d: %s", jerr.column, jerr.text);
-        gh__pending_finish(p, GH_EBADREQ, msg, NULL);
-        return;
-    }
-    if (!json_is_object(req)) {
-        gh__pending_finish(p, GH_EBADREQ, "a request must be a JSON object", NULL);
-        goto done;
-    }
-    json_t *id = json_object_get(req, "id");
-    if (id != NULL) {
-        if (json_is_object(id) || json_is_array(id)) {
-            gh__pending_finish(p, GH_EBADREQ, "'id' must be a string, number, boolean or null",
-                               NULL);
-            goto done;
-        }
-        p->id = json_incref(id);
-    }
-    json_t *op = json_object_get(req, "op");
-    if (!json_is_string(op)) {
-        gh__pending_finish(p, GH_EBADREQ, "'op' is missing or not a string", NULL);
-        goto done;
-    }
-    int idx = find_op(json_string_value(op));
-    if (idx < 0) {
-        char msg[GH_ERRMSG_MAX];
-        snprintf(msg, sizeof(msg), "unknown operation '%.64s'", json_string_value(op));
-        gh__pending_finish(p, GH_EUNKNOWNOP, msg, NULL);
-        goto done;
-    }
-    p->op = idx;
-    if (must_park(c, table[idx].def))
-        park(c, p, req);
-    else
-        execute(c, p, req, table[idx].def);
-done:
-    json_decref(req);
+    start(c, p, line, len);
 }
 
 void gh__resume_parked(gh_conn *c)
 {
-    if (c->resuming || c->closing)
-        return;
-    c->resuming = 1;
     /* slots stay linked until the next flush, so p->next stays valid */
-    for (gh_pending *p = c->head; p != NULL && c->nparked > 0; p = p->next) {
-        if (p->parked == NULL)
+    for (gh_pending *p = c->head; p != NULL && c->nparked > 0 && !c->closing; p = p->next) {
+        if (p->state != GH_REQ_PARKED)
             continue;
-        const gh_op_def *def = table[p->op].def;
-        if (c->hard_barriers > 0 || (c->barriers > 0 && !(def->flags & GH_OPF_WRITE)))
+        if (must_wait(c, table[p->op].def))
             break;
-        json_t *req = p->parked;
-        p->parked = NULL;
+        char *line = p->held;
+        size_t len = p->held_len;
+        p->held = NULL; /* unpark must not free it: it is parsed again below */
         c->nparked--;
-        execute(c, p, req, def);
-        json_decref(req);
-        if (p->parked != NULL) /* failed optimistically again: wait */
+        c->held_bytes -= len;
+        p->held_len = 0;
+        p->state = GH_REQ_PARSED;
+        start(c, p, line, len);
+        sodium_memzero(line, len);
+        free(line);
+        if (p->state == GH_REQ_PARKED) /* failed optimistically again: wait */
             break;
     }
-    c->resuming = 0;
-    if (!c->closing)
-        gh__conn_mark_dirty(c);
 }

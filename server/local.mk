@@ -11,4 +11,4 @@ libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync
 # sync
 libghcore_la_SOURCES += server/sync-int.h server/sync.c server/sync_worker.c \
 	server/sync_model.c server/sync_apply.c server/sync_auth.c server/sync_ldap.c \
-	server/sync_config.c server/sync_map.c server/ops_sync.c
+	server/sync_config.c server/sync_map.c server/ops_sync.c server/ops_session.c

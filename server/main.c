@@ -26,6 +26,7 @@
 
 #include <sodium.h>
 
+#include "clients/paths-int.h"
 #include "schema/log.h"
 #include "server/server.h"
 
@@ -36,8 +37,48 @@ static void usage(FILE *f)
                "       gatehoused [--config FILE] [--state-dir DIR] --init-admin NAME  "
                "(password on stdin)\n"
                "       gatehoused --version | --help\n"
-               "With no configuration the state lives under ./var and the socket is "
-               "./var/gatehoused.sock.\n");
+               "Installed defaults: state " GH_INSTALLED_STATE_DIR ", socket " GH_INSTALLED_SOCKET
+               ",\nconfiguration " GH_INSTALLED_CONFIG " when it exists. Run from its build\n"
+               "directory: state ./var, socket ./var/gatehoused.sock, no configuration.\n");
+}
+
+/* ---- file descriptors ---- */
+
+/* Descriptors beside the connections: listeners, the database, the loop's
+ * own (epoll, eventfd, signals, timers), logs, token.key while loading. */
+#define GH_FD_RESERVE 64
+#define GH_FD_PER_UPSTREAM 8 /* the sync connection and the bind threads' */
+
+/* Raises RLIMIT_NOFILE so that max_connections connections can really be
+ * open at once: past the limit, accept() fails and libuv stops accepting. */
+static int raise_nofile(const gh_config *cfg)
+{
+    struct rlimit rl;
+    rlim_t need =
+        (rlim_t)cfg->max_connections + GH_FD_RESERVE + (rlim_t)cfg->nupstreams * GH_FD_PER_UPSTREAM;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        GH_LOGE("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit want = rl;
+        want.rlim_cur = need;
+        if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+            want.rlim_max = need; /* only with CAP_SYS_RESOURCE */
+        if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+            GH_LOGE("max_connections = %u needs %llu file descriptors, but the limit is %llu "
+                    "(hard %llu) and cannot be raised: %s. Raise it (systemd: LimitNOFILE=%llu; "
+                    "shell: ulimit -n %llu) or lower max_connections",
+                    cfg->max_connections, (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+                    (unsigned long long)rl.rlim_max, strerror(errno), (unsigned long long)need,
+                    (unsigned long long)need);
+            return -1;
+        }
+        GH_LOGI("file descriptor limit raised from %llu to %llu", (unsigned long long)rl.rlim_cur,
+                (unsigned long long)need);
+    }
+    return 0;
 }
 
 /* ---- --init-admin ---- */
@@ -63,6 +104,8 @@ static int init_admin_apply(gh_txn *txn, void *arg)
         snprintf(u.verifier, sizeof(u.verifier), "%s", a->verifier);
         u.verifier_time = gh_txn_now(txn);
         rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+        if (rc == 0) /* a password reset ends the old password's sessions */
+            rc = gh_store_token_revoke_user(txn, u.id, NULL);
     }
     if (rc != 0)
         return rc;
@@ -196,6 +239,8 @@ static int run_server(gh_config *cfg, const char *config_path)
     char nbuf[16];
     int rc;
 
+    if (raise_nofile(cfg) != 0)
+        return 1;
     snprintf(nbuf, sizeof(nbuf), "%u", cfg->threadpool_size);
     setenv("UV_THREADPOOL_SIZE", nbuf, 1);
     if (uv_loop_init(&loop) != 0)
@@ -288,6 +333,17 @@ int main(int argc, char **argv)
 
     if (gh_config_defaults(&cfg) != 0)
         return 1;
+    /* Installed: FHS defaults and the system configuration file when present;
+     * from the build tree: the checkout's ./var (clients/paths-int.h). */
+    int installed = !gh__in_build_tree("/proc/self/exe");
+    if (installed) {
+        free(cfg.state_dir);
+        cfg.state_dir = strdup(GH_INSTALLED_STATE_DIR);
+        if (cfg.state_dir == NULL)
+            return 1;
+        if (config_path == NULL && access(GH_INSTALLED_CONFIG, F_OK) == 0)
+            config_path = GH_INSTALLED_CONFIG;
+    }
     if (config_path && gh_config_load(&cfg, config_path, err, sizeof(err)) != 0) {
         fprintf(stderr, "gatehoused: %s\n", err);
         gh_config_free(&cfg);
@@ -301,6 +357,13 @@ int main(int argc, char **argv)
         free(cfg.socket_path);
         cfg.socket_path = strdup(sock);
     }
+    /* The installed state directory has its socket under the run directory;
+     * any other state directory keeps <state_dir>/gatehoused.sock. */
+    if (installed && cfg.socket_path && cfg.socket_path[0] == '\0' && cfg.state_dir &&
+        strcmp(cfg.state_dir, GH_INSTALLED_STATE_DIR) == 0) {
+        free(cfg.socket_path);
+        cfg.socket_path = strdup(GH_INSTALLED_SOCKET);
+    }
     if (gh_config_finish(&cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "gatehoused: %s%s%s\n", config_path ? config_path : "",
                 config_path ? ": " : "", err);
@@ -308,6 +371,11 @@ int main(int argc, char **argv)
         return 2;
     }
     gh_log_setup(gh_log_level_parse(cfg.log_level), cfg.log_syslog);
+    /* Without systemd's RuntimeDirectory (or tmpfiles) nobody made the run
+     * directory since boot: make it, like the state directory. */
+    if (installed && strcmp(cfg.socket_path, GH_INSTALLED_SOCKET) == 0 &&
+        mkdir(GH_INSTALLED_RUN_DIR, 0755) != 0 && errno != EEXIST)
+        GH_LOGW("cannot create %s: %s", GH_INSTALLED_RUN_DIR, strerror(errno));
     if (admin)
         rc = run_init_admin(&cfg, admin);
     else

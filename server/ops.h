@@ -36,14 +36,17 @@ typedef struct gh_opctx {
     struct gh_server *srv;
     const gh_config *cfg;
     gh_authz *authz;
-    gh_txn *txn;      /* read snapshot, valid during the handler call only */
-    json_t *req;      /* the request object (borrowed) */
-    json_t *resp;     /* success fields go here (borrowed) */
-    int admin;        /* the peer may call admin operations */
-    uid_t peer_uid;   /* (uid_t)-1 for TCP peers */
-    const char *peer; /* "uid:1000" or "tcp:127.0.0.1:5555", for lockout and logs */
-    char actor[96];   /* change-log actor: "uid:0", "user:alice" */
-    int64_t now;      /* wall clock seconds */
+    gh_txn *txn;         /* read snapshot, valid during the handler call only */
+    json_t *req;         /* the request object (borrowed) */
+    json_t *resp;        /* success fields go here (borrowed) */
+    int admin;           /* the peer may call admin operations (rank == GH_PEER_ADMIN) */
+    int rank;            /* enum gh_peer_rank of the peer for this request */
+    int frontend;        /* a trusted front-end: may name its end client ("client") */
+    uid_t peer_uid;      /* (uid_t)-1 for TCP peers */
+    const char *peer;    /* "uid:1000" or "tcp:127.0.0.1", for logs */
+    const char *peerkey; /* what lockout and limits key on ("tcp:loopback" for 127/8) */
+    char actor[96];      /* change-log actor: "uid:0", "user:alice" */
+    int64_t now;         /* wall clock seconds */
     char msg[GH_ERRMSG_MAX];
     /* set by gh_op_defer */
     int deferred;
@@ -58,14 +61,34 @@ typedef struct gh_opctx {
 
 typedef int (*gh_op_fn)(gh_opctx *c);
 
+/* Who may call an op (docs/SECURITY.md has the table). An op that declares
+ * nothing is GH_CLASS_ADMIN: the table fails closed. A peer's class is the
+ * highest it holds: from its socket credentials, or from the token it
+ * presents as "auth". */
+enum gh_op_class {
+    GH_CLASS_ADMIN = 0, /* administrators only (the default) */
+    GH_CLASS_PUBLIC,    /* every peer: ping, auth, whoami, logout */
+    GH_CLASS_SUBJECT,   /* every peer, about the user of a token it presents */
+    GH_CLASS_SERVICE,   /* service peers (and admins), about any user */
+};
+/* The rank of a peer: what it holds, compared with >=. */
+enum gh_peer_rank { GH_PEER_ANY = 0, GH_PEER_SERVICE = 1, GH_PEER_ADMIN = 2 };
+
 enum {
-    GH_OPF_ADMIN = 1u << 0, /* admin peers only */
+    GH_OPF_ADMIN = 0, /* kept for readability: admin is the default class */
     /* A plain deferred write whose apply re-validates everything inside the
      * write txn: it may run behind the connection's earlier writes without
      * waiting for them (a failure against the stale snapshot is retried
      * once they are durable). Reads, and writes that answer from the
      * snapshot (import), wait instead. */
     GH_OPF_WRITE = 1u << 1,
+    /* Pends first (Argon2, an upstream bind) and may write afterwards: until
+     * its write reaches the writer, every later request of the connection
+     * waits (a hard barrier)... */
+    GH_OPF_ARGON2 = 1u << 2,
+    /* ...unless what it writes is nothing a pipelined request can name yet
+     * (auth's new token): then it waits like a read and holds no barrier. */
+    GH_OPF_UNORDERED_WRITE = 1u << 3,
     /* Callable on the NSS socket (server/ops_nss.c); public everywhere.
      * (A high bit: main's GH_OPF_ARGON2 / _UNORDERED_WRITE take 2 and 3.) */
     GH_OPF_NSS = 1u << 6,
@@ -75,6 +98,7 @@ typedef struct gh_op_def {
     const char *name;
     gh_op_fn fn;
     unsigned flags;
+    enum gh_op_class cls; /* omitted: GH_CLASS_ADMIN */
 } gh_op_def;
 
 /* Op tables, one per source file; server/dispatch.c concatenates them. */
@@ -84,9 +108,10 @@ extern const gh_op_def gh__ops_user[]; /* server/ops_user.c: user.*, group.*, du
 extern const gh_op_def gh__ops_io[];   /* server/ops_io.c: dump, import */
 extern const gh_op_def
     gh__ops_authz[]; /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
-extern const gh_op_def gh__ops_sync[];   /* server/ops_sync.c: sync.status, sync.run */
-extern const gh_op_def gh__ops_nss[];    /* server/ops_nss.c: nss.* (passwd and group lookups) */
-extern const gh_op_def gh__ops_passwd[]; /* server/ops_passwd.c: passwd.change */
+extern const gh_op_def gh__ops_sync[];    /* server/ops_sync.c: sync.status, sync.run */
+extern const gh_op_def gh__ops_session[]; /* server/ops_session.c: session.list, session.revoke */
+extern const gh_op_def gh__ops_nss[];     /* server/ops_nss.c: nss.* (passwd and group lookups) */
+extern const gh_op_def gh__ops_passwd[];  /* server/ops_passwd.c: passwd.change */
 /* Whether a connection of the NSS socket may call def (nss.* and ping). */
 int gh__op_nss_allowed(const gh_op_def *def);
 
@@ -116,6 +141,13 @@ int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id);
 
 /* Asynchronous completion for handlers that neither answer nor defer. */
 struct gh_pending *gh_op_pend(gh_opctx *c);
+/* The one deferred-write path, for a request that pended (gh_op_pend) and
+ * now writes: apply runs on the writer; after the commit is durable
+ * reply(arg, resp) adds the success fields and the request completes;
+ * free_arg(arg) runs in every case. On a submit failure p is answered with
+ * the error at once and the code returned. */
+int gh_op_write(struct gh_pending *p, const char *actor, gh_store_write_fn apply,
+                int (*reply)(void *arg, json_t *resp), void (*free_arg)(void *arg), void *arg);
 /* Completes the request later on the loop thread: rc 0 with resp fields, or
  * an error code and message. Takes ownership of resp (may be NULL). */
 void gh_op_complete(struct gh_pending *p, int rc, const char *msg, json_t *resp);

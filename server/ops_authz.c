@@ -381,7 +381,8 @@ typedef struct grant_arg {
     gh_member_kind kind;
     char subject[GH_NAME_MAX + 1];
     char scope[GH_PATTERN_MAX + 1];
-    uint64_t binding; /* revoke by id (0: by fields); out: the binding */
+    uint64_t binding; /* input: revoke by id (0: by fields); never written by apply */
+    uint64_t out;     /* output of the last run: the binding granted or revoked */
 } grant_arg;
 
 static void grant_arg_free(void *p)
@@ -393,8 +394,7 @@ static int grant_reply(void *p, json_t *resp)
 {
     grant_arg *ga = p;
 
-    return json_object_set_new(resp, "binding", json_integer((json_int_t)ga->binding)) ? GH_ENOMEM
-                                                                                       : 0;
+    return json_object_set_new(resp, "binding", json_integer((json_int_t)ga->out)) ? GH_ENOMEM : 0;
 }
 
 /* The binding the request's fields describe (subject resolved now). */
@@ -428,7 +428,7 @@ static int grant_apply(gh_txn *txn, void *p)
     gh_role *r = NULL;
     int rc;
 
-    ga->binding = 0;
+    ga->out = 0;
     if ((rc = grant_like(txn, ga, &b)) != 0)
         return rc;
     rc = gh_store_role_get(txn, ga->role, &r);
@@ -444,7 +444,7 @@ static int grant_apply(gh_txn *txn, void *p)
                            ga->scope[0] ? " on " : "", ga->scope, (unsigned long long)old.id);
     if ((rc = gh_store_binding_add(txn, &b)) != 0)
         return rc;
-    ga->binding = b.id;
+    ga->out = b.id;
     return 0;
 }
 
@@ -452,8 +452,10 @@ static int revoke_apply(gh_txn *txn, void *p)
 {
     grant_arg *ga = p;
     gh_binding b, found;
+    uint64_t id = ga->binding;
     int rc;
 
+    ga->out = 0;
     if (ga->subject[0] != '\0') {
         if ((rc = grant_like(txn, ga, &b)) != 0)
             return rc;
@@ -464,11 +466,13 @@ static int revoke_apply(gh_txn *txn, void *p)
                                ga->scope[0] ? " on " : "", ga->scope);
         if (rc)
             return rc;
-        ga->binding = found.id;
+        id = found.id;
     }
-    rc = gh_store_binding_del(txn, ga->binding);
+    rc = gh_store_binding_del(txn, id);
     if (rc == GH_ENOTFOUND)
-        return gh_txn_fail(txn, rc, "no binding %llu", (unsigned long long)ga->binding);
+        return gh_txn_fail(txn, rc, "no binding %llu", (unsigned long long)id);
+    if (rc == 0)
+        ga->out = id;
     return rc;
 }
 
@@ -637,6 +641,32 @@ static int bad_pair(gh_opctx *c, const char *where, const char *action, const ch
                       resource);
 }
 
+/* An unknown user, to a peer that is not an administrator, looks like a
+ * user every check denies: the answer must not tell who exists. */
+static int deny_unknown(gh_opctx *c, const char *action, const char *resource, int want)
+{
+    const char *name = json_string_value(json_object_get(c->req, "user"));
+    char buf[GH_ERRMSG_MAX + 64];
+    json_object_set_new(c->resp, "allow", json_false());
+    if (!want)
+        return 0;
+    snprintf(buf, sizeof(buf), "no rule of user %s matches %.64s on %.64s: default deny",
+             name ? name : "?", action, resource);
+    json_object_set_new(c->resp, "explain",
+                        json_pack("{sssss[{ssss}]ss}", "decision", "deny", "reason", "default_deny",
+                                  "path", "type", "user", "name", name ? name : "?", "summary",
+                                  buf));
+    return 0;
+}
+
+/* The syntax gh_authz_* demands of a checked pair, tested before any lookup. */
+static int pair_valid(const char *action, const char *resource)
+{
+    char msg[GH_ERRMSG_MAX];
+    return strchr(action, '*') == NULL && gh_schema_action_valid(action, msg, sizeof(msg)) == 0 &&
+           gh_schema_resource_concrete_valid(resource, msg, sizeof(msg)) == 0;
+}
+
 static int op_check(gh_opctx *c)
 {
     const char *action, *resource;
@@ -644,14 +674,20 @@ static int op_check(gh_opctx *c)
     uint64_t user_id;
     int want = 0, allow = 0, rc;
 
-    if ((rc = gh_op_resolve_subject(c, &user_id)) != 0)
-        return rc;
+    /* every field is validated before anyone is looked up */
     if ((rc = gh_arg_str(c, "action", 1, GH_PATTERN_MAX, &action)) != 0 ||
         (rc = gh_arg_str(c, "resource", 1, GH_PATTERN_MAX, &resource)) != 0)
         return rc;
     rc = gh_arg_bool(c, "explain", 0, &want);
     if (rc != 0 && rc != GH_ENOTFOUND)
         return rc;
+    if (!pair_valid(action, resource))
+        return bad_pair(c, "", action, resource);
+    if ((rc = gh_op_resolve_subject(c, &user_id)) != 0) {
+        if (rc == GH_ENOTFOUND && !c->admin)
+            return deny_unknown(c, action, resource, want);
+        return rc;
+    }
     if (want)
         rc = gh_authz_explain(c->authz, c->txn, user_id, action, resource, &allow, &explain);
     else
@@ -678,10 +714,15 @@ static int op_check_batch(gh_opctx *c)
     char where[48];
     int rc;
 
-    if ((rc = gh_op_resolve_subject(c, &user_id)) != 0)
-        return rc;
+    int unknown = 0;
     if (!json_is_array(checks))
         return gh_op_fail(c, GH_EINVAL, "'checks' must be an array of {\"action\",\"resource\"}");
+    if ((rc = gh_op_resolve_subject(c, &user_id)) != 0) {
+        if (rc != GH_ENOTFOUND || c->admin)
+            return rc;
+        unknown = 1; /* validated below, then denied like a user with no rules */
+        user_id = 0;
+    }
     n = json_array_size(checks);
     if (n > CHECK_BATCH_MAX)
         return gh_op_fail(c, GH_ETOOBIG, "'checks' holds %zu checks; at most %d", n,
@@ -707,8 +748,15 @@ static int op_check_batch(gh_opctx *c)
         }
         actions[i] = json_string_value(ja);
         resources[i] = json_string_value(jr);
+        if (unknown && !pair_valid(actions[i], resources[i])) {
+            snprintf(where, sizeof(where), "checks[%zu]: ", i);
+            rc = bad_pair(c, where, actions[i], resources[i]);
+            goto done;
+        }
     }
     rc = gh_authz_check_many(c->authz, c->txn, user_id, n, actions, resources, allow, &bad);
+    if (unknown && rc == GH_ENOTFOUND)
+        rc = 0; /* allow[] stays all false */
     if (rc == GH_EINVAL) {
         snprintf(where, sizeof(where), "checks[%zu]: ", bad);
         rc = bad_pair(c, where, actions[bad], resources[bad]);
@@ -743,16 +791,24 @@ static int op_perms(gh_opctx *c)
 {
     const char *name;
     json_t *rules = NULL;
+    uint64_t user_id;
     gh_user u;
     int rc;
 
-    if ((rc = gh_arg_name(c, "user", 1, &name)) != 0)
+    /* an administrator's question about anyone, or a token holder's about
+     * itself (a service may check others, but not read their rules) */
+    if (json_object_get(c->req, "user") != NULL && !c->admin)
+        return gh_op_fail(c, GH_EPERM,
+                          "'perms' of a named user needs an administrator; present "
+                          "the user's 'token'");
+    if ((rc = gh_op_resolve_subject(c, &user_id)) != 0)
         return rc;
-    rc = gh_store_user_get(c->txn, name, &u);
+    rc = gh_store_user_get_by_id(c->txn, user_id, &u);
+    name = u.name;
     if (rc == GH_ENOTFOUND)
-        return gh_op_fail(c, rc, "no user named '%s'", name);
+        return gh_op_fail(c, rc, "the user no longer exists");
     if (rc)
-        return gh_op_fail(c, rc, "cannot read user '%s'", name);
+        return gh_op_fail(c, rc, "cannot read the user");
     rc = gh_authz_perms(c->authz, c->txn, u.id, &rules);
     if (rc)
         return gh_op_fail(c, rc, "cannot compute the permissions of '%s' (see the server log)",
@@ -783,17 +839,17 @@ static int op_who_can(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_authz[] = {
-    {"role.add", op_role_add, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"role.get", op_role_get, GH_OPF_ADMIN},
-    {"role.list", op_role_list, GH_OPF_ADMIN},
-    {"role.set", op_role_set, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"role.del", op_role_del, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"grant", op_grant, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"revoke", op_revoke, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"bindings", op_bindings, GH_OPF_ADMIN},
-    {"check", op_check, 0},
-    {"check.batch", op_check_batch, 0},
-    {"perms", op_perms, GH_OPF_ADMIN},
-    {"who_can", op_who_can, GH_OPF_ADMIN},
-    {NULL, NULL, 0},
+    {"role.add", op_role_add, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"role.get", op_role_get, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"role.list", op_role_list, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"role.set", op_role_set, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"role.del", op_role_del, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"grant", op_grant, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"revoke", op_revoke, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"bindings", op_bindings, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"check", op_check, 0, GH_CLASS_SUBJECT},
+    {"check.batch", op_check_batch, 0, GH_CLASS_SUBJECT},
+    {"perms", op_perms, 0, GH_CLASS_SUBJECT},
+    {"who_can", op_who_can, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

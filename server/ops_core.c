@@ -118,6 +118,8 @@ static int op_stats(gh_opctx *c)
     json_object_set_new(auth, "success", json_integer((json_int_t)srv->auth_ok));
     json_object_set_new(auth, "failure", json_integer((json_int_t)srv->auth_fail));
     json_object_set_new(auth, "rate_limited", json_integer((json_int_t)srv->auth_limited));
+    json_object_set_new(auth, "verifications", json_integer((json_int_t)srv->auth_verifications));
+    json_object_set_new(auth, "upstream_binds", json_integer((json_int_t)srv->auth_upstream_binds));
     json_object_set_new(auth, "argon2_inflight", json_integer(srv->argon2_inflight));
     json_object_set_new(c->resp, "auth", auth);
     gh_store_size(srv->store, &used, &map);
@@ -182,11 +184,11 @@ static int op_audit(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_core[] = {
-    {"ping", op_ping, 0},
-    {"auth", gh__op_auth, 0},
-    {"whoami", op_whoami, 0},
-    {"logout", op_logout, GH_OPF_WRITE},
-    {"stats", op_stats, GH_OPF_ADMIN},
-    {"audit", op_audit, GH_OPF_ADMIN},
-    {NULL, NULL, 0},
+    {"ping", op_ping, 0, GH_CLASS_PUBLIC},
+    {"auth", gh__op_auth, GH_OPF_ARGON2 | GH_OPF_UNORDERED_WRITE, GH_CLASS_PUBLIC},
+    {"whoami", op_whoami, 0, GH_CLASS_PUBLIC},
+    {"logout", op_logout, GH_OPF_WRITE, GH_CLASS_PUBLIC},
+    {"stats", op_stats, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"audit", op_audit, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

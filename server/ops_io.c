@@ -331,7 +331,7 @@ static int op_import(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_io[] = {
-    {"dump", op_dump, GH_OPF_ADMIN},
-    {"import", op_import, GH_OPF_ADMIN},
-    {NULL, NULL, 0},
+    {"dump", op_dump, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"import", op_import, GH_OPF_ADMIN | GH_OPF_ARGON2, GH_CLASS_ADMIN},
+    {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

@@ -4,8 +4,9 @@
  *
  * The one thing to know: this is a public operation that verifies a
  * password, so it is an oracle exactly like auth and must cost what auth
- * costs: auth's lockout (per login and peer) is checked first and fed with
- * the outcome, an unknown user is verified against the dummy verifier, and
+ * costs: the attempt is admitted by auth's lockout (gh__lockout_admit, keyed
+ * on the client a trusted front-end names) and settled with its outcome, an
+ * unknown user is verified against the dummy verifier, and
  * every Argon2 runs on the pool (verify the old password here, then hash the
  * new one with gh__hash_password), never on the loop. The write re-checks
  * inside the write txn that the verifier is still the one verified, so two
@@ -31,7 +32,9 @@ typedef struct pwjob {
     gh_server *srv;
     gh_pending *p;
     char name[GH_NAME_MAX + 1];
-    char peer[64];
+    char peer[GH_CLIENT_KEY_MAX]; /* the lockout's client key */
+    gh_admission adm;
+    int success;
     char actor[96];
     uint64_t user_id; /* 0: unknown user (verified against the dummy) */
     gh_user_state state;
@@ -47,6 +50,7 @@ typedef struct pwjob {
 
 static void job_free(pwjob *j)
 {
+    gh__lockout_settle(j->srv, &j->adm, j->success);
     if (j->old_pw)
         sodium_free(j->old_pw);
     if (j->new_pw)
@@ -92,13 +96,8 @@ static int change_apply(gh_txn *txn, void *arg)
     sodium_memzero(u.verifier, sizeof(u.verifier));
     if (rc != 0)
         return rc;
-    /* Sessions end with the old password, as for user.passwd.
-     * TODO(lead): gh_store_token_revoke_user(txn, user_id, &n) is being added
-     * to schema/store.h; once it is merged this becomes:
-     *     rc = gh_store_token_revoke_user(txn, j->user_id, &j->revoked);
-     */
-    j->revoked = 0;
-    return rc;
+    /* sessions end with the old password, as for user.passwd */
+    return gh_store_token_revoke_user(txn, j->user_id, &j->revoked);
 }
 
 static void change_written(void *cbarg, int rc, const char *err)
@@ -147,7 +146,7 @@ static void verify_after(uv_work_t *w, int status)
         return;
     }
     int ok = j->verify_ok && j->user_id != 0;
-    gh__lockout_result(srv, j->name, j->peer, ok);
+    j->success = ok; /* settled when the job is freed */
     if (!ok) {
         srv->auth_fail++;
         finish(j, GH_ECREDS, "invalid user name or password");
@@ -185,7 +184,8 @@ static int check_length(gh_opctx *c, const char *pw)
 static int op_passwd_change(gh_opctx *c)
 {
     gh_server *srv = c->srv;
-    const char *name, *old_pw, *new_pw;
+    const char *name, *old_pw, *new_pw, *client = NULL;
+    char ckey[GH_CLIENT_KEY_MAX];
     gh_user u;
     int rc;
 
@@ -193,12 +193,11 @@ static int op_passwd_change(gh_opctx *c)
         (rc = gh_arg_str(c, "old_password", 1, 4096, &old_pw)) != 0 ||
         (rc = gh_arg_str(c, "new_password", 1, 4096, &new_pw)) != 0)
         return rc;
+    rc = gh_arg_str(c, "client", 0, GH_CLIENT_MAX, &client);
+    if (rc != 0 && rc != GH_ENOTFOUND)
+        return rc;
     if ((rc = check_length(c, new_pw)) != 0)
         return rc;
-    if (gh__lockout_check(srv, name, c->peer) != 0) {
-        srv->auth_limited++;
-        return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
-    }
     if (srv->argon2_inflight >= srv->cfg->argon2_queue_max) {
         srv->auth_limited++;
         return gh_op_fail(c, GH_ERATE, "too many authentications in progress; retry later");
@@ -217,7 +216,13 @@ static int op_passwd_change(gh_opctx *c)
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
     j->srv = srv;
     snprintf(j->name, sizeof(j->name), "%s", name);
-    snprintf(j->peer, sizeof(j->peer), "%s", c->peer);
+    gh__lockout_client(c, client, ckey, sizeof(ckey));
+    snprintf(j->peer, sizeof(j->peer), "%s", ckey);
+    if (gh__lockout_admit(srv, name, ckey, &j->adm) != 0) {
+        free(j);
+        srv->auth_limited++;
+        return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
+    }
     snprintf(j->actor, sizeof(j->actor), "user:%s", name);
     j->old_len = strlen(old_pw);
     j->new_len = strlen(new_pw);
@@ -247,6 +252,6 @@ static int op_passwd_change(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_passwd[] = {
-    {"passwd.change", op_passwd_change, 0},
-    {NULL, NULL, 0},
+    {"passwd.change", op_passwd_change, GH_OPF_ARGON2, GH_CLASS_PUBLIC},
+    {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

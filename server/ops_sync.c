@@ -39,7 +39,7 @@ static int op_sync_run(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_sync[] = {
-    {"sync.status", op_sync_status, GH_OPF_ADMIN},
-    {"sync.run", op_sync_run, GH_OPF_ADMIN},
-    {NULL, NULL, 0},
+    {"sync.status", op_sync_status, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"sync.run", op_sync_run, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

@@ -18,6 +18,7 @@
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
+#define GH_ARGON2_LANES_MAX 16 /* lanes (p) of an accepted verifier */
 
 /* ---- write with an optional password: hash first, then the writer ---- */
 
@@ -32,31 +33,16 @@ typedef struct hashed_write {
     char *verifier_dst; /* inside arg, GH_VERIFIER_MAX + 1 bytes */
 } hashed_write;
 
-static void hw_written(void *cbarg, int rc, const char *err)
-{
-    hashed_write *h = cbarg;
-    json_t *resp = json_object();
-    char msg[GH_ERRMSG_MAX];
-    snprintf(msg, sizeof(msg), "%s", err ? err : "");
-    if (rc == 0 && h->reply)
-        rc = h->reply(h->arg, resp);
-    gh__pending_finish(h->p, rc, msg, resp);
-    json_decref(resp);
-    h->free_arg(h->arg);
-    free(h);
-}
-
 static void hw_hashed(void *cbarg, int rc, const char *verifier)
 {
     hashed_write *h = cbarg;
     if (rc == 0) {
         snprintf(h->verifier_dst, GH_VERIFIER_MAX + 1, "%s", verifier);
-        rc = gh_writer_submit(h->srv->writer, h->actor, h->apply, h->arg, hw_written, h);
-        if (rc == 0)
-            return;
+        gh_op_write(h->p, h->actor, h->apply, h->reply, h->free_arg, h->arg);
+    } else {
+        gh__pending_finish(h->p, rc, rc == GH_ERATE ? "too much Argon2 work queued" : NULL, NULL);
+        h->free_arg(h->arg);
     }
-    gh__pending_finish(h->p, rc, rc == GH_ERATE ? "too much Argon2 work queued" : NULL, NULL);
-    h->free_arg(h->arg);
     free(h);
 }
 
@@ -98,6 +84,26 @@ static int check_password(gh_opctx *c, const char *pw)
     if (chars < c->cfg->password_min_length)
         return gh_op_fail(c, GH_EINVAL, "password must be at least %u characters",
                           c->cfg->password_min_length);
+    return 0;
+}
+
+/* A verifier's Argon2 cost ($argon2id$v=19$m=KIB,t=PASSES,p=LANES$...) within
+ * argon2_memlimit_max and argon2_opslimit_max: every auth of the user pays
+ * it, so an unbounded one lets a single record exhaust the server's memory. */
+static int verifier_cost_ok(gh_opctx *c, const char *v)
+{
+    unsigned long long m, t, p;
+    int used = 0;
+
+    if (sscanf(v, "$argon2id$v=19$m=%llu,t=%llu,p=%llu$%n", &m, &t, &p, &used) != 3 || used == 0)
+        return gh_op_fail(c, GH_EINVAL, "'verifier' must be $argon2id$v=19$m=..,t=..,p=..$..");
+    if (m > c->cfg->argon2_memlimit_max / 1024 || t > c->cfg->argon2_opslimit_max || p < 1 ||
+        p > GH_ARGON2_LANES_MAX)
+        return gh_op_fail(c, GH_EINVAL,
+                          "'verifier' costs more than allowed (m=%llu KiB, t=%llu, p=%llu; "
+                          "argon2_memlimit_max %zu KiB, argon2_opslimit_max %llu, p at most %d)",
+                          m, t, p, c->cfg->argon2_memlimit_max / 1024,
+                          (unsigned long long)c->cfg->argon2_opslimit_max, GH_ARGON2_LANES_MAX);
     return 0;
 }
 
@@ -162,33 +168,49 @@ static int opt_u32(gh_opctx *c, const char *key, uint32_t *dst, unsigned bit, un
 
 /* ---- users ---- */
 
+/* An apply may run more than once (a neighbour's failure or a map growth
+ * reruns the batch): it reads only the input fields and writes only out. */
 typedef struct user_arg {
-    gh_user u; /* fields to write; after apply: the stored user */
+    gh_user u; /* input: fields to write */
     unsigned mask;
     char name[GH_NAME_MAX + 1]; /* target of set / passwd / del */
+    /* output of the last run: the stored user, without its verifier */
+    gh_user out;
+    int out_has_password;
 } user_arg;
 
 static void user_arg_free(void *arg)
 {
     user_arg *a = arg;
     sodium_memzero(a->u.verifier, sizeof(a->u.verifier));
+    sodium_memzero(a->out.verifier, sizeof(a->out.verifier));
     free(a);
+}
+
+static void user_out(user_arg *a, const gh_user *stored)
+{
+    a->out = *stored;
+    a->out_has_password = stored->verifier[0] != '\0';
+    sodium_memzero(a->out.verifier, sizeof(a->out.verifier));
 }
 
 static int user_reply(void *arg, json_t *resp)
 {
     user_arg *a = arg;
-    json_object_set_new(resp, "user", gh_json_user(&a->u));
+    json_t *o = gh_json_user(&a->out);
+    json_object_set_new(o, "has_password", json_boolean(a->out_has_password));
+    json_object_set_new(resp, "user", o);
     return 0;
 }
 
 static int user_add_apply(gh_txn *txn, void *arg)
 {
     user_arg *a = arg;
-    gh_user u = a->u; /* the apply may run twice: keep a->u's input intact */
+    gh_user u = a->u;
     int rc = gh_store_user_add(txn, &u);
     if (rc == 0)
-        a->u = u;
+        user_out(a, &u);
+    sodium_memzero(u.verifier, sizeof(u.verifier));
     return rc;
 }
 
@@ -238,7 +260,8 @@ static int op_user_add(gh_opctx *c)
         free(a);
         return gh_op_fail(c, GH_EEXISTS, "a user named '%s' already exists", name);
     }
-    /* A verifier (export/import) instead of a password: stored as is. */
+    /* A verifier (export/import) instead of a password: stored as is, once
+     * its cost is known to be bounded. */
     const char *verifier;
     rc = gh_arg_str(c, "verifier", 0, GH_VERIFIER_MAX, &verifier);
     if (rc == 0) {
@@ -249,6 +272,10 @@ static int op_user_add(gh_opctx *c)
             free(a);
             return gh_op_fail(c, GH_EINVAL,
                               "'verifier' must be an $argon2id$ string, without 'password'");
+        }
+        if ((rc = verifier_cost_ok(c, verifier)) != 0) {
+            free(a);
+            return rc;
         }
         snprintf(a->u.verifier, sizeof(a->u.verifier), "%s", verifier);
     } else if (rc != GH_ENOTFOUND) {
@@ -430,10 +457,13 @@ static int user_set_apply(gh_txn *txn, void *arg)
     }
     if (a->mask != 0)
         rc = gh_store_user_update(txn, &u, a->mask);
-    if (rc == 0) {
-        a->u = u;
-        sodium_memzero(a->u.verifier, sizeof(a->u.verifier));
-    }
+    /* A new password ends every session of the old one, in the same txn
+     * (state changes are handled by the store itself). */
+    if (rc == 0 && (a->mask & GH_UF_VERIFIER))
+        rc = gh_store_token_revoke_user(txn, u.id, NULL);
+    if (rc == 0)
+        user_out(a, &u);
+    sodium_memzero(u.verifier, sizeof(u.verifier));
     return rc;
 }
 
@@ -750,17 +780,17 @@ static int op_group_remove_member(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_user[] = {
-    {"user.add", op_user_add, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"user.get", op_user_get, GH_OPF_ADMIN},
-    {"user.list", op_user_list, GH_OPF_ADMIN},
-    {"user.set", op_user_set, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"user.passwd", op_user_passwd, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"user.del", op_user_del, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.add", op_group_add, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.get", op_group_get, GH_OPF_ADMIN},
-    {"group.list", op_group_list, GH_OPF_ADMIN},
-    {"group.del", op_group_del, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.add_member", op_group_add_member, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {"group.remove_member", op_group_remove_member, GH_OPF_ADMIN | GH_OPF_WRITE},
-    {NULL, NULL, 0},
+    {"user.add", op_user_add, GH_OPF_ADMIN | GH_OPF_WRITE | GH_OPF_ARGON2, GH_CLASS_ADMIN},
+    {"user.get", op_user_get, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"user.list", op_user_list, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"user.set", op_user_set, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"user.passwd", op_user_passwd, GH_OPF_ADMIN | GH_OPF_WRITE | GH_OPF_ARGON2, GH_CLASS_ADMIN},
+    {"user.del", op_user_del, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.add", op_group_add, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.get", op_group_get, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"group.list", op_group_list, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    {"group.del", op_group_del, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.add_member", op_group_add_member, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {"group.remove_member", op_group_remove_member, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
+    {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

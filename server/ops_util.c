@@ -38,6 +38,8 @@ int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, js
 struct gh_pending *gh_op_pend(gh_opctx *c)
 {
     c->pending = c->request_;
+    if (c->pending->state == GH_REQ_RUNNING)
+        c->pending->state = GH_REQ_HASHING;
     return c->pending;
 }
 
@@ -172,6 +174,10 @@ int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, 
     rc = gh_store_user_get_by_id(txn, t.user_id, u);
     if (rc != 0)
         return GH_ETOKEN;
+    /* Tokens die with the account (the store revokes them on the change);
+     * checked here too so that no path can ever honour a stale one. */
+    if (u->state != GH_USER_ACTIVE || u->tombstone != 0)
+        return GH_ETOKEN;
     *expires = t.expires;
     return 0;
 }
@@ -191,17 +197,28 @@ static int find_group(uint64_t id, void *arg)
     return 0;
 }
 
+/* Admin through a token: an active user in the local admin_group. A group of
+ * that name mirrored from an upstream never grants admin: whoever controls
+ * the upstream would otherwise control Gatehouse. */
 int gh__user_is_admin(gh_server *srv, gh_txn *txn, uint64_t user_id)
 {
     gh_group g;
+    gh_user u;
     struct admin_find f = {0, 0};
     if (srv->cfg->admin_group[0] == '\0')
         return 0;
-    if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0)
+    if (gh_store_group_get(txn, srv->cfg->admin_group, &g) != 0 || g.origin[0] != '\0' ||
+        g.tombstone != 0)
         return 0;
     f.gid = g.id;
     gh_store_user_groups(txn, user_id, find_group, &f);
-    return f.found;
+    if (!f.found)
+        return 0;
+    /* members only: whoami of an ordinary user pays no second decode */
+    if (gh_store_user_get_by_id(txn, user_id, &u) != 0 || u.state != GH_USER_ACTIVE ||
+        u.tombstone != 0)
+        return 0;
+    return 1;
 }
 
 int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
@@ -218,6 +235,12 @@ int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
     if ((name == NULL) == (token == NULL))
         return gh_op_fail(c, GH_EINVAL, "give exactly one of 'user' or 'token'");
     if (name != NULL) {
+        /* naming any user is for services and administrators; everyone else
+         * asks about the user whose token it holds */
+        if (c->rank < GH_PEER_SERVICE)
+            return gh_op_fail(c, GH_EPERM,
+                              "naming a 'user' needs a service or administrator peer; present "
+                              "the user's 'token' instead");
         rc = gh_store_user_id(c->txn, name, user_id);
         if (rc == GH_ENOTFOUND)
             return gh_op_fail(c, rc, "no user named '%s'", name);

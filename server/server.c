@@ -12,7 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/stat.h>
+#include <time.h>
+
+#include <sodium.h>
 
 #include "schema/log.h"
 #include "server/server.h"
@@ -37,25 +41,91 @@ static int mkdir_p(const char *dir)
 int gh__open_store(gh_config *cfg, gh_store **store)
 {
     char err[512] = "";
+    const char *rerun = getenv("GATEHOUSE_TEST_RERUN_WRITES");
     gh_store_opts so = {
         .state_dir = cfg->state_dir,
         .map_size = cfg->map_size,
         .map_max = cfg->map_max,
         .uid_min = cfg->uid_min,
+        /* tests only: every write op runs twice, the first run thrown away */
+        .rerun_writes = rerun != NULL && strcmp(rerun, "1") == 0,
     };
+    struct stat st;
     if (mkdir_p(cfg->state_dir) != 0) {
         GH_LOGE("cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
         return GH_EIO;
     }
+    /* The directory holds the database and token.key: whoever may write it
+     * may replace either, and so become anyone. */
+    if (stat(cfg->state_dir, &st) != 0) {
+        GH_LOGE("cannot stat state directory %s: %s", cfg->state_dir, strerror(errno));
+        return GH_EIO;
+    }
+    if (!S_ISDIR(st.st_mode) || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        GH_LOGE("state directory %s is %s (mode %04o): refusing to start; fix it with "
+                "'chmod go-w %s' (0700 is best)",
+                cfg->state_dir, S_ISDIR(st.st_mode) ? "group- or world-writable" : "no directory",
+                (unsigned)(st.st_mode & 07777), cfg->state_dir);
+        return GH_EPERM;
+    }
+    if (so.rerun_writes)
+        GH_LOGW("GATEHOUSE_TEST_RERUN_WRITES=1: every write runs twice (tests only)");
     int rc = gh_store_open(store, &so, err, sizeof(err));
     if (rc != 0)
         GH_LOGE("cannot open the store in %s: %s", cfg->state_dir, err[0] ? err : gh_strerror(rc));
     return rc;
 }
 
+/* ---- audit retention: the writer prunes the change log in small batches,
+ * each its own commit, so requests interleave with a long backlog. ---- */
+
+#define AUDIT_PRUNE_BATCH 512
+
+typedef struct audit_prune {
+    gh_server *srv;
+    int64_t before;
+    size_t pruned;
+} audit_prune;
+
+static int audit_prune_apply(gh_txn *txn, void *arg)
+{
+    audit_prune *a = arg;
+    return gh_store_changelog_prune(txn, a->before, AUDIT_PRUNE_BATCH, &a->pruned);
+}
+
+static void audit_prune_submit(gh_server *srv, int64_t before);
+
+static void audit_prune_done(void *cbarg, int rc, const char *err)
+{
+    audit_prune *a = cbarg;
+    if (rc != 0)
+        GH_LOGW("audit: pruning the change log failed: %s", err);
+    else if (a->pruned > 0)
+        GH_LOGD("audit: pruned %zu change-log entries", a->pruned);
+    /* a full batch: more may be due; go on unless the server is stopping */
+    if (rc == 0 && a->pruned == AUDIT_PRUNE_BATCH && !a->srv->stopping)
+        audit_prune_submit(a->srv, a->before);
+    free(a);
+}
+
+static void audit_prune_submit(gh_server *srv, int64_t before)
+{
+    audit_prune *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return;
+    a->srv = srv;
+    a->before = before;
+    if (gh_writer_submit(srv->writer, "housekeeping", audit_prune_apply, a, audit_prune_done, a) !=
+        0)
+        free(a);
+}
+
 static void on_housekeeping(uv_timer_t *t)
 {
-    gh__housekeeping(t->data);
+    gh_server *srv = t->data;
+    gh__housekeeping(srv);
+    if (srv->cfg->audit_retention > 0)
+        audit_prune_submit(srv, (int64_t)time(NULL) - (int64_t)srv->cfg->audit_retention);
 }
 
 /* Replies are flushed once per loop turn, before the loop sleeps (prepare:
@@ -79,6 +149,17 @@ static void on_shutdown_timeout(uv_timer_t *t)
         gh__conn_close(c);
 }
 
+/* jansson's memory is wiped when freed: request strings (passwords) and the
+ * parser's scratch buffers must not survive in freed heap. Process-wide by
+ * jansson's design; set once, before any request is parsed. */
+static void wiping_free(void *p)
+{
+    if (p == NULL)
+        return;
+    sodium_memzero(p, malloc_usable_size(p));
+    free(p);
+}
+
 int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
 {
     int rc;
@@ -88,6 +169,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     srv->cfg = cfg;
     srv->loop = loop;
     srv->started = gh__now_ms();
+    json_set_alloc_funcs(malloc, wiping_free);
     if ((rc = gh__open_store(cfg, &srv->store)) != 0)
         return rc;
     if ((rc = gh_store_reader_new(srv->store, &srv->reader)) != 0)
@@ -107,6 +189,8 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_timer_init(loop, &srv->housekeeping);
     srv->housekeeping.data = srv;
     uv_timer_start(&srv->housekeeping, on_housekeeping, 30000, 30000);
+    if (cfg->audit_retention > 0) /* a restarted server prunes at once */
+        audit_prune_submit(srv, (int64_t)time(NULL) - (int64_t)cfg->audit_retention);
     uv_timer_init(loop, &srv->shutdown_timer);
     srv->shutdown_timer.data = srv;
     uv_check_init(loop, &srv->flush_check);
@@ -115,6 +199,8 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_prepare_init(loop, &srv->flush_prepare);
     srv->flush_prepare.data = srv;
     uv_prepare_start(&srv->flush_prepare, on_flush_prepare);
+    uv_idle_init(loop, &srv->flush_idle);
+    srv->flush_idle.data = srv;
     srv->have_handles = 1;
     return 0;
 }
@@ -136,6 +222,7 @@ void gh__maybe_finish_shutdown(gh_server *srv)
         uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
         uv_close((uv_handle_t *)&srv->flush_check, NULL);
         uv_close((uv_handle_t *)&srv->flush_prepare, NULL);
+        uv_close((uv_handle_t *)&srv->flush_idle, NULL);
         srv->have_handles = 0;
     }
     if (srv->have_signals) {

@@ -29,22 +29,43 @@
 #define GH_MAX_DEPTH 32
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
+#define GH_FLUSH_ROUNDS 8        /* flush passes per loop phase before yielding to I/O */
 #define GH_LAT_BUCKETS 160       /* 0-7 us exact, then 4 sub-buckets per power of two */
 
 struct gh_conn;
+
+/* A request's one state. Each transition has its own function in dispatch.c
+ * (gh__req_*), and the connection's counters follow from the states:
+ *   npending = requests not DONE; nparked = PARKED; barriers = requests
+ *   holding a barrier (a write not yet durable), hard_barriers = of those,
+ *   the ones not yet handed to the writer (Argon2 first).
+ *
+ *   PARSED -> PARKED (waits behind the connection's writes) -> RUNNING
+ *   RUNNING -> HASHING (Argon2 or an upstream bind) -> WRITING -> DONE
+ *   RUNNING -> WRITING (deferred write) -> DONE;  RUNNING -> DONE */
+typedef enum gh_req_state {
+    GH_REQ_PARSED = 0,
+    GH_REQ_PARKED,
+    GH_REQ_RUNNING,
+    GH_REQ_HASHING,
+    GH_REQ_WRITING,
+    GH_REQ_DONE,
+} gh_req_state;
 
 /* One request's place in its connection's reply order ("gh_pending" in ops.h). */
 typedef struct gh_pending {
     struct gh_pending *next;
     struct gh_conn *conn;
-    json_t *id;  /* the request's id (owned ref) or NULL */
-    int op;      /* index into the op table, -1 before decode */
-    uint64_t t0; /* uv_hrtime at decode, for latency stats */
-    int done;
-    int barrier;     /* a write in flight: later requests of the connection wait */
+    gh_req_state state;
+    json_t *id;      /* the request's id (owned ref) or NULL */
+    int op;          /* index into the op table, -1 before decode */
+    uint64_t t0;     /* uv_hrtime at decode, for latency stats */
+    int barrier;     /* 0, or 1 (write queued) / 2 (write not queued yet): later requests wait */
+    int secret;      /* the reply carries a secret (a token): wiped before it is freed */
     uv_work_t *work; /* queued Argon2 job, cancelled if the connection closes first */
-    json_t *parked;  /* the request, held until the connection's writes are durable */
-    char *out;       /* serialized reply line, once done */
+    char *held;      /* PARKED: a copy of the request line (re-parsed when it runs) */
+    size_t held_len;
+    char *out; /* serialized reply line, once done */
     size_t outlen;
 } gh_pending;
 
@@ -63,25 +84,28 @@ typedef struct gh_conn {
     char *in;
     size_t in_len, in_cap;
     gh_pending *head, *tail; /* replies in request order */
-    unsigned npending;       /* requests not yet completed */
+    unsigned npending;       /* requests not yet DONE */
     unsigned barriers;       /* writes in flight (read-your-writes) */
     unsigned hard_barriers;  /* of which not yet handed to the writer (Argon2 first) */
     unsigned nparked;        /* requests held behind those writes */
-    int resuming;            /* gh__resume_parked is on the stack */
+    size_t held_bytes;       /* bytes of the lines those requests keep */
     size_t out_bytes;        /* reply bytes queued in uv_write */
     size_t queued_bytes;     /* serialized replies waiting for their turn */
-    int in_process;          /* process_input is on the stack */
     unsigned handles_open;   /* stream + timer */
     int closing;
     int close_after_write; /* framing lost: close once replies are out */
     int eof;               /* the peer half-closed: answer, then close */
     int paused;
     int admin;
+    int service;  /* a member of service_unix_group */
+    int frontend; /* trusted front-end (admin or frontend_unix_group): may name "client" */
     int is_tcp;
     int nss_only; /* accepted on the NSS socket: nss.* and ping only */
     uid_t uid;
     gid_t gid;
-    char peer[64];
+    char peer[64];            /* "uid:1000", "tcp:127.0.0.1" (for logs) */
+    char peerkey[64];         /* what limits key on: "uid:1000", "tcp:loopback", "tcp:10.0.0.2" */
+    uint64_t last_request_ms; /* the idle timeout counts from the last complete request */
 } gh_conn;
 
 typedef struct gh_lat {
@@ -89,10 +113,12 @@ typedef struct gh_lat {
     uint64_t buckets[GH_LAT_BUCKETS]; /* microseconds, see gh__lat_bucket */
 } gh_lat;
 
-/* Failure bookkeeping for lockout (per login name and per peer). */
+/* Lockout bookkeeping: one slot per keyed hash of (login, client), login, or
+ * client. Attempts are counted when admitted, before any Argon2 runs. */
 typedef struct gh_fail {
-    char key[GH_NAME_MAX + 72];
-    unsigned failures;
+    uint64_t key;      /* SipHash of the key string under srv->fail_key; 0 = empty */
+    unsigned failures; /* admitted attempts not (yet) known to have succeeded */
+    unsigned inflight; /* admitted attempts still verifying */
     uint64_t until_ms; /* refused until this monotonic time */
     uint64_t last_ms;
 } gh_fail;
@@ -101,6 +127,15 @@ typedef struct gh_failtab {
     gh_fail *slots;
     size_t cap, used;
 } gh_failtab;
+
+/* One admitted password attempt (auth, passwd.change, LDAP bind): taken by
+ * gh__lockout_admit, given back exactly once by gh__lockout_settle. */
+typedef struct gh_admission {
+    uint64_t user_key;  /* (login, client) */
+    uint64_t login_key; /* login, any client: in-flight cap only */
+    uint64_t peer_key;  /* client: spraying */
+    int held;
+} gh_admission;
 
 typedef struct gh_server {
     gh_config *cfg;
@@ -121,6 +156,7 @@ typedef struct gh_server {
     uv_timer_t shutdown_timer;
     uv_check_t flush_check;
     uv_prepare_t flush_prepare;
+    uv_idle_t flush_idle; /* running while flush work is left over: the loop must not sleep */
 
     gh_conn *conns;
     unsigned nconns;
@@ -129,19 +165,22 @@ typedef struct gh_server {
     int have_handles; /* housekeeping, shutdown timer, flush check are open */
     int have_signals;
 
-    gid_t admin_gid;
-    int have_admin_gid;
+    gid_t admin_gid, service_gid, frontend_gid;
+    int have_admin_gid, have_service_gid, have_frontend_gid;
     uint8_t token_key[32];
     char dummy_verifier[GH_VERIFIER_MAX + 1];
     unsigned argon2_inflight;
 
-    gh_failtab user_fails;
-    gh_failtab peer_fails;
+    gh_failtab user_fails;  /* (login, client) */
+    gh_failtab login_fails; /* login */
+    gh_failtab peer_fails;  /* client */
+    uint8_t fail_key[16];   /* SipHash key of the tables (random per start) */
 
     /* stats */
     uint64_t started;
     uint64_t conns_total, conns_rejected;
     uint64_t auth_ok, auth_fail, auth_limited;
+    uint64_t auth_verifications, auth_upstream_binds;
     gh_lat *lat; /* one per op in the table */
     size_t nops;
 } gh_server;
@@ -156,11 +195,15 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len);
 const gh_op_def *gh__op_at(size_t i);
 const gh_op_def *gh__op_find(const char *name); /* NULL: no such op */
 size_t gh__op_count(void);
-/* Finishes p with either an error (rc < 0) or resp's fields; flushes later. */
+/* Finishes p with either an error (rc < 0) or resp's fields: serializes the
+ * reply, marks p DONE and its connection dirty; the flush phase writes it. */
 void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp);
+/* Frees a slot (its reply written or dropped), wiping what may be secret. */
+void gh__pending_free(gh_pending *p);
 /* A JSON string of an error message, with invalid UTF-8 replaced by '?'. */
 json_t *gh__message_json(const char *msg);
-/* Runs the requests held behind a connection's writes, as far as allowed. */
+/* Runs the requests held behind a connection's writes, as far as allowed
+ * (flush phase only: it runs handlers). */
 void gh__resume_parked(gh_conn *c);
 /* Admin status of a token presented as "auth" (0/1), or a GH_E* code. */
 int gh__token_user(gh_server *srv, gh_txn *txn, const char *token, int64_t now, gh_user *u,
@@ -172,7 +215,10 @@ int gh__listen(gh_server *srv);
 void gh__listen_stop(gh_server *srv);
 void gh__conn_close(gh_conn *c);
 void gh__conn_mark_dirty(gh_conn *c);
+/* A request of c completed: counts it and marks c dirty (never reads). */
 void gh__conn_request_done(gh_conn *c);
+/* The flush phase: for every dirty connection, resume parked requests, write
+ * finished replies in order, read and parse held-back input, close when done. */
 void gh__flush_all(gh_server *srv);
 void gh__close_idle_for_shutdown(gh_server *srv);
 /* Wraps an already-connected UNIX stream socket as a connection of a peer with
@@ -193,9 +239,17 @@ int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_
 int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH_BYTES]);
 void gh__housekeeping(gh_server *srv);
 int gh__op_auth(gh_opctx *c); /* the auth operation */
-/* auth's lockout for other password checks: 0 or GH_ERATE; then the outcome. */
-int gh__lockout_check(gh_server *srv, const char *name, const char *peer);
-void gh__lockout_result(gh_server *srv, const char *name, const char *peer, int ok);
+/* Lockout admission, shared by every password check (auth, passwd.change,
+ * LDAP binds, upstream binds): the client key is the peer, or for a trusted
+ * front-end the end client it names. admit counts the attempt at once and
+ * returns GH_ERATE when a delay runs or the login has too many checks in
+ * flight; settle gives the admission back exactly once (success clears the
+ * login's count for that client). */
+#define GH_CLIENT_MAX 128                           /* "client" field, bytes */
+#define GH_CLIENT_KEY_MAX (64 + GH_CLIENT_MAX + 16) /* peerkey/client:... */
+void gh__lockout_client(const gh_opctx *c, const char *client, char *out, size_t outlen);
+int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_admission *a);
+void gh__lockout_settle(gh_server *srv, gh_admission *a, int success);
 
 /* server.c */
 int gh__open_store(gh_config *cfg, gh_store **store);

@@ -82,6 +82,9 @@ UidClient(path, uid, gid=None, groups=None, timeout=..., auth=None)
     process running under another uid/gid (setpriv), so SO_PEERCRED on the
     server side shows that uid. Needs root and a server with world_access.
 
+foreign_program(path) -> argv prefix running a build program (gatehoused,
+    the CLI) from a world-readable copy, for use after setpriv_prefix: the
+    checkout may be unreadable by other uids (a clone under /root).
 as_uid(uid, argv, gid=None, groups=None, **subprocess_run_kwargs)
     subprocess.run(argv) under `setpriv --reuid --regid --clear-groups` (or
     --groups=...); setpriv_prefix(uid, gid, groups) gives the argv prefix.
@@ -90,7 +93,8 @@ init_admin(server, name, password, check=True)
     the password on stdin (stops and restarts the server around it when it
     is running); returns the CompletedProcess.
 run_cli(server, args, input=None, uid=None, ...) -> CompletedProcess
-    runs $GH_BUILDDIR/gatehouse --socket SOCK ARGS.
+    runs $GH_BUILDDIR/gatehouse --socket SOCK ARGS (under uid: from
+    foreign_program's copy).
 Helpers: gatehoused_path(), cli_path(), is_root(), NOBODY (65534),
     scaled(seconds), wait_until(pred, timeout, interval), project_version()
     (from configure.ac), SANITIZED (gatehoused has ASan), SCALE.
@@ -113,7 +117,8 @@ import unittest
 
 __all__ = [
     "TestCase", "Server", "Client", "UidClient", "ServerError", "ProtocolError",
-    "ConnectionClosed", "as_uid", "setpriv_prefix", "init_admin", "run_cli", "main",
+    "ConnectionClosed", "as_uid", "setpriv_prefix", "foreign_program", "init_admin", "run_cli",
+    "main",
     "gatehoused_path", "cli_path", "is_root", "NOBODY", "SCALE", "SANITIZED", "scaled",
     "wait_until", "project_version",
 ]
@@ -435,6 +440,68 @@ while True:
 """
 
 
+_foreign_copies = {}
+
+
+def foreign_program(path):
+    """argv prefix that runs build program `path` from a copy any uid can
+    execute. The checkout may live where other uids cannot reach it (a clone
+    under /root is mode 0700), so a program started under another uid runs
+    from a world-readable temporary directory: the ELF itself, or for a
+    libtool wrapper its real program from .libs/ plus the build's shared
+    libraries (lib*.so*), with LD_LIBRARY_PATH pointing at the copy. The
+    copies are made once per test process and removed at exit."""
+    path = os.path.abspath(path)
+    if path in _foreign_copies:
+        return list(_foreign_copies[path])
+    d = tempfile.mkdtemp(prefix="gh-bin-", dir=_short_tmp())
+    _foreign_dirs.append(d)
+    os.chmod(d, 0o755)
+    name = os.path.basename(path)
+    real = path
+    libs = []
+    with open(path, "rb") as f:
+        wrapper = f.read(2) == b"#!"
+    if wrapper:
+        libdir = os.path.join(os.path.dirname(path), ".libs")
+        for cand in ("lt-" + name, name):
+            if os.path.isfile(os.path.join(libdir, cand)):
+                real = os.path.join(libdir, cand)
+                break
+        else:
+            raise ServerError("%s is a script without a program in %s" % (path, libdir))
+        libs = [os.path.join(libdir, n) for n in sorted(os.listdir(libdir))
+                if n.startswith("lib") and ".so" in n]
+    dst = os.path.join(d, name)
+    shutil.copyfile(real, dst)
+    os.chmod(dst, 0o755)
+    for lib in libs:
+        out = os.path.join(d, os.path.basename(lib))
+        shutil.copyfile(lib, out)  # follows symlinks: libx.so.1 becomes a file
+        os.chmod(out, 0o755)
+    argv = [dst]
+    if libs:
+        ld = d + (":" + os.environ["LD_LIBRARY_PATH"] if os.environ.get("LD_LIBRARY_PATH")
+                  else "")
+        argv = ["env", "LD_LIBRARY_PATH=" + ld, dst]
+    _foreign_copies[path] = argv
+    return list(argv)
+
+
+def _short_tmp():
+    # sun_path is 108 bytes, and the directory must be reachable by other uids
+    return "/tmp" if len(tempfile.gettempdir()) > 60 else None
+
+
+_foreign_dirs = []
+
+
+@atexit.register
+def _remove_foreign_copies():
+    for d in _foreign_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def setpriv_prefix(uid, gid=None, groups=None):
     """argv prefix running a command as uid/gid (supplementary groups:
     none, or the list given)."""
@@ -636,13 +703,15 @@ class Server:
 
     # -- process control
     def argv(self):
-        argv = [gatehoused_path(), "--foreground", "--state-dir", self.state_dir,
-                "--socket", self.socket_path]
+        prog = [gatehoused_path()]
+        if self.run_as is not None:
+            prog = (setpriv_prefix(self.run_as[0], self.run_as[1])
+                    + foreign_program(gatehoused_path()))
+        argv = prog + ["--foreground", "--state-dir", self.state_dir, "--socket",
+                       self.socket_path]
         if self.config_path:
             argv += ["--config", self.config_path]
         argv += self.extra_args
-        if self.run_as is not None:
-            argv = setpriv_prefix(self.run_as[0], self.run_as[1]) + argv
         return argv
 
     def _env(self):
@@ -818,11 +887,13 @@ def init_admin(server, name, password, check=True, timeout=None):
     was_running = server.running()
     if was_running:
         server.stop()
-    argv = [gatehoused_path(), "--init-admin", name, "--state-dir", server.state_dir]
+    prog = [gatehoused_path()]
+    if server.run_as is not None:
+        prog = (setpriv_prefix(server.run_as[0], server.run_as[1])
+                + foreign_program(gatehoused_path()))
+    argv = prog + ["--init-admin", name, "--state-dir", server.state_dir]
     if server.config_path:
         argv += ["--config", server.config_path]
-    if server.run_as is not None:
-        argv = setpriv_prefix(server.run_as[0], server.run_as[1]) + argv
     cp = subprocess.run(argv, input=(password + "\n").encode("utf-8"), stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE, env=server._env(),
                         timeout=scaled(30) if timeout is None else timeout)
@@ -837,9 +908,10 @@ def init_admin(server, name, password, check=True, timeout=None):
 
 def run_cli(server, args, input=None, uid=None, gid=None, env=None, timeout=None):
     """Runs the gatehouse CLI against server's socket (as uid when given)."""
-    argv = [cli_path(), "--socket", server.socket_path] + list(args)
+    prog = [cli_path()]
     if uid is not None:
-        argv = setpriv_prefix(uid, gid) + argv
+        prog = setpriv_prefix(uid, gid) + foreign_program(cli_path())
+    argv = prog + ["--socket", server.socket_path] + list(args)
     e = dict(os.environ)
     if env:
         e.update(env)

@@ -26,9 +26,23 @@ EXTRA_DIST += $(CLIENT_TESTS) tests/integration/lib_example.c \
 	tests/integration/rfc2307bis-test.schema
 $(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la
 
+# issue 10's defences in the request core (lockout, peer classes, bounds, secrets)
+TESTS += tests/integration/test_security.py
+EXTRA_DIST += tests/integration/test_security.py
+
 # server process tests (configuration, TCP, signals, bootstrap)
 TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py
+
+# make install into a DESTDIR, installed paths, exports, unit, man pages
+TESTS += tests/integration/test_install.py
+EXTRA_DIST += tests/integration/test_install.py
+tests/integration/test_install.log: gatehouse gatehoused libgatehouse.la
+
+# sessions, write re-runs and bounds (issue 10)
+TESTS += tests/integration/test_sessions.py
+EXTRA_DIST += tests/integration/test_sessions.py
+tests/integration/test_sessions.log: gatehoused gatehouse
 
 # OS login (issue 12): libnss_gatehouse through glibc (getent, id) and
 # pam_gatehouse through Linux-PAM (pamtester), in a private mount namespace

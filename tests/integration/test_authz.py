@@ -411,12 +411,15 @@ class Authz(ghtest.TestCase):
         self.assertOk(admin.call("user.add", name="alice", password=PASSWORD))
         self.assertOk(admin.call("grant", role="reader", user="alice"))
         c = self.uid_client(srv, ghtest.NOBODY)
-        r = self.assertOk(c.call("check", user="alice", action="read", resource="docs/a"))
+        self.assertError(c.call("check", user="alice", action="read", resource="docs/a"),
+                         "permission_denied")
+        tok = c.login("alice", PASSWORD)
+        r = self.assertOk(c.call("check", token=tok, action="read", resource="docs/a"))
         self.assertIs(r["allow"], True)
-        r = self.assertOk(c.call("check", user="alice", action="read", resource="docs/a",
+        r = self.assertOk(c.call("check", token=tok, action="read", resource="docs/a",
                                  explain=True))
         self.assertEqual(r["explain"]["decision"], "allow")
-        r = self.assertOk(c.call("check.batch", user="alice",
+        r = self.assertOk(c.call("check.batch", token=tok,
                                  checks=[{"action": "read", "resource": "docs/a"}]))
         self.assertEqual(r["results"], [True])
         for op, fields in [("role.add", {"name": "x"}), ("role.get", {"name": "reader"}),

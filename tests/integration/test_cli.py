@@ -485,11 +485,18 @@ class Tokens(CliCase):
         tok = r.json["token"]
         self.assertEqual(r.json["user"], "alice")
         self.assertLessEqual(r.json["expires_at"], time.time() + 61)
-        self.assertEqual(self.ghj("whoami", tok)["user"], "alice")
+        # never in argv (ps shows it to every local user): stdin or GATEHOUSE_TOKEN
+        r = self.gh("whoami", tok, rc=2)
+        self.assertIn("GATEHOUSE_TOKEN", r.err)
+        self.assertNotIn(tok, r.err)
+        self.gh("logout", tok, rc=2)
+        self.gh("whoami", rc=2)  # no token at all
+        env = {"GATEHOUSE_TOKEN": tok}
         self.assertEqual(self.ghj("whoami", "-", input=tok + "\n")["user"], "alice")
-        self.assertIn("alice", self.gh("whoami", tok).out)
-        self.gh("logout", tok)
-        self.assertErr(self.gh("whoami", tok, rc=1), 1, "invalid_token")
+        self.assertEqual(self.ghj("whoami", env=env)["user"], "alice")
+        self.assertIn("alice", self.gh("whoami", env=env).out)
+        self.gh("logout", "-", input=tok + "\n")
+        self.assertErr(self.gh("whoami", "-", input=tok + "\n", rc=1), 1, "invalid_token")
         self.assertErr(self.gh("auth", "alice", "--password-stdin", input="wrong-pass\n", rc=1),
                        1, "invalid_credentials")
         self.assertErr(self.gh("auth", "ghost", "--password-stdin", input="wrong-pass\n",
@@ -501,8 +508,9 @@ class Tokens(CliCase):
         srv = self.start_server(world_access=True)
         ghtest.init_admin(srv, "root-admin", PW)
         run(srv.socket_path, "user", "add", "carol", "--password-stdin", input=PW + "\n")
-        argv = ghtest.setpriv_prefix(ghtest.NOBODY) + [ghtest.cli_path(), "--socket",
-                                                      srv.socket_path]
+        # from a world-readable copy: the checkout may be unreadable by nobody
+        argv = (ghtest.setpriv_prefix(ghtest.NOBODY) + ghtest.foreign_program(ghtest.cli_path())
+                + ["--socket", srv.socket_path])
         env = dict(os.environ)
         env.pop("GATEHOUSE_TOKEN", None)
 
@@ -516,8 +524,8 @@ class Tokens(CliCase):
             return Result(cp.returncode, cp.stdout.decode(), cp.stderr.decode())
 
         self.assertErr(as_nobody("user", "list"), 4, "permission_denied")
-        r = as_nobody("check", "carol", "read", "x")
-        self.assertEqual(r.rc, 1, r)  # allowed to ask: default deny
+        # not a service peer: may not ask about a named user (issue 10)
+        self.assertErr(as_nobody("check", "carol", "read", "x"), 4, "permission_denied")
         r = as_nobody("auth", "root-admin", "--password-stdin", input=(PW + "\n").encode())
         self.assertEqual(r.rc, 0, r)
         r = as_nobody("--json", "user", "list", extra_env={"GATEHOUSE_TOKEN": r.out.strip()})

@@ -74,19 +74,29 @@ class PeerCred(ghtest.TestCase):
         self.assertOk(c.call("logout", token=tok))
         self.assertError(c.call("whoami", token=tok), "invalid_token")
 
-    def test_nonadmin_may_check(self):
+    def test_nonadmin_checks_only_its_own_token(self):
+        # issue 10: a peer that is neither service nor admin asks about the
+        # user whose token it holds, never about a named user (no
+        # enumeration: the same refusal whether the user exists or not)
         srv, root = self.setup_server()
         c = self.uid_client(srv, ghtest.NOBODY)
-        r = self.assertOk(c.call("check", user="alice", action="deploy",
-                                 resource="service/billing"))
-        self.assertIs(r["allow"], False)        # default deny
+        for name in ("alice", "ghost"):
+            r = self.assertError(c.call("check", user=name, action="deploy",
+                                        resource="service/billing"), "permission_denied")
+            self.assertNotIn("not_found", str(r))
+            self.assertError(c.call("check.batch", user=name, checks=[
+                {"action": "read", "resource": "a"}]), "permission_denied")
+            self.assertError(c.call("check", user=name, action="read", resource="a",
+                                    explain=True), "permission_denied")
         tok = c.login("alice", "alice-password")
         r = self.assertOk(c.call("check", token=tok, action="deploy",
                                  resource="service/billing"))
         self.assertIs(r["allow"], False)
-        r = self.assertOk(c.call("check.batch", user="alice", checks=[
+        r = self.assertOk(c.call("check.batch", token=tok, checks=[
             {"action": "read", "resource": "a"}, {"action": "write", "resource": "b"}]))
         self.assertEqual(r["results"], [False, False])
+        r = self.assertOk(c.call("perms", token=tok))
+        self.assertEqual(r["user"], "alice")
 
     def test_nonadmin_refused_admin_ops(self):
         srv, root = self.setup_server()

@@ -5,3 +5,8 @@
 SYNC_TESTS = tests/sync/test_sync.py
 TESTS += $(SYNC_TESTS)
 EXTRA_DIST += $(SYNC_TESTS) tests/sync/slapd.py tests/sync/gen_ldif.py tests/sync/bench_sync.py
+
+# sessions against a real upstream (issue 10): upstream admin-named group,
+# upstream delete ends sessions
+TESTS += tests/sync/test_sync_sessions.py
+EXTRA_DIST += tests/sync/test_sync_sessions.py

@@ -27,3 +27,19 @@ TESTS += tests/unit/test_server
 tests_unit_test_server_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_server_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
+
+# the client's status enum against the server's error table
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_errors
+TESTS += tests/unit/test_errors
+tests_unit_test_errors_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_errors_LDADD = libghcore.la libgatehouse.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif
+
+# sessions and bounds (issue 10): store revocation, token/admin resolution
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_sessions
+TESTS += tests/unit/test_sessions
+tests_unit_test_sessions_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_sessions_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif

@@ -1,7 +1,8 @@
 /*
  * test_server.c: unit tests of server pieces that need no running loop: the
- * latency histogram behind `stats`, the configuration loader, and the error
- * table that is the protocol's list of stable codes.
+ * latency histogram behind `stats`, the configuration loader, the error
+ * table that is the protocol's list of stable codes, and the class of every
+ * op (who may call it).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -141,13 +142,81 @@ static void test_error_table(void **state)
     assert_int_equal(gh_error_from_code("no_such_code"), GH_EINTERNAL);
 }
 
+/* Every op of the table with the class it must have (docs/SECURITY.md). An
+ * op added without a line here fails the test: its class is a decision. */
+static const struct {
+    const char *name;
+    enum gh_op_class cls;
+} pinned[] = {
+    {"ping", GH_CLASS_PUBLIC},
+    {"auth", GH_CLASS_PUBLIC},
+    {"whoami", GH_CLASS_PUBLIC},
+    {"logout", GH_CLASS_PUBLIC},
+    {"check", GH_CLASS_SUBJECT},
+    {"check.batch", GH_CLASS_SUBJECT},
+    {"perms", GH_CLASS_SUBJECT},
+    {"stats", GH_CLASS_ADMIN},
+    {"audit", GH_CLASS_ADMIN},
+    {"user.add", GH_CLASS_ADMIN},
+    {"user.get", GH_CLASS_ADMIN},
+    {"user.list", GH_CLASS_ADMIN},
+    {"user.set", GH_CLASS_ADMIN},
+    {"user.passwd", GH_CLASS_ADMIN},
+    {"user.del", GH_CLASS_ADMIN},
+    {"group.add", GH_CLASS_ADMIN},
+    {"group.get", GH_CLASS_ADMIN},
+    {"group.list", GH_CLASS_ADMIN},
+    {"group.del", GH_CLASS_ADMIN},
+    {"group.add_member", GH_CLASS_ADMIN},
+    {"group.remove_member", GH_CLASS_ADMIN},
+    {"dump", GH_CLASS_ADMIN},
+    {"import", GH_CLASS_ADMIN},
+    {"role.add", GH_CLASS_ADMIN},
+    {"role.get", GH_CLASS_ADMIN},
+    {"role.list", GH_CLASS_ADMIN},
+    {"role.set", GH_CLASS_ADMIN},
+    {"role.del", GH_CLASS_ADMIN},
+    {"grant", GH_CLASS_ADMIN},
+    {"revoke", GH_CLASS_ADMIN},
+    {"bindings", GH_CLASS_ADMIN},
+    {"who_can", GH_CLASS_ADMIN},
+    {"sync.status", GH_CLASS_ADMIN},
+    {"sync.run", GH_CLASS_ADMIN},
+    {"session.list", GH_CLASS_ADMIN},
+    {"session.revoke", GH_CLASS_ADMIN},
+};
+
+static void test_op_classes(void **state)
+{
+    gh_server srv;
+    (void)state;
+    memset(&srv, 0, sizeof(srv));
+    assert_int_equal(gh__dispatch_init(&srv), 0);
+    size_t n = gh__op_count(), npinned = sizeof(pinned) / sizeof(pinned[0]);
+    for (size_t i = 0; i < n; i++) {
+        const gh_op_def *d = gh__op_at(i);
+        size_t k = 0;
+        while (k < npinned && strcmp(pinned[k].name, d->name) != 0)
+            k++;
+        if (k == npinned)
+            fail_msg("op '%s' has no pinned class in test_op_classes", d->name);
+        if (d->cls != pinned[k].cls)
+            fail_msg("op '%s' has class %d, pinned %d", d->name, (int)d->cls, (int)pinned[k].cls);
+    }
+    for (size_t k = 0; k < npinned; k++)
+        if (gh__op_find(pinned[k].name) == NULL)
+            fail_msg("pinned op '%s' is not in the table", pinned[k].name);
+    /* fail-closed: the zero value of the class is admin */
+    assert_int_equal(GH_CLASS_ADMIN, 0);
+    free(srv.lat);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_latency_buckets),
-        cmocka_unit_test(test_config_values),
-        cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_error_table),
+        cmocka_unit_test(test_latency_buckets), cmocka_unit_test(test_config_values),
+        cmocka_unit_test(test_config_errors),   cmocka_unit_test(test_error_table),
+        cmocka_unit_test(test_op_classes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

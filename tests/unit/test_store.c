@@ -1661,7 +1661,7 @@ static void test_migrate_v0(void **state)
     fx_open(f);
     t = rd(f);
     assert_int_equal(gh_store_schema_version(t, &ver), 0);
-    assert_int_equal(ver, 1);
+    assert_int_equal(ver, GH_SCHEMA_VERSION);
     assert_int_equal(gh_store_user_get(t, "old2", &out), 0);
     assert_int_equal(out.id, 2);
     assert_int_equal(out.uid, 2002);

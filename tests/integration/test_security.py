@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Integration tests of issue 10's defences in the request core: the lockout
+counted at admission (pipelining, spraying, another account's good login,
+a second peer, trusted front-ends naming their end client), peer classes
+(service peers, no enumeration of users), bounded memory for requests held
+behind writes, the element limit, connections per peer, the idle timeout
+measured from the last complete request, and passwords not left in the
+server's memory. Each test fails on the code before issue 10."""
+
+import grp
+import os
+import socket
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ghtest  # noqa: E402
+
+PW = "correct horse battery"
+OTHER = 65533
+
+
+def service_group():
+    """An OS group other than root's to act as service_unix_group."""
+    for name in ("users", "staff", "daemon", "games"):
+        try:
+            return grp.getgrnam(name)
+        except KeyError:
+            continue
+    return None
+
+
+class Lockout(ghtest.TestCase):
+
+    def server(self, **cfg):
+        base = {"lockout_threshold": 5, "peer_failure_threshold": 1000,
+                "lockout_base_delay": 30, "lockout_max_delay": 60}
+        base.update(cfg)
+        srv = self.start_server(config=base, world_access=ghtest.is_root())
+        admin = self.client(srv)
+        for name in ("alice", "bob"):
+            self.assertOk(admin.call("user.add", name=name, password=PW))
+        return srv, admin
+
+    def verifications(self, admin):
+        return self.assertOk(admin.call("stats"))["auth"]["verifications"]
+
+    def test_pipelined_guesses_counted_at_admission(self):
+        srv, admin = self.server()
+        before = self.verifications(admin)
+        c = self.client(srv)
+        reqs = [{"id": i, "op": "auth", "user": "alice", "password": "guess-%d" % i}
+                for i in range(64)]
+        rs = c.pipeline(reqs)
+        codes = [r["error"]["code"] for r in rs]
+        # at most lockout_threshold verified guesses, however it pipelines
+        self.assertLessEqual(codes.count("invalid_credentials"), 5, codes)
+        self.assertGreaterEqual(codes.count("invalid_credentials"), 1, codes)
+        self.assertEqual(codes.count("rate_limited") + codes.count("invalid_credentials"), 64)
+        self.assertLessEqual(self.verifications(admin) - before, 5)
+        # reconnecting buys nothing either: five verified guesses in all
+        for i in range(10):
+            c2 = self.client(srv)
+            r = c2.call("auth", user="alice", password="again-%d" % i)
+            codes.append(r["error"]["code"])
+            c2.close()
+        self.assertEqual(codes.count("invalid_credentials"), 5, codes)
+        self.assertEqual(self.verifications(admin) - before, 5)
+        self.assertError(self.client(srv).call("auth", user="alice", password=PW),
+                         "rate_limited")
+
+    def test_good_login_of_another_account_keeps_the_peer_count(self):
+        srv, admin = self.server(lockout_threshold=100, peer_failure_threshold=6)
+        c = self.client(srv)
+        for i in range(4):
+            self.assertError(c.call("auth", user="user%d" % i, password="x"),
+                             "invalid_credentials")
+        c.login("bob", PW)     # does not reset the peer's (spraying) count
+        self.assertError(c.call("auth", user="user8", password="x"), "invalid_credentials")
+        self.assertError(c.call("auth", user="user9", password="x"), "invalid_credentials")
+        self.assertError(c.call("auth", user="user10", password="x"), "rate_limited")
+        # the successful login itself was not counted against the peer
+        st = self.assertOk(admin.call("stats"))["auth"]
+        self.assertEqual(st["verifications"], 7)
+
+    def test_spraying_200_logins_is_stopped(self):
+        srv, admin = self.server(lockout_threshold=100, peer_failure_threshold=20)
+        before = self.verifications(admin)
+        c = self.client(srv)
+        rs = c.pipeline([{"op": "auth", "user": "u%03d" % i, "password": "Summer2026!"}
+                         for i in range(200)])
+        codes = [r["error"]["code"] for r in rs]
+        self.assertEqual(codes.count("invalid_credentials"), 20)
+        self.assertLessEqual(self.verifications(admin) - before, 20)
+
+    def test_second_peer_not_locked_out(self):
+        if not ghtest.is_root():
+            self.skipTest("needs root to connect as another uid")
+        srv, admin = self.server()
+        attacker = self.uid_client(srv, ghtest.NOBODY)
+        for i in range(8):
+            attacker.call("auth", user="alice", password="bad-%d" % i)
+        self.assertError(attacker.call("auth", user="alice", password=PW), "rate_limited")
+        victim = self.uid_client(srv, OTHER)
+        victim.login("alice", PW)
+
+    def test_front_end_names_its_end_client(self):
+        # root is a trusted front-end (sshd + PAM): an attacker behind it
+        # locks out only itself, not every user of the front-end
+        srv, admin = self.server()
+        for i in range(6):
+            admin.call("auth", user="alice", password="bad-%d" % i, client="ssh:203.0.113.9")
+        self.assertError(admin.call("auth", user="alice", password=PW,
+                                    client="ssh:203.0.113.9"), "rate_limited")
+        r = self.assertOk(admin.call("auth", user="alice", password=PW,
+                                     client="ssh:198.51.100.7"))
+        self.assertTrue(r["token"])
+
+    def test_untrusted_peer_cannot_pick_a_client(self):
+        if not ghtest.is_root():
+            self.skipTest("needs root to connect as another uid")
+        srv, admin = self.server()
+        c = self.uid_client(srv, ghtest.NOBODY)
+        for i in range(6):
+            c.call("auth", user="alice", password="bad-%d" % i, client="fresh-%d" % i)
+        # every claimed client was the same peer: it is locked out
+        self.assertError(c.call("auth", user="alice", password=PW, client="another"),
+                         "rate_limited")
+
+    def test_loopback_tcp_addresses_are_one_peer(self):
+        port = ghtest.free_port() if hasattr(ghtest, "free_port") else None
+        if port is None:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+        srv, admin = self.server(tcp_listen="127.0.0.1:%d" % port)
+        for i in range(6):
+            s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.%d" % (i + 2), 0))
+            f = s.makefile("rwb")
+            f.write(b'{"op":"auth","user":"alice","password":"bad"}\n')
+            f.flush()
+            f.readline()
+            s.close()
+        s = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.77", 0))
+        f = s.makefile("rwb")
+        f.write(('{"op":"auth","user":"alice","password":"%s"}\n' % PW).encode())
+        f.flush()
+        self.assertIn(b'"rate_limited"', f.readline())
+        s.close()
+
+
+class PeerClasses(ghtest.TestCase):
+
+    def setUp(self):
+        if not ghtest.is_root():
+            self.skipTest("needs root to connect as other uids (setpriv)")
+        self.g = service_group()
+        if self.g is None:
+            self.skipTest("no OS group to use as service_unix_group")
+
+    def test_service_peer_checks_anyone_without_learning_who_exists(self):
+        srv = self.start_server(config={"service_unix_group": self.g.gr_name},
+                                world_access=True)
+        admin = self.client(srv)
+        self.assertOk(admin.call("role.add", name="reader",
+                                 allow=[{"action": "read", "resource": "docs/**"}]))
+        self.assertOk(admin.call("user.add", name="alice", password=PW))
+        self.assertOk(admin.call("grant", role="reader", user="alice"))
+        svc = self.uid_client(srv, ghtest.NOBODY, gid=self.g.gr_gid)
+        r = self.assertOk(svc.call("check", user="alice", action="read", resource="docs/a"))
+        self.assertIs(r["allow"], True)
+        # an unknown user answers exactly like a user nothing allows
+        known = self.assertOk(svc.call("check", user="alice", action="write",
+                                       resource="docs/a"))
+        ghost = self.assertOk(svc.call("check", user="ghost", action="write",
+                                       resource="docs/a"))
+        self.assertEqual((known["allow"], ghost["allow"]), (False, False))
+        r = self.assertOk(svc.call("check.batch", user="ghost",
+                                   checks=[{"action": "read", "resource": "docs/a"}]))
+        self.assertEqual(r["results"], [False])
+        r = self.assertOk(svc.call("check", user="ghost", action="read", resource="docs/a",
+                                   explain=True))
+        self.assertEqual(r["explain"]["reason"], "default_deny")
+        # fields are validated before anyone is looked up
+        for name in ("alice", "ghost"):
+            self.assertError(svc.call("check", user=name, action="read"), "invalid_argument")
+            self.assertError(svc.call("check", user=name, action="re*d", resource="x"),
+                             "invalid_argument")
+        # a service is not an administrator
+        self.assertError(svc.call("perms", user="alice"), "permission_denied")
+        self.assertError(svc.call("user.get", name="alice"), "permission_denied")
+        # administrators still learn that a user does not exist
+        self.assertError(admin.call("check", user="ghost", action="read", resource="x"),
+                         "not_found")
+
+    def test_service_group_token(self):
+        srv = self.start_server(world_access=True)
+        admin = self.client(srv)
+        self.assertOk(admin.call("user.add", name="app", password=PW))
+        self.assertOk(admin.call("user.add", name="alice", password=PW))
+        self.assertOk(admin.call("group.add", name="gatehouse-services"))
+        self.assertOk(admin.call("group.add_member", group="gatehouse-services", user="app"))
+        c = self.uid_client(srv, ghtest.NOBODY)
+        tok = c.login("app", PW)
+        self.assertError(c.call("check", user="alice", action="read", resource="x"),
+                         "permission_denied")
+        r = self.assertOk(c.call("check", user="alice", action="read", resource="x", auth=tok))
+        self.assertIs(r["allow"], False)
+        self.assertError(c.call("user.list", auth=tok), "permission_denied")
+
+
+class Bounds(ghtest.TestCase):
+
+    def test_element_limit(self):
+        srv = self.start_server(config={"max_request_elements": 1000})
+        c = self.client(srv)
+        pad = ",".join(["{}"] * 2000)
+        c.send_raw(('{"op":"ping","pad":[%s]}\n' % pad).encode())
+        r = c.recv()
+        self.assertEqual(r["error"]["code"], "too_large")
+        self.assertOk(c.call("ping"))
+
+    def test_held_requests_cost_bytes_not_parsed_trees(self):
+        # A write that hashes first holds every later request of its
+        # connection; each held line is ~60 KB of "{}" (~5 MB parsed).
+        srv = self.start_server(config={"argon2_opslimit": "4", "argon2_memlimit": "8M",
+                                        "threadpool_size": "1"})
+        admin = self.client(srv)
+        self.assertOk(admin.call("ping"))
+        rss0 = srv.rss_kib()
+        pad = ",".join(["{}"] * 14000)
+        line = ('{"op":"check","user":"nobody","action":"a","resource":"b","pad":[%s]}\n'
+                % pad).encode()
+        conns = []
+        for k in range(4):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(srv.socket_path)
+            s.setblocking(False)
+            data = b''.join(('{"op":"user.add","name":"u%d-%d","password":"%s"}\n'
+                             % (k, j, PW)).encode() for j in range(4)) + line * 60
+            sent = 0
+            deadline = time.time() + ghtest.scaled(5)
+            while sent < len(data) and time.time() < deadline:
+                try:
+                    sent += s.send(data[sent:])
+                except BlockingIOError:
+                    time.sleep(0.01)
+            conns.append(s)
+        peak = max(srv.rss_kib() for _ in range(10) if time.sleep(0.05) is None)
+        grew_mib = (peak - rss0) / 1024
+        for s in conns:
+            s.close()
+        # before: up to 256 parsed trees per connection (~1 GB here)
+        self.assertLess(grew_mib, 200 * ghtest.SCALE, "RSS grew by %.0f MiB" % grew_mib)
+        self.assertOk(admin.call("ping"))
+
+    def test_connections_per_peer(self):
+        if not ghtest.is_root():
+            self.skipTest("needs root to connect as another uid")
+        srv = self.start_server(config={"max_connections_per_peer": 3}, world_access=True)
+        cs = [self.uid_client(srv, ghtest.NOBODY) for _ in range(3)]
+        for c in cs:
+            self.assertOk(c.call("ping"))
+        extra = self.uid_client(srv, ghtest.NOBODY)
+        line = extra.recv_line(timeout=ghtest.scaled(5))
+        self.assertIn(b"max_connections_per_peer", line)
+        other = self.uid_client(srv, OTHER)      # another uid is not affected
+        self.assertOk(other.call("ping"))
+        admins = [self.client(srv) for _ in range(5)]   # admins are exempt
+        for c in admins:
+            self.assertOk(c.call("ping"))
+
+    def test_idle_timeout_counts_complete_requests(self):
+        srv = self.start_server(config={"idle_timeout": 2})
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(srv.socket_path)
+        s.sendall(b'{"op":')
+        t0 = time.time()
+        closed = None
+        while time.time() - t0 < 6 * ghtest.SCALE:
+            try:
+                s.sendall(b' ')       # a byte, never a whole request
+            except (BrokenPipeError, ConnectionResetError):
+                closed = time.time() - t0
+                break
+            time.sleep(0.25)
+        self.assertIsNotNone(closed, "a trickling peer kept its connection")
+        self.assertLess(closed, 4 * ghtest.SCALE)
+
+
+class Secrets(ghtest.TestCase):
+
+    def scan(self, pid, needle):
+        hits = 0
+        with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+            for ln in maps:
+                parts = ln.split()
+                if "rw" not in parts[1]:
+                    continue
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                if hi - lo > (1 << 30):
+                    continue
+                try:
+                    mem.seek(lo)
+                    hits += mem.read(hi - lo).count(needle)
+                except (OSError, ValueError, OverflowError):
+                    continue
+        return hits
+
+    def test_password_not_left_in_memory(self):
+        if not ghtest.is_root():
+            self.skipTest("needs root to read the server's memory")
+        srv = self.start_server()
+        c = self.client(srv)
+        secret = "Pw-%s-zz" % os.urandom(8).hex()
+        self.assertOk(c.call("user.add", name="alice", password=secret))
+        c.login("alice", secret)
+        self.assertError(c.call("auth", user="alice", password=secret + "x"),
+                         "invalid_credentials")
+        self.assertOk(c.call("ping"))
+        time.sleep(0.2)
+        self.assertEqual(self.scan(srv.pid, secret.encode()), 0)
+
+
+if __name__ == "__main__":
+    ghtest.main()
