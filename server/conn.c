@@ -467,8 +467,8 @@ static int conn_start(gh_conn *c)
         gh__conn_close(c);
         return GH_EUNAVAIL;
     }
-    if (srv->cfg->idle_timeout) {
-        uint64_t ms = (uint64_t)srv->cfg->idle_timeout * 1000;
+    if (srv->cfg->idle_timeout || c->nss_only) {
+        uint64_t ms = c->nss_only ? GH_NSS_IDLE_MS : (uint64_t)srv->cfg->idle_timeout * 1000;
         uv_timer_start(&c->idle, on_idle, ms, ms);
     }
     uv_read_start(&c->h.stream, on_alloc, on_read);

@@ -29,6 +29,7 @@
 #define GH_MAX_DEPTH 32
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
+#define GH_NSS_IDLE_MS 10000     /* idle NSS-socket connections are closed after this */
 #define GH_LAT_BUCKETS 160       /* 0-7 us exact, then 4 sub-buckets per power of two */
 
 struct gh_conn;
@@ -78,7 +79,9 @@ typedef struct gh_conn {
     int paused;
     int admin;
     int is_tcp;
-    int nss_only; /* accepted on the NSS socket: nss.* and ping only */
+    int nss_only; /* accepted on the NSS socket: nss.* and ping only; idle
+                   * after GH_NSS_IDLE_MS (every process of the machine may
+                   * keep one: they must not pile up) */
     uid_t uid;
     gid_t gid;
     char peer[64];
