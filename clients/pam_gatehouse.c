@@ -422,8 +422,9 @@ EXPORT int pam_sm_chauthtok(pam_handle_t *pamh, int flags, int argc, const char 
         newpw = v;
     }
     json_t *resp;
-    json_t *req = json_pack("{s:s, s:s, s:s, s:s}", "op", "passwd.change", "user", user,
-                            "old_password", oldpw, "new_password", newpw);
+    json_t *req =
+        json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "passwd.change", "user", user, "old_password",
+                  oldpw, "new_password", newpw, "client", client_json(pamh));
     rc = call(&o, req, &resp);
     json_decref(req);
     if (rc == GH_OS_OK) {

@@ -414,10 +414,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* The idle timeout counts from the last complete request, not the last
  * byte: a peer trickling a line a byte at a time is still idle. */
+/* NSS-socket connections idle out quickly: every process of the machine may
+ * keep one, and they must not pile up against the connection limits. */
+static uint64_t conn_idle_ms(const gh_conn *c)
+{
+    return c->nss_only ? GH_NSS_IDLE_MS : (uint64_t)c->srv->cfg->idle_timeout * 1000;
+}
+
 static void on_idle(uv_timer_t *t)
 {
     gh_conn *c = t->data;
-    uint64_t ms = (uint64_t)c->srv->cfg->idle_timeout * 1000;
+    uint64_t ms = conn_idle_ms(c);
     uint64_t since = uv_now(c->srv->loop) - c->last_request_ms;
     if (c->npending > 0 || since < ms) { /* working for the peer, or not idle long enough */
         uv_timer_start(&c->idle, on_idle, c->npending > 0 ? ms : ms - since, 0);
@@ -537,8 +544,8 @@ static int conn_start(gh_conn *c)
         return GH_EUNAVAIL;
     }
     c->last_request_ms = uv_now(srv->loop);
-    if (srv->cfg->idle_timeout)
-        uv_timer_start(&c->idle, on_idle, (uint64_t)srv->cfg->idle_timeout * 1000, 0);
+    if (srv->cfg->idle_timeout || c->nss_only)
+        uv_timer_start(&c->idle, on_idle, conn_idle_ms(c), 0);
     uv_read_start(&c->h.stream, on_alloc, on_read);
     return 0;
 }

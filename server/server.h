@@ -30,6 +30,7 @@
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
 #define GH_FLUSH_ROUNDS 8        /* flush passes per loop phase before yielding to I/O */
+#define GH_NSS_IDLE_MS 10000     /* idle NSS-socket connections are closed after this */
 #define GH_LAT_BUCKETS 160       /* 0-7 us exact, then 4 sub-buckets per power of two */
 
 struct gh_conn;
@@ -100,7 +101,9 @@ typedef struct gh_conn {
     int service;  /* a member of service_unix_group */
     int frontend; /* trusted front-end (admin or frontend_unix_group): may name "client" */
     int is_tcp;
-    int nss_only; /* accepted on the NSS socket: nss.* and ping only */
+    int nss_only; /* accepted on the NSS socket: nss.* and ping only; idle
+                   * after GH_NSS_IDLE_MS (every process of the machine may
+                   * keep one: they must not pile up) */
     uid_t uid;
     gid_t gid;
     char peer[64];            /* "uid:1000", "tcp:127.0.0.1" (for logs) */

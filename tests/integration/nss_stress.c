@@ -13,6 +13,9 @@
  *       resolves, closes every descriptor above 2 (as a daemon does), opens
  *       files that take the freed numbers, resolves again: the answers must
  *       be right and the program's files untouched.
+ *   nss_stress idle SECONDS NAME1:UID1 NAME2:UID2
+ *       resolves, sleeps (the server closes idle NSS connections), resolves
+ *       again on a fresh connection.
  *   nss_stress bench LOOKUPS NAME
  *       getpwnam_r LOOKUPS times; prints p50 and p99 in microseconds.
  *
@@ -144,6 +147,12 @@ int main(int argc, char **argv)
             bad++;
         }
         bad += resolve_many(10, 0); /* the parent's connection still works */
+    } else if (strcmp(argv[1], "idle") == 0 && argc == 5) {
+        bad += resolve_many(2, 0);
+        printf("resolved\n");
+        fflush(stdout);
+        sleep((unsigned)atoi(argv[2]));
+        bad += resolve_many(2, 0);
     } else if (strcmp(argv[1], "closefds") == 0 && argc == 4) {
         bad += resolve_many(2, 0);
         for (int fd = 3; fd < 1024; fd++)

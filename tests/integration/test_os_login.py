@@ -351,6 +351,33 @@ def cli(srv, args):
     return r.returncode, r.stdout.decode() + r.stderr.decode()
 
 
+class NssIdle(Base):
+    """Every process keeps one NSS connection: the server closes idle ones
+    (GH_NSS_IDLE_MS, 10 s) and the module reconnects transparently."""
+
+    def test_idle_connection_closed_and_reopened(self):
+        self.add_user("gh-idle1", uid=20021, password=None)
+        self.add_user("gh-idle2", uid=20022, password=None)
+        exe = os.path.join(self.tmp, "nss_stress")
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nss_stress.c")
+        cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
+        subprocess.run([cc, "-O1", "-pthread", "-o", exe, src], check=True)
+
+        def current():
+            return self.assertOk(self.c.call("stats"))["connections"]["current"]
+        before = current()
+        p = subprocess.Popen(self.os.argv([exe, "idle", "13", "gh-idle1:20021", "gh-idle2:20022"]),
+                             env=self.os.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        self.addCleanup(p.kill)
+        self.assertEqual(p.stdout.readline().strip(), "resolved")
+        self.assertEqual(current(), before + 1)  # the module keeps its connection
+        self.assertTrue(ghtest.wait_until(lambda: current() == before, ghtest.scaled(12)),
+                        "the idle NSS connection was not closed")
+        out, err = p.communicate(timeout=ghtest.scaled(30))
+        self.assertEqual(p.returncode, 0, out + err)
+
+
 class Pam(Base):
     """Linux-PAM (pamtester) through pam_gatehouse."""
 
