@@ -184,6 +184,15 @@ static const struct {
     {"sync.run", GH_CLASS_ADMIN},
     {"session.list", GH_CLASS_ADMIN},
     {"session.revoke", GH_CLASS_ADMIN},
+    /* OS login (issue 12): what /etc/passwd shows, and a self-service change
+     * that costs what auth costs */
+    {"nss.getpwnam", GH_CLASS_PUBLIC},
+    {"nss.getpwuid", GH_CLASS_PUBLIC},
+    {"nss.getgrnam", GH_CLASS_PUBLIC},
+    {"nss.getgrgid", GH_CLASS_PUBLIC},
+    {"nss.initgroups", GH_CLASS_PUBLIC},
+    {"nss.enumerate", GH_CLASS_PUBLIC},
+    {"passwd.change", GH_CLASS_PUBLIC},
 };
 
 static void test_op_classes(void **state)
