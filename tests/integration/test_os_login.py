@@ -600,6 +600,31 @@ class PosixFields(ghtest.TestCase):
         u = self.assertOk(c2.call("user.get", name="pf"))["user"]
         self.assertEqual(u["home"], "/h2")
 
+    def test_ldif(self):
+        srv = self.start_server()
+        c = self.client(srv)
+        self.assertOk(c.call("user.add", name="lf", uid=20301, home="/srv/lf", shell="/bin/zsh",
+                             gecos="L F,Room 1"))
+        self.assertOk(c.call("user.add", name="ld", uid=20302))
+        r = ghtest.run_cli(srv, ["export", "--format", "ldif"])
+        text = r.stdout.decode()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("homeDirectory: /srv/lf\nloginShell: /bin/zsh\ngecos: L F,Room 1\n", text)
+        self.assertIn("homeDirectory: /home/ld\n", text)  # the export's own default
+        ldif = ("dn: uid=lx,ou=users,dc=corp,dc=test\nobjectClass: inetOrgPerson\n"
+                "objectClass: posixAccount\nuid: lx\ncn: L X\nsn: X\nuidNumber: 20303\n"
+                "gidNumber: 20303\nhomeDirectory: /home/lx\nloginShell: /bin/bash\n"
+                "gecos: Lx\n\n"
+                "dn: uid=ly,ou=users,dc=corp,dc=test\nobjectClass: posixAccount\n"
+                "objectClass: account\nuid: ly\ncn: ly\nuidNumber: 20304\ngidNumber: 1\n"
+                "homeDirectory: relative/ly\nloginShell: /bin/a:b\n\n")
+        r = ghtest.run_cli(srv, ["import", "--format", "ldif", "-"], input=ldif)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        u = self.assertOk(c.call("user.get", name="lx"))["user"]
+        self.assertEqual((u["home"], u["shell"], u["gecos"]), ("/home/lx", "/bin/bash", "Lx"))
+        u = self.assertOk(c.call("user.get", name="ly"))["user"]  # unusable values left out
+        self.assertEqual((u["home"], u["shell"]), ("", ""))
+
     def test_enumeration_off_by_default(self):
         srv = self.start_server()
         c = self.client(srv)
