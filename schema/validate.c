@@ -267,3 +267,22 @@ int gh_user_state_parse(const char *s, gh_user_state *out)
     }
     return GH_EINVAL;
 }
+
+int gh_schema_posix_valid(const char *what, const char *s, size_t max, int path, char *msg,
+                          size_t msglen)
+{
+    int rc = gh_schema_text_valid(what, s, max, msg, msglen);
+    if (rc != 0)
+        return rc;
+    if (strchr(s, ':') != NULL) {
+        if (msg != NULL && msglen > 0)
+            snprintf(msg, msglen, "%s must not contain ':'", what);
+        return GH_EINVAL;
+    }
+    if (path && s[0] != '\0' && s[0] != '/') {
+        if (msg != NULL && msglen > 0)
+            snprintf(msg, msglen, "%s must be an absolute path", what);
+        return GH_EINVAL;
+    }
+    return 0;
+}

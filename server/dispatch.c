@@ -34,8 +34,9 @@ static int cmp_ops(const void *a, const void *b)
 
 int gh__dispatch_init(gh_server *srv)
 {
-    const gh_op_def *lists[] = {gh__ops_core,  gh__ops_user, gh__ops_io,
-                                gh__ops_authz, gh__ops_sync, gh__ops_session, gh__ops_backup};
+    const gh_op_def *lists[] = {gh__ops_core,   gh__ops_user, gh__ops_io,
+                                gh__ops_authz,  gh__ops_sync, gh__ops_session,
+                                gh__ops_backup, gh__ops_nss,  gh__ops_passwd};
     const size_t nlists = sizeof(lists) / sizeof(lists[0]);
     size_t n = 0;
     if (table == NULL) {
@@ -461,6 +462,11 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
     }
     ctx.txn = txn;
 
+    /* the NSS socket answers its lookups and ping only (server/ops_nss.c) */
+    if (c->nss_only && !gh__op_nss_allowed(def)) {
+        rc = gh_op_fail(&ctx, GH_EPERM, "the NSS socket answers nss.* lookups only");
+        goto done;
+    }
     /* identify: a token in "auth" may raise the request's rank */
     json_t *auth = json_object_get(req, "auth");
     if (auth != NULL) {

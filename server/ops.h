@@ -89,6 +89,9 @@ enum {
     /* ...unless what it writes is nothing a pipelined request can name yet
      * (auth's new token): then it waits like a read and holds no barrier. */
     GH_OPF_UNORDERED_WRITE = 1u << 3,
+    /* Callable on the NSS socket (server/ops_nss.c); public everywhere.
+     * (A high bit: main's GH_OPF_ARGON2 / _UNORDERED_WRITE take 2 and 3.) */
+    GH_OPF_NSS = 1u << 6,
 };
 
 typedef struct gh_op_def {
@@ -107,7 +110,11 @@ extern const gh_op_def
     gh__ops_authz[]; /* server/ops_authz.c: role.*, grant, revoke, bindings, check... */
 extern const gh_op_def gh__ops_sync[];    /* server/ops_sync.c: sync.status, sync.run */
 extern const gh_op_def gh__ops_session[]; /* server/ops_session.c: session.list, session.revoke */
-extern const gh_op_def gh__ops_backup[]; /* server/ops_backup.c: backup */
+extern const gh_op_def gh__ops_backup[];  /* server/ops_backup.c: backup */
+extern const gh_op_def gh__ops_nss[];     /* server/ops_nss.c: nss.* (passwd and group lookups) */
+extern const gh_op_def gh__ops_passwd[];  /* server/ops_passwd.c: passwd.change */
+/* Whether a connection of the NSS socket may call def (nss.* and ping). */
+int gh__op_nss_allowed(const gh_op_def *def);
 
 /* Sets c->msg (printf-style) and returns err. */
 int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -31,6 +31,7 @@
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
 #define GH_FLUSH_ROUNDS 8        /* flush passes per loop phase before yielding to I/O */
+#define GH_NSS_IDLE_MS 10000     /* idle NSS-socket connections are closed after this */
 #define GH_LAT_BUCKETS 160       /* 0-7 us exact, then 4 sub-buckets per power of two */
 
 struct gh_conn;
@@ -103,6 +104,9 @@ typedef struct gh_conn {
     int service;  /* a member of service_unix_group */
     int frontend; /* trusted front-end (admin or frontend_unix_group): may name "client" */
     int is_tcp;
+    int nss_only; /* accepted on the NSS socket: nss.* and ping only; idle
+                   * after GH_NSS_IDLE_MS (every process of the machine may
+                   * keep one: they must not pile up) */
     uid_t uid;
     gid_t gid;
     char peer[64];            /* "uid:1000", "tcp:127.0.0.1" (for logs) */
@@ -153,7 +157,8 @@ typedef struct gh_server {
 
     uv_pipe_t unix_listener;
     uv_tcp_t tcp_listener;
-    int have_unix, have_tcp;
+    uv_pipe_t nss_listener; /* cfg->nss_socket, mode 0666 (server/ops_nss.c) */
+    int have_unix, have_tcp, have_nss;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t housekeeping;
     uv_timer_t shutdown_timer;

@@ -53,6 +53,9 @@ struct gh_upstream_cfg {
     char *gid_number_attr;
     char *display_name_attr;
     char *mail_attr;
+    char *home_attr; /* POSIX fields (issue 12); "" = not mirrored */
+    char *shell_attr;
+    char *gecos_attr;
     char *key_attr;
     char *group_name_attr;
     char *description_attr;

@@ -265,6 +265,16 @@ static uint32_t upstream_flags(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
     return f;
 }
 
+/* A POSIX field (homeDirectory, loginShell, gecos): one that could not go
+ * into a passwd line is left empty (the server's default applies). */
+static void posix_value(LDAP *ld, LDAPMessage *e, const char *attr, int path, char *out,
+                        size_t outlen)
+{
+    text_value(ld, e, attr, out, outlen);
+    if (gh_schema_posix_valid("text", out, outlen - 1, path, NULL, 0) != 0)
+        out[0] = '\0';
+}
+
 void gh__entry_skipped(gh__upstream *up, const char *dn, const char *fmt, ...)
 {
     char why[128];
@@ -346,6 +356,9 @@ static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *ke
     u->gid = number_value(ld, e, cfg->gid_number_attr);
     text_value(ld, e, cfg->display_name_attr, u->display_name, sizeof(u->display_name));
     text_value(ld, e, cfg->mail_attr, u->mail, sizeof(u->mail));
+    posix_value(ld, e, cfg->home_attr, 1, u->home, sizeof(u->home));
+    posix_value(ld, e, cfg->shell_attr, 1, u->shell, sizeof(u->shell));
+    posix_value(ld, e, cfg->gecos_attr, 0, u->gecos, sizeof(u->gecos));
     snprintf(u->origin, sizeof(u->origin), "%s", cfg->name);
     snprintf(u->origin_key, sizeof(u->origin_key), "%s", key);
     snprintf(u->origin_dn, sizeof(u->origin_dn), "%s", dn);

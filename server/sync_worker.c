@@ -831,6 +831,9 @@ static char **attr_list(const gh__upstream *up, int kind)
                        cfg->gid_number_attr,
                        cfg->display_name_attr,
                        cfg->mail_attr,
+                       cfg->home_attr,
+                       cfg->shell_attr,
+                       cfg->gecos_attr,
                        cfg->key_attr,
                        up->ad ? "userAccountControl" : "",
                        up->ad ? "accountExpires" : "",
@@ -847,7 +850,7 @@ static char **attr_list(const gh__upstream *up, int kind)
                        NULL};
     const char **src = kind == GH__KIND_USER ? u : g;
     size_t n = 0;
-    char **v = ldap_memcalloc(16, sizeof(char *));
+    char **v = ldap_memcalloc(20, sizeof(char *));
     if (v == NULL)
         return NULL;
     for (size_t i = 0; src[i] != NULL; i++) {

@@ -7,7 +7,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
       libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
       python3-pyasn1 python3-pyasn1-modules 389-ds-base python3-lib389
       libmicrohttpd-dev prometheus curl groff-base
-      libssl-dev python3-ldap"
+      libssl-dev python3-ldap
+      libpam0g-dev pamtester libnss-wrapper libpam-wrapper libuid-wrapper"
 # the Debian packaging test (CI: GH_DEB_TEST=1) builds and lints packages
 [ "${GH_DEB_TEST:-0}" = 1 ] && PKGS="$PKGS debhelper lintian dpkg-dev fakeroot"
 missing=""

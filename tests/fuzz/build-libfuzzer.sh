@@ -20,7 +20,7 @@ src=${GH_SRCDIR:-$(cd "$here/../.." && pwd)}
 build=${GH_BUILDDIR:-$(pwd)}
 out=${GH_FUZZ_OUT:-$build/fuzz-out}
 seconds=${GH_FUZZ_SECONDS:-60}
-targets=${GH_FUZZ_TARGETS:-request schema config reply sync ldap}
+targets=${GH_FUZZ_TARGETS:-request schema config reply sync ldap nss}
 cc=${CLANG:-clang}
 
 if [ ! -f "$build/gh-config.h" ]; then

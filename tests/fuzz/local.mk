@@ -26,6 +26,11 @@ tests_fuzz_fuzz_sync_LDADD = libghcore.la $(DEP_LIBS)
 tests_fuzz_fuzz_ldap_SOURCES = tests/fuzz/fuzz_ldap.c tests/fuzz/driver.c
 tests_fuzz_fuzz_ldap_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 tests_fuzz_fuzz_ldap_LDADD = libghcore.la $(DEP_LIBS)
+# libnss_gatehouse's reply decoding (its sources are included by the target)
+FUZZ_TARGETS += tests/fuzz/fuzz_nss
+tests_fuzz_fuzz_nss_SOURCES = tests/fuzz/fuzz_nss.c tests/fuzz/driver.c
+tests_fuzz_fuzz_nss_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tests_fuzz_fuzz_nss_LDADD = $(JANSSON_LIBS)
 
 EXTRA_DIST += tests/fuzz/README.md tests/fuzz/build-libfuzzer.sh tests/fuzz/corpus
 
