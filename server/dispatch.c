@@ -1,15 +1,21 @@
 /*
- * dispatch.c: one request line through its named steps.
+ * dispatch.c: one request line through its named steps, in one direction.
  *
- *   decode -> identify the peer -> authorize the op -> execute -> log
+ *   conn.c process_input -> gh__dispatch_line -> decode -> (park) ->
+ *   execute: identify the peer (token_rank) -> authorize (class) -> the op's
+ *   handler -> answer now | gh_op_write (writer) | gh_op_pend (Argon2,
+ *   upstream bind) -> gh__pending_finish -> conn.c flush
  *
  * Every line gets a gh_pending in its connection's reply queue before
- * anything can fail, so replies always come back in request order. Execute
- * runs the op's handler with a read snapshot that ends when the handler
- * returns; a handler that defers a write is completed by the writer's done
- * callback after the commit is durable. The reply is serialized at once and
- * written by the connection's next flush.
- */
+ * anything can fail, so replies always come back in request order. A
+ * request has one state (gh_req_state in server.h): PARSED, PARKED (held
+ * behind its connection's writes, kept as text, not as a parsed tree),
+ * RUNNING, HASHING, WRITING, DONE; each transition is a function here.
+ * Execute runs the handler with a read snapshot that ends when it returns.
+ * gh__pending_finish only serializes the reply and marks the connection
+ * dirty: reading on, resuming parked requests and writing happen in the
+ * loop's flush phase (conn.c), so a completion never re-enters the parser.
+ */ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
