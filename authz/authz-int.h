@@ -201,10 +201,10 @@ typedef struct gh__uset {
     uint64_t user_id;
     gh_user_state state;
     int64_t tombstone;
-    int ref;      /* cache CLOCK bit */
-    size_t bytes; /* heap held, charged to the cache's byte budget */
-    gh__uref *refs;
-    size_t nrefs, caprefs;
+    int ref;        /* cache CLOCK bit */
+    size_t bytes;   /* heap held, charged to the cache's byte budget */
+    gh__uref *refs; /* blocks holding deny rules first: refs[0..ndeny) */
+    size_t nrefs, caprefs, ndeny;
     gh__set sc; /* the scopes' patterns only (str, segs, scopes) */
 } gh__uset;
 
@@ -250,6 +250,8 @@ struct gh_authz {
     gh__roles roles;
     uint64_t gen; /* gh_store_authz_gen the cached sets were compiled at */
     int have_gen;
+    uint64_t snap; /* read snapshot gen was last read in (same snapshot: same gen) */
+    int have_snap;
     gh_authz_stats st;
 };
 

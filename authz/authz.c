@@ -22,7 +22,7 @@ int gh_authz_new(gh_authz **out, const gh_authz_opts *opts)
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return GH_ENOMEM;
-    gh__cache_init(&a->cache, opts && opts->cache_users ? opts->cache_users : 65536,
+    gh__cache_init(&a->cache, opts && opts->cache_users ? opts->cache_users : (size_t)1 << 20,
                    opts && opts->cache_bytes ? opts->cache_bytes : (size_t)64 << 20);
     *out = a;
     return 0;
@@ -42,6 +42,7 @@ void gh_authz_flush(gh_authz *a)
     gh__cache_clear(&a->cache);
     gh__roles_clear(&a->roles);
     a->have_gen = 0;
+    a->have_snap = 0;
 }
 
 void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st)
@@ -55,11 +56,17 @@ void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st)
  * direction: a set must have been compiled at exactly the reader's state). */
 int gh__authz_sync(gh_authz *a, gh_txn *txn)
 {
-    uint64_t gen;
-    int rc = gh_store_authz_gen(txn, &gen);
+    uint64_t gen, snap;
+    int rc, have_snap = gh_store_snapshot_id(txn, &snap) == 0;
 
+    /* a snapshot equal to the last one holds the same generation: no read */
+    if (a->have_gen && have_snap && a->have_snap && snap == a->snap)
+        return 0;
+    rc = gh_store_authz_gen(txn, &gen);
     if (rc)
         return rc;
+    a->have_snap = have_snap;
+    a->snap = have_snap ? snap : 0;
     if (a->have_gen && gen == a->gen)
         return 0;
     if (a->have_gen) {

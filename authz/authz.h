@@ -32,7 +32,7 @@
 typedef struct gh_authz gh_authz;
 
 typedef struct gh_authz_opts {
-    size_t cache_users; /* compiled user rule sets kept (0: 65536) */
+    size_t cache_users; /* user decision sets kept (0: 1,048,576; the byte budget binds first) */
     size_t cache_bytes; /* heap those sets may hold (0: 64 MiB) */
 } gh_authz_opts;
 

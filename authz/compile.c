@@ -807,6 +807,15 @@ int gh__uset_compile(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__uset *
         if (block != NULL && (rc = uset_add(u, block, bv.v[i].scope)) != 0)
             goto done;
     }
+    /* blocks that can deny first, so that a decision stops at the first
+     * allow once every possible deny has been looked at */
+    for (size_t i = 0; i < u->nrefs; i++) {
+        if (u->refs[i].block->idx[GH_DENY].nids == 0)
+            continue;
+        gh__uref t = u->refs[i];
+        memmove(&u->refs[u->ndeny + 1], &u->refs[u->ndeny], (i - u->ndeny) * sizeof(t));
+        u->refs[u->ndeny++] = t;
+    }
     shrink1(&u->refs, &u->caprefs, u->nrefs, sizeof(*u->refs));
     shrink1(&u->sc.str, &u->sc.capstr, u->sc.nstr, 1);
     shrink1(&u->sc.segs, &u->sc.capsegs, u->sc.nsegs, sizeof(*u->sc.segs));

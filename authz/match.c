@@ -157,20 +157,33 @@ int gh__set_decide(const gh__set *s, const gh__req *q, int *why, int32_t *rule)
     return allow;
 }
 
+static int ref_scope_ok(const gh__uset *u, const gh__uref *r, const gh__req *q)
+{
+    return r->scope < 0 || gh__pat_match(&u->sc, &u->sc.scopes[r->scope], q);
+}
+
 int gh__uset_decide(const gh__uset *u, const gh__req *q)
 {
     int allow = 0;
+    size_t i;
 
     if (u->state != GH_USER_ACTIVE || u->tombstone != 0)
         return 0;
-    for (size_t i = 0; i < u->nrefs; i++) {
+    for (i = 0; i < u->ndeny; i++) {
         const gh__uref *r = &u->refs[i];
-        if (r->scope >= 0 && !gh__pat_match(&u->sc, &u->sc.scopes[r->scope], q))
+        if (!ref_scope_ok(u, r, q))
             continue;
         if (gh__set_find(r->block, GH_DENY, q) >= 0)
             return 0; /* deny overrides */
         if (!allow && gh__set_find(r->block, GH_ALLOW, q) >= 0)
             allow = 1;
     }
-    return allow;
+    if (allow)
+        return 1;
+    for (; i < u->nrefs; i++) { /* no deny left: the first allow decides */
+        const gh__uref *r = &u->refs[i];
+        if (ref_scope_ok(u, r, q) && gh__set_find(r->block, GH_ALLOW, q) >= 0)
+            return 1;
+    }
+    return 0;
 }

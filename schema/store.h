@@ -203,6 +203,10 @@ int gh_store_binding_list(gh_txn *txn, gh_store_binding_cb cb, void *arg);
 /* Bumped by every write that can change an authorization decision (roles,
  * bindings, memberships, user state, deletions). Caches compare it. */
 int gh_store_authz_gen(gh_txn *txn, uint64_t *gen);
+/* The id of a read snapshot: two snapshots with the same id see the same
+ * data (a cache may skip re-reading what it read in an equal one).
+ * GH_ENOTFOUND for a write txn. */
+int gh_store_snapshot_id(gh_txn *txn, uint64_t *id);
 
 /* ---- tokens (stored by keyed hash only) ---- */
 

@@ -196,3 +196,11 @@ int gh_store_user_in_group(gh_txn *txn, uint64_t user_id, uint64_t group_id)
         return 0;
     return rc == 0 ? 1 : gh__mdb_err(txn, rc, "closure get");
 }
+
+int gh_store_snapshot_id(gh_txn *txn, uint64_t *id)
+{
+    if (!txn->rdonly)
+        return GH_ENOTFOUND; /* a write txn changes under the same id */
+    *id = (uint64_t)mdb_txn_id(txn->txn);
+    return 0;
+}
