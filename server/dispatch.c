@@ -15,7 +15,7 @@
  * gh__pending_finish only serializes the reply and marks the connection
  * dirty: reading on, resuming parked requests and writing happen in the
  * loop's flush phase (conn.c), so a completion never re-enters the parser.
- */ */
+ */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
