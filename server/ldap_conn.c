@@ -1186,9 +1186,11 @@ void gh__ldap_free(gh_server *srv)
 json_t *gh__ldap_stats(gh_server *srv)
 {
     gh_ldap_srv *ls = srv->ldap;
-    json_t *o = json_object(), *ops = json_object(), *codes = json_object();
+    json_t *o = json_object(), *ops, *codes;
     if (ls == NULL)
         return o;
+    ops = json_object();
+    codes = json_object();
     json_object_set_new(o, "connections", json_integer(ls->nconns));
     json_object_set_new(o, "connections_total", json_integer((json_int_t)ls->total));
     json_object_set_new(o, "binds_ok", json_integer((json_int_t)ls->binds_ok));
