@@ -5,7 +5,8 @@ set -euo pipefail
 PKGS="build-essential autoconf automake libtool pkg-config
       liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libinih-dev libldap-dev
       libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
-      python3-pyasn1 python3-pyasn1-modules 389-ds-base python3-lib389"
+      python3-pyasn1 python3-pyasn1-modules 389-ds-base python3-lib389
+      samba samba-dsdb-modules samba-vfs-modules samba-ad-provision"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -19,4 +20,6 @@ if [ -n "$missing" ]; then
     $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
     # Debian's slapd package starts a system slapd; the tests run their own.
     $SUDO service slapd stop >/dev/null 2>&1 || true
+    # likewise Samba's file server daemons (the sync tests provision their own DC)
+    for s in smbd nmbd samba-ad-dc; do $SUDO service $s stop >/dev/null 2>&1 || true; done
 fi

@@ -2,8 +2,8 @@
 """Active Directory and 389-ds federation, against stand-ins that behave like
 them where it matters.
 
-No Samba AD DC is provisioned here (minutes, and a large install); instead
-slapd carries the AD and 389-ds attributes (tests/sync/ad-test.schema: objectGUID, objectSid,
+Windows' ranged answers cannot come from Samba (it returns every value
+unless asked for a range), so slapd carries the AD and 389-ds attributes (tests/sync/ad-test.schema: objectGUID, objectSid,
 userAccountControl, accountExpires, sAMAccountName, objectCategory,
 nsAccountLock) and tests/sync/ldapproxy.py sits in front of it to answer like
 Windows: members of a group over 1,500 come in ranges, and the RootDSE says
@@ -23,7 +23,10 @@ it is AD. The tests check:
     when switched between syncrepl and search-poll, both ways (on slapd, and
     on a real 389 Directory Server made by tests/sync/ds389.py when running
     as root with Debian's 389-ds-base and python3-lib389: there the sync
-    UUIDs differ from entryUUIDs; a deletion in persist names the right user).
+    UUIDs differ from entryUUIDs; a deletion in persist names the right user);
+  - a real Samba AD DC (tests/sync/samba_dc.py, root only): default AD
+    content, Guest/krbtgt, GUID and SID as Samba prints them, binds,
+    incremental runs.
 Run by hand with
 
     GH_BUILDDIR=build GH_SRCDIR=. python3 tests/sync/test_sync_ad.py
@@ -410,6 +413,68 @@ class Real389(test_sync.SyncTest):
         self.wait_for(lambda: self.user(c, "u00007")["upstream_state"] == ["deleted"], 5,
                       "deletion through the sync UUID")
         self.assertIn("389 Directory Server", srv.stderr_text())
+
+
+import samba_dc  # noqa: E402
+
+
+@unittest.skipIf(samba_dc.available() is not None, samba_dc.available() or "")
+class RealSambaAD(test_sync.SyncTest):
+    """A real Samba 4.17 AD DC provisioned by the test (samba_dc.py)."""
+
+    def test_samba_ad_dc(self):
+        dc = samba_dc.SambaDC()
+        self.addCleanup(dc.close)
+        dc.populate({"alice": "Alice-Passw0rd!", "bob": "Bob-Passw0rd!"},
+                    {"Team One": ["alice", "bob"], "All Teams": ["Team One"]})
+        cfg = {"uri": dc.uri, "bind_dn": dc.admin_dn, "bind_password_file": dc.pwfile,
+               "base_dn": dc.base, "flavor": "ad", "space_replacement": "_",
+               "uid_number_attr": "", "gid_number_attr": "", "interval": 60}
+        srv = self.start_server(config={"server": {"log_level": "info"}, "upstream:ad": cfg})
+        c = self.client(srv)
+        u = self.wait_runs(c, 1, timeout=60)
+        names = {x["name"] for x in self.assertOk(c.call("user.list", limit=1000))["users"]}
+        # people only: the DC's computer account (dc1$) stays out
+        self.assertEqual(names, {"administrator", "guest", "krbtgt", "dns-dc1", "alice", "bob"})
+        self.assertGreaterEqual(u["last_run"]["foreign"], 1)  # built-in groups' FSPs
+        # default AD content, 31 groups with spaces included: a clean run
+        self.assertEqual((u["last_error"], u["last_run"]["skipped"]), (None, 0))
+        self.assertGreaterEqual(u["groups"], 35)
+        # Guest and krbtgt are disabled in AD
+        for name in ("guest", "krbtgt"):
+            self.assertEqual(self.user(c, name)["upstream_state"], ["disabled"], name)
+        # keys as Samba's own tools print them
+        shown = dc.show("user", "alice")
+        alice = self.user(c, "alice")
+        self.assertEqual(alice["origin_key"], shown["objectGUID"].lower())
+        self.assertEqual(alice["origin_sid"], shown["objectSid"])
+        # names with spaces, and nesting through them
+        g = self.assertOk(c.call("group.get", name="team_one"))["group"]
+        self.assertEqual(set(g["members"]["users"]), {"alice", "bob"})
+        self.assertIn("all_teams", alice["groups"])
+        g = self.assertOk(c.call("group.get", name="domain_admins"))["group"]
+        self.assertIn("administrator", g["members"]["users"])
+        self.assertIsNotNone(self.assertOk(c.call("group.get", name="domain_users")))
+        # logins bind to the DC
+        self.assertTrue(c.login("alice", "Alice-Passw0rd!"))
+        self.assertError(c.call("auth", user="alice", password="wrong"), "invalid_credentials")
+        # incremental runs: a disable, and a deletion through Show Deleted
+        before = u["entries_received"]
+        dc.tool("user", "disable", "alice")
+        dc.tool("user", "delete", "bob")
+        n = u["runs"]
+        self.assertOk(c.call("sync.run", upstream="ad"))
+        u = self.wait_runs(c, n + 1)
+        self.assertLessEqual(u["entries_received"] - before, 10)
+        self.assertEqual(self.user(c, "alice")["upstream_state"], ["disabled"])
+        self.assertError(c.call("auth", user="alice", password="Alice-Passw0rd!"),
+                         ("account_disabled", "invalid_credentials"))
+        self.assertEqual(self.user(c, "bob")["upstream_state"], ["deleted"])
+        self.assertEqual(self.user(c, "bob")["state"], "disabled")
+        dc.tool("user", "enable", "alice")
+        self.assertOk(c.call("sync.run", upstream="ad"))
+        self.wait_runs(c, n + 2)
+        self.assertEqual(self.user(c, "alice")["state"], "active")
 
 
 if __name__ == "__main__":
