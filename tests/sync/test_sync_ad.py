@@ -291,17 +291,20 @@ class ActiveDirectory(test_sync.SyncTest):
         self.assertEqual(self.user(c, "aduser0009")["upstream_state"], ["deleted"])
         self.assertNotIn("aduser0003", self.members(c, "domain_users")["users"])
         self.assertEqual(u["last_run"]["disabled"], 1)
-        # the mark survives a restart
+        # after a restart the first run is full (primary groups are learnt
+        # from it), and the stored mark is used again by the next
         c.close()
         srv.stop()
         srv.start()
         c = self.client(srv)
         u = self.wait_runs(c, 1)
-        self.assertEqual(u["entries_received"], 0)
+        self.assertEqual(u["entries_received"], BIG - 1 + 3)
+        u = self.run_once(c)
+        self.assertEqual(u["entries_received"], BIG - 1 + 3)
         # another DC (or a restored database): a full run
         proxy.rootdse.update(rootdse(5012, dc=2))
         u = self.run_once(c)
-        self.assertEqual(u["entries_received"], BIG - 1 + 3)
+        self.assertEqual(u["entries_received"], 2 * (BIG - 1 + 3))
         self.assertEqual(u["users"], BIG - 1)
 
     def test_flavor_detected_from_the_rootdse(self):
@@ -374,9 +377,19 @@ class Real389(test_sync.SyncTest):
     its sync UUIDs are nsUniqueIds, not entryUUIDs, so this is where one key
     per entry in every mode is really at stake."""
 
+    @classmethod
+    def setUpClass(cls):
+        # made before the test's own time limit starts (10-40 s, with load)
+        super().setUpClass()
+        cls.ds = ds389.Ds389(slapd.free_port())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ds.close()
+        super().tearDownClass()
+
     def test_389ds_keys_and_nsaccountlock(self):
-        ds = ds389.Ds389(slapd.free_port())
-        self.addCleanup(ds.close)
+        ds = self.ds
         buf = io.StringIO()
         gen_ldif.generate(buf, 30, 2)
         ds.add(buf.getvalue())
@@ -422,9 +435,19 @@ import samba_dc  # noqa: E402
 class RealSambaAD(test_sync.SyncTest):
     """A real Samba 4.17 AD DC provisioned by the test (samba_dc.py)."""
 
+    @classmethod
+    def setUpClass(cls):
+        # provisioned before the test's own time limit starts (15-40 s)
+        super().setUpClass()
+        cls.dc = samba_dc.SambaDC()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dc.close()
+        super().tearDownClass()
+
     def test_samba_ad_dc(self):
-        dc = samba_dc.SambaDC()
-        self.addCleanup(dc.close)
+        dc = self.dc
         dc.populate({"alice": "Alice-Passw0rd!", "bob": "Bob-Passw0rd!"},
                     {"Team One": ["alice", "bob"], "All Teams": ["Team One"]})
         cfg = {"uri": dc.uri, "bind_dn": dc.admin_dn, "bind_password_file": dc.pwfile,
@@ -454,7 +477,12 @@ class RealSambaAD(test_sync.SyncTest):
         self.assertIn("all_teams", alice["groups"])
         g = self.assertOk(c.call("group.get", name="domain_admins"))["group"]
         self.assertIn("administrator", g["members"]["users"])
-        self.assertIsNotNone(self.assertOk(c.call("group.get", name="domain_users")))
+        # primary groups (primaryGroupID: not in the member attribute)
+        g = self.assertOk(c.call("group.get", name="domain_users"))["group"]
+        self.assertEqual(set(g["members"]["users"]),
+                         {"administrator", "krbtgt", "dns-dc1", "alice", "bob"})
+        g = self.assertOk(c.call("group.get", name="domain_guests"))["group"]
+        self.assertEqual(g["members"]["users"], ["guest"])
         # logins bind to the DC
         self.assertTrue(c.login("alice", "Alice-Passw0rd!"))
         self.assertError(c.call("auth", user="alice", password="wrong"), "invalid_credentials")
@@ -472,9 +500,12 @@ class RealSambaAD(test_sync.SyncTest):
         self.assertEqual(self.user(c, "bob")["upstream_state"], ["deleted"])
         self.assertEqual(self.user(c, "bob")["state"], "disabled")
         dc.tool("user", "enable", "alice")
+        dc.populate({"carol": "Carol-Passw0rd!"}, {})
         self.assertOk(c.call("sync.run", upstream="ad"))
         self.wait_runs(c, n + 2)
         self.assertEqual(self.user(c, "alice")["state"], "active")
+        # a new user joins its primary group in an incremental run
+        self.assertIn("domain_users", self.user(c, "carol")["groups"])
 
 
 if __name__ == "__main__":
