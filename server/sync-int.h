@@ -293,10 +293,11 @@ typedef struct gh__upstream {
         char dc[GH_DN_MAX + 1]; /* its dsServiceName */
         int64_t full_at;        /* last full run (wall clock) */
     } mark, mark_next;
-    int mark_pending;  /* mark_next goes with the run's last batch */
-    int recount_due;   /* persist: counts to take from the store when idle */
-    int primary_known; /* AD: a full run since the model was loaded saw every
-                          user's primary group, so incremental runs may follow */
+    int mark_pending;              /* mark_next goes with the run's last batch */
+    int recount_due;               /* persist: counts to take from the store when idle */
+    long long ad_lockout_duration; /* AD domain's lockoutDuration (100 ns, <= 0) */
+    int primary_known;             /* AD: a full run since the model was loaded saw every
+                                      user's primary group, so incremental runs may follow */
     gh__session sess[2];
     gh__model m;
     gh__batch b;

@@ -272,6 +272,26 @@ static int ad_expired(LDAP *ld, LDAPMessage *e)
 }
 
 /* Account state the upstream owns (GH_UPSTREAM_*). */
+/* AD lockout: lockoutTime (FILETIME) set, and within the domain's
+ * lockoutDuration (0: until an administrator unlocks it). AD does not clear
+ * lockoutTime when the duration ends, hence the computation. */
+static int ad_locked(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
+{
+    char buf[32], *end;
+    if (first_value(ld, e, "lockoutTime", buf, sizeof(buf)) != 0)
+        return 0;
+    errno = 0;
+    long long t = strtoll(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || t <= 0)
+        return 0;
+    if (up->ad_lockout_duration == 0)
+        return 1;
+    long long now = ((long long)time(NULL) + 11644473600ll) * 10000000ll;
+    long long dur =
+        up->ad_lockout_duration < 0 ? -up->ad_lockout_duration : up->ad_lockout_duration;
+    return t > now - dur;
+}
+
 static uint32_t upstream_flags(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
 {
     char buf[32];
@@ -282,6 +302,8 @@ static uint32_t upstream_flags(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
             f |= GH_UPSTREAM_DISABLED;
         if (ad_expired(ld, e))
             f |= GH_UPSTREAM_EXPIRED;
+        if (ad_locked(up, ld, e))
+            f |= GH_UPSTREAM_LOCKED;
     }
     if (up->ds389 && first_value(ld, e, "nsAccountLock", buf, sizeof(buf)) == 0 &&
         strcasecmp(buf, "true") == 0)

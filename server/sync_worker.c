@@ -837,6 +837,7 @@ static char **attr_list(const gh__upstream *up, int kind)
                        up->ad ? "accountExpires" : "",
                        up->ad ? "objectSid" : "",
                        up->ad ? "primaryGroupID" : "",
+                       up->ad ? "lockoutTime" : "",
                        up->ds389 ? "nsAccountLock" : "",
                        up->ds389 ? "entryUUID" : "",
                        NULL};
@@ -1369,6 +1370,17 @@ static int run_search_poll(gh__upstream *up)
     int rc, incremental = 0;
 
     up->mark_pending = 0;
+    if (up->ad) {
+        /* the lockout duration says whether a lockoutTime still locks */
+        char dur[32];
+        char ncb[GH_DN_MAX + 1];
+        if (base_value(up, "", "defaultNamingContext", GH__KEY_TEXT, ncb, sizeof(ncb)) != 0)
+            snprintf(ncb, sizeof(ncb), "%s", cfg->base_dn);
+        up->ad_lockout_duration =
+            base_value(up, ncb, "lockoutDuration", GH__KEY_TEXT, dur, sizeof(dur)) == 0
+                ? strtoll(dur, NULL, 10)
+                : -1800ll * 10000000; /* AD's default: 30 minutes */
+    }
     if (up->ad && ad_position(up, &up->mark_next, nc, sizeof(nc)) == 0) {
         int64_t now = gh__wall_s();
         /* the same DC and database, a mark, a full run recently enough */

@@ -87,7 +87,7 @@ def udn(i):
     return "CN=User %04d,ou=people,%s" % (i, SUFFIX)
 
 
-def user_ldif(i, uac=512, expires=None, computer=False):
+def user_ldif(i, uac=512, expires=None, computer=False, lockout=None):
     name = "WS%02d$" % i if computer else sam(i)
     lines = ["dn: " + (("CN=WS%02d,ou=people,%s" % (i, SUFFIX)) if computer else udn(i)),
              "objectClass: inetOrgPerson", "objectClass: user",
@@ -101,6 +101,8 @@ def user_ldif(i, uac=512, expires=None, computer=False):
              "userPassword: pw-%d" % i, "uSNChanged: %d" % (1000 + i)]
     if expires is not None:
         lines.append("accountExpires: %d" % expires)
+    if lockout is not None:
+        lines.append("lockoutTime: %d" % lockout)
     return "\n".join(lines) + "\n"
 
 
@@ -123,7 +125,10 @@ def ad_fixture(users=BIG, big=BIG, extra_groups=0):
     """users ADUserNNNN, "Domain Users" (20 users and an FSP), "Big Group"
     (big members), "Nested", extra_groups more groups of 20 users each."""
     with open(gen_ldif.BASE_LDIF) as f:
-        parts = [f.read().strip() + "\n"]
+        # the domain's lockout duration (30 min) lives on its root
+        parts = [f.read().strip().replace(
+            "objectClass: organization\n", "objectClass: organization\nobjectClass: ghAdDomain\n"
+            "lockoutDuration: -18000000000\n", 1) + "\n"]
     now = int(time.time())
     for i in range(1, users + 1):
         kw = {}
@@ -135,6 +140,10 @@ def ad_fixture(users=BIG, big=BIG, extra_groups=0):
             kw["expires"] = filetime(now + 86400 * 365)
         elif i == 5:
             kw["expires"] = 9223372036854775807  # never
+        elif i == 6:
+            kw["lockout"] = filetime(now - 60)  # locked out a minute ago
+        elif i == 8:
+            kw["lockout"] = filetime(now - 7200)  # past the 30 minutes
         parts.append(user_ldif(i, **kw))
     parts.append(user_ldif(1, computer=True))
     parts.append(group_ldif(1, "Domain Users", [udn(i) for i in range(1, 21)] + [FSP]))
@@ -225,6 +234,10 @@ class ActiveDirectory(test_sync.SyncTest):
         self.assertEqual({i: (s["state"], s["upstream_state"]) for i, s in states.items()},
                          {1: ("active", []), 2: ("disabled", ["disabled"]),
                           3: ("disabled", ["expired"]), 4: ("active", []), 5: ("active", [])})
+        # an AD lockout is shown, and left to AD's bind (it ends by time)
+        self.assertEqual((self.user(c, "aduser0006")["upstream_state"],
+                          self.user(c, "aduser0006")["state"]), (["locked"], "active"))
+        self.assertEqual(self.user(c, "aduser0008")["upstream_state"], [])
         self.assertError(c.call("auth", user="aduser0002", password="pw-2"),
                          ("account_disabled", "invalid_credentials"))
         # ranged retrieval: 1,600 members through 0-1499 and 1500-*
