@@ -57,7 +57,7 @@ enum {
 enum {
     GH_UPSTREAM_DISABLED = 1u << 0, /* AD ACCOUNTDISABLE, 389-ds nsAccountLock */
     GH_UPSTREAM_EXPIRED = 1u << 1,  /* AD accountExpires in the past */
-    GH_UPSTREAM_LOCKED = 1u << 2    /* AD lockoutTime: locked out upstream */
+    GH_UPSTREAM_LOCKED = 1u << 2    /* AD lockoutTime: locked out upstream (shown only) */
 };
 
 typedef struct gh_user {
@@ -190,7 +190,8 @@ int gh_schema_resource_concrete_valid(const char *resource, char *msg, size_t ms
 const char *gh_user_state_name(gh_user_state s); /* "active", "locked", "disabled" */
 int gh_user_state_parse(const char *s, gh_user_state *out);
 /* The local administrator's lock or disable wins; else an upstream tombstone,
- * GH_UPSTREAM_DISABLED or _EXPIRED make it disabled, _LOCKED locked. */
+ * GH_UPSTREAM_DISABLED or _EXPIRED make it disabled (_LOCKED is only shown:
+ * the upstream's bind enforces a lockout, which ends by time). */
 gh_user_state gh_user_effective_state(const gh_user *u);
 
 #endif

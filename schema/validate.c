@@ -252,8 +252,8 @@ gh_user_state gh_user_effective_state(const gh_user *u)
         return u->admin_state;
     if (u->tombstone != 0 || (u->upstream_flags & (GH_UPSTREAM_DISABLED | GH_UPSTREAM_EXPIRED)))
         return GH_USER_DISABLED;
-    if (u->upstream_flags & GH_UPSTREAM_LOCKED)
-        return GH_USER_LOCKED;
+    /* GH_UPSTREAM_LOCKED is shown, not enforced here: an AD lockout ends by
+     * time, between two runs; the upstream's bind enforces it */
     return GH_USER_ACTIVE;
 }
 

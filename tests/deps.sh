@@ -2,6 +2,8 @@
 # Installs what Gatehouse needs to build and test on Debian 12, when missing.
 # Shared by quickstart.sh, run-tests.sh and .ci/run.
 set -euo pipefail
+# the sync tests provision a Samba AD DC of their own (tests/sync/samba_dc.py)
+SYNC_PKGS="samba samba-dsdb-modules samba-vfs-modules samba-ad-provision"
 PKGS="build-essential autoconf automake libtool pkg-config
       liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libinih-dev libldap-dev
       libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
@@ -12,7 +14,7 @@ PKGS="build-essential autoconf automake libtool pkg-config
 # the Debian packaging test (CI: GH_DEB_TEST=1) builds and lints packages
 [ "${GH_DEB_TEST:-0}" = 1 ] && PKGS="$PKGS debhelper lintian dpkg-dev fakeroot"
 missing=""
-for p in $PKGS; do
+for p in $PKGS $SYNC_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
@@ -22,6 +24,9 @@ if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # Samba's packaged daemons are not the tests' DC
+    for s in smbd nmbd samba-ad-dc; do $SUDO service $s stop >/dev/null 2>&1 || true; done
+
     # Debian's slapd package starts a system slapd; the tests run their own.
     $SUDO service slapd stop >/dev/null 2>&1 || true
     # prometheus is here for promtool (tests/integration/test_metrics.py)
