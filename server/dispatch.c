@@ -327,11 +327,8 @@ static void on_write_done(void *cbarg, int rc, const char *err)
     snprintf(msg, sizeof(msg), "%s", err ? err : "");
     if (rc == 0 && j->reply)
         rc = j->reply(j->arg, resp);
-    int secret = j->p->secret; /* the reply carries a token: wipe its strings */
     gh__pending_finish(j->p, rc, msg, resp);
-    gh__wipe_frees(secret);
     json_decref(resp);
-    gh__wipe_frees(0);
     if (j->free_arg)
         j->free_arg(j->arg);
     free(j);
@@ -606,18 +603,6 @@ static void start(gh_conn *c, gh_pending *p, const char *line, size_t len)
     json_decref(req);
 }
 
-/* Whether a request line may carry a secret ("password", "old_password",
- * "new_password", a token in "auth" or "token"): jansson's memory of that
- * request is wiped when freed. Others skip the cost (10% of a check). */
-static int carries_secret(const char *line, size_t len)
-{
-    return line != NULL &&
-           (memmem(line, len, "password", 8) != NULL || memmem(line, len, "\"auth\"", 6) != NULL ||
-            memmem(line, len, "\"token\"", 7) != NULL);
-}
-
-static void dispatch_one(gh_conn *c, gh_pending *p, const char *line, size_t len);
-
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
 {
     gh_pending *p = calloc(1, sizeof(*p));
@@ -637,13 +622,6 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
     c->tail = p;
     c->npending++;
 
-    gh__wipe_frees(carries_secret(line, len));
-    dispatch_one(c, p, line, len);
-    gh__wipe_frees(0);
-}
-
-static void dispatch_one(gh_conn *c, gh_pending *p, const char *line, size_t len)
-{
     if (line != NULL && (c->nparked > 0 || c->barriers > 0)) {
         /* Behind held requests everything waits (order); behind writes
          * only plain writes may run. The op is known only after decoding,
@@ -676,9 +654,7 @@ void gh__resume_parked(gh_conn *c)
         c->held_bytes -= len;
         p->held_len = 0;
         p->state = GH_REQ_PARSED;
-        gh__wipe_frees(carries_secret(line, len));
         start(c, p, line, len);
-        gh__wipe_frees(0);
         sodium_memzero(line, len);
         free(line);
         if (p->state == GH_REQ_PARKED) /* failed optimistically again: wait */

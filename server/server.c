@@ -150,24 +150,14 @@ static void on_shutdown_timeout(uv_timer_t *t)
         gh__conn_close(c);
 }
 
-/* jansson's memory is wiped when freed while a request that may carry a
- * secret (a password, a token) is parsed, run and dropped: its strings and
- * the parser's scratch copies must not survive in freed heap. jansson's
- * allocator is process-wide by its design, so the switch is per thread (each
- * loop thread parses its own requests); set once, before any request. */
-static __thread int wipe_frees;
-
-void gh__wipe_frees(int on)
-{
-    wipe_frees = on;
-}
-
+/* jansson's memory is wiped when freed: request strings (passwords) and the
+ * parser's scratch buffers must not survive in freed heap. Process-wide by
+ * jansson's design; set once, before any request is parsed. */
 static void wiping_free(void *p)
 {
     if (p == NULL)
         return;
-    if (wipe_frees)
-        sodium_memzero(p, malloc_usable_size(p));
+    sodium_memzero(p, malloc_usable_size(p));
     free(p);
 }
 

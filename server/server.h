@@ -274,9 +274,6 @@ int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const ch
                     size_t pwlen, gh_verify_cb cb, void *arg);
 
 /* server.c */
-/* While on, jansson's memory freed by this thread is wiped first (a request
- * that may carry a secret is being handled). */
-void gh__wipe_frees(int on);
 int gh__open_store(gh_config *cfg, gh_store **store);
 /* Store, writer, authz, sync and loop handles; no listeners, no signals. */
 int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop);
