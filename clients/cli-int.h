@@ -175,6 +175,7 @@ int cli_grant(cli *x);
 int cli_revoke(cli *x);
 int cli_bindings(cli *x);
 int cli_check(cli *x);
+int cli_hbac_test(cli *x); /* clients/cli_os.c */
 int cli_perms(cli *x);
 int cli_who_can(cli *x);
 

@@ -25,16 +25,19 @@
 static const cli_cmd commands[] = {
     {"user", "add", cli_user_add,
      "NAME [--uid N] [--gid N] [--display-name TEXT] [--mail ADDR] [--state STATE]\n"
-     "       [--no-password | --password-stdin]",
+     "       [--home DIR] [--shell PATH] [--gecos TEXT] [--no-password | --password-stdin]",
      "create a user; asks the password twice on the terminal",
      "  --uid N              numeric uid (default: the next free one)\n"
      "  --gid N              primary gid number\n"
      "  --display-name TEXT  display name\n"
      "  --mail ADDR          mail address\n"
      "  --state STATE        active (default), locked or disabled\n"
+     "  --home DIR           home directory (default: the server's home_template)\n"
+     "  --shell PATH         login shell (default: the server's default_shell)\n"
+     "  --gecos TEXT         GECOS field (default: the display name)\n"
      "  --no-password        create the user without a password\n"
      "  --password-stdin     read the password from the first line of stdin\n",
-     "uid= gid= display-name= mail= state= no-password password-stdin", 1, 1},
+     "uid= gid= display-name= mail= state= home= shell= gecos= no-password password-stdin", 1, 1},
     {"user", "get", cli_user_get, "NAME", "show a user and its effective groups", NULL, "", 1, 1},
     {"user", "list", cli_user_list, "[--prefix TEXT] [--limit N]", "list users",
      "  --prefix TEXT  only names starting with TEXT\n"
@@ -42,14 +45,15 @@ static const cli_cmd commands[] = {
      "prefix= limit=", 0, 0},
     {"user", "set", cli_user_set,
      "NAME [--rename NEW] [--uid N] [--gid N] [--display-name TEXT] [--mail ADDR]\n"
-     "       [--state STATE]",
+     "       [--state STATE] [--home DIR] [--shell PATH] [--gecos TEXT]",
      "change a user's attributes",
      "  --rename NEW         new login name\n"
      "  --uid N, --gid N     numbers\n"
      "  --display-name TEXT  display name (\"\" clears it)\n"
      "  --mail ADDR          mail address (\"\" clears it)\n"
-     "  --state STATE        active, locked or disabled\n",
-     "rename= uid= gid= display-name= mail= state=", 1, 1},
+     "  --state STATE        active, locked or disabled\n"
+     "  --home DIR, --shell PATH, --gecos TEXT   POSIX fields (\"\" restores the default)\n",
+     "rename= uid= gid= display-name= mail= state= home= shell= gecos=", 1, 1},
     {"user", "passwd", cli_user_passwd, "NAME [--password-stdin]",
      "set a user's password; asks it twice on the terminal",
      "  --password-stdin  read the password from the first line of stdin\n", "password-stdin", 1,
@@ -135,6 +139,11 @@ static const cli_cmd commands[] = {
     {"check", NULL, cli_check, "USER ACTION RESOURCE [--explain]",
      "may USER do ACTION on RESOURCE? exit 0 allow, 1 deny",
      "  --explain  show the chain that decided\n", "explain", 3, 3},
+    {"hbac-test", NULL, cli_hbac_test, "USER HOST SERVICE [--action A] [--resource TEMPLATE]",
+     "would pam_gatehouse's hbac option let USER log in to HOST through SERVICE? exit 0 yes, 1 no",
+     "  --action A           action checked (default: login, as pam_gatehouse)\n"
+     "  --resource TEMPLATE  resource, %h host and %s service (default: host/%h/%s)\n",
+     "action= resource=", 3, 3},
     {"perms", NULL, cli_perms, "USER", "list the rules that apply to a user", NULL, "", 1, 1},
     {"who-can", NULL, cli_who_can, "ACTION RESOURCE", "list who may do ACTION on RESOURCE", NULL,
      "", 2, 2},

@@ -189,12 +189,20 @@ static void write_user(FILE *f, const cli_ldif_opts *o, json_t *u)
     /* posixAccount requires gidNumber: without a primary group, the user
      * private group convention (gid = uid) */
     put_num(f, "gidNumber", gid > 0 ? gid : uid);
-    if (is_ia5(name) && asprintf(&home, "%s/%s", o->home_base, name) >= 0) {
+    const char *uhome = cli_str(u, "home"), *shell = cli_str(u, "shell");
+    const char *gecos = cli_str(u, "gecos");
+    if (uhome[0] && is_ia5(uhome)) { /* the user's own (docs/OS-LOGIN.md) */
+        put_attr(f, "homeDirectory", uhome);
+    } else if (is_ia5(name) && asprintf(&home, "%s/%s", o->home_base, name) >= 0) {
         put_attr(f, "homeDirectory", home);
     } else if (asprintf(&home, "%s/%" JSON_INTEGER_FORMAT, o->home_base, uid) >= 0) {
         put_attr(f, "homeDirectory", home);
     }
     free(home);
+    if (shell[0] && is_ia5(shell))
+        put_attr(f, "loginShell", shell);
+    if (gecos[0] && is_ia5(gecos))
+        put_attr(f, "gecos", gecos);
     if (o->with_verifiers && verifier[0]) {
         if (asprintf(&pw, "{ARGON2}%s", verifier) >= 0) {
             put_attr(f, "userPassword", pw);
@@ -552,6 +560,20 @@ static json_t *number_or_string(const char *s)
 }
 
 /* Maps one entry to a record (or NULL: neither user nor group). */
+/* Whether an LDAP value can be a POSIX field as it is (the server's rule:
+ * no ':' or control character, paths absolute); one that cannot is left
+ * out so that the user is still imported, with the server's default. */
+static int posix_ok(const char *v, size_t max, int path)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > max || (path && v[0] != '/') || strchr(v, ':') != NULL)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
 static json_t *entry_record(ldif_entry *e, json_t *dnmap, int *is_group)
 {
     json_t *a = e->attrs, *rec;
@@ -577,6 +599,13 @@ static json_t *entry_record(ldif_entry *e, json_t *dnmap, int *is_group)
             json_object_set_new(rec, "display_name", json_string(v));
         if ((v = first(a, "mail")) != NULL)
             json_object_set_new(rec, "mail", json_string(v));
+        /* POSIX fields, when they could go into a passwd line as they are */
+        if ((v = first(a, "homedirectory")) != NULL && posix_ok(v, 255, 1))
+            json_object_set_new(rec, "home", json_string(v));
+        if ((v = first(a, "loginshell")) != NULL && posix_ok(v, 255, 1))
+            json_object_set_new(rec, "shell", json_string(v));
+        if ((v = first(a, "gecos")) != NULL && posix_ok(v, 256, 0))
+            json_object_set_new(rec, "gecos", json_string(v));
         if (first(a, "pwdaccountlockedtime") != NULL ||
             (first(a, "nsaccountlock") && strcasecmp(first(a, "nsaccountlock"), "true") == 0))
             json_object_set_new(rec, "state", json_string("locked"));

@@ -32,6 +32,9 @@ static void print_user(json_t *u)
     cli_kv("gid", cli_num(u, "gid", buf, sizeof(buf)));
     cli_kv("display name", cli_str(u, "display_name"));
     cli_kv("mail", cli_str(u, "mail"));
+    cli_kv("home", cli_str(u, "home"));
+    cli_kv("shell", cli_str(u, "shell"));
+    cli_kv("gecos", cli_str(u, "gecos"));
     cli_kv("state", cli_str(u, "state"));
     cli_kv("origin", cli_str(u, "origin"));
     if (json_object_get(u, "origin_dn"))
@@ -76,6 +79,9 @@ static int user_fields(cli *x, json_t *req)
         cli_set_int(req, "gid", v);
     cli_set_str(x, req, "display_name", cli_opt(x, "display-name"));
     cli_set_str(x, req, "mail", cli_opt(x, "mail"));
+    cli_set_str(x, req, "home", cli_opt(x, "home"));
+    cli_set_str(x, req, "shell", cli_opt(x, "shell"));
+    cli_set_str(x, req, "gecos", cli_opt(x, "gecos"));
     if (state != NULL) {
         if (!is_state(state))
             return cli_usage(x, "--state must be active, locked or disabled, not '%s'", state);

@@ -17,9 +17,45 @@ pkgconfig_DATA += clients/gatehouse.pc
 bin_PROGRAMS += gatehouse
 gatehouse_SOURCES = clients/cli.c clients/cli-int.h clients/cli_term.c clients/cli_user.c \
 	clients/cli_authz.c clients/cli_admin.c clients/cli_io.c clients/cli_ldif.c \
-	clients/cli_backup.c clients/cli_doctor.c
+	clients/cli_backup.c clients/cli_doctor.c clients/cli_os.c
 gatehouse_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(SODIUM_CFLAGS) -DGH_SBINDIR='"$(sbindir)"'
 gatehouse_LDADD = libgatehouse.la $(JANSSON_LIBS) $(SODIUM_LIBS)
 
 dist_man_MANS += clients/gatehouse.1 clients/gatehoused.8
 EXTRA_DIST += clients/gatehouse.pc.in
+
+# OS login (issue 12): the NSS and PAM modules. They run inside other
+# programs: built without sanitizers (GH_MOD_CFLAGS), hidden visibility, and
+# a version script so that only the module entry points are exported. Their
+# small socket client (os_client.c) is a PIC convenience library linked in.
+noinst_LTLIBRARIES += libghos.la
+libghos_la_SOURCES = clients/os_client.c clients/os_client.h
+libghos_la_CFLAGS = $(GH_MOD_CFLAGS) -pthread $(JANSSON_CFLAGS)
+
+nsslibdir = $(libdir)
+nsslib_LTLIBRARIES = libnss_gatehouse.la
+libnss_gatehouse_la_SOURCES = clients/nss_gatehouse.c
+libnss_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) -pthread $(JANSSON_CFLAGS)
+libnss_gatehouse_la_LIBADD = libghos.la $(JANSSON_LIBS)
+libnss_gatehouse_la_LDFLAGS = -module -avoid-version -shrext .so.2 -no-undefined -pthread \
+	-Wl,--version-script=$(top_srcdir)/clients/nss_gatehouse.map
+EXTRA_libnss_gatehouse_la_DEPENDENCIES = clients/nss_gatehouse.map
+
+pamlib_LTLIBRARIES = pam_gatehouse.la
+pam_gatehouse_la_SOURCES = clients/pam_gatehouse.c
+pam_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) $(JANSSON_CFLAGS)
+pam_gatehouse_la_LIBADD = libghos.la $(JANSSON_LIBS) $(PAM_LIBS)
+pam_gatehouse_la_LDFLAGS = -module -avoid-version -no-undefined \
+	-Wl,--version-script=$(top_srcdir)/clients/pam_gatehouse.map
+EXTRA_pam_gatehouse_la_DEPENDENCIES = clients/pam_gatehouse.map
+EXTRA_DIST += clients/nss_gatehouse.map clients/pam_gatehouse.map
+dist_man_MANS += clients/pam_gatehouse.8 clients/nss_gatehouse.5
+
+# libtool's .la files are of no use for modules loaded by glibc and PAM
+install-data-hook: install-os-modules-hook
+install-os-modules-hook:
+	rm -f $(DESTDIR)$(nsslibdir)/libnss_gatehouse.la $(DESTDIR)$(pamlibdir)/pam_gatehouse.la
+uninstall-hook: uninstall-os-modules-hook
+uninstall-os-modules-hook:
+	rm -f $(DESTDIR)$(nsslibdir)/libnss_gatehouse.so.2 $(DESTDIR)$(pamlibdir)/pam_gatehouse.so
+.PHONY: install-os-modules-hook uninstall-os-modules-hook

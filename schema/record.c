@@ -157,6 +157,15 @@ static int set_int(json_t *obj, const char *key, int64_t v)
     return json_object_set_new(obj, key, json_integer(v)) == 0 ? 0 : GH_ENOMEM;
 }
 
+/* Sets key to v, or removes it when v is "" (an optional field). */
+static int set_opt_str(json_t *obj, const char *key, const char *v)
+{
+    if (v[0] != '\0')
+        return set_str(obj, key, v);
+    json_object_del(obj, key); /* -1 only when it was absent */
+    return 0;
+}
+
 /* Copies string key into dst. Missing: "". Not a string or too long: error. */
 int gh__json_str(const json_t *obj, const char *key, char *dst, size_t dstsize)
 {
@@ -246,6 +255,14 @@ int gh__user_to_json(json_t *obj, const gh_user *u, unsigned mask)
     }
     if (mask & GH_UF_TOMBSTONE)
         rc |= set_int(obj, "tombstone", u->tombstone);
+    /* POSIX fields are written only when set, so that a record without them
+     * stays byte-identical to one written before they existed */
+    if (mask & GH_UF_HOME)
+        rc |= set_opt_str(obj, "home", u->home);
+    if (mask & GH_UF_SHELL)
+        rc |= set_opt_str(obj, "shell", u->shell);
+    if (mask & GH_UF_GECOS)
+        rc |= set_opt_str(obj, "gecos", u->gecos);
     rc |= set_int(obj, "created", u->created);
     rc |= set_int(obj, "modified", u->modified);
     return rc ? GH_ENOMEM : 0;
@@ -287,6 +304,9 @@ int gh__user_from_json(const json_t *obj, gh_user *u)
                              ? GH_USER_ACTIVE
                              : u->state;
     }
+    rc |= gh__json_str(obj, "home", u->home, sizeof(u->home));
+    rc |= gh__json_str(obj, "shell", u->shell, sizeof(u->shell));
+    rc |= gh__json_str(obj, "gecos", u->gecos, sizeof(u->gecos));
     if (rc != 0) {
         GH_LOGE("store: malformed user record (id %llu)", (unsigned long long)u->id);
         return GH_EINTERNAL;

@@ -22,6 +22,7 @@
 #define GH_KEY_MAX 128      /* upstream stable key (entryUUID, objectGUID) */
 #define GH_DN_MAX 1024      /* upstream DN */
 #define GH_PATTERN_MAX 512  /* action and resource patterns, scopes */
+#define GH_PATH_MAX 255     /* POSIX home directory and login shell */
 #define GH_ERRMSG_MAX 256
 #define GH_TOKEN_HASH_BYTES 32
 #define GH_TOKEN_PEER_MAX 63 /* bytes of the peer that logged in, kept with a token */
@@ -45,7 +46,10 @@ enum {
     GH_UF_ORIGIN = 1u << 6,   /* origin, origin_key, origin_dn */
     GH_UF_TOMBSTONE = 1u << 7,
     GH_UF_GID = 1u << 8,
-    GH_UF_UPSTREAM = 1u << 9 /* upstream_flags, origin_sid (written by sync only) */
+    GH_UF_UPSTREAM = 1u << 9, /* upstream_flags, origin_sid (written by sync only) */
+    GH_UF_HOME = 1u << 10,
+    GH_UF_SHELL = 1u << 11,
+    GH_UF_GECOS = 1u << 12
 };
 
 /* Account state owned by an upstream (gh_user.upstream_flags): kept apart
@@ -53,7 +57,7 @@ enum {
 enum {
     GH_UPSTREAM_DISABLED = 1u << 0, /* AD ACCOUNTDISABLE, 389-ds nsAccountLock */
     GH_UPSTREAM_EXPIRED = 1u << 1,  /* AD accountExpires in the past */
-    GH_UPSTREAM_LOCKED = 1u << 2    /* AD lockoutTime: locked out upstream */
+    GH_UPSTREAM_LOCKED = 1u << 2    /* AD lockoutTime: locked out upstream (shown only) */
 };
 
 typedef struct gh_user {
@@ -79,6 +83,11 @@ typedef struct gh_user {
     int64_t tombstone;                  /* upstream deleted it at this time (0: live) */
     int64_t created;
     int64_t modified;
+    /* POSIX account fields ("" = the server's default: home_template,
+     * default_shell, display_name); absent in records written before them */
+    char home[GH_PATH_MAX + 1];
+    char shell[GH_PATH_MAX + 1];
+    char gecos[GH_TEXT_MAX + 1];
 } gh_user;
 
 enum {
@@ -164,6 +173,10 @@ int gh_schema_name_valid(const char *name, char *msg, size_t msglen);
  * at most max bytes. */
 int gh_schema_text_valid(const char *what, const char *s, size_t max, char *msg, size_t msglen);
 int gh_schema_utf8_valid(const char *s, size_t len);
+/* A POSIX account field as it goes into a passwd line: text as above without
+ * ':' (the field separator); with path set it must also be "" or absolute. */
+int gh_schema_posix_valid(const char *what, const char *s, size_t max, int path, char *msg,
+                          size_t msglen);
 /* Action pattern: "deploy", "*", or "prefix:*"; [A-Za-z0-9._:-] otherwise. */
 int gh_schema_action_valid(const char *pattern, char *msg, size_t msglen);
 /* Resource pattern: '/'-separated non-empty segments; "*" matches one segment,
@@ -177,7 +190,8 @@ int gh_schema_resource_concrete_valid(const char *resource, char *msg, size_t ms
 const char *gh_user_state_name(gh_user_state s); /* "active", "locked", "disabled" */
 int gh_user_state_parse(const char *s, gh_user_state *out);
 /* The local administrator's lock or disable wins; else an upstream tombstone,
- * GH_UPSTREAM_DISABLED or _EXPIRED make it disabled, _LOCKED locked. */
+ * GH_UPSTREAM_DISABLED or _EXPIRED make it disabled (_LOCKED is only shown:
+ * the upstream's bind enforces a lockout, which ends by time). */
 gh_user_state gh_user_effective_state(const gh_user *u);
 
 #endif

@@ -15,7 +15,8 @@
 
 #define ALL_USER_FIELDS                                                                            \
     (GH_UF_NAME | GH_UF_UID | GH_UF_DISPLAY | GH_UF_MAIL | GH_UF_STATE | GH_UF_VERIFIER |          \
-     GH_UF_ORIGIN | GH_UF_TOMBSTONE | GH_UF_GID | GH_UF_UPSTREAM)
+     GH_UF_ORIGIN | GH_UF_TOMBSTONE | GH_UF_GID | GH_UF_UPSTREAM | GH_UF_HOME | GH_UF_SHELL |      \
+     GH_UF_GECOS)
 
 int gh__terminated(gh_txn *txn, const char *what, const char *s, size_t size)
 {
@@ -56,8 +57,15 @@ static int user_valid(gh_txn *txn, const gh_user *u)
     if ((rc = gh__terminated(txn, "name", u->name, sizeof(u->name))) != 0 ||
         (rc = gh__terminated(txn, "display_name", u->display_name, sizeof(u->display_name))) != 0 ||
         (rc = gh__terminated(txn, "mail", u->mail, sizeof(u->mail))) != 0 ||
-        (rc = gh__terminated(txn, "verifier", u->verifier, sizeof(u->verifier))) != 0)
+        (rc = gh__terminated(txn, "verifier", u->verifier, sizeof(u->verifier))) != 0 ||
+        (rc = gh__terminated(txn, "home", u->home, sizeof(u->home))) != 0 ||
+        (rc = gh__terminated(txn, "shell", u->shell, sizeof(u->shell))) != 0 ||
+        (rc = gh__terminated(txn, "gecos", u->gecos, sizeof(u->gecos))) != 0)
         return rc;
+    if (gh_schema_posix_valid("home", u->home, GH_PATH_MAX, 1, txn->err, sizeof(txn->err)) != 0 ||
+        gh_schema_posix_valid("shell", u->shell, GH_PATH_MAX, 1, txn->err, sizeof(txn->err)) != 0 ||
+        gh_schema_posix_valid("gecos", u->gecos, GH_TEXT_MAX, 0, txn->err, sizeof(txn->err)) != 0)
+        return GH_EINVAL;
     if (gh_schema_name_valid(u->name, txn->err, sizeof(txn->err)) != 0 ||
         gh_schema_text_valid("display_name", u->display_name, GH_TEXT_MAX, txn->err,
                              sizeof(txn->err)) != 0 ||
@@ -325,6 +333,12 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
     }
     if (mask & GH_UF_TOMBSTONE)
         n.tombstone = u->tombstone;
+    if (mask & GH_UF_HOME)
+        memcpy(n.home, u->home, sizeof(n.home));
+    if (mask & GH_UF_SHELL)
+        memcpy(n.shell, u->shell, sizeof(n.shell));
+    if (mask & GH_UF_GECOS)
+        memcpy(n.gecos, u->gecos, sizeof(n.gecos));
     n.state = gh_user_effective_state(&n);
     if (n.state != old.state)
         mask |= GH_UF_STATE; /* rewritten, and caches invalidated */

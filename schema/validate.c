@@ -252,8 +252,8 @@ gh_user_state gh_user_effective_state(const gh_user *u)
         return u->admin_state;
     if (u->tombstone != 0 || (u->upstream_flags & (GH_UPSTREAM_DISABLED | GH_UPSTREAM_EXPIRED)))
         return GH_USER_DISABLED;
-    if (u->upstream_flags & GH_UPSTREAM_LOCKED)
-        return GH_USER_LOCKED;
+    /* GH_UPSTREAM_LOCKED is shown, not enforced here: an AD lockout ends by
+     * time, between two runs; the upstream's bind enforces it */
     return GH_USER_ACTIVE;
 }
 
@@ -266,4 +266,23 @@ int gh_user_state_parse(const char *s, gh_user_state *out)
         }
     }
     return GH_EINVAL;
+}
+
+int gh_schema_posix_valid(const char *what, const char *s, size_t max, int path, char *msg,
+                          size_t msglen)
+{
+    int rc = gh_schema_text_valid(what, s, max, msg, msglen);
+    if (rc != 0)
+        return rc;
+    if (strchr(s, ':') != NULL) {
+        if (msg != NULL && msglen > 0)
+            snprintf(msg, msglen, "%s must not contain ':'", what);
+        return GH_EINVAL;
+    }
+    if (path && s[0] != '\0' && s[0] != '/') {
+        if (msg != NULL && msglen > 0)
+            snprintf(msg, msglen, "%s must be an absolute path", what);
+        return GH_EINVAL;
+    }
+    return 0;
 }

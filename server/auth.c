@@ -162,8 +162,10 @@ int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_
         goto done; /* the tables are full: refuse rather than forget */
     if (uf->until_ms > now || pf->until_ms > now)
         goto done;
-    if (lf->inflight >= cfg->auth_max_inflight_per_login)
+    if (lf->inflight >= cfg->auth_max_inflight_per_login) {
+        a->busy = 1; /* not a failure: this login is being checked already */
         goto done;
+    }
     /* counted now, before any Argon2: a success gives it back */
     fail_count(cfg, uf, cfg->lockout_threshold, now);
     fail_count(cfg, pf, cfg->peer_failure_threshold, now);
@@ -691,9 +693,12 @@ int gh__op_auth(gh_opctx *c)
     gh__lockout_client(c, client, ckey, sizeof(ckey));
     snprintf(j->peer, sizeof(j->peer), "%s", ckey);
     if (gh__lockout_admit(srv, name, ckey, &j->adm) != 0) {
-        free(j);
         GH_STAT_SHARED_ADD(srv->auth_limited, 1);
-        return gh_op_fail(c, GH_ERATE, "too many failed attempts; retry later");
+        int busy = j->adm.busy;
+        free(j);
+        return gh_op_fail(c, GH_ERATE,
+                          busy ? "too many password checks of this login in progress; retry later"
+                               : "too many failed attempts; retry later");
     }
     j->pwlen = strlen(password);
     j->pw = secret_dup(password, j->pwlen);
@@ -766,4 +771,200 @@ void gh__housekeeping(gh_server *srv)
     *now = (int64_t)time(NULL);
     if (gh_writer_submit(srv->writer, "housekeeping", purge_apply, now, purge_done, now) != 0)
         free(now);
+}
+
+/* ---- password verification for the other front-ends (LDAP bind) ---- */
+
+/* Same lockout admission, dummy verifier, upstream pass-through, offline
+ * fallback (on network failures only) and verifier upkeep (rehash at a new
+ * cost, offline copy after an upstream success) as the auth operation,
+ * without a token: the caller gets the user. */
+typedef struct verify_job {
+    uv_work_t work;
+    gh_server *srv;
+    char name[GH_NAME_MAX + 1];
+    char peer[GH_CLIENT_KEY_MAX];
+    gh_admission adm;
+    char *pw; /* sodium_malloc'd */
+    size_t pwlen;
+    int exists, ok;
+    int upstream_ok;  /* the upstream accepted the bind */
+    int new_verifier; /* rehash must be stored */
+    int64_t offline_max_age;
+    gh_user u;
+    char verifier[crypto_pwhash_STRBYTES];
+    char rehash[crypto_pwhash_STRBYTES];
+    gh_verify_cb cb;
+    void *arg;
+} verify_job;
+
+static void vjob_finish(verify_job *j, int rc)
+{
+    gh_server *srv = j->srv;
+    gh__lockout_settle(srv, &j->adm, rc == 0);
+    if (rc == 0 &&
+        (j->u.state == GH_USER_LOCKED || j->u.state == GH_USER_DISABLED || j->u.tombstone))
+        rc = j->u.state == GH_USER_LOCKED ? GH_ELOCKED : GH_EDISABLED;
+    if (rc == 0)
+        srv->auth_ok++;
+    else if (rc == GH_ERATE)
+        srv->auth_limited++;
+    else
+        srv->auth_fail++;
+    if (j->pw)
+        sodium_free(j->pw);
+    j->pw = NULL;
+    j->cb(j->arg, rc, rc == 0 ? &j->u : NULL);
+    sodium_memzero(j, sizeof(*j));
+    free(j);
+}
+
+static void vjob_work(uv_work_t *w)
+{
+    verify_job *j = w->data;
+    const gh_config *cfg = j->srv->cfg;
+    pool_thread_priority(cfg);
+    if (j->upstream_ok) { /* keep an offline verifier of what the upstream accepted */
+        j->ok = 1;
+        j->new_verifier = crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,
+                                            cfg->argon2_memlimit) == 0;
+        return;
+    }
+    j->ok = crypto_pwhash_str_verify(j->verifier, j->pw, j->pwlen) == 0;
+    if (j->ok && j->exists &&
+        crypto_pwhash_str_needs_rehash(j->verifier, cfg->argon2_opslimit, cfg->argon2_memlimit) !=
+            0)
+        j->new_verifier = crypto_pwhash_str(j->rehash, j->pw, j->pwlen, cfg->argon2_opslimit,
+                                            cfg->argon2_memlimit) == 0;
+}
+
+/* A new verifier only if the stored one is still the one we verified against
+ * (compare-and-set, as auth_apply). */
+static int vjob_apply(gh_txn *txn, void *arg)
+{
+    const verify_job *j = arg;
+    gh_user u;
+    int rc = 0;
+    if (gh_store_user_get_by_id(txn, j->u.id, &u) == 0 && strcmp(u.verifier, j->u.verifier) == 0) {
+        snprintf(u.verifier, sizeof(u.verifier), "%s", j->rehash);
+        u.verifier_time = gh_txn_now(txn);
+        rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+    }
+    sodium_memzero(&u, sizeof(u));
+    return rc;
+}
+
+static void vjob_written(void *cbarg, int rc, const char *err)
+{
+    verify_job *j = cbarg;
+    if (rc != 0)
+        GH_LOGW("bind %s: storing the new verifier failed: %s", j->name, err);
+    vjob_finish(j, 0); /* the password was right either way */
+}
+
+static void vjob_after(uv_work_t *w, int status)
+{
+    verify_job *j = w->data;
+    j->srv->argon2_inflight--;
+    if (status == UV_ECANCELED) {
+        vjob_finish(j, GH_EUNAVAIL);
+        return;
+    }
+    if (!(j->exists && j->ok)) {
+        vjob_finish(j, GH_ECREDS);
+        return;
+    }
+    if (j->new_verifier &&
+        gh_writer_submit(j->srv->writer, "auth", vjob_apply, j, vjob_written, j) == 0)
+        return;
+    vjob_finish(j, 0);
+}
+
+static int vjob_queue(verify_job *j)
+{
+    if (j->srv->argon2_inflight >= j->srv->cfg->argon2_queue_max)
+        return GH_ERATE;
+    j->work.data = j;
+    if (uv_queue_work(j->srv->loop, &j->work, vjob_work, vjob_after) != 0)
+        return GH_EINTERNAL;
+    j->srv->argon2_inflight++;
+    return 0;
+}
+
+static void vjob_upstream(void *arg, int rc, int offline_ok)
+{
+    verify_job *j = arg;
+    if (rc == 0 && j->offline_max_age > 0) {
+        j->upstream_ok = 1; /* hash an offline verifier on the pool, then succeed */
+        if (vjob_queue(j) == 0)
+            return;
+        j->upstream_ok = 0;
+    }
+    if (rc == 0 || rc == GH_ECREDS || rc == GH_ERATE) {
+        vjob_finish(j, rc);
+        return;
+    }
+    if (offline_ok && j->offline_max_age > 0 && j->u.verifier[0] != '\0' &&
+        (int64_t)time(NULL) - j->u.verifier_time <= j->offline_max_age) {
+        snprintf(j->verifier, sizeof(j->verifier), "%s", j->u.verifier);
+        if (vjob_queue(j) == 0)
+            return;
+    }
+    vjob_finish(j, GH_EUNAVAIL);
+}
+
+int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const char *pw,
+                    size_t pwlen, gh_verify_cb cb, void *arg)
+{
+    gh_txn *txn;
+    int rc;
+    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max) {
+        srv->auth_limited++;
+        return GH_ERATE;
+    }
+    verify_job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return GH_ENOMEM;
+    j->srv = srv;
+    j->cb = cb;
+    j->arg = arg;
+    snprintf(j->name, sizeof(j->name), "%s", name);
+    snprintf(j->peer, sizeof(j->peer), "%s", peer);
+    if (gh__lockout_admit(srv, name, j->peer, &j->adm) != 0) {
+        gh__lockout_settle(srv, &j->adm, 0);
+        free(j);
+        srv->auth_limited++;
+        return GH_ERATE;
+    }
+    j->pwlen = pwlen;
+    j->pw = secret_dup(pw, pwlen);
+    if (j->pw == NULL || (rc = gh_store_read_begin(srv->reader, &txn)) != 0) {
+        if (j->pw)
+            sodium_free(j->pw);
+        gh__lockout_settle(srv, &j->adm, 0);
+        free(j);
+        return GH_ENOMEM;
+    }
+    rc = name[0] ? gh_store_user_get(txn, name, &j->u) : GH_ENOTFOUND;
+    gh_store_read_end(srv->reader);
+    j->exists = rc == 0;
+    if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && pwlen > 0) {
+        j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
+        rc = gh_sync_auth_user(srv->sync, &j->u, j->peer, j->pw, vjob_upstream, j);
+        if (rc != 0) /* not asked: answered at once (the caller counts on it) */
+            vjob_upstream(j, rc == GH_ERATE ? GH_ERATE : GH_EUNAVAIL, 0);
+        return 0;
+    }
+    if (!j->exists || j->u.verifier[0] == '\0')
+        j->exists = 0;
+    snprintf(j->verifier, sizeof(j->verifier), "%s",
+             j->exists ? j->u.verifier : srv->dummy_verifier);
+    if ((rc = vjob_queue(j)) != 0) {
+        sodium_free(j->pw);
+        gh__lockout_settle(srv, &j->adm, 0);
+        free(j);
+        srv->auth_limited++;
+        return rc;
+    }
+    return 0;
 }

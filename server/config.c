@@ -75,6 +75,21 @@ static const struct key keys[] = {
     {"loop_threads", K_UINT, OFF(loop_threads), 0, 64},
     {"metrics_listen", K_STR, OFF(metrics_listen), 0, 0},
     {"metrics_allow_non_loopback", K_BOOL, OFF(metrics_any), 0, 1},
+    {"ldap_listen", K_STR, OFF(ldap_listen), 0, 0},
+    {"ldap_allow_non_loopback", K_BOOL, OFF(ldap_any), 0, 1},
+    {"ldap_suffix", K_STR, OFF(ldap_suffix), 0, 0},
+    {"ldap_bind_by_uid", K_BOOL, OFF(ldap_bind_by_uid), 0, 1},
+    {"ldap_max_scan", K_SIZE, OFF(ldap_max_scan), 1, 1ull << 32},
+    {"ldap_max_message", K_SIZE, OFF(ldap_max_message), 1024, 64u << 20},
+    {"tls_cert_file", K_STR, OFF(tls_cert_file), 0, 0},
+    {"tls_key_file", K_STR, OFF(tls_key_file), 0, 0},
+    {"tls_ca_file", K_STR, OFF(tls_ca_file), 0, 0},
+    {"home_template", K_STR, OFF(home_template), 0, 0},
+    {"default_shell", K_STR, OFF(default_shell), 0, 0},
+    {"gid_min", K_UINT, OFF(gid_min), 1, 2000000000},
+    {"user_private_groups", K_BOOL, OFF(user_private_groups), 0, 1},
+    {"nss_enumerate", K_BOOL, OFF(nss_enumerate), 0, 1},
+    {"nss_socket", K_STR, OFF(nss_socket), 0, 0},
 };
 
 static int set_str(char **dst, const char *v)
@@ -125,6 +140,12 @@ int gh_config_defaults(gh_config *cfg)
     cfg->argon2_memlimit_max = 256u << 20;
     cfg->argon2_opslimit_max = 8;
     cfg->audit_retention = 90 * 86400;
+    if (set_str(&cfg->home_template, "/home/%u") || set_str(&cfg->default_shell, "/bin/sh") ||
+        set_str(&cfg->nss_socket, ""))
+        return GH_ENOMEM;
+    cfg->gid_min = 1000;
+    cfg->user_private_groups = 1;
+    cfg->nss_enumerate = 0;
     return 0;
 }
 
@@ -315,6 +336,22 @@ int gh_config_finish(gh_config *cfg, char *err, size_t errlen)
         free(cfg->socket_path);
         cfg->socket_path = p;
     }
+    if (cfg->nss_socket[0] == '\0') {
+        const char *slash = strrchr(cfg->socket_path, '/');
+        char *p = NULL;
+        if (asprintf(&p, "%.*snss.sock", slash ? (int)(slash - cfg->socket_path + 1) : 0,
+                     cfg->socket_path) < 0)
+            return GH_ENOMEM;
+        free(cfg->nss_socket);
+        cfg->nss_socket = p;
+    } else if (strcmp(cfg->nss_socket, "none") == 0) {
+        cfg->nss_socket[0] = '\0';
+    }
+    if (cfg->home_template[0] != '/' || cfg->default_shell[0] != '/' ||
+        strchr(cfg->home_template, ':') || strchr(cfg->default_shell, ':')) {
+        snprintf(err, errlen, "home_template and default_shell must be absolute paths without ':'");
+        return GH_EINVAL;
+    }
     if (cfg->map_max < cfg->map_size) {
         snprintf(err, errlen, "map_max (%zu) is smaller than map_size (%zu)", cfg->map_max,
                  cfg->map_size);
@@ -344,6 +381,14 @@ void gh_config_free(gh_config *cfg)
     free(cfg->service_group);
     free(cfg->frontend_unix_group);
     free(cfg->metrics_listen);
+    free(cfg->ldap_listen);
+    free(cfg->ldap_suffix);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    free(cfg->tls_ca_file);
+    free(cfg->home_template);
+    free(cfg->default_shell);
+    free(cfg->nss_socket);
     for (size_t i = 0; i < cfg->nupstreams; i++)
         gh_upstream_config_free(cfg->upstreams[i]);
     free(cfg->upstreams);

@@ -67,6 +67,21 @@ typedef struct gh_config {
     /* Prometheus metrics (server/metrics.c) */
     char *metrics_listen; /* "" = off; "127.0.0.1:9464" */
     int metrics_any;      /* allow a non-loopback metrics_listen */
+    /* LDAP front-end and TLS (server/ldap_conn.c, server/tls.c); NULL/0 = default */
+    char *ldap_listen;       /* NULL: "ldapi://" (<state_dir>/ldapi); "": off */
+    int ldap_any;            /* ldap_allow_non_loopback */
+    char *ldap_suffix;       /* "dc=gatehouse" */
+    int ldap_bind_by_uid;    /* a bare login as bind DN */
+    size_t ldap_max_scan;    /* 100000 */
+    size_t ldap_max_message; /* 1 MiB */
+    char *tls_cert_file, *tls_key_file, *tls_ca_file;
+    /* OS login (PAM and NSS, docs/OS-LOGIN.md) */
+    char *home_template;     /* "/home/%u" (%u login, %U uid) */
+    char *default_shell;     /* "/bin/sh" */
+    uint32_t gid_min;        /* NSS serves no group below it, 1000 (users: uid_min) */
+    int user_private_groups; /* a user whose gid names no group gets one of its own, yes */
+    int nss_enumerate;       /* nss.enumerate answers (getent passwd), no */
+    char *nss_socket;        /* "" = nss.sock next to socket; "none" = off */
 
     struct gh_upstream_cfg **upstreams;
     size_t nupstreams;

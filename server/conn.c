@@ -469,10 +469,17 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 /* The idle timeout counts from the last complete request, not the last
  * byte: a peer trickling a line a byte at a time is still idle. */
+/* NSS-socket connections idle out quickly: every process of the machine may
+ * keep one, and they must not pile up against the connection limits. */
+static uint64_t conn_idle_ms(const gh_conn *c)
+{
+    return c->nss_only ? GH_NSS_IDLE_MS : (uint64_t)c->srv->cfg->idle_timeout * 1000;
+}
+
 static void on_idle(uv_timer_t *t)
 {
     gh_conn *c = t->data;
-    uint64_t ms = (uint64_t)c->srv->cfg->idle_timeout * 1000;
+    uint64_t ms = conn_idle_ms(c);
     uint64_t since = uv_now(c->lp->loop) - c->last_request_ms;
     if (c->npending > 0 || since < ms) { /* working for the peer, or not idle long enough */
         uv_timer_start(&c->idle, on_idle, c->npending > 0 ? ms : ms - since, 0);
@@ -591,14 +598,14 @@ static int conn_start(gh_conn *c)
         return GH_EUNAVAIL;
     }
     c->last_request_ms = uv_now(lp->loop);
-    if (srv->cfg->idle_timeout)
-        uv_timer_start(&c->idle, on_idle, (uint64_t)srv->cfg->idle_timeout * 1000, 0);
+    if (srv->cfg->idle_timeout || c->nss_only)
+        uv_timer_start(&c->idle, on_idle, conn_idle_ms(c), 0);
     uv_read_start(&c->h.stream, on_alloc, on_read);
     return 0;
 }
 
 /* The stream is connected: who the peer is, then conn_start. On c's loop. */
-static void conn_setup(gh_conn *c, int is_tcp)
+static void conn_setup(gh_conn *c, int is_tcp, int nss_only)
 {
     GH_STAT_ADD(c->lp->conns_total, 1);
     if (is_tcp) {
@@ -642,7 +649,9 @@ static void conn_setup(gh_conn *c, int is_tcp)
             return;
         }
         conn_set_unix_peer(c, cred.uid, cred.gid);
-        classify_unix_peer(c, fd);
+        c->nss_only = nss_only;
+        if (!c->nss_only) /* no class on the NSS socket, whoever connects */
+            classify_unix_peer(c, fd);
     }
     conn_start(c);
 }
@@ -652,17 +661,17 @@ typedef struct adopt_msg {
     gh_post post;
     gh_loop *lp;
     int fd;
-    int is_tcp;
+    int is_tcp, nss_only;
 } adopt_msg;
 
 static void adopt_here(void *arg)
 {
     adopt_msg *m = arg;
-    gh__conn_adopt(m->lp, m->fd, m->is_tcp);
+    gh__conn_adopt(m->lp, m->fd, m->is_tcp, m->nss_only);
     free(m);
 }
 
-void gh__conn_adopt(gh_loop *lp, int fd, int is_tcp)
+void gh__conn_adopt(gh_loop *lp, int fd, int is_tcp, int nss_only)
 {
     GH_ASSERT(gh__loop_self() == lp);
     gh_conn *c = conn_new(lp, is_tcp);
@@ -677,7 +686,7 @@ void gh__conn_adopt(gh_loop *lp, int fd, int is_tcp)
         gh__conn_close(c);
         return;
     }
-    conn_setup(c, is_tcp);
+    conn_setup(c, is_tcp, nss_only);
 }
 
 static void on_tmp_closed(uv_handle_t *h)
@@ -687,7 +696,7 @@ static void on_tmp_closed(uv_handle_t *h)
 
 /* Accepts on a handle of loop 0 and hands a duplicate of the socket to lp
  * (the handle is closed: the duplicate keeps the connection). */
-static void hand_over(uv_stream_t *server, gh_loop *lp, int is_tcp)
+static void hand_over(uv_stream_t *server, gh_loop *lp, int is_tcp, int nss_only)
 {
     union {
         uv_handle_t handle;
@@ -718,6 +727,7 @@ static void hand_over(uv_stream_t *server, gh_loop *lp, int is_tcp)
     m->lp = lp;
     m->fd = dup;
     m->is_tcp = is_tcp;
+    m->nss_only = nss_only;
     gh__loop_post(lp, &m->post, adopt_here, m);
 }
 
@@ -726,6 +736,7 @@ static void on_connection(uv_stream_t *server, int status)
 {
     gh_server *srv = server->data;
     int is_tcp = server == (uv_stream_t *)&srv->tcp_listener;
+    int nss_only = server == (uv_stream_t *)&srv->nss_listener;
     if (status < 0) {
         GH_LOGW("accept: %s", uv_strerror(status));
         return;
@@ -733,7 +744,7 @@ static void on_connection(uv_stream_t *server, int status)
     gh_loop *lp = &srv->loops[srv->accept_next];
     srv->accept_next = (srv->accept_next + 1) % srv->nloops;
     if (lp != &srv->loops[0]) {
-        hand_over(server, lp, is_tcp);
+        hand_over(server, lp, is_tcp, nss_only);
         return;
     }
     gh_conn *c = conn_new(lp, is_tcp);
@@ -743,7 +754,7 @@ static void on_connection(uv_stream_t *server, int status)
         gh__conn_close(c);
         return;
     }
-    conn_setup(c, is_tcp);
+    conn_setup(c, is_tcp, nss_only);
 }
 
 int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin)
@@ -763,9 +774,8 @@ int gh__conn_attach_fd(gh_server *srv, int fd, uid_t uid, gid_t gid, int admin)
     return conn_start(c);
 }
 
-static int listen_unix(gh_server *srv)
+static int listen_unix(gh_server *srv, uv_pipe_t *lh, int *have, const char *path, unsigned mode)
 {
-    const char *path = srv->cfg->socket_path;
     int rc;
 
     /* A stale socket from a crash is removed; a live server on it is not. */
@@ -787,19 +797,19 @@ static int listen_unix(gh_server *srv)
         }
         unlink(path);
     }
-    uv_pipe_init(srv->loop, &srv->unix_listener, 0);
-    srv->unix_listener.data = srv;
-    srv->have_unix = 1;
+    uv_pipe_init(srv->loop, lh, 0);
+    lh->data = srv;
+    *have = 1;
     mode_t old = umask(0177);
-    rc = uv_pipe_bind(&srv->unix_listener, path);
+    rc = uv_pipe_bind(lh, path);
     umask(old);
     if (rc != 0) {
         GH_LOGE("bind %s: %s", path, uv_strerror(rc));
         return GH_EIO;
     }
-    if (chmod(path, srv->cfg->socket_mode) != 0)
+    if (chmod(path, mode) != 0)
         GH_LOGW("chmod %s: %s", path, strerror(errno));
-    rc = uv_listen((uv_stream_t *)&srv->unix_listener, 511, on_connection);
+    rc = uv_listen((uv_stream_t *)lh, 511, on_connection);
     if (rc != 0) {
         GH_LOGE("listen %s: %s", path, uv_strerror(rc));
         return GH_EIO;
@@ -884,7 +894,10 @@ int gh__listen(gh_server *srv)
                            &srv->have_frontend_gid);
     if (rc != 0)
         return rc;
-    rc = listen_unix(srv);
+    rc = listen_unix(srv, &srv->unix_listener, &srv->have_unix, srv->cfg->socket_path,
+                     srv->cfg->socket_mode);
+    if (rc == 0 && srv->cfg->nss_socket[0] != '\0') /* world-connectable, nss.* only */
+        rc = listen_unix(srv, &srv->nss_listener, &srv->have_nss, srv->cfg->nss_socket, 0666);
     if (rc == 0 && srv->cfg->tcp_listen[0] != '\0')
         rc = listen_tcp(srv);
     return rc;
@@ -896,6 +909,11 @@ void gh__listen_stop(gh_server *srv)
         uv_close((uv_handle_t *)&srv->unix_listener, NULL);
         unlink(srv->cfg->socket_path);
         srv->have_unix = 0;
+    }
+    if (srv->have_nss) {
+        uv_close((uv_handle_t *)&srv->nss_listener, NULL);
+        unlink(srv->cfg->nss_socket);
+        srv->have_nss = 0;
     }
     if (srv->have_tcp) {
         uv_close((uv_handle_t *)&srv->tcp_listener, NULL);

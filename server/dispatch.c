@@ -1,14 +1,20 @@
 /*
- * dispatch.c: one request line through its named steps.
+ * dispatch.c: one request line through its named steps, in one direction.
  *
- *   decode -> identify the peer -> authorize the op -> execute -> log
+ *   conn.c process_input -> gh__dispatch_line -> decode -> (park) ->
+ *   execute: identify the peer (token_rank) -> authorize (class) -> the op's
+ *   handler -> answer now | gh_op_write (writer) | gh_op_pend (Argon2,
+ *   upstream bind) -> gh__pending_finish -> conn.c flush
  *
  * Every line gets a gh_pending in its connection's reply queue before
- * anything can fail, so replies always come back in request order. Execute
- * runs the op's handler with a read snapshot that ends when the handler
- * returns; a handler that defers a write is completed by the writer's done
- * callback after the commit is durable. The reply is serialized at once and
- * written by the connection's next flush.
+ * anything can fail, so replies always come back in request order. A
+ * request has one state (gh_req_state in server.h): PARSED, PARKED (held
+ * behind its connection's writes, kept as text, not as a parsed tree),
+ * RUNNING, HASHING, WRITING, DONE; each transition is a function here.
+ * Execute runs the handler with a read snapshot that ends when it returns.
+ * gh__pending_finish only serializes the reply and marks the connection
+ * dirty: reading on, resuming parked requests and writing happen in the
+ * loop's flush phase (conn.c), so a completion never re-enters the parser.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +40,9 @@ static int cmp_ops(const void *a, const void *b)
 
 int gh__dispatch_init(gh_server *srv)
 {
-    const gh_op_def *lists[] = {gh__ops_core, gh__ops_user,    gh__ops_io,    gh__ops_authz,
-                                gh__ops_sync, gh__ops_session, gh__ops_backup};
+    const gh_op_def *lists[] = {gh__ops_core,   gh__ops_user, gh__ops_io,
+                                gh__ops_authz,  gh__ops_sync, gh__ops_session,
+                                gh__ops_backup, gh__ops_nss,  gh__ops_passwd};
     const size_t nlists = sizeof(lists) / sizeof(lists[0]);
     size_t n = 0;
     if (table == NULL) {
@@ -590,6 +597,11 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
     }
     ctx.txn = txn;
 
+    /* the NSS socket answers its lookups and ping only (server/ops_nss.c) */
+    if (c->nss_only && !gh__op_nss_allowed(def)) {
+        rc = gh_op_fail(&ctx, GH_EPERM, "the NSS socket answers nss.* lookups only");
+        goto done;
+    }
     /* identify: a token in "auth" may raise the request's rank */
     json_t *auth = json_object_get(req, "auth");
     if (auth != NULL) {

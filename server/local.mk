@@ -8,8 +8,11 @@ libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync
 	server/server.h server/server.c server/config.c server/writer.c server/conn.c server/dispatch.c \
 	server/ops_util.c server/auth.c server/ops_core.c server/ops_user.c \
 	server/ops_authz.c server/ops_io.c server/reply.h server/reply.c \
+	server/ops_nss.c server/ops_passwd.c \
 	server/ops_backup.c \
 	server/metrics.h server/metrics.c
+# LDAP listeners and TLS
+libghcore_la_SOURCES += server/ldap_conn.c server/tls.c server/tls.h
 # sync
 libghcore_la_SOURCES += server/sync-int.h server/sync.c server/sync_worker.c \
 	server/sync_model.c server/sync_apply.c server/sync_auth.c server/sync_ldap.c \

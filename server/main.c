@@ -211,6 +211,20 @@ static void apply_reload(void *arg)
     srv->cfg->password_min_length = fresh->password_min_length;
     srv->cfg->token_ttl = fresh->token_ttl;
     srv->cfg->argon2_queue_max = fresh->argon2_queue_max;
+    /* OS login (server/ops_nss.c reads them per request); paths only
+     * when gh_config_finish would take them */
+    if (fresh->home_template[0] == '/' && !strchr(fresh->home_template, ':') &&
+        fresh->default_shell[0] == '/' && !strchr(fresh->default_shell, ':')) {
+        char *swap = srv->cfg->home_template;
+        srv->cfg->home_template = fresh->home_template;
+        fresh->home_template = swap;
+        swap = srv->cfg->default_shell;
+        srv->cfg->default_shell = fresh->default_shell;
+        fresh->default_shell = swap;
+    }
+    srv->cfg->gid_min = fresh->gid_min;
+    srv->cfg->user_private_groups = fresh->user_private_groups;
+    srv->cfg->nss_enumerate = fresh->nss_enumerate;
     gh_log_setup(gh_log_level_parse(srv->cfg->log_level), srv->cfg->log_syslog);
 }
 
@@ -263,6 +277,8 @@ static int run_server(gh_config *cfg, const char *config_path)
     rc = gh__server_open(&srv, cfg, &loop);
     if (rc == 0)
         rc = gh__listen(&srv);
+    if (rc == 0)
+        rc = gh__ldap_start(&srv);
     if (rc == 0) {
         uv_signal_init(&loop, &srv.sig_term);
         uv_signal_init(&loop, &srv.sig_int);
@@ -294,6 +310,10 @@ static int run_server(gh_config *cfg, const char *config_path)
 
 int main(int argc, char **argv)
 {
+    /* libnss_gatehouse answers "unavailable" at once in a process carrying
+     * this mark: gatehoused resolving a name (admin_unix_group, a peer's
+     * groups) through NSS must never ask itself (SSSD's _SSS_LOOPS). */
+    setenv("_GATEHOUSE_NSS_LOOPS", "NO", 1);
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"state-dir", required_argument, NULL, 'd'},

@@ -95,6 +95,9 @@ enum {
      * loop 0 (the completion is posted to the connection's loop); it never
      * defers a write. (A high bit: other branches take 4-7.) */
     GH_OPF_LOOP0 = 1u << 8,
+    /* Callable on the NSS socket (server/ops_nss.c); public everywhere.
+     * (A high bit: main's GH_OPF_ARGON2 / _UNORDERED_WRITE take 2 and 3.) */
+    GH_OPF_NSS = 1u << 6,
 };
 
 typedef struct gh_op_def {
@@ -114,6 +117,10 @@ extern const gh_op_def
 extern const gh_op_def gh__ops_sync[];    /* server/ops_sync.c: sync.status, sync.run */
 extern const gh_op_def gh__ops_session[]; /* server/ops_session.c: session.list, session.revoke */
 extern const gh_op_def gh__ops_backup[];  /* server/ops_backup.c: backup */
+extern const gh_op_def gh__ops_nss[];     /* server/ops_nss.c: nss.* (passwd and group lookups) */
+extern const gh_op_def gh__ops_passwd[];  /* server/ops_passwd.c: passwd.change */
+/* Whether a connection of the NSS socket may call def (nss.* and ping). */
+int gh__op_nss_allowed(const gh_op_def *def);
 
 /* Sets c->msg (printf-style) and returns err. */
 int gh_op_fail(gh_opctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

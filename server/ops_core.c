@@ -147,6 +147,7 @@ static int op_stats(gh_opctx *c)
     json_object_set_new(auth, "argon2_inflight",
                         json_integer(__atomic_load_n(&srv->argon2_inflight, __ATOMIC_RELAXED)));
     json_object_set_new(c->resp, "auth", auth);
+    json_object_set_new(c->resp, "ldap", gh__ldap_stats(srv));
     gh_store_size(srv->store, &used, &map);
     gh_store_user_count(c->txn, &users);
     gh_store_group_count(c->txn, &groups);
@@ -211,7 +212,8 @@ const gh_op_def gh__ops_core[] = {
     {"auth", gh__op_auth, GH_OPF_ARGON2 | GH_OPF_UNORDERED_WRITE, GH_CLASS_PUBLIC},
     {"whoami", op_whoami, 0, GH_CLASS_PUBLIC},
     {"logout", op_logout, GH_OPF_WRITE, GH_CLASS_PUBLIC},
-    {"stats", op_stats, GH_OPF_ADMIN, GH_CLASS_ADMIN},
+    /* on loop 0: the LDAP front-end's counters are its; other loops' are read atomically */
+    {"stats", op_stats, GH_OPF_LOOP0, GH_CLASS_ADMIN},
     {"audit", op_audit, GH_OPF_ADMIN, GH_CLASS_ADMIN},
     {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

@@ -124,6 +124,34 @@ static int opt_text(gh_opctx *c, const char *key, char *dst, size_t dstlen, unsi
     return 0;
 }
 
+/* home, shell, gecos: text that goes into a passwd line ("" = the default). */
+static int opt_posix(gh_opctx *c, const char *key, char *dst, size_t dstlen, unsigned bit,
+                     unsigned *mask)
+{
+    const char *s;
+    char msg[GH_ERRMSG_MAX];
+    int rc = gh_arg_str(c, key, 0, dstlen - 1, &s);
+    if (rc == GH_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (gh_schema_posix_valid(key, s, dstlen - 1, bit != GH_UF_GECOS, msg, sizeof(msg)) != 0)
+        return gh_op_fail(c, GH_EINVAL, "%s", msg);
+    snprintf(dst, dstlen, "%s", s);
+    *mask |= bit;
+    return 0;
+}
+
+static int opt_posix_all(gh_opctx *c, gh_user *u, unsigned *mask)
+{
+    int rc;
+    if ((rc = opt_posix(c, "home", u->home, sizeof(u->home), GH_UF_HOME, mask)) != 0 ||
+        (rc = opt_posix(c, "shell", u->shell, sizeof(u->shell), GH_UF_SHELL, mask)) != 0 ||
+        (rc = opt_posix(c, "gecos", u->gecos, sizeof(u->gecos), GH_UF_GECOS, mask)) != 0)
+        return rc;
+    return 0;
+}
+
 static int opt_u32(gh_opctx *c, const char *key, uint32_t *dst, unsigned bit, unsigned *mask)
 {
     int64_t v;
@@ -223,6 +251,7 @@ static int op_user_add(gh_opctx *c)
         (rc = opt_text(c, "display_name", a->u.display_name, sizeof(a->u.display_name),
                        GH_UF_DISPLAY, &mask)) != 0 ||
         (rc = opt_text(c, "mail", a->u.mail, sizeof(a->u.mail), GH_UF_MAIL, &mask)) != 0 ||
+        (rc = opt_posix_all(c, &a->u, &mask)) != 0 ||
         (rc = parse_state(c, &a->u.state, &mask)) != 0) {
         free(a);
         return rc;
@@ -417,6 +446,12 @@ static int user_set_apply(gh_txn *txn, void *arg)
         memcpy(u.mail, a->u.mail, sizeof(u.mail));
     if (a->mask & GH_UF_STATE)
         u.state = a->u.state;
+    if (a->mask & GH_UF_HOME)
+        memcpy(u.home, a->u.home, sizeof(u.home));
+    if (a->mask & GH_UF_SHELL)
+        memcpy(u.shell, a->u.shell, sizeof(u.shell));
+    if (a->mask & GH_UF_GECOS)
+        memcpy(u.gecos, a->u.gecos, sizeof(u.gecos));
     if (a->mask & GH_UF_VERIFIER) {
         memcpy(u.verifier, a->u.verifier, sizeof(u.verifier));
         u.verifier_time = gh_txn_now(txn);
@@ -472,6 +507,7 @@ static int op_user_set(gh_opctx *c)
         (rc = opt_text(c, "display_name", a->u.display_name, sizeof(a->u.display_name),
                        GH_UF_DISPLAY, &mask)) != 0 ||
         (rc = opt_text(c, "mail", a->u.mail, sizeof(a->u.mail), GH_UF_MAIL, &mask)) != 0 ||
+        (rc = opt_posix_all(c, &a->u, &mask)) != 0 ||
         (rc = parse_state(c, &a->u.state, &mask)) != 0 || (rc = check_owned(c, &cur, mask)) != 0) {
         free(a);
         return rc;

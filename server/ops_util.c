@@ -181,6 +181,9 @@ json_t *gh_json_user(const gh_user *u)
     json_object_set_new(o, "gid", json_integer(u->gid));
     json_object_set_new(o, "display_name", json_string(u->display_name));
     json_object_set_new(o, "mail", json_string(u->mail));
+    json_object_set_new(o, "home", json_string(u->home));
+    json_object_set_new(o, "shell", json_string(u->shell));
+    json_object_set_new(o, "gecos", json_string(u->gecos));
     json_object_set_new(o, "state", json_string(gh_user_state_name(u->state)));
     json_object_set_new(o, "origin", json_string(u->origin[0] ? u->origin : "local"));
     if (u->origin[0]) {

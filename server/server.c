@@ -191,7 +191,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
  * sync stop and every loop closes its handles. */
 void gh__maybe_finish_shutdown(gh_server *srv)
 {
-    if (srv->stopping != 1 || srv->loops_drained < srv->nloops)
+    if (srv->stopping != 1 || srv->loops_drained < srv->nloops || gh__ldap_busy(srv))
         return;
     srv->stopping = 2;
     GH_LOGI("all connections closed; stopping sync, draining writes");
@@ -224,6 +224,7 @@ void gh__server_shutdown(gh_server *srv)
     srv->stopping = 1;
     GH_LOGI("shutting down: no new connections, finishing requests in flight");
     gh__listen_stop(srv);
+    gh__ldap_stop(srv);
     if (srv->have_handles)
         uv_timer_start(&srv->shutdown_timer, on_shutdown_timeout, 10000, 0);
     if (srv->loops != NULL)
@@ -257,6 +258,7 @@ void gh__server_close(gh_server *srv)
         gh__loops_close_handles(srv); /* a failed shutdown: close what is left */
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);
+    gh__ldap_free(srv);
     gh__loops_free(srv); /* joins the loop threads */
     if (srv->store)
         gh_store_close(srv->store);

@@ -39,6 +39,7 @@
 #define GH_CONN_MAX_PENDING 4096 /* requests in flight per connection before reads pause */
 #define GH_CONN_MAX_PARKED 256   /* requests held behind writes before reads pause */
 #define GH_FLUSH_ROUNDS 8        /* flush passes per loop phase before yielding to I/O */
+#define GH_NSS_IDLE_MS 10000     /* idle NSS-socket connections are closed after this */
 #define GH_LAT_BUCKETS 160       /* 0-7 us exact, then 4 sub-buckets per power of two */
 #define GH_LOOPS_MAX 64          /* loop_threads maximum */
 
@@ -128,6 +129,9 @@ typedef struct gh_conn {
     int service;  /* a member of service_unix_group */
     int frontend; /* trusted front-end (admin or frontend_unix_group): may name "client" */
     int is_tcp;
+    int nss_only; /* accepted on the NSS socket: nss.* and ping only; idle
+                   * after GH_NSS_IDLE_MS (every process of the machine may
+                   * keep one: they must not pile up) */
     uid_t uid;
     gid_t gid;
     char peer[64];            /* "uid:1000", "tcp:127.0.0.1" (for logs) */
@@ -163,6 +167,7 @@ typedef struct gh_admission {
     uint64_t login_key; /* login, any client: in-flight cap only */
     uint64_t peer_key;  /* client: spraying */
     int held;
+    int busy; /* refused for the per-login in-flight cap (not for failures) */
 } gh_admission;
 
 /* Counters one thread writes and other threads read (stats): the owner adds
@@ -224,6 +229,7 @@ typedef struct gh_server {
     gh_writer *writer;
     gh_authz *authz; /* loop 0's (loops[0].authz) */
     gh_sync *sync;
+    struct gh_ldap_srv *ldap; /* ldap_conn.c */
 
     gh_loop *loops; /* loop_threads of them; [0] runs on the main thread */
     unsigned nloops;
@@ -237,7 +243,8 @@ typedef struct gh_server {
 
     uv_pipe_t unix_listener;
     uv_tcp_t tcp_listener;
-    int have_unix, have_tcp;
+    uv_pipe_t nss_listener; /* cfg->nss_socket, mode 0666 (server/ops_nss.c) */
+    int have_unix, have_tcp, have_nss;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t housekeeping;
     uv_timer_t shutdown_timer;
@@ -323,7 +330,7 @@ void gh__close_idle_for_shutdown(gh_loop *lp);
 void gh__close_all(gh_loop *lp);
 /* Makes an accepted stream socket (fd, owned from here on) a connection of
  * lp, on lp's thread: credentials, classes, limits, then reading. */
-void gh__conn_adopt(gh_loop *lp, int fd, int is_tcp);
+void gh__conn_adopt(gh_loop *lp, int fd, int is_tcp, int nss_only);
 /* Wraps an already-connected UNIX stream socket as a connection of a peer with
  * these credentials, as if it had been accepted (in-process harnesses: the fuzz
  * targets), on loop 0. 0: the connection owns fd; GH_EUNAVAIL: refused like an
@@ -357,6 +364,12 @@ int gh__op_auth(gh_opctx *c); /* the auth operation */
 void gh__lockout_client(const gh_opctx *c, const char *client, char *out, size_t outlen);
 int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_admission *a);
 void gh__lockout_settle(gh_server *srv, gh_admission *a, int success);
+/* Verifies a password like auth (lockout, upstream, Argon2 on the pool) but
+ * issues no token: cb(arg, 0, user) on success, else a GH_E* code and NULL.
+ * Returns GH_ERATE at once when locked out or the queue is full. */
+typedef void (*gh_verify_cb)(void *arg, int rc, const gh_user *u);
+int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const char *pw,
+                    size_t pwlen, gh_verify_cb cb, void *arg);
 
 /* server.c */
 int gh__open_store(gh_config *cfg, gh_store **store);
@@ -421,5 +434,12 @@ uint64_t gh__now_ms(void);
  * restore: `gatehoused --restore FILE` with the server stopped, 0 or 1. */
 void gh__backup_stop(gh_server *srv);
 int gh__restore(gh_config *cfg, const char *file);
+/* ldap_conn.c: the LDAP listeners and their connections (srv->ldap). */
+struct gh_ldap_srv;
+int gh__ldap_start(gh_server *srv); /* no-op when ldap_listen is empty */
+void gh__ldap_stop(gh_server *srv); /* stop listening, close connections */
+int gh__ldap_busy(gh_server *srv);  /* connections still open */
+void gh__ldap_free(gh_server *srv);
+json_t *gh__ldap_stats(gh_server *srv);
 
 #endif

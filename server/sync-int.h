@@ -53,6 +53,9 @@ struct gh_upstream_cfg {
     char *gid_number_attr;
     char *display_name_attr;
     char *mail_attr;
+    char *home_attr; /* POSIX fields (issue 12); "" = not mirrored */
+    char *shell_attr;
+    char *gecos_attr;
     char *key_attr;
     char *group_name_attr;
     char *description_attr;
@@ -216,6 +219,8 @@ typedef struct gh__obj {
     char login[GH_NAME_MAX + 1]; /* users: for memberUid */
     size_t pending;              /* groups: index + 1 of its change in the batch */
     gh__keylist unres;           /* groups: member references not resolved yet */
+    char *psid;                  /* AD users: SID of the primary group (NULL: unknown) */
+    char *sid;                   /* AD groups: objectSid (NULL: unknown) */
 } gh__obj;
 
 typedef struct gh__model {
@@ -224,6 +229,10 @@ typedef struct gh__model {
     gh__map by_login; /* login -> obj (users) */
     gh__map parked;   /* unresolved member ref -> gh__keylist of group keys */
     gh__map tomb;     /* key -> int64_t* tombstone time */
+    /* AD primary groups (primaryGroupID is not in the group's member list):
+     * group SID -> gh__keylist of user keys, and group SID -> group obj */
+    gh__map by_psid;
+    gh__map by_sid;
     size_t nusers, ngroups;
 } gh__model;
 
@@ -287,8 +296,11 @@ typedef struct gh__upstream {
         char dc[GH_DN_MAX + 1]; /* its dsServiceName */
         int64_t full_at;        /* last full run (wall clock) */
     } mark, mark_next;
-    int mark_pending; /* mark_next goes with the run's last batch */
-    int recount_due;  /* persist: counts to take from the store when idle */
+    int mark_pending;              /* mark_next goes with the run's last batch */
+    int recount_due;               /* persist: counts to take from the store when idle */
+    long long ad_lockout_duration; /* AD domain's lockoutDuration (100 ns, <= 0) */
+    int primary_known;             /* AD: a full run since the model was loaded saw every
+                                      user's primary group, so incremental runs may follow */
     gh__session sess[2];
     gh__model m;
     gh__batch b;

@@ -76,7 +76,8 @@ static unsigned owned_mask(const struct gh_upstream_cfg *cfg)
 {
     unsigned m = GH_UF_NAME | GH_UF_ORIGIN | GH_UF_TOMBSTONE | GH_UF_VERIFIER;
     if (cfg == NULL)
-        return m | GH_UF_UID | GH_UF_GID | GH_UF_DISPLAY | GH_UF_MAIL;
+        return m | GH_UF_UID | GH_UF_GID | GH_UF_DISPLAY | GH_UF_MAIL | GH_UF_HOME | GH_UF_SHELL |
+               GH_UF_GECOS;
     if (cfg->uid_number_attr[0] != '\0')
         m |= GH_UF_UID;
     if (cfg->gid_number_attr[0] != '\0')
@@ -85,6 +86,12 @@ static unsigned owned_mask(const struct gh_upstream_cfg *cfg)
         m |= GH_UF_DISPLAY;
     if (cfg->mail_attr[0] != '\0')
         m |= GH_UF_MAIL;
+    if (cfg->home_attr[0] != '\0')
+        m |= GH_UF_HOME;
+    if (cfg->shell_attr[0] != '\0')
+        m |= GH_UF_SHELL;
+    if (cfg->gecos_attr[0] != '\0')
+        m |= GH_UF_GECOS;
     return m;
 }
 

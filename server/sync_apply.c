@@ -208,6 +208,18 @@ static int apply_user(gh_txn *txn, gh__batch *b, const gh__change *c)
         memcpy(nu.mail, c->u.mail, sizeof(nu.mail));
         mask |= GH_UF_MAIL;
     }
+    if (cfg->home_attr[0] != '\0' && strcmp(cur.home, c->u.home) != 0) {
+        memcpy(nu.home, c->u.home, sizeof(nu.home));
+        mask |= GH_UF_HOME;
+    }
+    if (cfg->shell_attr[0] != '\0' && strcmp(cur.shell, c->u.shell) != 0) {
+        memcpy(nu.shell, c->u.shell, sizeof(nu.shell));
+        mask |= GH_UF_SHELL;
+    }
+    if (cfg->gecos_attr[0] != '\0' && strcmp(cur.gecos, c->u.gecos) != 0) {
+        memcpy(nu.gecos, c->u.gecos, sizeof(nu.gecos));
+        mask |= GH_UF_GECOS;
+    }
     if (strcmp(cur.origin_dn, c->u.origin_dn) != 0) {
         memcpy(nu.origin_dn, c->u.origin_dn, sizeof(nu.origin_dn));
         mask |= GH_UF_ORIGIN;

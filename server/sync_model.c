@@ -26,6 +26,8 @@ static void obj_free(void *p)
 {
     gh__obj *o = p;
     free(o->ndn);
+    free(o->psid);
+    free(o->sid);
     gh__keylist_free(&o->unres);
     free(o);
 }
@@ -36,6 +38,8 @@ void gh__model_free(gh__model *m)
     gh__map_clear(&m->by_login, NULL);
     gh__map_clear(&m->parked, gh__keylist_vfree);
     gh__map_clear(&m->tomb, free);
+    gh__map_clear(&m->by_psid, gh__keylist_vfree);
+    gh__map_clear(&m->by_sid, NULL);
     gh__map_clear(&m->by_key, obj_free);
     m->nusers = m->ngroups = 0;
 }
@@ -79,6 +83,23 @@ static void unpark_group(gh__model *m, gh__obj *g)
     gh__keylist_free(&g->unres);
 }
 
+/* Takes key out of the user list of primary group psid. */
+static void primary_drop(gh__model *m, const char *psid, const char *key)
+{
+    gh__keylist *l = psid != NULL ? gh__map_get(&m->by_psid, psid) : NULL;
+    if (l == NULL)
+        return;
+    for (size_t j = 0; j < l->n; j++) {
+        if (strcmp(l->v[j], key) == 0) {
+            free(l->v[j]);
+            l->v[j] = l->v[--l->n];
+            break;
+        }
+    }
+    if (l->n == 0)
+        gh__keylist_vfree(gh__map_del(&m->by_psid, psid));
+}
+
 static void model_unlink(gh__model *m, gh__obj *o)
 {
     if (o->ndn != NULL && o->ndn[0] != '\0' && gh__map_get(&m->by_dn, o->ndn) == o)
@@ -93,6 +114,9 @@ static void model_remove(gh__model *m, const char *key)
     if (o == NULL)
         return;
     model_unlink(m, o);
+    primary_drop(m, o->psid, o->key);
+    if (o->sid != NULL && gh__map_get(&m->by_sid, o->sid) == o)
+        gh__map_del(&m->by_sid, o->sid);
     if (o->kind == GH__KIND_GROUP) {
         unpark_group(m, o);
         m->ngroups--;
@@ -248,6 +272,26 @@ static int ad_expired(LDAP *ld, LDAPMessage *e)
 }
 
 /* Account state the upstream owns (GH_UPSTREAM_*). */
+/* AD lockout: lockoutTime (FILETIME) set, and within the domain's
+ * lockoutDuration (0: until an administrator unlocks it). AD does not clear
+ * lockoutTime when the duration ends, hence the computation. */
+static int ad_locked(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
+{
+    char buf[32], *end;
+    if (first_value(ld, e, "lockoutTime", buf, sizeof(buf)) != 0)
+        return 0;
+    errno = 0;
+    long long t = strtoll(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || t <= 0)
+        return 0;
+    if (up->ad_lockout_duration == 0)
+        return 1;
+    long long now = ((long long)time(NULL) + 11644473600ll) * 10000000ll;
+    long long dur =
+        up->ad_lockout_duration < 0 ? -up->ad_lockout_duration : up->ad_lockout_duration;
+    return t > now - dur;
+}
+
 static uint32_t upstream_flags(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
 {
     char buf[32];
@@ -258,11 +302,23 @@ static uint32_t upstream_flags(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
             f |= GH_UPSTREAM_DISABLED;
         if (ad_expired(ld, e))
             f |= GH_UPSTREAM_EXPIRED;
+        if (ad_locked(up, ld, e))
+            f |= GH_UPSTREAM_LOCKED;
     }
     if (up->ds389 && first_value(ld, e, "nsAccountLock", buf, sizeof(buf)) == 0 &&
         strcasecmp(buf, "true") == 0)
         f |= GH_UPSTREAM_DISABLED;
     return f;
+}
+
+/* A POSIX field (homeDirectory, loginShell, gecos): one that could not go
+ * into a passwd line is left empty (the server's default applies). */
+static void posix_value(LDAP *ld, LDAPMessage *e, const char *attr, int path, char *out,
+                        size_t outlen)
+{
+    text_value(ld, e, attr, out, outlen);
+    if (gh_schema_posix_valid("text", out, outlen - 1, path, NULL, 0) != 0)
+        out[0] = '\0';
 }
 
 void gh__entry_skipped(gh__upstream *up, const char *dn, const char *fmt, ...)
@@ -319,6 +375,51 @@ static int wake_parked(gh__upstream *up, gh__obj *o)
     return rc;
 }
 
+/* AD: a user's primary group (primaryGroupID, usually Domain Users) is not in
+ * that group's member attribute. Its SID is the user's domain SID with the
+ * RID replaced; the group's change adds the users listed under that SID
+ * (queue_group), and a user whose primary group moves to a group already
+ * known gets a LINK. Leaving a primary group shows at the group's next
+ * change or full run. */
+static int primary_group(gh__upstream *up, gh__obj *o, LDAP *ld, LDAPMessage *e)
+{
+    char buf[16], psid[GH_KEY_MAX + 24];
+    struct berval **sid = ldap_get_values_len(ld, e, "objectSid");
+    char usid[GH_KEY_MAX + 1];
+    int ok = sid != NULL && sid[0] != NULL && gh__sid_text(sid[0], usid, sizeof(usid)) == 0;
+    ldap_value_free_len(sid);
+    char *dash = ok ? strrchr(usid, '-') : NULL;
+    if (dash == NULL || first_value(ld, e, "primaryGroupID", buf, sizeof(buf)) != 0)
+        return 0;
+    *dash = '\0';
+    snprintf(psid, sizeof(psid), "%s-%lu", usid, strtoul(buf, NULL, 10));
+    if (o->psid != NULL && strcmp(o->psid, psid) == 0)
+        return 0;
+    primary_drop(&up->m, o->psid, o->key);
+    free(o->psid);
+    if ((o->psid = strdup(psid)) == NULL)
+        return GH_ENOMEM;
+    gh__keylist *l = gh__map_get(&up->m.by_psid, psid);
+    if (l == NULL) {
+        l = calloc(1, sizeof(*l));
+        if (l == NULL || gh__map_put(&up->m.by_psid, psid, l, NULL) != 0) {
+            free(l);
+            return GH_ENOMEM;
+        }
+    }
+    if (gh__keylist_add(l, o->key) != 0)
+        return GH_ENOMEM;
+    gh__obj *g = gh__map_get(&up->m.by_sid, psid);
+    if (g != NULL) {
+        gh__change *c = gh__batch_add(&up->b, GH__CH_LINK, g->key);
+        if (c == NULL)
+            return GH_ENOMEM;
+        c->link.kind = GH__KIND_USER;
+        snprintf(c->link.key, sizeof(c->link.key), "%s", o->key);
+    }
+    return 0;
+}
+
 static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *key, const char *dn)
 {
     const struct gh_upstream_cfg *cfg = up->cfg;
@@ -346,6 +447,9 @@ static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *ke
     u->gid = number_value(ld, e, cfg->gid_number_attr);
     text_value(ld, e, cfg->display_name_attr, u->display_name, sizeof(u->display_name));
     text_value(ld, e, cfg->mail_attr, u->mail, sizeof(u->mail));
+    posix_value(ld, e, cfg->home_attr, 1, u->home, sizeof(u->home));
+    posix_value(ld, e, cfg->shell_attr, 1, u->shell, sizeof(u->shell));
+    posix_value(ld, e, cfg->gecos_attr, 0, u->gecos, sizeof(u->gecos));
     snprintf(u->origin, sizeof(u->origin), "%s", cfg->name);
     snprintf(u->origin_key, sizeof(u->origin_key), "%s", key);
     snprintf(u->origin_dn, sizeof(u->origin_dn), "%s", dn);
@@ -360,7 +464,10 @@ static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *ke
     gh__obj *o = gh__model_put(&up->m, GH__KIND_USER, key, dn, login, &changed);
     if (o == NULL)
         return GH_ENOMEM;
-    return changed ? wake_parked(up, o) : 0;
+    int rc = changed ? wake_parked(up, o) : 0;
+    if (rc == 0 && up->ad)
+        rc = primary_group(up, o, ld, e);
+    return rc;
 }
 
 static int park(gh__upstream *up, gh__obj *g, const char *ref)
@@ -544,8 +651,27 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
 
     vals = mv.v;
     size_t nv = mv.n;
-    if (nv > 0) {
-        c->members = calloc(nv, sizeof(*c->members));
+    gh__keylist *prim = NULL;
+    if (up->ad) {
+        struct berval **gs = ldap_get_values_len(ld, e, "objectSid");
+        char gsid[GH_KEY_MAX + 1];
+        if (gs != NULL && gs[0] != NULL && gh__sid_text(gs[0], gsid, sizeof(gsid)) == 0 &&
+            (g->sid == NULL || strcmp(g->sid, gsid) != 0)) {
+            if (g->sid != NULL && gh__map_get(&up->m.by_sid, g->sid) == g)
+                gh__map_del(&up->m.by_sid, g->sid);
+            free(g->sid);
+            g->sid = strdup(gsid);
+            if (g->sid == NULL || gh__map_put(&up->m.by_sid, g->sid, g, NULL) != 0) {
+                ldap_value_free_len(gs);
+                rc = GH_ENOMEM;
+                goto done;
+            }
+        }
+        ldap_value_free_len(gs);
+        prim = g->sid != NULL ? gh__map_get(&up->m.by_psid, g->sid) : NULL;
+    }
+    if (nv + (prim != NULL ? prim->n : 0) > 0) {
+        c->members = calloc(nv + (prim != NULL ? prim->n : 0), sizeof(*c->members));
         if (c->members == NULL) {
             rc = GH_ENOMEM;
             goto done;
@@ -593,6 +719,11 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
             rc = park(up, g, ref);
         }
         free(ref);
+    }
+    for (size_t i = 0; rc == 0 && prim != NULL && i < prim->n; i++) {
+        c->members[c->nmembers].kind = GH__KIND_USER;
+        snprintf(c->members[c->nmembers].key, sizeof(c->members[0].key), "%s", prim->v[i]);
+        c->nmembers++;
     }
 done:
     bvlist_free(&mv);

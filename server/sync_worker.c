@@ -375,6 +375,7 @@ static int load_state(gh__upstream *up)
     int rc;
 
     gh__model_free(&up->m);
+    up->primary_known = 0; /* not in the store: the next AD run is a full one */
     rc = gh_store_reader_new(up->s->store, &r);
     if (rc != 0)
         return rc;
@@ -831,10 +832,15 @@ static char **attr_list(const gh__upstream *up, int kind)
                        cfg->gid_number_attr,
                        cfg->display_name_attr,
                        cfg->mail_attr,
+                       cfg->home_attr,
+                       cfg->shell_attr,
+                       cfg->gecos_attr,
                        cfg->key_attr,
                        up->ad ? "userAccountControl" : "",
                        up->ad ? "accountExpires" : "",
                        up->ad ? "objectSid" : "",
+                       up->ad ? "primaryGroupID" : "",
+                       up->ad ? "lockoutTime" : "",
                        up->ds389 ? "nsAccountLock" : "",
                        up->ds389 ? "entryUUID" : "",
                        NULL};
@@ -844,10 +850,11 @@ static char **attr_list(const gh__upstream *up, int kind)
                        cfg->member_attr,
                        cfg->key_attr,
                        up->ds389 ? "entryUUID" : "",
+                       up->ad ? "objectSid" : "",
                        NULL};
     const char **src = kind == GH__KIND_USER ? u : g;
     size_t n = 0;
-    char **v = ldap_memcalloc(16, sizeof(char *));
+    char **v = ldap_memcalloc(20, sizeof(char *));
     if (v == NULL)
         return NULL;
     for (size_t i = 0; src[i] != NULL; i++) {
@@ -1366,13 +1373,24 @@ static int run_search_poll(gh__upstream *up)
     int rc, incremental = 0;
 
     up->mark_pending = 0;
+    if (up->ad) {
+        /* the lockout duration says whether a lockoutTime still locks */
+        char dur[32];
+        char ncb[GH_DN_MAX + 1];
+        if (base_value(up, "", "defaultNamingContext", GH__KEY_TEXT, ncb, sizeof(ncb)) != 0)
+            snprintf(ncb, sizeof(ncb), "%s", cfg->base_dn);
+        up->ad_lockout_duration =
+            base_value(up, ncb, "lockoutDuration", GH__KEY_TEXT, dur, sizeof(dur)) == 0
+                ? strtoll(dur, NULL, 10)
+                : -1800ll * 10000000; /* AD's default: 30 minutes */
+    }
     if (up->ad && ad_position(up, &up->mark_next, nc, sizeof(nc)) == 0) {
         int64_t now = gh__wall_s();
         /* the same DC and database, a mark, a full run recently enough */
-        incremental = up->mark.usn > 0 && strcmp(up->mark.inv, up->mark_next.inv) == 0 &&
-                      strcmp(up->mark.dc, up->mark_next.dc) == 0 &&
-                      up->mark_next.usn >= up->mark.usn && cfg->full_interval > 0 &&
-                      now - up->mark.full_at < (int64_t)cfg->full_interval;
+        incremental =
+            up->primary_known && up->mark.usn > 0 && strcmp(up->mark.inv, up->mark_next.inv) == 0 &&
+            strcmp(up->mark.dc, up->mark_next.dc) == 0 && up->mark_next.usn >= up->mark.usn &&
+            cfg->full_interval > 0 && now - up->mark.full_at < (int64_t)cfg->full_interval;
         up->mark_next.full_at = incremental ? up->mark.full_at : now;
         up->mark_pending = 1;
         if (!incremental && up->mark.usn > 0)
@@ -1404,6 +1422,8 @@ static int run_search_poll(gh__upstream *up)
     }
     rc = finish_refresh(up);
     up->mark_pending = 0;
+    if (rc == 0 && up->ad && !incremental)
+        up->primary_known = 1;
     if (rc == 0)
         run_ok(up);
     return rc;

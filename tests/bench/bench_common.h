@@ -32,6 +32,8 @@ enum {
     BN_OP_BIND,    /* LDAP simple bind */
     BN_OP_SEARCH,  /* LDAP search by uid */
     BN_OP_ECHO,
+    BN_OP_GSEARCH, /* LDAP search of a user's groups (member=DN) */
+    BN_OP_PAGED,   /* LDAP paged search of every user (one sweep = one op) */
     BN_OP_N
 };
 
@@ -275,11 +277,14 @@ typedef struct bn_slapd {
     char ldapi_path[600];
     pid_t pid;
     double load_secs;
+    char side[16]; /* "slapd", or "gatehouse-ldap" for gatehoused's LDAP front-end */
 } bn_slapd;
 
 int bn_slapd_start(bn_slapd *s, const bn_data *d, const char *slapd_bin, const char *slapadd_bin);
 void bn_slapd_stop(bn_slapd *s);
-/* Workloads: compare, bind, search. */
+/* Workloads: compare, bind, search, groupsearch, paged. Every connection
+ * binds first as the data set's first user (Gatehouse's LDAP view shows
+ * nothing to anonymous peers; slapd gives every peer read access). */
 int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, int depth,
                 double seconds, bn_result *out);
 

@@ -91,9 +91,10 @@ int bn_gh_start(bn_gh_server *s, const char *bin, const bn_ctx *x)
             "log_level = warn\nidle_timeout = 0\nmax_request = 4M\nmax_output = 16M\n"
             "argon2_opslimit = %llu\nargon2_memlimit = %zu\nthreadpool_size = %d\n"
             "argon2_queue_max = %u\nlockout_threshold = 1000000\n"
-            "peer_failure_threshold = 1000000\nmap_size = %lluM\n",
+            "peer_failure_threshold = 1000000\nmap_size = %lluM\n"
+            "ldap_listen = ldapi://%s/ldapi\nldap_suffix = dc=bench\nldap_max_scan = 10000000\n",
             dir, s->sock, x->opslimit, x->memlimit, x->threadpool, x->argon2_queue_max,
-            64ull + (unsigned long long)x->data.nusers / 200);
+            64ull + (unsigned long long)x->data.nusers / 200, dir);
     fclose(f);
     return spawn_server(s);
 }

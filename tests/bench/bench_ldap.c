@@ -8,6 +8,11 @@
  *               slapd evaluates no nesting and no roles here)
  *   auth     -> simple bind ({ARGON2} with the very verifier Gatehouse stores)
  *   user.get -> search (uid=...) one level under ou=people
+ *   groupsearch -> a user's groups: (&(objectClass=groupOfNames)(member=DN))
+ *   paged    -> every user through paged results (500 a page): one sweep, one op
+ *
+ * The same client also drives gatehoused's own LDAP front-end (a bn_slapd
+ * whose side is "gatehouse-ldap", pointing at gatehoused's ldapi socket).
  *
  * Compare and search keep `depth` operations in flight per connection with
  * the asynchronous API (msgids); bind is synchronous, since LDAP allows one
@@ -62,6 +67,7 @@ int bn_slapd_start(bn_slapd *s, const bn_data *d, const char *slapd_bin, const c
     char path[700], enc[1000], hosts[1200];
     const char *dir = bn_tempdir("slapd");
     memset(s, 0, sizeof(*s));
+    snprintf(s->side, sizeof(s->side), "slapd");
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     snprintf(s->conf, sizeof(s->conf), "%s/slapd.conf", dir);
     snprintf(s->ldapi_path, sizeof(s->ldapi_path), "%s/ldapi", dir);
@@ -86,7 +92,7 @@ int bn_slapd_start(bn_slapd *s, const bn_data *d, const char *slapd_bin, const c
             "include /etc/ldap/schema/nis.schema\n"
             "modulepath /usr/lib/ldap\nmoduleload back_mdb\nmoduleload argon2\n"
             "pidfile %s/slapd.pid\nargsfile %s/slapd.args\n"
-            "loglevel 0\n"
+            "loglevel 0\nsizelimit unlimited\n"
             "password-hash {ARGON2}\n"
             "database mdb\nsuffix \"dc=bench\"\nrootdn \"cn=admin,dc=bench\"\n"
             "rootpw bench-admin-secret\ndirectory %s/db\nmaxsize %llu\n"
@@ -174,6 +180,14 @@ static int issue(lworker *k, lslot *sl)
         snprintf(udn, sizeof(udn), "uid=%s,ou=people,dc=bench", name);
         struct berval bv = {strlen(udn), udn};
         rc = ldap_compare_ext(k->ld, dn, "member", &bv, NULL, NULL, &sl->msgid);
+    } else if (k->op == BN_OP_GSEARCH) {
+        static char *attrs[] = {"cn", NULL};
+        char gf[160];
+        bn_user_name(name, sizeof(name), bn_rng_below(&k->rng, d->nusers));
+        snprintf(gf, sizeof(gf), "(&(objectClass=groupOfNames)(member=uid=%s,ou=people,dc=bench))",
+                 name);
+        rc = ldap_search_ext(k->ld, "ou=groups,dc=bench", LDAP_SCOPE_ONELEVEL, gf, attrs, 0, NULL,
+                             NULL, NULL, 0, &sl->msgid);
     } else {
         bn_user_name(name, sizeof(name), bn_rng_below(&k->rng, d->nusers));
         snprintf(filter, sizeof(filter), "(uid=%s)", name);
@@ -247,6 +261,12 @@ static void run_async(lworker *k)
                     se->no++;
             } else if (k->op == BN_OP_SEARCH && rc == LDAP_SUCCESS && sl->entries == 1) {
                 se->ok++;
+            } else if (k->op == BN_OP_GSEARCH && rc == LDAP_SUCCESS) {
+                se->ok++;
+                if (sl->entries > 0)
+                    se->yes++;
+                else
+                    se->no++;
             } else {
                 count_code(k, se, rc == LDAP_SUCCESS ? LDAP_NO_SUCH_OBJECT : rc);
             }
@@ -298,6 +318,77 @@ static void run_bind(lworker *k)
     }
 }
 
+/* Paged sweeps over every user, one after the other; a sweep that does not
+ * see every user counts as an error. */
+static void run_paged(lworker *k)
+{
+    const bn_data *d = &k->x->data;
+    uint64_t t_start = *k->t_start, t_end = *k->t_end;
+    static char *attrs[] = {"uid", NULL};
+    for (;;) {
+        struct berval *cookie = NULL;
+        uint64_t entries = 0, t0 = bn_now_ns();
+        int rc;
+        for (;;) {
+            LDAPControl *pc = NULL, *ctrls[2] = {NULL, NULL}, **sctrls = NULL;
+            LDAPMessage *res = NULL;
+            ber_int_t est = 0;
+            rc = ldap_create_page_control(k->ld, 500, cookie, 0, &pc);
+            if (rc != LDAP_SUCCESS)
+                break;
+            ctrls[0] = pc;
+            rc = ldap_search_ext_s(k->ld, "ou=people,dc=bench", LDAP_SCOPE_ONELEVEL,
+                                   "(objectClass=inetOrgPerson)", attrs, 0, ctrls, NULL, NULL, 0,
+                                   &res);
+            ldap_control_free(pc);
+            if (res)
+                entries += (uint64_t)ldap_count_entries(k->ld, res);
+            int prc = LDAP_OTHER;
+            if (rc == LDAP_SUCCESS && res &&
+                ldap_parse_result(k->ld, res, &prc, NULL, NULL, NULL, &sctrls, 0) == LDAP_SUCCESS)
+                rc = prc;
+            if (res)
+                ldap_msgfree(res);
+            if (cookie) {
+                ber_bvfree(cookie);
+                cookie = NULL;
+            }
+            LDAPControl *rc_ctl =
+                sctrls ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, sctrls, NULL) : NULL;
+            struct berval ck = {0, NULL};
+            if (rc == LDAP_SUCCESS && rc_ctl &&
+                ldap_parse_pageresponse_control(k->ld, rc_ctl, &est, &ck) == LDAP_SUCCESS &&
+                ck.bv_len > 0) {
+                cookie = ber_bvdup(&ck);
+            }
+            if (ck.bv_val)
+                ber_memfree(ck.bv_val);
+            if (sctrls)
+                ldap_controls_free(sctrls);
+            if (rc != LDAP_SUCCESS || cookie == NULL)
+                break;
+        }
+        if (cookie)
+            ber_bvfree(cookie);
+        uint64_t t = bn_now_ns();
+        bn_series *se = &k->ops[BN_OP_PAGED];
+        k->all++;
+        if (t >= t_start && t <= t_end) {
+            bn_series_add(se, t - t0);
+            if (rc == LDAP_SUCCESS && entries == d->nusers)
+                se->ok++;
+            else
+                count_code(k, se, rc == LDAP_SUCCESS ? LDAP_SIZELIMIT_EXCEEDED : rc);
+        }
+        if (rc == LDAP_SERVER_DOWN) {
+            snprintf(k->err, sizeof(k->err), "paged: %s", ldap_err2string(rc));
+            return;
+        }
+        if (t >= t_end)
+            return;
+    }
+}
+
 static void *lworker_main(void *arg)
 {
     lworker *k = arg;
@@ -308,9 +399,12 @@ static void *lworker_main(void *arg)
     if (rc == LDAP_SUCCESS)
         rc = ldap_set_option(k->ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
     if (rc == LDAP_SUCCESS) {
-        /* connect now, outside the measured window (an anonymous bind) */
-        struct berval empty = {0, NULL};
-        rc = ldap_sasl_bind_s(k->ld, NULL, LDAP_SASL_SIMPLE, &empty, NULL, NULL, NULL);
+        /* connect now, outside the measured window, as the first user */
+        char dn[96], name[32];
+        struct berval cred = {strlen(k->x->data.password), (char *)k->x->data.password};
+        bn_user_name(name, sizeof(name), 0);
+        snprintf(dn, sizeof(dn), "uid=%s,ou=people,dc=bench", name);
+        rc = ldap_sasl_bind_s(k->ld, dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
     }
     pthread_barrier_wait(k->bar);
     if (rc != LDAP_SUCCESS) {
@@ -320,6 +414,8 @@ static void *lworker_main(void *arg)
     }
     if (k->op == BN_OP_BIND)
         run_bind(k);
+    else if (k->op == BN_OP_PAGED)
+        run_paged(k);
     else
         run_async(k);
     return NULL;
@@ -335,9 +431,13 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
         op = BN_OP_BIND;
     else if (strcmp(workload, "search") == 0 || strcmp(workload, "user.get") == 0)
         op = BN_OP_SEARCH;
+    else if (strcmp(workload, "groupsearch") == 0)
+        op = BN_OP_GSEARCH;
+    else if (strcmp(workload, "paged") == 0)
+        op = BN_OP_PAGED;
     else
         bn_die("no LDAP workload '%s'", workload);
-    if (op == BN_OP_BIND)
+    if (op == BN_OP_BIND || op == BN_OP_PAGED)
         depth = 1;
     lworker *ks = calloc((size_t)conns, sizeof(*ks));
     pthread_t *th = calloc((size_t)conns, sizeof(*th));
@@ -375,7 +475,7 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
         pthread_join(th[i], NULL);
     bn_rss_read(s->pid, &after);
     memset(out, 0, sizeof(*out));
-    snprintf(out->side, sizeof(out->side), "slapd");
+    snprintf(out->side, sizeof(out->side), "%s", s->side[0] ? s->side : "slapd");
     snprintf(out->workload, sizeof(out->workload), "%s", bn_op_names[op]);
     out->conns = conns;
     out->depth = depth;
@@ -394,7 +494,7 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
     for (int i = 0; i < conns; i++) {
         lworker *k = &ks[i];
         if (k->err[0]) {
-            bn_log("slapd %s worker %d: %s", bn_op_names[op], i, k->err);
+            bn_log("%s %s worker %d: %s", s->side, bn_op_names[op], i, k->err);
             failed = 1;
         }
         out->ops_all += k->all;

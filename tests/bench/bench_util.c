@@ -40,6 +40,8 @@ const char *const bn_op_names[BN_OP_N] = {
     "bind",
     "search",
     "echo",
+    "group search",
+    "paged search",
 };
 
 int bn_verbose;

@@ -37,6 +37,7 @@ typedef struct opts {
     uint32_t users;
     uint64_t seed;
     int compare_slapd, auth_storm, baselines, keep, skip_load;
+    int ldap; /* --ldap: gatehoused's LDAP front-end against slapd */
     pid_t server_pid;
 } opts;
 
@@ -82,6 +83,9 @@ static void usage(FILE *f)
             "  --seed N             data set and request seed, default 1\n"
             "  --markdown FILE      also write the report as Markdown to FILE\n"
             "  --compare-slapd      run the LDAP equivalents against a private slapd\n"
+            "  --ldap               with --compare-slapd and --server-bin: the same LDAP\n"
+            "                       client against gatehoused's LDAP front-end and slapd\n"
+            "                       (compare, group search, bind, paged search of all users)\n"
             "  --slapd PATH, --slapadd PATH   default /usr/sbin/slapd, /usr/sbin/slapadd\n"
             "  --auth-storm         check latency while auth saturates Argon2\n"
             "  --no-baselines       skip the echo and raw Argon2 measurements\n"
@@ -480,6 +484,36 @@ static void write_report(const opts *o, const bn_ctx *x, bn_buf *b)
         result_rows(b, r);
     }
 
+    if (o->ldap) {
+        bn_buf_printf(b, "\n### Gatehouse's LDAP front-end against slapd, same LDAP client\n\n"
+                         "| workload | Gatehouse | ops/s | slapd | ops/s | ratio | target |\n"
+                         "| --- | --- | ---: | --- | ---: | ---: | --- |\n");
+        compare_row(b, "compare member, no pipelining",
+                    find_res("gatehouse-ldap", BN_OP_COMPARE, o->conns, 1, 0), BN_OP_COMPARE,
+                    find_res("slapd", BN_OP_COMPARE, o->conns, 1, 0), BN_OP_COMPARE, 2);
+        compare_row(b, "compare member, pipelined",
+                    find_res("gatehouse-ldap", BN_OP_COMPARE, o->conns, o->depth, 0), BN_OP_COMPARE,
+                    find_res("slapd", BN_OP_COMPARE, o->conns, o->depth, 0), BN_OP_COMPARE, 2);
+        compare_row(b, "group-membership search",
+                    find_res("gatehouse-ldap", BN_OP_GSEARCH, o->conns, 1, 0), BN_OP_GSEARCH,
+                    find_res("slapd", BN_OP_GSEARCH, o->conns, 1, 0), BN_OP_GSEARCH, 2);
+        compare_row(b, "simple bind (Argon2id)",
+                    find_res("gatehouse-ldap", BN_OP_BIND, o->auth_conns, 1, 0), BN_OP_BIND,
+                    find_res("slapd", BN_OP_BIND, o->auth_conns, 1, 0), BN_OP_BIND, 0);
+        compare_row(b, "paged search of every user (sweeps)",
+                    find_res("gatehouse-ldap", BN_OP_PAGED, 1, 1, 0), BN_OP_PAGED,
+                    find_res("slapd", BN_OP_PAGED, 1, 1, 0), BN_OP_PAGED, 1);
+        const bn_result *gb = find_res("gatehouse-ldap", BN_OP_BIND, o->auth_conns, 1, 0);
+        if (gb && R.pwhash_rate > 0) {
+            double rate = (double)gb->ops[BN_OP_BIND].n / gb->seconds;
+            double floor = R.pwhash[0] > R.pwhash[1] ? R.pwhash[0] : R.pwhash[1];
+            bn_buf_printf(b,
+                          "\nLDAP bind against raw in-process libsodium verify (%d threads): "
+                          "%.1f/s vs %.1f/s = %.0f%% (target ≥ 95%%)\n",
+                          R.pwhash_threads, rate, floor, floor > 0 ? 100 * rate / floor : 0);
+        }
+    }
+
     if (o->compare_slapd) {
         bn_buf_printf(b, "\n### Gatehouse against slapd, same client concurrency\n\n"
                          "| workload | Gatehouse | ops/s | slapd | ops/s | ratio | target |\n"
@@ -644,6 +678,7 @@ int main(int argc, char **argv)
         {"keep", no_argument, NULL, 10},
         {"auth-conns", required_argument, NULL, 11},
         {"skip-load", no_argument, NULL, 12},
+        {"ldap", no_argument, NULL, 13},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -705,6 +740,9 @@ int main(int argc, char **argv)
             break;
         case 'm':
             o.markdown = optarg;
+            break;
+        case 13:
+            o.ldap = 1;
             break;
         case 'L':
             o.compare_slapd = 1;
@@ -836,6 +874,44 @@ int main(int argc, char **argv)
 
     /* ---- workloads ---- */
     double d = o.duration;
+    if (o.ldap && o.compare_slapd && x.gh.ours) {
+        /* the LDAP client binds as the first user: let it read the directory */
+        char req[512], name[32];
+        bn_slapd ghl = {0};
+        bn_user_name(name, sizeof(name), 0);
+        free(bn_gh_call(x.sock,
+                        "{\"op\":\"role.add\",\"name\":\"bench-ldap-reader\","
+                        "\"allow\":[{\"action\":\"read\",\"resource\":\"ldap/directory\"}]}\n"));
+        snprintf(req, sizeof(req),
+                 "{\"op\":\"grant\",\"role\":\"bench-ldap-reader\",\"user\":\"%s\"}\n", name);
+        free(bn_gh_call(x.sock, req));
+        snprintf(ghl.side, sizeof(ghl.side), "gatehouse-ldap");
+        snprintf(ghl.ldapi_path, sizeof(ghl.ldapi_path), "%s/ldapi", x.gh.dir);
+        {
+            size_t n = 0;
+            n += (size_t)snprintf(ghl.ldapi_url, sizeof(ghl.ldapi_url), "ldapi://");
+            for (const char *c = ghl.ldapi_path; *c && n + 4 < sizeof(ghl.ldapi_url); c++)
+                n += (size_t)(*c == '/'
+                                  ? snprintf(ghl.ldapi_url + n, sizeof(ghl.ldapi_url) - n, "%%2F")
+                                  : snprintf(ghl.ldapi_url + n, sizeof(ghl.ldapi_url) - n, "%c",
+                                             *c));
+        }
+        ghl.pid = x.gh_pid;
+        bn_log("LDAP front-end: compare, group search, bind, paged search");
+        const bn_slapd *sides[2] = {&ghl, &slapd};
+        for (int i = 0; i < 2; i++) {
+            run_ldap(&x, sides[i], "compare", o.conns, 1, d);
+            run_ldap(&x, sides[i], "compare", o.conns, o.depth, d);
+            run_ldap(&x, sides[i], "groupsearch", o.conns, 1, d);
+            run_ldap(&x, sides[i], "paged", 1, 1, d);
+        }
+        if (o.baselines)
+            pwhash_floor(&x, 0, d);
+        for (int i = 0; i < 2; i++)
+            run_ldap(&x, sides[i], "bind", o.auth_conns, 1, d);
+        if (o.baselines)
+            pwhash_floor(&x, 1, d);
+    }
     if (wants(&o, "check")) {
         bn_log("check");
         run_gh(&x, "check", o.conns, 1, d);

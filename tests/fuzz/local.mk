@@ -4,7 +4,7 @@
 # test; `make fuzz` builds them with clang's libFuzzer and fuzzes each for
 # FUZZ_SECONDS (see tests/fuzz/README.md).
 FUZZ_TARGETS = tests/fuzz/fuzz_request tests/fuzz/fuzz_schema tests/fuzz/fuzz_config \
-	tests/fuzz/fuzz_reply tests/fuzz/fuzz_sync
+	tests/fuzz/fuzz_reply tests/fuzz/fuzz_sync tests/fuzz/fuzz_ldap
 check_PROGRAMS += $(FUZZ_TARGETS)
 TESTS += $(FUZZ_TARGETS)
 
@@ -23,6 +23,14 @@ tests_fuzz_fuzz_reply_LDADD = libghcore.la $(DEP_LIBS)
 tests_fuzz_fuzz_sync_SOURCES = tests/fuzz/fuzz_sync.c tests/fuzz/driver.c
 tests_fuzz_fuzz_sync_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 tests_fuzz_fuzz_sync_LDADD = libghcore.la $(DEP_LIBS)
+tests_fuzz_fuzz_ldap_SOURCES = tests/fuzz/fuzz_ldap.c tests/fuzz/driver.c
+tests_fuzz_fuzz_ldap_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
+tests_fuzz_fuzz_ldap_LDADD = libghcore.la $(DEP_LIBS)
+# libnss_gatehouse's reply decoding (its sources are included by the target)
+FUZZ_TARGETS += tests/fuzz/fuzz_nss
+tests_fuzz_fuzz_nss_SOURCES = tests/fuzz/fuzz_nss.c tests/fuzz/driver.c
+tests_fuzz_fuzz_nss_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS)
+tests_fuzz_fuzz_nss_LDADD = $(JANSSON_LIBS)
 
 EXTRA_DIST += tests/fuzz/README.md tests/fuzz/build-libfuzzer.sh tests/fuzz/corpus
 

@@ -70,3 +70,17 @@ tests/integration/test_metrics.log: gatehoused
 TESTS += tests/integration/test_doctor.py
 EXTRA_DIST += tests/integration/test_doctor.py
 tests/integration/test_doctor.log: gatehouse gatehoused
+
+# LDAP front-end with real clients (ldap-utils, python3-ldap)
+LDAP_TESTS = tests/integration/test_ldap.py tests/integration/test_ldap_python.py \
+	tests/integration/test_ldap_sssd.py
+TESTS += $(LDAP_TESTS)
+EXTRA_DIST += $(LDAP_TESTS)
+$(LDAP_TESTS:.py=.log): gatehoused
+
+# OS login (issue 12): libnss_gatehouse through glibc (getent, id) and
+# pam_gatehouse through Linux-PAM (pamtester), in a private mount namespace
+# as root and through cwrap's nss_wrapper / pam_wrapper.
+TESTS += tests/integration/test_os_login.py
+EXTRA_DIST += tests/integration/test_os_login.py tests/integration/nss_stress.c
+tests/integration/test_os_login.log: gatehoused gatehouse libnss_gatehouse.la pam_gatehouse.la

@@ -486,10 +486,11 @@ class Tokens(CliCase):
         self.assertEqual(r.json["user"], "alice")
         self.assertLessEqual(r.json["expires_at"], time.time() + 61)
         # never in argv (ps shows it to every local user): stdin or GATEHOUSE_TOKEN
-        r = self.gh("whoami", tok, rc=2)
+        # ("--": a token may begin with "-", which would read as an option)
+        r = self.gh("whoami", "--", tok, rc=2)
         self.assertIn("GATEHOUSE_TOKEN", r.err)
         self.assertNotIn(tok, r.err)
-        self.gh("logout", tok, rc=2)
+        self.gh("logout", "--", tok, rc=2)
         self.gh("whoami", rc=2)  # no token at all
         env = {"GATEHOUSE_TOKEN": tok}
         self.assertEqual(self.ghj("whoami", "-", input=tok + "\n")["user"], "alice")

@@ -314,14 +314,19 @@ class Secrets(ghtest.TestCase):
             self.skipTest("needs root to read the server's memory")
         srv = self.start_server()
         c = self.client(srv)
-        secret = "Pw-%s-zz" % os.urandom(8).hex()
+        # long, and searched by its tail: a freed small block's first 16
+        # bytes are overwritten by malloc's own links, the rest is not
+        secret = "Pw-%s-zz" % os.urandom(32).hex()
+        tail = secret[24:].encode()
         self.assertOk(c.call("user.add", name="alice", password=secret))
-        c.login("alice", secret)
+        tok = c.login("alice", secret)
         self.assertError(c.call("auth", user="alice", password=secret + "x"),
                          "invalid_credentials")
-        self.assertOk(c.call("ping"))
+        self.assertOk(c.call("user.passwd", name="alice", password=secret[::-1]))
         time.sleep(0.2)
-        self.assertEqual(self.scan(srv.pid, secret.encode()), 0)
+        self.assertEqual(self.scan(srv.pid, tail), 0, "the password is in the server's memory")
+        self.assertEqual(self.scan(srv.pid, secret[::-1][24:].encode()), 0)
+        self.assertEqual(self.scan(srv.pid, tok[12:].encode()), 0, "the token is in memory")
 
 
 if __name__ == "__main__":

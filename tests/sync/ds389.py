@@ -150,21 +150,42 @@ class Ds389:
             time.sleep(0.2)
         raise Ds389Error("ns-slapd did not answer within %ss" % timeout)
 
-    def stop(self):
+    def pids(self):
+        """ns-slapd processes of this instance: the pid file's, and any whose
+        command line names this instance's pid file (lib389 starts and
+        restarts the server during creation; a late one must not outlive us)."""
+        found = set()
         pid = self.pid()
-        if pid is None:
-            return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        for _ in range(300):
+        if pid is not None:
+            found.add(pid)
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
             try:
-                os.kill(pid, 0)
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"ns-slapd") and self.pidfile.encode() in argv:
+                found.add(int(entry))
+        return found
+
+    def stop(self):
+        pids = self.pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
+                pass
+        for pid in pids:
+            for _ in range(300):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
 
     def close(self):
         try:

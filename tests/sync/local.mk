@@ -3,8 +3,10 @@
 # gen_ldif.py writes the fixture; the tests speak TAP through ghtest.py and
 # skip themselves when slapd is not installed.
 SYNC_TESTS = tests/sync/test_sync.py tests/sync/test_sync_auth.py \
-	tests/sync/test_sync_tls.py tests/sync/test_sync_state.py tests/sync/test_sync_ad.py
+	tests/sync/test_sync_tls.py tests/sync/test_sync_state.py tests/sync/test_sync_ad.py \
+	tests/sync/test_ldap_mirror.py
 TESTS += $(SYNC_TESTS)
+EXTRA_DIST += tests/sync/samba_dc.py
 EXTRA_DIST += $(SYNC_TESTS) tests/sync/slapd.py tests/sync/gen_ldif.py tests/sync/bench_sync.py \
 	tests/sync/ldapproxy.py tests/sync/ad-test.schema tests/sync/ds389.py tests/sync/bench_ad.py
 

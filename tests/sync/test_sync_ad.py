@@ -2,8 +2,8 @@
 """Active Directory and 389-ds federation, against stand-ins that behave like
 them where it matters.
 
-No Samba AD DC is provisioned here (minutes, and a large install); instead
-slapd carries the AD and 389-ds attributes (tests/sync/ad-test.schema: objectGUID, objectSid,
+Windows' ranged answers cannot come from Samba (it returns every value
+unless asked for a range), so slapd carries the AD and 389-ds attributes (tests/sync/ad-test.schema: objectGUID, objectSid,
 userAccountControl, accountExpires, sAMAccountName, objectCategory,
 nsAccountLock) and tests/sync/ldapproxy.py sits in front of it to answer like
 Windows: members of a group over 1,500 come in ranges, and the RootDSE says
@@ -23,7 +23,10 @@ it is AD. The tests check:
     when switched between syncrepl and search-poll, both ways (on slapd, and
     on a real 389 Directory Server made by tests/sync/ds389.py when running
     as root with Debian's 389-ds-base and python3-lib389: there the sync
-    UUIDs differ from entryUUIDs; a deletion in persist names the right user).
+    UUIDs differ from entryUUIDs; a deletion in persist names the right user);
+  - a real Samba AD DC (tests/sync/samba_dc.py, root only): default AD
+    content, Guest/krbtgt, GUID and SID as Samba prints them, binds,
+    incremental runs.
 Run by hand with
 
     GH_BUILDDIR=build GH_SRCDIR=. python3 tests/sync/test_sync_ad.py
@@ -84,7 +87,7 @@ def udn(i):
     return "CN=User %04d,ou=people,%s" % (i, SUFFIX)
 
 
-def user_ldif(i, uac=512, expires=None, computer=False):
+def user_ldif(i, uac=512, expires=None, computer=False, lockout=None):
     name = "WS%02d$" % i if computer else sam(i)
     lines = ["dn: " + (("CN=WS%02d,ou=people,%s" % (i, SUFFIX)) if computer else udn(i)),
              "objectClass: inetOrgPerson", "objectClass: user",
@@ -98,6 +101,8 @@ def user_ldif(i, uac=512, expires=None, computer=False):
              "userPassword: pw-%d" % i, "uSNChanged: %d" % (1000 + i)]
     if expires is not None:
         lines.append("accountExpires: %d" % expires)
+    if lockout is not None:
+        lines.append("lockoutTime: %d" % lockout)
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +125,10 @@ def ad_fixture(users=BIG, big=BIG, extra_groups=0):
     """users ADUserNNNN, "Domain Users" (20 users and an FSP), "Big Group"
     (big members), "Nested", extra_groups more groups of 20 users each."""
     with open(gen_ldif.BASE_LDIF) as f:
-        parts = [f.read().strip() + "\n"]
+        # the domain's lockout duration (30 min) lives on its root
+        parts = [f.read().strip().replace(
+            "objectClass: organization\n", "objectClass: organization\nobjectClass: ghAdDomain\n"
+            "lockoutDuration: -18000000000\n", 1) + "\n"]
     now = int(time.time())
     for i in range(1, users + 1):
         kw = {}
@@ -132,6 +140,10 @@ def ad_fixture(users=BIG, big=BIG, extra_groups=0):
             kw["expires"] = filetime(now + 86400 * 365)
         elif i == 5:
             kw["expires"] = 9223372036854775807  # never
+        elif i == 6:
+            kw["lockout"] = filetime(now - 60)  # locked out a minute ago
+        elif i == 8:
+            kw["lockout"] = filetime(now - 7200)  # past the 30 minutes
         parts.append(user_ldif(i, **kw))
     parts.append(user_ldif(1, computer=True))
     parts.append(group_ldif(1, "Domain Users", [udn(i) for i in range(1, 21)] + [FSP]))
@@ -222,6 +234,10 @@ class ActiveDirectory(test_sync.SyncTest):
         self.assertEqual({i: (s["state"], s["upstream_state"]) for i, s in states.items()},
                          {1: ("active", []), 2: ("disabled", ["disabled"]),
                           3: ("disabled", ["expired"]), 4: ("active", []), 5: ("active", [])})
+        # an AD lockout is shown, and left to AD's bind (it ends by time)
+        self.assertEqual((self.user(c, "aduser0006")["upstream_state"],
+                          self.user(c, "aduser0006")["state"]), (["locked"], "active"))
+        self.assertEqual(self.user(c, "aduser0008")["upstream_state"], [])
         self.assertError(c.call("auth", user="aduser0002", password="pw-2"),
                          ("account_disabled", "invalid_credentials"))
         # ranged retrieval: 1,600 members through 0-1499 and 1500-*
@@ -288,17 +304,20 @@ class ActiveDirectory(test_sync.SyncTest):
         self.assertEqual(self.user(c, "aduser0009")["upstream_state"], ["deleted"])
         self.assertNotIn("aduser0003", self.members(c, "domain_users")["users"])
         self.assertEqual(u["last_run"]["disabled"], 1)
-        # the mark survives a restart
+        # after a restart the first run is full (primary groups are learnt
+        # from it), and the stored mark is used again by the next
         c.close()
         srv.stop()
         srv.start()
         c = self.client(srv)
         u = self.wait_runs(c, 1)
-        self.assertEqual(u["entries_received"], 0)
+        self.assertEqual(u["entries_received"], BIG - 1 + 3)
+        u = self.run_once(c)
+        self.assertEqual(u["entries_received"], BIG - 1 + 3)
         # another DC (or a restored database): a full run
         proxy.rootdse.update(rootdse(5012, dc=2))
         u = self.run_once(c)
-        self.assertEqual(u["entries_received"], BIG - 1 + 3)
+        self.assertEqual(u["entries_received"], 2 * (BIG - 1 + 3))
         self.assertEqual(u["users"], BIG - 1)
 
     def test_flavor_detected_from_the_rootdse(self):
@@ -371,9 +390,19 @@ class Real389(test_sync.SyncTest):
     its sync UUIDs are nsUniqueIds, not entryUUIDs, so this is where one key
     per entry in every mode is really at stake."""
 
+    @classmethod
+    def setUpClass(cls):
+        # made before the test's own time limit starts (10-40 s, with load)
+        super().setUpClass()
+        cls.ds = ds389.Ds389(slapd.free_port())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.ds.close()
+        super().tearDownClass()
+
     def test_389ds_keys_and_nsaccountlock(self):
-        ds = ds389.Ds389(slapd.free_port())
-        self.addCleanup(ds.close)
+        ds = self.ds
         buf = io.StringIO()
         gen_ldif.generate(buf, 30, 2)
         ds.add(buf.getvalue())
@@ -410,6 +439,86 @@ class Real389(test_sync.SyncTest):
         self.wait_for(lambda: self.user(c, "u00007")["upstream_state"] == ["deleted"], 5,
                       "deletion through the sync UUID")
         self.assertIn("389 Directory Server", srv.stderr_text())
+
+
+import samba_dc  # noqa: E402
+
+
+@unittest.skipIf(samba_dc.available() is not None, samba_dc.available() or "")
+class RealSambaAD(test_sync.SyncTest):
+    """A real Samba 4.17 AD DC provisioned by the test (samba_dc.py)."""
+
+    @classmethod
+    def setUpClass(cls):
+        # provisioned before the test's own time limit starts (15-40 s)
+        super().setUpClass()
+        cls.dc = samba_dc.SambaDC()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dc.close()
+        super().tearDownClass()
+
+    def test_samba_ad_dc(self):
+        dc = self.dc
+        dc.populate({"alice": "Alice-Passw0rd!", "bob": "Bob-Passw0rd!"},
+                    {"Team One": ["alice", "bob"], "All Teams": ["Team One"]})
+        cfg = {"uri": dc.uri, "bind_dn": dc.admin_dn, "bind_password_file": dc.pwfile,
+               "base_dn": dc.base, "flavor": "ad", "space_replacement": "_",
+               "uid_number_attr": "", "gid_number_attr": "", "interval": 60}
+        srv = self.start_server(config={"server": {"log_level": "info"}, "upstream:ad": cfg})
+        c = self.client(srv)
+        u = self.wait_runs(c, 1, timeout=60)
+        names = {x["name"] for x in self.assertOk(c.call("user.list", limit=1000))["users"]}
+        # people only: the DC's computer account (dc1$) stays out
+        self.assertEqual(names, {"administrator", "guest", "krbtgt", "dns-dc1", "alice", "bob"})
+        self.assertGreaterEqual(u["last_run"]["foreign"], 1)  # built-in groups' FSPs
+        # default AD content, 31 groups with spaces included: a clean run
+        self.assertEqual((u["last_error"], u["last_run"]["skipped"]), (None, 0))
+        self.assertGreaterEqual(u["groups"], 35)
+        # Guest and krbtgt are disabled in AD
+        for name in ("guest", "krbtgt"):
+            self.assertEqual(self.user(c, name)["upstream_state"], ["disabled"], name)
+        # keys as Samba's own tools print them
+        shown = dc.show("user", "alice")
+        alice = self.user(c, "alice")
+        self.assertEqual(alice["origin_key"], shown["objectGUID"].lower())
+        self.assertEqual(alice["origin_sid"], shown["objectSid"])
+        # names with spaces, and nesting through them
+        g = self.assertOk(c.call("group.get", name="team_one"))["group"]
+        self.assertEqual(set(g["members"]["users"]), {"alice", "bob"})
+        self.assertIn("all_teams", alice["groups"])
+        g = self.assertOk(c.call("group.get", name="domain_admins"))["group"]
+        self.assertIn("administrator", g["members"]["users"])
+        # primary groups (primaryGroupID: not in the member attribute)
+        g = self.assertOk(c.call("group.get", name="domain_users"))["group"]
+        self.assertEqual(set(g["members"]["users"]),
+                         {"administrator", "krbtgt", "dns-dc1", "alice", "bob"})
+        g = self.assertOk(c.call("group.get", name="domain_guests"))["group"]
+        self.assertEqual(g["members"]["users"], ["guest"])
+        # logins bind to the DC
+        self.assertTrue(c.login("alice", "Alice-Passw0rd!"))
+        self.assertError(c.call("auth", user="alice", password="wrong"), "invalid_credentials")
+        # incremental runs: a disable, and a deletion through Show Deleted
+        before = u["entries_received"]
+        dc.tool("user", "disable", "alice")
+        dc.tool("user", "delete", "bob")
+        n = u["runs"]
+        self.assertOk(c.call("sync.run", upstream="ad"))
+        u = self.wait_runs(c, n + 1)
+        self.assertLessEqual(u["entries_received"] - before, 10)
+        self.assertEqual(self.user(c, "alice")["upstream_state"], ["disabled"])
+        self.assertError(c.call("auth", user="alice", password="Alice-Passw0rd!"),
+                         ("account_disabled", "invalid_credentials"))
+        self.assertEqual(self.user(c, "bob")["upstream_state"], ["deleted"])
+        self.assertEqual(self.user(c, "bob")["state"], "disabled")
+        dc.tool("user", "enable", "alice")
+        dc.populate({"carol": "Carol-Passw0rd!"}, {})
+        self.assertOk(c.call("sync.run", upstream="ad"))
+        self.wait_runs(c, n + 2)
+        self.assertEqual(self.user(c, "alice")["state"], "active")
+        # a new user joins its primary group in an incremental run
+        self.assertIn("domain_users", self.user(c, "carol")["groups"])
 
 
 if __name__ == "__main__":

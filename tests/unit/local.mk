@@ -43,3 +43,13 @@ TESTS += tests/unit/test_sessions
 tests_unit_test_sessions_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_sessions_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
+
+# ldap protocol core and the TLS layer
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_ldap tests/unit/test_tls
+TESTS += tests/unit/test_ldap tests/unit/test_tls
+tests_unit_test_ldap_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_ldap_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+tests_unit_test_tls_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_tls_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif

@@ -130,6 +130,26 @@ static void test_text(void **state)
     assert_int_equal(gh_schema_text_valid("x", NULL, 10, NULL, 0), GH_EINVAL);
 }
 
+/* home, shell, gecos: what may go into a passwd line (issue 12) */
+static void test_posix(void **state)
+{
+    char msg[GH_ERRMSG_MAX];
+
+    (void)state;
+    assert_int_equal(gh_schema_posix_valid("home", "", GH_PATH_MAX, 1, NULL, 0), 0);
+    assert_int_equal(gh_schema_posix_valid("home", "/home/jörg", GH_PATH_MAX, 1, NULL, 0), 0);
+    assert_int_equal(gh_schema_posix_valid("home", "home/x", GH_PATH_MAX, 1, msg, sizeof(msg)),
+                     GH_EINVAL);
+    assert_non_null(strstr(msg, "absolute"));
+    assert_int_equal(gh_schema_posix_valid("shell", "/bin/a:b", GH_PATH_MAX, 1, msg, sizeof(msg)),
+                     GH_EINVAL);
+    assert_non_null(strstr(msg, "':'"));
+    assert_int_equal(gh_schema_posix_valid("gecos", "Jörg Ü,Room 1,,", GH_TEXT_MAX, 0, NULL, 0), 0);
+    assert_int_equal(gh_schema_posix_valid("gecos", "a:b", GH_TEXT_MAX, 0, NULL, 0), GH_EINVAL);
+    assert_int_equal(gh_schema_posix_valid("gecos", "a\nb", GH_TEXT_MAX, 0, NULL, 0), GH_EINVAL);
+    assert_int_equal(gh_schema_posix_valid("gecos", "relative ok", GH_TEXT_MAX, 0, NULL, 0), 0);
+}
+
 static void test_actions(void **state)
 {
     static const char *good[] = {"deploy", "*",     "deploy:*", "svc.read",
@@ -259,7 +279,7 @@ int main(void)
         cmocka_unit_test(test_utf8),      cmocka_unit_test(test_names),
         cmocka_unit_test(test_text),      cmocka_unit_test(test_actions),
         cmocka_unit_test(test_resources), cmocka_unit_test(test_states),
-        cmocka_unit_test(test_role_heap),
+        cmocka_unit_test(test_role_heap), cmocka_unit_test(test_posix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

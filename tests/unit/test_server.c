@@ -75,6 +75,23 @@ static void test_config_values(void **state)
     assert_string_equal(cfg.state_dir, "/tmp/x");
     assert_string_equal(cfg.socket_path, "/tmp/x/gatehoused.sock"); /* derived */
     assert_int_equal(cfg.token_ttl, 3600);                          /* default kept */
+    /* OS login defaults: the NSS socket next to the main one */
+    assert_string_equal(cfg.nss_socket, "/tmp/x/nss.sock");
+    assert_string_equal(cfg.home_template, "/home/%u");
+    assert_string_equal(cfg.default_shell, "/bin/sh");
+    assert_int_equal(cfg.gid_min, 1000);
+    assert_int_equal(cfg.user_private_groups, 1);
+    assert_int_equal(cfg.nss_enumerate, 0);
+    gh_config_free(&cfg);
+    assert_int_equal(
+        load("socket = /run/gh/main.sock\nnss_enumerate = yes\n", &cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg.nss_socket, "/run/gh/nss.sock");
+    assert_int_equal(cfg.nss_enumerate, 1);
+    gh_config_free(&cfg);
+    assert_int_equal(load("nss_socket = none\n", &cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg.nss_socket, "");
+    gh_config_free(&cfg);
+    assert_int_equal(load("home_template = home/%u\n", &cfg, err, sizeof(err)), GH_EINVAL);
     gh_config_free(&cfg);
 }
 
@@ -168,6 +185,15 @@ static const struct {
     {"session.list", GH_CLASS_ADMIN},
     {"session.revoke", GH_CLASS_ADMIN},
     {"backup", GH_CLASS_ADMIN},
+    /* OS login (issue 12): what /etc/passwd shows, and a self-service change
+     * that costs what auth costs */
+    {"nss.getpwnam", GH_CLASS_PUBLIC},
+    {"nss.getpwuid", GH_CLASS_PUBLIC},
+    {"nss.getgrnam", GH_CLASS_PUBLIC},
+    {"nss.getgrgid", GH_CLASS_PUBLIC},
+    {"nss.initgroups", GH_CLASS_PUBLIC},
+    {"nss.enumerate", GH_CLASS_PUBLIC},
+    {"passwd.change", GH_CLASS_PUBLIC},
 };
 
 static void test_op_classes(void **state)

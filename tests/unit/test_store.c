@@ -544,8 +544,9 @@ static void test_user_state_owners(void **state)
     assert_string_equal(got.origin_sid, "S-1-5-21-1-2-3-1001");
     SET(GH_UF_STATE, up.u.state = GH_USER_ACTIVE); /* an admin cannot open it */
     assert_int_equal(got.state, GH_USER_DISABLED);
-    SET(GH_UF_UPSTREAM, up.u.upstream_flags = GH_UPSTREAM_LOCKED);
-    assert_int_equal(got.state, GH_USER_LOCKED);
+    SET(GH_UF_UPSTREAM, up.u.upstream_flags = GH_UPSTREAM_LOCKED); /* shown, AD enforces */
+    assert_int_equal(got.state, GH_USER_ACTIVE);
+    assert_int_equal(got.upstream_flags, GH_UPSTREAM_LOCKED);
 #undef SET
 
     /* records written before admin_state: a sync tombstone's "disabled" was

@@ -1,0 +1,178 @@
+/*
+ * nss_stress.c: libnss_gatehouse through glibc from a multithreaded caller
+ * and from a caller that forks (run by test_os_login.py).
+ *
+ *   nss_stress threads N LOOKUPS NAME1:UID1 NAME2:UID2
+ *       N threads, each doing LOOKUPS getpwnam_r alternating the two names;
+ *       every answer must carry the right uid.
+ *   nss_stress fork LOOKUPS NAME1:UID1 NAME2:UID2
+ *       the parent resolves once (opening its connection), forks, and then
+ *       parent and child both resolve LOOKUPS times at the same moment: a
+ *       connection shared across fork would mix their replies up.
+ *   nss_stress closefds NAME1:UID1 NAME2:UID2
+ *       resolves, closes every descriptor above 2 (as a daemon does), opens
+ *       files that take the freed numbers, resolves again: the answers must
+ *       be right and the program's files untouched.
+ *   nss_stress idle SECONDS NAME1:UID1 NAME2:UID2
+ *       resolves, sleeps (the server closes idle NSS connections), resolves
+ *       again on a fresh connection.
+ *   nss_stress bench LOOKUPS NAME
+ *       getpwnam_r LOOKUPS times; prints p50 and p99 in microseconds.
+ *
+ * Exit 0 when every lookup was right; prints what went wrong otherwise.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct who {
+    const char *name;
+    uid_t uid;
+} who;
+
+static who users[2];
+static long lookups;
+
+static int parse_who(const char *arg, who *w)
+{
+    const char *colon = strchr(arg, ':');
+    if (colon == NULL)
+        return -1;
+    w->name = strndup(arg, (size_t)(colon - arg));
+    w->uid = (uid_t)strtoul(colon + 1, NULL, 10);
+    return 0;
+}
+
+/* Number of wrong answers in lookups calls. */
+static long resolve_many(long n, long salt)
+{
+    long bad = 0;
+    for (long i = 0; i < n; i++) {
+        const who *w = &users[(i + salt) & 1];
+        struct passwd pw, *res = NULL;
+        char buf[1024];
+        int rc = getpwnam_r(w->name, &pw, buf, sizeof(buf), &res);
+        if (rc != 0 || res == NULL || pw.pw_uid != w->uid || strcmp(pw.pw_name, w->name) != 0) {
+            if (bad < 5)
+                fprintf(stderr, "pid %d: %s -> rc %d %s uid %ld\n", (int)getpid(), w->name, rc,
+                        res ? pw.pw_name : "(none)", res ? (long)pw.pw_uid : -1L);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+static void *thread_main(void *arg)
+{
+    long bad = resolve_many(lookups, (long)(intptr_t)arg);
+    return (void *)(intptr_t)bad;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 4 && strcmp(argv[1], "bench") == 0) {
+        long n = atol(argv[2]);
+        unsigned long long *t = calloc((size_t)n, sizeof(*t));
+        for (long i = 0; i < n; i++) {
+            struct timespec a, b;
+            struct passwd pw, *res = NULL;
+            char buf[1024];
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            if (getpwnam_r(argv[3], &pw, buf, sizeof(buf), &res) != 0 || res == NULL) {
+                fprintf(stderr, "%s not found\n", argv[3]);
+                return 1;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            t[i] =
+                (unsigned long long)((b.tv_sec - a.tv_sec) * 1000000000LL + b.tv_nsec - a.tv_nsec);
+        }
+        qsort(t, (size_t)n, sizeof(*t), cmp_u64);
+        printf("getpwnam p50 %.1f us p99 %.1f us (%ld lookups)\n", t[n / 2] / 1000.0,
+               t[n * 99 / 100] / 1000.0, n);
+        free(t);
+        return 0;
+    }
+    if (argc < 4 || parse_who(argv[argc - 2], &users[0]) || parse_who(argv[argc - 1], &users[1])) {
+        fprintf(stderr, "usage: see nss_stress.c\n");
+        return 2;
+    }
+    long bad = 0;
+    if (strcmp(argv[1], "threads") == 0 && argc == 6) {
+        int n = atoi(argv[2]);
+        lookups = atol(argv[3]);
+        pthread_t *th = calloc((size_t)n, sizeof(*th));
+        for (int i = 0; i < n; i++)
+            pthread_create(&th[i], NULL, thread_main, (void *)(intptr_t)i);
+        for (int i = 0; i < n; i++) {
+            void *r;
+            pthread_join(th[i], &r);
+            bad += (long)(intptr_t)r;
+        }
+        free(th);
+    } else if (strcmp(argv[1], "fork") == 0 && argc == 5) {
+        lookups = atol(argv[2]);
+        bad += resolve_many(1, 0); /* the parent's connection is open now */
+        int go[2];
+        if (pipe(go) != 0)
+            return 2;
+        pid_t pid = fork();
+        if (pid == 0) {
+            char ch;
+            close(go[1]);
+            if (read(go[0], &ch, 1) < 0)
+                _exit(2);
+            _exit(resolve_many(lookups, 1) == 0 ? 0 : 1);
+        }
+        close(go[0]);
+        if (write(go[1], "g", 1) != 1) /* both start together */
+            return 2;
+        close(go[1]);
+        bad += resolve_many(lookups, 0);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "child failed (status %d)\n", status);
+            bad++;
+        }
+        bad += resolve_many(10, 0); /* the parent's connection still works */
+    } else if (strcmp(argv[1], "idle") == 0 && argc == 5) {
+        bad += resolve_many(2, 0);
+        printf("resolved\n");
+        fflush(stdout);
+        sleep((unsigned)atoi(argv[2]));
+        bad += resolve_many(2, 0);
+    } else if (strcmp(argv[1], "closefds") == 0 && argc == 4) {
+        bad += resolve_many(2, 0);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        int p[2];
+        if (pipe(p) != 0) /* takes the numbers the module's socket had */
+            return 2;
+        bad += resolve_many(4, 0);
+        if (write(p[1], "x", 1) != 1 || read(p[0], &(char){0}, 1) != 1) {
+            fprintf(stderr, "the program's pipe was disturbed\n");
+            bad++;
+        }
+    } else {
+        fprintf(stderr, "usage: see nss_stress.c\n");
+        return 2;
+    }
+    if (bad) {
+        fprintf(stderr, "%ld wrong answers\n", bad);
+        return 1;
+    }
+    printf("ok\n");
+    return 0;
+}

@@ -1,0 +1,498 @@
+"""LDAP front-end with real clients: OpenLDAP's ldap-utils (ldapsearch,
+ldapwhoami, ldapcompare, ldappasswd) over ldapi, ldap, StartTLS and ldaps
+with a test CA made by openssl, and the literal login filters of Gitea,
+Grafana, Nextcloud and Jellyfin.
+
+One server for the whole file (started in setUpClass): the fixtures are
+read-only but for the password change, which uses its own user.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import unittest
+
+import ghtest
+
+SUFFIX = "dc=example,dc=org"
+PW = {"alice": "alice-secret-1", "bob": "bob-secret-12", "svc": "svc-secret-123",
+      "root": "root-secret-1234", "dave": "dave-secret-1"}
+UTILS = shutil.which("ldapsearch") is not None
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_ca(d):
+    """A test CA and a server certificate for 127.0.0.1 and localhost."""
+    def run(*args):
+        subprocess.run(args, cwd=d, check=True, capture_output=True)
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=gh test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    for name in ("ca.pem", "server.pem", "server.key"):
+        os.chmod(os.path.join(d, name), 0o644)
+
+
+@unittest.skipUnless(UTILS, "ldap-utils not installed")
+class LdapUtils(ghtest.TestCase):
+    srv = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tls = tempfile.mkdtemp(prefix="gh-ldap-tls-")
+        make_ca(cls.tls)
+        cls.port = free_port()
+        cls.sport = free_port()
+        base = tempfile.mkdtemp(prefix="gh-ldap-")
+        cls.base = base
+        cls.ldapi = os.path.join(base, "ldapi")
+        cfg = {
+            "ldap_listen": "ldapi://%s ldap://127.0.0.1:%d ldaps://127.0.0.1:%d"
+                           % (cls.ldapi, cls.port, cls.sport),
+            "ldap_suffix": SUFFIX,
+            "ldap_bind_by_uid": "yes",
+            "tls_cert_file": os.path.join(cls.tls, "server.pem"),
+            "tls_key_file": os.path.join(cls.tls, "server.key"),
+            "lockout_threshold": "100",
+            "peer_failure_threshold": "1000",
+            "log_level": "debug",
+        }
+        cls.srv = ghtest.Server(config=cfg)
+        c = cls.srv.client()
+        for name, extra in (("alice", {"display_name": "Alice Liddell",
+                                       "mail": "alice@example.org"}),
+                            ("bob", {"mail": "bob@example.org"}),
+                            ("svc", {}), ("root", {}), ("dave", {})):
+            r = c.call("user.add", name=name, password=PW[name], **extra)
+            assert r["ok"], r
+        c.call("user.add", name="carol")  # no password
+        for g in ("git", "eng", "staff", "gatehouse-admins"):
+            assert c.call("group.add", name=g)["ok"]
+        for g, u in (("git", "alice"), ("staff", "bob"), ("gatehouse-admins", "root")):
+            assert c.call("group.add_member", group=g, user=u)["ok"]
+        assert c.call("group.add_member", group="eng", subgroup="git")["ok"]
+        assert c.call("role.add", name="ldap-reader",
+                      allow=[{"action": "read", "resource": "ldap/directory"}])["ok"]
+        assert c.call("grant", role="ldap-reader", user="svc")["ok"]
+        for i in range(25):
+            assert c.call("user.add", name="u%02d" % i)["ok"]
+        c.close()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.srv:
+            rc = cls.srv.stop()
+            err = cls.srv.stderr_text()
+            cls.srv.close()
+            assert rc == 0, err[-3000:]
+            assert "AddressSanitizer" not in err and "LeakSanitizer" not in err \
+                and "runtime error" not in err, err
+            assert "alice-secret" not in err and "svc-secret" not in err, "a password was logged"
+        shutil.rmtree(cls.tls, ignore_errors=True)
+        shutil.rmtree(cls.base, ignore_errors=True)
+
+    # ---- helpers
+
+    def uri(self, kind="ldapi"):
+        if kind == "ldapi":
+            return "ldapi://" + self.ldapi.replace("/", "%2F")
+        if kind == "ldaps":
+            return "ldaps://127.0.0.1:%d" % self.sport
+        return "ldap://127.0.0.1:%d" % self.port
+
+    def tool(self, prog, *args, kind="ldapi", user=None, starttls=False, check=True, stdin=None):
+        env = dict(os.environ, LDAPTLS_CACERT=os.path.join(self.tls, "ca.pem"),
+                   LDAPTLS_REQCERT="demand", LDAPCONF="/dev/null")
+        argv = [prog, "-H", self.uri(kind)]
+        if prog != "ldappasswd" or user is None:
+            argv.append("-x")
+        else:
+            argv.append("-x")
+        if starttls:
+            argv.append("-ZZ")
+        if user:
+            argv += ["-D", "uid=%s,ou=people,%s" % (user, SUFFIX), "-w", PW[user]]
+        argv += list(args)
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, input=stdin,
+                           timeout=ghtest.scaled(30))
+        if check and p.returncode != 0:
+            self.fail("%s exited %d: %s\n%s\n--- server:\n%s" % (
+                " ".join(argv), p.returncode, p.stdout, p.stderr, self.srv.stderr_text()[-2000:]))
+        return p
+
+    def search(self, *args, **kw):
+        p = self.tool("ldapsearch", "-LLL", "-o", "ldif-wrap=no", *args, **kw)
+        return p.stdout
+
+    @staticmethod
+    def dns(ldif):
+        return [line[4:] for line in ldif.splitlines() if line.startswith("dn: ")]
+
+    # ---- RootDSE and schema, anonymously
+
+    def test_rootdse(self):
+        out = self.search("-s", "base", "-b", "", "+", "*")
+        self.assertIn("namingContexts: " + SUFFIX, out)
+        self.assertIn("supportedControl: 1.2.840.113556.1.4.319", out)
+        self.assertIn("supportedExtension: 1.3.6.1.4.1.4203.1.11.3", out)
+        self.assertIn("supportedExtension: 1.3.6.1.4.1.4203.1.11.1", out)
+        self.assertIn("supportedExtension: 1.3.6.1.4.1.1466.20037", out)
+        self.assertIn("supportedLDAPVersion: 3", out)
+        self.assertIn("subschemaSubentry: cn=Subschema", out)
+        self.assertIn("vendorName: Gatehouse", out)
+        self.assertTrue(out.startswith("dn:\n"), out)
+        self.assertEqual(out.count("\ndn:"), 0)
+
+    def test_rootdse_sssd_style(self):
+        # SSSD's first request: "*" plus names, some undefined here
+        out = self.search("-s", "base", "-b", "", "(objectclass=*)", "*", "altServer",
+                          "namingContexts", "supportedControl", "supportedExtension",
+                          "supportedFeatures", "supportedLDAPVersion",
+                          "supportedSASLMechanisms", "defaultNamingContext", "lastUSN",
+                          "highestCommittedUSN")
+        self.assertEqual(out.count("dn:"), 1)
+        self.assertIn("namingContexts: " + SUFFIX, out)
+
+    def test_schema(self):
+        out = self.search("-s", "base", "-b", "cn=Subschema", "(objectClass=subschema)",
+                          "objectClasses", "attributeTypes")
+        self.assertIn("NAME 'posixAccount'", out)
+        self.assertIn("NAME 'groupOfNames'", out)
+        self.assertIn("NAME 'memberOf'", out)
+        self.assertIn("NAME 'uidNumber'", out)
+
+    def test_anonymous_sees_no_entries(self):
+        out = self.search("-b", SUFFIX, "(uid=alice)")
+        self.assertEqual(self.dns(out), [])
+
+    # ---- binds, whoami
+
+    def test_whoami_all_transports(self):
+        expect = "dn:uid=alice,ou=people," + SUFFIX
+        for kind, tls in (("ldapi", False), ("ldap", False), ("ldap", True), ("ldaps", False)):
+            p = self.tool("ldapwhoami", kind=kind, user="alice", starttls=tls)
+            self.assertEqual(p.stdout.strip(), expect, (kind, tls))
+
+    def test_whoami_anonymous(self):
+        p = self.tool("ldapwhoami")
+        self.assertEqual(p.stdout.strip(), "anonymous")
+
+    def test_bind_wrong_password(self):
+        p = self.tool("ldapwhoami", "-D", "uid=alice,ou=people," + SUFFIX, "-w", "wrong",
+                      check=False)
+        self.assertEqual(p.returncode, 49, p.stderr)
+        p = self.tool("ldapwhoami", "-D", "uid=nobody,ou=people," + SUFFIX, "-w", "wrong",
+                      check=False)
+        self.assertEqual(p.returncode, 49, p.stderr)
+        p = self.tool("ldapwhoami", "-D", "uid=carol,ou=people," + SUFFIX, "-w", "whatever",
+                      check=False)
+        self.assertEqual(p.returncode, 49, p.stderr)
+
+    def test_bind_bare_login(self):
+        p = self.tool("ldapwhoami", "-D", "alice", "-w", PW["alice"])
+        self.assertEqual(p.stdout.strip(), "dn:uid=alice,ou=people," + SUFFIX)
+
+    def test_bind_dn_case_and_spaces(self):
+        p = self.tool("ldapwhoami", "-D", "UID=alice, OU=People, DC=Example,dc=ORG",
+                      "-w", PW["alice"])
+        self.assertEqual(p.stdout.strip(), "dn:uid=alice,ou=people," + SUFFIX)
+
+    def test_tls_wrong_ca_refused(self):
+        env = dict(os.environ, LDAPTLS_CACERT="/etc/ssl/certs/ca-certificates.crt",
+                   LDAPTLS_REQCERT="demand", LDAPCONF="/dev/null")
+        p = subprocess.run(["ldapwhoami", "-x", "-H", self.uri("ldaps")], env=env,
+                           capture_output=True, text=True, timeout=ghtest.scaled(30))
+        self.assertNotEqual(p.returncode, 0)
+        # and the server still serves
+        self.tool("ldapwhoami", kind="ldaps", user="alice")
+
+    # ---- access
+
+    def test_user_sees_self_and_groups_only(self):
+        out = self.search("-b", SUFFIX, "(objectClass=*)", "dn", user="alice")
+        dns = self.dns(out)
+        self.assertIn("uid=alice,ou=people," + SUFFIX, dns)
+        self.assertIn("cn=git,ou=groups," + SUFFIX, dns)
+        self.assertIn("cn=eng,ou=groups," + SUFFIX, dns)  # nested: alice is in eng via git
+        self.assertNotIn("uid=bob,ou=people," + SUFFIX, dns)
+        self.assertNotIn("cn=staff,ou=groups," + SUFFIX, dns)
+
+    def test_service_account_sees_everything(self):
+        out = self.search("-b", "ou=people," + SUFFIX, "-s", "one", "(objectClass=posixAccount)",
+                          "uid", user="svc")
+        self.assertEqual(len(self.dns(out)), 31)
+        out = self.search("-b", SUFFIX, "(uid=bob)", user="root")  # admin group
+        self.assertEqual(self.dns(out), ["uid=bob,ou=people," + SUFFIX])
+
+    def test_user_entry_attributes(self):
+        out = self.search("-b", SUFFIX, "(uid=alice)", "*", "+", "userPassword", user="svc")
+        for line in ("objectClass: inetOrgPerson", "objectClass: posixAccount",
+                     "uid: alice", "cn: alice", "displayName: Alice Liddell", "sn: Liddell",
+                     "mail: alice@example.org", "homeDirectory: /home/alice",
+                     "memberOf: cn=git,ou=groups," + SUFFIX,
+                     "entryDN: uid=alice,ou=people," + SUFFIX):
+            self.assertIn(line + "\n", out)
+        for attr in ("uidNumber: ", "gidNumber: ", "entryUUID: ", "createTimestamp: ",
+                     "modifyTimestamp: "):
+            self.assertIn(attr, out)
+        self.assertNotIn("userPassword", out)
+        self.assertNotIn("argon2", out)
+        # "*" alone: no operational attributes; "1.1": none at all
+        out = self.search("-b", SUFFIX, "(uid=alice)", user="svc")
+        self.assertNotIn("entryUUID", out)
+        out = self.search("-b", SUFFIX, "(uid=alice)", "1.1", user="svc")
+        self.assertEqual(out.strip(), "dn: uid=alice,ou=people," + SUFFIX)
+
+    def test_group_entry_attributes(self):
+        out = self.search("-b", SUFFIX, "(cn=eng)", user="svc")
+        self.assertIn("objectClass: posixGroup", out)
+        self.assertIn("objectClass: groupOfNames", out)
+        self.assertIn("member: cn=git,ou=groups," + SUFFIX, out)
+        self.assertIn("gidNumber: ", out)
+        out = self.search("-b", SUFFIX, "(cn=git)", "memberUid", "member", user="svc")
+        self.assertIn("memberUid: alice", out)
+        self.assertIn("member: uid=alice,ou=people," + SUFFIX, out)
+
+    # ---- filters
+
+    def test_filters(self):
+        def found(flt, base=SUFFIX):
+            return sorted(self.dns(self.search("-b", base, flt, "1.1", user="svc")))
+        alice = "uid=alice,ou=people," + SUFFIX
+        bob = "uid=bob,ou=people," + SUFFIX
+        self.assertEqual(found("(uid=ALICE)"), [alice])
+        self.assertEqual(found("(mail=Bob@Example.org)"), [bob])
+        self.assertEqual(found("(&(uid=a*)(objectClass=person))"), [alice])
+        self.assertEqual(found("(|(uid=alice)(uid=bob))"), [alice, bob])
+        self.assertEqual(found("(&(objectClass=posixAccount)(!(uid=u*))(!(uid=alice)))"),
+                         sorted([bob] + ["uid=%s,ou=people,%s" % (n, SUFFIX)
+                                         for n in ("carol", "dave", "root", "svc")]))
+        self.assertEqual(found("(uid~=alice)"), [alice])
+        self.assertEqual(found("(displayName=*lid*)"), [alice])
+        self.assertEqual(found("(nosuchattr=1)"), [])
+        self.assertEqual(found("(!(nosuchattr=1))"), [])
+        self.assertEqual(found("(userPassword=*)"), [])
+        uid = self.search("-b", SUFFIX, "(uid=alice)", "uidNumber", user="svc")
+        n = int(uid.split("uidNumber: ")[1].split()[0])
+        self.assertEqual(found("(uidNumber=%d)" % n), [alice])
+        self.assertIn(alice, found("(&(uidNumber>=%d)(uidNumber<=%d))" % (n, n)))
+        self.assertEqual(found("(member=uid=alice,ou=people,%s)" % SUFFIX),
+                         ["cn=git,ou=groups," + SUFFIX])
+        self.assertEqual(found("(memberOf=cn=git,ou=groups,%s)" % SUFFIX), [alice])
+        self.assertEqual(found("(memberOf=CN=Git, OU=Groups, %s)" % SUFFIX.upper()), [alice])
+        self.assertEqual(found("(objectClass=sudoRole)"), [])
+
+    def test_nested_group_in_chain(self):
+        eng = "cn=eng,ou=groups," + SUFFIX
+        out = self.search("-b", SUFFIX,
+                          "(memberOf:1.2.840.113556.1.4.1941:=%s)" % eng, "1.1", user="svc")
+        self.assertEqual(sorted(self.dns(out)),
+                         ["cn=git,ou=groups," + SUFFIX, "uid=alice,ou=people," + SUFFIX])
+        out = self.search("-b", SUFFIX, "(memberOf=%s)" % eng, "1.1", user="svc")
+        self.assertEqual(self.dns(out), ["cn=git,ou=groups," + SUFFIX])
+        out = self.search("-b", SUFFIX, "(member:1.2.840.113556.1.4.1941:=uid=alice,ou=people,%s)"
+                          % SUFFIX, "1.1", user="svc")
+        self.assertEqual(sorted(self.dns(out)), ["cn=eng,ou=groups," + SUFFIX,
+                                                 "cn=git,ou=groups," + SUFFIX])
+
+    def test_scopes_and_missing_base(self):
+        out = self.search("-b", SUFFIX, "-s", "one", "(objectClass=*)", "1.1", user="svc")
+        self.assertEqual(sorted(self.dns(out)), ["ou=groups," + SUFFIX, "ou=people," + SUFFIX])
+        out = self.search("-b", "uid=bob,ou=people," + SUFFIX, "-s", "base", "1.1", user="svc")
+        self.assertEqual(self.dns(out), ["uid=bob,ou=people," + SUFFIX])
+        p = self.tool("ldapsearch", "-b", "uid=nobody,ou=people," + SUFFIX, "-s", "base",
+                      user="svc", check=False)
+        self.assertEqual(p.returncode, 32)
+        p = self.tool("ldapsearch", "-b", "dc=elsewhere", user="svc", check=False)
+        self.assertEqual(p.returncode, 32)
+        # a user asking for someone else's entry gets nothing either
+        p = self.tool("ldapsearch", "-b", "uid=bob,ou=people," + SUFFIX, "-s", "base",
+                      user="alice", check=False)
+        self.assertEqual(p.returncode, 32)
+
+    def test_size_limit(self):
+        p = self.tool("ldapsearch", "-b", SUFFIX, "-z", "3", "(uid=u*)", "1.1", user="svc",
+                      check=False)
+        self.assertEqual(p.returncode, 4)
+        self.assertEqual(p.stdout.count("dn: "), 3)
+
+    def test_paged(self):
+        p = self.tool("ldapsearch", "-LLL", "-b", "ou=people," + SUFFIX, "-E", "pr=10/noprompt",
+                      "(objectClass=posixAccount)", "1.1", user="svc")
+        dns = self.dns(p.stdout)
+        self.assertEqual(len(dns), 31)
+        self.assertEqual(len(set(dns)), 31)
+        # with paging, over TLS too
+        p = self.tool("ldapsearch", "-LLL", "-b", SUFFIX, "-E", "pr=7/noprompt",
+                      "(uid=u*)", "1.1", kind="ldaps", user="svc")
+        self.assertEqual(len(self.dns(p.stdout)), 25)
+
+    def test_unknown_critical_control(self):
+        p = self.tool("ldapsearch", "-b", SUFFIX, "-e", "!1.2.3.4.5", "(uid=alice)",
+                      user="svc", check=False)
+        self.assertEqual(p.returncode, 12, p.stderr)
+        # non-critical unknown controls are ignored (SSSD's ppolicy request)
+        p = self.tool("ldapsearch", "-b", SUFFIX, "-e", "1.2.3.4.5", "(uid=alice)", "1.1",
+                      user="svc")
+        self.assertIn("uid=alice", p.stdout)
+
+    def test_compare(self):
+        dn = "cn=git,ou=groups," + SUFFIX
+        p = self.tool("ldapcompare", dn, "member:uid=alice,ou=people," + SUFFIX, user="svc",
+                      check=False)
+        self.assertEqual(p.returncode, 6, p.stdout + p.stderr)
+        p = self.tool("ldapcompare", dn, "member:uid=bob,ou=people," + SUFFIX, user="svc",
+                      check=False)
+        self.assertEqual(p.returncode, 5, p.stdout + p.stderr)
+        p = self.tool("ldapcompare", "uid=bob,ou=people," + SUFFIX, "mail:BOB@example.org",
+                      user="svc", check=False)
+        self.assertEqual(p.returncode, 6)
+        p = self.tool("ldapcompare", "uid=bob,ou=people," + SUFFIX, "mail:bob@example.org",
+                      user="alice", check=False)
+        self.assertEqual(p.returncode, 32)
+
+    def test_writes_refused(self):
+        ldif = "dn: uid=x,ou=people,%s\nchangetype: delete\n" % SUFFIX
+        p = self.tool("ldapmodify", user="root", stdin=ldif, check=False)
+        self.assertEqual(p.returncode, 53, p.stderr)
+
+    def test_passwd(self):
+        # self-service with the old password (over StartTLS), then admin reset
+        env = dict(os.environ, LDAPTLS_CACERT=os.path.join(self.tls, "ca.pem"), LDAPCONF="/dev/null")
+        dn = "uid=dave,ou=people," + SUFFIX
+        p = subprocess.run(["ldappasswd", "-x", "-ZZ", "-H", self.uri("ldap"), "-D", dn,
+                            "-w", PW["dave"], "-a", PW["dave"], "-s", "dave-new-pass-2"],
+                           env=env, capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = self.tool("ldapwhoami", "-D", dn, "-w", "dave-new-pass-2")
+        p = self.tool("ldapwhoami", "-D", dn, "-w", PW["dave"], check=False)
+        self.assertEqual(p.returncode, 49)
+        # a wrong old password
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D", dn,
+                            "-w", "dave-new-pass-2", "-a", "not-the-old", "-s", "x-new-pass-3"],
+                           env=env, capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        # someone else's password: refused for alice, allowed for the admin
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D",
+                            "uid=alice,ou=people," + SUFFIX, "-w", PW["alice"],
+                            "-s", "another-pass-4", dn], env=env, capture_output=True, text=True)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("(50)", p.stdout + p.stderr)
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D",
+                            "uid=root,ou=people," + SUFFIX, "-w", PW["root"],
+                            "-s", PW["dave"], dn], env=env, capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.tool("ldapwhoami", "-D", dn, "-w", PW["dave"])
+
+    # ---- applications' literal login filters
+
+    def test_gitea_filter(self):
+        flt = ("(&(objectClass=posixAccount)(uid=%s)(memberOf=cn=git,ou=groups,%s))"
+               % ("alice", SUFFIX))
+        out = self.search("-b", "ou=people," + SUFFIX, flt, "uid", "mail", "sn", user="svc")
+        self.assertEqual(self.dns(out), ["uid=alice,ou=people," + SUFFIX])
+        flt = ("(&(objectClass=posixAccount)(uid=%s)(memberOf=cn=git,ou=groups,%s))"
+               % ("bob", SUFFIX))
+        self.assertEqual(self.dns(self.search("-b", "ou=people," + SUFFIX, flt, user="svc")), [])
+
+    def test_grafana_filter(self):
+        out = self.search("-b", SUFFIX, "(uid=bob)", "dn", "givenName", "sn", "email",
+                          "uid", "memberOf", user="svc")
+        self.assertEqual(self.dns(out), ["uid=bob,ou=people," + SUFFIX])
+        # Grafana's group lookup
+        out = self.search("-b", "ou=groups," + SUFFIX,
+                          "(&(objectClass=posixGroup)(memberUid=alice))", "cn", user="svc")
+        self.assertEqual(self.dns(out), ["cn=git,ou=groups," + SUFFIX])
+
+    def test_nextcloud_filter_paged(self):
+        flt = "(&(|(objectclass=inetOrgPerson))(|(uid=%s)(mail=%s)))"
+        for who in ("alice", "alice@example.org"):
+            p = self.tool("ldapsearch", "-LLL", "-b", SUFFIX, "-E", "pr=500/noprompt",
+                          flt % (who, who), "dn", "uid", "displayname", user="svc")
+            self.assertEqual(self.dns(p.stdout), ["uid=alice,ou=people," + SUFFIX])
+        p = self.tool("ldapsearch", "-LLL", "-b", SUFFIX, "-E", "pr=10/noprompt",
+                      "(|(objectclass=inetOrgPerson))", "dn", user="svc")
+        self.assertEqual(len(self.dns(p.stdout)), 31)
+
+    def test_jellyfin_filter(self):
+        # Jellyfin LDAP-Auth: search filter, then admin filter with memberof
+        out = self.search("-b", SUFFIX, "(&(objectclass=inetOrgPerson)(uid=alice))", "uid",
+                          "cn", user="svc")
+        self.assertEqual(self.dns(out), ["uid=alice,ou=people," + SUFFIX])
+        out = self.search("-b", SUFFIX, "(memberof=cn=gatehouse-admins,ou=groups,%s)" % SUFFIX,
+                          "uid", user="svc")
+        self.assertEqual(self.dns(out), ["uid=root,ou=people," + SUFFIX])
+
+    def test_sssd_style_queries(self):
+        out = self.search("-b", SUFFIX,
+                          "(&(uid=alice)(objectClass=posixAccount)(uid=*)"
+                          "(&(uidNumber=*)(!(uidNumber=0))))",
+                          "uid", "userPassword", "uidNumber", "krbPrincipalName",
+                          "userCertificate;binary", "modifyTimestamp", "modifyTimestamp",
+                          user="svc")
+        self.assertEqual(self.dns(out), ["uid=alice,ou=people," + SUFFIX])
+        self.assertIn("modifyTimestamp: ", out)
+        out = self.search("-b", SUFFIX, "(&(member=UID=Alice,OU=People,%s)"
+                          "(objectClass=posixGroup)(cn=*))" % SUFFIX.upper(), "cn", user="svc")
+        self.assertEqual(self.dns(out), ["cn=git,ou=groups," + SUFFIX])
+
+    def test_stats(self):
+        c = self.srv.client()
+        r = c.call("stats")
+        c.close()
+        self.assertTrue(r["ok"], r)
+        self.assertGreater(r["ldap"]["ops"].get("search", 0), 0)
+        self.assertGreater(r["ldap"]["results"].get("success", 0), 0)
+
+
+class LdapConfig(ghtest.TestCase):
+    """ldap_listen: the default ldapi socket, off, and what is refused at start."""
+
+    def test_default_ldapi_in_state_dir(self):
+        srv = self.start_server()
+        path = os.path.join(srv.state_dir, "ldapi")
+        self.assertTrue(ghtest.wait_until(lambda: os.path.exists(path), ghtest.scaled(5)))
+        p = subprocess.run(["ldapwhoami", "-x", "-H", "ldapi://" + path.replace("/", "%2F")],
+                           env=dict(os.environ, LDAPCONF="/dev/null"), capture_output=True,
+                           text=True, timeout=ghtest.scaled(30))
+        self.assertEqual(p.stdout.strip(), "anonymous", p.stderr)
+
+    def test_off(self):
+        srv = self.start_server(config={"ldap_listen": ""})
+        self.assertFalse(os.path.exists(os.path.join(srv.state_dir, "ldapi")))
+
+    def test_refused_at_start(self):
+        port = free_port()
+        for cfg, words in (
+                ({"ldap_listen": "ldap://0.0.0.0:%d" % port}, "ldap_allow_non_loopback"),
+                ({"ldap_listen": "ldaps://127.0.0.1:%d" % port}, "tls_cert_file"),
+                ({"ldap_listen": "http://127.0.0.1:%d" % port}, "not ldapi://"),
+                ({"ldap_listen": "ldapi://", "ldap_suffix": "not a dn"}, "ldap_suffix"),
+                ({"ldap_listen": "ldaps://127.0.0.1:%d" % port,
+                  "tls_cert_file": "/nonexistent.pem", "tls_key_file": "/nonexistent.key"},
+                 "tls_cert_file")):
+            with self.assertRaises(ghtest.ServerError) as cm:
+                srv = ghtest.Server(config=cfg)
+                srv.close()
+            self.assertIn(words, str(cm.exception), cfg)
+
+
+if __name__ == "__main__":
+    ghtest.main()
