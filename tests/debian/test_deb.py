@@ -26,6 +26,7 @@ and purge with gatehoused/purge_data=true removes it.
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -206,6 +207,23 @@ class Debian(ghtest.TestCase):
         top, log = build()
         self.assertEqual(_built["rc"], 0, "dpkg-buildpackage failed:\n" + log[-4000:])
         return top
+
+    def test_0_build_depends(self):
+        # every Debian package configure.ac demands is a Build-Depends (the
+        # build host may have it installed anyway, so the build alone would
+        # not notice a missing one)
+        src = ghtest.srcdir()
+        with open(os.path.join(src, "configure.ac")) as f:
+            ac = f.read()
+        need = set(re.findall(r"GH_NEED_PKG\(\[\w+\],\s*\[[^]]*\],\s*\[([\w.+-]+)\]\)", ac))
+        need |= set(re.findall(r"install the Debian package ([a-z0-9][\w.+-]*[\w+])", ac))
+        self.assertIn("libssl-dev", need)  # the patterns still match configure.ac
+        with open(os.path.join(src, "debian", "control")) as f:
+            control = f.read()
+        m = re.search(r"^Build-Depends:(.*?)^\S", control, re.M | re.S)
+        have = {re.split(r"[\s(\[<]", d.strip())[0] for d in m.group(1).split(",") if d.strip()}
+        self.assertEqual(sorted(need - have), [], "configure.ac needs these, debian/control "
+                         "lacks them in Build-Depends")
 
     def test_1_build(self):
         top = self.debs()
