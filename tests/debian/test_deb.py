@@ -10,7 +10,8 @@ change lands in a temporary upper directory; the host is untouched) and
 checks inside that chroot: the gatehouse account exists, the state
 directory is private to it, gatehoused starts from the installed
 configuration as that user without systemd, `gatehouse ping` and
-`gatehouse user add` work on the installed socket; libnss-gatehouse and
+`gatehouse user add` work on the installed socket, a simple bind works on
+its LDAP front-end (ldapi); libnss-gatehouse and
 libpam-gatehouse put their modules where glibc and Linux-PAM look and
 pam-auth-update adds pam_gatehouse to common-*; with a test nsswitch.conf
 bind-mounted over the chroot's, `getent passwd alice` and `id alice` go
@@ -122,6 +123,11 @@ id alice
 step pam
 printf 'a-long-passphrase-42\n' | gatehouse user passwd alice --password-stdin >/dev/null \
     && echo "password set"
+# the LDAP front-end of the packaged server: a simple bind on its ldapi socket
+if command -v ldapwhoami >/dev/null; then
+    ldapwhoami -x -H ldapi://%2Fvar%2Flib%2Fgatehouse%2Fldapi -D uid=alice,ou=people,dc=gatehouse \
+        -w a-long-passphrase-42 2>&1; echo "ldap rc $?"
+fi
 if command -v pamtester >/dev/null; then
     printf '@include common-auth\n@include common-account\n' > /etc/pam.d/gh-deb-test
     printf 'a-long-passphrase-42\n' | pamtester -v gh-deb-test alice authenticate acct_mgmt 2>&1
@@ -292,6 +298,9 @@ class Debian(ghtest.TestCase):
         self.assertIn("getent rc 0", s["nss"], out)
         self.assertRegex(s["nss"], r"uid=\d+\(alice\) gid=\d+\(alice\)", out)
         self.assertIn("password set", s["pam"], out)
+        if shutil.which("ldapwhoami"):
+            self.assertIn("dn:uid=alice,ou=people,dc=gatehouse", s["pam"], out)
+            self.assertIn("ldap rc 0", s["pam"], out)
         if "no pamtester" not in s["pam"]:
             self.assertIn("successfully authenticated", s["pam"], out)
             self.assertIn("pam rc 0", s["pam"], out)
