@@ -132,6 +132,8 @@ if command -v pamtester >/dev/null; then
     printf '@include common-auth\n@include common-account\n' > /etc/pam.d/gh-deb-test
     printf 'a-long-passphrase-42\n' | pamtester -v gh-deb-test alice authenticate acct_mgmt 2>&1
     echo "pam rc $?"
+    printf 'not-the-passphrase\n' | pamtester gh-deb-test alice authenticate > /dev/null 2>&1
+    echo "wrong password rc $?"
 else
     echo "no pamtester"
 fi
@@ -304,6 +306,7 @@ class Debian(ghtest.TestCase):
         if "no pamtester" not in s["pam"]:
             self.assertIn("successfully authenticated", s["pam"], out)
             self.assertIn("pam rc 0", s["pam"], out)
+            self.assertRegex(s["pam"], r"wrong password rc [1-9]", out)
         # server down: NSS says "not found" (exit 2), files still answer,
         # and local accounts still pass the account stack
         self.assertIn("getent rc 2", s["down"], out)
