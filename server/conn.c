@@ -415,6 +415,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     if (c->tls != NULL) { /* ciphertext goes to its own buffer */
         if (c->tls_rbuf == NULL)
             c->tls_rbuf = malloc(TLS_RBUF);
+        if (c->in == NULL && (c->in = malloc(IN_INITIAL)) != NULL)
+            c->in_cap = IN_INITIAL; /* never NULL once reading: memchr needs it */
         *buf = uv_buf_init(c->tls_rbuf, c->tls_rbuf ? TLS_RBUF : 0);
         return;
     }
