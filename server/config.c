@@ -35,6 +35,7 @@ static const struct key keys[] = {
     {"socket_mode", K_MODE, OFF(socket_mode), 0, 0777},
     {"tcp_listen", K_STR, OFF(tcp_listen), 0, 0},
     {"tcp_allow_non_loopback", K_BOOL, OFF(tcp_any), 0, 1},
+    {"tcp_tls", K_BOOL, OFF(tcp_tls), 0, 1},
     {"admin_unix_group", K_STR, OFF(admin_unix_group), 0, 0},
     {"admin_group", K_STR, OFF(admin_group), 0, 0},
     {"log_level", K_LEVEL, OFF(log_level), 0, 0},

@@ -19,6 +19,7 @@ typedef struct gh_config {
     unsigned socket_mode;   /* default 0660 */
     char *tcp_listen;       /* "" = off; "127.0.0.1:7636" */
     int tcp_any;            /* allow a non-loopback tcp_listen */
+    int tcp_tls;            /* TLS on tcp_listen (tls_cert_file, tls_key_file) */
     char *admin_unix_group; /* OS group whose members are admin on the socket ("" none) */
     char *admin_group;      /* Gatehouse group whose tokens are admin ("gatehouse-admins") */
     char *log_level;        /* error|warn|info|debug */

@@ -42,6 +42,7 @@
 #include "server/server.h"
 
 #define IN_INITIAL 4096
+#define TLS_RBUF 16384
 
 typedef struct wreq {
     uv_write_t req;
@@ -144,6 +145,9 @@ static void maybe_free(gh_conn *c)
     if (c->in != NULL)
         sodium_memzero(c->in, c->in_cap);
     free(c->in);
+    gh_tls_free(c->tls);
+    gh_tls_buf_free(&c->tls_plain); /* wipes */
+    free(c->tls_rbuf);
     free(c);
     gh__loop_check_drained(lp);
 }
@@ -189,7 +193,7 @@ static void process_input(gh_conn *c);
 static int finished(const gh_conn *c)
 {
     int no_more_input = c->close_after_write || c->lp->stopping ||
-                        (c->eof && memchr(c->in, '\n', c->in_len) == NULL);
+                        (c->eof && c->tls_plain.len == 0 && memchr(c->in, '\n', c->in_len) == NULL);
     return no_more_input && c->npending == 0 && c->out_bytes == 0 && c->queued_bytes == 0;
 }
 
@@ -205,7 +209,7 @@ static void update_reading(gh_conn *c)
         c->paused = 1;
     } else if (!over && c->paused &&
                c->out_bytes + c->queued_bytes <= c->srv->cfg->max_output / 2) {
-        if (c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL) {
+        if ((c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL) || c->tls_plain.len > 0) {
             process_input(c); /* lines held back while over budget */
             if (c->closing || over_budget(c))
                 return;
@@ -259,6 +263,97 @@ static int write_now(gh_conn *c, gh_pending *p)
     return 0;
 }
 
+/* Hands a buffer (malloc'd, taken) to uv_write; closes c on failure. */
+static void write_buf(gh_conn *c, char *buf, size_t len)
+{
+    wreq *w = malloc(sizeof(*w) + sizeof(uv_buf_t));
+    if (w == NULL) {
+        free(buf);
+        gh__conn_close(c);
+        return;
+    }
+    w->conn = c;
+    w->n = 1;
+    w->bytes = len;
+    w->secret = 0; /* ciphertext */
+    w->bufs[0] = uv_buf_init(buf, (unsigned)len);
+    c->out_bytes += len;
+    if (uv_write(&w->req, &c->h.stream, w->bufs, 1, on_write) != 0) {
+        c->out_bytes -= len;
+        free(buf);
+        free(w);
+        gh__conn_close(c);
+    }
+}
+
+/* Sends the ciphertext the session has pending (handshake, replies). */
+static void tls_send(gh_conn *c)
+{
+    gh_tls_buf wire = {0};
+    if (gh_tls_take(c->tls, &wire) != 0) {
+        gh_tls_buf_free(&wire);
+        gh__conn_close(c);
+        return;
+    }
+    if (wire.len == 0) {
+        gh_tls_buf_free(&wire);
+        return;
+    }
+    write_buf(c, wire.buf, wire.len);
+}
+
+/* The TLS flush: the n finished replies at the head are encrypted, in
+ * order, into one write. */
+static void flush_tls(gh_conn *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        gh_pending *p = c->head;
+        c->head = p->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        c->queued_bytes -= p->outlen;
+        int rc = gh_tls_write(c->tls, p->out, p->outlen);
+        gh__pending_free(p); /* wipes a reply that carried a token */
+        if (rc != 0) {
+            gh__conn_close(c);
+            return;
+        }
+    }
+    tls_send(c);
+}
+
+/* Moves decrypted plaintext into the input buffer, as far as max_request
+ * lets it grow; the rest waits in tls_plain for the next parse. */
+static void tls_feed(gh_conn *c)
+{
+    size_t max = c->srv->cfg->max_request;
+    while (c->tls_plain.len > 0 && c->in_len < max) {
+        if (c->in_len == c->in_cap) {
+            size_t cap = c->in_cap ? c->in_cap * 2 : IN_INITIAL;
+            if (cap > max)
+                cap = max;
+            char *q = malloc(cap);
+            if (q == NULL)
+                return;
+            if (c->in != NULL) {
+                memcpy(q, c->in, c->in_len);
+                sodium_memzero(c->in, c->in_cap);
+                free(c->in);
+            }
+            c->in = q;
+            c->in_cap = cap;
+        }
+        size_t n = c->in_cap - c->in_len;
+        if (n > c->tls_plain.len)
+            n = c->tls_plain.len;
+        memcpy(c->in + c->in_len, c->tls_plain.buf, n);
+        c->in_len += n;
+        memmove(c->tls_plain.buf, c->tls_plain.buf + n, c->tls_plain.len - n);
+        sodium_memzero(c->tls_plain.buf + c->tls_plain.len - n, n);
+        c->tls_plain.len -= n;
+    }
+}
+
 /* Writes every completed reply at the head of the queue, in order. */
 static void flush(gh_conn *c)
 {
@@ -267,6 +362,10 @@ static void flush(gh_conn *c)
         n++;
     if (n == 0 || c->closing)
         return;
+    if (c->tls != NULL) {
+        flush_tls(c, n);
+        return;
+    }
     if (n == 1 && write_now(c, c->head)) {
         gh_pending *p = c->head;
         c->head = p->next;
@@ -368,6 +467,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     gh_conn *c = h->data;
     size_t max = c->srv->cfg->max_request;
     (void)suggested;
+    if (c->tls != NULL) { /* ciphertext goes to its own buffer */
+        if (c->tls_rbuf == NULL)
+            c->tls_rbuf = malloc(TLS_RBUF);
+        if (c->in == NULL && (c->in = malloc(IN_INITIAL)) != NULL)
+            c->in_cap = IN_INITIAL; /* never NULL once reading: memchr needs it */
+        *buf = uv_buf_init(c->tls_rbuf, c->tls_rbuf ? TLS_RBUF : 0);
+        return;
+    }
     if (c->in_len == c->in_cap && c->in_cap < max) {
         size_t cap = c->in_cap ? c->in_cap * 2 : IN_INITIAL;
         if (cap > max)
@@ -406,7 +513,11 @@ static int over_budget(const gh_conn *c)
  * and is parsed when the replies drain (update_reading). */
 static void process_input(gh_conn *c)
 {
-    size_t start = 0;
+    size_t start;
+again:
+    start = 0;
+    if (c->tls != NULL)
+        tls_feed(c);
     while (!c->closing && !c->close_after_write && !over_budget(c)) {
         char *nl = memchr(c->in + start, '\n', c->in_len - start);
         if (nl == NULL)
@@ -427,6 +538,8 @@ static void process_input(gh_conn *c)
         memmove(c->in, c->in + start, rest);
         sodium_memzero(c->in + rest, start);
         c->in_len = rest;
+        if (c->tls_plain.len > 0 && !c->close_after_write && !over_budget(c))
+            goto again; /* room again for plaintext the session decrypted */
     }
     if (c->closing)
         return;
@@ -463,7 +576,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    c->in_len += (size_t)nread;
+    if (c->tls != NULL) {
+        int rc = gh_tls_read(c->tls, c->tls_rbuf, (size_t)nread, &c->tls_plain);
+        tls_send(c); /* the handshake's answers, before anything else */
+        if (rc != 0) {
+            GH_LOGD("conn %s: TLS session failed", c->peer);
+            gh__conn_close(c);
+            return;
+        }
+        if (c->closing)
+            return;
+    } else {
+        c->in_len += (size_t)nread;
+    }
     process_input(c);
 }
 
@@ -637,6 +762,11 @@ static void conn_setup(gh_conn *c, int is_tcp, int nss_only)
                      (IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&ss)->sin6_addr) &&
                       ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr[12] == 127));
         snprintf(c->peerkey, sizeof(c->peerkey), "%s", loop4 || loop6 ? "tcp:loopback" : c->peer);
+        if (c->srv->tcp_tls != NULL && gh_tls_new(c->srv->tcp_tls, &c->tls) != 0) {
+            GH_LOGW("conn %s: cannot start a TLS session", c->peer);
+            gh__conn_close(c);
+            return;
+        }
         uv_tcp_nodelay(&c->h.tcp, 1);
     } else {
         uv_os_fd_t fd;
@@ -851,6 +981,23 @@ static int listen_tcp(gh_server *srv)
         GH_LOGE("tcp_listen %s is not a loopback address; set tcp_allow_non_loopback = yes", spec);
         return GH_EINVAL;
     }
+    if (srv->cfg->tcp_tls) {
+        char err[GH_ERRMSG_MAX];
+        const gh_config *cfg = srv->cfg;
+        if (cfg->tls_cert_file == NULL || cfg->tls_cert_file[0] == '\0' ||
+            cfg->tls_key_file == NULL || cfg->tls_key_file[0] == '\0') {
+            GH_LOGE("tcp_tls = yes needs tls_cert_file and tls_key_file");
+            return GH_EINVAL;
+        }
+        if (gh_tls_ctx_new(&srv->tcp_tls, cfg->tls_cert_file, cfg->tls_key_file, cfg->tls_ca_file,
+                           err, sizeof(err)) != 0) {
+            GH_LOGE("tcp_tls: %s", err);
+            return GH_EINVAL;
+        }
+    } else if (!loopback) {
+        GH_LOGW("tcp_listen %s: tokens and passwords cross the network in clear; set tcp_tls = yes",
+                spec);
+    }
     uv_tcp_init(srv->loop, &srv->tcp_listener);
     srv->tcp_listener.data = srv;
     srv->have_tcp = 1;
@@ -919,6 +1066,8 @@ void gh__listen_stop(gh_server *srv)
         uv_close((uv_handle_t *)&srv->tcp_listener, NULL);
         srv->have_tcp = 0;
     }
+    /* srv->tcp_tls stays until gh__server_close: a socket already handed to
+     * another loop may still start its session with it */
 }
 
 void gh__close_idle_for_shutdown(gh_loop *lp)

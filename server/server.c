@@ -259,7 +259,9 @@ void gh__server_close(gh_server *srv)
     if (srv->loop)
         uv_run(srv->loop, UV_RUN_NOWAIT);
     gh__ldap_free(srv);
-    gh__loops_free(srv); /* joins the loop threads */
+    gh__loops_free(srv);           /* joins the loop threads */
+    gh_tls_ctx_free(srv->tcp_tls); /* open sessions kept their own reference */
+    srv->tcp_tls = NULL;
     if (srv->store)
         gh_store_close(srv->store);
     gh__auth_fini(srv);

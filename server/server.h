@@ -29,6 +29,7 @@
 #include "authz/authz.h"
 #include "schema/store.h"
 #include "server/config.h"
+#include "server/tls.h"
 #include "server/ops.h"
 #include "server/reply.h"
 #include "server/sync.h"
@@ -138,6 +139,9 @@ typedef struct gh_conn {
     char peerkey[64];         /* what limits key on: "uid:1000", "tcp:loopback", "tcp:10.0.0.2" */
     uint64_t last_request_ms; /* the idle timeout counts from the last complete request */
     int peer_counted;         /* counted in the server's per-peer table (conn_start) */
+    struct gh_tls *tls;       /* tcp_tls: the session; NULL in clear */
+    gh_tls_buf tls_plain;     /* plaintext decrypted but not yet in `in` (in was full) */
+    char *tls_rbuf;           /* ciphertext read buffer */
 } gh_conn;
 
 typedef struct gh_lat {
@@ -243,6 +247,7 @@ typedef struct gh_server {
 
     uv_pipe_t unix_listener;
     uv_tcp_t tcp_listener;
+    gh_tls_ctx *tcp_tls;    /* tcp_tls = yes: the JSON TCP listener's TLS context */
     uv_pipe_t nss_listener; /* cfg->nss_socket, mode 0666 (server/ops_nss.c) */
     int have_unix, have_tcp, have_nss;
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -33,9 +33,15 @@ int gh_tls_buf_append(gh_tls_buf *b, const char *p, size_t n)
         size_t cap = b->cap ? b->cap : 16384;
         while (cap < b->len + n)
             cap *= 2;
-        char *q = realloc(b->buf, cap);
+        /* not realloc: the buffer may hold plaintext (passwords) */
+        char *q = malloc(cap);
         if (q == NULL)
             return GH_ENOMEM;
+        if (b->buf != NULL) {
+            memcpy(q, b->buf, b->len);
+            OPENSSL_cleanse(b->buf, b->cap);
+            free(b->buf);
+        }
         b->buf = q;
         b->cap = cap;
     }
@@ -46,6 +52,8 @@ int gh_tls_buf_append(gh_tls_buf *b, const char *p, size_t n)
 
 void gh_tls_buf_free(gh_tls_buf *b)
 {
+    if (b->buf != NULL)
+        OPENSSL_cleanse(b->buf, b->cap);
     free(b->buf);
     memset(b, 0, sizeof(*b));
 }
@@ -154,6 +162,7 @@ int gh_tls_read(gh_tls *t, const char *in, size_t len, gh_tls_buf *plain)
         int n = SSL_read(t->ssl, buf, sizeof(buf));
         if (n > 0) {
             int rc = gh_tls_buf_append(plain, buf, (size_t)n);
+            OPENSSL_cleanse(buf, (size_t)n);
             if (rc != 0)
                 return rc;
             continue;

@@ -10,15 +10,24 @@ change lands in a temporary upper directory; the host is untouched) and
 checks inside that chroot: the gatehouse account exists, the state
 directory is private to it, gatehoused starts from the installed
 configuration as that user without systemd, `gatehouse ping` and
-`gatehouse user add` work on the installed socket; purge removes the
-configuration and keeps the database and the account, a reinstall serves
-the kept database, and purge with gatehoused/purge_data=true removes it.
+`gatehouse user add` work on the installed socket, a simple bind works on
+its LDAP front-end (ldapi); libnss-gatehouse and
+libpam-gatehouse put their modules where glibc and Linux-PAM look and
+pam-auth-update adds pam_gatehouse to common-*; with a test nsswitch.conf
+bind-mounted over the chroot's, `getent passwd alice` and `id alice` go
+through the installed NSS module to the installed server, and pamtester
+logs alice in through the common-* stack; with the server stopped, root
+still passes the account stack; purging the two modules takes them and
+their stack entries away. Purging gatehoused removes the configuration and
+keeps the database and the account, a reinstall serves the kept database,
+and purge with gatehoused/purge_data=true removes it.
 
     GH_SRCDIR=/path/to/checkout python3 tests/debian/test_deb.py
 """
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,7 +81,17 @@ cd /root/debs
 step() { echo "== $1"; }
 step install
 dpkg -i libgatehouse1_*.deb gatehouse-cli_*.deb gatehoused_*.deb libgatehouse-dev_*.deb \
+    libnss-gatehouse_*.deb libpam-gatehouse_*.deb \
     > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; echo "dpkg failed"; exit 1; }
+step os-files
+for f in /lib/$MA/security/pam_gatehouse.so /usr/lib/$MA/libnss_gatehouse.so.2 \
+    /usr/share/pam-configs/gatehouse; do
+    [ -f "$f" ] && echo "present $f" || echo "missing $f"
+done
+ldconfig -p | grep -qE "libnss_gatehouse\.so\.2 .*=> (/usr)?/lib/$MA/libnss_gatehouse\.so\.2$" \
+    && echo "in the linker cache"
+grep -l pam_gatehouse /etc/pam.d/common-auth /etc/pam.d/common-account \
+    /etc/pam.d/common-password /etc/pam.d/common-session
 step user
 getent passwd gatehouse
 step dirs
@@ -94,7 +113,47 @@ step add
 gatehouse user add alice --no-password && gatehouse --json user get alice
 step owner
 stat -c '%U %a %n' /var/lib/gatehouse/data.mdb
+# OS login through the installed modules: glibc with a test nsswitch.conf
+# bind-mounted in this namespace, Linux-PAM with the stack pam-auth-update
+# wrote (a test service that includes common-*)
+mount --bind /root/nsswitch.conf /etc/nsswitch.conf
+step nss
+getent passwd alice; echo "getent rc $?"
+id alice
+step pam
+printf 'a-long-passphrase-42\n' | gatehouse user passwd alice --password-stdin >/dev/null \
+    && echo "password set"
+# the LDAP front-end of the packaged server: a simple bind on its ldapi socket
+if command -v ldapwhoami >/dev/null; then
+    ldapwhoami -x -H ldapi://%2Fvar%2Flib%2Fgatehouse%2Fldapi -D uid=alice,ou=people,dc=gatehouse \
+        -w a-long-passphrase-42 2>&1; echo "ldap rc $?"
+fi
+if command -v pamtester >/dev/null; then
+    printf '@include common-auth\n@include common-account\n' > /etc/pam.d/gh-deb-test
+    printf 'a-long-passphrase-42\n' | pamtester -v gh-deb-test alice authenticate acct_mgmt 2>&1
+    echo "pam rc $?"
+    printf 'not-the-passphrase\n' | pamtester gh-deb-test alice authenticate > /dev/null 2>&1
+    echo "wrong password rc $?"
+else
+    echo "no pamtester"
+fi
 stop
+step down
+getent passwd alice; echo "getent rc $?"
+getent passwd root > /dev/null && echo "root resolved"
+if command -v pamtester >/dev/null; then
+    pamtester -v gh-deb-test root acct_mgmt 2>&1; echo "root account rc $?"
+fi
+step purge-os
+dpkg --purge libpam-gatehouse libnss-gatehouse > /root/dpkg.log 2>&1 \
+    || { cat /root/dpkg.log; echo "purge failed"; }
+for f in /lib/$MA/security/pam_gatehouse.so /usr/lib/$MA/libnss_gatehouse.so.2 \
+    /usr/share/pam-configs/gatehouse /usr/share/doc/libnss-gatehouse; do
+    [ -e "$f" ] && echo "kept $f" || echo "gone $f"
+done
+grep -l pam_gatehouse /etc/pam.d/common-* || echo "no common-* names pam_gatehouse"
+getent passwd root > /dev/null && echo "root resolved"
+umount /etc/nsswitch.conf
 step log
 cat /root/gatehoused.log
 step purge
@@ -126,6 +185,8 @@ mount -t tmpfs tmpfs "$M/tmp"
 mkdir -p "$M/root/debs"
 cp "$DEBS"/*.deb "$M/root/debs/"
 rm -f "$M"/root/debs/*-dbgsym_*.deb
+printf 'passwd: files gatehouse\ngroup: files gatehouse\nshadow: files\nhosts: files\n' \
+    > "$M/root/nsswitch.conf"
 exec chroot "$M" /bin/bash -c "$INNER"
 """
 
@@ -155,10 +216,28 @@ class Debian(ghtest.TestCase):
         self.assertEqual(_built["rc"], 0, "dpkg-buildpackage failed:\n" + log[-4000:])
         return top
 
+    def test_0_build_depends(self):
+        # every Debian package configure.ac demands is a Build-Depends (the
+        # build host may have it installed anyway, so the build alone would
+        # not notice a missing one)
+        src = ghtest.srcdir()
+        with open(os.path.join(src, "configure.ac")) as f:
+            ac = f.read()
+        need = set(re.findall(r"GH_NEED_PKG\(\[\w+\],\s*\[[^]]*\],\s*\[([\w.+-]+)\]\)", ac))
+        need |= set(re.findall(r"install the Debian package ([a-z0-9][\w.+-]*[\w+])", ac))
+        self.assertIn("libssl-dev", need)  # the patterns still match configure.ac
+        with open(os.path.join(src, "debian", "control")) as f:
+            control = f.read()
+        m = re.search(r"^Build-Depends:(.*?)^\S", control, re.M | re.S)
+        have = {re.split(r"[\s(\[<]", d.strip())[0] for d in m.group(1).split(",") if d.strip()}
+        self.assertEqual(sorted(need - have), [], "configure.ac needs these, debian/control "
+                         "lacks them in Build-Depends")
+
     def test_1_build(self):
         top = self.debs()
         names = sorted(os.path.basename(p).split("_")[0] for p in glob.glob(top + "/*.deb"))
-        for pkg in ("gatehoused", "gatehouse-cli", "libgatehouse1", "libgatehouse-dev"):
+        for pkg in ("gatehoused", "gatehouse-cli", "libgatehouse1", "libgatehouse-dev",
+                    "libpam-gatehouse", "libnss-gatehouse"):
             self.assertIn(pkg, names)
         # no dpkg-shlibdeps or symbols complaints
         self.assertNotIn("dpkg-gensymbols: warning", _built["log"])
@@ -188,7 +267,9 @@ class Debian(ghtest.TestCase):
         self.addCleanup(shutil.rmtree, t, True)
         for d in ("upper", "work", "merged"):
             os.makedirs(os.path.join(t, d))
-        env = dict(os.environ, T=t, DEBS=top, INNER=INNER)
+        ma = subprocess.run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, check=True).stdout.strip()
+        env = dict(os.environ, T=t, DEBS=top, INNER=INNER, MA=ma)
         cp = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c", OUTER],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             timeout=ghtest.scaled(300))
@@ -206,6 +287,38 @@ class Debian(ghtest.TestCase):
         self.assertIn('"name": "alice"', s["add"], out)
         self.assertIn("gatehouse 600 /var/lib/gatehouse/data.mdb", s["owner"], out)
         self.assertIn("server exit 0", out)
+        # the modules where Linux-PAM and glibc look, the profile registered
+        ma = env["MA"]
+        for f in ("/lib/%s/security/pam_gatehouse.so" % ma, "/usr/lib/%s/libnss_gatehouse.so.2" % ma,
+                  "/usr/share/pam-configs/gatehouse"):
+            self.assertIn("present " + f, s["os-files"], out)
+        self.assertIn("in the linker cache", s["os-files"], out)
+        for f in ("auth", "account", "password", "session"):
+            self.assertIn("/etc/pam.d/common-" + f, s["os-files"], out)
+        # getent and id through the installed NSS module and server
+        self.assertRegex(s["nss"], r"(?m)^alice:\*:(\d+):\1:[^:]*:/home/alice:/", out)
+        self.assertIn("getent rc 0", s["nss"], out)
+        self.assertRegex(s["nss"], r"uid=\d+\(alice\) gid=\d+\(alice\)", out)
+        self.assertIn("password set", s["pam"], out)
+        if shutil.which("ldapwhoami"):
+            self.assertIn("dn:uid=alice,ou=people,dc=gatehouse", s["pam"], out)
+            self.assertIn("ldap rc 0", s["pam"], out)
+        if "no pamtester" not in s["pam"]:
+            self.assertIn("successfully authenticated", s["pam"], out)
+            self.assertIn("pam rc 0", s["pam"], out)
+            self.assertRegex(s["pam"], r"wrong password rc [1-9]", out)
+        # server down: NSS says "not found" (exit 2), files still answer,
+        # and local accounts still pass the account stack
+        self.assertIn("getent rc 2", s["down"], out)
+        self.assertIn("root resolved", s["down"], out)
+        if "no pamtester" not in s["pam"]:
+            self.assertIn("root account rc 0", s["down"], out)
+        # purge takes the modules, the profile and the stack entries away
+        for f in ("/lib/%s/security/pam_gatehouse.so" % ma, "/usr/lib/%s/libnss_gatehouse.so.2" % ma,
+                  "/usr/share/pam-configs/gatehouse", "/usr/share/doc/libnss-gatehouse"):
+            self.assertIn("gone " + f, s["purge-os"], out)
+        self.assertIn("no common-* names pam_gatehouse", s["purge-os"], out)
+        self.assertIn("root resolved", s["purge-os"], out)
         self.assertIn("listening on /run/gatehouse/gatehoused.sock", s["log"], out)
         self.assertIn("state /var/lib/gatehouse", s["log"], out)
         for want in ("etc gone", "data kept", "user kept", "binary gone"):

@@ -30,6 +30,11 @@ $(CLIENT_TESTS:.py=.log): gatehouse gatehoused libgatehouse.la
 TESTS += tests/integration/test_security.py
 EXTRA_DIST += tests/integration/test_security.py
 
+# TLS on the JSON TCP listener (tcp_tls; a test CA made with openssl)
+TESTS += tests/integration/test_tcp_tls.py
+EXTRA_DIST += tests/integration/test_tcp_tls.py
+tests/integration/test_tcp_tls.log: gatehoused
+
 # server process tests (configuration, TCP, signals, bootstrap)
 TESTS += tests/integration/test_server.py
 EXTRA_DIST += tests/integration/test_server.py

@@ -476,8 +476,8 @@ class Pam(Base):
                 "account [success=1 new_authtok_reqd=done default=ignore] pam_unix.so",
                 "account requisite pam_deny.so",
                 "account required pam_permit.so",
-                "account [default=bad success=ok user_unknown=ignore] %s socket=%s hbac hbac_host=h1" % (mod,
-                                                                                            sock),
+                "account [default=bad success=ok user_unknown=ignore authinfo_unavail=ignore] "
+                "%s socket=%s hbac hbac_host=h1" % (mod, sock),
                 "password [success=2 default=ignore] pam_unix.so obscure yescrypt",
                 "password [success=1 default=ignore] %s socket=%s try_first_pass" % (mod, sock),
                 "password requisite pam_deny.so",
@@ -495,7 +495,8 @@ class Pam(Base):
         # the shipped profile says what the stack above says
         with open(os.path.join(ghtest.srcdir(), "conf", "pam-configs", "gatehouse")) as f:
             profile = f.read()
-        self.assertIn("[default=bad success=ok user_unknown=ignore]\tpam_gatehouse.so", profile)
+        self.assertIn("[default=bad success=ok user_unknown=ignore authinfo_unavail=ignore]\t"
+                      "pam_gatehouse.so", profile)
         self.assertIn("[success=end default=ignore]\tpam_gatehouse.so use_first_pass", profile)
 
     def test_password_change(self):

@@ -102,7 +102,7 @@ class Fallback(AuthBase):
         holders = [self.client(srv) for _ in range(4)]
         for i, h in enumerate(holders):
             h.send({"op": "auth", "user": gen_ldif.login(10 + i), "password": "whatever"})
-        self.wait_for(lambda: ups()["slow"]["binds"]["in_flight"] == 4, 2, "threads held")
+        self.wait_for(lambda: ups()["slow"]["binds"]["in_flight"] == 4, 5, "threads held")
         t0 = time.time()
         r = c.call("auth", user="u00003", password=gen_ldif.password(3))
         self.assertError(r, "rate_limited")  # the offline verifier was not consulted
