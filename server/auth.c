@@ -589,7 +589,7 @@ static int queue_verify(auth_job *j)
     return 0;
 }
 
-/* The upstream's answer (server/sync.h says what each code means). The
+/* The upstream's answer (sync/sync.h says what each code means). The
  * offline verifier is used only when a bind was sent and the network failed:
  * never when the bind could not be attempted (rate_limited) or the upstream
  * refused the password (sync has then deleted the verifier). On the

@@ -17,7 +17,7 @@
 #include "schema/error.h"
 #include "schema/log.h"
 #include "server/config.h"
-#include "server/sync.h"
+#include "sync/sync.h"
 
 enum kind { K_STR, K_UINT, K_SIZE, K_U64, K_BOOL, K_MODE, K_LEVEL };
 
@@ -246,6 +246,7 @@ static int set_key(gh_config *cfg, const struct key *k, const char *v, char *msg
 
 struct parse_state {
     gh_config *cfg;
+    const char *path;
     FILE *fp;
     int line;
     int failed;
@@ -278,8 +279,8 @@ static int handler(void *user, const char *section, const char *name, const char
         snprintf(msg, sizeof(msg), "unknown key '%s' in [server]", name);
         rc = GH_EINVAL;
     } else if (strncmp(section, "upstream:", 9) == 0) {
-        ps->cfg->load_line = ps->line;
-        rc = gh_upstream_config_set(ps->cfg, section + 9, name, value, msg, sizeof(msg));
+        rc = gh_sync_config_set(&ps->cfg->sync, ps->path, ps->line, section + 9, name, value, msg,
+                                sizeof(msg));
     } else {
         snprintf(msg, sizeof(msg), "unknown section [%s]", section);
         rc = GH_EINVAL;
@@ -300,7 +301,7 @@ done:
 
 int gh_config_load(gh_config *cfg, const char *path, char *err, size_t errlen)
 {
-    struct parse_state ps = {.cfg = cfg};
+    struct parse_state ps = {.cfg = cfg, .path = path};
     int rc = 0;
 
     ps.fp = fopen(path, "r");
@@ -310,9 +311,7 @@ int gh_config_load(gh_config *cfg, const char *path, char *err, size_t errlen)
     }
     /* inih returns the first line it could not parse; report whichever
      * error, its or ours, comes first in the file */
-    cfg->load_path = path;
     int r = ini_parse_stream(reader, &ps, handler, &ps);
-    cfg->load_path = NULL;
     if (r != 0 && (!ps.failed || (r > 0 && r < ps.fail_line))) {
         snprintf(err, errlen, "%s:%d: syntax error", path, r > 0 ? r : ps.line);
         rc = GH_EINVAL;
@@ -367,7 +366,7 @@ int gh_config_finish(gh_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "lockout_max_delay is smaller than lockout_base_delay");
         return GH_EINVAL;
     }
-    return gh_upstream_config_finish(cfg, err, errlen);
+    return gh_sync_config_finish(&cfg->sync, err, errlen);
 }
 
 void gh_config_free(gh_config *cfg)
@@ -390,8 +389,6 @@ void gh_config_free(gh_config *cfg)
     free(cfg->home_template);
     free(cfg->default_shell);
     free(cfg->nss_socket);
-    for (size_t i = 0; i < cfg->nupstreams; i++)
-        gh_upstream_config_free(cfg->upstreams[i]);
-    free(cfg->upstreams);
+    gh_sync_config_free(&cfg->sync);
     memset(cfg, 0, sizeof(*cfg));
 }

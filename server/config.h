@@ -3,7 +3,7 @@
  * no file at all); a file given by --config is INI, parsed by inih. Unknown
  * keys and bad values are refused with file:line. Sections: [server] (also
  * accepted with no section header) and [upstream:NAME], whose keys belong to
- * the sync module (gh_upstream_config_set in server/sync.h).
+ * the sync module (gh_sync_config_set in sync/sync.h).
  */
 #ifndef GH_CONFIG_H
 #define GH_CONFIG_H
@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct gh_upstream_cfg; /* defined by the sync module */
+#include "sync/sync.h"
 
 typedef struct gh_config {
     char *state_dir;        /* default "./var" */
@@ -84,12 +84,7 @@ typedef struct gh_config {
     int nss_enumerate;       /* nss.enumerate answers (getent passwd), no */
     char *nss_socket;        /* "" = nss.sock next to socket; "none" = off */
 
-    struct gh_upstream_cfg **upstreams;
-    size_t nupstreams;
-    /* while gh_config_load runs: the file and the line of the key being set
-     * (the sync module keeps them for checks made once the file is read) */
-    const char *load_path;
-    int load_line;
+    gh_sync_config sync; /* the [upstream:NAME] sections, the sync module's */
 } gh_config;
 
 /* Fills every default. */

@@ -4,7 +4,7 @@ sbin_PROGRAMS += gatehoused
 gatehoused_SOURCES = server/main.c
 gatehoused_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 gatehoused_LDADD = libghcore.la $(DEP_LIBS)
-libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync.h \
+libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h \
 	server/server.h server/server.c server/config.c server/writer.c server/conn.c server/dispatch.c \
 	server/ops_util.c server/auth.c server/ops_core.c server/ops_user.c \
 	server/ops_authz.c server/ops_io.c server/reply.h server/reply.c \
@@ -13,9 +13,7 @@ libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h server/sync
 	server/metrics.h server/metrics.c
 # LDAP listeners and TLS
 libghcore_la_SOURCES += server/ldap_conn.c server/tls.c server/tls.h
-# sync
-libghcore_la_SOURCES += server/sync-int.h server/sync.c server/sync_worker.c \
-	server/sync_model.c server/sync_apply.c server/sync_auth.c server/sync_ldap.c \
-	server/sync_config.c server/sync_map.c server/ops_sync.c server/ops_session.c
+# the sync.* ops (the module itself is sync/local.mk's) and sessions
+libghcore_la_SOURCES += server/ops_sync.c server/ops_session.c
 # issue 11: loop threads (loop_threads) and the posts between them
 libghcore_la_SOURCES += server/loop.c

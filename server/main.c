@@ -58,8 +58,8 @@ static void usage(FILE *f)
 static int raise_nofile(const gh_config *cfg)
 {
     struct rlimit rl;
-    rlim_t need =
-        (rlim_t)cfg->max_connections + GH_FD_RESERVE + (rlim_t)cfg->nupstreams * GH_FD_PER_UPSTREAM;
+    rlim_t need = (rlim_t)cfg->max_connections + GH_FD_RESERVE +
+                  (rlim_t)cfg->sync.nupstreams * GH_FD_PER_UPSTREAM;
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
         GH_LOGE("getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
@@ -427,7 +427,7 @@ int main(int argc, char **argv)
                "metrics_listen = %s\nupstreams = %zu\n",
                config_path ? config_path : "", cfg.state_dir, cfg.socket_path,
                (unsigned long long)cfg.argon2_opslimit, cfg.argon2_memlimit, cfg.threadpool_size,
-               cfg.map_max, cfg.metrics_listen, cfg.nupstreams);
+               cfg.map_max, cfg.metrics_listen, cfg.sync.nupstreams);
         gh_config_free(&cfg);
         return 0;
     }

@@ -7,7 +7,7 @@
  */
 #include "server/ops.h"
 #include "server/server.h"
-#include "server/sync.h"
+#include "sync/sync.h"
 
 static int op_sync_status(gh_opctx *c)
 {

@@ -146,6 +146,19 @@ static void wiping_free(void *p)
     free(p);
 }
 
+/* The writer, as the sync module sees it (sync/ knows nothing of server/). */
+static int sync_submit(void *ctx, const char *actor, gh_store_write_fn fn, void *arg,
+                       gh_sync_write_done_cb done, void *cbarg)
+{
+    return gh_writer_submit(ctx, actor, fn, arg, done, cbarg);
+}
+
+static int sync_submit_wait(void *ctx, const char *actor, gh_store_write_fn fn, void *arg,
+                            char *err, size_t errlen)
+{
+    return gh_writer_submit_wait(ctx, actor, fn, arg, err, errlen);
+}
+
 int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
 {
     int rc;
@@ -170,7 +183,8 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
         return rc;
     if ((rc = gh_writer_start(&srv->writer, loop, srv->store, cfg->write_batch_max)) != 0)
         return rc;
-    if ((rc = gh_sync_start(&srv->sync, loop, srv->store, srv->writer, cfg)) != 0) {
+    gh_sync_writer sw = {srv->writer, sync_submit, sync_submit_wait};
+    if ((rc = gh_sync_start(&srv->sync, loop, srv->store, &sw, &cfg->sync)) != 0) {
         GH_LOGE("cannot start the upstream sync workers: %s", gh_strerror(rc));
         return rc;
     }

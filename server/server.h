@@ -32,8 +32,8 @@
 #include "server/tls.h"
 #include "server/ops.h"
 #include "server/reply.h"
-#include "server/sync.h"
 #include "server/writer.h"
+#include "sync/sync.h"
 
 #define GH_VERSION_STRING PACKAGE_VERSION
 #define GH_MAX_DEPTH 32

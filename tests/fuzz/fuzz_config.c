@@ -68,7 +68,7 @@ static void check_bounds(const gh_config *c)
     if (c->state_dir == NULL || c->socket_path == NULL || c->tcp_listen == NULL ||
         c->admin_unix_group == NULL || c->admin_group == NULL)
         fail("an accepted file left a string setting NULL");
-    if (c->nupstreams > 0 && c->upstreams == NULL)
+    if (c->sync.nupstreams > 0 && c->sync.upstreams == NULL)
         fail("upstream count without upstreams");
 }
 

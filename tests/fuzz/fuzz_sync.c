@@ -1,5 +1,5 @@
 /*
- * fuzz_sync.c: the decoders of upstream values in server/sync_ldap.c on
+ * fuzz_sync.c: the decoders of upstream values in sync/sync_ldap.c on
  * arbitrary bytes: a binary objectSid into "S-1-...", and an upstream key
  * (syncUUID, entryUUID, objectGUID) into text in each of its three forms.
  *
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -31,7 +31,7 @@ static void check_sid(const uint8_t *data, size_t size, size_t outlen)
     char out[GH_KEY_MAX + 1];
     struct berval bv = {size, (char *)data};
     memset(out, 'X', sizeof(out));
-    int rc = gh__sid_text(&bv, out, outlen);
+    int rc = gh__sync_sid_text(&bv, out, outlen);
     if (rc != 0)
         return;
     if (strnlen(out, outlen) >= outlen)
@@ -53,12 +53,12 @@ static void check_key(const uint8_t *data, size_t size, int form)
 {
     char out[GH_KEY_MAX + 1];
     struct berval bv = {size, (char *)data};
-    if (gh__key_text(&bv, form, out, sizeof(out)) != 0)
+    if (gh__sync_key_text(&bv, form, out, sizeof(out)) != 0)
         return;
     size_t n = strlen(out);
     if (n > GH_KEY_MAX)
         fail("key too long", out);
-    if (form != GH__KEY_TEXT && size == 16) {
+    if (form != GH__SYNC_KEY_TEXT && size == 16) {
         if (n != 36 || out[8] != '-' || out[13] != '-' || out[18] != '-' || out[23] != '-')
             fail("uuid shape", out);
     }
@@ -71,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     check_sid(data, size, GH_KEY_MAX + 1);
     check_sid(data, size, 12); /* a short buffer: GH_ETOOBIG, never an overrun */
-    for (int form = GH__KEY_TEXT; form <= GH__KEY_GUID; form++)
+    for (int form = GH__SYNC_KEY_TEXT; form <= GH__SYNC_KEY_GUID; form++)
         check_key(data, size, form);
     return 0;
 }

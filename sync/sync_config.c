@@ -2,8 +2,8 @@
  * sync_config.c: the [upstream:NAME] sections of gatehoused.conf.
  *
  * The config loader hands us each key of such a section; we keep one
- * gh_upstream_cfg per name in cfg->upstreams and check the whole section
- * once the file is read (gh_upstream_config_finish), which is also when the
+ * gh_sync_upstream_cfg per name in cfg->upstreams and check the whole section
+ * once the file is read (gh_sync_config_finish), which is also when the
  * bind password file is read. The password then lives only in this struct
  * and is wiped when the struct is freed. Every key is documented in
  * docs/SYNC.md; keep the two in step.
@@ -24,7 +24,7 @@
 #include "schema/error.h"
 #include "schema/log.h"
 #include "schema/schema.h"
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 enum {
     K_URI = 1u << 0,
@@ -40,7 +40,7 @@ typedef struct str_key {
     unsigned flag;
 } str_key;
 
-#define S(field) offsetof(struct gh_upstream_cfg, field)
+#define S(field) offsetof(struct gh_sync_upstream_cfg, field)
 static const str_key str_keys[] = {{"uri", S(uri), K_URI},
                                    {"bind_dn", S(bind_dn), K_BIND_DN},
                                    {"bind_password_file", S(bind_password_file), K_PWFILE},
@@ -63,16 +63,16 @@ static const str_key str_keys[] = {{"uri", S(uri), K_URI},
                                    {NULL, 0, 0}};
 #undef S
 
-static char **str_field(struct gh_upstream_cfg *u, size_t off)
+static char **str_field(struct gh_sync_upstream_cfg *u, size_t off)
 {
     return (char **)(void *)((char *)u + off);
 }
 
-static void cfg_init_defaults(struct gh_upstream_cfg *u)
+static void cfg_init_defaults(struct gh_sync_upstream_cfg *u)
 {
     u->scope = LDAP_SCOPE_SUBTREE;
-    u->mode = GH__MODE_PERSIST;
-    u->member_kind = GH__MEMBER_DN;
+    u->mode = GH__SYNC_MODE_PERSIST;
+    u->member_kind = GH__SYNC_MEMBER_DN;
     u->interval = 30;
     u->page_size = 500;
     u->timeout = 10;
@@ -135,9 +135,9 @@ static int set_str(char **dst, const char *value)
     return 0;
 }
 
-static struct gh_upstream_cfg *cfg_new(const char *name)
+static struct gh_sync_upstream_cfg *cfg_new(const char *name)
 {
-    struct gh_upstream_cfg *u = calloc(1, sizeof(*u));
+    struct gh_sync_upstream_cfg *u = calloc(1, sizeof(*u));
     if (u == NULL)
         return NULL;
     snprintf(u->name, sizeof(u->name), "%s", name);
@@ -152,14 +152,14 @@ static struct gh_upstream_cfg *cfg_new(const char *name)
                     dst = str_field(u, k->off);
         }
         if (dst == NULL || set_str(dst, str_defaults[i].value) != 0) {
-            gh_upstream_config_free(u);
+            gh__sync_upstream_cfg_free(u);
             return NULL;
         }
     }
     return u;
 }
 
-void gh_upstream_config_free(struct gh_upstream_cfg *u)
+void gh__sync_upstream_cfg_free(struct gh_sync_upstream_cfg *u)
 {
     if (u == NULL)
         return;
@@ -174,9 +174,18 @@ void gh_upstream_config_free(struct gh_upstream_cfg *u)
     free(u);
 }
 
-struct gh_upstream_cfg *gh__upstream_cfg_dup(const struct gh_upstream_cfg *src)
+void gh_sync_config_free(gh_sync_config *sc)
 {
-    struct gh_upstream_cfg *u = malloc(sizeof(*u));
+    for (size_t i = 0; i < sc->nupstreams; i++)
+        gh__sync_upstream_cfg_free(sc->upstreams[i]);
+    free(sc->upstreams);
+    sc->upstreams = NULL;
+    sc->nupstreams = 0;
+}
+
+struct gh_sync_upstream_cfg *gh__sync_upstream_cfg_dup(const struct gh_sync_upstream_cfg *src)
+{
+    struct gh_sync_upstream_cfg *u = malloc(sizeof(*u));
     if (u == NULL)
         return NULL;
     *u = *src;
@@ -187,7 +196,7 @@ struct gh_upstream_cfg *gh__upstream_cfg_dup(const struct gh_upstream_cfg *src)
     u->uri_where = NULL;
     int bad = 0;
     for (const str_key *k = str_keys; k->name != NULL; k++) {
-        const char *v = *str_field((struct gh_upstream_cfg *)src, k->off);
+        const char *v = *str_field((struct gh_sync_upstream_cfg *)src, k->off);
         if (set_str(str_field(u, k->off), v != NULL ? v : "") != 0)
             bad = 1;
     }
@@ -195,18 +204,18 @@ struct gh_upstream_cfg *gh__upstream_cfg_dup(const struct gh_upstream_cfg *src)
         set_str(&u->bind_password, src->bind_password != NULL ? src->bind_password : "") != 0)
         bad = 1;
     if (bad) {
-        gh_upstream_config_free(u);
+        gh__sync_upstream_cfg_free(u);
         return NULL;
     }
     return u;
 }
 
-const char *gh__mode_name(int mode)
+const char *gh__sync_mode_name(int mode)
 {
     switch (mode) {
-    case GH__MODE_PERSIST:
+    case GH__SYNC_MODE_PERSIST:
         return "syncrepl-persist";
-    case GH__MODE_POLL:
+    case GH__SYNC_MODE_POLL:
         return "syncrepl-poll";
     default:
         return "search-poll";
@@ -277,19 +286,19 @@ static int filter_valid(const char *v)
     return depth == 0 ? 0 : -1;
 }
 
-static struct gh_upstream_cfg *find_or_add(gh_config *cfg, const char *name, int *rc)
+static struct gh_sync_upstream_cfg *find_or_add(gh_sync_config *cfg, const char *name, int *rc)
 {
     for (size_t i = 0; i < cfg->nupstreams; i++)
         if (strcmp(cfg->upstreams[i]->name, name) == 0)
             return cfg->upstreams[i];
-    struct gh_upstream_cfg **v =
+    struct gh_sync_upstream_cfg **v =
         realloc(cfg->upstreams, (cfg->nupstreams + 1) * sizeof(*cfg->upstreams));
     if (v == NULL) {
         *rc = GH_ENOMEM;
         return NULL;
     }
     cfg->upstreams = v;
-    struct gh_upstream_cfg *u = cfg_new(name);
+    struct gh_sync_upstream_cfg *u = cfg_new(name);
     if (u == NULL) {
         *rc = GH_ENOMEM;
         return NULL;
@@ -305,15 +314,15 @@ static struct gh_upstream_cfg *find_or_add(gh_config *cfg, const char *name, int
         return GH_EINVAL;                                                                          \
     } while (0)
 
-int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, const char *value,
-                           char *msg, size_t msglen)
+int gh_sync_config_set(gh_sync_config *cfg, const char *path, int line, const char *name,
+                       const char *key, const char *value, char *msg, size_t msglen)
 {
     unsigned long long x;
     int rc = 0;
 
     if (gh_schema_name_valid(name, NULL, 0) != 0)
         FAIL("invalid upstream name '%s' (it must be a valid name: no spaces, no '/', ...)", name);
-    struct gh_upstream_cfg *u = find_or_add(cfg, name, &rc);
+    struct gh_sync_upstream_cfg *u = find_or_add(cfg, name, &rc);
     if (u == NULL)
         FAIL("out of memory");
 
@@ -337,10 +346,10 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
             FAIL("uri: '%s' is not an ldap://, ldaps:// or ldapi:// URI", value);
         if (set_str(str_field(u, k->off), value) != 0)
             FAIL("out of memory");
-        if (k->flag == K_URI && cfg->load_path != NULL) {
+        if (k->flag == K_URI && path != NULL) {
             free(u->uri_where);
             u->uri_where = NULL;
-            if (asprintf(&u->uri_where, "%s:%d: ", cfg->load_path, cfg->load_line) < 0)
+            if (asprintf(&u->uri_where, "%s:%d: ", path, line) < 0)
                 u->uri_where = NULL;
         }
         u->seen |= k->flag;
@@ -349,13 +358,13 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
     }
     if (strcmp(key, "flavor") == 0) {
         if (strcmp(value, "auto") == 0)
-            u->flavor = GH__FLAVOR_AUTO;
+            u->flavor = GH__SYNC_FLAVOR_AUTO;
         else if (strcmp(value, "generic") == 0 || strcmp(value, "openldap") == 0)
-            u->flavor = GH__FLAVOR_GENERIC;
+            u->flavor = GH__SYNC_FLAVOR_GENERIC;
         else if (strcmp(value, "ad") == 0)
-            u->flavor = GH__FLAVOR_AD;
+            u->flavor = GH__SYNC_FLAVOR_AD;
         else if (strcmp(value, "389ds") == 0)
-            u->flavor = GH__FLAVOR_389;
+            u->flavor = GH__SYNC_FLAVOR_389;
         else
             FAIL("flavor: '%s' is not auto, generic, ad or 389ds", value);
         return 0;
@@ -364,7 +373,8 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
     if (strcmp(key, "member_attr") == 0) {
         if (attr_valid(value, 0) != 0)
             FAIL("member_attr: '%s' is not an attribute name", value);
-        u->member_kind = strcasecmp(value, "memberUid") == 0 ? GH__MEMBER_UID : GH__MEMBER_DN;
+        u->member_kind =
+            strcasecmp(value, "memberUid") == 0 ? GH__SYNC_MEMBER_UID : GH__SYNC_MEMBER_DN;
         if (set_str(&u->member_attr, value) != 0)
             FAIL("out of memory");
         return 0;
@@ -372,11 +382,11 @@ int gh_upstream_config_set(gh_config *cfg, const char *name, const char *key, co
     if (strcmp(key, "mode") == 0) {
         u->mode_set = 1;
         if (strcmp(value, "syncrepl-persist") == 0)
-            u->mode = GH__MODE_PERSIST;
+            u->mode = GH__SYNC_MODE_PERSIST;
         else if (strcmp(value, "syncrepl-poll") == 0)
-            u->mode = GH__MODE_POLL;
+            u->mode = GH__SYNC_MODE_POLL;
         else if (strcmp(value, "search-poll") == 0)
-            u->mode = GH__MODE_SEARCH;
+            u->mode = GH__SYNC_MODE_SEARCH;
         else
             FAIL("mode: '%s' is not syncrepl-persist, syncrepl-poll or search-poll", value);
         return 0;
@@ -537,10 +547,10 @@ static int clear_text_remote(const char *uri, char *remote, size_t remotelen)
     return found;
 }
 
-int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
+int gh_sync_config_finish(gh_sync_config *cfg, char *msg, size_t msglen)
 {
     for (size_t i = 0; i < cfg->nupstreams; i++) {
-        struct gh_upstream_cfg *u = cfg->upstreams[i];
+        struct gh_sync_upstream_cfg *u = cfg->upstreams[i];
         LDAPDN dn = NULL;
         char remote[256];
 
@@ -564,7 +574,7 @@ int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
             if (read_password(u->bind_password_file, &u->bind_password, m, sizeof(m)) != 0)
                 FAIL("[upstream:%s]: %s", u->name, m);
         }
-        if (u->flavor == GH__FLAVOR_AD) {
+        if (u->flavor == GH__SYNC_FLAVOR_AD) {
             for (size_t d = 0; ad_defaults[d].key != NULL; d++)
                 for (const str_key *k = str_keys; k->name != NULL; k++)
                     if (strcmp(k->name, ad_defaults[d].key) == 0 &&
@@ -572,13 +582,13 @@ int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
                         set_str(str_field(u, k->off), ad_defaults[d].value) != 0)
                         FAIL("out of memory");
             if (!u->mode_set)
-                u->mode = GH__MODE_SEARCH;
-            if (u->mode != GH__MODE_SEARCH)
+                u->mode = GH__SYNC_MODE_SEARCH;
+            if (u->mode != GH__SYNC_MODE_SEARCH)
                 FAIL("[upstream:%s]: flavor = ad needs mode = search-poll (Active Directory "
                      "has no RFC 4533 syncrepl)",
                      u->name);
         }
-        if (u->mode != GH__MODE_SEARCH && strcasecmp(u->key_attr, "entryUUID") != 0)
+        if (u->mode != GH__SYNC_MODE_SEARCH && strcasecmp(u->key_attr, "entryUUID") != 0)
             FAIL("[upstream:%s]: key_attr %s needs mode = search-poll (syncrepl keys entries "
                  "by entryUUID)",
                  u->name, u->key_attr);
@@ -597,7 +607,7 @@ int gh_upstream_config_finish(gh_config *cfg, char *msg, size_t msglen)
     return 0;
 }
 
-void gh__upstream_fingerprint(const struct gh_upstream_cfg *u, char out[33])
+void gh__sync_upstream_fingerprint(const struct gh_sync_upstream_cfg *u, char out[33])
 {
     crypto_generichash_state st;
     unsigned char h[16];

@@ -29,11 +29,11 @@
 #include <sodium.h>
 
 #include "schema/log.h"
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 typedef struct job {
     struct job *next;
-    gh__upstream *up;
+    gh__sync_upstream *up;
     char *dn;
     char *pw;
     size_t pwlen;
@@ -51,9 +51,9 @@ typedef struct job {
     char peer_key[96];
 } job;
 
-struct gh__auth {
+struct gh__sync_auth {
     uv_loop_t *loop;
-    gh_writer *writer;
+    gh_sync_writer writer;
     uv_async_t async;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -63,7 +63,7 @@ struct gh__auth {
     unsigned nth;
     int stop;
     /* loop thread only: binds in flight per login and per peer (uintptr_t) */
-    gh__map by_login, by_peer;
+    gh__sync_map by_login, by_peer;
 };
 
 static uint64_t now_ms(void)
@@ -114,7 +114,7 @@ static int map_bind_rc(int rc, int *offline_ok)
     }
 }
 
-static void deliver(gh__auth *a, job *j)
+static void deliver(gh__sync_auth *a, job *j)
 {
     pthread_mutex_lock(&a->mu);
     j->next = NULL;
@@ -129,7 +129,7 @@ static void deliver(gh__auth *a, job *j)
 
 static void *auth_thread(void *arg)
 {
-    gh__auth *a = arg;
+    gh__sync_auth *a = arg;
     for (;;) {
         job *j;
         pthread_mutex_lock(&a->mu);
@@ -151,11 +151,11 @@ static void *auth_thread(void *arg)
         } else if (now_ms() > j->deadline_ms) {
             j->rc = GH_ERATE; /* queued too long: never attempted */
         } else {
-            const struct gh_upstream_cfg *cfg = j->up->cfg;
+            const struct gh_sync_upstream_cfg *cfg = j->up->cfg;
             LDAP *ld = NULL;
             char err[GH_ERRMSG_MAX];
-            int rc = gh__ldap_open(cfg, cfg->bind_timeout, j->dn, j->pw, j->pwlen, &ld, err,
-                                   sizeof(err));
+            int rc = gh__sync_ldap_open(cfg, cfg->bind_timeout, j->dn, j->pw, j->pwlen, &ld, err,
+                                        sizeof(err));
             j->attempted = 1;
             j->rc = map_bind_rc(rc, &j->offline_ok);
             if (rc != LDAP_SUCCESS)
@@ -171,22 +171,22 @@ static void *auth_thread(void *arg)
 
 /* ---- in-flight counts (loop thread) ---- */
 
-static unsigned count_get(gh__map *m, const char *key)
+static unsigned count_get(gh__sync_map *m, const char *key)
 {
-    return (unsigned)(uintptr_t)gh__map_get(m, key);
+    return (unsigned)(uintptr_t)gh__sync_map_get(m, key);
 }
 
-static int count_add(gh__map *m, const char *key, int delta)
+static int count_add(gh__sync_map *m, const char *key, int delta)
 {
     unsigned n = count_get(m, key);
     if (delta < 0 && n <= 1) {
-        gh__map_del(m, key);
+        gh__sync_map_del(m, key);
         return 0;
     }
-    return gh__map_put(m, key, (void *)(uintptr_t)(n + (unsigned)delta), NULL);
+    return gh__sync_map_put(m, key, (void *)(uintptr_t)(n + (unsigned)delta), NULL);
 }
 
-static void release(gh__auth *a, job *j)
+static void release(gh__sync_auth *a, job *j)
 {
     count_add(&a->by_login, j->login_key, -1);
     count_add(&a->by_peer, j->peer_key, -1);
@@ -225,9 +225,9 @@ static void clear_done(void *cbarg, int rc, const char *err)
     job_free(j);
 }
 
-static void finish(gh__auth *a, job *j)
+static void finish(gh__sync_auth *a, job *j)
 {
-    gh__bindstats *bs = &j->up->binds;
+    gh__sync_bindstats *bs = &j->up->binds;
     release(a, j);
     if (j->attempted)
         bs->attempted++;
@@ -249,7 +249,7 @@ static void finish(gh__auth *a, job *j)
         break;
     }
     if (j->rc == GH_ECREDS && j->verifier[0] != '\0' && !a->stop) {
-        if (gh_writer_submit(a->writer, j->actor, clear_apply, j, clear_done, j) == 0) {
+        if (a->writer.submit(a->writer.ctx, j->actor, clear_apply, j, clear_done, j) == 0) {
             bs->cleared++;
             return; /* clear_done answers; j->up may be gone by then */
         }
@@ -260,7 +260,7 @@ static void finish(gh__auth *a, job *j)
 
 static void on_async(uv_async_t *h)
 {
-    gh__auth *a = h->data;
+    gh__sync_auth *a = h->data;
     job *list;
     pthread_mutex_lock(&a->mu);
     list = a->dhead;
@@ -273,14 +273,15 @@ static void on_async(uv_async_t *h)
     }
 }
 
-int gh__auth_start(gh__auth **out, uv_loop_t *loop, gh_writer *writer, unsigned nthreads)
+int gh__sync_auth_start(gh__sync_auth **out, uv_loop_t *loop, const gh_sync_writer *writer,
+                        unsigned nthreads)
 {
-    gh__auth *a = calloc(1, sizeof(*a));
+    gh__sync_auth *a = calloc(1, sizeof(*a));
     *out = NULL;
     if (a == NULL)
         return GH_ENOMEM;
     a->loop = loop;
-    a->writer = writer;
+    a->writer = *writer;
     a->th = calloc(nthreads, sizeof(*a->th));
     if (a->th == NULL) {
         free(a);
@@ -301,7 +302,7 @@ int gh__auth_start(gh__auth **out, uv_loop_t *loop, gh_writer *writer, unsigned 
     }
     *out = a;
     if (a->nth == 0) {
-        gh__auth_stop(a);
+        gh__sync_auth_stop(a);
         *out = NULL;
         return GH_EINTERNAL;
     }
@@ -310,16 +311,16 @@ int gh__auth_start(gh__auth **out, uv_loop_t *loop, gh_writer *writer, unsigned 
 
 static void on_closed(uv_handle_t *h)
 {
-    gh__auth *a = h->data;
+    gh__sync_auth *a = h->data;
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
-    gh__map_clear(&a->by_login, NULL);
-    gh__map_clear(&a->by_peer, NULL);
+    gh__sync_map_clear(&a->by_login, NULL);
+    gh__sync_map_clear(&a->by_peer, NULL);
     free(a->th);
     free(a);
 }
 
-void gh__auth_stop(gh__auth *a)
+void gh__sync_auth_stop(gh__sync_auth *a)
 {
     if (a == NULL)
         return;
@@ -334,10 +335,10 @@ void gh__auth_stop(gh__auth *a)
     uv_close((uv_handle_t *)&a->async, on_closed);
 }
 
-int gh__auth_submit(gh__auth *a, gh__upstream *up, const gh_user *u, const char *peer,
-                    const char *password, gh_sync_auth_cb cb, void *arg)
+int gh__sync_auth_submit(gh__sync_auth *a, gh__sync_upstream *up, const gh_user *u,
+                         const char *peer, const char *password, gh_sync_auth_cb cb, void *arg)
 {
-    const struct gh_upstream_cfg *cfg = up->cfg;
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
     job *j;
     int rc = GH_ENOMEM;
 

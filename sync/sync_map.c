@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 static size_t hash_str(const char *s)
 {
@@ -20,17 +20,17 @@ static size_t hash_str(const char *s)
     return h;
 }
 
-void gh__map_init(gh__map *m)
+void gh__sync_map_init(gh__sync_map *m)
 {
     memset(m, 0, sizeof(*m));
 }
 
-void gh__map_clear(gh__map *m, void (*vfree)(void *))
+void gh__sync_map_clear(gh__sync_map *m, void (*vfree)(void *))
 {
     for (size_t i = 0; i < m->nb; i++) {
-        gh__map_ent *e = m->b[i];
+        gh__sync_map_ent *e = m->b[i];
         while (e != NULL) {
-            gh__map_ent *next = e->next;
+            gh__sync_map_ent *next = e->next;
             if (vfree != NULL)
                 vfree(e->val);
             free(e);
@@ -38,35 +38,35 @@ void gh__map_clear(gh__map *m, void (*vfree)(void *))
         }
     }
     free(m->b);
-    gh__map_init(m);
+    gh__sync_map_init(m);
 }
 
-static gh__map_ent **slot(const gh__map *m, const char *key, size_t h)
+static gh__sync_map_ent **slot(const gh__sync_map *m, const char *key, size_t h)
 {
-    gh__map_ent **pp = &m->b[h & (m->nb - 1)];
+    gh__sync_map_ent **pp = &m->b[h & (m->nb - 1)];
     while (*pp != NULL && ((*pp)->hash != h || strcmp((*pp)->key, key) != 0))
         pp = &(*pp)->next;
     return pp;
 }
 
-void *gh__map_get(const gh__map *m, const char *key)
+void *gh__sync_map_get(const gh__sync_map *m, const char *key)
 {
     if (m->nb == 0)
         return NULL;
-    gh__map_ent **pp = slot(m, key, hash_str(key));
+    gh__sync_map_ent **pp = slot(m, key, hash_str(key));
     return *pp != NULL ? (*pp)->val : NULL;
 }
 
-static int grow(gh__map *m)
+static int grow(gh__sync_map *m)
 {
     size_t nb = m->nb == 0 ? 64 : m->nb * 2;
-    gh__map_ent **b = calloc(nb, sizeof(*b));
+    gh__sync_map_ent **b = calloc(nb, sizeof(*b));
     if (b == NULL)
         return -1;
     for (size_t i = 0; i < m->nb; i++) {
-        gh__map_ent *e = m->b[i];
+        gh__sync_map_ent *e = m->b[i];
         while (e != NULL) {
-            gh__map_ent *next = e->next;
+            gh__sync_map_ent *next = e->next;
             e->next = b[e->hash & (nb - 1)];
             b[e->hash & (nb - 1)] = e;
             e = next;
@@ -78,14 +78,14 @@ static int grow(gh__map *m)
     return 0;
 }
 
-int gh__map_put(gh__map *m, const char *key, void *val, void **old)
+int gh__sync_map_put(gh__sync_map *m, const char *key, void *val, void **old)
 {
     size_t h = hash_str(key);
     if (old != NULL)
         *old = NULL;
     if (m->n >= m->nb && grow(m) != 0)
         return GH_ENOMEM;
-    gh__map_ent **pp = slot(m, key, h);
+    gh__sync_map_ent **pp = slot(m, key, h);
     if (*pp != NULL) {
         if (old != NULL)
             *old = (*pp)->val;
@@ -93,7 +93,7 @@ int gh__map_put(gh__map *m, const char *key, void *val, void **old)
         return 0;
     }
     size_t len = strlen(key);
-    gh__map_ent *e = malloc(sizeof(*e) + len + 1);
+    gh__sync_map_ent *e = malloc(sizeof(*e) + len + 1);
     if (e == NULL)
         return GH_ENOMEM;
     memcpy(e->key, key, len + 1);
@@ -105,12 +105,12 @@ int gh__map_put(gh__map *m, const char *key, void *val, void **old)
     return 0;
 }
 
-void *gh__map_del(gh__map *m, const char *key)
+void *gh__sync_map_del(gh__sync_map *m, const char *key)
 {
     if (m->nb == 0)
         return NULL;
-    gh__map_ent **pp = slot(m, key, hash_str(key));
-    gh__map_ent *e = *pp;
+    gh__sync_map_ent **pp = slot(m, key, hash_str(key));
+    gh__sync_map_ent *e = *pp;
     if (e == NULL)
         return NULL;
     void *val = e->val;
@@ -120,16 +120,17 @@ void *gh__map_del(gh__map *m, const char *key)
     return val;
 }
 
-void gh__map_each(const gh__map *m, void (*cb)(const char *key, void *val, void *arg), void *arg)
+void gh__sync_map_each(const gh__sync_map *m, void (*cb)(const char *key, void *val, void *arg),
+                       void *arg)
 {
     for (size_t i = 0; i < m->nb; i++)
-        for (gh__map_ent *e = m->b[i]; e != NULL; e = e->next)
+        for (gh__sync_map_ent *e = m->b[i]; e != NULL; e = e->next)
             cb(e->key, e->val, arg);
 }
 
 /* ---- string lists (parked references) ---- */
 
-int gh__keylist_add(gh__keylist *l, const char *s)
+int gh__sync_keylist_add(gh__sync_keylist *l, const char *s)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap == 0 ? 4 : l->cap * 2;
@@ -145,7 +146,7 @@ int gh__keylist_add(gh__keylist *l, const char *s)
     return 0;
 }
 
-void gh__keylist_free(gh__keylist *l)
+void gh__sync_keylist_free(gh__sync_keylist *l)
 {
     for (size_t i = 0; i < l->n; i++)
         free(l->v[i]);
@@ -153,8 +154,8 @@ void gh__keylist_free(gh__keylist *l)
     memset(l, 0, sizeof(*l));
 }
 
-void gh__keylist_vfree(void *p)
+void gh__sync_keylist_vfree(void *p)
 {
-    gh__keylist_free(p);
+    gh__sync_keylist_free(p);
     free(p);
 }

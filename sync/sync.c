@@ -21,11 +21,11 @@
 #include <jansson.h>
 
 #include "schema/log.h"
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 #define AUTH_THREADS 4
 
-static gh__upstream *find_up(gh_sync *s, const char *name)
+static gh__sync_upstream *find_up(gh_sync *s, const char *name)
 {
     if (s == NULL || name == NULL)
         return NULL;
@@ -35,17 +35,17 @@ static gh__upstream *find_up(gh_sync *s, const char *name)
     return NULL;
 }
 
-static void up_free(gh__upstream *up)
+static void up_free(gh__sync_upstream *up)
 {
     if (up == NULL)
         return;
     for (int i = 0; i < 2; i++)
-        gh__session_release(&up->sess[i]);
-    gh__model_free(&up->m);
-    gh__map_clear(&up->del_held, NULL);
-    gh__map_clear(&up->alias, free);
-    gh__batch_free(&up->b);
-    gh_upstream_config_free(up->cfg);
+        gh__sync_session_release(&up->sess[i]);
+    gh__sync_model_free(&up->m);
+    gh__sync_map_clear(&up->del_held, NULL);
+    gh__sync_map_clear(&up->alias, free);
+    gh__sync_batch_free(&up->b);
+    gh__sync_upstream_cfg_free(up->cfg);
     pthread_mutex_destroy(&up->mu);
     pthread_cond_destroy(&up->cv);
     free(up);
@@ -56,9 +56,9 @@ static void up_free(gh__upstream *up)
 static void on_watchdog(uv_timer_t *t)
 {
     gh_sync *s = t->data;
-    int64_t now = gh__mono_s();
+    int64_t now = gh__sync_mono_s();
     for (size_t i = 0; i < s->nups; i++) {
-        gh__upstream *up = s->ups[i];
+        gh__sync_upstream *up = s->ups[i];
         pthread_mutex_lock(&up->mu);
         if (up->busy && up->fd >= 0 && now - up->progress_at > (int64_t)up->cfg->timeout) {
             GH_LOGW("sync %s: no answer for %u s; dropping the connection", up->cfg->name,
@@ -72,7 +72,7 @@ static void on_watchdog(uv_timer_t *t)
     }
 }
 
-static unsigned owned_mask(const struct gh_upstream_cfg *cfg)
+static unsigned owned_mask(const struct gh_sync_upstream_cfg *cfg)
 {
     unsigned m = GH_UF_NAME | GH_UF_ORIGIN | GH_UF_TOMBSTONE | GH_UF_VERIFIER;
     if (cfg == NULL)
@@ -95,8 +95,8 @@ static unsigned owned_mask(const struct gh_upstream_cfg *cfg)
     return m;
 }
 
-int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, gh_writer *writer,
-                  const gh_config *cfg)
+int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, const gh_sync_writer *writer,
+                  const gh_sync_config *cfg)
 {
     gh_sync *s = calloc(1, sizeof(*s));
     int rc = GH_ENOMEM;
@@ -106,14 +106,14 @@ int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, gh_writer *wr
         return GH_ENOMEM;
     s->loop = loop;
     s->store = store;
-    s->writer = writer;
+    s->writer = *writer;
     if (cfg->nupstreams > 0) {
         s->ups = calloc(cfg->nupstreams, sizeof(*s->ups));
         if (s->ups == NULL)
             goto fail;
     }
     for (size_t i = 0; i < cfg->nupstreams; i++) {
-        gh__upstream *up = calloc(1, sizeof(*up));
+        gh__sync_upstream *up = calloc(1, sizeof(*up));
         if (up == NULL)
             goto fail;
         pthread_mutex_init(&up->mu, NULL);
@@ -127,18 +127,18 @@ int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, gh_writer *wr
         up->backoff = 1;
         up->st.state = "starting";
         s->ups[s->nups++] = up;
-        up->cfg = gh__upstream_cfg_dup(cfg->upstreams[i]);
+        up->cfg = gh__sync_upstream_cfg_dup(cfg->upstreams[i]);
         if (up->cfg == NULL)
             goto fail;
         snprintf(up->actor, sizeof(up->actor), "sync:%s", up->cfg->name);
-        gh__upstream_fingerprint(up->cfg, up->fp);
+        gh__sync_upstream_fingerprint(up->cfg, up->fp);
         up->b.cfg = up->cfg;
         for (int k = 0; k < 2; k++) {
             up->sess[k].up = up;
             up->sess[k].kind = k;
         }
     }
-    if (s->nups > 0 && (rc = gh__auth_start(&s->auth, loop, writer, AUTH_THREADS)) != 0)
+    if (s->nups > 0 && (rc = gh__sync_auth_start(&s->auth, loop, writer, AUTH_THREADS)) != 0)
         goto fail;
     if (uv_timer_init(loop, &s->watchdog) != 0) {
         rc = GH_EINTERNAL;
@@ -150,13 +150,13 @@ int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, gh_writer *wr
         uv_timer_start(&s->watchdog, on_watchdog, 1000, 1000);
     uv_unref((uv_handle_t *)&s->watchdog);
     for (size_t i = 0; i < s->nups; i++) {
-        gh__upstream *up = s->ups[i];
+        gh__sync_upstream *up = s->ups[i];
         if (pthread_create(&up->th, NULL, gh__sync_worker, up) != 0) {
             rc = GH_EINTERNAL;
             goto fail;
         }
         up->started = 1;
-        GH_LOGI("sync %s: %s from %s (%s)", up->cfg->name, gh__mode_name(up->cfg->mode),
+        GH_LOGI("sync %s: %s from %s (%s)", up->cfg->name, gh__sync_mode_name(up->cfg->mode),
                 up->cfg->uri, up->cfg->base_dn);
     }
     *out = s;
@@ -176,7 +176,7 @@ void gh_sync_stop(gh_sync *s)
     if (s == NULL)
         return;
     for (size_t i = 0; i < s->nups; i++) {
-        gh__upstream *up = s->ups[i];
+        gh__sync_upstream *up = s->ups[i];
         pthread_mutex_lock(&up->mu);
         up->stop = 1;
         if (up->fd >= 0)
@@ -185,7 +185,7 @@ void gh_sync_stop(gh_sync *s)
         pthread_mutex_unlock(&up->mu);
     }
     /* the bind threads and their answers use the upstreams: stop them first */
-    gh__auth_stop(s->auth);
+    gh__sync_auth_stop(s->auth);
     s->auth = NULL;
     for (size_t i = 0; i < s->nups; i++) {
         if (s->ups[i]->started)
@@ -206,7 +206,7 @@ void gh_sync_stop(gh_sync *s)
 int gh_sync_auth_user(gh_sync *s, const gh_user *u, const char *peer, const char *password,
                       gh_sync_auth_cb cb, void *arg)
 {
-    gh__upstream *up;
+    gh__sync_upstream *up;
     LDAPDN parsed = NULL;
     const char *dn = u != NULL ? u->origin_dn : NULL;
 
@@ -221,7 +221,7 @@ int gh_sync_auth_user(gh_sync *s, const gh_user *u, const char *peer, const char
         return GH_ECREDS;
     ldap_dnfree(parsed);
     /* only DNs inside the mirrored base: never bind as anything else */
-    char *ndn = gh__dn_norm(dn), *nbase = gh__dn_norm(up->cfg->base_dn);
+    char *ndn = gh__sync_dn_norm(dn), *nbase = gh__sync_dn_norm(up->cfg->base_dn);
     int inside = 0;
     if (ndn != NULL && nbase != NULL && ndn[0] != '\0') {
         size_t a = strlen(ndn), b = strlen(nbase);
@@ -232,12 +232,12 @@ int gh_sync_auth_user(gh_sync *s, const gh_user *u, const char *peer, const char
     free(nbase);
     if (!inside)
         return GH_ECREDS;
-    return gh__auth_submit(s->auth, up, u, peer, password, cb, arg);
+    return gh__sync_auth_submit(s->auth, up, u, peer, password, cb, arg);
 }
 
 int64_t gh_sync_offline_max_age(gh_sync *s, const char *upstream_name)
 {
-    gh__upstream *up = find_up(s, upstream_name);
+    gh__sync_upstream *up = find_up(s, upstream_name);
     if (up == NULL || !up->cfg->offline_auth)
         return 0;
     return up->cfg->offline_max_age;
@@ -247,13 +247,13 @@ unsigned gh_sync_owned_user_fields(gh_sync *s, const char *upstream_name)
 {
     if (upstream_name == NULL || upstream_name[0] == '\0')
         return 0;
-    gh__upstream *up = find_up(s, upstream_name);
+    gh__sync_upstream *up = find_up(s, upstream_name);
     return owned_mask(up != NULL ? up->cfg : NULL);
 }
 
 int gh_sync_run_ex(gh_sync *s, const char *upstream_name, int full, int force)
 {
-    gh__upstream *up = find_up(s, upstream_name);
+    gh__sync_upstream *up = find_up(s, upstream_name);
     if (up == NULL)
         return GH_ENOTFOUND;
     pthread_mutex_lock(&up->mu);
@@ -270,7 +270,7 @@ int gh_sync_run(gh_sync *s, const char *upstream_name)
     return gh_sync_run_ex(s, upstream_name, 0, 0);
 }
 
-static json_t *counts_json(const gh__counts *c)
+static json_t *counts_json(const gh__sync_counts *c)
 {
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "added", (json_int_t)c->added, "modified",
                      (json_int_t)c->modified, "renamed", (json_int_t)c->renamed, "disabled",
@@ -278,7 +278,7 @@ static json_t *counts_json(const gh__counts *c)
                      (json_int_t)c->skipped, "foreign", (json_int_t)c->foreign);
 }
 
-static json_t *binds_json(const gh__bindstats *b)
+static json_t *binds_json(const gh__sync_bindstats *b)
 {
     return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "attempted", (json_int_t)b->attempted,
                      "accepted", (json_int_t)b->accepted, "refused", (json_int_t)b->refused,
@@ -296,12 +296,12 @@ static json_t *time_or_null(int64_t t)
 int gh_sync_status(gh_sync *s, json_t *out)
 {
     json_t *arr = json_array();
-    int64_t now = gh__mono_s();
+    int64_t now = gh__sync_mono_s();
     if (arr == NULL)
         return GH_ENOMEM;
     for (size_t i = 0; s != NULL && i < s->nups; i++) {
-        gh__upstream *up = s->ups[i];
-        gh__status st;
+        gh__sync_upstream *up = s->ups[i];
+        gh__sync_status st;
         pthread_mutex_lock(&up->mu);
         st = up->st;
         pthread_mutex_unlock(&up->mu);
@@ -311,7 +311,7 @@ int gh_sync_status(gh_sync *s, json_t *out)
             return GH_ENOMEM;
         }
         json_object_set_new(o, "name", json_string(up->cfg->name));
-        json_object_set_new(o, "mode", json_string(gh__mode_name(up->cfg->mode)));
+        json_object_set_new(o, "mode", json_string(gh__sync_mode_name(up->cfg->mode)));
         json_object_set_new(o, "uri", json_string(up->cfg->uri));
         json_object_set_new(o, "state", json_string(st.state));
         json_object_set_new(o, "connected", json_boolean(st.connected));

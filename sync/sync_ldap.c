@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "schema/log.h"
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 static void diag(LDAP *ld, int rc, const char *what, char *err, size_t errlen)
 {
@@ -36,7 +36,7 @@ static void diag(LDAP *ld, int rc, const char *what, char *err, size_t errlen)
  * defaults is overridden (trust anchors, both file and directory, client
  * certificate, certificate checking, protocol floor), then NEWCTX builds the
  * context. Certificate and host name checks are always on (demand). */
-static int tls_setup(LDAP *ld, const struct gh_upstream_cfg *cfg, char *err, size_t errlen)
+static int tls_setup(LDAP *ld, const struct gh_sync_upstream_cfg *cfg, char *err, size_t errlen)
 {
     int demand = LDAP_OPT_X_TLS_DEMAND, server = 0;
     int min = LDAP_OPT_X_TLS_PROTOCOL_TLS1_2;
@@ -65,8 +65,8 @@ static int tls_setup(LDAP *ld, const struct gh_upstream_cfg *cfg, char *err, siz
     return LDAP_SUCCESS;
 }
 
-int gh__ldap_open(const struct gh_upstream_cfg *cfg, unsigned timeout, const char *dn,
-                  const char *password, size_t pwlen, LDAP **out, char *err, size_t errlen)
+int gh__sync_ldap_open(const struct gh_sync_upstream_cfg *cfg, unsigned timeout, const char *dn,
+                       const char *password, size_t pwlen, LDAP **out, char *err, size_t errlen)
 {
     LDAP *ld = NULL;
     int v3 = LDAP_VERSION3;
@@ -138,7 +138,7 @@ fail:
     return rc;
 }
 
-char *gh__dn_norm(const char *dn)
+char *gh__sync_dn_norm(const char *dn)
 {
     char *n = NULL, *out;
     if (ldap_dn_normalize(dn, LDAP_DN_FORMAT_LDAP, &n, LDAP_DN_FORMAT_LDAPV3) != LDAP_SUCCESS ||
@@ -154,7 +154,7 @@ char *gh__dn_norm(const char *dn)
     return out;
 }
 
-int gh__key_text(const struct berval *bv, int form, char *out, size_t outlen)
+int gh__sync_key_text(const struct berval *bv, int form, char *out, size_t outlen)
 {
     static const char hex[] = "0123456789abcdef";
     /* AD's GUID text: Data1 (4 bytes), Data2, Data3 (2 each) little-endian */
@@ -164,9 +164,10 @@ int gh__key_text(const struct berval *bv, int form, char *out, size_t outlen)
 
     if (bv == NULL || bv->bv_len == 0 || outlen < 37)
         return GH_EINVAL;
-    if (form != GH__KEY_TEXT && bv->bv_len == 16) {
+    if (form != GH__SYNC_KEY_TEXT && bv->bv_len == 16) {
         for (size_t i = 0; i < 16; i++) {
-            unsigned char b = (unsigned char)bv->bv_val[form == GH__KEY_GUID ? guid_order[i] : i];
+            unsigned char b =
+                (unsigned char)bv->bv_val[form == GH__SYNC_KEY_GUID ? guid_order[i] : i];
             if (i == 4 || i == 6 || i == 8 || i == 10)
                 out[o++] = '-';
             out[o++] = hex[b >> 4];
@@ -197,7 +198,7 @@ int gh__key_text(const struct berval *bv, int form, char *out, size_t outlen)
     return 0;
 }
 
-int gh__sid_text(const struct berval *bv, char *out, size_t outlen)
+int gh__sync_sid_text(const struct berval *bv, char *out, size_t outlen)
 {
     const unsigned char *p = (const unsigned char *)(bv != NULL ? bv->bv_val : NULL);
     uint64_t auth = 0;

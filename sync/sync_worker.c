@@ -41,35 +41,36 @@
 #include <sodium.h>
 
 #include "schema/log.h"
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 #define BATCH_FLUSH 500 /* changes per batch during a refresh */
 #define BACKOFF_MAX 60  /* seconds between reconnect attempts, at most */
 #define PERSIST_POLL_MS 250
 #define AD_SHOW_DELETED_OID "1.2.840.113556.1.4.417" /* LDAP_SERVER_SHOW_DELETED_OID */
 
-int64_t gh__mono_s(void)
+int64_t gh__sync_mono_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec;
 }
 
-int64_t gh__wall_s(void)
+int64_t gh__sync_wall_s(void)
 {
     return (int64_t)time(NULL);
 }
 
-static void set_state(gh__upstream *up, const char *state)
+static void set_state(gh__sync_upstream *up, const char *state)
 {
     pthread_mutex_lock(&up->mu);
     up->st.state = state;
     pthread_mutex_unlock(&up->mu);
 }
 
-static void set_error(gh__upstream *up, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(gh__sync_upstream *up, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-static void set_error(gh__upstream *up, const char *fmt, ...)
+static void set_error(gh__sync_upstream *up, const char *fmt, ...)
 {
     char msg[GH_ERRMSG_MAX];
     va_list ap;
@@ -82,7 +83,7 @@ static void set_error(gh__upstream *up, const char *fmt, ...)
     GH_LOGW("sync %s: %s", up->cfg->name, msg);
 }
 
-static int stopping(gh__upstream *up)
+static int stopping(gh__sync_upstream *up)
 {
     pthread_mutex_lock(&up->mu);
     int s = up->stop;
@@ -90,18 +91,18 @@ static int stopping(gh__upstream *up)
     return s;
 }
 
-static void progress(gh__upstream *up)
+static void progress(gh__sync_upstream *up)
 {
     pthread_mutex_lock(&up->mu);
-    up->progress_at = gh__mono_s();
+    up->progress_at = gh__sync_mono_s();
     pthread_mutex_unlock(&up->mu);
 }
 
-static void set_busy(gh__upstream *up, int busy)
+static void set_busy(gh__sync_upstream *up, int busy)
 {
     pthread_mutex_lock(&up->mu);
     up->busy = busy;
-    up->progress_at = gh__mono_s();
+    up->progress_at = gh__sync_mono_s();
     pthread_mutex_unlock(&up->mu);
 }
 
@@ -138,7 +139,7 @@ static int count_group(const gh_group *g, void *arg)
  * the worker's model, which runs ahead of it during a halt or a failure).
  * A scan: done at the end of a run, a halt, a load, and after persist
  * changes that add or remove entries; not per batch of a refresh. */
-static void recount(gh__upstream *up)
+static void recount(gh__sync_upstream *up)
 {
     up->recount_due = 0;
     gh_store_reader *r = NULL;
@@ -162,14 +163,14 @@ static void recount(gh__upstream *up)
     gh_store_reader_free(r);
 }
 
-static void publish_counts(gh__upstream *up)
+static void publish_counts(gh__sync_upstream *up)
 {
     pthread_mutex_lock(&up->mu);
     up->st.last_run = up->run;
     pthread_mutex_unlock(&up->mu);
 }
 
-static void counts_add(gh__counts *a, const gh__counts *b)
+static void counts_add(gh__sync_counts *a, const gh__sync_counts *b)
 {
     a->added += b->added;
     a->modified += b->modified;
@@ -182,12 +183,12 @@ static void counts_add(gh__counts *a, const gh__counts *b)
 
 /* Cookie as shown by sync.status: whole when printable (OpenLDAP's is
  * "rid=...,csn=..."), else a hash and the length; never cut. */
-static void show_cookie(gh__upstream *up)
+static void show_cookie(gh__sync_upstream *up)
 {
     char buf[sizeof(up->st.cookie)] = "";
     size_t off = 0;
     for (int i = 0; i < 2; i++) {
-        gh__session *ss = &up->sess[i];
+        gh__sync_session *ss = &up->sess[i];
         const char *name = i == 0 ? "users" : "groups";
         int n;
         if (ss->cookie == NULL)
@@ -218,13 +219,13 @@ static void show_cookie(gh__upstream *up)
 }
 
 /* Waits up to secs, or until a stop or run request. 1 when stopping. */
-static int wait_for(gh__upstream *up, unsigned secs)
+static int wait_for(gh__sync_upstream *up, unsigned secs)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += (time_t)secs;
     pthread_mutex_lock(&up->mu);
-    up->st.next_run = gh__wall_s() + (int64_t)secs;
+    up->st.next_run = gh__sync_wall_s() + (int64_t)secs;
     while (!up->stop && !up->run_req)
         if (pthread_cond_timedwait(&up->cv, &up->mu, &ts) == ETIMEDOUT)
             break;
@@ -235,7 +236,7 @@ static int wait_for(gh__upstream *up, unsigned secs)
 }
 
 /* Takes a pending sync.run request: 1 when there was one. */
-static int take_run_request(gh__upstream *up)
+static int take_run_request(gh__sync_upstream *up)
 {
     pthread_mutex_lock(&up->mu);
     int req = up->run_req;
@@ -255,7 +256,7 @@ static int take_run_request(gh__upstream *up)
     return req;
 }
 
-static int run_requested(gh__upstream *up)
+static int run_requested(gh__sync_upstream *up)
 {
     pthread_mutex_lock(&up->mu);
     int r = up->run_req;
@@ -264,7 +265,7 @@ static int run_requested(gh__upstream *up)
 }
 
 typedef struct load_ctx {
-    gh__upstream *up;
+    gh__sync_upstream *up;
     int rc;
 } load_ctx;
 
@@ -275,9 +276,9 @@ static int load_user(const gh_user *u, void *arg)
     if (strcmp(u->origin, lc->up->cfg->name) != 0)
         return 0;
     if (u->tombstone != 0)
-        lc->rc = gh__tomb_set(&lc->up->m, u->origin_key, u->tombstone);
-    else if (gh__model_put(&lc->up->m, GH__KIND_USER, u->origin_key, u->origin_dn, u->name,
-                           &changed) == NULL)
+        lc->rc = gh__sync_tomb_set(&lc->up->m, u->origin_key, u->tombstone);
+    else if (gh__sync_model_put(&lc->up->m, GH__SYNC_KIND_USER, u->origin_key, u->origin_dn,
+                                u->name, &changed) == NULL)
         lc->rc = GH_ENOMEM;
     return lc->rc;
 }
@@ -289,14 +290,14 @@ static int load_group(const gh_group *g, void *arg)
     if (strcmp(g->origin, lc->up->cfg->name) != 0)
         return 0;
     if (g->tombstone != 0)
-        lc->rc = gh__tomb_set(&lc->up->m, g->origin_key, g->tombstone);
-    else if (gh__model_put(&lc->up->m, GH__KIND_GROUP, g->origin_key, g->origin_dn, "", &changed) ==
-             NULL)
+        lc->rc = gh__sync_tomb_set(&lc->up->m, g->origin_key, g->tombstone);
+    else if (gh__sync_model_put(&lc->up->m, GH__SYNC_KIND_GROUP, g->origin_key, g->origin_dn, "",
+                                &changed) == NULL)
         lc->rc = GH_ENOMEM;
     return lc->rc;
 }
 
-static void set_cookie(gh__session *ss, const char *data, size_t len)
+static void set_cookie(gh__sync_session *ss, const char *data, size_t len)
 {
     free(ss->cookie);
     ss->cookie = NULL;
@@ -312,7 +313,7 @@ static void set_cookie(gh__session *ss, const char *data, size_t len)
 }
 
 /* Stored state: {"v":1,"fp":"...","users":"<base64>","groups":"<base64>"}. */
-static void parse_state(gh__upstream *up, const char *blob, size_t len)
+static void parse_state(gh__sync_upstream *up, const char *blob, size_t len)
 {
     json_error_t jerr;
     json_t *o = json_loadb(blob, len, 0, &jerr);
@@ -365,7 +366,7 @@ static char *b64(const char *data, size_t len)
 }
 
 /* Rebuilds the model and the stored cookies from the store. */
-static int load_state(gh__upstream *up)
+static int load_state(gh__sync_upstream *up)
 {
     gh_store_reader *r = NULL;
     gh_txn *txn;
@@ -374,7 +375,7 @@ static int load_state(gh__upstream *up)
     size_t bloblen = 0;
     int rc;
 
-    gh__model_free(&up->m);
+    gh__sync_model_free(&up->m);
     up->primary_known = 0; /* not in the store: the next AD run is a full one */
     rc = gh_store_reader_new(up->s->store, &r);
     if (rc != 0)
@@ -406,7 +407,7 @@ done:
     return rc;
 }
 
-static int cur_cookie(gh__session *ss, char **data, size_t *len)
+static int cur_cookie(gh__sync_session *ss, char **data, size_t *len)
 {
     /* during a refresh the new cookie covers deletions not known yet */
     if (!ss->refreshing && ss->ls.ls_cookie.bv_val != NULL && ss->ls.ls_cookie.bv_len > 0) {
@@ -419,12 +420,12 @@ static int cur_cookie(gh__session *ss, char **data, size_t *len)
     return 0;
 }
 
-static int cookies_moved(gh__upstream *up)
+static int cookies_moved(gh__sync_upstream *up)
 {
     for (int i = 0; i < 2; i++) {
         char *d;
         size_t n;
-        gh__session *ss = &up->sess[i];
+        gh__sync_session *ss = &up->sess[i];
         cur_cookie(ss, &d, &n);
         if (d != ss->cookie &&
             (n != ss->cookielen || ss->cookie == NULL || memcmp(d, ss->cookie, n) != 0))
@@ -433,7 +434,7 @@ static int cookies_moved(gh__upstream *up)
     return 0;
 }
 
-static int make_blob(gh__upstream *up)
+static int make_blob(gh__sync_upstream *up)
 {
     json_t *o = json_object();
     int rc = GH_ENOMEM;
@@ -441,7 +442,7 @@ static int make_blob(gh__upstream *up)
         return GH_ENOMEM;
     json_object_set_new(o, "v", json_integer(1));
     json_object_set_new(o, "fp", json_string(up->fp));
-    json_object_set_new(o, "time", json_integer(gh__wall_s()));
+    json_object_set_new(o, "time", json_integer(gh__sync_wall_s()));
     for (int i = 0; i < 2; i++) {
         char *d;
         size_t n;
@@ -454,7 +455,7 @@ static int make_blob(gh__upstream *up)
         json_object_set_new(o, i == 0 ? "users" : "groups", json_string(e));
         free(e);
     }
-    const struct gh__admark *mk = up->mark_pending ? &up->mark_next : &up->mark;
+    const struct gh__sync_admark *mk = up->mark_pending ? &up->mark_next : &up->mark;
     if (mk->usn > 0)
         json_object_set_new(o, "ad",
                             json_pack("{s:I,s:s,s:s,s:I}", "usn", (json_int_t)mk->usn, "inv",
@@ -471,20 +472,21 @@ done:
 
 /* Hands the batch to the writer. with_cookies: store the sessions' cookies
  * with it. */
-static int flush(gh__upstream *up, int with_cookies)
+static int flush(gh__sync_upstream *up, int with_cookies)
 {
-    gh__batch *b = &up->b;
+    gh__sync_batch *b = &up->b;
     char err[GH_ERRMSG_MAX] = "";
     int rc;
 
-    gh__count_parked(up);
+    gh__sync_count_parked(up);
     if (with_cookies && (rc = make_blob(up)) != 0)
         return rc;
     if (b->n == 0 && b->blob == NULL && b->pre_skipped == 0 && b->pre_foreign == 0)
         return 0;
     for (size_t i = 0; i < b->n; i++) {
-        gh__obj *g =
-            b->ch[i].type == GH__CH_GROUP ? gh__map_get(&up->m.by_key, b->ch[i].key) : NULL;
+        gh__sync_obj *g = b->ch[i].type == GH__SYNC_CH_GROUP
+                              ? gh__sync_map_get(&up->m.by_key, b->ch[i].key)
+                              : NULL;
         if (g != NULL)
             g->pending = 0;
     }
@@ -493,19 +495,20 @@ static int flush(gh__upstream *up, int with_cookies)
     int was_busy = up->busy;
     up->busy = 0;
     pthread_mutex_unlock(&up->mu);
-    rc = gh_writer_submit_wait(up->s->writer, up->actor, gh__sync_apply, b, err, sizeof(err));
+    rc = up->s->writer.submit_wait(up->s->writer.ctx, up->actor, gh__sync_apply, b, err,
+                                   sizeof(err));
     pthread_mutex_lock(&up->mu);
     up->busy = was_busy;
-    up->progress_at = gh__mono_s();
+    up->progress_at = gh__sync_mono_s();
     pthread_mutex_unlock(&up->mu);
     if (rc != 0) {
         set_error(up, "writing the mirror failed: %s",
                   err[0] != '\0' ? err : (b->err[0] != '\0' ? b->err : gh_strerror(rc)));
-        gh__batch_reset(b);
+        gh__sync_batch_reset(b);
         return rc;
     }
     for (size_t i = 0; i < b->nfx; i++)
-        gh__tomb_set(&up->m, b->fx[i].key, b->fx[i].time);
+        gh__sync_tomb_set(&up->m, b->fx[i].key, b->fx[i].time);
     counts_add(&up->run, &b->res);
     pthread_mutex_lock(&up->mu);
     counts_add(&up->st.total, &b->res);
@@ -516,7 +519,7 @@ static int flush(gh__upstream *up, int with_cookies)
         for (int i = 0; i < 2; i++) {
             char *d;
             size_t n;
-            gh__session *ss = &up->sess[i];
+            gh__sync_session *ss = &up->sess[i];
             cur_cookie(ss, &d, &n);
             if (d != ss->cookie)
                 set_cookie(ss, d, n);
@@ -531,61 +534,62 @@ static int flush(gh__upstream *up, int with_cookies)
      * are recounted once the searches are drained (not per change) */
     if (!up->sess[0].refreshing && !up->sess[1].refreshing &&
         b->res.added + b->res.disabled + b->res.purged > 0) {
-        if (up->cfg->mode == GH__MODE_PERSIST)
+        if (up->cfg->mode == GH__SYNC_MODE_PERSIST)
             up->recount_due = 1;
         else
             recount(up); /* a purge between poll runs */
     }
-    gh__batch_reset(b);
+    gh__sync_batch_reset(b);
     publish_counts(up);
     return 0;
 }
 
-static int maybe_flush(gh__upstream *up)
+static int maybe_flush(gh__sync_upstream *up)
 {
     /* groups wait for the end of a refresh: a nested group may come later */
-    if (up->b.n < BATCH_FLUSH || up->sess[GH__KIND_GROUP].refreshing)
+    if (up->b.n < BATCH_FLUSH || up->sess[GH__SYNC_KIND_GROUP].refreshing)
         return 0;
     return flush(up, 0);
 }
 
 typedef struct diff_ctx {
-    gh__upstream *up;
-    gh__keylist gone;
+    gh__sync_upstream *up;
+    gh__sync_keylist gone;
     int rc;
 } diff_ctx;
 
 static void diff_one(const char *key, void *val, void *arg)
 {
     diff_ctx *d = arg;
-    gh__obj *o = val;
-    gh__session *ss = &d->up->sess[o->kind];
+    gh__sync_obj *o = val;
+    gh__sync_session *ss = &d->up->sess[o->kind];
     if (d->rc != 0 || !ss->refresh_present)
         return;
-    if (gh__map_get(&ss->present, key) == NULL && gh__map_get(&d->up->del_held, key) == NULL)
-        d->rc = gh__keylist_add(&d->gone, key);
+    if (gh__sync_map_get(&ss->present, key) == NULL &&
+        gh__sync_map_get(&d->up->del_held, key) == NULL)
+        d->rc = gh__sync_keylist_add(&d->gone, key);
 }
 
 static void held_one(const char *key, void *val, void *arg)
 {
     diff_ctx *d = arg;
     (void)val;
-    if (d->rc == 0 && gh__map_get(&d->up->m.by_key, key) != NULL)
-        d->rc = gh__keylist_add(&d->gone, key);
+    if (d->rc == 0 && gh__sync_map_get(&d->up->m.by_key, key) != NULL)
+        d->rc = gh__sync_keylist_add(&d->gone, key);
 }
 
 /* Applies the deletions of the refresh that just ended (explicit ones held
  * back, and by difference for sessions that ended in the present phase),
  * unless they exceed max_delete_ratio of the mirror. Then commits the last
  * batch with the cookies. GH_EPERM when the guard stopped the run. */
-static int finish_refresh(gh__upstream *up)
+static int finish_refresh(gh__sync_upstream *up)
 {
     diff_ctx d = {up, {0}, 0};
     int rc;
     size_t mirror = up->m.nusers + up->m.ngroups;
 
-    gh__map_each(&up->del_held, held_one, &d);
-    gh__map_each(&up->m.by_key, diff_one, &d);
+    gh__sync_map_each(&up->del_held, held_one, &d);
+    gh__sync_map_each(&up->m.by_key, diff_one, &d);
     rc = d.rc;
     if (rc != 0)
         goto done;
@@ -609,12 +613,12 @@ static int finish_refresh(gh__upstream *up)
         goto done;
     }
     for (size_t i = 0; i < d.gone.n && rc == 0; i++)
-        rc = gh__queue_delete(up, d.gone.v[i]);
+        rc = gh__sync_queue_delete(up, d.gone.v[i]);
     for (int i = 0; i < 2; i++) {
         up->sess[i].refreshing = 0;
-        gh__map_clear(&up->sess[i].present, NULL);
+        gh__sync_map_clear(&up->sess[i].present, NULL);
     }
-    gh__map_clear(&up->del_held, NULL);
+    gh__sync_map_clear(&up->del_held, NULL);
     if (rc == 0)
         rc = flush(up, 1);
     if (rc == 0) {
@@ -622,7 +626,7 @@ static int finish_refresh(gh__upstream *up)
         up->force = 0;
     }
 done:
-    gh__keylist_free(&d.gone);
+    gh__sync_keylist_free(&d.gone);
     return rc;
 }
 
@@ -630,7 +634,7 @@ done:
 
 /* libldap hands every message of a chain to the callbacks with the chain's
  * head; see the comment at the top. Returns 1 when msg must be ignored. */
-static int chained(gh__session *ss, LDAPMessage *msg)
+static int chained(gh__sync_session *ss, LDAPMessage *msg)
 {
     if (ldap_next_message(ss->ls.ls_ld, msg) == NULL)
         return 0;
@@ -643,9 +647,9 @@ static int chained(gh__session *ss, LDAPMessage *msg)
 
 /* A callback cannot stop libldap's refresh loop: shutting the socket down
  * makes its next read fail, and the worker retries from the stored cookie. */
-static void abort_session(gh__session *ss)
+static void abort_session(gh__sync_session *ss)
 {
-    gh__upstream *up = ss->up;
+    gh__sync_upstream *up = ss->up;
     ss->failed = 1;
     pthread_mutex_lock(&up->mu);
     if (up->fd >= 0)
@@ -653,9 +657,9 @@ static void abort_session(gh__session *ss)
     pthread_mutex_unlock(&up->mu);
 }
 
-static int add_present(gh__session *ss, const char *key)
+static int add_present(gh__sync_session *ss, const char *key)
 {
-    return gh__map_put(&ss->present, key, (void *)1, NULL);
+    return gh__sync_map_put(&ss->present, key, (void *)1, NULL);
 }
 
 /* 389-ds's sync UUIDs are its nsUniqueId, not the entryUUID that search-poll
@@ -663,19 +667,20 @@ static int add_present(gh__session *ss, const char *key)
  * deletions and present lists only the sync UUID (translated back). So one
  * entry has one key whatever the mode. In-memory; see detect_flavor for the
  * full refresh that fills it after a start. */
-static int sync_key(gh__upstream *up, LDAP *ld, LDAPMessage *msg, char *key, size_t keylen)
+static int sync_key(gh__sync_upstream *up, LDAP *ld, LDAPMessage *msg, char *key, size_t keylen)
 {
     struct berval **v;
     char ek[GH_KEY_MAX + 1];
     if (!up->ds389)
         return 0;
     v = msg != NULL ? ldap_get_values_len(ld, msg, "entryUUID") : NULL;
-    if (v != NULL && v[0] != NULL && gh__key_text(v[0], GH__KEY_TEXT, ek, sizeof(ek)) == 0) {
+    if (v != NULL && v[0] != NULL &&
+        gh__sync_key_text(v[0], GH__SYNC_KEY_TEXT, ek, sizeof(ek)) == 0) {
         ldap_value_free_len(v);
         if (strcmp(ek, key) != 0) {
             char *dup = strdup(ek);
             void *old = NULL;
-            if (dup == NULL || gh__map_put(&up->alias, key, dup, &old) != 0) {
+            if (dup == NULL || gh__sync_map_put(&up->alias, key, dup, &old) != 0) {
                 free(dup);
                 return GH_ENOMEM;
             }
@@ -685,7 +690,7 @@ static int sync_key(gh__upstream *up, LDAP *ld, LDAPMessage *msg, char *key, siz
         return 0;
     }
     ldap_value_free_len(v);
-    const char *ek2 = gh__map_get(&up->alias, key);
+    const char *ek2 = gh__sync_map_get(&up->alias, key);
     if (ek2 != NULL)
         snprintf(key, keylen, "%s", ek2);
     return 0;
@@ -694,8 +699,8 @@ static int sync_key(gh__upstream *up, LDAP *ld, LDAPMessage *msg, char *key, siz
 static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
                     ldap_sync_refresh_t phase)
 {
-    gh__session *ss = ls->ls_private;
-    gh__upstream *up = ss->up;
+    gh__sync_session *ss = ls->ls_private;
+    gh__sync_upstream *up = ss->up;
     char key[GH_KEY_MAX + 1];
     int rc = 0;
 
@@ -703,7 +708,7 @@ static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
     progress(up);
     if (ss->failed || chained(ss, msg))
         return 0;
-    if (gh__key_text(uuid, GH__KEY_UUID, key, sizeof(key)) != 0)
+    if (gh__sync_key_text(uuid, GH__SYNC_KEY_UUID, key, sizeof(key)) != 0)
         return 0;
     if (sync_key(up, ls->ls_ld,
                  phase == LDAP_SYNC_CAPI_ADD || phase == LDAP_SYNC_CAPI_MODIFY ? msg : NULL, key,
@@ -720,15 +725,15 @@ static int on_entry(ldap_sync_t *ls, LDAPMessage *msg, struct berval *uuid,
         if (ss->refreshing)
             rc = add_present(ss, key);
         if (rc == 0)
-            rc = gh__queue_entry(up, ss->kind, ls->ls_ld, msg, key);
+            rc = gh__sync_queue_entry(up, ss->kind, ls->ls_ld, msg, key);
         if (rc == 0)
             rc = maybe_flush(up);
         break;
     case LDAP_SYNC_CAPI_DELETE:
         if (ss->refreshing)
-            rc = gh__map_put(&up->del_held, key, (void *)1, NULL);
+            rc = gh__sync_map_put(&up->del_held, key, (void *)1, NULL);
         else
-            rc = gh__queue_delete(up, key);
+            rc = gh__sync_queue_delete(up, key);
         break;
     default:
         break;
@@ -771,8 +776,8 @@ static int info_kind(LDAP *ld, LDAPMessage *msg)
 static int on_intermediate(ldap_sync_t *ls, LDAPMessage *msg, BerVarray uuids,
                            ldap_sync_refresh_t phase)
 {
-    gh__session *ss = ls->ls_private;
-    gh__upstream *up = ss->up;
+    gh__sync_session *ss = ls->ls_private;
+    gh__sync_upstream *up = ss->up;
     char key[GH_KEY_MAX + 1];
     int rc = 0;
 
@@ -784,15 +789,15 @@ static int on_intermediate(ldap_sync_t *ls, LDAPMessage *msg, BerVarray uuids,
     case LDAP_SYNC_CAPI_PRESENTS_IDSET:
     case LDAP_SYNC_CAPI_DELETES_IDSET:
         for (size_t i = 0; uuids != NULL && uuids[i].bv_val != NULL && rc == 0; i++) {
-            if (gh__key_text(&uuids[i], GH__KEY_UUID, key, sizeof(key)) != 0)
+            if (gh__sync_key_text(&uuids[i], GH__SYNC_KEY_UUID, key, sizeof(key)) != 0)
                 continue;
             sync_key(up, NULL, NULL, key, sizeof(key));
             if (phase == LDAP_SYNC_CAPI_PRESENTS_IDSET)
                 rc = add_present(ss, key);
             else if (ss->refreshing)
-                rc = gh__map_put(&up->del_held, key, (void *)1, NULL);
+                rc = gh__sync_map_put(&up->del_held, key, (void *)1, NULL);
             else
-                rc = gh__queue_delete(up, key);
+                rc = gh__sync_queue_delete(up, key);
         }
         break;
     case LDAP_SYNC_CAPI_PRESENTS:
@@ -813,7 +818,7 @@ static int on_intermediate(ldap_sync_t *ls, LDAPMessage *msg, BerVarray uuids,
 
 static int on_result(ldap_sync_t *ls, LDAPMessage *msg, int refresh_deletes)
 {
-    gh__session *ss = ls->ls_private;
+    gh__sync_session *ss = ls->ls_private;
     (void)msg;
     ss->events++;
     ss->done = 1;
@@ -824,9 +829,9 @@ static int on_result(ldap_sync_t *ls, LDAPMessage *msg, int refresh_deletes)
     return 0;
 }
 
-static char **attr_list(const gh__upstream *up, int kind)
+static char **attr_list(const gh__sync_upstream *up, int kind)
 {
-    const struct gh_upstream_cfg *cfg = up->cfg;
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
     const char *u[] = {cfg->login_attr,
                        cfg->uid_number_attr,
                        cfg->gid_number_attr,
@@ -852,7 +857,7 @@ static char **attr_list(const gh__upstream *up, int kind)
                        up->ds389 ? "entryUUID" : "",
                        up->ad ? "objectSid" : "",
                        NULL};
-    const char **src = kind == GH__KIND_USER ? u : g;
+    const char **src = kind == GH__SYNC_KIND_USER ? u : g;
     size_t n = 0;
     char **v = ldap_memcalloc(20, sizeof(char *));
     if (v == NULL)
@@ -869,28 +874,28 @@ static char **attr_list(const gh__upstream *up, int kind)
     return v;
 }
 
-static void session_end(gh__session *ss)
+static void session_end(gh__sync_session *ss)
 {
     if (ss->live) {
         ss->ls.ls_ld = NULL; /* the connection is the worker's */
         ldap_sync_destroy(&ss->ls, 0);
         ss->live = 0;
     }
-    gh__map_clear(&ss->present, NULL);
+    gh__sync_map_clear(&ss->present, NULL);
     ss->refreshing = ss->refresh_present = ss->done = ss->refresh_required = 0;
     ss->chain = ss->failed = 0;
     ss->chain_head = NULL;
 }
 
-static int session_begin(gh__upstream *up, gh__session *ss)
+static int session_begin(gh__sync_upstream *up, gh__sync_session *ss)
 {
-    const struct gh_upstream_cfg *cfg = up->cfg;
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
     session_end(ss);
     ldap_sync_initialize(&ss->ls);
     ss->live = 1;
     ss->ls.ls_base = ldap_strdup(cfg->base_dn);
     ss->ls.ls_filter =
-        ldap_strdup(ss->kind == GH__KIND_USER ? cfg->user_filter : cfg->group_filter);
+        ldap_strdup(ss->kind == GH__SYNC_KIND_USER ? cfg->user_filter : cfg->group_filter);
     ss->ls.ls_attrs = attr_list(up, ss->kind);
     ss->ls.ls_scope = cfg->scope;
     ss->ls.ls_timeout = 0; /* ldap_sync_poll never blocks: poll(2) waits */
@@ -918,7 +923,7 @@ static int session_begin(gh__upstream *up, gh__session *ss)
 
 /* Runs a session's refresh phase (blocking). 0, or an error with last_error
  * set. A refresh the upstream refused as too old is retried from scratch. */
-static int session_refresh(gh__upstream *up, gh__session *ss, int mode)
+static int session_refresh(gh__sync_upstream *up, gh__sync_session *ss, int mode)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         int rc = session_begin(up, ss);
@@ -937,7 +942,7 @@ static int session_refresh(gh__upstream *up, gh__session *ss, int mode)
             GH_LOGI("sync %s: the upstream asks for a full reload of the %s", up->cfg->name,
                     ss->kind ? "groups" : "users");
             set_cookie(ss, NULL, 0);
-            gh__map_clear(&up->del_held, NULL);
+            gh__sync_map_clear(&up->del_held, NULL);
             continue;
         }
         if (rc != LDAP_SUCCESS) {
@@ -966,19 +971,19 @@ static int session_refresh(gh__upstream *up, gh__session *ss, int mode)
 
 /* flavor = auto: Active Directory announces LDAP_CAP_ACTIVE_DIRECTORY_OID in
  * supportedCapabilities, 389-ds names itself in vendorName. */
-static void detect_flavor(gh__upstream *up)
+static void detect_flavor(gh__sync_upstream *up)
 {
     char *attrs[] = {"supportedCapabilities", "vendorName", NULL};
     LDAPMessage *res = NULL;
     struct berval **v;
     int ad = 0, ds = 0;
 
-    up->ad = up->cfg->flavor == GH__FLAVOR_AD;
-    up->ds389 = up->cfg->flavor == GH__FLAVOR_389;
-    if (up->ds389 && up->alias.n == 0 && up->cfg->mode != GH__MODE_SEARCH)
+    up->ad = up->cfg->flavor == GH__SYNC_FLAVOR_AD;
+    up->ds389 = up->cfg->flavor == GH__SYNC_FLAVOR_389;
+    if (up->ds389 && up->alias.n == 0 && up->cfg->mode != GH__SYNC_MODE_SEARCH)
         for (int i = 0; i < 2; i++)
             set_cookie(&up->sess[i], NULL, 0);
-    if (up->cfg->flavor != GH__FLAVOR_AUTO)
+    if (up->cfg->flavor != GH__SYNC_FLAVOR_AUTO)
         return;
     if (ldap_search_ext_s(up->ld, "", LDAP_SCOPE_BASE, "(objectClass=*)", attrs, 0, NULL, NULL,
                           NULL, 1, &res) == LDAP_SUCCESS) {
@@ -1001,12 +1006,12 @@ static void detect_flavor(gh__upstream *up)
                 ad ? "Active Directory" : (ds ? "389 Directory Server" : "a generic LDAP server"));
     up->ad = ad;
     up->ds389 = ds;
-    if (ds && up->alias.n == 0 && up->cfg->mode != GH__MODE_SEARCH) {
+    if (ds && up->alias.n == 0 && up->cfg->mode != GH__SYNC_MODE_SEARCH) {
         /* the sync UUID -> entryUUID map is not stored: learn it again */
         for (int i = 0; i < 2; i++)
             set_cookie(&up->sess[i], NULL, 0);
     }
-    if (ad && up->cfg->mode != GH__MODE_SEARCH)
+    if (ad && up->cfg->mode != GH__SYNC_MODE_SEARCH)
         set_error(up, "the upstream is Active Directory, which has no syncrepl: set flavor = ad "
                       "(docs/SYNC.md)");
     else if (ad && strcasecmp(up->cfg->key_attr, "objectGUID") != 0)
@@ -1014,16 +1019,17 @@ static void detect_flavor(gh__upstream *up)
                       "objectGUID (docs/SYNC.md)");
 }
 
-static int connect_upstream(gh__upstream *up)
+static int connect_upstream(gh__sync_upstream *up)
 {
     char err[GH_ERRMSG_MAX];
-    const struct gh_upstream_cfg *cfg = up->cfg;
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
     LDAP *ld = NULL;
     int fd = -1;
 
     set_state(up, "connecting");
     set_busy(up, 1);
-    int rc = gh__ldap_open(cfg, cfg->timeout, cfg->bind_dn[0] != '\0' ? cfg->bind_dn : NULL,
+    int rc =
+        gh__sync_ldap_open(cfg, cfg->timeout, cfg->bind_dn[0] != '\0' ? cfg->bind_dn : NULL,
                            cfg->bind_password, strlen(cfg->bind_password), &ld, err, sizeof(err));
     set_busy(up, 0);
     if (rc != LDAP_SUCCESS) {
@@ -1040,7 +1046,7 @@ static int connect_upstream(gh__upstream *up)
     return 0;
 }
 
-static void disconnect(gh__upstream *up)
+static void disconnect(gh__sync_upstream *up)
 {
     for (int i = 0; i < 2; i++)
         session_end(&up->sess[i]);
@@ -1054,21 +1060,21 @@ static void disconnect(gh__upstream *up)
     }
 }
 
-static void run_begins(gh__upstream *up)
+static void run_begins(gh__sync_upstream *up)
 {
     memset(&up->run, 0, sizeof(up->run));
-    gh__map_clear(&up->del_held, NULL);
+    gh__sync_map_clear(&up->del_held, NULL);
     pthread_mutex_lock(&up->mu);
-    up->st.last_attempt = gh__wall_s();
+    up->st.last_attempt = gh__sync_wall_s();
     pthread_mutex_unlock(&up->mu);
 }
 
-static void run_ok(gh__upstream *up)
+static void run_ok(gh__sync_upstream *up)
 {
     recount(up); /* before runs moves: a reader of runs sees the counts */
     pthread_mutex_lock(&up->mu);
-    up->st.last_success = gh__wall_s();
-    up->st.current_at = gh__mono_s();
+    up->st.last_success = gh__sync_wall_s();
+    up->st.current_at = gh__sync_mono_s();
     up->st.runs++;
     up->backoff = 1; /* a failure after a good run retries quickly again */
     up->st.last_run = up->run;
@@ -1078,7 +1084,7 @@ static void run_ok(gh__upstream *up)
     publish_counts(up);
 }
 
-static int run_syncrepl_poll(gh__upstream *up)
+static int run_syncrepl_poll(gh__sync_upstream *up)
 {
     int rc;
     for (int i = 0; i < 2; i++) {
@@ -1092,7 +1098,7 @@ static int run_syncrepl_poll(gh__upstream *up)
     return rc;
 }
 
-static int purge_due(gh__upstream *up);
+static int purge_due(gh__sync_upstream *up);
 
 /* Whether bytes wait in the socket or in libldap's read buffer. */
 static int readable(LDAP *ld)
@@ -1107,7 +1113,7 @@ static int readable(LDAP *ld)
     return ioctl(fd, FIONREAD, &n) == 0 && n > 0;
 }
 
-static int run_syncrepl_persist(gh__upstream *up)
+static int run_syncrepl_persist(gh__sync_upstream *up)
 {
     int rc;
     for (int i = 0; i < 2; i++) {
@@ -1125,7 +1131,7 @@ static int run_syncrepl_persist(gh__upstream *up)
         int any = 0;
         if (stopping(up) || run_requested(up))
             return 0;
-        if (gh__mono_s() >= up->next_purge && (rc = purge_due(up)) != 0)
+        if (gh__sync_mono_s() >= up->next_purge && (rc = purge_due(up)) != 0)
             return rc;
         /* Read everything available on both searches. With a zero timeout
          * libldap may read a message off the socket into its queue and still
@@ -1136,7 +1142,7 @@ static int run_syncrepl_persist(gh__upstream *up)
         for (int round = 0; round < 1000; round++) {
             int moved = 0, idle = !readable(up->ld);
             for (int i = 0; i < 2; i++) {
-                gh__session *ss = &up->sess[i];
+                gh__sync_session *ss = &up->sess[i];
                 unsigned long before = ss->events;
                 char *cb = ss->ls.ls_cookie.bv_val;
                 size_t cl = ss->ls.ls_cookie.bv_len;
@@ -1170,12 +1176,12 @@ static int run_syncrepl_persist(gh__upstream *up)
             if (rc != 0)
                 return rc;
             pthread_mutex_lock(&up->mu);
-            up->st.last_success = gh__wall_s();
+            up->st.last_success = gh__sync_wall_s();
             up->st.last_run = up->run;
             pthread_mutex_unlock(&up->mu);
         }
         pthread_mutex_lock(&up->mu);
-        up->st.current_at = gh__mono_s();
+        up->st.current_at = gh__sync_mono_s();
         pthread_mutex_unlock(&up->mu);
         if (any)
             continue;
@@ -1195,15 +1201,15 @@ static int run_syncrepl_persist(gh__upstream *up)
 }
 
 /* One paged search; each entry is queued and marked present. */
-static int paged_search(gh__upstream *up, int kind, const char *filter, int diff)
+static int paged_search(gh__sync_upstream *up, int kind, const char *filter, int diff)
 {
-    const struct gh_upstream_cfg *cfg = up->cfg;
-    gh__session *ss = &up->sess[kind];
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
+    gh__sync_session *ss = &up->sess[kind];
     struct berval cookie = {0, NULL};
     char **attrs = attr_list(up, kind);
     int lrc = LDAP_SUCCESS, grc = 0;
     /* objectGUID exists only in AD (and Samba): always AD's text form */
-    int form = strcasecmp(cfg->key_attr, "objectGUID") == 0 ? GH__KEY_GUID : GH__KEY_TEXT;
+    int form = strcasecmp(cfg->key_attr, "objectGUID") == 0 ? GH__SYNC_KEY_GUID : GH__SYNC_KEY_TEXT;
 
     if (attrs == NULL)
         return GH_ENOMEM;
@@ -1230,18 +1236,18 @@ static int paged_search(gh__upstream *up, int kind, const char *filter, int diff
              e = ldap_next_entry(up->ld, e)) {
             char key[GH_KEY_MAX + 1];
             struct berval **kv = ldap_get_values_len(up->ld, e, cfg->key_attr);
-            int krc = kv != NULL && kv[0] != NULL ? gh__key_text(kv[0], form, key, sizeof(key))
+            int krc = kv != NULL && kv[0] != NULL ? gh__sync_key_text(kv[0], form, key, sizeof(key))
                                                   : GH_ENOTFOUND;
             ldap_value_free_len(kv);
             if (krc != 0) {
                 char *dn = ldap_get_dn(up->ld, e);
-                gh__entry_skipped(up, dn != NULL ? dn : "?", "no usable %s", cfg->key_attr);
+                gh__sync_entry_skipped(up, dn != NULL ? dn : "?", "no usable %s", cfg->key_attr);
                 ldap_memfree(dn);
                 continue;
             }
             grc = add_present(ss, key);
             if (grc == 0)
-                grc = gh__queue_entry(up, kind, up->ld, e, key);
+                grc = gh__sync_queue_entry(up, kind, up->ld, e, key);
             if (grc == 0)
                 grc = maybe_flush(up);
             progress(up);
@@ -1282,9 +1288,9 @@ static int paged_search(gh__upstream *up, int kind, const char *filter, int diff
 }
 
 /* First value of attr in the single entry of a base search of dn ("" for
- * the RootDSE), as text (form GH__KEY_TEXT keeps it; GH__KEY_GUID for a
+ * the RootDSE), as text (form GH__SYNC_KEY_TEXT keeps it; GH__SYNC_KEY_GUID for a
  * binary GUID). */
-static int base_value(gh__upstream *up, const char *dn, const char *attr, int form, char *out,
+static int base_value(gh__sync_upstream *up, const char *dn, const char *attr, int form, char *out,
                       size_t outlen)
 {
     char *attrs[2] = {(char *)attr, NULL};
@@ -1297,8 +1303,8 @@ static int base_value(gh__upstream *up, const char *dn, const char *attr, int fo
                           NULL, 1, &res) == LDAP_SUCCESS &&
         (e = ldap_first_entry(up->ld, res)) != NULL &&
         (v = ldap_get_values_len(up->ld, e, attr)) != NULL && v[0] != NULL) {
-        if (form == GH__KEY_GUID)
-            rc = gh__key_text(v[0], GH__KEY_GUID, out, outlen);
+        if (form == GH__SYNC_KEY_GUID)
+            rc = gh__sync_key_text(v[0], GH__SYNC_KEY_GUID, out, outlen);
         else if (v[0]->bv_len < outlen) {
             memcpy(out, v[0]->bv_val, v[0]->bv_len);
             out[v[0]->bv_len] = '\0';
@@ -1315,16 +1321,16 @@ static int base_value(gh__upstream *up, const char *dn, const char *attr, int fo
 /* Reads the DC's position before this run searches: its highestCommittedUSN,
  * which DC it is (dsServiceName) and its database's identity (invocationId
  * of that object: a restore or another DC changes it). */
-static int ad_position(gh__upstream *up, struct gh__admark *m, char *nc, size_t nclen)
+static int ad_position(gh__sync_upstream *up, struct gh__sync_admark *m, char *nc, size_t nclen)
 {
     char usn[32];
     memset(m, 0, sizeof(*m));
-    if (base_value(up, "", "highestCommittedUSN", GH__KEY_TEXT, usn, sizeof(usn)) != 0 ||
-        base_value(up, "", "dsServiceName", GH__KEY_TEXT, m->dc, sizeof(m->dc)) != 0 ||
-        base_value(up, m->dc, "invocationId", GH__KEY_GUID, m->inv, sizeof(m->inv)) != 0)
+    if (base_value(up, "", "highestCommittedUSN", GH__SYNC_KEY_TEXT, usn, sizeof(usn)) != 0 ||
+        base_value(up, "", "dsServiceName", GH__SYNC_KEY_TEXT, m->dc, sizeof(m->dc)) != 0 ||
+        base_value(up, m->dc, "invocationId", GH__SYNC_KEY_GUID, m->inv, sizeof(m->inv)) != 0)
         return GH_ENOTFOUND;
     m->usn = strtoull(usn, NULL, 10);
-    if (base_value(up, "", "defaultNamingContext", GH__KEY_TEXT, nc, nclen) != 0)
+    if (base_value(up, "", "defaultNamingContext", GH__SYNC_KEY_TEXT, nc, nclen) != 0)
         snprintf(nc, nclen, "%s", up->cfg->base_dn);
     return m->usn > 0 ? 0 : GH_ENOTFOUND;
 }
@@ -1332,7 +1338,7 @@ static int ad_position(gh__upstream *up, struct gh__admark *m, char *nc, size_t 
 /* Objects deleted since the mark: AD keeps them as tombstones (isDeleted,
  * objectGUID kept) in Deleted Objects, visible with the Show Deleted control.
  * Their keys go to del_held; finish_refresh applies those it mirrors. */
-static int ad_deleted(gh__upstream *up, const char *nc, uint64_t from)
+static int ad_deleted(gh__sync_upstream *up, const char *nc, uint64_t from)
 {
     char filter[96];
     char *attrs[] = {"objectGUID", NULL};
@@ -1358,17 +1364,18 @@ static int ad_deleted(gh__upstream *up, const char *nc, uint64_t from)
          e = ldap_next_entry(up->ld, e)) {
         char key[GH_KEY_MAX + 1];
         struct berval **kv = ldap_get_values_len(up->ld, e, "objectGUID");
-        if (kv != NULL && kv[0] != NULL && gh__key_text(kv[0], GH__KEY_GUID, key, sizeof(key)) == 0)
-            rc = gh__map_put(&up->del_held, key, (void *)1, NULL);
+        if (kv != NULL && kv[0] != NULL &&
+            gh__sync_key_text(kv[0], GH__SYNC_KEY_GUID, key, sizeof(key)) == 0)
+            rc = gh__sync_map_put(&up->del_held, key, (void *)1, NULL);
         ldap_value_free_len(kv);
     }
     ldap_msgfree(res);
     return rc;
 }
 
-static int run_search_poll(gh__upstream *up)
+static int run_search_poll(gh__sync_upstream *up)
 {
-    const struct gh_upstream_cfg *cfg = up->cfg;
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
     char nc[GH_DN_MAX + 1] = "";
     int rc, incremental = 0;
 
@@ -1377,15 +1384,15 @@ static int run_search_poll(gh__upstream *up)
         /* the lockout duration says whether a lockoutTime still locks */
         char dur[32];
         char ncb[GH_DN_MAX + 1];
-        if (base_value(up, "", "defaultNamingContext", GH__KEY_TEXT, ncb, sizeof(ncb)) != 0)
+        if (base_value(up, "", "defaultNamingContext", GH__SYNC_KEY_TEXT, ncb, sizeof(ncb)) != 0)
             snprintf(ncb, sizeof(ncb), "%s", cfg->base_dn);
         up->ad_lockout_duration =
-            base_value(up, ncb, "lockoutDuration", GH__KEY_TEXT, dur, sizeof(dur)) == 0
+            base_value(up, ncb, "lockoutDuration", GH__SYNC_KEY_TEXT, dur, sizeof(dur)) == 0
                 ? strtoll(dur, NULL, 10)
                 : -1800ll * 10000000; /* AD's default: 30 minutes */
     }
     if (up->ad && ad_position(up, &up->mark_next, nc, sizeof(nc)) == 0) {
-        int64_t now = gh__wall_s();
+        int64_t now = gh__sync_wall_s();
         /* the same DC and database, a mark, a full run recently enough */
         incremental =
             up->primary_known && up->mark.usn > 0 && strcmp(up->mark.inv, up->mark_next.inv) == 0 &&
@@ -1401,9 +1408,9 @@ static int run_search_poll(gh__upstream *up)
                         : "full_interval");
     }
     for (int i = 0; i < 2; i++) {
-        const char *base = i == GH__KIND_USER ? cfg->user_filter : cfg->group_filter;
+        const char *base = i == GH__SYNC_KIND_USER ? cfg->user_filter : cfg->group_filter;
         char *filter = NULL;
-        gh__map_clear(&up->sess[i].present, NULL);
+        gh__sync_map_clear(&up->sess[i].present, NULL);
         if (incremental && asprintf(&filter, "(&%s(uSNChanged>=%llu))", base,
                                     (unsigned long long)up->mark.usn + 1) < 0) {
             up->mark_pending = 0;
@@ -1430,7 +1437,7 @@ static int run_search_poll(gh__upstream *up)
 }
 
 typedef struct purge_ctx {
-    gh__upstream *up;
+    gh__sync_upstream *up;
     int64_t now;
     int rc;
 } purge_ctx;
@@ -1439,19 +1446,19 @@ static void purge_one(const char *key, void *val, void *arg)
 {
     purge_ctx *p = arg;
     if (p->rc == 0 && *(int64_t *)val + p->up->cfg->delete_grace <= p->now)
-        p->rc = gh__batch_add(&p->up->b, GH__CH_PURGE, key) != NULL ? 0 : GH_ENOMEM;
+        p->rc = gh__sync_batch_add(&p->up->b, GH__SYNC_CH_PURGE, key) != NULL ? 0 : GH_ENOMEM;
 }
 
 /* Tombstones past delete_grace are deleted for good. */
-static int purge_due(gh__upstream *up)
+static int purge_due(gh__sync_upstream *up)
 {
-    purge_ctx p = {up, gh__wall_s(), 0};
-    up->next_purge = gh__mono_s() + (up->cfg->interval < 60 ? up->cfg->interval : 60);
+    purge_ctx p = {up, gh__sync_wall_s(), 0};
+    up->next_purge = gh__sync_mono_s() + (up->cfg->interval < 60 ? up->cfg->interval : 60);
     if (up->b.n != 0)
         return 0;
-    gh__map_each(&up->m.tomb, purge_one, &p);
+    gh__sync_map_each(&up->m.tomb, purge_one, &p);
     if (p.rc != 0) {
-        gh__batch_reset(&up->b);
+        gh__sync_batch_reset(&up->b);
         return p.rc;
     }
     return up->b.n > 0 ? flush(up, 0) : 0;
@@ -1459,7 +1466,7 @@ static int purge_due(gh__upstream *up)
 
 void *gh__sync_worker(void *arg)
 {
-    gh__upstream *up = arg;
+    gh__sync_upstream *up = arg;
     int loaded = 0;
 
     while (!stopping(up)) {
@@ -1479,12 +1486,12 @@ void *gh__sync_worker(void *arg)
             rc = connect_upstream(up);
         }
         if (rc == 0) {
-            set_state(up, up->cfg->mode == GH__MODE_PERSIST ? "refreshing" : "running");
+            set_state(up, up->cfg->mode == GH__SYNC_MODE_PERSIST ? "refreshing" : "running");
             switch (up->cfg->mode) {
-            case GH__MODE_PERSIST:
+            case GH__SYNC_MODE_PERSIST:
                 rc = run_syncrepl_persist(up);
                 break;
-            case GH__MODE_POLL:
+            case GH__SYNC_MODE_POLL:
                 rc = run_syncrepl_poll(up);
                 break;
             default:
@@ -1493,11 +1500,11 @@ void *gh__sync_worker(void *arg)
             }
         }
         disconnect(up);
-        gh__batch_reset(&up->b);
+        gh__sync_batch_reset(&up->b);
         if (stopping(up))
             break;
         if (rc == 0) {
-            if (up->cfg->mode == GH__MODE_PERSIST) {
+            if (up->cfg->mode == GH__SYNC_MODE_PERSIST) {
                 /* purge or sync.run: reconnect at once from the cookie */
                 set_state(up, "reconnecting");
                 continue;
@@ -1519,7 +1526,7 @@ void *gh__sync_worker(void *arg)
         }
         set_state(up, "down");
         unsigned delay = up->backoff;
-        if (up->cfg->mode != GH__MODE_PERSIST && delay > up->cfg->interval)
+        if (up->cfg->mode != GH__SYNC_MODE_PERSIST && delay > up->cfg->interval)
             delay = up->cfg->interval;
         if (wait_for(up, delay))
             break;
@@ -1532,7 +1539,7 @@ void *gh__sync_worker(void *arg)
 }
 
 /* Frees what a session holds (the worker has stopped). */
-void gh__session_release(gh__session *ss)
+void gh__sync_session_release(gh__sync_session *ss)
 {
     session_end(ss);
     set_cookie(ss, NULL, 0);

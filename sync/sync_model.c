@@ -20,34 +20,34 @@
 #include <time.h>
 
 #include "schema/log.h"
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
 static void obj_free(void *p)
 {
-    gh__obj *o = p;
+    gh__sync_obj *o = p;
     free(o->ndn);
     free(o->psid);
     free(o->sid);
-    gh__keylist_free(&o->unres);
+    gh__sync_keylist_free(&o->unres);
     free(o);
 }
 
-void gh__model_free(gh__model *m)
+void gh__sync_model_free(gh__sync_model *m)
 {
-    gh__map_clear(&m->by_dn, NULL);
-    gh__map_clear(&m->by_login, NULL);
-    gh__map_clear(&m->parked, gh__keylist_vfree);
-    gh__map_clear(&m->tomb, free);
-    gh__map_clear(&m->by_psid, gh__keylist_vfree);
-    gh__map_clear(&m->by_sid, NULL);
-    gh__map_clear(&m->by_key, obj_free);
+    gh__sync_map_clear(&m->by_dn, NULL);
+    gh__sync_map_clear(&m->by_login, NULL);
+    gh__sync_map_clear(&m->parked, gh__sync_keylist_vfree);
+    gh__sync_map_clear(&m->tomb, free);
+    gh__sync_map_clear(&m->by_psid, gh__sync_keylist_vfree);
+    gh__sync_map_clear(&m->by_sid, NULL);
+    gh__sync_map_clear(&m->by_key, obj_free);
     m->nusers = m->ngroups = 0;
 }
 
-int gh__tomb_set(gh__model *m, const char *key, int64_t t)
+int gh__sync_tomb_set(gh__sync_model *m, const char *key, int64_t t)
 {
     if (t <= 0) {
-        free(gh__map_del(&m->tomb, key));
+        free(gh__sync_map_del(&m->tomb, key));
         return 0;
     }
     int64_t *v = malloc(sizeof(*v));
@@ -55,7 +55,7 @@ int gh__tomb_set(gh__model *m, const char *key, int64_t t)
     if (v == NULL)
         return GH_ENOMEM;
     *v = t;
-    if (gh__map_put(&m->tomb, key, v, &old) != 0) {
+    if (gh__sync_map_put(&m->tomb, key, v, &old) != 0) {
         free(v);
         return GH_ENOMEM;
     }
@@ -64,10 +64,10 @@ int gh__tomb_set(gh__model *m, const char *key, int64_t t)
 }
 
 /* Drops the group's parked references. */
-static void unpark_group(gh__model *m, gh__obj *g)
+static void unpark_group(gh__sync_model *m, gh__sync_obj *g)
 {
     for (size_t i = 0; i < g->unres.n; i++) {
-        gh__keylist *l = gh__map_get(&m->parked, g->unres.v[i]);
+        gh__sync_keylist *l = gh__sync_map_get(&m->parked, g->unres.v[i]);
         if (l == NULL)
             continue;
         for (size_t j = 0; j < l->n; j++) {
@@ -78,15 +78,15 @@ static void unpark_group(gh__model *m, gh__obj *g)
             }
         }
         if (l->n == 0)
-            gh__keylist_vfree(gh__map_del(&m->parked, g->unres.v[i]));
+            gh__sync_keylist_vfree(gh__sync_map_del(&m->parked, g->unres.v[i]));
     }
-    gh__keylist_free(&g->unres);
+    gh__sync_keylist_free(&g->unres);
 }
 
 /* Takes key out of the user list of primary group psid. */
-static void primary_drop(gh__model *m, const char *psid, const char *key)
+static void primary_drop(gh__sync_model *m, const char *psid, const char *key)
 {
-    gh__keylist *l = psid != NULL ? gh__map_get(&m->by_psid, psid) : NULL;
+    gh__sync_keylist *l = psid != NULL ? gh__sync_map_get(&m->by_psid, psid) : NULL;
     if (l == NULL)
         return;
     for (size_t j = 0; j < l->n; j++) {
@@ -97,27 +97,28 @@ static void primary_drop(gh__model *m, const char *psid, const char *key)
         }
     }
     if (l->n == 0)
-        gh__keylist_vfree(gh__map_del(&m->by_psid, psid));
+        gh__sync_keylist_vfree(gh__sync_map_del(&m->by_psid, psid));
 }
 
-static void model_unlink(gh__model *m, gh__obj *o)
+static void model_unlink(gh__sync_model *m, gh__sync_obj *o)
 {
-    if (o->ndn != NULL && o->ndn[0] != '\0' && gh__map_get(&m->by_dn, o->ndn) == o)
-        gh__map_del(&m->by_dn, o->ndn);
-    if (o->kind == GH__KIND_USER && o->login[0] != '\0' && gh__map_get(&m->by_login, o->login) == o)
-        gh__map_del(&m->by_login, o->login);
+    if (o->ndn != NULL && o->ndn[0] != '\0' && gh__sync_map_get(&m->by_dn, o->ndn) == o)
+        gh__sync_map_del(&m->by_dn, o->ndn);
+    if (o->kind == GH__SYNC_KIND_USER && o->login[0] != '\0' &&
+        gh__sync_map_get(&m->by_login, o->login) == o)
+        gh__sync_map_del(&m->by_login, o->login);
 }
 
-static void model_remove(gh__model *m, const char *key)
+static void model_remove(gh__sync_model *m, const char *key)
 {
-    gh__obj *o = gh__map_del(&m->by_key, key);
+    gh__sync_obj *o = gh__sync_map_del(&m->by_key, key);
     if (o == NULL)
         return;
     model_unlink(m, o);
     primary_drop(m, o->psid, o->key);
-    if (o->sid != NULL && gh__map_get(&m->by_sid, o->sid) == o)
-        gh__map_del(&m->by_sid, o->sid);
-    if (o->kind == GH__KIND_GROUP) {
+    if (o->sid != NULL && gh__sync_map_get(&m->by_sid, o->sid) == o)
+        gh__sync_map_del(&m->by_sid, o->sid);
+    if (o->kind == GH__SYNC_KIND_GROUP) {
         unpark_group(m, o);
         m->ngroups--;
     } else {
@@ -128,11 +129,11 @@ static void model_remove(gh__model *m, const char *key)
 
 /* Inserts or updates an object; *changed_ref is set when it became reachable
  * under a new DN or login (parked references may now resolve). */
-gh__obj *gh__model_put(gh__model *m, int kind, const char *key, const char *dn, const char *login,
-                       int *changed_ref)
+gh__sync_obj *gh__sync_model_put(gh__sync_model *m, int kind, const char *key, const char *dn,
+                                 const char *login, int *changed_ref)
 {
-    gh__obj *o = gh__map_get(&m->by_key, key);
-    char *ndn = gh__dn_norm(dn);
+    gh__sync_obj *o = gh__sync_map_get(&m->by_key, key);
+    char *ndn = gh__sync_dn_norm(dn);
     *changed_ref = 0;
     if (ndn == NULL)
         return NULL;
@@ -143,29 +144,29 @@ gh__obj *gh__model_put(gh__model *m, int kind, const char *key, const char *dn, 
     }
     if (o == NULL) {
         o = calloc(1, sizeof(*o));
-        if (o == NULL || gh__map_put(&m->by_key, key, o, NULL) != 0) {
+        if (o == NULL || gh__sync_map_put(&m->by_key, key, o, NULL) != 0) {
             free(o);
             free(ndn);
             return NULL;
         }
         o->kind = kind;
         snprintf(o->key, sizeof(o->key), "%s", key);
-        if (kind == GH__KIND_USER)
+        if (kind == GH__SYNC_KIND_USER)
             m->nusers++;
         else
             m->ngroups++;
     }
     if (o->ndn == NULL || strcmp(o->ndn, ndn) != 0 ||
-        (kind == GH__KIND_USER && strcmp(o->login, login) != 0)) {
+        (kind == GH__SYNC_KIND_USER && strcmp(o->login, login) != 0)) {
         model_unlink(m, o);
         free(o->ndn);
         o->ndn = ndn;
         ndn = NULL;
         if (o->ndn[0] != '\0')
-            gh__map_put(&m->by_dn, o->ndn, o, NULL);
-        if (kind == GH__KIND_USER) {
+            gh__sync_map_put(&m->by_dn, o->ndn, o, NULL);
+        if (kind == GH__SYNC_KIND_USER) {
             snprintf(o->login, sizeof(o->login), "%s", login);
-            gh__map_put(&m->by_login, o->login, o, NULL);
+            gh__sync_map_put(&m->by_login, o->login, o, NULL);
         }
         *changed_ref = 1;
     }
@@ -230,7 +231,7 @@ static void text_value(LDAP *ld, LDAPMessage *e, const char *attr, char *out, si
 /* space_replacement: "Domain Users" -> "domain_users" (AD names are also
  * folded to lower case: AD compares them case-insensitively). Names with
  * spaces stay as they are without a replacement, and are then refused. */
-static int map_name(const gh__upstream *up, char *name, size_t size)
+static int map_name(const gh__sync_upstream *up, char *name, size_t size)
 {
     const char *rep = up->cfg->space_replacement;
     char out[GH_NAME_MAX * 4 + 1];
@@ -275,7 +276,7 @@ static int ad_expired(LDAP *ld, LDAPMessage *e)
 /* AD lockout: lockoutTime (FILETIME) set, and within the domain's
  * lockoutDuration (0: until an administrator unlocks it). AD does not clear
  * lockoutTime when the duration ends, hence the computation. */
-static int ad_locked(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
+static int ad_locked(const gh__sync_upstream *up, LDAP *ld, LDAPMessage *e)
 {
     char buf[32], *end;
     if (first_value(ld, e, "lockoutTime", buf, sizeof(buf)) != 0)
@@ -292,7 +293,7 @@ static int ad_locked(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
     return t > now - dur;
 }
 
-static uint32_t upstream_flags(const gh__upstream *up, LDAP *ld, LDAPMessage *e)
+static uint32_t upstream_flags(const gh__sync_upstream *up, LDAP *ld, LDAPMessage *e)
 {
     char buf[32];
     uint32_t f = 0;
@@ -321,7 +322,7 @@ static void posix_value(LDAP *ld, LDAPMessage *e, const char *attr, int path, ch
         out[0] = '\0';
 }
 
-void gh__entry_skipped(gh__upstream *up, const char *dn, const char *fmt, ...)
+void gh__sync_entry_skipped(gh__sync_upstream *up, const char *dn, const char *fmt, ...)
 {
     char why[128];
     va_list ap;
@@ -336,23 +337,23 @@ void gh__entry_skipped(gh__upstream *up, const char *dn, const char *fmt, ...)
 }
 
 /* Parked references that wait for an object under this DN or login. */
-static int wake_parked(gh__upstream *up, gh__obj *o)
+static int wake_parked(gh__sync_upstream *up, gh__sync_obj *o)
 {
     char ref[GH_NAME_MAX + 8];
     const char *refs[2] = {o->ndn, NULL};
     int rc = 0;
-    if (o->kind == GH__KIND_USER && up->cfg->member_kind == GH__MEMBER_UID) {
+    if (o->kind == GH__SYNC_KIND_USER && up->cfg->member_kind == GH__SYNC_MEMBER_UID) {
         snprintf(ref, sizeof(ref), "uid:%s", o->login);
         refs[0] = ref;
-    } else if (up->cfg->member_kind == GH__MEMBER_UID) {
+    } else if (up->cfg->member_kind == GH__SYNC_MEMBER_UID) {
         return 0;
     }
     for (int i = 0; i < 2 && refs[i] != NULL && refs[i][0] != '\0'; i++) {
-        gh__keylist *l = gh__map_del(&up->m.parked, refs[i]);
+        gh__sync_keylist *l = gh__sync_map_del(&up->m.parked, refs[i]);
         if (l == NULL)
             continue;
         for (size_t j = 0; j < l->n && rc == 0; j++) {
-            gh__obj *g = gh__map_get(&up->m.by_key, l->v[j]);
+            gh__sync_obj *g = gh__sync_map_get(&up->m.by_key, l->v[j]);
             if (g == NULL)
                 continue;
             for (size_t k = 0; k < g->unres.n; k++) {
@@ -362,7 +363,7 @@ static int wake_parked(gh__upstream *up, gh__obj *o)
                     break;
                 }
             }
-            gh__change *c = gh__batch_add(&up->b, GH__CH_LINK, g->key);
+            gh__sync_change *c = gh__sync_batch_add(&up->b, GH__SYNC_CH_LINK, g->key);
             if (c == NULL) {
                 rc = GH_ENOMEM;
                 break;
@@ -370,7 +371,7 @@ static int wake_parked(gh__upstream *up, gh__obj *o)
             c->link.kind = o->kind;
             snprintf(c->link.key, sizeof(c->link.key), "%s", o->key);
         }
-        gh__keylist_vfree(l);
+        gh__sync_keylist_vfree(l);
     }
     return rc;
 }
@@ -381,12 +382,12 @@ static int wake_parked(gh__upstream *up, gh__obj *o)
  * (queue_group), and a user whose primary group moves to a group already
  * known gets a LINK. Leaving a primary group shows at the group's next
  * change or full run. */
-static int primary_group(gh__upstream *up, gh__obj *o, LDAP *ld, LDAPMessage *e)
+static int primary_group(gh__sync_upstream *up, gh__sync_obj *o, LDAP *ld, LDAPMessage *e)
 {
     char buf[16], psid[GH_KEY_MAX + 24];
     struct berval **sid = ldap_get_values_len(ld, e, "objectSid");
     char usid[GH_KEY_MAX + 1];
-    int ok = sid != NULL && sid[0] != NULL && gh__sid_text(sid[0], usid, sizeof(usid)) == 0;
+    int ok = sid != NULL && sid[0] != NULL && gh__sync_sid_text(sid[0], usid, sizeof(usid)) == 0;
     ldap_value_free_len(sid);
     char *dash = ok ? strrchr(usid, '-') : NULL;
     if (dash == NULL || first_value(ld, e, "primaryGroupID", buf, sizeof(buf)) != 0)
@@ -399,46 +400,47 @@ static int primary_group(gh__upstream *up, gh__obj *o, LDAP *ld, LDAPMessage *e)
     free(o->psid);
     if ((o->psid = strdup(psid)) == NULL)
         return GH_ENOMEM;
-    gh__keylist *l = gh__map_get(&up->m.by_psid, psid);
+    gh__sync_keylist *l = gh__sync_map_get(&up->m.by_psid, psid);
     if (l == NULL) {
         l = calloc(1, sizeof(*l));
-        if (l == NULL || gh__map_put(&up->m.by_psid, psid, l, NULL) != 0) {
+        if (l == NULL || gh__sync_map_put(&up->m.by_psid, psid, l, NULL) != 0) {
             free(l);
             return GH_ENOMEM;
         }
     }
-    if (gh__keylist_add(l, o->key) != 0)
+    if (gh__sync_keylist_add(l, o->key) != 0)
         return GH_ENOMEM;
-    gh__obj *g = gh__map_get(&up->m.by_sid, psid);
+    gh__sync_obj *g = gh__sync_map_get(&up->m.by_sid, psid);
     if (g != NULL) {
-        gh__change *c = gh__batch_add(&up->b, GH__CH_LINK, g->key);
+        gh__sync_change *c = gh__sync_batch_add(&up->b, GH__SYNC_CH_LINK, g->key);
         if (c == NULL)
             return GH_ENOMEM;
-        c->link.kind = GH__KIND_USER;
+        c->link.kind = GH__SYNC_KIND_USER;
         snprintf(c->link.key, sizeof(c->link.key), "%s", o->key);
     }
     return 0;
 }
 
-static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *key, const char *dn)
+static int queue_user(gh__sync_upstream *up, LDAP *ld, LDAPMessage *e, const char *key,
+                      const char *dn)
 {
-    const struct gh_upstream_cfg *cfg = up->cfg;
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
     char login[GH_NAME_MAX + 1];
     int changed;
 
     if (strlen(dn) > GH_DN_MAX) {
-        gh__entry_skipped(up, dn, "DN longer than %d bytes", GH_DN_MAX);
+        gh__sync_entry_skipped(up, dn, "DN longer than %d bytes", GH_DN_MAX);
         return 0;
     }
     if (first_value(ld, e, cfg->login_attr, login, sizeof(login)) != 0) {
-        gh__entry_skipped(up, dn, "no usable %s", cfg->login_attr);
+        gh__sync_entry_skipped(up, dn, "no usable %s", cfg->login_attr);
         return 0;
     }
     if (map_name(up, login, sizeof(login)) != 0 || gh_schema_name_valid(login, NULL, 0) != 0) {
-        gh__entry_skipped(up, dn, "%s '%s' is not a valid login name", cfg->login_attr, login);
+        gh__sync_entry_skipped(up, dn, "%s '%s' is not a valid login name", cfg->login_attr, login);
         return 0;
     }
-    gh__change *c = gh__batch_add(&up->b, GH__CH_USER, key);
+    gh__sync_change *c = gh__sync_batch_add(&up->b, GH__SYNC_CH_USER, key);
     if (c == NULL)
         return GH_ENOMEM;
     gh_user *u = &c->u;
@@ -457,11 +459,11 @@ static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *ke
     if (up->ad) {
         struct berval **sid = ldap_get_values_len(ld, e, "objectSid");
         if (sid != NULL && sid[0] != NULL)
-            gh__sid_text(sid[0], u->origin_sid, sizeof(u->origin_sid));
+            gh__sync_sid_text(sid[0], u->origin_sid, sizeof(u->origin_sid));
         ldap_value_free_len(sid);
     }
 
-    gh__obj *o = gh__model_put(&up->m, GH__KIND_USER, key, dn, login, &changed);
+    gh__sync_obj *o = gh__sync_model_put(&up->m, GH__SYNC_KIND_USER, key, dn, login, &changed);
     if (o == NULL)
         return GH_ENOMEM;
     int rc = changed ? wake_parked(up, o) : 0;
@@ -470,12 +472,12 @@ static int queue_user(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *ke
     return rc;
 }
 
-static int park(gh__upstream *up, gh__obj *g, const char *ref)
+static int park(gh__sync_upstream *up, gh__sync_obj *g, const char *ref)
 {
-    gh__keylist *l = gh__map_get(&up->m.parked, ref);
+    gh__sync_keylist *l = gh__sync_map_get(&up->m.parked, ref);
     if (l == NULL) {
         l = calloc(1, sizeof(*l));
-        if (l == NULL || gh__map_put(&up->m.parked, ref, l, NULL) != 0) {
+        if (l == NULL || gh__sync_map_put(&up->m.parked, ref, l, NULL) != 0) {
             free(l);
             return GH_ENOMEM;
         }
@@ -483,9 +485,9 @@ static int park(gh__upstream *up, gh__obj *g, const char *ref)
     for (size_t i = 0; i < l->n; i++)
         if (strcmp(l->v[i], g->key) == 0)
             return 0;
-    int rc = gh__keylist_add(l, g->key);
+    int rc = gh__sync_keylist_add(l, g->key);
     if (rc == 0)
-        rc = gh__keylist_add(&g->unres, ref);
+        rc = gh__sync_keylist_add(&g->unres, ref);
     return rc;
 }
 
@@ -551,8 +553,8 @@ static int range_slice(LDAP *ld, LDAPMessage *e, const char *attr, bvlist *out, 
  * be asked for ("member;range=1500-*") until a slice ends with "*". Any
  * failure on the way is an error: a group is never applied from a partial
  * list. */
-static int member_values(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *dn, bvlist *out,
-                         char *why, size_t whylen)
+static int member_values(gh__sync_upstream *up, LDAP *ld, LDAPMessage *e, const char *dn,
+                         bvlist *out, char *why, size_t whylen)
 {
     const char *attr = up->cfg->member_attr;
     struct berval **v = ldap_get_values_len(ld, e, attr);
@@ -593,36 +595,38 @@ static int member_values(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char 
     return 0;
 }
 
-static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *key, const char *dn)
+static int queue_group(gh__sync_upstream *up, LDAP *ld, LDAPMessage *e, const char *key,
+                       const char *dn)
 {
-    const struct gh_upstream_cfg *cfg = up->cfg;
+    const struct gh_sync_upstream_cfg *cfg = up->cfg;
     char name[GH_NAME_MAX + 1], why[200] = "";
     bvlist mv = {0};
     struct berval **vals;
     int changed, rc = 0;
 
     if (strlen(dn) > GH_DN_MAX) {
-        gh__entry_skipped(up, dn, "DN longer than %d bytes", GH_DN_MAX);
+        gh__sync_entry_skipped(up, dn, "DN longer than %d bytes", GH_DN_MAX);
         return 0;
     }
     if (first_value(ld, e, cfg->group_name_attr, name, sizeof(name)) != 0) {
-        gh__entry_skipped(up, dn, "no usable %s", cfg->group_name_attr);
+        gh__sync_entry_skipped(up, dn, "no usable %s", cfg->group_name_attr);
         return 0;
     }
     if (map_name(up, name, sizeof(name)) != 0 || gh_schema_name_valid(name, NULL, 0) != 0) {
-        gh__entry_skipped(up, dn, "%s '%s' is not a valid group name", cfg->group_name_attr, name);
+        gh__sync_entry_skipped(up, dn, "%s '%s' is not a valid group name", cfg->group_name_attr,
+                               name);
         return 0;
     }
     rc = member_values(up, ld, e, dn, &mv, why, sizeof(why));
     if (rc == GH_EUNAVAIL) {
         /* keeps its previous members; the run reports it */
-        gh__entry_skipped(up, dn, "group '%s' not updated: %s", name, why);
+        gh__sync_entry_skipped(up, dn, "group '%s' not updated: %s", name, why);
         rc = 0;
         goto done;
     }
     if (rc != 0)
         goto done;
-    gh__obj *g = gh__model_put(&up->m, GH__KIND_GROUP, key, dn, "", &changed);
+    gh__sync_obj *g = gh__sync_model_put(&up->m, GH__SYNC_KIND_GROUP, key, dn, "", &changed);
     if (g == NULL) {
         rc = GH_ENOMEM;
         goto done;
@@ -635,7 +639,7 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
         up->b.ch[g->pending - 1].superseded = 1;
     unpark_group(&up->m, g);
 
-    gh__change *c = gh__batch_add(&up->b, GH__CH_GROUP, key);
+    gh__sync_change *c = gh__sync_batch_add(&up->b, GH__SYNC_CH_GROUP, key);
     if (c == NULL) {
         rc = GH_ENOMEM;
         goto done;
@@ -651,24 +655,24 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
 
     vals = mv.v;
     size_t nv = mv.n;
-    gh__keylist *prim = NULL;
+    gh__sync_keylist *prim = NULL;
     if (up->ad) {
         struct berval **gs = ldap_get_values_len(ld, e, "objectSid");
         char gsid[GH_KEY_MAX + 1];
-        if (gs != NULL && gs[0] != NULL && gh__sid_text(gs[0], gsid, sizeof(gsid)) == 0 &&
+        if (gs != NULL && gs[0] != NULL && gh__sync_sid_text(gs[0], gsid, sizeof(gsid)) == 0 &&
             (g->sid == NULL || strcmp(g->sid, gsid) != 0)) {
-            if (g->sid != NULL && gh__map_get(&up->m.by_sid, g->sid) == g)
-                gh__map_del(&up->m.by_sid, g->sid);
+            if (g->sid != NULL && gh__sync_map_get(&up->m.by_sid, g->sid) == g)
+                gh__sync_map_del(&up->m.by_sid, g->sid);
             free(g->sid);
             g->sid = strdup(gsid);
-            if (g->sid == NULL || gh__map_put(&up->m.by_sid, g->sid, g, NULL) != 0) {
+            if (g->sid == NULL || gh__sync_map_put(&up->m.by_sid, g->sid, g, NULL) != 0) {
                 ldap_value_free_len(gs);
                 rc = GH_ENOMEM;
                 goto done;
             }
         }
         ldap_value_free_len(gs);
-        prim = g->sid != NULL ? gh__map_get(&up->m.by_psid, g->sid) : NULL;
+        prim = g->sid != NULL ? gh__sync_map_get(&up->m.by_psid, g->sid) : NULL;
     }
     if (nv + (prim != NULL ? prim->n : 0) > 0) {
         c->members = calloc(nv + (prim != NULL ? prim->n : 0), sizeof(*c->members));
@@ -679,8 +683,8 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
     }
     for (size_t i = 0; i < nv && rc == 0; i++) {
         char *ref;
-        gh__obj *m;
-        if (cfg->member_kind == GH__MEMBER_UID) {
+        gh__sync_obj *m;
+        if (cfg->member_kind == GH__SYNC_MEMBER_UID) {
             if (vals[i]->bv_len > GH_NAME_MAX || memchr(vals[i]->bv_val, '\0', vals[i]->bv_len))
                 continue;
             ref = malloc(vals[i]->bv_len + 5);
@@ -691,16 +695,16 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
             memcpy(ref, "uid:", 4);
             memcpy(ref + 4, vals[i]->bv_val, vals[i]->bv_len);
             ref[vals[i]->bv_len + 4] = '\0';
-            m = gh__map_get(&up->m.by_login, ref + 4);
+            m = gh__sync_map_get(&up->m.by_login, ref + 4);
         } else {
             char *dnv = strndup(vals[i]->bv_val, vals[i]->bv_len);
-            ref = dnv != NULL ? gh__dn_norm(dnv) : NULL;
+            ref = dnv != NULL ? gh__sync_dn_norm(dnv) : NULL;
             free(dnv);
             if (ref == NULL) {
                 rc = GH_ENOMEM;
                 break;
             }
-            m = ref[0] != '\0' ? gh__map_get(&up->m.by_dn, ref) : NULL;
+            m = ref[0] != '\0' ? gh__sync_map_get(&up->m.by_dn, ref) : NULL;
             if (m == NULL && up->ad && strstr(ref, ",cn=foreignsecurityprincipals,") != NULL) {
                 /* a principal of another domain (or a well-known SID such as
                  * Authenticated Users): nothing to mirror, nothing wrong */
@@ -721,7 +725,7 @@ static int queue_group(gh__upstream *up, LDAP *ld, LDAPMessage *e, const char *k
         free(ref);
     }
     for (size_t i = 0; rc == 0 && prim != NULL && i < prim->n; i++) {
-        c->members[c->nmembers].kind = GH__KIND_USER;
+        c->members[c->nmembers].kind = GH__SYNC_KIND_USER;
         snprintf(c->members[c->nmembers].key, sizeof(c->members[0].key), "%s", prim->v[i]);
         c->nmembers++;
     }
@@ -730,15 +734,15 @@ done:
     return rc;
 }
 
-int gh__queue_delete(gh__upstream *up, const char *key)
+int gh__sync_queue_delete(gh__sync_upstream *up, const char *key)
 {
-    if (gh__map_get(&up->m.by_key, key) == NULL && gh__map_get(&up->m.tomb, key) != NULL)
+    if (gh__sync_map_get(&up->m.by_key, key) == NULL && gh__sync_map_get(&up->m.tomb, key) != NULL)
         return 0; /* already a tombstone */
     model_remove(&up->m, key);
-    return gh__batch_add(&up->b, GH__CH_DELETE, key) != NULL ? 0 : GH_ENOMEM;
+    return gh__sync_batch_add(&up->b, GH__SYNC_CH_DELETE, key) != NULL ? 0 : GH_ENOMEM;
 }
 
-int gh__queue_entry(gh__upstream *up, int kind, LDAP *ld, LDAPMessage *e, const char *key)
+int gh__sync_queue_entry(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage *e, const char *key)
 {
     char *dn = ldap_get_dn(ld, e);
     int rc;
@@ -747,20 +751,21 @@ int gh__queue_entry(gh__upstream *up, int kind, LDAP *ld, LDAPMessage *e, const 
     pthread_mutex_lock(&up->mu);
     up->st.entries_received++;
     pthread_mutex_unlock(&up->mu);
-    rc = kind == GH__KIND_USER ? queue_user(up, ld, e, key, dn) : queue_group(up, ld, e, key, dn);
+    rc = kind == GH__SYNC_KIND_USER ? queue_user(up, ld, e, key, dn)
+                                    : queue_group(up, ld, e, key, dn);
     ldap_memfree(dn);
     return rc;
 }
 
 /* Counts member references of the batch's groups that point outside the
  * mirror: they are skipped, once per group change. */
-void gh__count_parked(gh__upstream *up)
+void gh__sync_count_parked(gh__sync_upstream *up)
 {
     for (size_t i = 0; i < up->b.n; i++) {
-        gh__change *c = &up->b.ch[i];
-        if (c->type != GH__CH_GROUP || c->superseded)
+        gh__sync_change *c = &up->b.ch[i];
+        if (c->type != GH__SYNC_CH_GROUP || c->superseded)
             continue;
-        gh__obj *g = gh__map_get(&up->m.by_key, c->key);
+        gh__sync_obj *g = gh__sync_map_get(&up->m.by_key, c->key);
         if (g != NULL && g->unres.n > 0) {
             up->b.pre_skipped += g->unres.n;
             snprintf(up->b.pre_err, sizeof(up->b.pre_err),

@@ -22,9 +22,9 @@
 #include <string.h>
 
 #include "schema/log.h"
-#include "server/sync-int.h"
+#include "sync/sync-int.h"
 
-void gh__batch_reset(gh__batch *b)
+void gh__sync_batch_reset(gh__sync_batch *b)
 {
     for (size_t i = 0; i < b->n; i++)
         free(b->ch[i].members);
@@ -40,9 +40,9 @@ void gh__batch_reset(gh__batch *b)
     b->err[0] = '\0';
 }
 
-void gh__batch_free(gh__batch *b)
+void gh__sync_batch_free(gh__sync_batch *b)
 {
-    gh__batch_reset(b);
+    gh__sync_batch_reset(b);
     free(b->ch);
     free(b->fx);
     b->ch = NULL;
@@ -50,28 +50,28 @@ void gh__batch_free(gh__batch *b)
     b->cap = b->capfx = 0;
 }
 
-gh__change *gh__batch_add(gh__batch *b, int type, const char *key)
+gh__sync_change *gh__sync_batch_add(gh__sync_batch *b, int type, const char *key)
 {
     if (b->n == b->cap) {
         size_t cap = b->cap == 0 ? 64 : b->cap * 2;
-        gh__change *v = realloc(b->ch, cap * sizeof(*v));
+        gh__sync_change *v = realloc(b->ch, cap * sizeof(*v));
         if (v == NULL)
             return NULL;
         b->ch = v;
         b->cap = cap;
     }
-    gh__change *c = &b->ch[b->n++];
+    gh__sync_change *c = &b->ch[b->n++];
     memset(c, 0, sizeof(*c));
     c->type = type;
     snprintf(c->key, sizeof(c->key), "%s", key);
     return c;
 }
 
-static int fx_add(gh__batch *b, const char *key, int64_t t)
+static int fx_add(gh__sync_batch *b, const char *key, int64_t t)
 {
     if (b->nfx == b->capfx) {
         size_t cap = b->capfx == 0 ? 16 : b->capfx * 2;
-        gh__tombfx *v = realloc(b->fx, cap * sizeof(*v));
+        gh__sync_tombfx *v = realloc(b->fx, cap * sizeof(*v));
         if (v == NULL)
             return GH_ENOMEM;
         b->fx = v;
@@ -89,8 +89,8 @@ static int soft(int rc)
            rc == GH_ETOOBIG || rc == GH_EPERM;
 }
 
-static void skip(gh__batch *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void skip(gh__batch *b, const char *fmt, ...)
+static void skip(gh__sync_batch *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void skip(gh__sync_batch *b, const char *fmt, ...)
 {
     va_list ap;
     b->res.skipped++;
@@ -100,7 +100,7 @@ static void skip(gh__batch *b, const char *fmt, ...)
     GH_LOGI("sync %s: %s", b->cfg->name, b->err);
 }
 
-static int is_ours(const gh__batch *b, const char *origin)
+static int is_ours(const gh__sync_batch *b, const char *origin)
 {
     return strcmp(origin, b->cfg->name) == 0;
 }
@@ -108,7 +108,7 @@ static int is_ours(const gh__batch *b, const char *origin)
 /* Makes sure name is free for the user self_id (0: a new user). A tombstone
  * of this upstream holding the name is purged (the upstream re-created the
  * login under a new key); anything else is a collision: GH_EEXISTS. */
-static int user_name_free(gh_txn *txn, gh__batch *b, const char *name, uint64_t self_id,
+static int user_name_free(gh_txn *txn, gh__sync_batch *b, const char *name, uint64_t self_id,
                           gh_user_state *admin)
 {
     gh_user o;
@@ -132,7 +132,7 @@ static int user_name_free(gh_txn *txn, gh__batch *b, const char *name, uint64_t 
     return GH_EEXISTS;
 }
 
-static int group_name_free(gh_txn *txn, gh__batch *b, const char *name, uint64_t self_id)
+static int group_name_free(gh_txn *txn, gh__sync_batch *b, const char *name, uint64_t self_id)
 {
     gh_group o;
     int rc = gh_store_group_get(txn, name, &o);
@@ -153,7 +153,7 @@ static int group_name_free(gh_txn *txn, gh__batch *b, const char *name, uint64_t
 }
 
 /* The store's refusal of one entry becomes a skip; anything else fails. */
-static int entry_failed(gh_txn *txn, gh__batch *b, int rc, const char *what, const char *name)
+static int entry_failed(gh_txn *txn, gh__sync_batch *b, int rc, const char *what, const char *name)
 {
     if (!soft(rc))
         return rc;
@@ -161,9 +161,9 @@ static int entry_failed(gh_txn *txn, gh__batch *b, int rc, const char *what, con
     return 0;
 }
 
-static int apply_user(gh_txn *txn, gh__batch *b, const gh__change *c)
+static int apply_user(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
 {
-    const struct gh_upstream_cfg *cfg = b->cfg;
+    const struct gh_sync_upstream_cfg *cfg = b->cfg;
     gh_user cur, nu;
     unsigned mask = 0;
     int renamed = 0, resurrect;
@@ -257,9 +257,9 @@ static int apply_user(gh_txn *txn, gh__batch *b, const gh__change *c)
 }
 
 /* Returns 1 in *counted when the group itself was added or changed. */
-static int apply_group(gh_txn *txn, gh__batch *b, const gh__change *c, int *counted)
+static int apply_group(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c, int *counted)
 {
-    const struct gh_upstream_cfg *cfg = b->cfg;
+    const struct gh_sync_upstream_cfg *cfg = b->cfg;
     gh_group cur, ng;
     unsigned mask = 0;
     int renamed = 0, resurrect;
@@ -369,10 +369,10 @@ static int member_in(const mvec *m, gh_member x)
 
 /* Looks up a mirrored member by its upstream key; GH_ENOTFOUND when it is
  * not mirrored (outside base or filter, skipped, or tombstoned). */
-static int resolve_ref(gh_txn *txn, const gh__batch *b, const gh__ref *r, gh_member *out)
+static int resolve_ref(gh_txn *txn, const gh__sync_batch *b, const gh__sync_ref *r, gh_member *out)
 {
     int rc;
-    if (r->kind == GH__KIND_USER) {
+    if (r->kind == GH__SYNC_KIND_USER) {
         gh_user u;
         rc = gh_store_user_get_by_origin(txn, b->cfg->name, r->key, &u);
         if (rc == 0) {
@@ -393,7 +393,7 @@ static int resolve_ref(gh_txn *txn, const gh__batch *b, const gh__ref *r, gh_mem
 }
 
 /* Whether a current member was put there by this upstream. */
-static int member_is_ours(gh_txn *txn, const gh__batch *b, gh_member m, int *ours)
+static int member_is_ours(gh_txn *txn, const gh__sync_batch *b, gh_member m, int *ours)
 {
     int rc;
     *ours = 0;
@@ -411,7 +411,7 @@ static int member_is_ours(gh_txn *txn, const gh__batch *b, gh_member m, int *our
     return rc == GH_ENOTFOUND ? 0 : rc;
 }
 
-static int add_member(gh_txn *txn, gh__batch *b, const gh_group *g, gh_member m, int *changed)
+static int add_member(gh_txn *txn, gh__sync_batch *b, const gh_group *g, gh_member m, int *changed)
 {
     int rc = gh_store_member_add(txn, g->id, m);
     if (rc == 0) {
@@ -427,7 +427,7 @@ static int add_member(gh_txn *txn, gh__batch *b, const gh_group *g, gh_member m,
 }
 
 /* Makes the group's upstream-owned members exactly c->members. */
-static int reconcile(gh_txn *txn, gh__batch *b, const gh__change *c, int counted)
+static int reconcile(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c, int counted)
 {
     mvec want = {0}, have = {0};
     gh_group g;
@@ -495,7 +495,7 @@ done:
     return rc;
 }
 
-static int apply_link(gh_txn *txn, gh__batch *b, const gh__change *c)
+static int apply_link(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
 {
     gh_group g;
     gh_member m;
@@ -517,7 +517,7 @@ static int apply_link(gh_txn *txn, gh__batch *b, const gh__change *c)
 
 /* Removes the upstream-owned members of a tombstoned group, so that it
  * grants nothing while it waits for its purge. */
-static int empty_group(gh_txn *txn, gh__batch *b, const gh_group *g)
+static int empty_group(gh_txn *txn, gh__sync_batch *b, const gh_group *g)
 {
     mvec have = {0};
     int rc = gh_store_group_members(txn, g->id, collect_member, &have);
@@ -536,7 +536,7 @@ static int empty_group(gh_txn *txn, gh__batch *b, const gh_group *g)
     return rc;
 }
 
-static int apply_delete(gh_txn *txn, gh__batch *b, const gh__change *c)
+static int apply_delete(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
 {
     int64_t now = gh_txn_now(txn);
     gh_user u;
@@ -572,7 +572,7 @@ static int apply_delete(gh_txn *txn, gh__batch *b, const gh__change *c)
     return fx_add(b, c->key, now);
 }
 
-static int apply_purge(gh_txn *txn, gh__batch *b, const gh__change *c)
+static int apply_purge(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
 {
     int64_t now = gh_txn_now(txn);
     gh_user u;
@@ -608,7 +608,7 @@ static int apply_purge(gh_txn *txn, gh__batch *b, const gh__change *c)
 
 int gh__sync_apply(gh_txn *txn, void *arg)
 {
-    gh__batch *b = arg;
+    gh__sync_batch *b = arg;
     unsigned char *counted = NULL;
     int rc = 0;
 
@@ -623,20 +623,20 @@ int gh__sync_apply(gh_txn *txn, void *arg)
     /* Entries in upstream order (an add then a delete of the same key must
      * end deleted), then memberships, once every group of the batch exists. */
     for (size_t i = 0; i < b->n && rc == 0; i++) {
-        const gh__change *c = &b->ch[i];
+        const gh__sync_change *c = &b->ch[i];
         int cnt = 0;
         switch (c->type) {
-        case GH__CH_USER:
+        case GH__SYNC_CH_USER:
             rc = apply_user(txn, b, c);
             break;
-        case GH__CH_GROUP:
+        case GH__SYNC_CH_GROUP:
             rc = apply_group(txn, b, c, &cnt);
             counted[i] = (unsigned char)cnt;
             break;
-        case GH__CH_DELETE:
+        case GH__SYNC_CH_DELETE:
             rc = apply_delete(txn, b, c);
             break;
-        case GH__CH_PURGE:
+        case GH__SYNC_CH_PURGE:
             rc = apply_purge(txn, b, c);
             break;
         default:
@@ -644,10 +644,10 @@ int gh__sync_apply(gh_txn *txn, void *arg)
         }
     }
     for (size_t i = 0; i < b->n && rc == 0; i++) {
-        const gh__change *c = &b->ch[i];
-        if (c->type == GH__CH_GROUP && !c->superseded)
+        const gh__sync_change *c = &b->ch[i];
+        if (c->type == GH__SYNC_CH_GROUP && !c->superseded)
             rc = reconcile(txn, b, c, counted[i]);
-        else if (c->type == GH__CH_LINK)
+        else if (c->type == GH__SYNC_CH_LINK)
             rc = apply_link(txn, b, c);
     }
     if (rc == 0 && b->blob != NULL)
