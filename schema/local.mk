@@ -2,6 +2,7 @@
 libghcore_la_SOURCES += \
 	schema/error.c schema/error.h \
 	schema/log.c schema/log.h \
+	schema/confkey.c schema/confkey.h \
 	schema/schema.h schema/store.h schema/store-int.h \
 	schema/validate.c schema/role.c schema/record.c \
 	schema/store.c schema/store_user.c schema/store_group.c \

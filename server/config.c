@@ -14,83 +14,78 @@
 #include <ini.h>
 #include <sodium.h>
 
+#include "schema/confkey.h"
 #include "schema/error.h"
 #include "schema/log.h"
 #include "server/config.h"
 #include "sync/sync.h"
 
-enum kind { K_STR, K_UINT, K_SIZE, K_U64, K_BOOL, K_MODE, K_LEVEL };
-
-struct key {
-    const char *name;
-    enum kind kind;
-    size_t off;
-    uint64_t min, max;
-};
-
 #define OFF(f) offsetof(gh_config, f)
-static const struct key keys[] = {
-    {"state_dir", K_STR, OFF(state_dir), 0, 0},
-    {"socket", K_STR, OFF(socket_path), 0, 0},
-    {"socket_mode", K_MODE, OFF(socket_mode), 0, 0777},
-    {"tcp_listen", K_STR, OFF(tcp_listen), 0, 0},
-    {"tcp_allow_non_loopback", K_BOOL, OFF(tcp_any), 0, 1},
-    {"tcp_tls", K_BOOL, OFF(tcp_tls), 0, 1},
-    {"admin_unix_group", K_STR, OFF(admin_unix_group), 0, 0},
-    {"admin_group", K_STR, OFF(admin_group), 0, 0},
-    {"log_level", K_LEVEL, OFF(log_level), 0, 0},
-    {"log_syslog", K_BOOL, OFF(log_syslog), 0, 1},
-    {"max_request", K_SIZE, OFF(max_request), 256, 64u << 20},
-    {"max_output", K_SIZE, OFF(max_output), 4096, 1u << 30},
-    {"idle_timeout", K_UINT, OFF(idle_timeout), 0, 86400 * 7},
-    {"max_connections", K_UINT, OFF(max_connections), 1, 1000000},
-    {"argon2_opslimit", K_U64, OFF(argon2_opslimit), crypto_pwhash_OPSLIMIT_MIN, 64},
-    {"argon2_memlimit", K_SIZE, OFF(argon2_memlimit), crypto_pwhash_MEMLIMIT_MIN, 4ull << 30},
-    {"threadpool_size", K_UINT, OFF(threadpool_size), 1, 128},
-    {"argon2_queue_max", K_UINT, OFF(argon2_queue_max), 1, 100000},
-    {"password_min_length", K_UINT, OFF(password_min_length), 1, 1024},
-    {"token_ttl", K_UINT, OFF(token_ttl), 1, 86400 * 365},
-    {"lockout_threshold", K_UINT, OFF(lockout_threshold), 1, 1000000},
-    {"lockout_base_delay", K_UINT, OFF(lockout_base_delay), 1, 86400},
-    {"lockout_max_delay", K_UINT, OFF(lockout_max_delay), 1, 86400 * 30},
-    {"peer_failure_threshold", K_UINT, OFF(peer_failure_threshold), 1, 1000000},
-    {"map_size", K_SIZE, OFF(map_size), 1u << 20, 1ull << 44},
-    {"map_max", K_SIZE, OFF(map_max), 1u << 20, 1ull << 44},
-    {"uid_min", K_UINT, OFF(uid_min), 1, 2000000000},
-    {"write_batch_max", K_UINT, OFF(write_batch_max), 1, 100000},
-    {"authz_cache_size", K_SIZE, OFF(authz_cache_size), 64u << 10, 1ull << 40},
-    {"argon2_nice", K_UINT, OFF(argon2_nice), 0, 19},
-    /* peer classes and limits (docs/SECURITY.md) */
-    {"service_unix_group", K_STR, OFF(service_unix_group), 0, 0},
-    {"service_group", K_STR, OFF(service_group), 0, 0},
-    {"frontend_unix_group", K_STR, OFF(frontend_unix_group), 0, 0},
-    {"max_request_elements", K_SIZE, OFF(max_request_elements), 16, 1u << 24},
-    {"max_held_bytes", K_SIZE, OFF(max_held_bytes), 4096, 1u << 30},
-    {"max_connections_per_peer", K_UINT, OFF(max_connections_per_peer), 0, 1000000},
-    {"auth_max_inflight_per_login", K_UINT, OFF(auth_max_inflight_per_login), 1, 100000},
-    {"argon2_memlimit_max", K_SIZE, OFF(argon2_memlimit_max), crypto_pwhash_MEMLIMIT_MIN,
+static const gh_confkey keys[] = {
+    {"state_dir", GH_CONFKEY_STR, OFF(state_dir), 0, 0},
+    {"socket", GH_CONFKEY_STR, OFF(socket_path), 0, 0},
+    {"socket_mode", GH_CONFKEY_MODE, OFF(socket_mode), 0, 0777},
+    {"tcp_listen", GH_CONFKEY_STR, OFF(tcp_listen), 0, 0},
+    {"tcp_allow_non_loopback", GH_CONFKEY_BOOL, OFF(tcp_any), 0, 1},
+    {"tcp_tls", GH_CONFKEY_BOOL, OFF(tcp_tls), 0, 1},
+    {"admin_unix_group", GH_CONFKEY_STR, OFF(admin_unix_group), 0, 0},
+    {"admin_group", GH_CONFKEY_STR, OFF(admin_group), 0, 0},
+    {"log_level", GH_CONFKEY_STR, OFF(log_level), 0, 0},
+    {"log_syslog", GH_CONFKEY_BOOL, OFF(log_syslog), 0, 1},
+    {"max_request", GH_CONFKEY_SIZE, OFF(max_request), 256, 64u << 20},
+    {"max_output", GH_CONFKEY_SIZE, OFF(max_output), 4096, 1u << 30},
+    {"idle_timeout", GH_CONFKEY_UINT, OFF(idle_timeout), 0, 86400 * 7},
+    {"max_connections", GH_CONFKEY_UINT, OFF(max_connections), 1, 1000000},
+    {"argon2_opslimit", GH_CONFKEY_U64, OFF(argon2_opslimit), crypto_pwhash_OPSLIMIT_MIN, 64},
+    {"argon2_memlimit", GH_CONFKEY_SIZE, OFF(argon2_memlimit), crypto_pwhash_MEMLIMIT_MIN,
      4ull << 30},
-    {"argon2_opslimit_max", K_U64, OFF(argon2_opslimit_max), crypto_pwhash_OPSLIMIT_MIN, 64},
-    {"audit_retention", K_UINT, OFF(audit_retention), 0, 4000000000u},
+    {"threadpool_size", GH_CONFKEY_UINT, OFF(threadpool_size), 1, 128},
+    {"argon2_queue_max", GH_CONFKEY_UINT, OFF(argon2_queue_max), 1, 100000},
+    {"password_min_length", GH_CONFKEY_UINT, OFF(password_min_length), 1, 1024},
+    {"token_ttl", GH_CONFKEY_UINT, OFF(token_ttl), 1, 86400 * 365},
+    {"lockout_threshold", GH_CONFKEY_UINT, OFF(lockout_threshold), 1, 1000000},
+    {"lockout_base_delay", GH_CONFKEY_UINT, OFF(lockout_base_delay), 1, 86400},
+    {"lockout_max_delay", GH_CONFKEY_UINT, OFF(lockout_max_delay), 1, 86400 * 30},
+    {"peer_failure_threshold", GH_CONFKEY_UINT, OFF(peer_failure_threshold), 1, 1000000},
+    {"map_size", GH_CONFKEY_SIZE, OFF(map_size), 1u << 20, 1ull << 44},
+    {"map_max", GH_CONFKEY_SIZE, OFF(map_max), 1u << 20, 1ull << 44},
+    {"uid_min", GH_CONFKEY_UINT, OFF(uid_min), 1, 2000000000},
+    {"write_batch_max", GH_CONFKEY_UINT, OFF(write_batch_max), 1, 100000},
+    {"authz_cache_size", GH_CONFKEY_SIZE, OFF(authz_cache_size), 64u << 10, 1ull << 40},
+    {"argon2_nice", GH_CONFKEY_UINT, OFF(argon2_nice), 0, 19},
+    /* peer classes and limits (docs/SECURITY.md) */
+    {"service_unix_group", GH_CONFKEY_STR, OFF(service_unix_group), 0, 0},
+    {"service_group", GH_CONFKEY_STR, OFF(service_group), 0, 0},
+    {"frontend_unix_group", GH_CONFKEY_STR, OFF(frontend_unix_group), 0, 0},
+    {"max_request_elements", GH_CONFKEY_SIZE, OFF(max_request_elements), 16, 1u << 24},
+    {"max_held_bytes", GH_CONFKEY_SIZE, OFF(max_held_bytes), 4096, 1u << 30},
+    {"max_connections_per_peer", GH_CONFKEY_UINT, OFF(max_connections_per_peer), 0, 1000000},
+    {"auth_max_inflight_per_login", GH_CONFKEY_UINT, OFF(auth_max_inflight_per_login), 1, 100000},
+    {"argon2_memlimit_max", GH_CONFKEY_SIZE, OFF(argon2_memlimit_max), crypto_pwhash_MEMLIMIT_MIN,
+     4ull << 30},
+    {"argon2_opslimit_max", GH_CONFKEY_U64, OFF(argon2_opslimit_max), crypto_pwhash_OPSLIMIT_MIN,
+     64},
+    {"audit_retention", GH_CONFKEY_UINT, OFF(audit_retention), 0, 4000000000u},
     /* issue 11: loops serving connections (0: one per CPU) */
-    {"loop_threads", K_UINT, OFF(loop_threads), 0, 64},
-    {"metrics_listen", K_STR, OFF(metrics_listen), 0, 0},
-    {"metrics_allow_non_loopback", K_BOOL, OFF(metrics_any), 0, 1},
-    {"ldap_listen", K_STR, OFF(ldap_listen), 0, 0},
-    {"ldap_allow_non_loopback", K_BOOL, OFF(ldap_any), 0, 1},
-    {"ldap_suffix", K_STR, OFF(ldap_suffix), 0, 0},
-    {"ldap_bind_by_uid", K_BOOL, OFF(ldap_bind_by_uid), 0, 1},
-    {"ldap_max_scan", K_SIZE, OFF(ldap_max_scan), 1, 1ull << 32},
-    {"ldap_max_message", K_SIZE, OFF(ldap_max_message), 1024, 64u << 20},
-    {"tls_cert_file", K_STR, OFF(tls_cert_file), 0, 0},
-    {"tls_key_file", K_STR, OFF(tls_key_file), 0, 0},
-    {"tls_ca_file", K_STR, OFF(tls_ca_file), 0, 0},
-    {"home_template", K_STR, OFF(home_template), 0, 0},
-    {"default_shell", K_STR, OFF(default_shell), 0, 0},
-    {"gid_min", K_UINT, OFF(gid_min), 1, 2000000000},
-    {"user_private_groups", K_BOOL, OFF(user_private_groups), 0, 1},
-    {"nss_enumerate", K_BOOL, OFF(nss_enumerate), 0, 1},
-    {"nss_socket", K_STR, OFF(nss_socket), 0, 0},
+    {"loop_threads", GH_CONFKEY_UINT, OFF(loop_threads), 0, 64},
+    {"metrics_listen", GH_CONFKEY_STR, OFF(metrics_listen), 0, 0},
+    {"metrics_allow_non_loopback", GH_CONFKEY_BOOL, OFF(metrics_any), 0, 1},
+    {"ldap_listen", GH_CONFKEY_STR, OFF(ldap_listen), 0, 0},
+    {"ldap_allow_non_loopback", GH_CONFKEY_BOOL, OFF(ldap_any), 0, 1},
+    {"ldap_suffix", GH_CONFKEY_STR, OFF(ldap_suffix), 0, 0},
+    {"ldap_bind_by_uid", GH_CONFKEY_BOOL, OFF(ldap_bind_by_uid), 0, 1},
+    {"ldap_max_scan", GH_CONFKEY_SIZE, OFF(ldap_max_scan), 1, 1ull << 32},
+    {"ldap_max_message", GH_CONFKEY_SIZE, OFF(ldap_max_message), 1024, 64u << 20},
+    {"tls_cert_file", GH_CONFKEY_STR, OFF(tls_cert_file), 0, 0},
+    {"tls_key_file", GH_CONFKEY_STR, OFF(tls_key_file), 0, 0},
+    {"tls_ca_file", GH_CONFKEY_STR, OFF(tls_ca_file), 0, 0},
+    {"home_template", GH_CONFKEY_STR, OFF(home_template), 0, 0},
+    {"default_shell", GH_CONFKEY_STR, OFF(default_shell), 0, 0},
+    {"gid_min", GH_CONFKEY_UINT, OFF(gid_min), 1, 2000000000},
+    {"user_private_groups", GH_CONFKEY_BOOL, OFF(user_private_groups), 0, 1},
+    {"nss_enumerate", GH_CONFKEY_BOOL, OFF(nss_enumerate), 0, 1},
+    {"nss_socket", GH_CONFKEY_STR, OFF(nss_socket), 0, 0},
+    {NULL, GH_CONFKEY_STR, 0, 0, 0},
 };
 
 static int set_str(char **dst, const char *v)
@@ -150,98 +145,15 @@ int gh_config_defaults(gh_config *cfg)
     return 0;
 }
 
-/* Sizes accept a K, M or G suffix (powers of 1024). */
-static int parse_u64(const char *v, int allow_suffix, uint64_t *out)
+/* One [server] key through the engine shared with [upstream:NAME]
+ * (schema/confkey.h); log_level is checked first. */
+static int set_key(gh_config *cfg, const gh_confkey *k, const char *v, char *msg, size_t msglen)
 {
-    char *end;
-    if (*v == '\0' || *v == '-')
-        return -1;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 0);
-    if (errno != 0)
-        return -1;
-    if (allow_suffix && *end != '\0') {
-        unsigned shift = 0;
-        switch (*end) {
-        case 'k':
-        case 'K':
-            shift = 10;
-            break;
-        case 'm':
-        case 'M':
-            shift = 20;
-            break;
-        case 'g':
-        case 'G':
-            shift = 30;
-            break;
-        default:
-            return -1;
-        }
-        if (n > (ULLONG_MAX >> shift))
-            return -1;
-        n <<= shift;
-        end++;
+    if (strcmp(k->name, "log_level") == 0 && gh_log_level_parse(v) < 0) {
+        snprintf(msg, msglen, "%s must be error, warn, info or debug", k->name);
+        return GH_EINVAL;
     }
-    if (*end != '\0')
-        return -1;
-    *out = n;
-    return 0;
-}
-
-static int set_key(gh_config *cfg, const struct key *k, const char *v, char *msg, size_t msglen)
-{
-    char *base = (char *)cfg;
-    uint64_t n = 0;
-
-    switch (k->kind) {
-    case K_STR:
-        return set_str((char **)(base + k->off), v);
-    case K_LEVEL:
-        if (gh_log_level_parse(v) < 0) {
-            snprintf(msg, msglen, "%s must be error, warn, info or debug", k->name);
-            return GH_EINVAL;
-        }
-        return set_str((char **)(base + k->off), v);
-    case K_BOOL:
-        if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
-            n = 1;
-        else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
-            n = 0;
-        else {
-            snprintf(msg, msglen, "%s must be yes or no, not '%s'", k->name, v);
-            return GH_EINVAL;
-        }
-        *(int *)(base + k->off) = (int)n;
-        return 0;
-    case K_MODE: {
-        char *end;
-        errno = 0;
-        unsigned long m = strtoul(v, &end, 8);
-        if (errno || *end || *v == '\0' || m > k->max) {
-            snprintf(msg, msglen, "%s must be an octal mode such as 0660, not '%s'", k->name, v);
-            return GH_EINVAL;
-        }
-        *(unsigned *)(base + k->off) = (unsigned)m;
-        return 0;
-    }
-    case K_UINT:
-    case K_SIZE:
-    case K_U64:
-        if (parse_u64(v, k->kind == K_SIZE, &n) != 0 || n < k->min || n > k->max) {
-            snprintf(msg, msglen, "%s must be a number from %llu to %llu, not '%s'", k->name,
-                     (unsigned long long)k->min, (unsigned long long)k->max, v);
-            return GH_EINVAL;
-        }
-        if (k->kind == K_UINT)
-            *(unsigned *)(base + k->off) = (unsigned)n;
-        else if (k->kind == K_SIZE)
-            *(size_t *)(base + k->off) = (size_t)n;
-        else
-            *(uint64_t *)(base + k->off) = n;
-        return 0;
-    }
-    return GH_EINTERNAL;
+    return gh_confkey_set(k, cfg, v, msg, msglen);
 }
 
 struct parse_state {
@@ -270,11 +182,10 @@ static int handler(void *user, const char *section, const char *name, const char
     int rc;
 
     if (section[0] == '\0' || strcmp(section, "server") == 0) {
-        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-            if (strcmp(keys[i].name, name) == 0) {
-                rc = set_key(ps->cfg, &keys[i], value, msg, sizeof(msg));
-                goto done;
-            }
+        const gh_confkey *k = gh_confkey_find(keys, name);
+        if (k != NULL) {
+            rc = set_key(ps->cfg, k, value, msg, sizeof(msg));
+            goto done;
         }
         snprintf(msg, sizeof(msg), "unknown key '%s' in [server]", name);
         rc = GH_EINVAL;

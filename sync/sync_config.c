@@ -21,6 +21,7 @@
 
 #include <sodium.h>
 
+#include "schema/confkey.h"
 #include "schema/error.h"
 #include "schema/log.h"
 #include "schema/schema.h"
@@ -62,6 +63,27 @@ static const str_key str_keys[] = {{"uri", S(uri), K_URI},
                                    {"space_replacement", S(space_replacement), 0},
                                    {NULL, 0, 0}};
 #undef S
+
+/* Numbers and booleans, through the engine [server] uses too. */
+#define N(field) offsetof(struct gh_sync_upstream_cfg, field)
+#define YEARS10 (10ull * 365 * 86400)
+static const gh_confkey num_keys[] = {
+    {"interval", GH_CONFKEY_UINT, N(interval), 1, 86400},
+    {"page_size", GH_CONFKEY_UINT, N(page_size), 1, 100000},
+    {"timeout", GH_CONFKEY_UINT, N(timeout), 1, 3600},
+    {"bind_timeout", GH_CONFKEY_UINT, N(bind_timeout), 1, 120},
+    {"offline_max_age", GH_CONFKEY_I64, N(offline_max_age), 0, YEARS10},
+    {"delete_grace", GH_CONFKEY_I64, N(delete_grace), 0, YEARS10},
+    {"max_binds", GH_CONFKEY_UINT, N(max_binds), 1, 4096},
+    {"max_binds_per_login", GH_CONFKEY_UINT, N(max_binds_per_login), 1, 4096},
+    {"max_binds_per_peer", GH_CONFKEY_UINT, N(max_binds_per_peer), 1, 4096},
+    {"full_interval", GH_CONFKEY_UINT, N(full_interval), 0, YEARS10},
+    {"starttls", GH_CONFKEY_BOOL, N(starttls), 0, 1},
+    {"offline_auth", GH_CONFKEY_BOOL, N(offline_auth), 0, 1},
+    {"max_delete_ratio", GH_CONFKEY_RATIO, N(max_delete_ratio), 0, 1},
+    {NULL, GH_CONFKEY_STR, 0, 0, 0}};
+#undef YEARS10
+#undef N
 
 static char **str_field(struct gh_sync_upstream_cfg *u, size_t off)
 {
@@ -222,33 +244,6 @@ const char *gh__sync_mode_name(int mode)
     }
 }
 
-static int parse_uint(const char *v, unsigned long long min, unsigned long long max,
-                      unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    if (v[0] == '-' || v[0] == '\0')
-        return -1;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno != 0 || *end != '\0' || x < min || x > max)
-        return -1;
-    *out = x;
-    return 0;
-}
-
-static int parse_bool(const char *v, int *out)
-{
-    if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
-        strcmp(v, "on") == 0)
-        *out = 1;
-    else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0 ||
-             strcmp(v, "off") == 0)
-        *out = 0;
-    else
-        return -1;
-    return 0;
-}
-
 /* An attribute description: a name or an OID, options allowed. */
 static int attr_valid(const char *v, int may_be_empty)
 {
@@ -317,7 +312,6 @@ static struct gh_sync_upstream_cfg *find_or_add(gh_sync_config *cfg, const char 
 int gh_sync_config_set(gh_sync_config *cfg, const char *path, int line, const char *name,
                        const char *key, const char *value, char *msg, size_t msglen)
 {
-    unsigned long long x;
     int rc = 0;
 
     if (gh_schema_name_valid(name, NULL, 0) != 0)
@@ -400,83 +394,14 @@ int gh_sync_config_set(gh_sync_config *cfg, const char *path, int line, const ch
             FAIL("scope: '%s' is not sub or one", value);
         return 0;
     }
-    if (strcmp(key, "starttls") == 0) {
-        if (parse_bool(value, &u->starttls) != 0)
-            FAIL("starttls: '%s' is not yes or no", value);
-        return 0;
-    }
-    if (strcmp(key, "offline_auth") == 0) {
-        if (parse_bool(value, &u->offline_auth) != 0)
-            FAIL("offline_auth: '%s' is not yes or no", value);
-        return 0;
-    }
     if (strcmp(key, "collision") == 0) {
         if (strcmp(value, "refuse") != 0)
             FAIL("collision: only 'refuse' is supported");
         return 0;
     }
-    if (strcmp(key, "max_delete_ratio") == 0) {
-        char *end;
-        errno = 0;
-        double d = strtod(value, &end);
-        if (errno != 0 || *end != '\0' || end == value || !(d >= 0.0 && d <= 1.0))
-            FAIL("max_delete_ratio: '%s' is not a number between 0 and 1", value);
-        u->max_delete_ratio = d;
-        return 0;
-    }
-    struct {
-        const char *key;
-        unsigned long long min, max;
-    } nums[] = {{"interval", 1, 86400},
-                {"page_size", 1, 100000},
-                {"timeout", 1, 3600},
-                {"bind_timeout", 1, 120},
-                {"offline_max_age", 0, 10ull * 365 * 86400},
-                {"delete_grace", 0, 10ull * 365 * 86400},
-                {"max_binds", 1, 4096},
-                {"max_binds_per_login", 1, 4096},
-                {"max_binds_per_peer", 1, 4096},
-                {"full_interval", 0, 10ull * 365 * 86400}};
-    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
-        if (strcmp(key, nums[i].key) != 0)
-            continue;
-        if (parse_uint(value, nums[i].min, nums[i].max, &x) != 0)
-            FAIL("%s: '%s' is not a whole number between %llu and %llu", key, value, nums[i].min,
-                 nums[i].max);
-        switch (i) {
-        case 0:
-            u->interval = (unsigned)x;
-            break;
-        case 1:
-            u->page_size = (unsigned)x;
-            break;
-        case 2:
-            u->timeout = (unsigned)x;
-            break;
-        case 3:
-            u->bind_timeout = (unsigned)x;
-            break;
-        case 4:
-            u->offline_max_age = (int64_t)x;
-            break;
-        case 5:
-            u->delete_grace = (int64_t)x;
-            break;
-        case 6:
-            u->max_binds = (unsigned)x;
-            break;
-        case 7:
-            u->max_binds_per_login = (unsigned)x;
-            break;
-        case 8:
-            u->max_binds_per_peer = (unsigned)x;
-            break;
-        default:
-            u->full_interval = (unsigned)x;
-            break;
-        }
-        return 0;
-    }
+    const gh_confkey *k = gh_confkey_find(num_keys, key);
+    if (k != NULL)
+        return gh_confkey_set(k, u, value, msg, msglen);
     FAIL("unknown key '%s' in [upstream:%s]", key, name);
 }
 
