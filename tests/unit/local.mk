@@ -53,3 +53,12 @@ tests_unit_test_ldap_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 tests_unit_test_tls_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_tls_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
+
+# the sync module without an upstream (issue 11): config keys and the key
+# engine shared with [server], the map, the model, apply into a store
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_sync
+TESTS += tests/unit/test_sync
+tests_unit_test_sync_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_sync_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif
