@@ -12,7 +12,7 @@
  *   - one worker per upstream: its LDAP handle, its model of the upstream and
  *     the batch it is building (no locks: nobody else reads them);
  *   - the writer thread: runs gh__sync_apply on a batch while the worker waits
- *     in gh_writer_submit_wait, so the batch is never touched by two at once.
+ *     in the writer's submit_wait, so the batch is never touched by two at once.
  * Fields shared between the loop and a worker (requests, status) live under
  * gh__sync_upstream.mu. The thing to know before changing anything: a sync cookie
  * is only ever written by the same apply call as the entries it covers.
