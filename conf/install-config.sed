@@ -4,8 +4,9 @@
 1,3c\
 ; gatehoused configuration, read at start when it exists (SIGHUP reloads\
 ; logging and limits). Every setting is shown commented out at its default;\
-; uncomment a line to change it. Sizes accept K, M and G suffixes. Unknown\
-; keys are refused at start with file:line. See gatehoused.conf(5).
+; uncomment a line to change it. Numbers are decimal (010 is ten), sizes\
+; accept K, M and G suffixes. Unknown keys are refused at start with\
+; file:line. See gatehoused.conf(5).
 s|^state_dir = .*|state_dir = @localstatedir@/lib/gatehouse|
 s|^; UNIX socket; empty means <state_dir>/gatehoused.sock.|; UNIX socket; empty means @runstatedir@/gatehouse/gatehoused.sock for the\
 ; default state_dir, <state_dir>/gatehoused.sock for any other.|
