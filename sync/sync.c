@@ -138,6 +138,13 @@ int gh_sync_start(gh_sync **out, uv_loop_t *loop, gh_store *store, const gh_sync
             up->sess[k].kind = k;
         }
     }
+    /* libldap sets up its global options on first use, without a lock of
+     * its own: do it here, on this one thread, before any worker or bind
+     * thread can race to it (ThreadSanitizer saw two workers' ldap_create). */
+    if (s->nups > 0) {
+        int version = 0;
+        ldap_get_option(NULL, LDAP_OPT_PROTOCOL_VERSION, &version);
+    }
     if (s->nups > 0 && (rc = gh__sync_auth_start(&s->auth, loop, writer, AUTH_THREADS)) != 0)
         goto fail;
     if (uv_timer_init(loop, &s->watchdog) != 0) {
