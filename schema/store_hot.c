@@ -125,6 +125,25 @@ int gh_store_user_hot_by_name(gh_txn *txn, const char *name, gh_user_hot *out)
     return gh_store_user_hot(txn, id, out);
 }
 
+struct hot_walk {
+    gh_store_user_hot_cb cb;
+    void *arg;
+};
+
+static int hot_walk_one(gh_txn *txn, uint64_t id, void *arg)
+{
+    struct hot_walk *w = arg;
+    gh_user_hot h;
+    int rc = gh_store_user_hot(txn, id, &h);
+    return rc != 0 ? rc : w->cb(&h, w->arg);
+}
+
+int gh_store_user_list_hot(gh_txn *txn, const char *after, gh_store_user_hot_cb cb, void *arg)
+{
+    struct hot_walk w = {cb, arg};
+    return gh__name_walk(txn, DB_USER_NAME, NULL, after, 0, hot_walk_one, &w);
+}
+
 int gh_store_user_get_auth(gh_txn *txn, const char *name, gh_user *out)
 {
     gh_user_hot h;
