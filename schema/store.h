@@ -132,7 +132,8 @@ typedef struct gh_user_hot {
 int gh_store_user_hot(gh_txn *txn, uint64_t id, gh_user_hot *out);
 int gh_store_user_hot_by_name(gh_txn *txn, const char *name, gh_user_hot *out);
 /* Users' hot values in login order, name > after (NULL: from the start), no
- * record decoded (the LDAP front-end's scans); stops when cb returns non-zero. */
+ * record decoded (the LDAP front-end's scans); stops when cb returns non-zero
+ * (a negative value is returned, a positive one means "enough": 0). */
 typedef int (*gh_store_user_hot_cb)(const gh_user_hot *h, void *arg);
 int gh_store_user_list_hot(gh_txn *txn, const char *after, gh_store_user_hot_cb cb, void *arg);
 /* What auth needs in out (id, name, uid, state, tombstone, verifier and its

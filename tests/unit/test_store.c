@@ -1703,6 +1703,55 @@ static void hot_expect(fx *f, uint64_t id, const char *name, gh_user_state st, c
     rd_end(f);
 }
 
+struct hot_seen {
+    char names[8][GH_NAME_MAX + 1];
+    uint32_t uids[8];
+    size_t n, stop_at;
+};
+
+static int hot_seen_cb(const gh_user_hot *h, void *arg)
+{
+    struct hot_seen *s = arg;
+    assert_true(s->n < 8);
+    memcpy(s->names[s->n], h->name, h->name_len);
+    s->names[s->n][h->name_len] = '\0';
+    s->uids[s->n] = h->uid;
+    return ++s->n == s->stop_at;
+}
+
+/* The LDAP scans' walk: hot values in login order, resumed after a name,
+ * stopped by the callback, equal to the records. */
+static void test_hot_list(void **state)
+{
+    fx *f = *state;
+    struct hot_seen s;
+    uint64_t ids[3];
+    const char *names[3] = {"carol", "alice", "bob"};
+    gh_user u;
+    gh_txn *t;
+
+    for (int i = 0; i < 3; i++)
+        ids[i] = add_user(f, names[i]);
+    t = rd(f);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_list_hot(t, NULL, hot_seen_cb, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.names[0], "alice");
+    assert_string_equal(s.names[1], "bob");
+    assert_string_equal(s.names[2], "carol");
+    assert_int_equal(gh_store_user_get_by_id(t, ids[1], &u), 0);
+    assert_int_equal(s.uids[0], u.uid);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_list_hot(t, "alice", hot_seen_cb, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.names[0], "bob");
+    memset(&s, 0, sizeof(s));
+    s.stop_at = 1;
+    assert_int_equal(gh_store_user_list_hot(t, NULL, hot_seen_cb, &s), 0);
+    assert_int_equal(s.n, 1);
+    rd_end(f);
+}
+
 static void test_hot_index(void **state)
 {
     fx *f = *state;
@@ -2153,6 +2202,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_users, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_index, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_list, setup_open, teardown),
     };
 
     gh_log_setup(GH_LOG_WARN, 0);
