@@ -668,8 +668,9 @@ static int subschema_values(int attr, gh_ldap_value_cb cb, void *arg)
 int gh__ldap_user_attr_hot(int attr)
 {
     /* keep in step with the DL_USER case below: only what reads u->id,
-     * u->name or u->uid (homeDirectory and loginShell stay out: they are
-     * meant to come from the record's home and shell) */
+     * u->name, u->uid, u->gid, u->display_name or u->mail (homeDirectory,
+     * loginShell and gecos stay out: they are meant to come from the
+     * record's home, shell and gecos) */
     switch (attr) {
     case LA_UNKNOWN:
     case LA_USERPASSWORD: /* never served */
@@ -678,6 +679,10 @@ int gh__ldap_user_attr_hot(int attr)
     case LA_UID:
     case LA_CN:
     case LA_UIDNUMBER:
+    case LA_GIDNUMBER:
+    case LA_SN:
+    case LA_DISPLAYNAME:
+    case LA_MAIL:
     case LA_MEMBEROF:
     case LA_ENTRYUUID:
     case LA_ENTRYDN:

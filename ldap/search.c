@@ -752,6 +752,25 @@ static void hot_entry(gh_ldap_entry *e, const gh_user_hot *h)
     e->u.tombstone = h->tombstone;
     memcpy(e->u.name, h->name, h->name_len);
     e->u.name[h->name_len] = '\0';
+    e->u.gid = h->gid;
+    memcpy(e->u.display_name, h->display_name, h->display_name_len);
+    e->u.display_name[h->display_name_len] = '\0';
+    memcpy(e->u.mail, h->mail, h->mail_len);
+    e->u.mail[h->mail_len] = '\0';
+}
+
+/* Copies what a partial entry holds (the rest of src is unset). */
+static void partial_copy(gh_ldap_entry *dst, const gh_ldap_entry *src)
+{
+    dst->kind = DL_USER;
+    dst->partial = 1;
+    dst->u.id = src->u.id;
+    dst->u.uid = src->u.uid;
+    dst->u.gid = src->u.gid;
+    dst->u.tombstone = src->u.tombstone;
+    memcpy(dst->u.name, src->u.name, strlen(src->u.name) + 1);
+    memcpy(dst->u.display_name, src->u.display_name, strlen(src->u.display_name) + 1);
+    memcpy(dst->u.mail, src->u.mail, strlen(src->u.mail) + 1);
 }
 
 static int scan_user_hot_cb(const gh_user_hot *h, void *arg)
@@ -852,10 +871,7 @@ static int walk_list(sctx *c, int kind, idset *ids)
         e->kind = kind == K_USER ? DL_USER : DL_GROUP;
         e->partial = 0;
         if (hot)
-            hot_entry(e, &(gh_user_hot){.id = ((gh_ldap_entry *)v[i].rec)->u.id,
-                                        .uid = ((gh_ldap_entry *)v[i].rec)->u.uid,
-                                        .name = v[i].name,
-                                        .name_len = strlen(v[i].name)});
+            partial_copy(e, v[i].rec);
         else if (kind == K_USER)
             e->u = *(gh_user *)v[i].rec;
         else

@@ -128,6 +128,11 @@ typedef struct gh_user_hot {
     size_t name_len;
     const char *verifier; /* "" (len 0) when the user has no password */
     size_t verifier_len;
+    uint32_t gid;             /* primary gid (0: none) */
+    const char *display_name; /* "" (len 0) when unset */
+    size_t display_name_len;
+    const char *mail;
+    size_t mail_len;
 } gh_user_hot;
 int gh_store_user_hot(gh_txn *txn, uint64_t id, gh_user_hot *out);
 int gh_store_user_hot_by_name(gh_txn *txn, const char *name, gh_user_hot *out);

@@ -346,10 +346,11 @@ class LdapUtils(ghtest.TestCase):
 
     def test_hot_path_same_as_full_decode(self):
         """Searches whose filter needs only a user's hot value (uid, uidNumber,
-        objectClass, entryDN, memberOf) skip decoding records; their entries
-        and attributes must be those of the full-decode path: the same filter
-        ANDed with an always-true test on mail (which forces a decode) asking
-        for everything, projected onto the attributes asked."""
+        gidNumber, mail, displayName, objectClass, entryDN, memberOf) skip
+        decoding records; their entries and attributes must be those of the
+        full-decode path: the same filter ANDed with an always-true test on
+        createTimestamp (which forces a decode) asking for everything,
+        projected onto the attributes asked."""
         def entries(ldif):
             out = []
             for block in ldif.strip().split("\n\n"):
@@ -368,12 +369,15 @@ class LdapUtils(ghtest.TestCase):
         filters = ["(objectClass=inetOrgPerson)", "(uid=a*)", "(uid=*)", "(uid=ALICE)",
                    "(&(objectClass=posixAccount)(!(uid=u*)))", "(uidNumber>=%d)" % (n + 2),
                    "(|(uid=carol)(uidNumber=%d))" % n, "(memberOf=cn=git,ou=groups,%s)" % SUFFIX,
-                   "(entryDN=uid=bob,%s)" % people, "(!(nosuchattr=1))", "(entryUUID=*)"]
+                   "(entryDN=uid=bob,%s)" % people, "(!(nosuchattr=1))", "(entryUUID=*)",
+                   "(mail=BOB@example.org)", "(displayName=*lid*)", "(sn=Liddell)",
+                   "(&(gidNumber=100)(!(mail=*)))", "(|(mail=*)(displayName=alice*))"]
         attr_lists = [["uid"], ["1.1"], ["uid", "uidNumber", "objectClass", "entryUUID",
                                           "memberOf", "entryDN", "cn"],
-                      ["uid", "mail", "displayName"], ["cn", "gidNumber", "createTimestamp"]]
+                      ["uid", "mail", "displayName", "sn", "gidNumber"],
+                      ["cn", "gecos", "homeDirectory", "createTimestamp"]]
         for flt in filters:
-            full = entries(self.search("-b", SUFFIX, "(&%s(|(mail=*)(!(mail=*))))" % flt,
+            full = entries(self.search("-b", SUFFIX, "(&%s(|(createTimestamp=*)(!(createTimestamp=*))))" % flt,
                                        "*", "+", user="svc"))
             self.assertTrue(full or flt == "(!(nosuchattr=1))", flt)
             for attrs in attr_lists:

@@ -1752,6 +1752,72 @@ static void test_hot_list(void **state)
     rd_end(f);
 }
 
+static void hot_expect_more(fx *f, uint64_t id, uint32_t gid, const char *display, const char *mail)
+{
+    gh_user_hot h;
+    gh_txn *t = rd(f);
+    assert_int_equal(gh_store_user_hot(t, id, &h), 0);
+    assert_int_equal(h.gid, gid);
+    assert_int_equal(h.display_name_len, strlen(display));
+    assert_memory_equal(h.display_name, display, h.display_name_len);
+    assert_int_equal(h.mail_len, strlen(mail));
+    assert_memory_equal(h.mail, mail, h.mail_len);
+    rd_end(f);
+}
+
+/* Version-2 user values carry gid, display name and mail (the LDAP
+ * front-end's sweeps); a schema-3 database's version-1 values are rebuilt
+ * on open. */
+static void test_hot_value_v2(void **state)
+{
+    fx *f = *state;
+    gh_user u = mkuser("zoe");
+    struct upd up;
+    char big[GH_TEXT_MAX + 1];
+
+    u.gid = 4242;
+    snprintf(u.display_name, sizeof(u.display_name), "Zoe Q. Public");
+    snprintf(u.mail, sizeof(u.mail), "zoe@example.org");
+    assert_int_equal(gh_store_write(f->s, w_user_add, &u, NULL, 0), 0);
+    hot_expect(f, u.id, "zoe", GH_USER_ACTIVE, "");
+    hot_expect_more(f, u.id, 4242, "Zoe Q. Public", "zoe@example.org");
+    /* an update rewrites the value; the longest texts fit */
+    memset(big, 'x', GH_TEXT_MAX);
+    big[GH_TEXT_MAX] = '\0';
+    memset(&up, 0, sizeof(up));
+    up.u = u;
+    memcpy(up.u.display_name, big, sizeof(big));
+    up.u.mail[0] = '\0';
+    up.u.gid = 0;
+    up.mask = GH_UF_DISPLAY | GH_UF_MAIL | GH_UF_GID;
+    assert_int_equal(gh_store_write(f->s, w_user_update, &up, NULL, 0), 0);
+    hot_expect_more(f, u.id, 0, big, "");
+    hot_expect(f, u.id, "zoe", GH_USER_ACTIVE, "");
+
+    /* a schema-3 database with a version-1 value (no gid, display, mail) */
+    fx_close(f);
+    {
+        raw r;
+        uint8_t v[8], key8[8], val1[25 + 3];
+        MDB_val key = {14, "schema_version"}, val = {8, v};
+        MDB_val hk = {8, key8}, hv = {sizeof(val1), val1};
+        MDB_dbi meta = raw_open(f->dir, &r, "meta", 0);
+        MDB_dbi uh = raw_dbi(&r, "user_hot", 0);
+        memset(val1, 0, sizeof(val1));
+        val1[0] = 1; /* version 1 */
+        val1[3] = 3; /* name length */
+        memcpy(val1 + 25, "zoe", 3);
+        be64(key8, u.id);
+        assert_int_equal(mdb_put(r.txn, uh, &hk, &hv, 0), 0);
+        be64(v, 3);
+        assert_int_equal(mdb_put(r.txn, meta, &key, &val, 0), 0);
+        raw_close(&r);
+    }
+    fx_open(f);
+    hot_expect_more(f, u.id, 0, big, "");
+    assert_string_equal(last_change(f).op, "schema.migrate");
+}
+
 static void test_hot_index(void **state)
 {
     fx *f = *state;
@@ -2203,6 +2269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_100k_users, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_index, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_list, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_value_v2, setup_open, teardown),
     };
 
     gh_log_setup(GH_LOG_WARN, 0);
