@@ -665,6 +665,35 @@ static int subschema_values(int attr, gh_ldap_value_cb cb, void *arg)
     }
 }
 
+int gh__ldap_user_attr_hot(int attr)
+{
+    /* keep in step with the DL_USER case below: only what reads u->id,
+     * u->name, u->uid, u->gid, u->display_name or u->mail (homeDirectory,
+     * loginShell and gecos stay out: they are meant to come from the
+     * record's home, shell and gecos) */
+    switch (attr) {
+    case LA_UNKNOWN:
+    case LA_USERPASSWORD: /* never served */
+    case LA_OBJECTCLASS:
+    case LA_STRUCTURALOC:
+    case LA_UID:
+    case LA_CN:
+    case LA_UIDNUMBER:
+    case LA_GIDNUMBER:
+    case LA_SN:
+    case LA_DISPLAYNAME:
+    case LA_MAIL:
+    case LA_MEMBEROF:
+    case LA_ENTRYUUID:
+    case LA_ENTRYDN:
+    case LA_SUBSCHEMASUBENTRY:
+    case LA_HASSUBORDINATES:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e, int attr,
                           gh_ldap_value_cb cb, void *arg)
 {
@@ -674,6 +703,8 @@ int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e,
 
     if (attr < 0 || attr == LA_USERPASSWORD)
         return 0;
+    if (e->kind == DL_USER && e->partial && !gh__ldap_user_attr_hot(attr))
+        return GH_EINTERNAL; /* the caller had to decode the record first */
     if (e->kind == DL_ROOTDSE)
         return dse_values(l, attr, cb, arg);
     if (e->kind == DL_SUBSCHEMA)

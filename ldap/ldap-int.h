@@ -186,6 +186,10 @@ enum {
 /* One entry of the view: its kind and, for users and groups, the record. */
 typedef struct gh_ldap_entry {
     int kind; /* DL_* */
+    /* a user read from its hot value only: u.id, u.name, u.uid, u.gid,
+     * u.display_name, u.mail and u.tombstone are set, nothing else (see
+     * gh__ldap_user_attr_hot) */
+    int partial;
     gh_user u;
     gh_group g;
 } gh_ldap_entry;
@@ -201,6 +205,10 @@ int gh__ldap_entry_dn(const gh_ldap *l, const gh_ldap_entry *e, char *buf, size_
 /* Calls cb for every value of attr in e (none for userPassword, ever). */
 int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e, int attr,
                           gh_ldap_value_cb cb, void *arg);
+/* 1 when a user's values of attr come from its id, name, uid, gid, display
+ * name and mail alone (what the store's hot value holds), so a partial entry
+ * can serve them. */
+int gh__ldap_user_attr_hot(int attr);
 int gh__ldap_uuid_parse(const char *v, int *kind, uint64_t *id);
 
 /* Output helpers (encode.c). */

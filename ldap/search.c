@@ -95,6 +95,9 @@ typedef struct sctx {
     /* attribute selection */
     int all_user, all_oper;
     uint8_t want[LA_COUNT];
+    /* users: the filter (hot_filter) or the selected attributes (hot_attrs)
+     * need only what a user's hot value holds */
+    int hot_filter, hot_attrs;
     /* limits and counts */
     size_t returned, examined;
     uint64_t deadline;
@@ -626,6 +629,48 @@ static int send_entry(sctx *c, const gh_ldap_entry *e)
     return gh__ldap_out_ber(c->out, ber);
 }
 
+/* 1 when f can be evaluated on a partial user entry (id, name, uid): the
+ * DN-valued member/memberOf tests use the id only. */
+static int filter_hot(const gh_ldap_filter *f)
+{
+    switch (f->type) {
+    case LF_AND:
+    case LF_OR:
+    case LF_NOT:
+        for (const gh_ldap_filter *ch = f->child; ch; ch = ch->next)
+            if (!filter_hot(ch))
+                return 0;
+        return 1;
+    case LF_UNDEFINED:
+        return 1;
+    default:
+        return dn_node(f) || gh__ldap_user_attr_hot(f->attr);
+    }
+}
+
+static int attrs_hot(const sctx *c)
+{
+    if (c->all_user || c->all_oper)
+        return 0;
+    for (int i = 0; i < LA_COUNT; i++)
+        if (c->want[i] && !gh__ldap_user_attr_hot(i))
+            return 0;
+    return 1;
+}
+
+/* A partial user entry becomes whole: its record decoded. */
+static int fill(sctx *c, gh_ldap_entry *e)
+{
+    int rc;
+    if (!e->partial)
+        return 0;
+    rc = gh_store_user_get_by_id(c->txn, e->u.id, &e->u);
+    if (rc != 0)
+        return rc == GH_ENOTFOUND ? GH_EINTERNAL : rc; /* the hot index named it */
+    e->partial = 0;
+    return 0;
+}
+
 static int visible(sctx *c, const gh_ldap_entry *e)
 {
     if (e->kind == DL_ROOTDSE || e->kind == DL_SUBSCHEMA)
@@ -642,7 +687,7 @@ static int visible(sctx *c, const gh_ldap_entry *e)
 }
 
 /* Tests one candidate; STOP when the search must end here. */
-static int consider(sctx *c, const gh_ldap_entry *e, int phase, const char *pos)
+static int consider(sctx *c, gh_ldap_entry *e, int phase, const char *pos)
 {
     int rc;
     if (phase < c->resume_phase || (phase == c->resume_phase && strcmp(pos, c->resume) <= 0))
@@ -653,6 +698,10 @@ static int consider(sctx *c, const gh_ldap_entry *e, int phase, const char *pos)
     }
     if (!visible(c, e))
         return 0;
+    if (e->partial && !c->hot_filter && (rc = fill(c, e)) != 0) {
+        c->rc = rc;
+        return STOP;
+    }
     if (eval(c, e, c->r->search.filter) != F_TRUE)
         return c->rc ? STOP : 0;
     if (c->paged && c->returned == c->page_size) {
@@ -663,7 +712,7 @@ static int consider(sctx *c, const gh_ldap_entry *e, int phase, const char *pos)
         c->code = LR_SIZELIMIT;
         return STOP;
     }
-    if ((rc = send_entry(c, e)) != 0) {
+    if ((e->partial && !c->hot_attrs && (rc = fill(c, e)) != 0) || (rc = send_entry(c, e)) != 0) {
         c->rc = rc;
         return STOP;
     }
@@ -688,8 +737,56 @@ static int scan_user_cb(const gh_user *u, void *arg)
         return GH_ENOMEM;
     e = c->scratch;
     e->kind = DL_USER;
+    e->partial = 0;
     e->u = *u;
     return consider(c, e, 1, u->name);
+}
+
+/* A partial entry from a user's hot value (no record decoded). */
+static void hot_entry(gh_ldap_entry *e, const gh_user_hot *h)
+{
+    e->kind = DL_USER;
+    e->partial = 1;
+    e->u.id = h->id;
+    e->u.uid = h->uid;
+    e->u.tombstone = h->tombstone;
+    memcpy(e->u.name, h->name, h->name_len);
+    e->u.name[h->name_len] = '\0';
+    e->u.gid = h->gid;
+    memcpy(e->u.display_name, h->display_name, h->display_name_len);
+    e->u.display_name[h->display_name_len] = '\0';
+    memcpy(e->u.mail, h->mail, h->mail_len);
+    e->u.mail[h->mail_len] = '\0';
+}
+
+/* Copies what a partial entry holds (the rest of src is unset). */
+static void partial_copy(gh_ldap_entry *dst, const gh_ldap_entry *src)
+{
+    dst->kind = DL_USER;
+    dst->partial = 1;
+    dst->u.id = src->u.id;
+    dst->u.uid = src->u.uid;
+    dst->u.gid = src->u.gid;
+    dst->u.tombstone = src->u.tombstone;
+    memcpy(dst->u.name, src->u.name, strlen(src->u.name) + 1);
+    memcpy(dst->u.display_name, src->u.display_name, strlen(src->u.display_name) + 1);
+    memcpy(dst->u.mail, src->u.mail, strlen(src->u.mail) + 1);
+}
+
+static int scan_user_hot_cb(const gh_user_hot *h, void *arg)
+{
+    sctx *c = arg;
+    if (++c->examined > c->l->max_scan) {
+        c->code = LR_ADMINLIMIT;
+        c->text = "the search needs more than ldap_max_scan entries; narrow its filter";
+        return STOP;
+    }
+    if (h->tombstone)
+        return 0;
+    if (c->scratch == NULL && (c->scratch = malloc(sizeof(*c->scratch))) == NULL)
+        return GH_ENOMEM;
+    hot_entry(c->scratch, h);
+    return consider(c, c->scratch, 1, c->scratch->u.name);
 }
 
 static int scan_group_cb(const gh_group *g, void *arg)
@@ -707,13 +804,14 @@ static int scan_group_cb(const gh_group *g, void *arg)
         return GH_ENOMEM;
     e = c->scratch;
     e->kind = DL_GROUP;
+    e->partial = 0;
     e->g = *g;
     return consider(c, e, 2, g->name);
 }
 
 typedef struct named {
     const char *name; /* inside rec */
-    void *rec;        /* gh_user or gh_group */
+    void *rec;        /* gh_user or gh_group; a partial gh_ldap_entry when hot */
 } named;
 
 static int cmp_named(const void *a, const void *b)
@@ -722,12 +820,13 @@ static int cmp_named(const void *a, const void *b)
 }
 
 /* Walks a planned candidate list of one kind in name order; each record is
- * decoded once. */
+ * decoded once, users not at all when the filter needs only their hot value
+ * (then only those sent with attributes beyond it are). */
 static int walk_list(sctx *c, int kind, idset *ids)
 {
     named *v = NULL;
     size_t n = 0;
-    int rc = 0;
+    int rc = 0, hot = kind == K_USER && c->hot_filter;
     gh_ldap_entry *e = calloc(1, sizeof(*e));
     if (e == NULL)
         return GH_ENOMEM;
@@ -737,6 +836,20 @@ static int walk_list(sctx *c, int kind, idset *ids)
         return GH_ENOMEM;
     }
     for (size_t i = 0; i < ids->n; i++) {
+        if (hot) {
+            gh_user_hot h;
+            gh_ldap_entry *pe;
+            if (gh_store_user_hot(c->txn, ids->v[i], &h) != 0 || h.tombstone)
+                continue;
+            if ((pe = malloc(sizeof(*pe))) == NULL) {
+                rc = GH_ENOMEM;
+                goto done;
+            }
+            hot_entry(pe, &h);
+            v[n].rec = pe;
+            v[n++].name = pe->u.name;
+            continue;
+        }
         void *rec = malloc(kind == K_USER ? sizeof(gh_user) : sizeof(gh_group));
         if (rec == NULL) {
             rc = GH_ENOMEM;
@@ -756,7 +869,10 @@ static int walk_list(sctx *c, int kind, idset *ids)
         qsort(v, n, sizeof(*v), cmp_named);
     for (size_t i = 0; i < n; i++) {
         e->kind = kind == K_USER ? DL_USER : DL_GROUP;
-        if (kind == K_USER)
+        e->partial = 0;
+        if (hot)
+            partial_copy(e, v[i].rec);
+        else if (kind == K_USER)
             e->u = *(gh_user *)v[i].rec;
         else
             e->g = *(gh_group *)v[i].rec;
@@ -782,6 +898,8 @@ static int walk_kind(sctx *c, int kind)
     const char *after = phase == c->resume_phase && c->resume[0] ? c->resume : NULL;
     if (plan(c, c->r->search.filter, kind, &ids, &err)) {
         rc = err ? err : walk_list(c, kind, &ids);
+    } else if (kind == K_USER && c->hot_filter) {
+        rc = gh_store_user_list_hot(c->txn, after, scan_user_hot_cb, c);
     } else if (kind == K_USER) {
         rc = gh_store_user_list(c->txn, NULL, after, 0, scan_user_cb, c);
     } else {
@@ -955,6 +1073,8 @@ int gh_ldap_search(gh_ldap_session *s, gh_txn *txn, const gh_ldap_req *r, const 
     if (r->search.timelimit)
         c->deadline = now_ms() + (uint64_t)r->search.timelimit * 1000;
     select_attrs(c);
+    c->hot_attrs = attrs_hot(c);
+    c->hot_filter = filter_hot(r->search.filter);
 
     const gh_ldap_ctrl *pc = gh_ldap_req_ctrl(r, GH_LDAP_OID_PAGED);
     if (pc && (c->code = paged_setup(c, pc)) != 0)

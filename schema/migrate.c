@@ -11,7 +11,8 @@
  * (v1 records still read), and the user -> token index is rebuilt from the
  * tokens, because revoking a user's sessions trusts it to name every token.
  * Version 2 -> 3 builds the binary hot-path values of users and
- * groups (store_hot.c) from the records.
+ * groups (store_hot.c) from the records; 3 -> 4 rebuilds the users' values,
+ * which gained gid, display name and mail (read by the LDAP front-end).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,20 @@ static int from_v2(gh_txn *txn)
     return rc;
 }
 
+static int from_v3(gh_txn *txn)
+{
+    size_t n = 0;
+    int rc = drop(txn, DB_USER_HOT);
+
+    if (rc == 0)
+        rc = hot_build(txn, DB_USERS, &n);
+    if (rc == 0 && n > 0) {
+        GH_LOGI("store: rebuilt the hot-path values of %zu users (schema version 4)", n);
+        rc = gh__log(txn, "schema.migrate", "3->4");
+    }
+    return rc;
+}
+
 int gh__migrate(gh_txn *txn, uint32_t from)
 {
     int rc = 0;
@@ -284,6 +299,8 @@ int gh__migrate(gh_txn *txn, uint32_t from)
         rc = from_v1(txn);
     if (rc == 0 && from <= 2)
         rc = from_v2(txn);
-    /* Later steps: if (rc == 0 && from <= 3) rc = from_v3(txn); ... */
+    if (rc == 0 && from == 3) /* from_v2 already built version-2 values */
+        rc = from_v3(txn);
+    /* Later steps: if (rc == 0 && from <= 4) rc = from_v4(txn); ... */
     return rc;
 }

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GH_SCHEMA_VERSION 3 /* on-disk layout version kept in the meta db */
+#define GH_SCHEMA_VERSION 4 /* on-disk layout version kept in the meta db */
 #define GH_RECORD_VERSION 1 /* "v" of records this program writes */
 
 #define GH_NAME_MAX 64      /* login, group, role and upstream names (bytes) */

@@ -128,9 +128,19 @@ typedef struct gh_user_hot {
     size_t name_len;
     const char *verifier; /* "" (len 0) when the user has no password */
     size_t verifier_len;
+    uint32_t gid;             /* primary gid (0: none) */
+    const char *display_name; /* "" (len 0) when unset */
+    size_t display_name_len;
+    const char *mail;
+    size_t mail_len;
 } gh_user_hot;
 int gh_store_user_hot(gh_txn *txn, uint64_t id, gh_user_hot *out);
 int gh_store_user_hot_by_name(gh_txn *txn, const char *name, gh_user_hot *out);
+/* Users' hot values in login order, name > after (NULL: from the start), no
+ * record decoded (the LDAP front-end's scans); stops when cb returns non-zero
+ * (a negative value is returned, a positive one means "enough": 0). */
+typedef int (*gh_store_user_hot_cb)(const gh_user_hot *h, void *arg);
+int gh_store_user_list_hot(gh_txn *txn, const char *after, gh_store_user_hot_cb cb, void *arg);
 /* What auth needs in out (id, name, uid, state, tombstone, verifier and its
  * time; other text fields empty) from the hot value; the whole record for a
  * user from an upstream (its bind needs origin and DN). */

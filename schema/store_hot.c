@@ -11,13 +11,17 @@
  * The one thing to know: the JSON record stays the truth. Every path that
  * writes DB_USERS or DB_GROUPS calls gh__user_hot_put / gh__group_hot_put (or
  * the matching delete) in the same txn; migrate.c rebuilds both indices from
- * the records (schema version 2). Strings handed out here point into the
- * read snapshot and die with it; they are not NUL-terminated.
+ * the records (schema version 3, and the users' again at version 4, when
+ * their value gained gid, display name and mail). Strings handed out here
+ * point into the read snapshot and die with it; they are not NUL-terminated.
  *
- * User value (version 1), integers big-endian:
+ * User value (version 2), integers big-endian:
  *   [0] version  [1] state  [2] flags (bit 0: upstream origin)
  *   [3] name length  [4] verifier length  [5..8] uid
- *   [9..16] tombstone  [17..24] verifier_time  [25..] name, verifier
+ *   [9..16] tombstone  [17..24] verifier_time  [25..28] gid
+ *   [29..30] display name length  [31..32] mail length
+ *   [33..] name, verifier, display name, mail
+ * (version 1, schema 3, ended at verifier_time: [25..] name, verifier)
  * Group value (version 1): [0] version [1] name length [2..5] gid [6..] name
  */
 #include <string.h>
@@ -25,18 +29,20 @@
 #include "schema/log.h"
 #include "schema/store-int.h"
 
-#define HOT_VERSION 1
-#define USER_HDR 25
+#define HOT_VERSION 1      /* groups */
+#define USER_HOT_VERSION 2 /* users */
+#define USER_HDR 33
 #define GROUP_HDR 6
 #define HOT_UPSTREAM 0x01
 
 int gh__user_hot_put(gh_txn *txn, const gh_user *u)
 {
-    uint8_t buf[USER_HDR + GH_NAME_MAX + GH_VERIFIER_MAX], key[8];
+    uint8_t buf[USER_HDR + GH_NAME_MAX + GH_VERIFIER_MAX + 2 * GH_TEXT_MAX], key[8];
     size_t nl = strlen(u->name), vl = strlen(u->verifier);
+    size_t dl = strlen(u->display_name), ml = strlen(u->mail), off;
 
-    GH_ASSERT(nl <= GH_NAME_MAX && vl <= GH_VERIFIER_MAX);
-    buf[0] = HOT_VERSION;
+    GH_ASSERT(nl <= GH_NAME_MAX && vl <= GH_VERIFIER_MAX && dl <= GH_TEXT_MAX && ml <= GH_TEXT_MAX);
+    buf[0] = USER_HOT_VERSION;
     buf[1] = (uint8_t)u->state;
     buf[2] = u->origin[0] != '\0' ? HOT_UPSTREAM : 0;
     buf[3] = (uint8_t)nl;
@@ -44,10 +50,22 @@ int gh__user_hot_put(gh_txn *txn, const gh_user *u)
     gh__put_u32(buf + 5, u->uid);
     gh__put_u64(buf + 9, (uint64_t)u->tombstone);
     gh__put_u64(buf + 17, (uint64_t)u->verifier_time);
-    memcpy(buf + USER_HDR, u->name, nl);
-    memcpy(buf + USER_HDR + nl, u->verifier, vl);
+    gh__put_u32(buf + 25, u->gid);
+    buf[29] = (uint8_t)(dl >> 8);
+    buf[30] = (uint8_t)dl;
+    buf[31] = (uint8_t)(ml >> 8);
+    buf[32] = (uint8_t)ml;
+    off = USER_HDR;
+    memcpy(buf + off, u->name, nl);
+    off += nl;
+    memcpy(buf + off, u->verifier, vl);
+    off += vl;
+    memcpy(buf + off, u->display_name, dl);
+    off += dl;
+    memcpy(buf + off, u->mail, ml);
+    off += ml;
     gh__put_u64(key, u->id);
-    return gh__put(txn, DB_USER_HOT, key, sizeof(key), buf, USER_HDR + nl + vl, 0);
+    return gh__put(txn, DB_USER_HOT, key, sizeof(key), buf, off, 0);
 }
 
 int gh__group_hot_put(gh_txn *txn, const gh_group *g)
@@ -84,6 +102,7 @@ int gh_store_user_hot(gh_txn *txn, uint64_t id, gh_user_hot *out)
 {
     uint8_t key[8];
     const uint8_t *p;
+    size_t dl, ml;
     MDB_val v;
     int rc;
 
@@ -95,8 +114,12 @@ int gh_store_user_hot(gh_txn *txn, uint64_t id, gh_user_hot *out)
     if (rc != 0)
         return rc;
     p = v.mv_data;
-    if (v.mv_size < USER_HDR || p[0] != HOT_VERSION || p[1] > GH_USER_DISABLED ||
-        v.mv_size != USER_HDR + (size_t)p[3] + p[4])
+    if (v.mv_size < USER_HDR || p[0] != USER_HOT_VERSION || p[1] > GH_USER_DISABLED)
+        return corrupt(txn, "user", id);
+    dl = (size_t)p[29] << 8 | p[30];
+    ml = (size_t)p[31] << 8 | p[32];
+    if (dl > GH_TEXT_MAX || ml > GH_TEXT_MAX ||
+        v.mv_size != USER_HDR + (size_t)p[3] + p[4] + dl + ml)
         return corrupt(txn, "user", id);
     out->id = id;
     out->state = (gh_user_state)p[1];
@@ -108,6 +131,11 @@ int gh_store_user_hot(gh_txn *txn, uint64_t id, gh_user_hot *out)
     out->name_len = p[3];
     out->verifier = (const char *)p + USER_HDR + p[3];
     out->verifier_len = p[4];
+    out->gid = gh__get_u32(p + 25);
+    out->display_name = out->verifier + p[4];
+    out->display_name_len = dl;
+    out->mail = out->display_name + dl;
+    out->mail_len = ml;
     return 0;
 }
 
@@ -123,6 +151,25 @@ int gh_store_user_hot_by_name(gh_txn *txn, const char *name, gh_user_hot *out)
     if (rc != 0)
         return rc;
     return gh_store_user_hot(txn, id, out);
+}
+
+struct hot_walk {
+    gh_store_user_hot_cb cb;
+    void *arg;
+};
+
+static int hot_walk_one(gh_txn *txn, uint64_t id, void *arg)
+{
+    struct hot_walk *w = arg;
+    gh_user_hot h;
+    int rc = gh_store_user_hot(txn, id, &h);
+    return rc != 0 ? rc : w->cb(&h, w->arg);
+}
+
+int gh_store_user_list_hot(gh_txn *txn, const char *after, gh_store_user_hot_cb cb, void *arg)
+{
+    struct hot_walk w = {cb, arg};
+    return gh__name_walk(txn, DB_USER_NAME, NULL, after, 0, hot_walk_one, &w);
 }
 
 int gh_store_user_get_auth(gh_txn *txn, const char *name, gh_user *out)

@@ -344,6 +344,57 @@ class LdapUtils(ghtest.TestCase):
                       "(uid=u*)", "1.1", kind="ldaps", user="svc")
         self.assertEqual(len(self.dns(p.stdout)), 25)
 
+    def test_hot_path_same_as_full_decode(self):
+        """Searches whose filter needs only a user's hot value (uid, uidNumber,
+        gidNumber, mail, displayName, objectClass, entryDN, memberOf) skip
+        decoding records; their entries and attributes must be those of the
+        full-decode path: the same filter ANDed with an always-true test on
+        createTimestamp (which forces a decode) asking for everything,
+        projected onto the attributes asked."""
+        def entries(ldif):
+            out = []
+            for block in ldif.strip().split("\n\n"):
+                lines = [l for l in block.splitlines() if l and not l.startswith("#")]
+                if not lines:
+                    continue
+                attrs = {}
+                for line in lines[1:]:
+                    name, _, _ = line.partition(":")
+                    attrs.setdefault(name.lower(), []).append(line)
+                out.append((lines[0], {k: sorted(v) for k, v in attrs.items()}))
+            return out
+        n = int(self.search("-b", SUFFIX, "(uid=alice)", "uidNumber",
+                            user="svc").split("uidNumber: ")[1].split()[0])
+        people = "ou=people," + SUFFIX
+        filters = ["(objectClass=inetOrgPerson)", "(uid=a*)", "(uid=*)", "(uid=ALICE)",
+                   "(&(objectClass=posixAccount)(!(uid=u*)))", "(uidNumber>=%d)" % (n + 2),
+                   "(|(uid=carol)(uidNumber=%d))" % n, "(memberOf=cn=git,ou=groups,%s)" % SUFFIX,
+                   "(entryDN=uid=bob,%s)" % people, "(!(nosuchattr=1))", "(entryUUID=*)",
+                   "(mail=BOB@example.org)", "(displayName=*lid*)", "(sn=Liddell)",
+                   "(&(gidNumber=100)(!(mail=*)))", "(|(mail=*)(displayName=alice*))"]
+        attr_lists = [["uid"], ["1.1"], ["uid", "uidNumber", "objectClass", "entryUUID",
+                                          "memberOf", "entryDN", "cn"],
+                      ["uid", "mail", "displayName", "sn", "gidNumber"],
+                      ["cn", "gecos", "homeDirectory", "createTimestamp"]]
+        for flt in filters:
+            full = entries(self.search("-b", SUFFIX, "(&%s(|(createTimestamp=*)(!(createTimestamp=*))))" % flt,
+                                       "*", "+", user="svc"))
+            self.assertTrue(full or flt == "(!(nosuchattr=1))", flt)
+            for attrs in attr_lists:
+                want = [(dn, {k: v for k, v in a.items() if k in [x.lower() for x in attrs]})
+                        for dn, a in full]
+                got = entries(self.search("-b", SUFFIX, flt, *attrs, user="svc"))
+                self.assertEqual(got, want, "%s %s" % (flt, attrs))
+                # paged, one level under ou=people: the same users in the same order
+                got = entries(self.search("-b", people, "-s", "one", "-E", "pr=3/noprompt",
+                                          flt, *attrs, user="svc"))
+                self.assertEqual(got, [e for e in want if e[0].endswith("," + people)],
+                                 "paged %s %s" % (flt, attrs))
+        # a user bound as itself still sees only its own entry through the hot path
+        got = entries(self.search("-b", SUFFIX, "(objectClass=inetOrgPerson)", "uid",
+                                  user="alice"))
+        self.assertEqual(got, [("dn: uid=alice,%s" % people, {"uid": ["uid: alice"]})])
+
     def test_unknown_critical_control(self):
         p = self.tool("ldapsearch", "-b", SUFFIX, "-e", "!1.2.3.4.5", "(uid=alice)",
                       user="svc", check=False)

@@ -1703,6 +1703,121 @@ static void hot_expect(fx *f, uint64_t id, const char *name, gh_user_state st, c
     rd_end(f);
 }
 
+struct hot_seen {
+    char names[8][GH_NAME_MAX + 1];
+    uint32_t uids[8];
+    size_t n, stop_at;
+};
+
+static int hot_seen_cb(const gh_user_hot *h, void *arg)
+{
+    struct hot_seen *s = arg;
+    assert_true(s->n < 8);
+    memcpy(s->names[s->n], h->name, h->name_len);
+    s->names[s->n][h->name_len] = '\0';
+    s->uids[s->n] = h->uid;
+    return ++s->n == s->stop_at;
+}
+
+/* The LDAP scans' walk: hot values in login order, resumed after a name,
+ * stopped by the callback, equal to the records. */
+static void test_hot_list(void **state)
+{
+    fx *f = *state;
+    struct hot_seen s;
+    uint64_t ids[3];
+    const char *names[3] = {"carol", "alice", "bob"};
+    gh_user u;
+    gh_txn *t;
+
+    for (int i = 0; i < 3; i++)
+        ids[i] = add_user(f, names[i]);
+    t = rd(f);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_list_hot(t, NULL, hot_seen_cb, &s), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.names[0], "alice");
+    assert_string_equal(s.names[1], "bob");
+    assert_string_equal(s.names[2], "carol");
+    assert_int_equal(gh_store_user_get_by_id(t, ids[1], &u), 0);
+    assert_int_equal(s.uids[0], u.uid);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_list_hot(t, "alice", hot_seen_cb, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.names[0], "bob");
+    memset(&s, 0, sizeof(s));
+    s.stop_at = 1;
+    assert_int_equal(gh_store_user_list_hot(t, NULL, hot_seen_cb, &s), 0);
+    assert_int_equal(s.n, 1);
+    rd_end(f);
+}
+
+static void hot_expect_more(fx *f, uint64_t id, uint32_t gid, const char *display, const char *mail)
+{
+    gh_user_hot h;
+    gh_txn *t = rd(f);
+    assert_int_equal(gh_store_user_hot(t, id, &h), 0);
+    assert_int_equal(h.gid, gid);
+    assert_int_equal(h.display_name_len, strlen(display));
+    assert_memory_equal(h.display_name, display, h.display_name_len);
+    assert_int_equal(h.mail_len, strlen(mail));
+    assert_memory_equal(h.mail, mail, h.mail_len);
+    rd_end(f);
+}
+
+/* Version-2 user values carry gid, display name and mail (the LDAP
+ * front-end's sweeps); a schema-3 database's version-1 values are rebuilt
+ * on open. */
+static void test_hot_value_v2(void **state)
+{
+    fx *f = *state;
+    gh_user u = mkuser("zoe");
+    struct upd up;
+    char big[GH_TEXT_MAX + 1];
+
+    u.gid = 4242;
+    snprintf(u.display_name, sizeof(u.display_name), "Zoe Q. Public");
+    snprintf(u.mail, sizeof(u.mail), "zoe@example.org");
+    assert_int_equal(gh_store_write(f->s, w_user_add, &u, NULL, 0), 0);
+    hot_expect(f, u.id, "zoe", GH_USER_ACTIVE, "");
+    hot_expect_more(f, u.id, 4242, "Zoe Q. Public", "zoe@example.org");
+    /* an update rewrites the value; the longest texts fit */
+    memset(big, 'x', GH_TEXT_MAX);
+    big[GH_TEXT_MAX] = '\0';
+    memset(&up, 0, sizeof(up));
+    up.u = u;
+    memcpy(up.u.display_name, big, sizeof(big));
+    up.u.mail[0] = '\0';
+    up.u.gid = 0;
+    up.mask = GH_UF_DISPLAY | GH_UF_MAIL | GH_UF_GID;
+    assert_int_equal(gh_store_write(f->s, w_user_update, &up, NULL, 0), 0);
+    hot_expect_more(f, u.id, 0, big, "");
+    hot_expect(f, u.id, "zoe", GH_USER_ACTIVE, "");
+
+    /* a schema-3 database with a version-1 value (no gid, display, mail) */
+    fx_close(f);
+    {
+        raw r;
+        uint8_t v[8], key8[8], val1[25 + 3];
+        MDB_val key = {14, "schema_version"}, val = {8, v};
+        MDB_val hk = {8, key8}, hv = {sizeof(val1), val1};
+        MDB_dbi meta = raw_open(f->dir, &r, "meta", 0);
+        MDB_dbi uh = raw_dbi(&r, "user_hot", 0);
+        memset(val1, 0, sizeof(val1));
+        val1[0] = 1; /* version 1 */
+        val1[3] = 3; /* name length */
+        memcpy(val1 + 25, "zoe", 3);
+        be64(key8, u.id);
+        assert_int_equal(mdb_put(r.txn, uh, &hk, &hv, 0), 0);
+        be64(v, 3);
+        assert_int_equal(mdb_put(r.txn, meta, &key, &val, 0), 0);
+        raw_close(&r);
+    }
+    fx_open(f);
+    hot_expect_more(f, u.id, 0, big, "");
+    assert_string_equal(last_change(f).op, "schema.migrate");
+}
+
 static void test_hot_index(void **state)
 {
     fx *f = *state;
@@ -2153,6 +2268,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_map_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_100k_users, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_index, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_list, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_hot_value_v2, setup_open, teardown),
     };
 
     gh_log_setup(GH_LOG_WARN, 0);
