@@ -722,20 +722,31 @@ static int consider(sctx *c, gh_ldap_entry *e, int phase, const char *pos)
     return 0;
 }
 
-static int scan_user_cb(const gh_user *u, void *arg)
+/* The step every scan callback shares: the ldap_max_scan bound, tombstones
+ * skipped, the one scratch entry. NULL when the callback must return *rc. */
+static gh_ldap_entry *scan_next(sctx *c, int64_t tombstone, int *rc)
 {
-    sctx *c = arg;
-    gh_ldap_entry *e;
+    *rc = 0;
     if (++c->examined > c->l->max_scan) {
         c->code = LR_ADMINLIMIT;
         c->text = "the search needs more than ldap_max_scan entries; narrow its filter";
-        return STOP;
+        *rc = STOP;
+        return NULL;
     }
-    if (u->tombstone)
-        return 0;
+    if (tombstone)
+        return NULL;
     if (c->scratch == NULL && (c->scratch = malloc(sizeof(*c->scratch))) == NULL)
-        return GH_ENOMEM;
-    e = c->scratch;
+        *rc = GH_ENOMEM;
+    return c->scratch;
+}
+
+static int scan_user_cb(const gh_user *u, void *arg)
+{
+    sctx *c = arg;
+    int rc;
+    gh_ldap_entry *e = scan_next(c, u->tombstone, &rc);
+    if (e == NULL)
+        return rc;
     e->kind = DL_USER;
     e->partial = 0;
     e->u = *u;
@@ -776,15 +787,9 @@ static void partial_copy(gh_ldap_entry *dst, const gh_ldap_entry *src)
 static int scan_user_hot_cb(const gh_user_hot *h, void *arg)
 {
     sctx *c = arg;
-    if (++c->examined > c->l->max_scan) {
-        c->code = LR_ADMINLIMIT;
-        c->text = "the search needs more than ldap_max_scan entries; narrow its filter";
-        return STOP;
-    }
-    if (h->tombstone)
-        return 0;
-    if (c->scratch == NULL && (c->scratch = malloc(sizeof(*c->scratch))) == NULL)
-        return GH_ENOMEM;
+    int rc;
+    if (scan_next(c, h->tombstone, &rc) == NULL)
+        return rc;
     hot_entry(c->scratch, h);
     return consider(c, c->scratch, 1, c->scratch->u.name);
 }
@@ -792,17 +797,10 @@ static int scan_user_hot_cb(const gh_user_hot *h, void *arg)
 static int scan_group_cb(const gh_group *g, void *arg)
 {
     sctx *c = arg;
-    gh_ldap_entry *e;
-    if (++c->examined > c->l->max_scan) {
-        c->code = LR_ADMINLIMIT;
-        c->text = "the search needs more than ldap_max_scan entries; narrow its filter";
-        return STOP;
-    }
-    if (g->tombstone)
-        return 0;
-    if (c->scratch == NULL && (c->scratch = malloc(sizeof(*c->scratch))) == NULL)
-        return GH_ENOMEM;
-    e = c->scratch;
+    int rc;
+    gh_ldap_entry *e = scan_next(c, g->tombstone, &rc);
+    if (e == NULL)
+        return rc;
     e->kind = DL_GROUP;
     e->partial = 0;
     e->g = *g;
