@@ -97,6 +97,10 @@ class Fallback(AuthBase):
         def ups():
             return {u["name"]: u for u in self.assertOk(c.call("sync.status"))["upstreams"]}
         self.wait_for(lambda: all(u["runs"] >= 1 for u in ups().values()), 30, "first runs")
+        # a run can end without its entries (a timeout on a loaded machine):
+        # the four "slow" users must be mirrored before their binds can hang
+        self.wait_for(lambda: all(self.user(c, gen_ldif.login(10 + i)) for i in range(4)), 30,
+                      "slow's users mirrored")
         self.assertTrue(c.login("u00003", gen_ldif.password(3)))
         ldap.pause()
         holders = [self.client(srv) for _ in range(4)]
