@@ -235,7 +235,8 @@ class Persist(SyncTest):
         self.assertEqual(u["totals"]["disabled"], 1)
         self.assertGreaterEqual(u["totals"]["renamed"], 1)
         self.assertEqual(u["state"], "persisting")
-        self.assertEqual(u["lag_s"], 0)
+        # whole seconds: the status read may fall just past a second boundary
+        self.assertLessEqual(u["lag_s"], 1)
 
 
 class Poll(SyncTest):
