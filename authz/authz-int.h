@@ -93,8 +93,18 @@ typedef struct gh__eidx {
     uint32_t *ids;
     uint32_t nexact, nids;
     gh__agrp *tab;
-    uint32_t mask; /* table size - 1 (size is a power of two) */
+    uint32_t mask;  /* table size - 1 (size is a power of two) */
+    uint32_t any;   /* holds a "*" rule: every action is a candidate */
+    uint64_t amask; /* one bit (gh__abit) per exact action and per "prefix:"
+                       of the rules: a request whose gh__req.amask shares no
+                       bit with it matches none of them */
 } gh__eidx;
+
+/* The filter bit of an action or action prefix hash. */
+static inline uint64_t gh__abit(uint64_t hash)
+{
+    return 1ULL << (hash >> 58);
+}
 
 typedef struct gh__set {
     uint64_t user_id;
@@ -123,6 +133,7 @@ typedef struct gh__req {
     const char *action;
     uint32_t alen;
     uint64_t ahash;
+    uint64_t amask; /* gh__abit of the action and of each prefix ending in ':' */
     uint32_t nseg;
     struct {
         const char *p;
@@ -132,6 +143,12 @@ typedef struct gh__req {
 
 /* ---- match.c: the hot path (no allocation) ---- */
 
+/* FNV-1a, one byte at a time so a prefix's hash falls out of the action's. */
+#define GH__HASH_SEED 1469598103934665603ULL
+static inline uint64_t gh__hash_step(uint64_t h, unsigned char ch)
+{
+    return (h ^ ch) * 1099511628211ULL;
+}
 uint64_t gh__hash(const char *s, size_t len);
 /* Validates and splits a concrete (action, resource): 0 or GH_EINVAL. */
 int gh__req_init(gh__req *q, const char *action, const char *resource);

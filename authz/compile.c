@@ -401,6 +401,15 @@ static int build_index(gh__set *s, gh__eidx *x, const uint32_t *ids, uint32_t n)
         if (s->rules[ids[i]].akind != GH__ACT_EXACT)
             x->ids[nw++] = ids[i];
     x->nids = nw;
+    x->any = 0;
+    x->amask = 0;
+    for (uint32_t i = 0; i < nw; i++) {
+        const gh__rule *r = &s->rules[x->ids[i]];
+        if (r->akind == GH__ACT_ANY)
+            x->any = 1;
+        else /* the exact action, or the prefix with its ':' */
+            x->amask |= gh__abit(gh__hash(s->str + r->aoff, r->alen));
+    }
     if (x->nexact == 0)
         return 0;
     qsort_r(x->ids, x->nexact, sizeof(*x->ids), rule_cmp, s);

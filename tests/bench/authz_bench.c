@@ -10,6 +10,12 @@
  * does not run it); numbers depend on the machine. It still checks that the
  * decisions it times are the right ones, so a fast wrong engine fails.
  * Usage: authz_bench [decisions] (default 5,000,000).
+ *
+ * authz_bench --store DIR [--users N] [--seed S] [--checks N] replays instead
+ * the checks gatehouse-bench draws (tests/bench/bench_data.c) against the
+ * store a `gatehouse-bench --keep` run left in DIR (gatehoused stopped):
+ * decisions per second over many users, what the server's check path pays
+ * in the policy engine per request.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +25,22 @@
 #include "authz/authz.h"
 #include "schema/error.h"
 #include "schema/store.h"
+#include "tests/bench/bench_common.h"
 
 static double now_s(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of this thread: steadier than wall time on a shared machine. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
@@ -254,8 +270,95 @@ static void build_1000(gh_store *s)
     run(s, "bind", "big9", "big-b", NULL, NULL);
 }
 
+/* ---- the gatehouse-bench data set, replayed in process ---- */
+
+static int replay_store(const char *dir, uint32_t nusers, uint64_t seed, long n)
+{
+    char err[256], name[32];
+    gh_store_opts so;
+    gh_store *s = NULL;
+    gh_store_reader *rd = NULL;
+    gh_authz *a = NULL;
+    gh_authz_stats st;
+    gh_txn *txn;
+    bn_data d;
+    bn_rng r;
+    bn_check *cs;
+    uint64_t *ids;
+    long allowed = 0;
+    double t0, t1;
+    int rc, allow;
+
+    memset(&so, 0, sizeof(so));
+    so.state_dir = dir;
+    so.no_sync = 1;
+    if ((rc = gh_store_open(&s, &so, err, sizeof(err))) != 0)
+        die("open", rc, err);
+    if ((rc = gh_store_reader_new(s, &rd)) != 0 || (rc = gh_authz_new(&a, NULL)) != 0)
+        die("init", rc, NULL);
+    bn_data_generate(&d, nusers, seed);
+    bn_rng_seed(&r, seed * 7 + 1);
+    cs = calloc((size_t)n, sizeof(*cs));
+    ids = calloc(nusers, sizeof(*ids));
+    if (cs == NULL || ids == NULL)
+        die("calloc", GH_ENOMEM, NULL);
+    for (long i = 0; i < n; i++)
+        bn_check_pick(&d, &r, UINT32_MAX, &cs[i]);
+    gh_store_read_begin(rd, &txn);
+    for (uint32_t u = 0; u < nusers; u++) {
+        gh_user usr;
+        bn_user_name(name, sizeof(name), u);
+        if ((rc = gh_store_user_get(txn, name, &usr)) != 0)
+            die("user", rc, name);
+        ids[u] = usr.id;
+        gh_authz_check(a, txn, usr.id, "read", "x", &allow); /* warm the cache */
+    }
+    gh_store_read_end(rd);
+    for (int pass = 0; pass < 2; pass++) { /* a warm-up pass, then the timed one */
+        allowed = 0;
+        t0 = cpu_s();
+        for (long i = 0; i < n; i++) {
+            gh_store_read_begin(rd, &txn);
+            if ((rc = gh_authz_check(a, txn, ids[cs[i].user], cs[i].action, cs[i].resource,
+                                     &allow)) != 0)
+                die("check", rc, cs[i].resource);
+            gh_store_read_end(rd);
+            allowed += allow;
+        }
+        t1 = cpu_s();
+    }
+    gh_authz_get_stats(a, &st);
+    printf("gatehouse-bench checks, %u users, snapshot per check: %.0f /s of CPU (%.0f ns CPU "
+           "each, %ld "
+           "checks, %.0f%% allowed, %llu sets cached, %llu bytes)\n",
+           nusers, (double)n / (t1 - t0), (t1 - t0) * 1e9 / (double)n, n,
+           100.0 * (double)allowed / (double)n, (unsigned long long)st.cached,
+           (unsigned long long)st.cached_bytes);
+    free(cs);
+    free(ids);
+    bn_data_free(&d);
+    gh_authz_free(a);
+    gh_store_reader_free(rd);
+    gh_store_close(s);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "--store") == 0) {
+        uint32_t users = 10000;
+        uint64_t seed = 1;
+        long checks = 2000000;
+        for (int i = 3; i + 1 < argc; i += 2) {
+            if (strcmp(argv[i], "--users") == 0)
+                users = (uint32_t)atol(argv[i + 1]);
+            else if (strcmp(argv[i], "--seed") == 0)
+                seed = (uint64_t)atoll(argv[i + 1]);
+            else if (strcmp(argv[i], "--checks") == 0)
+                checks = atol(argv[i + 1]);
+        }
+        return replay_store(argv[2], users, seed, checks > 0 ? checks : 1);
+    }
     long n = argc > 1 ? atol(argv[1]) : 5000000;
     char dir[] = "/tmp/gh-authz-bench-XXXXXX", cmd[128], err[256];
     gh_store_opts so;
