@@ -29,6 +29,23 @@ typedef struct opent {
     const gh_op_def *def;
 } opent;
 
+/* A decoded request: jansson's tree, or for a GH_OPF_FLAT op whose line
+ * freq.c takes, the flat reading (the hot ops skip jansson). */
+typedef struct reqv {
+    json_t *j;
+    gh_freq f;
+    int flat;
+} reqv;
+
+static void reqv_free(reqv *rv)
+{
+    json_decref(rv->j);
+    rv->j = NULL;
+    if (rv->flat)
+        gh_freq_free(&rv->f);
+    rv->flat = 0;
+}
+
 /* Sorted op table (built once, read-only afterwards: not mutable state). */
 static opent *table;
 static size_t ntable;
@@ -428,13 +445,13 @@ static int user_in_local_group(gh_txn *txn, const char *name, uint64_t user_id)
 
 /* The rank a token presented as "auth" gives: admin, service, or nothing
  * more than any peer. A token of a user who is not active is invalid. */
-static int token_rank(gh_opctx *ctx, json_t *auth, int *rank)
+static int token_rank(gh_opctx *ctx, const gh_fval *auth, int *rank)
 {
     gh_user u;
     int64_t exp;
-    if (!json_is_string(auth))
+    if (auth->type != GH_FV_STRING)
         return gh_op_fail(ctx, GH_EINVAL, "'auth' must be a token string");
-    if (gh__token_user(ctx->srv, ctx->txn, json_string_value(auth), ctx->now, &u, &exp) != 0 ||
+    if (gh__token_user(ctx->srv, ctx->txn, auth->s, ctx->now, &u, &exp) != 0 ||
         u.state != GH_USER_ACTIVE || u.tombstone)
         return gh_op_fail(ctx, GH_ETOKEN, "the 'auth' token is invalid or expired");
     *rank = GH_PEER_ANY;
@@ -539,8 +556,9 @@ done:
 /* Hands p to loop 0 (GH_OPF_LOOP0); 0, or a GH_E* code with p untouched. */
 static int hop_to_loop0(gh_conn *c, gh_pending *p, const gh_opctx *ctx, const gh_op_def *def)
 {
-    hop *h = calloc(1, sizeof(*h));
-    if (h == NULL)
+    hop *h;
+    GH_ASSERT(ctx->freq == NULL); /* a loop-0 op is never GH_OPF_FLAT */
+    if ((h = calloc(1, sizeof(*h))) == NULL)
         return GH_ENOMEM;
     h->req = json_deep_copy(ctx->req);
     if (h->req == NULL) {
@@ -564,7 +582,7 @@ static int hop_to_loop0(gh_conn *c, gh_pending *p, const gh_opctx *ctx, const gh
     return 0;
 }
 
-static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, json_t *req,
+static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, const reqv *rv,
                     const gh_op_def *def)
 {
     gh_server *srv = c->srv;
@@ -581,7 +599,8 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
     ctx.srv = srv;
     ctx.cfg = srv->cfg;
     ctx.authz = c->lp->authz; /* the loop's own: no lock */
-    ctx.req = req;
+    ctx.req = rv->j;
+    ctx.freq = rv->flat ? &rv->f : NULL;
     ctx.rank = c->admin ? GH_PEER_ADMIN : c->service ? GH_PEER_SERVICE : GH_PEER_ANY;
     ctx.frontend = c->frontend;
     ctx.peer_uid = c->uid;
@@ -603,10 +622,10 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, jso
         goto done;
     }
     /* identify: a token in "auth" may raise the request's rank */
-    json_t *auth = json_object_get(req, "auth");
-    if (auth != NULL) {
+    gh_fval auth;
+    if (gh_arg_view(&ctx, "auth", &auth) == 0) {
         int trank = GH_PEER_ANY;
-        if ((rc = token_rank(&ctx, auth, &trank)) != 0)
+        if ((rc = token_rank(&ctx, &auth, &trank)) != 0)
             goto done;
         if (trank > ctx.rank)
             ctx.rank = trank;
@@ -664,22 +683,65 @@ done:
     gh_op_write(p, ctx.actor, ctx.apply, ctx.reply, ctx.free_arg, ctx.arg);
 }
 
-/* decode: the line becomes a request object and an op, or p is answered
- * with the error (NULL). */
-static json_t *decode(gh_conn *c, gh_pending *p, const char *line, size_t len)
+/* The request id as the reply echoes it. */
+static json_t *fval_json(const gh_fval *v)
+{
+    switch (v->type) {
+    case GH_FV_STRING:
+        return json_stringn(v->s, v->len);
+    case GH_FV_INT:
+        return json_integer((json_int_t)v->i);
+    case GH_FV_TRUE:
+        return json_true();
+    case GH_FV_FALSE:
+        return json_false();
+    default:
+        return json_null();
+    }
+}
+
+/* The flat reading of a hot op's line: 0 with rv->flat set, or 1 to read
+ * the line with jansson (not flat, or not an op that takes it). */
+static int decode_flat(gh_pending *p, const char *line, size_t len, reqv *rv)
+{
+    const gh_fval *op, *id;
+    int idx;
+
+    if (gh_freq_parse(&rv->f, line, len) != 0)
+        return 1;
+    op = gh_freq_get(&rv->f, "op");
+    idx = op != NULL && op->type == GH_FV_STRING ? find_op(op->s) : -1;
+    if (idx < 0 || !(table[idx].def->flags & GH_OPF_FLAT)) {
+        gh_freq_free(&rv->f);
+        return 1;
+    }
+    id = gh_freq_get(&rv->f, "id");
+    if (id != NULL && p->id == NULL && (p->id = fval_json(id)) == NULL) {
+        gh_freq_free(&rv->f);
+        return 1; /* out of memory: jansson's path answers it */
+    }
+    p->op = idx;
+    rv->flat = 1;
+    return 0;
+}
+
+/* decode: the line becomes a request (rv) and an op: 0, or -1 when p has
+ * been answered with the error. */
+static int decode(gh_conn *c, gh_pending *p, const char *line, size_t len, reqv *rv)
 {
     json_error_t jerr;
     const char *why = NULL;
     json_t *req;
     int rc;
 
+    memset(rv, 0, sizeof(*rv));
     if (line == NULL) {
         gh__pending_finish(p, GH_ETOOBIG, "request line longer than max_request bytes", NULL);
-        return NULL;
+        return -1;
     }
     if (memchr(line, '\0', len) != NULL) {
         gh__pending_finish(p, GH_EBADREQ, "NUL byte in request", NULL);
-        return NULL;
+        return -1;
     }
     rc = scan_shape(line, len, GH_MAX_DEPTH, c->srv->cfg->max_request_elements, &why);
     if (rc != 0) {
@@ -690,14 +752,16 @@ static json_t *decode(gh_conn *c, gh_pending *p, const char *line, size_t len)
             snprintf(msg, sizeof(msg), "request holds more than %zu values (max_request_elements)",
                      c->srv->cfg->max_request_elements);
         gh__pending_finish(p, rc, msg, NULL);
-        return NULL;
+        return -1;
     }
+    if (decode_flat(p, line, len, rv) == 0)
+        return 0;
     req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
     if (req == NULL) {
         char msg[GH_ERRMSG_MAX];
         snprintf(msg, sizeof(msg), "invalid JSON at column %d: %s", jerr.column, jerr.text);
         gh__pending_finish(p, GH_EBADREQ, msg, NULL);
-        return NULL;
+        return -1;
     }
     if (!json_is_object(req)) {
         gh__pending_finish(p, GH_EBADREQ, "a request must be a JSON object", NULL);
@@ -725,20 +789,21 @@ static json_t *decode(gh_conn *c, gh_pending *p, const char *line, size_t len)
         goto fail;
     }
     p->op = idx;
-    return req;
+    rv->j = req;
+    return 0;
 fail:
     json_decref(req);
-    return NULL;
+    return -1;
 }
 
 /* Runs one decoded request now, or parks it behind the connection's writes. */
 static void start(gh_conn *c, gh_pending *p, const char *line, size_t len)
 {
-    json_t *req = decode(c, p, line, len);
-    if (req == NULL)
+    reqv rv;
+    if (decode(c, p, line, len, &rv) != 0)
         return;
-    execute(c, p, line, len, req, table[p->op].def);
-    json_decref(req);
+    execute(c, p, line, len, &rv, table[p->op].def);
+    reqv_free(&rv);
 }
 
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
@@ -764,14 +829,14 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
         /* Behind held requests everything waits (order); behind writes
          * only plain writes may run. The op is known only after decoding,
          * so a line that may have to wait is decoded now and kept as text. */
-        json_t *req = decode(c, p, line, len);
-        if (req == NULL)
+        reqv rv;
+        if (decode(c, p, line, len, &rv) != 0)
             return;
         if (c->nparked > 0 || must_wait(c, table[p->op].def))
             park(c, p, line, len);
         else
-            execute(c, p, line, len, req, table[p->op].def);
-        json_decref(req);
+            execute(c, p, line, len, &rv, table[p->op].def);
+        reqv_free(&rv);
         return;
     }
     start(c, p, line, len);

@@ -10,7 +10,7 @@ libghcore_la_SOURCES += server/config.h server/writer.h server/ops.h \
 	server/ops_authz.c server/ops_io.c server/reply.h server/reply.c \
 	server/ops_nss.c server/ops_passwd.c \
 	server/ops_backup.c \
-	server/metrics.h server/metrics.c
+	server/metrics.h server/metrics.c server/freq.h server/freq.c
 # LDAP listeners and TLS
 libghcore_la_SOURCES += server/ldap_conn.c server/tls.c server/tls.h
 # the sync.* ops (the module itself is sync/local.mk's) and sessions

@@ -28,6 +28,7 @@
 #include "authz/authz.h"
 #include "schema/store.h"
 #include "server/config.h"
+#include "server/freq.h"
 
 struct gh_server;
 struct gh_pending;
@@ -37,7 +38,8 @@ typedef struct gh_opctx {
     const gh_config *cfg;
     gh_authz *authz;
     gh_txn *txn;         /* read snapshot, valid during the handler call only */
-    json_t *req;         /* the request object (borrowed) */
+    json_t *req;         /* the request object (borrowed); NULL when freq holds it */
+    const gh_freq *freq; /* a GH_OPF_FLAT op's flat reading (borrowed), or NULL */
     json_t *resp;        /* success fields go here (borrowed) */
     int admin;           /* the peer may call admin operations (rank == GH_PEER_ADMIN) */
     int rank;            /* enum gh_peer_rank of the peer for this request */
@@ -98,6 +100,9 @@ enum {
     /* Callable on the NSS socket (server/ops_nss.c); public everywhere.
      * (A high bit: main's GH_OPF_ARGON2 / _UNORDERED_WRITE take 2 and 3.) */
     GH_OPF_NSS = 1u << 6,
+    /* The handler reads its arguments through gh_arg_* only, never c->req:
+     * a flat request (server/freq.h) reaches it without jansson. */
+    GH_OPF_FLAT = 1u << 9,
 };
 
 typedef struct gh_op_def {
@@ -130,6 +135,12 @@ int gh_op_defer(gh_opctx *c, gh_store_write_fn apply, int (*reply)(void *arg, js
 /* Field readers: 0, GH_ENOTFOUND when absent and optional (out untouched),
  * or GH_EINVAL with c->msg set (missing when required, wrong type, too long,
  * out of range). Strings are borrowed from c->req. */
+/* The member key of the request, from whichever reading holds it (jansson's
+ * tree or the flat one): 0 with *out filled (type GH_FV_OTHER for a real,
+ * an object or an array), or GH_ENOTFOUND. */
+int gh_arg_view(const gh_opctx *c, const char *key, gh_fval *out);
+/* The string member key, or NULL (absent or not a string): never fails. */
+const char *gh_arg_peek(const gh_opctx *c, const char *key);
 int gh_arg_str(gh_opctx *c, const char *key, int required, size_t maxlen, const char **out);
 int gh_arg_int(gh_opctx *c, const char *key, int required, int64_t min, int64_t max, int64_t *out);
 int gh_arg_bool(gh_opctx *c, const char *key, int required, int *out);

@@ -645,7 +645,7 @@ static int bad_pair(gh_opctx *c, const char *where, const char *action, const ch
  * user every check denies: the answer must not tell who exists. */
 static int deny_unknown(gh_opctx *c, const char *action, const char *resource, int want)
 {
-    const char *name = json_string_value(json_object_get(c->req, "user"));
+    const char *name = gh_arg_peek(c, "user");
     char buf[GH_ERRMSG_MAX + 64];
     json_object_set_new(c->resp, "allow", json_false());
     if (!want)
@@ -839,7 +839,7 @@ const gh_op_def gh__ops_authz[] = {
     {"grant", op_grant, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
     {"revoke", op_revoke, GH_OPF_ADMIN | GH_OPF_WRITE, GH_CLASS_ADMIN},
     {"bindings", op_bindings, GH_OPF_ADMIN, GH_CLASS_ADMIN},
-    {"check", op_check, 0, GH_CLASS_SUBJECT},
+    {"check", op_check, GH_OPF_FLAT, GH_CLASS_SUBJECT},
     {"check.batch", op_check_batch, 0, GH_CLASS_SUBJECT},
     {"perms", op_perms, 0, GH_CLASS_SUBJECT},
     {"who_can", op_who_can, GH_OPF_ADMIN, GH_CLASS_ADMIN},

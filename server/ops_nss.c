@@ -329,11 +329,11 @@ int gh__op_nss_allowed(const gh_op_def *def)
 }
 
 const gh_op_def gh__ops_nss[] = {
-    {"nss.getpwnam", op_getpwnam, GH_OPF_NSS, GH_CLASS_PUBLIC},
-    {"nss.getpwuid", op_getpwuid, GH_OPF_NSS, GH_CLASS_PUBLIC},
-    {"nss.getgrnam", op_getgrnam, GH_OPF_NSS, GH_CLASS_PUBLIC},
-    {"nss.getgrgid", op_getgrgid, GH_OPF_NSS, GH_CLASS_PUBLIC},
-    {"nss.initgroups", op_initgroups, GH_OPF_NSS, GH_CLASS_PUBLIC},
+    {"nss.getpwnam", op_getpwnam, GH_OPF_NSS | GH_OPF_FLAT, GH_CLASS_PUBLIC},
+    {"nss.getpwuid", op_getpwuid, GH_OPF_NSS | GH_OPF_FLAT, GH_CLASS_PUBLIC},
+    {"nss.getgrnam", op_getgrnam, GH_OPF_NSS | GH_OPF_FLAT, GH_CLASS_PUBLIC},
+    {"nss.getgrgid", op_getgrgid, GH_OPF_NSS | GH_OPF_FLAT, GH_CLASS_PUBLIC},
+    {"nss.initgroups", op_initgroups, GH_OPF_NSS | GH_OPF_FLAT, GH_CLASS_PUBLIC},
     {"nss.enumerate", op_enumerate, GH_OPF_NSS, GH_CLASS_PUBLIC},
     {NULL, NULL, 0, GH_CLASS_ADMIN},
 };

@@ -109,53 +109,99 @@ void gh_op_complete(struct gh_pending *p, int rc, const char *msg, json_t *resp)
     json_decref(resp);
 }
 
+int gh_arg_view(const gh_opctx *c, const char *key, gh_fval *out)
+{
+    json_t *v;
+
+    memset(out, 0, sizeof(*out));
+    out->key = key;
+    if (c->freq != NULL) {
+        const gh_fval *f = gh_freq_get(c->freq, key);
+        if (f == NULL)
+            return GH_ENOTFOUND;
+        *out = *f;
+        return 0;
+    }
+    if ((v = json_object_get(c->req, key)) == NULL)
+        return GH_ENOTFOUND;
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        out->type = GH_FV_STRING;
+        out->s = json_string_value(v);
+        out->len = json_string_length(v);
+        break;
+    case JSON_INTEGER:
+        out->type = GH_FV_INT;
+        out->i = (int64_t)json_integer_value(v);
+        break;
+    case JSON_TRUE:
+        out->type = GH_FV_TRUE;
+        break;
+    case JSON_FALSE:
+        out->type = GH_FV_FALSE;
+        break;
+    case JSON_NULL:
+        out->type = GH_FV_NULL;
+        break;
+    default:
+        out->type = GH_FV_OTHER;
+        break;
+    }
+    return 0;
+}
+
+const char *gh_arg_peek(const gh_opctx *c, const char *key)
+{
+    gh_fval v;
+    return gh_arg_view(c, key, &v) == 0 && v.type == GH_FV_STRING ? v.s : NULL;
+}
+
 int gh_arg_str(gh_opctx *c, const char *key, int required, size_t maxlen, const char **out)
 {
-    json_t *v = json_object_get(c->req, key);
-    if (v == NULL || json_is_null(v)) {
+    gh_fval v;
+    if (gh_arg_view(c, key, &v) != 0 || v.type == GH_FV_NULL) {
         if (required)
             return gh_op_fail(c, GH_EINVAL, "'%s' is required", key);
         return GH_ENOTFOUND;
     }
-    if (!json_is_string(v))
+    if (v.type != GH_FV_STRING)
         return gh_op_fail(c, GH_EINVAL, "'%s' must be a string", key);
-    if (json_string_length(v) > maxlen)
+    if (v.len > maxlen)
         return gh_op_fail(c, GH_EINVAL, "'%s' is longer than %zu bytes", key, maxlen);
-    if (strlen(json_string_value(v)) != json_string_length(v))
+    if (strlen(v.s) != v.len)
         return gh_op_fail(c, GH_EINVAL, "'%s' contains a NUL character", key);
-    *out = json_string_value(v);
+    *out = v.s;
     return 0;
 }
 
 int gh_arg_int(gh_opctx *c, const char *key, int required, int64_t min, int64_t max, int64_t *out)
 {
-    json_t *v = json_object_get(c->req, key);
-    if (v == NULL || json_is_null(v)) {
+    gh_fval v;
+    if (gh_arg_view(c, key, &v) != 0 || v.type == GH_FV_NULL) {
         if (required)
             return gh_op_fail(c, GH_EINVAL, "'%s' is required", key);
         return GH_ENOTFOUND;
     }
-    if (!json_is_integer(v))
+    if (v.type != GH_FV_INT)
         return gh_op_fail(c, GH_EINVAL, "'%s' must be an integer", key);
-    json_int_t n = json_integer_value(v);
-    if (n < min || n > max)
+    if (v.i < min || v.i > max)
         return gh_op_fail(c, GH_EINVAL, "'%s' must be from %lld to %lld", key, (long long)min,
                           (long long)max);
-    *out = n;
+    *out = v.i;
     return 0;
 }
 
 int gh_arg_bool(gh_opctx *c, const char *key, int required, int *out)
 {
-    json_t *v = json_object_get(c->req, key);
-    if (v == NULL || json_is_null(v)) {
+    gh_fval v;
+    if (gh_arg_view(c, key, &v) != 0 || v.type == GH_FV_NULL) {
         if (required)
             return gh_op_fail(c, GH_EINVAL, "'%s' is required", key);
         return GH_ENOTFOUND;
     }
-    if (!json_is_boolean(v))
+    if (v.type != GH_FV_TRUE && v.type != GH_FV_FALSE)
         return gh_op_fail(c, GH_EINVAL, "'%s' must be true or false", key);
-    *out = json_is_true(v);
+    *out = v.type == GH_FV_TRUE;
     return 0;
 }
 

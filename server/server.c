@@ -172,6 +172,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     pthread_mutex_init(&srv->quiesce_mu, NULL);
     pthread_cond_init(&srv->quiesce_cv, NULL);
     json_set_alloc_funcs(malloc, wiping_free);
+    gh_freq_init(malloc, wiping_free); /* cJSON's, for the flat requests (server/freq.c) */
     if ((rc = gh__open_store(cfg, &srv->store)) != 0)
         return rc;
     if ((rc = gh__auth_init(srv)) != 0)

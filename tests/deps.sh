@@ -5,7 +5,7 @@ set -euo pipefail
 # the sync tests provision a Samba AD DC of their own (tests/sync/samba_dc.py)
 SYNC_PKGS="samba samba-dsdb-modules samba-vfs-modules samba-ad-provision"
 PKGS="build-essential autoconf automake libtool pkg-config
-      liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libinih-dev libldap-dev
+      liblmdb-dev lmdb-utils libsodium-dev libuv1-dev libjansson-dev libcjson-dev libinih-dev libldap-dev
       libcmocka-dev slapd ldap-utils python3 util-linux procps openssl clang-format
       python3-pyasn1 python3-pyasn1-modules 389-ds-base python3-lib389
       libmicrohttpd-dev prometheus curl groff-base
