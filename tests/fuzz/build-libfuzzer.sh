@@ -20,7 +20,7 @@ src=${GH_SRCDIR:-$(cd "$here/../.." && pwd)}
 build=${GH_BUILDDIR:-$(pwd)}
 out=${GH_FUZZ_OUT:-$build/fuzz-out}
 seconds=${GH_FUZZ_SECONDS:-60}
-targets=${GH_FUZZ_TARGETS:-request schema config reply sync ldap nss}
+targets=${GH_FUZZ_TARGETS:-request schema config reply sync ldap nss freq}
 cc=${CLANG:-clang}
 
 if [ ! -f "$build/gh-config.h" ]; then
@@ -28,10 +28,10 @@ if [ ! -f "$build/gh-config.h" ]; then
     exit 2
 fi
 if [ -z "${GH_FUZZ_SOURCES:-}" ]; then
-    GH_FUZZ_SOURCES=$(cd "$src" && ls schema/*.c authz/*.c ldap/*.c server/*.c | grep -v '^server/main\.c$')
+    GH_FUZZ_SOURCES=$(cd "$src" && ls schema/*.c authz/*.c ldap/*.c sync/*.c server/*.c | grep -v '^server/main\.c$')
 fi
-deps_cflags=${GH_FUZZ_DEP_CFLAGS:-$(pkg-config --cflags lmdb libsodium libuv jansson inih libssl)}
-deps_libs=${GH_FUZZ_DEP_LIBS:-$(pkg-config --libs lmdb libsodium libuv jansson inih libssl libcrypto) -lldap -llber}
+deps_cflags=${GH_FUZZ_DEP_CFLAGS:-$(pkg-config --cflags lmdb libsodium libuv jansson inih libssl libcjson)}
+deps_libs=${GH_FUZZ_DEP_LIBS:-$(pkg-config --libs lmdb libsodium libuv jansson inih libssl libcrypto libcjson) -lldap -llber}
 
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="$cflags -D_GNU_SOURCE -I$src -I$build $deps_cflags -pthread"

@@ -4,7 +4,7 @@
 # test; `make fuzz` builds them with clang's libFuzzer and fuzzes each for
 # FUZZ_SECONDS (see tests/fuzz/README.md).
 FUZZ_TARGETS = tests/fuzz/fuzz_request tests/fuzz/fuzz_schema tests/fuzz/fuzz_config \
-	tests/fuzz/fuzz_reply tests/fuzz/fuzz_sync tests/fuzz/fuzz_ldap
+	tests/fuzz/fuzz_reply tests/fuzz/fuzz_sync tests/fuzz/fuzz_ldap tests/fuzz/fuzz_freq
 check_PROGRAMS += $(FUZZ_TARGETS)
 TESTS += $(FUZZ_TARGETS)
 
@@ -23,6 +23,9 @@ tests_fuzz_fuzz_reply_LDADD = libghcore.la $(DEP_LIBS)
 tests_fuzz_fuzz_sync_SOURCES = tests/fuzz/fuzz_sync.c tests/fuzz/driver.c
 tests_fuzz_fuzz_sync_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 tests_fuzz_fuzz_sync_LDADD = libghcore.la $(DEP_LIBS)
+tests_fuzz_fuzz_freq_SOURCES = tests/fuzz/fuzz_freq.c tests/fuzz/driver.c
+tests_fuzz_fuzz_freq_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
+tests_fuzz_fuzz_freq_LDADD = libghcore.la $(DEP_LIBS)
 tests_fuzz_fuzz_ldap_SOURCES = tests/fuzz/fuzz_ldap.c tests/fuzz/driver.c
 tests_fuzz_fuzz_ldap_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 tests_fuzz_fuzz_ldap_LDADD = libghcore.la $(DEP_LIBS)

@@ -26,6 +26,10 @@ check_PROGRAMS += tests/unit/test_server
 TESTS += tests/unit/test_server
 tests_unit_test_server_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_server_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+check_PROGRAMS += tests/unit/test_freq
+TESTS += tests/unit/test_freq
+tests_unit_test_freq_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_freq_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
 
 # the client's status enum against the server's error table
