@@ -582,6 +582,26 @@ static int hop_to_loop0(gh_conn *c, gh_pending *p, const gh_opctx *ctx, const gh
     return 0;
 }
 
+/* The reply object of a request: the loop keeps one that came back empty
+ * (fixed-shape replies never fill it) for the next request, instead of an
+ * allocation and a wiped free per request. */
+static json_t *resp_take(gh_loop *lp)
+{
+    json_t *r = lp->spare_resp;
+    if (r == NULL)
+        return json_object();
+    lp->spare_resp = NULL;
+    return r;
+}
+
+static void resp_give(gh_loop *lp, json_t *r)
+{
+    if (r != NULL && lp->spare_resp == NULL && r->refcount == 1 && json_object_size(r) == 0)
+        lp->spare_resp = r;
+    else
+        json_decref(r);
+}
+
 static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, const reqv *rv,
                     const gh_op_def *def)
 {
@@ -607,7 +627,11 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, con
     ctx.peer = c->peer;
     ctx.peerkey = c->peerkey;
     ctx.now = (int64_t)time(NULL);
-    snprintf(ctx.actor, sizeof(ctx.actor), "%s", c->peer);
+    size_t alen = strnlen(c->peer, sizeof(c->peer));
+    if (alen > sizeof(ctx.actor) - 1)
+        alen = sizeof(ctx.actor) - 1;
+    memcpy(ctx.actor, c->peer, alen); /* what snprintf("%s") did, without printf */
+    ctx.actor[alen] = '\0';
 
     rc = gh_store_read_begin(c->lp->reader, &txn);
     if (rc != 0) {
@@ -644,7 +668,7 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, con
         return;
     }
     /* execute */
-    resp = json_object();
+    resp = resp_take(c->lp);
     ctx.resp = resp;
     ctx.request_ = p; /* gh_op_pend hands it out */
     rc = def->fn(&ctx);
@@ -654,7 +678,7 @@ done:
     if (rc != 0) {
         if (ctx.deferred && ctx.free_arg)
             ctx.free_arg(ctx.arg);
-        json_decref(resp);
+        resp_give(c->lp, resp);
         if (optimistic)            /* it may have failed on the stale snapshot: retry */
             park(c, p, line, len); /* once c's earlier writes are durable */
         else
@@ -663,10 +687,10 @@ done:
     }
     if (!ctx.deferred && ctx.pending == NULL) {
         gh__pending_finish(p, 0, NULL, resp);
-        json_decref(resp);
+        resp_give(c->lp, resp);
         return;
     }
-    json_decref(resp); /* a deferred or pending request answers later */
+    resp_give(c->lp, resp); /* a deferred or pending request answers later */
     if (ctx.pending != NULL) {
         /* The handler completes p itself (Argon2, an upstream bind). Until
          * its write reaches the writer, later requests wait (read-your-

@@ -360,6 +360,8 @@ void gh__loops_free(gh_server *srv)
         }
         if (lp->authz)
             gh_authz_free(lp->authz);
+        json_decref(lp->spare_resp);
+        lp->spare_resp = NULL;
         if (lp->reader)
             gh_store_reader_free(lp->reader);
         free(lp->lat);

@@ -195,6 +195,7 @@ typedef struct gh_loop {
     int have_thread;
     gh_store_reader *reader; /* this thread's LMDB read handle */
     gh_authz *authz;         /* this thread's permission cache (no locks) */
+    json_t *spare_resp;      /* an empty reply object kept for the next request */
 
     gh_conn *conns;  /* connections this loop owns */
     unsigned nconns; /* written with GH_STAT_ADD/SUB: stats reads it */

@@ -30,8 +30,8 @@ fi
 if [ -z "${GH_FUZZ_SOURCES:-}" ]; then
     GH_FUZZ_SOURCES=$(cd "$src" && ls schema/*.c authz/*.c ldap/*.c sync/*.c server/*.c | grep -v '^server/main\.c$')
 fi
-deps_cflags=${GH_FUZZ_DEP_CFLAGS:-$(pkg-config --cflags lmdb libsodium libuv jansson inih libssl libcjson)}
-deps_libs=${GH_FUZZ_DEP_LIBS:-$(pkg-config --libs lmdb libsodium libuv jansson inih libssl libcrypto libcjson) -lldap -llber}
+deps_cflags=${GH_FUZZ_DEP_CFLAGS:-$(pkg-config --cflags lmdb libsodium libuv jansson inih libssl libcjson libmicrohttpd)}
+deps_libs=${GH_FUZZ_DEP_LIBS:-$(pkg-config --libs lmdb libsodium libuv jansson inih libssl libcrypto libcjson libmicrohttpd) -lldap -llber}
 
 cflags="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 cflags="$cflags -D_GNU_SOURCE -I$src -I$build $deps_cflags -pthread"
