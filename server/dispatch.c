@@ -758,7 +758,8 @@ static int decode(gh_conn *c, gh_pending *p, const char *line, size_t len, reqv 
     json_t *req;
     int rc;
 
-    memset(rv, 0, sizeof(*rv));
+    rv->j = NULL; /* rv->f is gh_freq_parse's to fill (2 KiB: not cleared here) */
+    rv->flat = 0;
     if (line == NULL) {
         gh__pending_finish(p, GH_ETOOBIG, "request line longer than max_request bytes", NULL);
         return -1;

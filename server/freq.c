@@ -13,13 +13,44 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <sodium.h>
 
 #include "schema/error.h"
 #include "server/freq.h"
 
+/* cJSON's hooks take no context: the request being parsed or freed on this
+ * thread is named here for the length of that call only. */
+static _Thread_local gh_freq *cur;
+static void *(*heap_malloc)(size_t) = malloc;
+static void (*heap_free)(void *) = free;
+
+static void *arena_malloc(size_t n)
+{
+    gh_freq *f = cur;
+    if (f != NULL && n <= GH_FREQ_ARENA - f->used) {
+        void *p = f->arena + f->used;
+        f->used += (n + 15) & ~(size_t)15;
+        if (f->used > GH_FREQ_ARENA)
+            f->used = GH_FREQ_ARENA;
+        return p;
+    }
+    return heap_malloc(n);
+}
+
+static void arena_free(void *p)
+{
+    gh_freq *f = cur;
+    if (f != NULL && (unsigned char *)p >= f->arena &&
+        (unsigned char *)p < f->arena + GH_FREQ_ARENA)
+        return; /* the arena goes as a whole */
+    heap_free(p);
+}
+
 void gh_freq_init(void *(*malloc_fn)(size_t), void (*free_fn)(void *))
 {
-    cJSON_Hooks h = {malloc_fn, free_fn};
+    cJSON_Hooks h = {arena_malloc, arena_free};
+    heap_malloc = malloc_fn;
+    heap_free = free_fn;
     cJSON_InitHooks(&h);
 }
 
@@ -89,8 +120,11 @@ static int member(gh_fval *v, const cJSON *it)
         v->s = it->valuestring;
         v->len = strlen(it->valuestring);
     } else if (cJSON_IsNumber(it)) {
+        /* tokens_ok ran first: an integer below 2^53, exact in a double */
+        if (!(it->valuedouble > -9007199254740992.0 && it->valuedouble < 9007199254740992.0))
+            return 0;
         v->type = GH_FV_INT;
-        v->i = (int64_t)it->valuedouble; /* exact: tokens_ok kept it below 2^53 */
+        v->i = (int64_t)it->valuedouble;
     } else if (cJSON_IsTrue(it)) {
         v->type = GH_FV_TRUE;
     } else if (cJSON_IsFalse(it)) {
@@ -108,18 +142,25 @@ int gh_freq_parse(gh_freq *f, const char *line, size_t len)
     const char *end = NULL;
     cJSON *root, *it;
 
-    memset(f, 0, sizeof(*f));
+    f->root = NULL;
+    f->n = 0;
+    f->used = 0;
     if (len == 0 || !plain_bytes(line, len))
         return GH_FREQ_GENERAL;
+    cur = f;
     root = cJSON_ParseWithLengthOpts(line, len, &end, 0);
-    if (root == NULL) /* not JSON, or out of memory: jansson says which */
+    cur = NULL;
+    if (root == NULL) { /* not JSON, or out of memory: jansson says which */
+        sodium_memzero(f->arena, f->used);
+        f->used = 0;
         return GH_FREQ_GENERAL;
+    }
     f->root = root;
     if (!cJSON_IsObject(root))
         goto general;
     while (end != NULL && end < line + len && *end == ' ')
         end++;
-    if (end != line + len)
+    if (end != line + len || !tokens_ok(line, len))
         goto general;
     for (it = root->child; it != NULL; it = it->next) {
         if (f->n == GH_FREQ_MAX || !member(&f->v[f->n], it))
@@ -129,8 +170,6 @@ int gh_freq_parse(gh_freq *f, const char *line, size_t len)
                 goto general; /* a duplicate: jansson refuses it */
         f->n++;
     }
-    if (!tokens_ok(line, len))
-        goto general;
     return 0;
 general:
     gh_freq_free(f);
@@ -147,7 +186,13 @@ const gh_fval *gh_freq_get(const gh_freq *f, const char *key)
 
 void gh_freq_free(gh_freq *f)
 {
-    if (f->root != NULL)
+    if (f->root != NULL) {
+        cur = f;
         cJSON_Delete(f->root);
-    memset(f, 0, sizeof(*f));
+        cur = NULL;
+    }
+    sodium_memzero(f->arena, f->used); /* request strings: passwords */
+    f->root = NULL;
+    f->n = 0;
+    f->used = 0;
 }

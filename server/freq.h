@@ -36,14 +36,21 @@ typedef struct gh_fval {
     int64_t i; /* GH_FV_INT */
 } gh_fval;
 
+#define GH_FREQ_ARENA 2048 /* bytes of the tree kept inside gh_freq */
+
 typedef struct gh_freq {
     void *root; /* the cJSON tree the values point into */
     size_t n;
     gh_fval v[GH_FREQ_MAX];
+    /* cJSON's allocations during the parse come from here (what does not
+     * fit from malloc): no malloc per value; wiped by gh_freq_free. */
+    size_t used;
+    _Alignas(16) unsigned char arena[GH_FREQ_ARENA];
 } gh_freq;
 
-/* Installs the allocator cJSON uses (process-wide, like jansson's): call
- * once before any parse. free_fn should wipe (requests carry passwords). */
+/* Installs the allocator cJSON uses beyond a gh_freq's own arena
+ * (process-wide, like jansson's): call once before any parse. free_fn should
+ * wipe (requests carry passwords). */
 void gh_freq_init(void *(*malloc_fn)(size_t), void (*free_fn)(void *));
 /* 0: f holds the request (gh_freq_free it); GH_FREQ_GENERAL: not a flat
  * request this reader takes, or out of memory (f is empty: read the line
