@@ -1,7 +1,8 @@
 /*
  * dispatch.c: one request line through its named steps, in one direction.
  *
- *   conn.c process_input -> gh__dispatch_line -> decode -> (park) ->
+ *   conn.c process_input -> gh__dispatch_line -> decode (decode_flat: a hot
+ *   op's flat line through server/freq.c; else jansson) -> (park) ->
  *   execute: identify the peer (token_rank) -> authorize (class) -> the op's
  *   handler -> answer now | gh_op_write (writer) | gh_op_pend (Argon2,
  *   upstream bind) -> gh__pending_finish -> conn.c flush
