@@ -314,6 +314,7 @@ static void run_line(const line *l, long iters)
     }
     for (size_t m = 0; m < NMODES; m++) {
 #ifdef JB_NO_COUNT
+        (void)mallocs;
         printf("%-8s %-36s %8.1f ns/parse  %8s mallocs/parse\n", l->name, modes[m].name, best[m],
                "n/a");
 #else
