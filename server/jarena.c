@@ -63,6 +63,9 @@ typedef struct slot {
 
 static slot reg[GH_JARENA_MAX];
 static unsigned nreg; /* slots in use so far (high-water mark), atomic */
+/* Every arena that ever existed lies in [env_lo, env_hi): only widened, so
+ * one comparison sends most heap pointers straight to the wiping free. */
+static uintptr_t env_lo = UINTPTR_MAX, env_hi;
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static __thread gh_jarena *tl_cur; /* the arena begun on this thread */
@@ -84,6 +87,9 @@ static gh_jarena *find(const void *p)
     uintptr_t u = (uintptr_t)p;
     gh_jarena *a;
 
+    if (u < __atomic_load_n(&env_lo, __ATOMIC_ACQUIRE) ||
+        u >= __atomic_load_n(&env_hi, __ATOMIC_ACQUIRE))
+        return NULL;
     if (tl_slot >= 0 && (a = slot_owns(tl_slot, u)) != NULL)
         return a;
     unsigned n = __atomic_load_n(&nreg, __ATOMIC_ACQUIRE);
@@ -180,6 +186,10 @@ int gh_jarena_init(gh_jarena *a, size_t size)
         }
     }
     if (s >= 0) {
+        if ((uintptr_t)a->base < __atomic_load_n(&env_lo, __ATOMIC_RELAXED))
+            __atomic_store_n(&env_lo, (uintptr_t)a->base, __ATOMIC_RELEASE);
+        if ((uintptr_t)a->base + a->size > __atomic_load_n(&env_hi, __ATOMIC_RELAXED))
+            __atomic_store_n(&env_hi, (uintptr_t)a->base + a->size, __ATOMIC_RELEASE);
         __atomic_store_n(&reg[s].a, a, __ATOMIC_RELEASE);
         __atomic_store_n(&reg[s].hi, (uintptr_t)a->base + a->size, __ATOMIC_RELEASE);
         __atomic_store_n(&reg[s].lo, (uintptr_t)a->base, __ATOMIC_RELEASE);
