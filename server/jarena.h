@@ -18,6 +18,13 @@
  *
  * Threads: begin, end and reset run on one thread at a time (the loop that
  * owns the arena); values may be freed on any thread. No libuv here.
+ *
+ * How the server uses it: one arena per loop (gh_loop), made with the loop
+ * and freed with it; decode() brackets json_loadb alone with begin/end (a
+ * refused begin just parses on malloc), so handlers and replies allocate
+ * on malloc as before; the request id that outlives the request is copied
+ * (json_deep_copy after end); reset runs once the request's tree is
+ * decref'd.
  */
 #ifndef GH_JARENA_H
 #define GH_JARENA_H
