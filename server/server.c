@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <pthread.h>
 #include <time.h>
@@ -19,7 +20,6 @@
 #include <sodium.h>
 
 #include "schema/log.h"
-#include "server/jarena.h"
 #include "server/metrics.h"
 #include "server/server.h"
 
@@ -135,6 +135,17 @@ static void on_shutdown_timeout(uv_timer_t *t)
     gh__loops_force_close(t->data);
 }
 
+/* jansson's memory is wiped when freed: request strings (passwords) and the
+ * parser's scratch buffers must not survive in freed heap. Process-wide by
+ * jansson's design; set once, before any request is parsed. */
+static void wiping_free(void *p)
+{
+    if (p == NULL)
+        return;
+    sodium_memzero(p, malloc_usable_size(p));
+    free(p);
+}
+
 /* The writer, as the sync module sees it (sync/ knows nothing of server/). */
 static int sync_submit(void *ctx, const char *actor, gh_store_write_fn fn, void *arg,
                        gh_sync_write_done_cb done, void *cbarg)
@@ -160,11 +171,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     pthread_mutex_init(&srv->fail_mu, NULL);
     pthread_mutex_init(&srv->quiesce_mu, NULL);
     pthread_cond_init(&srv->quiesce_cv, NULL);
-    /* jansson's memory is wiped when freed (request strings are passwords),
-     * or served from a loop's request arena (server/jarena.h) between
-     * gh_jarena_begin and gh_jarena_end. Process-wide by jansson's design;
-     * set once, before any request is parsed. */
-    gh_jarena_install();
+    json_set_alloc_funcs(malloc, wiping_free);
     if ((rc = gh__open_store(cfg, &srv->store)) != 0)
         return rc;
     if ((rc = gh__auth_init(srv)) != 0)
