@@ -54,7 +54,9 @@ typedef struct gh_jarena {
 } gh_jarena;
 
 /* jansson's allocator for the whole process: call once before any JSON is
- * parsed or built (the server does it at start-up). Idempotent. */
+ * parsed or built (gh__server_open, in place of json_set_alloc_funcs(malloc,
+ * wiping_free)); with no arena begun it is that same wiping free.
+ * Idempotent. */
 void gh_jarena_install(void);
 
 /* A new arena of size bytes (0: GH_JARENA_DEFAULT_SIZE, rounded up to
