@@ -261,6 +261,8 @@ int gh_jarena_reset(gh_jarena *a)
 {
     if (__atomic_load_n(&a->active, __ATOMIC_RELAXED))
         return GH_EINVAL;
+    if (a->used == 0)
+        return 0; /* the request took another path (nothing was allocated) */
     if (gh_jarena_live(a) != 0) {
         a->st_busy++;
         return GH_EINUSE;
