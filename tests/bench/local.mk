@@ -20,3 +20,10 @@ tests_bench_gatehouse_bench_LDADD = $(JANSSON_LIBS) $(SODIUM_LIBS) $(LDAP_LIBS) 
 EXTRA_DIST += tests/bench/run-bench.sh
 # issue 11: loop_threads 1 vs 2 (docs/PERFORMANCE.md)
 EXTRA_DIST += tests/bench/bench-loops.sh
+# issue 11: request parsing, jansson today vs the per-thread arena
+# (server/jarena.c). Built by make, never run by make check.
+# Run: tests/bench/json_bench [iterations]; other parsers: see its header.
+noinst_PROGRAMS += tests/bench/json_bench
+tests_bench_json_bench_SOURCES = tests/bench/json_bench.c
+tests_bench_json_bench_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
+tests_bench_json_bench_LDADD = libghcore.la $(DEP_LIBS)

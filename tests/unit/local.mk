@@ -66,3 +66,11 @@ TESTS += tests/unit/test_sync
 tests_unit_test_sync_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_sync_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
+
+# the per-thread jansson arena (issue 11): parse, no-op free, fallback, wipe
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_jarena
+TESTS += tests/unit/test_jarena
+tests_unit_test_jarena_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_jarena_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif
