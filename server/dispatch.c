@@ -782,7 +782,12 @@ static int decode(gh_conn *c, gh_pending *p, const char *line, size_t len, reqv 
     }
     if (decode_flat(p, line, len, rv) == 0)
         return 0;
+    /* jansson allocates from the loop's arena while it parses (no malloc
+     * per value); the tree is freed with the request, the arena reset then */
+    int in_arena = gh_jarena_begin(&c->lp->jarena) == 0;
     req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (in_arena)
+        gh_jarena_end(&c->lp->jarena);
     if (req == NULL) {
         char msg[GH_ERRMSG_MAX];
         snprintf(msg, sizeof(msg), "invalid JSON at column %d: %s", jerr.column, jerr.text);
@@ -800,7 +805,11 @@ static int decode(gh_conn *c, gh_pending *p, const char *line, size_t len, reqv 
                                NULL);
             goto fail;
         }
-        p->id = json_incref(id);
+        p->id = json_deep_copy(id); /* outlives the request: not in the arena */
+        if (p->id == NULL) {
+            gh__pending_finish(p, GH_ENOMEM, "out of memory", NULL);
+            goto fail;
+        }
     }
     json_t *op = json_object_get(req, "op");
     if (!json_is_string(op)) {
@@ -823,6 +832,14 @@ fail:
 }
 
 /* Runs one decoded request now, or parks it behind the connection's writes. */
+/* The request's tree is gone: the arena is wiped and rewound. A value kept
+ * past its request would pin it (jansson then falls back to malloc). */
+static void arena_reset(gh_loop *lp)
+{
+    if (lp->jarena.used > 0 && gh_jarena_reset(&lp->jarena) == GH_EINUSE)
+        GH_LOGD("dispatch: a request value outlived its request (jansson arena pinned)");
+}
+
 static void start(gh_conn *c, gh_pending *p, const char *line, size_t len)
 {
     reqv rv;
@@ -830,6 +847,7 @@ static void start(gh_conn *c, gh_pending *p, const char *line, size_t len)
         return;
     execute(c, p, line, len, &rv, table[p->op].def);
     reqv_free(&rv);
+    arena_reset(c->lp);
 }
 
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
@@ -863,6 +881,7 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
         else
             execute(c, p, line, len, &rv, table[p->op].def);
         reqv_free(&rv);
+        arena_reset(c->lp);
         return;
     }
     start(c, p, line, len);

@@ -191,6 +191,8 @@ static int loop_init(gh_server *srv, gh_loop *lp, unsigned index, uv_loop_t *loo
         return rc;
     if ((rc = gh_authz_new(&lp->authz, &ao)) != 0)
         return rc;
+    if ((rc = gh_jarena_init(&lp->jarena, 0)) != 0)
+        return rc;
     if ((lp->lat = gh__lat_new(srv)) == NULL)
         return GH_ENOMEM;
     uv_check_init(loop, &lp->flush_check);
@@ -365,6 +367,8 @@ void gh__loops_free(gh_server *srv)
         if (lp->reader)
             gh_store_reader_free(lp->reader);
         free(lp->lat);
+        if (lp->jarena.base != NULL)
+            gh_jarena_free(&lp->jarena);
         pthread_mutex_destroy(&lp->post_mu);
     }
     free(srv->loops);

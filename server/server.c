@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "schema/log.h"
+#include "server/jarena.h"
 #include "server/metrics.h"
 #include "server/server.h"
 
@@ -171,7 +172,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     pthread_mutex_init(&srv->fail_mu, NULL);
     pthread_mutex_init(&srv->quiesce_mu, NULL);
     pthread_cond_init(&srv->quiesce_cv, NULL);
-    json_set_alloc_funcs(malloc, wiping_free);
+    gh_jarena_install(); /* jansson: the loop's arena while it parses, else the wiping free */
     gh_freq_init(malloc, wiping_free); /* cJSON's, for the flat requests (server/freq.c) */
     if ((rc = gh__open_store(cfg, &srv->store)) != 0)
         return rc;

@@ -30,6 +30,7 @@
 #include "schema/store.h"
 #include "server/config.h"
 #include "server/tls.h"
+#include "server/jarena.h"
 #include "server/ops.h"
 #include "server/reply.h"
 #include "server/writer.h"
@@ -196,6 +197,7 @@ typedef struct gh_loop {
     gh_store_reader *reader; /* this thread's LMDB read handle */
     gh_authz *authz;         /* this thread's permission cache (no locks) */
     json_t *spare_resp;      /* an empty reply object kept for the next request */
+    gh_jarena jarena;        /* jansson's allocations while this loop parses a request */
 
     gh_conn *conns;  /* connections this loop owns */
     unsigned nconns; /* written with GH_STAT_ADD/SUB: stats reads it */
