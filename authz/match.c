@@ -159,7 +159,8 @@ int gh__set_decide(const gh__set *s, const gh__req *q, int *why, int32_t *rule)
 
 static int ref_scope_ok(const gh__uset *u, const gh__uref *r, const gh__req *q)
 {
-    return r->scope < 0 || gh__pat_match(&u->sc, &u->sc.scopes[r->scope], q);
+    return r->scope < 0 ||
+           gh__pat_match(gh__uref_scopes(u), &gh__uref_scopes(u)->scopes[r->scope], q);
 }
 
 int gh__uset_decide(const gh__uset *u, const gh__req *q)
@@ -173,16 +174,16 @@ int gh__uset_decide(const gh__uset *u, const gh__req *q)
         const gh__uref *r = &u->refs[i];
         if (!ref_scope_ok(u, r, q))
             continue;
-        if (gh__set_find(r->block, GH_DENY, q) >= 0)
+        if (gh__set_find(gh__uref_block(u, r), GH_DENY, q) >= 0)
             return 0; /* deny overrides */
-        if (!allow && gh__set_find(r->block, GH_ALLOW, q) >= 0)
+        if (!allow && gh__set_find(gh__uref_block(u, r), GH_ALLOW, q) >= 0)
             allow = 1;
     }
     if (allow)
         return 1;
     for (; i < u->nrefs; i++) { /* no deny left: the first allow decides */
         const gh__uref *r = &u->refs[i];
-        if (ref_scope_ok(u, r, q) && gh__set_find(r->block, GH_ALLOW, q) >= 0)
+        if (ref_scope_ok(u, r, q) && gh__set_find(gh__uref_block(u, r), GH_ALLOW, q) >= 0)
             return 1;
     }
     return 0;
