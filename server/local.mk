@@ -17,3 +17,5 @@ libghcore_la_SOURCES += server/ldap_conn.c server/tls.c server/tls.h
 libghcore_la_SOURCES += server/ops_sync.c server/ops_session.c
 # issue 11: loop threads (loop_threads) and the posts between them
 libghcore_la_SOURCES += server/loop.c
+# issue 11: the mapped data file's pages kept under map_resident_max
+libghcore_la_SOURCES += server/memtrim.c server/memtrim.h

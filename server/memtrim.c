@@ -1,0 +1,86 @@
+/*
+ * memtrim.c: keeps the data file's pages that gatehoused has mapped under
+ * map_resident_max (issue 11: RSS at 100,000 users).
+ *
+ * LMDB reads through a read-only shared map of data.mdb, and the kernel maps
+ * a whole neighbourhood of page-cache pages around every read fault (64 KiB
+ * or a large folio), so after a bulk import or a first pass over every user
+ * most of the file is mapped and counted in VmRSS, although checks then read
+ * a few MB of it. Once a second loop 0 reads the process's resident file
+ * pages (/proc/self/statm); above map_resident_max more than right after
+ * the previous trim (libraries and what could not be unmapped), it unmaps
+ * the whole map (gh_store_trim_map). The pages stay in the page cache: reads
+ * fault them back for ~2 us each, and only those are mapped again. After a
+ * trim the next look comes in 250 ms, so that bulk work (an import, a first
+ * pass over every user) overshoots the bound by a quarter second of faults.
+ *
+ * The one thing to know: this changes what VmRSS counts, not the machine's
+ * memory use; the pages it unmaps are the kernel's page cache, reclaimable
+ * and shared. It bounds the figure that monitoring, OOM scoring and the RSS
+ * target read, at the cost of a few refaults after each trim.
+ */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "schema/log.h"
+#include "server/memtrim.h"
+
+/* Resident file-backed pages (statm's "shared": RssFile + RssShmem), or 0. */
+static unsigned long file_pages(void)
+{
+    unsigned long size = 0, resident = 0, shared = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+
+    if (f == NULL)
+        return 0;
+    if (fscanf(f, "%lu %lu %lu", &size, &resident, &shared) != 3)
+        shared = 0;
+    fclose(f);
+    return shared;
+}
+
+static void trim(gh_server *srv)
+{
+    if (gh_store_trim_map(srv->store) != 0)
+        return;
+    srv->memtrim_base = file_pages();
+}
+
+enum { IDLE_MS = 1000, BUSY_MS = 250 };
+
+static void on_tick(uv_timer_t *t)
+{
+    gh_server *srv = t->data;
+    unsigned long now = file_pages(), page = (unsigned long)sysconf(_SC_PAGESIZE);
+
+    if (now < srv->memtrim_base) /* library pages reclaimed: a lower floor */
+        srv->memtrim_base = now;
+    if ((now - srv->memtrim_base) * page <= srv->cfg->map_resident_max) {
+        uv_timer_start(t, on_tick, IDLE_MS, 0);
+        return;
+    }
+    trim(srv);
+    GH_LOGD("memtrim: %lu KiB of file pages resident, %lu KiB after the trim", now * page / 1024,
+            srv->memtrim_base * page / 1024);
+    uv_timer_start(t, on_tick, BUSY_MS, 0);
+}
+
+int gh__memtrim_start(gh_server *srv)
+{
+    if (srv->cfg->map_resident_max == 0 || srv->have_memtrim)
+        return 0;
+    uv_timer_init(srv->loop, &srv->memtrim);
+    srv->memtrim.data = srv;
+    srv->have_memtrim = 1;
+    trim(srv); /* the floor: what is resident with the map unmapped */
+    uv_timer_start(&srv->memtrim, on_tick, IDLE_MS, 0);
+    return 0;
+}
+
+void gh__memtrim_stop(gh_server *srv)
+{
+    if (!srv->have_memtrim)
+        return;
+    uv_close((uv_handle_t *)&srv->memtrim, NULL);
+    srv->have_memtrim = 0;
+}
