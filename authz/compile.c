@@ -753,7 +753,7 @@ static int scope_get(gh__roles *rc, const char *scope, int32_t *out)
     size_t len = strlen(scope), j;
     uint64_t h = gh__hash(scope, len);
     gh__set *s;
-    int rc2;
+    int err;
 
     if (rc->scopes == NULL && (rc->scopes = calloc(1, sizeof(*rc->scopes))) == NULL)
         return GH_ENOMEM;
@@ -782,15 +782,15 @@ static int scope_get(gh__roles *rc, const char *scope, int32_t *out)
         rc->stab = tab;
         rc->smask = size - 1;
     }
-    if ((rc2 = grow(&s->scopes, &s->capscopes, s->nscopes + 1, sizeof(*s->scopes))) != 0)
-        return rc2;
-    rc2 = gh__pat_compile(s, scope, &s->scopes[s->nscopes]);
-    if (rc2 == GH_EINVAL) {
+    if ((err = grow(&s->scopes, &s->capscopes, s->nscopes + 1, sizeof(*s->scopes))) != 0)
+        return err;
+    err = gh__pat_compile(s, scope, &s->scopes[s->nscopes]);
+    if (err == GH_EINVAL) {
         GH_LOGE("authz: a binding has an invalid scope '%s'", scope);
         return GH_EINTERNAL;
     }
-    if (rc2)
-        return rc2;
+    if (err)
+        return err;
     for (j = h & rc->smask; rc->stab[j]; j = (j + 1) & rc->smask)
         ;
     rc->stab[j] = (uint32_t)s->nscopes + 1;
