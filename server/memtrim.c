@@ -6,10 +6,10 @@
  * a whole neighbourhood of page-cache pages around every read fault (64 KiB
  * or a large folio), so after a bulk import or a first pass over every user
  * most of the file is mapped and counted in VmRSS, although checks then read
- * a few MB of it. Once a second loop 0 reads the process's resident file
- * pages (/proc/self/statm); above map_resident_max more than right after
- * the previous trim (libraries and what could not be unmapped), it unmaps
- * the whole map (gh_store_trim_map). The pages stay in the page cache: reads
+ * a few MB of it. Once a second loop 0, and the writer after each commit,
+ * read the process's resident file pages (/proc/self/statm); above
+ * map_resident_max more than right after the previous trim (libraries and
+ * what could not be unmapped), the whole map is unmapped (gh_store_trim_map). The pages stay in the page cache: reads
  * fault them back (~2 us a fault, each mapping ~16 pages: ~0.15 us per 4 KiB
  * page), and only those are mapped again.
  *
@@ -31,6 +31,7 @@
 
 #include "schema/log.h"
 #include "server/memtrim.h"
+#include "server/writer.h"
 
 /* Resident file-backed pages (statm's "shared": RssFile + RssShmem), or 0. */
 static unsigned long file_pages(void)
@@ -46,32 +47,58 @@ static unsigned long file_pages(void)
     return shared;
 }
 
-static void trim(gh_server *srv)
+/* The floor is shared by loop 0 and the writer thread. */
+static unsigned long base_get(gh_server *srv)
 {
+    return __atomic_load_n(&srv->memtrim_base, __ATOMIC_RELAXED);
+}
+
+static void base_set(gh_server *srv, unsigned long v)
+{
+    __atomic_store_n(&srv->memtrim_base, v, __ATOMIC_RELAXED);
+}
+
+/* Trims when the file pages exceed the floor by more than the bound; returns
+ * the bytes unmapped (0: no trim). Any thread holding no read snapshot. */
+static uint64_t check(gh_server *srv)
+{
+    unsigned long now = file_pages(), base = base_get(srv);
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+
+    if (now < base) { /* library pages reclaimed: a lower floor */
+        base_set(srv, now);
+        base = now;
+    }
+    if ((uint64_t)(now - base) * page <= srv->cfg->map_resident_max)
+        return 0;
     if (gh_store_trim_map(srv->store) != 0)
-        return;
-    srv->memtrim_base = file_pages();
+        return 0;
+    base = file_pages();
+    base_set(srv, base);
+    GH_LOGD("memtrim: %lu KiB of file pages resident, %lu KiB after the trim",
+            (unsigned long)(now * page / 1024), (unsigned long)(base * page / 1024));
+    return now > base ? (uint64_t)(now - base) * page : 0;
 }
 
 enum { IDLE_MS = 1000, BUSY_MS = 100, REFAULT_MIB_PER_S = 512 };
 
 static void on_tick(uv_timer_t *t)
 {
-    gh_server *srv = t->data;
-    unsigned long now = file_pages(), page = (unsigned long)sysconf(_SC_PAGESIZE);
-
-    if (now < srv->memtrim_base) /* library pages reclaimed: a lower floor */
-        srv->memtrim_base = now;
-    if ((now - srv->memtrim_base) * page <= srv->cfg->map_resident_max) {
-        uv_timer_start(t, on_tick, IDLE_MS, 0);
-        return;
-    }
-    trim(srv);
-    GH_LOGD("memtrim: %lu KiB of file pages resident, %lu KiB after the trim", now * page / 1024,
-            srv->memtrim_base * page / 1024);
-    uint64_t unmapped = now > srv->memtrim_base ? (uint64_t)(now - srv->memtrim_base) * page : 0;
+    uint64_t unmapped = check(t->data);
     uint64_t ms = unmapped * 1000 / ((uint64_t)REFAULT_MIB_PER_S << 20);
-    uv_timer_start(t, on_tick, ms > BUSY_MS ? ms : BUSY_MS, 0);
+
+    if (unmapped == 0)
+        ms = IDLE_MS;
+    else if (ms < BUSY_MS)
+        ms = BUSY_MS;
+    uv_timer_start(t, on_tick, ms, 0);
+}
+
+/* The writer's own reads map most of the file during an import: it looks
+ * after each commit, before the commit's ops are acknowledged. */
+static void after_commit(void *arg)
+{
+    (void)check(arg);
 }
 
 int gh__memtrim_start(gh_server *srv)
@@ -81,8 +108,12 @@ int gh__memtrim_start(gh_server *srv)
     uv_timer_init(srv->loop, &srv->memtrim);
     srv->memtrim.data = srv;
     srv->have_memtrim = 1;
-    trim(srv); /* the floor: what is resident with the map unmapped */
+    /* the floor: what is resident with the map unmapped */
+    if (gh_store_trim_map(srv->store) == 0)
+        base_set(srv, file_pages());
     uv_timer_start(&srv->memtrim, on_tick, IDLE_MS, 0);
+    if (srv->writer != NULL)
+        gh_writer_set_commit_hook(srv->writer, after_commit, srv);
     return 0;
 }
 
