@@ -9,9 +9,10 @@
  * a few MB of it. Once a second loop 0, and the writer after each commit,
  * read the process's resident file pages (/proc/self/statm); above
  * map_resident_max more than right after the previous trim (libraries and
- * what could not be unmapped), the whole map is unmapped (gh_store_trim_map). The pages stay in the page cache: reads
- * fault them back (~2 us a fault, each mapping ~16 pages: ~0.15 us per 4 KiB
- * page), and only those are mapped again.
+ * what could not be unmapped), the whole map is unmapped (gh_store_trim_map).
+ * The pages stay in the page cache: reads fault them back (~2 us a fault,
+ * each mapping ~16 pages: ~0.15 us per 4 KiB page), and only those are
+ * mapped again. A trim takes ~1.6 ms with 180 MB mapped.
  *
  * After a trim the next look comes sooner, so that bulk work (an import, a
  * first pass over every user) overshoots the bound by little: in 100 ms, or
