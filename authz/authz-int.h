@@ -180,6 +180,11 @@ typedef struct gh__roles {
     uint32_t *tab; /* index + 1; 0 empty */
     size_t mask;
     uint32_t stamp;
+    /* the scopes of the generation's bindings, each compiled once into
+     * scopes (str, segs, scopes only) and shared by every gh__uset */
+    gh__set *scopes;
+    uint32_t *stab; /* index in scopes->scopes + 1; 0 empty */
+    size_t smask;
 } gh__roles;
 
 void gh__roles_clear(gh__roles *rc);
@@ -208,27 +213,39 @@ static inline const char *gh__str(const gh__set *s, uint32_t off)
  * denied when some reference whose scope matches has a matching deny rule,
  * else allowed when one has a matching allow rule: the same decision as the
  * flat set of gh__set_compile_user, which explain, perms and who_can read for
- * the deciding rule. Valid until the generation moves (blocks die then). */
+ * the deciding rule. Valid until the generation moves (blocks and the shared
+ * scopes die then). One allocation of 32 bytes plus 8 per (role, scope) the
+ * user holds: blocks and scopes are indices into the loop's gh__roles. */
 typedef struct gh__uref {
-    const gh__set *block;
-    int32_t scope; /* index in uset->sc.scopes, -1: unscoped */
+    uint32_t block; /* index in rc->e of the role whose block this is */
+    int32_t scope;  /* index in rc->scopes->scopes, -1: unscoped */
 } gh__uref;
 
 typedef struct gh__uset {
     uint64_t user_id;
-    gh_user_state state;
-    int64_t tombstone;
-    int ref;        /* cache CLOCK bit */
-    size_t bytes;   /* heap held, charged to the cache's byte budget */
-    gh__uref *refs; /* blocks holding deny rules first: refs[0..ndeny) */
-    size_t nrefs, caprefs, ndeny;
-    gh__set sc; /* the scopes' patterns only (str, segs, scopes) */
+    const gh__roles *rc; /* the blocks and scopes the refs index */
+    uint32_t nrefs, ndeny;
+    uint8_t state;     /* gh_user_state */
+    uint8_t tombstone; /* the user is deleted upstream (tombstone != 0) */
+    uint8_t ref;       /* cache CLOCK bit */
+    gh__uref refs[];   /* blocks holding deny rules first: refs[0..ndeny) */
 } gh__uset;
+
+static inline const gh__set *gh__uref_block(const gh__uset *u, const gh__uref *r)
+{
+    return u->rc->e[r->block].block;
+}
+
+static inline const gh__set *gh__uref_scopes(const gh__uset *u)
+{
+    return u->rc->scopes;
+}
 
 /* The user's decision set with blocks from roles (compiled there on first
  * use). GH_ENOTFOUND when the user does not exist. */
 int gh__uset_compile(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__uset **out);
 void gh__uset_free(gh__uset *u);
+/* Heap held by u (with malloc's per-chunk overhead): what the cache charges. */
 size_t gh__uset_bytes(const gh__uset *u);
 /* Heap held by the compiled blocks of roles. */
 size_t gh__roles_block_bytes(const gh__roles *rc);

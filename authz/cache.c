@@ -104,7 +104,7 @@ static void evict_one(gh__cache *c)
     }
     v = c->hand;
     tab_remove(c, v);
-    c->bytes -= c->sets[v]->bytes;
+    c->bytes -= gh__uset_bytes(c->sets[v]);
     gh__uset_free(c->sets[v]);
     if (v != last) {
         tab_remove(c, last);
@@ -116,13 +116,13 @@ static void evict_one(gh__cache *c)
 
 int gh__cache_put(gh__cache *c, gh__uset *s)
 {
+    size_t bytes = gh__uset_bytes(s);
     int rc = 0;
 
     s->ref = 1;
-    s->bytes = gh__uset_bytes(s);
     /* room by count and by bytes (a set larger than the budget still gets
      * in, alone: the next put evicts it) */
-    while (c->n > 0 && (c->n >= c->max || c->bytes + s->bytes > c->max_bytes))
+    while (c->n > 0 && (c->n >= c->max || c->bytes + bytes > c->max_bytes))
         evict_one(c);
     if (c->n == c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 64;
@@ -146,7 +146,7 @@ int gh__cache_put(gh__cache *c, gh__uset *s)
     c->sets[c->n] = s;
     tab_insert(c, c->n);
     c->n++;
-    c->bytes += s->bytes;
+    c->bytes += bytes;
     return 0;
 fail:
     gh__uset_free(s);

@@ -134,6 +134,8 @@ static int act_compile(gh__set *s, const char *pattern, gh__rule *r)
 
 /* ---- decoded roles, fetched from the store once per generation ---- */
 
+static void set_release(gh__set *s);
+
 void gh__roles_clear(gh__roles *rc)
 {
     for (size_t i = 0; i < rc->n; i++) {
@@ -143,6 +145,12 @@ void gh__roles_clear(gh__roles *rc)
     rc->n = 0;
     if (rc->tab)
         memset(rc->tab, 0, (rc->mask + 1) * sizeof(*rc->tab));
+    if (rc->scopes) {
+        set_release(rc->scopes);
+        memset(rc->scopes, 0, sizeof(*rc->scopes));
+    }
+    if (rc->stab)
+        memset(rc->stab, 0, (rc->smask + 1) * sizeof(*rc->stab));
 }
 
 void gh__roles_free(gh__roles *rc)
@@ -150,6 +158,8 @@ void gh__roles_free(gh__roles *rc)
     gh__roles_clear(rc);
     free(rc->e);
     free(rc->tab);
+    free(rc->scopes);
+    free(rc->stab);
     memset(rc, 0, sizeof(*rc));
 }
 
@@ -669,7 +679,8 @@ int gh__set_compile_subject(gh_txn *txn, gh__roles *roles, gh_member subject, gh
 /* The block of role name: its rules and its ancestors', compiled as one
  * unscoped binding, once per generation. *out is NULL when the role does not
  * exist or grants nothing. */
-static int block_get(gh__roles *roles, gh_txn *txn, const char *name, const gh__set **out)
+static int block_get(gh__roles *roles, gh_txn *txn, const char *name, const gh__set **out,
+                     uint32_t *idx)
 {
     gh_binding b;
     gh__rent *e;
@@ -679,6 +690,7 @@ static int block_get(gh__roles *roles, gh_txn *txn, const char *name, const gh__
     *out = NULL;
     if ((rc = rc_get(roles, txn, name, &e)) != 0)
         return rc;
+    *idx = (uint32_t)(e - roles->e);
     if (e->compiled) {
         *out = e->block;
         return 0;
@@ -716,6 +728,7 @@ static int block_get(gh__roles *roles, gh_txn *txn, const char *name, const gh__
     }
     e->block = cs.s;
     *out = cs.s;
+    *idx = (uint32_t)(e - roles->e);
     return 0;
 }
 
@@ -725,56 +738,98 @@ size_t gh__roles_block_bytes(const gh__roles *rc)
     for (size_t i = 0; i < rc->n; i++)
         if (rc->e[i].block != NULL)
             n += gh__set_bytes(rc->e[i].block);
+    if (rc->scopes != NULL)
+        n += gh__set_bytes(rc->scopes) + (rc->smask + 1) * sizeof(*rc->stab);
     return n;
 }
 
 void gh__uset_free(gh__uset *u)
 {
-    if (u == NULL)
-        return;
-    set_release(&u->sc);
-    free(u->refs);
     free(u);
 }
 
 size_t gh__uset_bytes(const gh__uset *u)
 {
-    return sizeof(*u) + u->caprefs * sizeof(*u->refs) + gh__set_bytes(&u->sc) - sizeof(u->sc);
+    /* one malloc chunk: the request plus its size word, in 16-byte steps */
+    size_t n = (sizeof(*u) + u->nrefs * sizeof(u->refs[0]) + sizeof(size_t) + 15) & ~(size_t)15;
+    return n < 32 ? 32 : n;
 }
 
+/* The index of scope in the roles' shared scope patterns, compiled there on
+ * first use. */
+static int scope_get(gh__roles *rc, const char *scope, int32_t *out)
+{
+    size_t len = strlen(scope), j;
+    uint64_t h = gh__hash(scope, len);
+    gh__set *s;
+    int err;
+
+    if (rc->scopes == NULL && (rc->scopes = calloc(1, sizeof(*rc->scopes))) == NULL)
+        return GH_ENOMEM;
+    s = rc->scopes;
+    if (rc->stab) {
+        for (j = h & rc->smask; rc->stab[j]; j = (j + 1) & rc->smask) {
+            uint32_t i = rc->stab[j] - 1;
+            if (strcmp(gh__str(s, s->scopes[i].text), scope) == 0) {
+                *out = (int32_t)i;
+                return 0;
+            }
+        }
+    }
+    if (rc->stab == NULL || (s->nscopes + 1) * 2 > rc->smask + 1) {
+        size_t size = rc->stab ? (rc->smask + 1) * 2 : 16;
+        uint32_t *tab = calloc(size, sizeof(*tab));
+        if (tab == NULL)
+            return GH_ENOMEM;
+        for (size_t i = 0; i < s->nscopes; i++) {
+            const char *t = gh__str(s, s->scopes[i].text);
+            for (j = gh__hash(t, strlen(t)) & (size - 1); tab[j]; j = (j + 1) & (size - 1))
+                ;
+            tab[j] = (uint32_t)i + 1;
+        }
+        free(rc->stab);
+        rc->stab = tab;
+        rc->smask = size - 1;
+    }
+    if ((err = grow(&s->scopes, &s->capscopes, s->nscopes + 1, sizeof(*s->scopes))) != 0)
+        return err;
+    err = gh__pat_compile(s, scope, &s->scopes[s->nscopes]);
+    if (err == GH_EINVAL) {
+        GH_LOGE("authz: a binding has an invalid scope '%s'", scope);
+        return GH_EINTERNAL;
+    }
+    if (err)
+        return err;
+    for (j = h & rc->smask; rc->stab[j]; j = (j + 1) & rc->smask)
+        ;
+    rc->stab[j] = (uint32_t)s->nscopes + 1;
+    *out = (int32_t)s->nscopes++;
+    return 0;
+}
+
+typedef struct urefs {
+    gh__uref *v;
+    size_t n, cap;
+} urefs;
+
 /* Adds (block, scope) unless the set holds it already (a role bound to
- * several of the user's groups with the same scope counts once). */
-static int uset_add(gh__uset *u, const gh__set *block, const char *scope)
+ * several of the user's groups with the same scope counts once: equal scope
+ * texts share one index). */
+static int uref_add(gh__roles *rc, urefs *u, uint32_t block, const char *scope)
 {
     int32_t si = -1;
-    int rc;
+    int err;
 
-    for (size_t i = 0; i < u->nrefs; i++) {
-        const gh__uref *r = &u->refs[i];
-        if (r->block != block)
-            continue;
-        if (r->scope < 0 ? scope[0] == '\0'
-                         : strcmp(gh__str(&u->sc, u->sc.scopes[r->scope].text), scope) == 0)
+    if (scope[0] != '\0' && (err = scope_get(rc, scope, &si)) != 0)
+        return err;
+    for (size_t i = 0; i < u->n; i++)
+        if (u->v[i].block == block && u->v[i].scope == si)
             return 0;
-    }
-    if (scope[0] != '\0') {
-        if ((rc = grow(&u->sc.scopes, &u->sc.capscopes, u->sc.nscopes + 1,
-                       sizeof(*u->sc.scopes))) != 0)
-            return rc;
-        rc = gh__pat_compile(&u->sc, scope, &u->sc.scopes[u->sc.nscopes]);
-        if (rc == GH_EINVAL) {
-            GH_LOGE("authz: a binding has an invalid scope '%s'", scope);
-            return GH_EINTERNAL;
-        }
-        if (rc)
-            return rc;
-        si = (int32_t)u->sc.nscopes++;
-    }
-    if ((rc = grow(&u->refs, &u->caprefs, u->nrefs + 1, sizeof(*u->refs))) != 0)
-        return rc;
-    u->refs[u->nrefs].block = block;
-    u->refs[u->nrefs].scope = si;
-    u->nrefs++;
+    if ((err = grow(&u->v, &u->cap, u->n + 1, sizeof(*u->v))) != 0)
+        return err;
+    u->v[u->n].block = block;
+    u->v[u->n].scope = si;
+    u->n++;
     return 0;
 }
 
@@ -783,7 +838,9 @@ int gh__uset_compile(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__uset *
     gh_user_hot hot;
     idvec groups = {0};
     bvec bv = {0};
-    gh__uset *u = NULL;
+    urefs r = {0};
+    gh__uset *u;
+    size_t ndeny = 0;
     int rc;
 
     *out = NULL;
@@ -803,37 +860,43 @@ int gh__uset_compile(gh_txn *txn, gh__roles *roles, uint64_t user_id, gh__uset *
         rc = bv.err;
     if (rc)
         goto done;
-    rc = GH_ENOMEM;
-    if ((u = calloc(1, sizeof(*u))) == NULL)
-        goto done;
-    u->user_id = user_id;
-    u->state = hot.state;
-    u->tombstone = hot.tombstone;
     for (size_t i = 0; i < bv.n; i++) {
         const gh__set *block;
-        if ((rc = block_get(roles, txn, bv.v[i].role, &block)) != 0)
+        uint32_t bi;
+        if ((rc = block_get(roles, txn, bv.v[i].role, &block, &bi)) != 0)
             goto done;
-        if (block != NULL && (rc = uset_add(u, block, bv.v[i].scope)) != 0)
+        if (block != NULL && (rc = uref_add(roles, &r, bi, bv.v[i].scope)) != 0)
             goto done;
     }
     /* blocks that can deny first, so that a decision stops at the first
      * allow once every possible deny has been looked at */
-    for (size_t i = 0; i < u->nrefs; i++) {
-        if (u->refs[i].block->idx[GH_DENY].nids == 0)
+    for (size_t i = 0; i < r.n; i++) {
+        if (roles->e[r.v[i].block].block->idx[GH_DENY].nids == 0)
             continue;
-        gh__uref t = u->refs[i];
-        memmove(&u->refs[u->ndeny + 1], &u->refs[u->ndeny], (i - u->ndeny) * sizeof(t));
-        u->refs[u->ndeny++] = t;
+        gh__uref t = r.v[i];
+        memmove(&r.v[ndeny + 1], &r.v[ndeny], (i - ndeny) * sizeof(t));
+        r.v[ndeny++] = t;
     }
-    shrink1(&u->refs, &u->caprefs, u->nrefs, sizeof(*u->refs));
-    shrink1(&u->sc.str, &u->sc.capstr, u->sc.nstr, 1);
-    shrink1(&u->sc.segs, &u->sc.capsegs, u->sc.nsegs, sizeof(*u->sc.segs));
-    shrink1(&u->sc.scopes, &u->sc.capscopes, u->sc.nscopes, sizeof(*u->sc.scopes));
+    if (r.n > UINT32_MAX / 2) {
+        rc = GH_ETOOBIG;
+        goto done;
+    }
+    if ((u = malloc(sizeof(*u) + r.n * sizeof(u->refs[0]))) == NULL) {
+        rc = GH_ENOMEM;
+        goto done;
+    }
+    u->user_id = user_id;
+    u->rc = roles;
+    u->state = (uint8_t)hot.state;
+    u->tombstone = hot.tombstone != 0;
+    u->ref = 0;
+    u->nrefs = (uint32_t)r.n;
+    u->ndeny = (uint32_t)ndeny;
+    if (r.n)
+        memcpy(u->refs, r.v, r.n * sizeof(u->refs[0]));
     *out = u;
-    u = NULL;
-    rc = 0;
 done:
-    gh__uset_free(u);
+    free(r.v);
     free(groups.v);
     free(bv.v);
     return rc;

@@ -167,7 +167,8 @@ int gh__set_decide(const gh__set *s, const gh__req *q, int *why, int32_t *rule)
 
 static int ref_scope_ok(const gh__uset *u, const gh__uref *r, const gh__req *q)
 {
-    return r->scope < 0 || gh__pat_match(&u->sc, &u->sc.scopes[r->scope], q);
+    return r->scope < 0 ||
+           gh__pat_match(gh__uref_scopes(u), &gh__uref_scopes(u)->scopes[r->scope], q);
 }
 
 /* Whether some rule of x may name q's action (the filter of gh__set_find,
@@ -186,21 +187,23 @@ int gh__uset_decide(const gh__uset *u, const gh__req *q)
         return 0;
     for (i = 0; i < u->ndeny; i++) {
         const gh__uref *r = &u->refs[i];
-        int d = may_name(&r->block->idx[GH_DENY], q);
-        int a = !allow && may_name(&r->block->idx[GH_ALLOW], q);
+        const gh__set *b = gh__uref_block(u, r);
+        int d = may_name(&b->idx[GH_DENY], q);
+        int a = !allow && may_name(&b->idx[GH_ALLOW], q);
         if ((!d && !a) || !ref_scope_ok(u, r, q))
             continue;
-        if (d && gh__set_find(r->block, GH_DENY, q) >= 0)
+        if (d && gh__set_find(b, GH_DENY, q) >= 0)
             return 0; /* deny overrides */
-        if (a && gh__set_find(r->block, GH_ALLOW, q) >= 0)
+        if (a && gh__set_find(b, GH_ALLOW, q) >= 0)
             allow = 1;
     }
     if (allow)
         return 1;
     for (; i < u->nrefs; i++) { /* no deny left: the first allow decides */
         const gh__uref *r = &u->refs[i];
-        if (may_name(&r->block->idx[GH_ALLOW], q) && ref_scope_ok(u, r, q) &&
-            gh__set_find(r->block, GH_ALLOW, q) >= 0)
+        const gh__set *b = gh__uref_block(u, r);
+        if (may_name(&b->idx[GH_ALLOW], q) && ref_scope_ok(u, r, q) &&
+            gh__set_find(b, GH_ALLOW, q) >= 0)
             return 1;
     }
     return 0;

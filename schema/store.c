@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 
 #include "schema/log.h"
@@ -434,6 +436,53 @@ int gh_store_size(gh_store *s, uint64_t *used, uint64_t *mapsize)
         *used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
     if (mapsize != NULL)
         *mapsize = info.me_mapsize;
+    return 0;
+}
+
+/* The range of this process's mappings of the file (dev, ino), unmapped. */
+static int unmap_file_pages(dev_t dev, ino_t ino)
+{
+    char line[512];
+    FILE *f = fopen("/proc/self/maps", "r");
+    int rc = 0;
+
+    if (f == NULL)
+        return errno;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long start, end, off, inode;
+        unsigned maj, min;
+        char perms[8];
+
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &maj, &min,
+                   &inode) != 7 ||
+            inode != (unsigned long)ino || makedev(maj, min) != dev)
+            continue;
+        if (madvise((void *)start, end - start, MADV_DONTNEED) != 0)
+            rc = errno;
+    }
+    fclose(f);
+    return rc;
+}
+
+int gh_store_trim_map(gh_store *s)
+{
+    const char *dir = NULL;
+    char path[4096];
+    struct stat st;
+    int rc;
+
+    if (mdb_env_get_path(s->env, &dir) != 0 || dir == NULL)
+        return GH_EINTERNAL;
+    snprintf(path, sizeof(path), "%s/data.mdb", dir);
+    if (stat(path, &st) != 0)
+        return gh__mdb_err(NULL, errno, "trim the map: stat");
+    /* the map cannot move (grow) while held; other threads reading it just
+     * fault the pages back from the page cache (LMDB maps it read-only) */
+    map_hold(s);
+    rc = unmap_file_pages(st.st_dev, st.st_ino);
+    map_release(s);
+    if (rc != 0)
+        return gh__mdb_err(NULL, rc, "trim the map");
     return 0;
 }
 

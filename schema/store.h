@@ -55,6 +55,11 @@ int gh_store_size(gh_store *s, uint64_t *used, uint64_t *mapsize);
  * another gh_store_open can open). Blocks for the length of the copy: run it
  * on a thread of its own, into a local file (store_backup.c says why). */
 int gh_store_copy_fd(gh_store *s, int fd);
+/* Unmaps the data file's pages from this process (MADV_DONTNEED over the
+ * LMDB map, which is read-only): they stay in the kernel's page cache and the
+ * next read faults them back in. Lowers the file pages VmRSS counts, not
+ * what the machine caches. Safe with snapshots open on any thread. */
+int gh_store_trim_map(gh_store *s);
 
 /* ---- read transactions ---- */
 

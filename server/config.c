@@ -68,6 +68,8 @@ static const gh_confkey keys[] = {
     {"audit_retention", GH_CONFKEY_UINT, OFF(audit_retention), 0, 4000000000u},
     /* issue 11: loops serving connections (0: one per CPU) */
     {"loop_threads", GH_CONFKEY_UINT, OFF(loop_threads), 0, 64},
+    /* issue 11: data file pages kept mapped (0: never trimmed) */
+    {"map_resident_max", GH_CONFKEY_SIZE, OFF(map_resident_max), 0, 1ull << 44},
     {"metrics_listen", GH_CONFKEY_STR, OFF(metrics_listen), 0, 0},
     {"metrics_allow_non_loopback", GH_CONFKEY_BOOL, OFF(metrics_any), 0, 1},
     {"ldap_listen", GH_CONFKEY_STR, OFF(ldap_listen), 0, 0},
@@ -136,6 +138,7 @@ int gh_config_defaults(gh_config *cfg)
     cfg->argon2_memlimit_max = 256u << 20;
     cfg->argon2_opslimit_max = 8;
     cfg->audit_retention = 90 * 86400;
+    cfg->map_resident_max = 0; /* off: mapped file pages are page cache, not ours */
     if (set_str(&cfg->home_template, "/home/%u") || set_str(&cfg->default_shell, "/bin/sh") ||
         set_str(&cfg->nss_socket, ""))
         return GH_ENOMEM;

@@ -65,6 +65,10 @@ typedef struct gh_config {
     /* issue 11: event loops (threads) serving connections; 0 = one per CPU
      * (at most 64), 1 = a single loop on the main thread */
     unsigned loop_threads;
+    /* issue 11 (RSS): data file pages kept mapped beyond start-up's, checked
+     * each second and after each commit, trimmed above it (server/memtrim.c);
+     * 0 = never trim */
+    size_t map_resident_max; /* 64 MiB */
     /* Prometheus metrics (server/metrics.c) */
     char *metrics_listen; /* "" = off; "127.0.0.1:9464" */
     int metrics_any;      /* allow a non-loopback metrics_listen */

@@ -19,3 +19,5 @@ libghcore_la_SOURCES += server/ops_sync.c server/ops_session.c
 libghcore_la_SOURCES += server/loop.c
 # issue 11: jansson's per-thread request arena (no libuv)
 libghcore_la_SOURCES += server/jarena.c server/jarena.h
+# issue 11: the mapped data file's pages kept under map_resident_max
+libghcore_la_SOURCES += server/memtrim.c server/memtrim.h

@@ -21,6 +21,7 @@
 
 #include "schema/log.h"
 #include "server/jarena.h"
+#include "server/memtrim.h"
 #include "server/metrics.h"
 #include "server/server.h"
 
@@ -198,6 +199,7 @@ int gh__server_open(gh_server *srv, gh_config *cfg, uv_loop_t *loop)
     uv_timer_init(loop, &srv->shutdown_timer);
     srv->shutdown_timer.data = srv;
     srv->have_handles = 1;
+    gh__memtrim_start(srv);
     if ((rc = gh__loops_start(srv)) != 0)
         return rc;
     return gh__metrics_start(srv);
@@ -219,6 +221,7 @@ void gh__maybe_finish_shutdown(gh_server *srv)
     }
     gh_writer_stop(srv->writer);
     srv->writer = NULL;
+    gh__memtrim_stop(srv);
     if (srv->have_handles) {
         uv_close((uv_handle_t *)&srv->housekeeping, NULL);
         uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);

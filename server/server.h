@@ -256,6 +256,10 @@ typedef struct gh_server {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t housekeeping;
     uv_timer_t shutdown_timer;
+    /* loop 0: map_resident_max (server/memtrim.c) */
+    uv_timer_t memtrim;
+    int have_memtrim;
+    unsigned long memtrim_base; /* file pages resident right after the last trim */
 
     unsigned nconns;  /* every loop's (atomic): max_connections */
     int stopping;     /* loop 0: 0 running, 1 draining connections, 2 done */

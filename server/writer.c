@@ -45,6 +45,8 @@ struct gh_writer {
     uv_async_t async;
     uint64_t commits, ops;
     unsigned loop_outstanding; /* loop jobs submitted and not yet completed */
+    void (*hook)(void *);      /* after every commit (under mu) */
+    void *hook_arg;
 };
 
 static int trampoline(gh_txn *txn, void *arg)
@@ -76,6 +78,8 @@ static void *writer_main(void *arg)
         }
         if (w->head == NULL)
             w->tail = NULL;
+        void (*hook)(void *) = w->hook;
+        void *hook_arg = w->hook_arg;
         pthread_mutex_unlock(&w->mu);
 
         for (size_t i = 0; i < n; i++) {
@@ -86,6 +90,8 @@ static void *writer_main(void *arg)
         int rc = gh_store_write_batch(w->store, ops, n);
         if (rc != 0)
             GH_LOGE("writer: commit of %zu ops failed: %s", n, gh_strerror(rc));
+        if (hook != NULL)
+            hook(hook_arg);
 
         pthread_mutex_lock(&w->mu);
         w->commits++;
@@ -168,6 +174,14 @@ int gh_writer_start(gh_writer **out, uv_loop_t *loop, gh_store *store, unsigned 
     w->started = 1;
     *out = w;
     return 0;
+}
+
+void gh_writer_set_commit_hook(gh_writer *w, void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&w->mu);
+    w->hook = fn;
+    w->hook_arg = arg;
+    pthread_mutex_unlock(&w->mu);
 }
 
 static void enqueue(gh_writer *w, job *j)

@@ -29,6 +29,9 @@ int gh_writer_submit(gh_writer *w, const char *actor, gh_store_write_fn fn, void
  * and copies its message into err. Used by sync workers. */
 int gh_writer_submit_wait(gh_writer *w, const char *actor, gh_store_write_fn fn, void *arg,
                           char *err, size_t errlen);
+/* fn(arg) runs on the writer thread after every commit, before the ops are
+ * completed (server/memtrim.c trims the map there). Set once, any thread. */
+void gh_writer_set_commit_hook(gh_writer *w, void (*fn)(void *), void *arg);
 /* Counters for stats. */
 void gh_writer_stats(gh_writer *w, uint64_t *commits, uint64_t *ops);
 /* Drains the queue (every queued op is committed and completed), stops the

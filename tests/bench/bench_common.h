@@ -259,6 +259,10 @@ char *bn_gh_call(const char *sock, const char *req);
 int bn_gh_import(const bn_ctx *x, const bn_data *d, double *secs, uint64_t *nrec, uint64_t *failed);
 /* Authenticates n users and keeps their tokens in x. */
 int bn_gh_tokens(bn_ctx *x, unsigned n);
+/* Checks every user once on each of conns connections (all at once), so that
+ * every loop's permission cache holds every user's set: 0, or -1 when a
+ * check failed. */
+int bn_gh_warm(const bn_ctx *x, int conns, double *secs);
 
 /* Workload names: check, batch, auth, whoami, user.get, mixed, write. */
 int bn_gh_run(bn_ctx *x, const char *workload, int conns, int depth, double seconds,

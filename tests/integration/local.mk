@@ -61,6 +61,10 @@ TESTS += tests/integration/test_loops.py $(LOOPS4_TESTS)
 EXTRA_DIST += tests/integration/test_loops.py $(LOOPS4_TESTS)
 tests/integration/test_loops.log $(LOOPS4_TESTS:.py=.log): gatehoused
 tests/integration/test_sessions_loops4.log: gatehouse
+# issue 11: the mapped data file kept under map_resident_max
+TESTS += tests/integration/test_memtrim.py
+EXTRA_DIST += tests/integration/test_memtrim.py
+tests/integration/test_memtrim.log: gatehoused
 # backup under concurrent writes, restore
 TESTS += tests/integration/test_backup.py
 EXTRA_DIST += tests/integration/test_backup.py

@@ -1114,6 +1114,77 @@ static void test_large_user(void **state)
     }
 }
 
+/* Scopes are compiled once per generation and shared by every user's set:
+ * the same scope text through several groups or users, a role bound under
+ * several scopes, a scoped deny, and new scopes after a binding change. */
+static void test_shared_scopes(void **state)
+{
+    fx *f = *state;
+    gh_authz_stats st0, st;
+    char u[32], longscope[400];
+
+    ROLE("sr", "allow read d/**", NULL);
+    ROLE("sd", "deny read d/*/x", NULL);
+    GROUP("sg1");
+    GROUP("sg2");
+    GROUP("sg3");
+    USER("s1");
+    USER("s2");
+    USER("s3");
+    MEMBER("sg1", "s1");
+    MEMBER("sg2", "s1");
+    MEMBER("sg2", "s2");
+    MEMBER("sg3", "s2");
+    BIND_GROUP("sr", "sg1", "d/a/**");
+    BIND_GROUP("sr", "sg2", "d/b/**");
+    BIND_GROUP("sr", "sg3", "d/a/**");
+    BIND_USER("sr", "s1", "d/a/**"); /* the same (role, scope) as through sg1 */
+    BIND_GROUP("sd", "sg2", "d/b/**");
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < 2; i++) {
+            const char *who = i ? "s2" : "s1";
+            EXPECT(who, "read", "d/a/y", 1);
+            EXPECT(who, "read", "d/a/x", 1); /* the deny's scope is d/b */
+            EXPECT(who, "read", "d/b/y", 1);
+            EXPECT(who, "read", "d/b/x", 0);
+            EXPECT(who, "read", "d/c/y", 0);
+            EXPECT(who, "read", "d", 0);
+        }
+        EXPECT("s3", "read", "d/a/y", 0);
+    }
+    /* a binding change: new generation, the scopes compiled again */
+    BIND_GROUP("sr", "sg1", "d/c/**");
+    EXPECT("s1", "read", "d/c/y", 1);
+    EXPECT("s2", "read", "d/c/y", 0);
+    EXPECT("s1", "read", "d/b/x", 0);
+    EXPECT("s2", "read", "d/a/y", 1);
+    /* 40 holders of one long scope: each set holds an index, not the text */
+    memcpy(longscope, "d/", 2);
+    memset(longscope + 2, 'l', 300);
+    memcpy(longscope + 302, "/**", 4);
+    GROUP("sg4");
+    BIND_GROUP("sr", "sg4", longscope);
+    for (int i = 0; i < 40; i++) {
+        snprintf(u, sizeof(u), "sl%d", i);
+        USER(u);
+        MEMBER("sg4", u);
+    }
+    EXPECT("s1", "read", "d/c/y", 1);
+    gh_authz_get_stats(f->authz, &st0);
+    for (int i = 0; i < 40; i++) {
+        snprintf(u, sizeof(u), "sl%d", i);
+        EXPECT(u, "read", "d/a/y", 0);
+    }
+    gh_authz_get_stats(f->authz, &st);
+    assert_int_equal(st.cached, st0.cached + 40);
+    assert_true(st.cached_bytes < st0.cached_bytes + 40 * 64 + 1024);
+    memcpy(longscope + 302, "/y", 3);
+    EXPECT("sl7", "read", longscope, 1);
+    EXPECT("sl7", "read", "d/a/y", 0);
+    longscope[3] = 'm';
+    EXPECT("sl7", "read", longscope, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1135,6 +1206,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_byte_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_large_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_scopes, setup, teardown),
     };
     return cmocka_run_group_tests_name("authz", tests, NULL, NULL);
 }
