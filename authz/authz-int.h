@@ -256,7 +256,7 @@ int gh__uset_decide(const gh__uset *u, const gh__req *q);
 
 typedef struct gh__cslot {
     uint64_t user_id; /* kept here so a lookup touches one line, not the set */
-    uint32_t idx;     /* 0 empty, else index in sets + 1 */
+    gh__uset *set;    /* NULL: empty */
 } gh__cslot;
 
 typedef struct gh__cache {

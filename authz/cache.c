@@ -1,13 +1,14 @@
 /*
- * cache.c: the bounded map user id -> decision set (gh__uset). Sets live in a dense
- * array indexed by a linear-probing table; when the map is full the CLOCK
- * hand picks a victim (a set not used since the hand last passed). The map
- * is bounded by a count and by the bytes its sets hold.
+ * cache.c: the bounded map user id -> decision set (gh__uset). A
+ * linear-probing table maps ids to sets; the sets are also listed in a dense
+ * array, where the CLOCK hand picks a victim (a set not used since the hand
+ * last passed) when the map is full. The map is bounded by a count and by
+ * the bytes its sets hold.
  *
- * The one thing to know: the table holds dense indices (with the user id,
- * so a lookup reads one table line), not pointers, and a
- * removal shifts the following probe run back (no tombstones), so lookups
- * stay short however many evictions happen. Invalidation is wholesale
+ * The one thing to know: a table slot holds the user id and the set's
+ * pointer, so a lookup reads one table line and then the set (no hop through
+ * the dense array), and a removal shifts the following probe run back (no
+ * tombstones), so lookups stay short however many evictions happen. Invalidation is wholesale
  * (gh__cache_clear) and belongs to the caller, who watches the store's
  * authorization generation.
  */
@@ -33,9 +34,9 @@ gh__uset *gh__cache_get(gh__cache *c, uint64_t user_id)
 {
     if (c->tab == NULL)
         return NULL;
-    for (size_t j = slot_of(c, user_id); c->tab[j].idx; j = (j + 1) & c->mask) {
+    for (size_t j = slot_of(c, user_id); c->tab[j].set; j = (j + 1) & c->mask) {
         if (c->tab[j].user_id == user_id) {
-            gh__uset *s = c->sets[c->tab[j].idx - 1];
+            gh__uset *s = c->tab[j].set; /* no hop through the dense array */
             s->ref = 1;
             return s;
         }
@@ -48,10 +49,10 @@ static void tab_insert(gh__cache *c, size_t dense)
     uint64_t id = c->sets[dense]->user_id;
     size_t j = slot_of(c, id);
 
-    while (c->tab[j].idx)
+    while (c->tab[j].set)
         j = (j + 1) & c->mask;
     c->tab[j].user_id = id;
-    c->tab[j].idx = (uint32_t)dense + 1;
+    c->tab[j].set = c->sets[dense];
 }
 
 /* Removes the table entry pointing at dense, shifting the rest of its probe
@@ -60,15 +61,15 @@ static void tab_remove(gh__cache *c, size_t dense)
 {
     size_t i = slot_of(c, c->sets[dense]->user_id), j, k;
 
-    while (c->tab[i].idx != dense + 1)
+    while (c->tab[i].set != c->sets[dense])
         i = (i + 1) & c->mask;
-    c->tab[i].idx = 0;
-    for (j = (i + 1) & c->mask; c->tab[j].idx; j = (j + 1) & c->mask) {
+    c->tab[i].set = NULL;
+    for (j = (i + 1) & c->mask; c->tab[j].set; j = (j + 1) & c->mask) {
         k = slot_of(c, c->tab[j].user_id);
         /* move j into the hole at i unless its home k lies cyclically in (i, j] */
         if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
             c->tab[i] = c->tab[j];
-            c->tab[j].idx = 0;
+            c->tab[j].set = NULL;
             i = j;
         }
     }
@@ -106,11 +107,8 @@ static void evict_one(gh__cache *c)
     tab_remove(c, v);
     c->bytes -= gh__uset_bytes(c->sets[v]);
     gh__uset_free(c->sets[v]);
-    if (v != last) {
-        tab_remove(c, last);
+    if (v != last) /* the table points at the set, not its place */
         c->sets[v] = c->sets[last];
-        tab_insert(c, v);
-    }
     c->n--;
 }
 
