@@ -277,12 +277,36 @@ int gh__cache_put(gh__cache *c, gh__uset *s);
 void gh__cache_clear(gh__cache *c);
 void gh__cache_destroy(gh__cache *c);
 
+/* ---- names.c: the loop's map login name -> user id ---- */
+
+typedef struct gh__nent {
+    uint64_t hash;
+    uint64_t id;
+    uint32_t off, len; /* the name in gh__names.str */
+} gh__nent;
+
+typedef struct gh__names {
+    gh__nent *e; /* dense */
+    size_t n, cape, max;
+    char *str;
+    size_t nstr, capstr;
+    uint32_t *tab; /* index + 1; 0 empty */
+    size_t mask;
+} gh__names;
+
+int gh__names_get(const gh__names *m, const char *name, size_t len, uint64_t hash, uint64_t *id);
+int gh__names_put(gh__names *m, const char *name, size_t len, uint64_t hash, uint64_t id);
+void gh__names_clear(gh__names *m);
+void gh__names_free(gh__names *m);
+size_t gh__names_bytes(const gh__names *m);
+
 /* ---- authz.c ---- */
 
 struct gh_authz {
     gh__cache cache;
     gh__roles roles;
-    uint64_t gen; /* gh_store_authz_gen the cached sets were compiled at */
+    gh__names names; /* cleared with cache: renames and deletes move the generation */
+    uint64_t gen;    /* gh_store_authz_gen the cached sets were compiled at */
     int have_gen;
     uint64_t snap; /* read snapshot gen was last read in (same snapshot: same gen) */
     int have_snap;

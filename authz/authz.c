@@ -24,6 +24,7 @@ int gh_authz_new(gh_authz **out, const gh_authz_opts *opts)
         return GH_ENOMEM;
     gh__cache_init(&a->cache, opts && opts->cache_users ? opts->cache_users : (size_t)1 << 20,
                    opts && opts->cache_bytes ? opts->cache_bytes : (size_t)64 << 20);
+    a->names.max = a->cache.max;
     *out = a;
     return 0;
 }
@@ -34,6 +35,7 @@ void gh_authz_free(gh_authz *a)
         return;
     gh__cache_destroy(&a->cache);
     gh__roles_free(&a->roles);
+    gh__names_free(&a->names);
     free(a);
 }
 
@@ -41,6 +43,7 @@ void gh_authz_flush(gh_authz *a)
 {
     gh__cache_clear(&a->cache);
     gh__roles_clear(&a->roles);
+    gh__names_clear(&a->names);
     a->have_gen = 0;
     a->have_snap = 0;
 }
@@ -49,7 +52,8 @@ void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st)
 {
     *st = a->st;
     st->cached = a->cache.n;
-    st->cached_bytes = a->cache.bytes + gh__roles_block_bytes(&a->roles);
+    st->cached_bytes =
+        a->cache.bytes + gh__roles_block_bytes(&a->roles) + gh__names_bytes(&a->names);
 }
 
 /* Drops the cache when the store's authorization generation moved (in either
@@ -73,6 +77,7 @@ int gh__authz_sync(gh_authz *a, gh_txn *txn)
         a->st.flushes++;
         gh__cache_clear(&a->cache);
         gh__roles_clear(&a->roles);
+        gh__names_clear(&a->names);
     }
     a->gen = gen;
     a->have_gen = 1;
@@ -161,5 +166,22 @@ int gh_authz_check_many(gh_authz *a, gh_txn *txn, uint64_t user_id, size_t n,
         }
         allow[i] = gh__uset_decide(s, &q);
     }
+    return 0;
+}
+
+int gh_authz_user_id(gh_authz *a, gh_txn *txn, const char *name, uint64_t *id)
+{
+    size_t len = strlen(name);
+    uint64_t h = gh__hash(name, len);
+    int rc;
+
+    if ((rc = gh__authz_sync(a, txn)) != 0)
+        return rc;
+    if (gh__names_get(&a->names, name, len, h, id) == 0)
+        return 0;
+    if ((rc = gh_store_user_id(txn, name, id)) != 0)
+        return rc;
+    if (gh__names_put(&a->names, name, len, h, *id) != 0)
+        gh__names_clear(&a->names); /* out of memory: answer, keep nothing */
     return 0;
 }

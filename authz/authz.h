@@ -70,6 +70,11 @@ int gh_authz_perms(gh_authz *a, gh_txn *txn, uint64_t user_id, json_t **out);
 int gh_authz_who_can(gh_authz *a, gh_txn *txn, const char *action, const char *resource,
                      json_t **out);
 
+/* The id of the user named name (what gh_store_user_id answers in txn), from
+ * the engine's map of names already resolved this authorization generation,
+ * or from the store (kept then). GH_ENOTFOUND when there is no such user. */
+int gh_authz_user_id(gh_authz *a, gh_txn *txn, const char *name, uint64_t *id);
+
 void gh_authz_get_stats(const gh_authz *a, gh_authz_stats *st);
 /* Drops every compiled set now (benchmarks and tests; writes never need it). */
 void gh_authz_flush(gh_authz *a);

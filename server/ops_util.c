@@ -363,7 +363,8 @@ int gh_op_resolve_subject(gh_opctx *c, uint64_t *user_id)
             return gh_op_fail(c, GH_EPERM,
                               "naming a 'user' needs a service or administrator peer; present "
                               "the user's 'token' instead");
-        rc = gh_store_user_id(c->txn, name, user_id);
+        rc = c->authz ? gh_authz_user_id(c->authz, c->txn, name, user_id)
+                      : gh_store_user_id(c->txn, name, user_id);
         if (rc == GH_ENOTFOUND)
             return gh_op_fail(c, rc, "no user named '%s'", name);
         if (rc != 0)

@@ -393,6 +393,29 @@ class Authz(ghtest.TestCase):
         self.assertGreater(stats1["flushes"], stats0["flushes"])
         self.assertGreater(stats1["hits"], stats0["hits"])
 
+    def test_names_follow_renames_and_deletes(self):
+        # a check naming its user resolves the name through the loop's name
+        # map: a rename, a delete and a new user of an old name must be seen
+        def check(u):
+            return self.c.call("check", user=u, action="deploy", resource="service/web/prod")
+
+        for _ in range(3):  # resolved once, then from the map
+            self.assertTrue(self.assertOk(check("bob"))["allow"])
+        self.assertOk(self.c.call("user.set", name="bob", rename="rob"))
+        self.assertError(check("bob"), "not_found")
+        self.assertTrue(self.assertOk(check("rob"))["allow"])
+        self.assertOk(self.c.call("user.add", name="bob", password=PASSWORD))
+        self.assertFalse(self.assertOk(check("bob"))["allow"])  # a new user, no bindings
+        self.assertOk(self.c.call("user.del", name="rob"))
+        self.assertError(check("rob"), "not_found")
+        self.assertOk(self.c.call("user.del", name="bob"))
+        self.assertError(check("bob"), "not_found")
+        # a name added after a miss is found (misses are not kept)
+        self.assertError(check("newbie"), "not_found")
+        self.assertOk(self.c.call("user.add", name="newbie", password=PASSWORD))
+        self.assertOk(self.c.call("group.add_member", group="devs", user="newbie"))
+        self.assertTrue(self.assertOk(check("newbie"))["allow"])
+
     def test_survives_restart(self):
         self.srv.restart()
         c = self.client(self.srv)
