@@ -806,11 +806,11 @@ static void vjob_finish(verify_job *j, int rc)
         (j->u.state == GH_USER_LOCKED || j->u.state == GH_USER_DISABLED || j->u.tombstone))
         rc = j->u.state == GH_USER_LOCKED ? GH_ELOCKED : GH_EDISABLED;
     if (rc == 0)
-        srv->auth_ok++;
+        GH_STAT_SHARED_ADD(srv->auth_ok, 1);
     else if (rc == GH_ERATE)
-        srv->auth_limited++;
+        GH_STAT_SHARED_ADD(srv->auth_limited, 1);
     else
-        srv->auth_fail++;
+        GH_STAT_SHARED_ADD(srv->auth_fail, 1);
     if (j->pw)
         sodium_free(j->pw);
     j->pw = NULL;
@@ -865,7 +865,7 @@ static void vjob_written(void *cbarg, int rc, const char *err)
 static void vjob_after(uv_work_t *w, int status)
 {
     verify_job *j = w->data;
-    j->srv->argon2_inflight--;
+    gh__argon2_give(j->srv);
     if (status == UV_ECANCELED) {
         vjob_finish(j, GH_EUNAVAIL);
         return;
@@ -882,12 +882,13 @@ static void vjob_after(uv_work_t *w, int status)
 
 static int vjob_queue(verify_job *j)
 {
-    if (j->srv->argon2_inflight >= j->srv->cfg->argon2_queue_max)
+    if (gh__argon2_take(j->srv) != 0)
         return GH_ERATE;
     j->work.data = j;
-    if (uv_queue_work(j->srv->loop, &j->work, vjob_work, vjob_after) != 0)
+    if (uv_queue_work(j->srv->loop, &j->work, vjob_work, vjob_after) != 0) {
+        gh__argon2_give(j->srv);
         return GH_EINTERNAL;
-    j->srv->argon2_inflight++;
+    }
     return 0;
 }
 
@@ -918,8 +919,8 @@ int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const ch
 {
     gh_txn *txn;
     int rc;
-    if (srv->argon2_inflight >= srv->cfg->argon2_queue_max) {
-        srv->auth_limited++;
+    if (__atomic_load_n(&srv->argon2_inflight, __ATOMIC_RELAXED) >= srv->cfg->argon2_queue_max) {
+        GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return GH_ERATE;
     }
     verify_job *j = calloc(1, sizeof(*j));
@@ -933,7 +934,7 @@ int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const ch
     if (gh__lockout_admit(srv, name, j->peer, &j->adm) != 0) {
         gh__lockout_settle(srv, &j->adm, 0);
         free(j);
-        srv->auth_limited++;
+        GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return GH_ERATE;
     }
     j->pwlen = pwlen;
@@ -963,7 +964,7 @@ int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const ch
         sodium_free(j->pw);
         gh__lockout_settle(srv, &j->adm, 0);
         free(j);
-        srv->auth_limited++;
+        GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return rc;
     }
     return 0;

@@ -19,7 +19,7 @@ driver and exits non-zero when a test failed. Run a file by hand with
                     (set by `make check`; default: the current directory)
     GH_SRCDIR       source directory (set by `make check`)
     GH_TIME_SCALE   multiply every timeout and timing bound by this factor;
-                    default 3 when gatehoused is built with a sanitizer (ASan, TSan),
+                    default 6 when gatehoused is built with TSan, 3 with ASan,
                     else 1 (use `ghtest.SCALE` / `ghtest.scaled(x)` in tests)
     GH_TEST_TIMEOUT seconds one test may take before it is failed (default
                     60, scaled); a hard watchdog bails out at twice that

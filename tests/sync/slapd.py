@@ -16,6 +16,7 @@ the end of a with block, and at interpreter exit (atexit), also on failure.
 """
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,6 +33,10 @@ ADMIN_PW = "secret-admin"
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("GH_SRCDIR", os.path.join(HERE, "..", ".."))
 TEMPLATE = os.path.join(SRCDIR, "conf", "ldap", "slapd.conf.in")
+# Deadlines (not sleeps) for slapd to listen, stop or resume: generous, as a
+# loaded machine (sanitizer builds of gatehoused beside it) delays it.
+START_TIMEOUT = 90
+STATE_TIMEOUT = 30
 
 _live = set()
 
@@ -48,7 +53,29 @@ def available():
     return os.access(SLAPD, os.X_OK) and shutil.which("ldapmodify") is not None
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
+    """A loopback TCP port nobody listens on, below the kernel's ephemeral
+    range: no outgoing connection of any process can take it between this
+    call and slapd's bind, nor between a stop() and the start() that must
+    find the same port again (a port the kernel hands out for bind(0) could)."""
+    high = min(_ephemeral_low(), 65536) - 1
+    low = max(1024, high - 12000)
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -66,10 +93,10 @@ class Slapd:
         listens for ldaps:// on ldaps_port (ldaps_uri)."""
         self.dir = tmpdir or tempfile.mkdtemp(prefix="gh-slapd-")
         self.proc = None
-        self.port = free_port()
         self.sock = os.path.join(self.dir, "ldapi")
-        self.uri = "ldap://127.0.0.1:%d" % self.port
         self.ldapi_uri = "ldapi://" + urllib.parse.quote(self.sock, safe="")
+        self._tls_ports = bool(tls_files)
+        self._pick_ports()
         self.pwfile = os.path.join(self.dir, "admin.pw")
         with open(self.pwfile, "w") as f:
             f.write(ADMIN_PW)
@@ -79,15 +106,12 @@ class Slapd:
         with open(TEMPLATE) as f:
             conf = f.read()
         self.ca_file = None
-        self.ldaps_port = self.ldaps_uri = None
         if tls:
             self.ca_file = self._make_cert()
             conf = ("TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n"
                     % (self.ca_file, self.ca_file, os.path.join(self.dir, "key.pem"))) + conf
         elif tls_files:
             self.ca_file, cert, key = tls_files
-            self.ldaps_port = free_port()
-            self.ldaps_uri = "ldaps://127.0.0.1:%d" % self.ldaps_port
             conf = ("TLSCACertificateFile %s\nTLSCertificateFile %s\nTLSCertificateKeyFile %s\n"
                     % (self.ca_file, cert, key)) + conf
         for path in schemas:  # after Debian's, before the database
@@ -101,7 +125,39 @@ class Slapd:
             self.load(ldif)
         _live.add(self)
         if start:
-            self.start()
+            # nobody has seen the ports yet: one taken meanwhile by another
+            # test's listener is replaced, not a failure
+            for attempt in range(5):
+                try:
+                    self.start()
+                    break
+                except SlapdError:
+                    if attempt == 4 or not self._ports_taken():
+                        self.close()
+                        raise
+                    self._pick_ports()
+
+    def _ports_taken(self):
+        """True when another process holds one of our TCP ports (slapd logs
+        nothing at -d 0 when its bind fails)."""
+        for port in (self.port, self.ldaps_port):
+            if port is None:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    return True
+        return False
+
+    def _pick_ports(self):
+        self.port = free_port()
+        self.uri = "ldap://127.0.0.1:%d" % self.port
+        self.ldaps_port = self.ldaps_uri = None
+        if self._tls_ports:
+            self.ldaps_port = free_port()
+            self.ldaps_uri = "ldaps://127.0.0.1:%d" % self.ldaps_port
 
     def _make_cert(self):
         """A self-signed certificate for 127.0.0.1 (its own CA)."""
@@ -131,31 +187,51 @@ class Slapd:
         if r.returncode != 0:
             raise SlapdError("slapadd failed: " + r.stdout[-2000:])
 
-    def start(self, timeout=20):
+    def start(self, timeout=START_TIMEOUT):
+        """Starts slapd and returns once it accepts connections on its TCP
+        port and its ldapi socket exists; SlapdError (with its log) if it
+        exits first or is not listening by the deadline."""
         if self.proc is not None:
             return
         self.log = open(os.path.join(self.dir, "slapd.log"), "ab")
+        self.log.write(b"---- start\n")
+        self.log.flush()
         urls = "ldap://127.0.0.1:%d/ %s" % (self.port, self.ldapi_uri)
         if self.ldaps_uri:
             urls += " %s/" % self.ldaps_uri
         self.proc = subprocess.Popen([SLAPD, "-h", urls, "-f", self.conf, "-d", "0"],
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
                 self.proc = None
-                raise SlapdError("slapd exited at start: " + self.log_text()[-2000:])
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    pass
-                if os.path.exists(self.sock):
-                    return
-            except OSError:
-                pass
+                self.log.close()
+                raise SlapdError("slapd exited at start (status %s): %s"
+                                 % (rc, self.log_text().rsplit("---- start\n", 1)[-1][-2000:]))
+            if self._listening():
+                return
             time.sleep(0.05)
         self._kill()
-        raise SlapdError("slapd did not listen within %ss" % timeout)
+        self.log.close()
+        raise SlapdError("slapd did not listen within %ss: %s"
+                         % (timeout, self.log_text().rsplit("---- start\n", 1)[-1][-2000:]))
+
+    def _listening(self):
+        """Every listener accepts a connection (a stale ldapi socket file
+        left by a killed slapd does not)."""
+        try:
+            for port in (self.port, self.ldaps_port):
+                if port is not None:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        pass
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+                u.settimeout(1)
+                u.connect(self.sock)
+            return True
+        except OSError:
+            return False
 
     def stop(self):
         """SIGTERM by pid, then SIGKILL; the data stays for start()."""
@@ -171,12 +247,42 @@ class Slapd:
             p.wait()
         self.log.close()
 
+    def _thread_states(self):
+        """The state letter of each of slapd's threads (/proc/PID/task)."""
+        states = []
+        base = "/proc/%d/task" % self.proc.pid
+        for tid in os.listdir(base):
+            try:
+                with open(os.path.join(base, tid, "stat")) as f:
+                    # "tid (comm) S ...": comm may hold spaces or parentheses
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except (OSError, IndexError):
+                pass  # a thread that just ended
+        return states
+
+    def _wait_states(self, pred, what, timeout=STATE_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self._thread_states()
+            if pred(states):
+                return
+            if time.monotonic() >= deadline:
+                raise SlapdError("slapd did not %s within %ss (thread states %s)"
+                                 % (what, timeout, "".join(states)))
+            time.sleep(0.005)
+
     def pause(self):
-        """SIGSTOP: the port still accepts connections, nothing answers."""
+        """SIGSTOP: the port still accepts connections, nothing answers.
+        kill() only asks for the stop; each thread stops when it is next
+        scheduled, which on a loaded machine can be after the test's next
+        request reached slapd: so this returns once every thread is stopped."""
         self.proc.send_signal(signal.SIGSTOP)
+        self._wait_states(lambda st: st and all(s in "tT" for s in st), "stop")
 
     def resume(self):
+        """SIGCONT, and returns once no thread is stopped any more."""
         self.proc.send_signal(signal.SIGCONT)
+        self._wait_states(lambda st: not any(s in "tT" for s in st), "resume")
 
     def _kill(self):
         p, self.proc = self.proc, None

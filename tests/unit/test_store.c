@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -2062,9 +2063,11 @@ static void test_map_grows_partial_batch(void **state)
     rd_end(f);
 }
 
+/* The readers and the test's thread share stop, reads and errors: atomics,
+ * so that the ThreadSanitizer build sees the hand-over (volatile is not). */
 struct spin {
     gh_store *s;
-    volatile int stop;
+    int stop;
     long reads;
     int errors;
 };
@@ -2077,21 +2080,21 @@ static void *reader_thread(void *arg)
     gh_user u;
 
     if (gh_store_reader_new(sp->s, &r) != 0) {
-        sp->errors++;
+        __atomic_fetch_add(&sp->errors, 1, __ATOMIC_RELEASE);
         return NULL;
     }
-    while (!sp->stop) {
+    while (!__atomic_load_n(&sp->stop, __ATOMIC_ACQUIRE)) {
         if (gh_store_read_begin(r, &t) != 0) {
-            sp->errors++;
+            __atomic_fetch_add(&sp->errors, 1, __ATOMIC_RELEASE);
             break;
         }
         uint64_t n;
         if (gh_store_user_count(t, &n) != 0)
-            sp->errors++;
+            __atomic_fetch_add(&sp->errors, 1, __ATOMIC_RELEASE);
         else if (n > 0 && gh_store_user_get(t, "bulk000000", &u) != 0)
-            sp->errors++; /* the first bulk write holds bulk000000 */
+            __atomic_fetch_add(&sp->errors, 1, __ATOMIC_RELEASE); /* the first bulk write */
         gh_store_read_end(r);
-        sp->reads++;
+        __atomic_fetch_add(&sp->reads, 1, __ATOMIC_RELEASE);
     }
     gh_store_reader_free(r);
     return NULL;
@@ -2111,12 +2114,18 @@ static void test_map_grows_with_readers(void **state)
         sp[i] = (struct spin){.s = f->s};
         assert_int_equal(pthread_create(&th[i], NULL, reader_thread, &sp[i]), 0);
     }
+    /* the map must grow while both readers are reading: wait for their
+     * first read (a loaded machine may not have run them yet) */
+    for (int i = 0; i < 2; i++)
+        while (__atomic_load_n(&sp[i].reads, __ATOMIC_ACQUIRE) == 0 &&
+               __atomic_load_n(&sp[i].errors, __ATOMIC_ACQUIRE) == 0)
+            sched_yield();
     for (int i = 0; i < 30; i++) {
         struct bulk b = {i * 100, 100};
         assert_int_equal(gh_store_write(f->s, w_bulk, &b, NULL, 0), 0);
     }
     for (int i = 0; i < 2; i++) {
-        sp[i].stop = 1;
+        __atomic_store_n(&sp[i].stop, 1, __ATOMIC_RELEASE);
         pthread_join(th[i], NULL);
         assert_int_equal(sp[i].errors, 0);
         assert_true(sp[i].reads > 0);
