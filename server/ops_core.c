@@ -75,9 +75,15 @@ static int op_logout(gh_opctx *c)
     return gh_op_defer(c, logout_apply, NULL, logout_free, a);
 }
 
+/* Counted from the buckets themselves: the loops add to count and to a
+ * bucket one after the other, so a sum read while they answer may hold a
+ * count whose bucket it has not seen (p99 then fell off the end as 0). */
 static uint64_t percentile(const gh_lat *l, double q)
 {
-    uint64_t want = (uint64_t)((double)l->count * q + 0.5), acc = 0;
+    uint64_t total = 0, want, acc = 0;
+    for (unsigned b = 0; b < GH_LAT_BUCKETS; b++)
+        total += l->buckets[b];
+    want = (uint64_t)((double)total * q + 0.5);
     if (want == 0)
         want = 1;
     for (unsigned b = 0; b < GH_LAT_BUCKETS; b++) {
