@@ -14,3 +14,6 @@ EXTRA_DIST += $(SYNC_TESTS) tests/sync/slapd.py tests/sync/gen_ldif.py tests/syn
 # upstream delete ends sessions
 TESTS += tests/sync/test_sync_sessions.py
 EXTRA_DIST += tests/sync/test_sync_sessions.py
+# issue 11: pass-through auth with loop_threads = 4 (the wrapper sets it)
+TESTS += tests/sync/test_sync_auth_loops4.py
+EXTRA_DIST += tests/sync/test_sync_auth_loops4.py
