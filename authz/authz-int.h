@@ -141,6 +141,10 @@ typedef struct gh__req {
     } seg[GH__SEGS_MAX];
 } gh__req;
 
+/* Grows the array *pp of *cap elements of elsz bytes (doubling) to hold
+ * need: 0, GH_ENOMEM, or GH_ETOOBIG past 2^31 elements (compile.c). */
+int gh__grow(void *pp, size_t *cap, size_t need, size_t elsz);
+
 /* ---- match.c: the hot path (no allocation) ---- */
 
 /* FNV-1a, one byte at a time so a prefix's hash falls out of the action's. */

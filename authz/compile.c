@@ -19,7 +19,7 @@
 
 /* ---- growable arrays and the string arena ---- */
 
-static int grow(void *pp, size_t *cap, size_t need, size_t elsz)
+int gh__grow(void *pp, size_t *cap, size_t need, size_t elsz)
 {
     void **p = pp;
     size_t ncap = *cap ? *cap : 8;
@@ -41,7 +41,7 @@ static int grow(void *pp, size_t *cap, size_t need, size_t elsz)
 
 static int put_str(gh__set *s, const char *p, size_t len, uint32_t *off)
 {
-    int rc = grow(&s->str, &s->capstr, s->nstr + len + 1, 1);
+    int rc = gh__grow(&s->str, &s->capstr, s->nstr + len + 1, 1);
 
     if (rc)
         return rc;
@@ -54,7 +54,7 @@ static int put_str(gh__set *s, const char *p, size_t len, uint32_t *off)
 
 static int put_seg(gh__set *s, uint32_t off, uint32_t len)
 {
-    int rc = grow(&s->segs, &s->capsegs, s->nsegs + 1, sizeof(*s->segs));
+    int rc = gh__grow(&s->segs, &s->capsegs, s->nsegs + 1, sizeof(*s->segs));
 
     if (rc)
         return rc;
@@ -214,7 +214,7 @@ static int rc_get(gh__roles *rc, gh_txn *txn, const char *name, gh__rent **out)
         return err;
     if ((rc->n + 1) * 2 > rc->mask + 1 && (err = rc_rehash(rc)) != 0)
         goto fail;
-    if ((err = grow(&rc->e, &rc->cap, rc->n + 1, sizeof(*rc->e))) != 0)
+    if ((err = gh__grow(&rc->e, &rc->cap, rc->n + 1, sizeof(*rc->e))) != 0)
         goto fail;
     e = &rc->e[rc->n];
     memset(e, 0, sizeof(*e));
@@ -265,7 +265,7 @@ static int add_rule(cstate *cs, uint32_t bind, uint32_t rpath, const gh_rule *gr
         }
         return rc;
     }
-    if ((rc = grow(&s->rules, &s->caprules, s->nrules + 1, sizeof(*s->rules))) != 0)
+    if ((rc = gh__grow(&s->rules, &s->caprules, s->nrules + 1, sizeof(*s->rules))) != 0)
         return rc;
     s->rules[s->nrules++] = r;
     return 0;
@@ -282,7 +282,7 @@ static int add_binding(cstate *cs, const gh_binding *b)
     gh__rent *e;
     int rc;
 
-    if ((rc = grow(&s->binds, &s->capbinds, s->nbinds + 1, sizeof(*s->binds))) != 0)
+    if ((rc = gh__grow(&s->binds, &s->capbinds, s->nbinds + 1, sizeof(*s->binds))) != 0)
         return rc;
     if ((rc = put_str(s, b->role, strlen(b->role), &name)) != 0)
         return rc;
@@ -294,7 +294,7 @@ static int add_binding(cstate *cs, const gh_binding *b)
     bd->role = name;
     bd->scope = -1;
     if (b->scope[0] != '\0') {
-        if ((rc = grow(&s->scopes, &s->capscopes, s->nscopes + 1, sizeof(*s->scopes))) != 0)
+        if ((rc = gh__grow(&s->scopes, &s->capscopes, s->nscopes + 1, sizeof(*s->scopes))) != 0)
             return rc;
         rc = gh__pat_compile(s, b->scope, &s->scopes[s->nscopes]);
         if (rc == GH_EINVAL) {
@@ -319,7 +319,7 @@ static int add_binding(cstate *cs, const gh_binding *b)
         cs->roles->stamp = 1;
     }
     e->stamp = cs->roles->stamp;
-    if ((rc = grow(&cs->q, &cs->capq, tail + 1, sizeof(*cs->q))) != 0)
+    if ((rc = gh__grow(&cs->q, &cs->capq, tail + 1, sizeof(*cs->q))) != 0)
         return rc;
     cs->q[tail].ent = (uint32_t)(e - cs->roles->e);
     cs->q[tail].via = -1;
@@ -329,7 +329,7 @@ static int add_binding(cstate *cs, const gh_binding *b)
         const gh_role *role = cs->roles->e[qe.ent].role;
         uint32_t rp;
 
-        if ((rc = grow(&s->roles, &s->caproles, s->nroles + 1, sizeof(*s->roles))) != 0)
+        if ((rc = gh__grow(&s->roles, &s->caproles, s->nroles + 1, sizeof(*s->roles))) != 0)
             return rc;
         rp = (uint32_t)s->nroles;
         if ((rc = put_str(s, role->name, strlen(role->name), &s->roles[rp].name)) != 0)
@@ -347,7 +347,7 @@ static int add_binding(cstate *cs, const gh_binding *b)
             if (e->role == NULL || e->stamp == cs->roles->stamp)
                 continue; /* missing parent, or met already through another path */
             e->stamp = cs->roles->stamp;
-            if ((rc = grow(&cs->q, &cs->capq, tail + 1, sizeof(*cs->q))) != 0)
+            if ((rc = gh__grow(&cs->q, &cs->capq, tail + 1, sizeof(*cs->q))) != 0)
                 return rc;
             cs->q[tail].ent = (uint32_t)(e - cs->roles->e);
             cs->q[tail].via = (int32_t)rp;
@@ -567,7 +567,7 @@ static int collect_id(uint64_t id, void *arg)
 {
     idvec *iv = arg;
 
-    if ((iv->err = grow(&iv->v, &iv->cap, iv->n + 1, sizeof(*iv->v))) != 0)
+    if ((iv->err = gh__grow(&iv->v, &iv->cap, iv->n + 1, sizeof(*iv->v))) != 0)
         return 1;
     iv->v[iv->n++] = id;
     return 0;
@@ -583,7 +583,7 @@ static int collect_binding(const gh_binding *b, void *arg)
 {
     bvec *bv = arg;
 
-    if ((bv->err = grow(&bv->v, &bv->cap, bv->n + 1, sizeof(*bv->v))) != 0)
+    if ((bv->err = gh__grow(&bv->v, &bv->cap, bv->n + 1, sizeof(*bv->v))) != 0)
         return 1;
     bv->v[bv->n++] = *b;
     return 0;
@@ -791,7 +791,7 @@ static int scope_get(gh__roles *rc, const char *scope, int32_t *out)
         rc->stab = tab;
         rc->smask = size - 1;
     }
-    if ((err = grow(&s->scopes, &s->capscopes, s->nscopes + 1, sizeof(*s->scopes))) != 0)
+    if ((err = gh__grow(&s->scopes, &s->capscopes, s->nscopes + 1, sizeof(*s->scopes))) != 0)
         return err;
     err = gh__pat_compile(s, scope, &s->scopes[s->nscopes]);
     if (err == GH_EINVAL) {
@@ -825,7 +825,7 @@ static int uref_add(gh__roles *rc, urefs *u, uint32_t block, const char *scope)
     for (size_t i = 0; i < u->n; i++)
         if (u->v[i].block == block && u->v[i].scope == si)
             return 0;
-    if ((err = grow(&u->v, &u->cap, u->n + 1, sizeof(*u->v))) != 0)
+    if ((err = gh__grow(&u->v, &u->cap, u->n + 1, sizeof(*u->v))) != 0)
         return err;
     u->v[u->n].block = block;
     u->v[u->n].scope = si;

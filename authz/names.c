@@ -46,23 +46,6 @@ int gh__names_get(const gh__names *m, const char *name, size_t len, uint64_t has
     return GH_ENOTFOUND;
 }
 
-static int grow(void *pp, size_t *cap, size_t need, size_t size)
-{
-    void **p = pp;
-    size_t n = *cap ? *cap : 64;
-    void *q;
-
-    if (need <= *cap)
-        return 0;
-    while (n < need)
-        n *= 2;
-    if ((q = realloc(*p, n * size)) == NULL)
-        return GH_ENOMEM;
-    *p = q;
-    *cap = n;
-    return 0;
-}
-
 static int rehash(gh__names *m, size_t size)
 {
     uint32_t *tab = calloc(size, sizeof(*tab));
@@ -87,8 +70,8 @@ int gh__names_put(gh__names *m, const char *name, size_t len, uint64_t hash, uin
 
     if (m->n >= m->max)
         gh__names_clear(m); /* bounded: start over rather than evict */
-    if ((rc = grow(&m->e, &m->cape, m->n + 1, sizeof(*m->e))) != 0 ||
-        (rc = grow(&m->str, &m->capstr, m->nstr + len, 1)) != 0)
+    if ((rc = gh__grow(&m->e, &m->cape, m->n + 1, sizeof(*m->e))) != 0 ||
+        (rc = gh__grow(&m->str, &m->capstr, m->nstr + len, 1)) != 0)
         return rc;
     if (m->tab == NULL || (m->n + 1) * 2 > m->mask + 1)
         if ((rc = rehash(m, m->tab ? (m->mask + 1) * 2 : 128)) != 0)

@@ -831,23 +831,24 @@ fail:
     return -1;
 }
 
-/* Runs one decoded request now, or parks it behind the connection's writes. */
-/* The request's tree is gone: the arena is wiped and rewound. A value kept
- * past its request would pin it (jansson then falls back to malloc). */
+/* The request's tree is gone (or was never built): the arena is wiped and
+ * rewound. A value kept past its request would pin it (jansson then falls
+ * back to malloc). */
 static void arena_reset(gh_loop *lp)
 {
     if (lp->jarena.used > 0 && gh_jarena_reset(&lp->jarena) == GH_EINUSE)
         GH_LOGD("dispatch: a request value outlived its request (jansson arena pinned)");
 }
 
+/* Runs one decoded request now. */
 static void start(gh_conn *c, gh_pending *p, const char *line, size_t len)
 {
     reqv rv;
-    if (decode(c, p, line, len, &rv) != 0)
-        return;
-    execute(c, p, line, len, &rv, table[p->op].def);
-    reqv_free(&rv);
-    arena_reset(c->lp);
+    if (decode(c, p, line, len, &rv) == 0) {
+        execute(c, p, line, len, &rv, table[p->op].def);
+        reqv_free(&rv);
+    }
+    arena_reset(c->lp); /* also after a refused line: its bytes are wiped now */
 }
 
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
@@ -874,13 +875,13 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
          * only plain writes may run. The op is known only after decoding,
          * so a line that may have to wait is decoded now and kept as text. */
         reqv rv;
-        if (decode(c, p, line, len, &rv) != 0)
-            return;
-        if (c->nparked > 0 || must_wait(c, table[p->op].def))
-            park(c, p, line, len);
-        else
-            execute(c, p, line, len, &rv, table[p->op].def);
-        reqv_free(&rv);
+        if (decode(c, p, line, len, &rv) == 0) {
+            if (c->nparked > 0 || must_wait(c, table[p->op].def))
+                park(c, p, line, len);
+            else
+                execute(c, p, line, len, &rv, table[p->op].def);
+            reqv_free(&rv);
+        }
         arena_reset(c->lp);
         return;
     }
