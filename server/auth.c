@@ -585,7 +585,8 @@ static int queue_verify(auth_job *j)
         return GH_EINTERNAL;
     }
     GH_STAT_SHARED_ADD(srv->auth_verifications, 1);
-    j->p->work = &j->work;
+    if (j->p != NULL) /* NULL on the first queueing: auth_run pends after */
+        j->p->work = &j->work;
     return 0;
 }
 
@@ -728,7 +729,6 @@ int gh__op_auth(gh_opctx *c)
         j->exists = 0;
         snprintf(j->verifier, sizeof(j->verifier), "%s", srv->dummy_verifier);
     }
-    j->p = c->request_; /* queue_verify records the job on it */
     rc = queue_verify(j);
     if (rc != 0) {
         auth_job_free(j);
@@ -736,6 +736,7 @@ int gh__op_auth(gh_opctx *c)
         return gh_op_fail(c, rc, "too many authentications in progress; retry later");
     }
     j->p = gh_op_pend(c);
+    j->p->work = &j->work; /* a hang-up cancels the queued verification */
     return 0;
 }
 

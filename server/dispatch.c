@@ -226,17 +226,25 @@ static void park(gh_conn *c, gh_pending *p, const char *line, size_t len)
     c->held_bytes += len;
 }
 
-/* Gives up a parked request's line (wiped: it may carry a password). */
-static void unpark(gh_conn *c, gh_pending *p)
+/* PARKED -> PARSED: hands back the held line (the caller wipes and frees
+ * it: it may carry a password). */
+static char *unpark(gh_conn *c, gh_pending *p, size_t *len)
 {
+    char *line = p->held;
     GH_ASSERT(p->state == GH_REQ_PARKED && c->nparked > 0 && c->held_bytes >= p->held_len);
+    *len = p->held_len;
     c->nparked--;
     c->held_bytes -= p->held_len;
-    sodium_memzero(p->held, p->held_len);
-    free(p->held);
     p->held = NULL;
     p->held_len = 0;
     p->state = GH_REQ_PARSED;
+    return line;
+}
+
+static void wipe_free(char *line, size_t len)
+{
+    sodium_memzero(line, len);
+    free(line);
 }
 
 static void finish_posted(void *arg)
@@ -278,8 +286,11 @@ void gh__pending_finish(gh_pending *p, int rc, const char *msg, json_t *resp)
         return;
     }
     GH_ASSERT(p->state != GH_REQ_DONE);
-    if (p->state == GH_REQ_PARKED)
-        unpark(c, p);
+    if (p->state == GH_REQ_PARKED) {
+        size_t held_len;
+        char *held = unpark(c, p, &held_len);
+        wipe_free(held, held_len);
+    }
     gh_reply *r = &p->reply;
     size_t len;
 
@@ -416,6 +427,22 @@ int gh_op_write(gh_pending *p, const char *actor, gh_store_write_fn apply,
     return 0;
 }
 
+/* A request that fans out into several writes (import): each part goes to
+ * the writer through here, done(cbarg, rc, err) comes back on the
+ * connection's loop, and the handler answers p once every part is back. The
+ * first part handed over makes p WRITING (execute then holds later reads
+ * behind it, like a deferred write). */
+int gh_op_write_part(gh_pending *p, const char *actor, gh_store_write_fn apply, void *arg,
+                     void (*done)(void *cbarg, int rc, const char *err), void *cbarg)
+{
+    int rc = gh__submit_write(p->conn->srv, actor, apply, arg, done, cbarg);
+    if (rc == 0 && p->state != GH_REQ_WRITING) {
+        GH_ASSERT(p->state == GH_REQ_HASHING && p->barrier == 0);
+        p->state = GH_REQ_WRITING;
+    }
+    return rc;
+}
+
 /* ---- identify and authorize ---- */
 
 /* Whether user_id is a member (directly or through nesting) of the
@@ -537,7 +564,9 @@ static void hop_run(void *arg)
     ctx.txn = txn;
     ctx.resp = json_object();
     ctx.request_ = h->p;
+    lp0->in_handler++;
     rc = h->def->fn(&ctx);
+    lp0->in_handler--;
     gh_store_read_end(lp0->reader);
     if (rc == 0 && ctx.deferred) { /* against the flag's contract */
         if (ctx.free_arg)
@@ -576,7 +605,7 @@ static int hop_to_loop0(gh_conn *c, gh_pending *p, const gh_opctx *ctx, const gh
     snprintf(h->peerkey, sizeof(h->peerkey), "%s", ctx->peerkey);
     snprintf(h->actor, sizeof(h->actor), "%s", ctx->actor);
     h->now = ctx->now;
-    p->state = GH_REQ_HASHING; /* pending elsewhere; loop 0 does not write it */
+    p->state = GH_REQ_HASHING; /* off this loop (on loop 0) until its answer is posted */
     if ((def->flags & GH_OPF_ARGON2) && !(def->flags & GH_OPF_UNORDERED_WRITE))
         barrier_take(c, p, 1); /* like any op that pends and may write after */
     gh__loop_post(&c->srv->loops[0], &h->post, hop_run, h);
@@ -672,7 +701,9 @@ static void execute(gh_conn *c, gh_pending *p, const char *line, size_t len, con
     resp = resp_take(c->lp);
     ctx.resp = resp;
     ctx.request_ = p; /* gh_op_pend hands it out */
+    c->lp->in_handler++;
     rc = def->fn(&ctx);
+    c->lp->in_handler--;
     GH_ASSERT(ctx.pending == NULL || rc == 0);
 done:
     gh_store_read_end(c->lp->reader);
@@ -695,11 +726,15 @@ done:
     if (ctx.pending != NULL) {
         /* The handler completes p itself (Argon2, an upstream bind). Until
          * its write reaches the writer, later requests wait (read-your-
-         * writes), unless the op writes nothing they could name. */
-        GH_ASSERT(def->flags & GH_OPF_ARGON2);
-        if (p->state != GH_REQ_DONE && p->state != GH_REQ_WRITING &&
-            !(def->flags & GH_OPF_UNORDERED_WRITE))
-            barrier_take(c, p, 1);
+         * writes), unless the op writes nothing they could name. A fan-out
+         * already with the writer (gh_op_write_part) holds later reads. */
+        if (p->state == GH_REQ_WRITING) {
+            barrier_take(c, p, 0);
+        } else if (p->state != GH_REQ_DONE) {
+            GH_ASSERT(def->flags & GH_OPF_ARGON2);
+            if (!(def->flags & GH_OPF_UNORDERED_WRITE))
+                barrier_take(c, p, 1);
+        }
         return;
     }
     /* A deferred write reaches the writer now, ahead of anything later, so
@@ -853,8 +888,10 @@ static void start(gh_conn *c, gh_pending *p, const char *line, size_t len)
 
 void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
 {
-    gh_pending *p = calloc(1, sizeof(*p));
+    gh_pending *p;
 
+    GH_ASSERT(c->lp->in_handler == 0); /* no handler, completion or close parses */
+    p = calloc(1, sizeof(*p));
     if (p == NULL) {
         gh__conn_close(c);
         return;
@@ -890,22 +927,17 @@ void gh__dispatch_line(gh_conn *c, const char *line, size_t len)
 
 void gh__resume_parked(gh_conn *c)
 {
+    GH_ASSERT(c->lp->in_handler == 0); /* the flush phase's, never a handler's */
     /* slots stay linked until the next flush, so p->next stays valid */
     for (gh_pending *p = c->head; p != NULL && c->nparked > 0 && !c->closing; p = p->next) {
         if (p->state != GH_REQ_PARKED)
             continue;
         if (must_wait(c, table[p->op].def))
             break;
-        char *line = p->held;
-        size_t len = p->held_len;
-        p->held = NULL; /* unpark must not free it: it is parsed again below */
-        c->nparked--;
-        c->held_bytes -= len;
-        p->held_len = 0;
-        p->state = GH_REQ_PARSED;
+        size_t len;
+        char *line = unpark(c, p, &len);
         start(c, p, line, len);
-        sodium_memzero(line, len);
-        free(line);
+        wipe_free(line, len);
         if (p->state == GH_REQ_PARKED) /* failed optimistically again: wait */
             break;
     }

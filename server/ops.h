@@ -175,6 +175,12 @@ struct gh_pending *gh_op_pend(gh_opctx *c);
  * the error at once and the code returned. */
 int gh_op_write(struct gh_pending *p, const char *actor, gh_store_write_fn apply,
                 int (*reply)(void *arg, json_t *resp), void (*free_arg)(void *arg), void *arg);
+/* The same path for a request that fans out into several writes (import):
+ * each part's done(cbarg, rc, err) runs on the connection's loop; the
+ * handler answers p (gh__pending_finish) when the last part is back. 0, or
+ * the submit error (that part was not handed over). */
+int gh_op_write_part(struct gh_pending *p, const char *actor, gh_store_write_fn apply, void *arg,
+                     void (*done)(void *cbarg, int rc, const char *err), void *cbarg);
 /* Completes the request later on the loop thread: rc 0 with resp fields, or
  * an error code and message. Takes ownership of resp (may be NULL). */
 void gh_op_complete(struct gh_pending *p, int rc, const char *msg, json_t *resp);

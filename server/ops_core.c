@@ -214,7 +214,7 @@ static int op_audit(gh_opctx *c)
 }
 
 const gh_op_def gh__ops_core[] = {
-    {"ping", op_ping, GH_OPF_FLAT, GH_CLASS_PUBLIC},
+    {"ping", op_ping, GH_OPF_FLAT | GH_OPF_NSS, GH_CLASS_PUBLIC},
     {"auth", gh__op_auth, GH_OPF_ARGON2 | GH_OPF_UNORDERED_WRITE | GH_OPF_FLAT, GH_CLASS_PUBLIC},
     {"whoami", op_whoami, GH_OPF_FLAT, GH_CLASS_PUBLIC},
     {"logout", op_logout, GH_OPF_WRITE, GH_CLASS_PUBLIC},

@@ -100,12 +100,18 @@ static int change_apply(gh_txn *txn, void *arg)
     return gh_store_token_revoke_user(txn, j->user_id, &j->revoked);
 }
 
-static void change_written(void *cbarg, int rc, const char *err)
+/* After the commit is durable: the success has no fields but a log line. */
+static int change_reply(void *arg, json_t *resp)
 {
-    pwjob *j = cbarg;
-    if (rc == 0)
-        GH_LOGI("passwd.change %s by %s: password changed", j->name, j->peer);
-    finish(j, rc, err);
+    pwjob *j = arg;
+    (void)resp;
+    GH_LOGI("passwd.change %s by %s: password changed", j->name, j->peer);
+    return 0;
+}
+
+static void job_release(void *arg)
+{
+    job_free(arg);
 }
 
 /* ---- step 3: the new verifier ---- */
@@ -118,9 +124,8 @@ static void new_hashed(void *arg, int rc, const char *verifier)
         return;
     }
     snprintf(j->new_verifier, sizeof(j->new_verifier), "%s", verifier);
-    rc = gh__submit_write(j->srv, j->actor, change_apply, j, change_written, j); /* back here */
-    if (rc != 0)
-        finish(j, rc, "the server is shutting down");
+    /* the one deferred-write path: answers p and frees j in every case */
+    gh_op_write(j->p, j->actor, change_apply, change_reply, job_release, j);
 }
 
 /* ---- step 2: verify the old password on the pool ---- */

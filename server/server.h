@@ -63,9 +63,14 @@ typedef struct gh_post {
  *   holding a barrier (a write not yet durable), hard_barriers = of those,
  *   the ones not yet handed to the writer (Argon2 first).
  *
- *   PARSED -> PARKED (waits behind the connection's writes) -> RUNNING
- *   RUNNING -> HASHING (Argon2 or an upstream bind) -> WRITING -> DONE
- *   RUNNING -> WRITING (deferred write) -> DONE;  RUNNING -> DONE */
+ *   PARSED -> PARKED (waits behind the connection's writes) -> PARSED
+ *   PARSED -> RUNNING (its handler, on the connection's loop)
+ *   RUNNING -> HASHING (off the loop: Argon2 on the pool, an upstream bind
+ *     on the sync threads, or a GH_OPF_LOOP0 handler on loop 0) -> DONE
+ *   HASHING -> WRITING (a write after Argon2) -> DONE
+ *   RUNNING -> WRITING (deferred write) -> DONE;  RUNNING -> DONE
+ * A request's handler never runs inside another's: gh_loop.in_handler is
+ * asserted zero wherever input is read or parked requests resume. */
 typedef enum gh_req_state {
     GH_REQ_PARSED = 0,
     GH_REQ_PARKED,
@@ -198,6 +203,7 @@ typedef struct gh_loop {
     gh_authz *authz;         /* this thread's permission cache (no locks) */
     json_t *spare_resp;      /* an empty reply object kept for the next request */
     gh_jarena jarena;        /* jansson's allocations while this loop parses a request */
+    int in_handler;          /* an op handler is running: no input, no resume (asserted) */
 
     gh_conn *conns;  /* connections this loop owns */
     unsigned nconns; /* written with GH_STAT_ADD/SUB: stats reads it */

@@ -306,5 +306,64 @@ class BadInput(ghtest.TestCase):
         self.ping_ok()
 
 
+class ReentryPaths(ghtest.TestCase):
+    """The three paths on which a completion once ran the parser again from
+    inside a handler (issue 11): a close with parked requests, an import
+    whose records all fail, and (tests/sync/test_sync_auth.py) an upstream
+    auth refused at once. Each now only marks its connection dirty; a
+    re-entry would trip gh_loop.in_handler's assertion (the server aborts,
+    and teardown fails on its exit status) or answer out of order."""
+
+    def setUp(self):
+        self.srv = self.start_server()
+        self.c = self.client(self.srv)
+
+    def test_import_whose_records_all_fail_then_a_pipeline(self):
+        self.assertOk(self.c.call("user.add", name="taken"))
+        bad = [{"type": "user", "name": "taken"}, {"type": "user", "name": "no spaces"},
+               {"type": "group", "name": ""}, {"type": "nonsense"}]
+        lines = []
+        for i in range(10):
+            lines.append({"op": "import", "id": "imp%d" % i, "records": bad})
+            lines.append({"op": "ping", "id": "ping%d" % i})
+            lines.append({"op": "user.get", "id": "get%d" % i, "name": "taken"})
+        self.c.send_raw(b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+        for x in lines:
+            r = self.c.recv()
+            self.assertEqual(r.get("id"), x["id"])
+            self.assertOk(r)
+            if x["op"] == "import":
+                self.assertEqual([o["ok"] for o in r["results"]], [False] * len(bad))
+
+    def test_import_writes_then_reads_see_them(self):
+        # a fan-out of writes (gh_op_write_part): reads behind it wait for it
+        recs = [{"type": "user", "name": "imp%d" % i} for i in range(20)]
+        recs.append({"type": "user", "name": "taken-twice"})
+        recs.append({"type": "user", "name": "taken-twice"})
+        self.c.send_raw(json.dumps({"op": "import", "id": 1, "records": recs}).encode() + b"\n" +
+                        json.dumps({"op": "user.get", "id": 2, "name": "imp19"}).encode() + b"\n")
+        r = self.assertOk(self.c.recv())
+        self.assertEqual(r["id"], 1)
+        oks = [o["ok"] for o in r["results"]]
+        self.assertEqual(oks[:21], [True] * 21)
+        self.assertFalse(oks[21])  # the writer refused the second one
+        r = self.assertOk(self.c.recv())
+        self.assertEqual((r["id"], r["user"]["name"]), (2, "imp19"))
+
+    def test_close_with_parked_requests(self):
+        for i in range(40):
+            with ghtest.Client(self.srv.socket_path) as c:
+                data = json.dumps({"op": "user.add", "name": "parker%d" % i}).encode() + b"\n"
+                data += b"".join(json.dumps({"op": "user.get", "name": "parker%d" % i,
+                                             "id": k}).encode() + b"\n" for k in range(30))
+                c.send_raw(data)  # the reads park behind the write; then it hangs up
+        # another connection's writes become visible once durable
+        seen = ghtest.wait_until(lambda: all(
+            self.c.call("user.get", name="parker%d" % i).get("ok") for i in range(40)),
+            ghtest.scaled(10), 0.05)
+        self.assertTrue(seen, "a write of a connection that hung up was lost")
+        self.assertOk(self.c.call("ping"))
+
+
 if __name__ == "__main__":
     ghtest.main()

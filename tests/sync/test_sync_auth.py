@@ -11,6 +11,7 @@ verifier. Run one test by hand with
 
     GH_BUILDDIR=build GH_SRCDIR=. python3 tests/sync/test_sync_auth.py Fallback
 """
+import json
 import os
 import sys
 import time
@@ -178,6 +179,37 @@ class Caps(AuthBase):
         ldap.resume()
         # with the upstream back, the caps cost nothing to an honest login
         self.assertTrue(c.login("u00020", gen_ldif.password(20)))
+
+
+class Pipelined(AuthBase):
+    def test_upstream_auth_refused_at_once_in_a_pipeline(self):
+        # every bind slot of the upstream is held: each pipelined auth of an
+        # upstream user is refused at admission, on loop 0, and its answer
+        # only marks the connection dirty; the pings between them answer in
+        # order (issue 11: this path once re-entered the parser)
+        ldap = self.start_upstream(users=30, groups=1)
+        srv, c = self.start_gh(ldap, max_binds=1, max_binds_per_peer=100,
+                               max_binds_per_login=100, offline_auth="no")
+        ldap.pause()
+        holder = self.client(srv)
+        holder.send({"op": "auth", "user": gen_ldif.login(10), "password": "whatever"})
+        self.wait_for(lambda: self.binds(c)["in_flight"] == 1, 2, "bind in flight")
+        p = self.client(srv)
+        lines = []
+        for i in range(20):
+            lines.append({"op": "auth", "id": 2 * i, "user": gen_ldif.login(3),
+                          "password": gen_ldif.password(3)})
+            lines.append({"op": "ping", "id": 2 * i + 1})
+        p.send_raw(b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+        for x in lines:
+            r = p.recv(ghtest.scaled(10))
+            self.assertEqual(r.get("id"), x["id"])
+            if x["op"] == "auth":
+                self.assertError(r, "rate_limited")
+            else:
+                self.assertOk(r)
+        ldap.resume()
+        self.assertError(holder.recv(ghtest.scaled(10)), ("invalid_credentials", "unavailable"))
 
 
 if __name__ == "__main__":
