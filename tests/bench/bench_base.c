@@ -30,29 +30,52 @@
 
 #include "tests/bench/bench_common.h"
 
+/* One thread, one epoll set: the listening socket and every connection.
+ * Whatever a read() returns is written back (pipelined messages come back
+ * in batches, as a pipelining server answers them). */
 static void echo_serve(int lfd, int cpu)
 {
     char buf[65536];
-    struct epoll_event ev = {.events = EPOLLIN}, out;
+    struct epoll_event ev = {.events = EPOLLIN}, out[64];
+    int open_conns = 0, served = 0;
+    /* the benchmark's handlers kill its registered children (gatehoused,
+     * slapd) on a fatal signal: this child's SIGTERM must only end it */
+    const int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGSEGV, SIGABRT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        signal(sigs[i], SIG_DFL);
     if (cpu >= 0)
         bn_pin_self(cpu);
-    int fd = accept(lfd, NULL, NULL);
     int ep = epoll_create1(0);
-    if (fd < 0 || ep < 0)
+    if (ep < 0)
         _exit(1);
-    ev.data.fd = fd;
-    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    ev.data.fd = lfd;
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
     for (;;) {
-        if (epoll_wait(ep, &out, 1, -1) < 0) {
+        int n = epoll_wait(ep, out, 64, -1);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             _exit(1);
         }
-        ssize_t n = read(fd, buf, sizeof(buf));
-        if (n <= 0)
-            _exit(0);
-        if (bn_write_all(fd, buf, (size_t)n) != 0)
-            _exit(1);
+        for (int i = 0; i < n; i++) {
+            int fd = out[i].data.fd;
+            if (fd == lfd) {
+                int cfd = accept(lfd, NULL, NULL);
+                if (cfd < 0)
+                    continue;
+                ev.data.fd = cfd;
+                epoll_ctl(ep, EPOLL_CTL_ADD, cfd, &ev);
+                open_conns++;
+                served = 1;
+                continue;
+            }
+            ssize_t r = read(fd, buf, sizeof(buf));
+            if (r <= 0 || bn_write_all(fd, buf, (size_t)r) != 0) {
+                close(fd);
+                if (--open_conns == 0 && served)
+                    _exit(0);
+            }
+        }
     }
 }
 
@@ -161,6 +184,144 @@ int bn_echo_run(const char *msg, int server_cpu, int client_cpu, double seconds,
         return -1;
     }
     return 0;
+}
+
+/* ---- echo, several connections, each keeping `depth` messages in flight ---- */
+
+typedef struct echo_pipe {
+    const char *path, *msg;
+    int depth;
+    uint64_t t_start, t_end;
+    bn_series s;
+    uint64_t all;
+    char err[128];
+} echo_pipe;
+
+/* Like a pipelined benchmark client: depth messages out, then for every
+ * message that came back whole, one more (the round trips/s of the socket
+ * with this concurrency is the ceiling for any server on this machine). */
+static void *echo_pipe_main(void *arg)
+{
+    echo_pipe *e = arg;
+    size_t len = strlen(e->msg), got = 0;
+    char buf[65536], *out = malloc(len * (size_t)e->depth);
+    uint64_t *sent = calloc((size_t)e->depth, sizeof(*sent));
+    size_t head = 0;
+    int fd = bn_unix_connect(e->path, 2000);
+    if (fd < 0 || out == NULL || sent == NULL) {
+        snprintf(e->err, sizeof(e->err), "connect: %s", strerror(errno));
+        goto done;
+    }
+    for (int i = 0; i < e->depth; i++) {
+        memcpy(out + (size_t)i * len, e->msg, len);
+        sent[i] = bn_now_ns();
+    }
+    if (bn_write_all(fd, out, len * (size_t)e->depth) != 0) {
+        snprintf(e->err, sizeof(e->err), "write: %s", strerror(errno));
+        goto done;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0) {
+            snprintf(e->err, sizeof(e->err), "read: %s", n ? strerror(errno) : "EOF");
+            goto done;
+        }
+        got += (size_t)n;
+        size_t whole = got / len, k = 0;
+        got %= len;
+        uint64_t t = bn_now_ns();
+        for (; k < whole; k++) {
+            e->all++;
+            if (t >= e->t_start) {
+                bn_series_add(&e->s, t - sent[head]);
+                e->s.ok++;
+            }
+            sent[head] = t;
+            head = (head + 1) % (size_t)e->depth;
+        }
+        if (t > e->t_end)
+            break;
+        if (whole > 0 && bn_write_all(fd, out, len * whole) != 0) {
+            snprintf(e->err, sizeof(e->err), "write: %s", strerror(errno));
+            goto done;
+        }
+    }
+done:
+    if (fd >= 0)
+        close(fd);
+    free(out);
+    free(sent);
+    return NULL;
+}
+
+int bn_echo_pipelined_run(const char *msg, int conns, int depth, double seconds, bn_result *out)
+{
+    static const char *dir;
+    if (dir == NULL)
+        dir = bn_tempdir("echo-pipe");
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    char path[600];
+    int rc = 0;
+    snprintf(path, sizeof(path), "%s/echo.sock", dir);
+    if (strlen(path) >= sizeof(sun.sun_path))
+        bn_die("echo socket path too long: %s", path);
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sun, sizeof(sun)) != 0 || listen(lfd, 64) != 0)
+        bn_die("echo socket %s: %s", path, strerror(errno));
+    pid_t pid = fork();
+    if (pid < 0)
+        bn_die("fork: %s", strerror(errno));
+    if (pid == 0)
+        echo_serve(lfd, -1);
+    bn_children_register(pid);
+    close(lfd);
+
+    echo_pipe *es = calloc((size_t)conns, sizeof(*es));
+    pthread_t *th = calloc((size_t)conns, sizeof(*th));
+    if (es == NULL || th == NULL)
+        bn_die("out of memory");
+    uint64_t t_start = bn_now_ns() + 300000000ull; /* 0.3 s warm-up */
+    double scpu0 = bn_proc_cpu(pid), ccpu0 = bn_self_cpu(), busy0 = bn_sys_busy();
+    uint64_t wall0 = bn_now_ns();
+    for (int i = 0; i < conns; i++) {
+        es[i] = (echo_pipe){.path = path,
+                            .msg = msg,
+                            .depth = depth,
+                            .t_start = t_start,
+                            .t_end = t_start + (uint64_t)(seconds * 1e9)};
+        if (pthread_create(&th[i], NULL, echo_pipe_main, &es[i]) != 0)
+            bn_die("pthread_create failed");
+    }
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < conns; i++) {
+        pthread_join(th[i], NULL);
+        out->ops_all += es[i].all;
+        bn_series_merge(&out->ops[BN_OP_ECHO], &es[i].s);
+        bn_series_free(&es[i].s);
+        if (es[i].err[0]) {
+            bn_log("echo (pipelined): %s", es[i].err);
+            rc = -1;
+        }
+    }
+    double scpu = bn_proc_cpu(pid);
+    snprintf(out->side, sizeof(out->side), "echo");
+    snprintf(out->workload, sizeof(out->workload), "echo %zuB", strlen(msg));
+    out->conns = conns;
+    out->depth = depth;
+    out->seconds = seconds;
+    out->wall_s = (double)(bn_now_ns() - wall0) / 1e9;
+    out->server_cpu_s = scpu - scpu0;
+    out->client_cpu_s = bn_self_cpu() - ccpu0;
+    out->other_cpu_share =
+        bn_other_share(bn_sys_busy() - busy0, out->server_cpu_s, out->client_cpu_s, out->wall_s);
+    out->rss_before_kb = out->rss_after_kb = -1;
+    bn_series_sort(&out->ops[BN_OP_ECHO]);
+    bn_child_stop(pid, SIGTERM, 2000);
+    unlink(path);
+    free(es);
+    free(th);
+    return rc;
 }
 
 /* ---- Argon2 verification rate ---- */

@@ -297,6 +297,9 @@ int bn_ldap_run(bn_ctx *x, const bn_slapd *s, const char *workload, int conns, i
 /* Echo round trips of msg over a UNIX socket to a forked epoll echo
  * process on server_cpu, client on client_cpu (-1: unpinned). */
 int bn_echo_run(const char *msg, int server_cpu, int client_cpu, double seconds, bn_result *out);
+/* The same echo with conns client threads each keeping depth messages in
+ * flight, unpinned like the pipelined check runs: round trips/s. */
+int bn_echo_pipelined_run(const char *msg, int conns, int depth, double seconds, bn_result *out);
 /* crypto_pwhash_str_verify per second with nthreads threads. */
 double bn_pwhash_rate(const char *verifier, const char *password, int nthreads, double seconds);
 
