@@ -31,7 +31,7 @@ done
 slapd_opt=
 if [ -x /usr/sbin/slapd ] && [ -x /usr/sbin/slapadd ] && [ -f /usr/lib/ldap/back_mdb.so ] &&
     [ -f /usr/lib/ldap/argon2.so ]; then
-    slapd_opt=--compare-slapd
+    slapd_opt="--compare-slapd --ldap"  # and the LDAP front-end against slapd
 else
     echo "run-bench.sh: slapd, slapadd or its back_mdb/argon2 modules are missing" \
         "(apt-get install slapd): the LDAP comparison is skipped" >&2
