@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The Debian packages, built and installed for real (slow: about 50 s on
-2 cores, 28 s build + 6 s lintian + 12 s install, so CI runs it as a step of
+"""The Debian packages, built and installed for real (slow: 75 s on 2 shared
+cores, 56 s build + 7 s lintian + 12 s install, so CI runs it as a step of
 its own, GH_DEB_TEST=1 ./run-tests.sh, not from `make check`).
 
 Builds the source tree with `dpkg-buildpackage -us -uc -b` in a temporary
