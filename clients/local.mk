@@ -18,12 +18,7 @@ bin_PROGRAMS += gatehouse
 gatehouse_SOURCES = clients/cli.c clients/cli-int.h clients/cli_term.c clients/cli_user.c \
 	clients/cli_authz.c clients/cli_admin.c clients/cli_io.c clients/cli_ldif.c \
 	clients/cli_backup.c clients/cli_doctor.c clients/cli_os.c
-# The NSS and PAM modules' default sockets (configure's --with-nss-socket,
-# --with-pam-socket: RUNSTATEDIR/gatehouse/...), for the modules and for
-# gatehouse doctor, which checks that they name the server's sockets.
-gh_os_sockets = -DGH_NSS_SOCKET_DEFAULT='"$(nss_socket)"' -DGH_PAM_SOCKET_DEFAULT='"$(pam_socket)"'
-gatehouse_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(SODIUM_CFLAGS) -DGH_SBINDIR='"$(sbindir)"' \
-	$(gh_os_sockets) -DGH_PAMLIBDIR='"$(pamlibdir)"'
+gatehouse_CFLAGS = $(AM_CFLAGS) $(JANSSON_CFLAGS) $(SODIUM_CFLAGS) -DGH_SBINDIR='"$(sbindir)"'
 gatehouse_LDADD = libgatehouse.la $(JANSSON_LIBS) $(SODIUM_LIBS)
 
 dist_man_MANS += clients/gatehouse.1 clients/gatehoused.8
@@ -40,7 +35,7 @@ libghos_la_CFLAGS = $(GH_MOD_CFLAGS) -pthread $(JANSSON_CFLAGS)
 nsslibdir = $(libdir)
 nsslib_LTLIBRARIES = libnss_gatehouse.la
 libnss_gatehouse_la_SOURCES = clients/nss_gatehouse.c
-libnss_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) -pthread $(JANSSON_CFLAGS) $(gh_os_sockets)
+libnss_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) -pthread $(JANSSON_CFLAGS)
 libnss_gatehouse_la_LIBADD = libghos.la $(JANSSON_LIBS)
 libnss_gatehouse_la_LDFLAGS = -module -avoid-version -shrext .so.2 -no-undefined -pthread \
 	-Wl,--version-script=$(top_srcdir)/clients/nss_gatehouse.map
@@ -48,7 +43,7 @@ EXTRA_libnss_gatehouse_la_DEPENDENCIES = clients/nss_gatehouse.map
 
 pamlib_LTLIBRARIES = pam_gatehouse.la
 pam_gatehouse_la_SOURCES = clients/pam_gatehouse.c
-pam_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) $(JANSSON_CFLAGS) $(gh_os_sockets)
+pam_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) $(JANSSON_CFLAGS)
 pam_gatehouse_la_LIBADD = libghos.la $(JANSSON_LIBS) $(PAM_LIBS)
 pam_gatehouse_la_LDFLAGS = -module -avoid-version -no-undefined \
 	-Wl,--version-script=$(top_srcdir)/clients/pam_gatehouse.map
@@ -64,3 +59,12 @@ uninstall-hook: uninstall-os-modules-hook
 uninstall-os-modules-hook:
 	rm -f $(DESTDIR)$(nsslibdir)/libnss_gatehouse.so.2 $(DESTDIR)$(pamlibdir)/pam_gatehouse.so
 .PHONY: install-os-modules-hook uninstall-os-modules-hook
+
+# The NSS and PAM modules' default sockets follow configure's runstatedir
+# (--with-nss-socket, --with-pam-socket: RUNSTATEDIR/gatehouse/...), for the
+# modules and for gatehouse doctor, which checks that they name the server's
+# sockets and looks for pam_gatehouse.so where make install puts it.
+gh_os_sockets = -DGH_NSS_SOCKET_DEFAULT='"$(nss_socket)"' -DGH_PAM_SOCKET_DEFAULT='"$(pam_socket)"'
+libnss_gatehouse_la_CFLAGS += $(gh_os_sockets)
+pam_gatehouse_la_CFLAGS += $(gh_os_sockets)
+gatehouse_CFLAGS += $(gh_os_sockets) -DGH_PAMLIBDIR='"$(pamlibdir)"'
