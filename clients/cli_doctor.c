@@ -469,7 +469,8 @@ static int nsswitch_names(const char *db)
         char *hash = strchr(p, '#');
         if (hash)
             *hash = '\0';
-        for (char *t = strtok(p + n + 1, " \t\n"); t; t = strtok(NULL, " \t\n"))
+        char *save = NULL;
+        for (char *t = strtok_r(p + n + 1, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save))
             if (strcmp(t, "gatehouse") == 0)
                 found = 1;
     }
@@ -554,8 +555,12 @@ static void check_nss(doctor *d, const settings *s)
                     "%s gets no answer on %s: users from gatehouse do not resolve", where,
                     mod_sock);
         else if (!bad)
-            finding(d, "nss", "ok", NULL, "%s answers for passwd%s through %s on %s", where,
-                    gr ? " and group" : "", "this server", mod_sock);
+            finding(d, "nss", "ok", NULL, "%s (for %s) answers on %s, this server's NSS socket",
+                    where,
+                    pw && gr ? "passwd and group"
+                    : pw     ? "passwd"
+                             : "group",
+                    mod_sock);
     }
     dlclose(mod);
 }
