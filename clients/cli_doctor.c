@@ -671,10 +671,12 @@ static void check_pam(doctor *d, const settings *s)
     for (size_t i = 0; i < nrefs; i++) {
         const pam_ref *r = &refs[i];
         int bad = 0;
+        int mlen = (int)strnlen(r->module, sizeof(r->module));
         if (r->module[0] == '/')
-            snprintf(modpath, sizeof(modpath), "%s", r->module);
+            snprintf(modpath, sizeof(modpath), "%.*s", mlen, r->module);
         else
-            snprintf(modpath, sizeof(modpath), "%s/%s", sysdir[0] ? sysdir : "?", r->module);
+            snprintf(modpath, sizeof(modpath), "%s/%.*s", sysdir[0] ? sysdir : "?", mlen,
+                     r->module);
         if (access(modpath, R_OK) != 0) {
             char local[PATH_MAX];
             snprintf(local, sizeof(local), "%s/pam_gatehouse.so", GH_PAMLIBDIR);
