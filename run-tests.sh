@@ -42,7 +42,7 @@ run_build sanitize --enable-sanitizers
 [ "${GH_TSAN:-1}" = 0 ] || run_build tsan --enable-tsan
 
 # The Debian packages: built, linted and installed in an overlay chroot
-# (tests/debian/test_deb.py, 45-75 s, so CI only: .ci/run sets
+# (tests/debian/test_deb.py, 1-2 minutes, so CI only: .ci/run sets
 # GH_DEB_TEST=1). Its TAP lines are counted into the same summary.
 if [ "${GH_DEB_TEST:-0}" = 1 ]; then
     GH_SRCDIR=$PWD python3 tests/debian/test_deb.py > build/debian-check.log 2>&1
