@@ -46,7 +46,7 @@ run_build sanitize 4 --enable-sanitizers
 [ "${GH_TSAN:-1}" = 0 ] || run_build tsan 1 --enable-tsan
 
 # The Debian packages: built, linted and installed in an overlay chroot
-# (tests/debian/test_deb.py, about 2-3 minutes, so CI only: .ci/run sets
+# (tests/debian/test_deb.py, 1-2 minutes, so CI only: .ci/run sets
 # GH_DEB_TEST=1). Its TAP lines are counted into the same summary.
 if [ "${GH_DEB_TEST:-0}" = 1 ]; then
     GH_SRCDIR=$PWD python3 tests/debian/test_deb.py > build/debian-check.log 2>&1

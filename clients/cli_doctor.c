@@ -10,8 +10,14 @@
  * --check-config`), never parsed a second time here. Exit status: 0 when no
  * check failed, 3 when the server cannot be reached, 5 for other failures.
  */
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <glob.h>
 #include <grp.h>
+#include <link.h>
+#include <limits.h>
+#include <nss.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +65,7 @@ finding(doctor *d, const char *name, const char *status, const char *fix, const 
 
 typedef struct settings {
     int have;
-    char config[1024], state_dir[1024], socket[1024];
+    char config[1024], state_dir[1024], socket[1024], nss_socket[1024];
     unsigned long long opslimit, memlimit, threadpool, map_max;
 } settings;
 
@@ -138,6 +144,8 @@ static void check_config(doctor *d, settings *s)
             snprintf(s->state_dir, sizeof(s->state_dir), "%s", val);
         else if (strcmp(key, "socket") == 0)
             snprintf(s->socket, sizeof(s->socket), "%s", val);
+        else if (strcmp(key, "nss_socket") == 0)
+            snprintf(s->nss_socket, sizeof(s->nss_socket), "%s", val);
         else if (strcmp(key, "argon2_opslimit") == 0)
             s->opslimit = strtoull(val, NULL, 10);
         else if (strcmp(key, "argon2_memlimit") == 0)
@@ -332,7 +340,12 @@ static void check_upstreams(doctor *d)
         const char *uri = cli_str(u, "uri"), *err = cli_str(u, "last_error");
         double last = json_number_value(json_object_get(u, "last_success"));
         double lag = json_number_value(json_object_get(u, "lag_s"));
-        int tls = strncmp(uri, "ldaps://", 8) == 0 || strncmp(uri, "ldapi://", 8) == 0;
+        /* the server says how the link is protected; an older one only has the URI */
+        const char *tls = cli_str(u, "tls");
+        if (!tls[0])
+            tls = strncmp(uri, "ldaps://", 8) == 0   ? "ldaps"
+                  : strncmp(uri, "ldapi://", 8) == 0 ? "ldapi"
+                                                     : "unknown";
         snprintf(name, sizeof(name), "upstream:%s", uname);
         if (strcmp(state, "down") == 0 || strcmp(state, "halted") == 0)
             finding(d, name, "fail",
@@ -347,10 +360,22 @@ static void check_upstreams(doctor *d)
         else
             finding(d, name, "ok", NULL, "%s is %s; last sync %.0f s ago, lag %.0f s%s%s", uri,
                     state, (double)time(NULL) - last, lag, err[0] ? "; last error: " : "", err);
-        if (!tls)
+        if (strcmp(tls, "ldaps") == 0 || strcmp(tls, "starttls") == 0)
+            finding(d, name, "ok", NULL,
+                    "%s is protected by TLS (%s, TLS 1.2 or later; the upstream's certificate "
+                    "is verified)",
+                    uri, strcmp(tls, "ldaps") == 0 ? "ldaps://" : "StartTLS");
+        else if (strcmp(tls, "ldapi") == 0)
+            finding(d, name, "ok", NULL, "%s is a local socket (ldapi)", uri);
+        else if (strcmp(tls, "none") == 0)
             finding(d, name, "info", "use ldaps:// or starttls = yes unless the link is trusted",
-                    "%s is plain LDAP: the bind password and user passwords cross the network "
-                    "in clear unless starttls = yes",
+                    "%s is plain LDAP (allowed to a loopback address only): the bind password "
+                    "and user passwords cross it in clear",
+                    uri);
+        else
+            finding(d, name, "info", "use ldaps:// or starttls = yes unless the link is trusted",
+                    "%s: this server does not say whether it uses StartTLS (plain LDAP sends "
+                    "passwords in clear unless starttls = yes)",
                     uri);
     }
     json_decref(resp);
@@ -393,36 +418,307 @@ static void check_argon2(doctor *d, const settings *s)
                 ms, s->opslimit, s->memlimit >> 20, per_s, s->threadpool);
 }
 
-/* ---- PAM and NSS (their modules land later) ---- */
+/* ---- PAM and NSS: installed, configured, and pointing at this server ---- */
 
-static void check_pam_nss(doctor *d)
+#ifndef GH_NSS_SOCKET_DEFAULT
+#define GH_NSS_SOCKET_DEFAULT GH_INSTALLED_RUN_DIR "/nss.sock"
+#endif
+#ifndef GH_PAM_SOCKET_DEFAULT
+#define GH_PAM_SOCKET_DEFAULT GH_INSTALLED_SOCKET
+#endif
+#ifndef GH_PAMLIBDIR
+#define GH_PAMLIBDIR "/usr/local/lib/security"
+#endif
+#define NSSWITCH "/etc/nsswitch.conf"
+#define PAMD "/etc/pam.d"
+
+/* 1 when a and b name one file: the same path, or the same inode. */
+static int same_file(const char *a, const char *b)
 {
-    char line[512];
-    int nss = 0;
-    FILE *f = fopen("/etc/nsswitch.conf", "r");
-    if (f) {
-        while (fgets(line, sizeof(line), f))
-            if (line[0] != '#' && strstr(line, "gatehouse"))
-                nss = 1;
-        fclose(f);
-    }
-    finding(d, "nss", "info", NULL, "%s",
-            nss ? "/etc/nsswitch.conf names gatehouse"
-                : "NSS is not configured for gatehouse (/etc/nsswitch.conf)");
-    struct stat st;
-    int pam = 0;
-    static const char *const files[] = {"/etc/pam.d/common-auth", "/etc/pam.d/gatehouse"};
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        f = stat(files[i], &st) == 0 ? fopen(files[i], "r") : NULL;
-        if (!f)
+    struct stat sa, sb;
+    if (strcmp(a, b) == 0)
+        return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* "This server": the one the client reached (--socket, $GATEHOUSE_SOCKET or
+ * the default), else the configured socket. */
+static const char *server_socket(doctor *d, const settings *s)
+{
+    int rc;
+    gh_client *c = d->unreachable ? NULL : cli_client(d->x, &rc);
+    if (c != NULL)
+        return gh_client_socket_path(c);
+    return s->have && s->socket[0] ? s->socket : NULL;
+}
+
+/* 1 when the nsswitch.conf line for db ("passwd", "group") names gatehouse. */
+static int nsswitch_names(const char *db)
+{
+    char line[1024];
+    int found = 0;
+    size_t n = strlen(db);
+    FILE *f = fopen(NSSWITCH, "r");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        char *p = line + strspn(line, " \t");
+        if (strncmp(p, db, n) != 0 || p[n] != ':')
             continue;
-        while (fgets(line, sizeof(line), f))
-            if (line[0] != '#' && strstr(line, "pam_gatehouse"))
-                pam = 1;
+        char *hash = strchr(p, '#');
+        if (hash)
+            *hash = '\0';
+        char *save = NULL;
+        for (char *t = strtok_r(p + n + 1, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save))
+            if (strcmp(t, "gatehouse") == 0)
+                found = 1;
+    }
+    fclose(f);
+    return found;
+}
+
+static void check_nss(doctor *d, const settings *s)
+{
+    char srv_sock[1100], msg[2600];
+    int pw = nsswitch_names("passwd"), gr = nsswitch_names("group");
+    if (!pw && !gr) {
+        finding(d, "nss", "info", NULL,
+                "NSS does not use gatehouse (the passwd and group lines of " NSSWITCH
+                " do not name it)");
+        return;
+    }
+    if (!pw || !gr)
+        finding(d, "nss", "warn", "add gatehouse to both the passwd and group lines of " NSSWITCH,
+                NSSWITCH " names gatehouse for %s only: users %s", pw ? "passwd" : "group",
+                pw ? "resolve without their gatehouse groups" : "do not resolve");
+
+    /* the module as glibc finds it: the same dlopen by soname */
+    void *mod = dlopen("libnss_gatehouse.so.2", RTLD_LAZY | RTLD_LOCAL);
+    if (mod == NULL) {
+        finding(d, "nss", "fail", "apt install libnss-gatehouse (or make install, then ldconfig)",
+                NSSWITCH " names gatehouse but glibc cannot load libnss_gatehouse.so.2: %s",
+                dlerror());
+        return;
+    }
+    const char *where = "libnss_gatehouse.so.2";
+    struct link_map *lm = NULL;
+    if (dlinfo(mod, RTLD_DI_LINKMAP, &lm) == 0 && lm && lm->l_name && lm->l_name[0])
+        where = lm->l_name;
+
+    /* the socket the module uses, against the server's nss_socket */
+    const char *env = secure_getenv("GATEHOUSE_NSS_SOCKET");
+    const char *mod_sock = env && env[0] ? env : GH_NSS_SOCKET_DEFAULT;
+    const char *from = env && env[0] ? "$GATEHOUSE_NSS_SOCKET" : "its compiled-in default";
+    const char *main_sock = server_socket(d, s);
+    if (s->have && (main_sock == NULL || same_file(main_sock, s->socket)))
+        snprintf(srv_sock, sizeof(srv_sock), "%s", s->nss_socket);
+    else {
+        /* started with another --socket: the server's rule, nss.sock beside it */
+        const char *path = main_sock ? main_sock : "";
+        const char *slash = strrchr(path, '/');
+        snprintf(srv_sock, sizeof(srv_sock), "%.*snss.sock", slash ? (int)(slash - path + 1) : 0,
+                 path);
+    }
+    int bad = 0;
+    if (s->have && srv_sock[0] == '\0') {
+        finding(d, "nss", "fail", "remove nss_socket = none from the configuration",
+                "the server opens no NSS socket (nss_socket = none), but " NSSWITCH
+                " names gatehouse");
+        bad = 1;
+    } else if (!same_file(mod_sock, srv_sock)) {
+        snprintf(msg, sizeof(msg),
+                 "set nss_socket = %s in the server's configuration (or a socket beside it), "
+                 "or build the module with --with-nss-socket=%s",
+                 mod_sock, srv_sock);
+        finding(d, "nss", "fail", msg, "%s uses %s (%s), not this server's NSS socket %s", where,
+                mod_sock, from, srv_sock);
+        bad = 1;
+    }
+
+    /* and asks it, as glibc would: "not found" means the server answered */
+    enum nss_status (*getpwnam_r)(const char *, struct passwd *, char *, size_t, int *);
+    *(void **)&getpwnam_r = dlsym(mod, "_nss_gatehouse_getpwnam_r");
+    if (getpwnam_r == NULL) {
+        finding(d, "nss", "fail", "reinstall libnss-gatehouse",
+                "%s has no _nss_gatehouse_getpwnam_r: not Gatehouse's module", where);
+    } else {
+        struct passwd pwd;
+        char buf[4096];
+        int err = 0;
+        enum nss_status st = getpwnam_r("gatehouse-doctor-probe", &pwd, buf, sizeof(buf), &err);
+        if (st == NSS_STATUS_UNAVAIL || st == NSS_STATUS_TRYAGAIN)
+            finding(d, "nss", "fail",
+                    bad ? "see above"
+                        : "start the server, and check nss_socket and that the socket is "
+                          "world-connectable",
+                    "%s gets no answer on %s: users from gatehouse do not resolve", where,
+                    mod_sock);
+        else if (!bad)
+            finding(d, "nss", "ok", NULL, "%s (for %s) answers on %s, this server's NSS socket",
+                    where,
+                    pw && gr ? "passwd and group"
+                    : pw     ? "passwd"
+                             : "group",
+                    mod_sock);
+    }
+    dlclose(mod);
+}
+
+/* The directory Linux-PAM takes a module without a path from: where its
+ * own pam_unix.so lives. */
+static int pam_dir(char *out, size_t len)
+{
+    static const char *const pats[] = {"/lib/*/security",     "/usr/lib/*/security",
+                                       "/lib64/security",     "/lib/security",
+                                       "/usr/lib64/security", "/usr/lib/security"};
+    for (size_t i = 0; i < sizeof(pats) / sizeof(pats[0]); i++) {
+        glob_t g;
+        if (glob(pats[i], GLOB_ONLYDIR, NULL, &g) != 0)
+            continue;
+        for (size_t k = 0; k < g.gl_pathc; k++) {
+            char probe[PATH_MAX];
+            snprintf(probe, sizeof(probe), "%s/pam_unix.so", g.gl_pathv[k]);
+            if (access(probe, F_OK) == 0) {
+                snprintf(out, len, "%s", g.gl_pathv[k]);
+                globfree(&g);
+                return 0;
+            }
+        }
+        globfree(&g);
+    }
+    return -1;
+}
+
+#define PAM_REFS 16
+typedef struct pam_ref {
+    char module[512], socket[512], files[512];
+} pam_ref;
+
+/* Parses one pam.d line naming pam_gatehouse ("type control module args",
+ * control possibly "[a=b c=d]"); 0 and the module and its socket= on a hit. */
+static int pam_line(char *line, char *module, size_t mlen, char *sock, size_t slen)
+{
+    char *save = NULL, *t;
+    if (strstr(line, "pam_gatehouse") == NULL)
+        return -1;
+    t = strtok_r(line, " \t\n", &save); /* type, maybe -type */
+    if (t == NULL || t[0] == '#' || t[0] == '@')
+        return -1;
+    t = strtok_r(NULL, " \t\n", &save); /* control */
+    if (t && t[0] == '[')
+        while (t && strchr(t, ']') == NULL)
+            t = strtok_r(NULL, " \t\n", &save);
+    t = strtok_r(NULL, " \t\n", &save); /* module */
+    if (t == NULL || strstr(t, "pam_gatehouse") == NULL)
+        return -1;
+    snprintf(module, mlen, "%s", t);
+    snprintf(sock, slen, "%s", GH_PAM_SOCKET_DEFAULT);
+    while ((t = strtok_r(NULL, " \t\n", &save)) != NULL)
+        if (strncmp(t, "socket=", 7) == 0)
+            snprintf(sock, slen, "%s", t + 7);
+    return 0;
+}
+
+static void check_pam(doctor *d, const settings *s)
+{
+    pam_ref refs[PAM_REFS];
+    size_t nrefs = 0;
+    char line[2048], module[512], sock[512];
+    DIR *dir = opendir(PAMD);
+    struct dirent *e;
+
+    while (dir && (e = readdir(dir)) != NULL) {
+        char path[PATH_MAX];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), PAMD "/%s", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        while (fgets(line, sizeof(line), f)) {
+            if (pam_line(line, module, sizeof(module), sock, sizeof(sock)) != 0)
+                continue;
+            size_t i;
+            for (i = 0; i < nrefs; i++)
+                if (strcmp(refs[i].module, module) == 0 && strcmp(refs[i].socket, sock) == 0)
+                    break;
+            if (i == nrefs) {
+                if (nrefs == PAM_REFS)
+                    continue;
+                snprintf(refs[i].module, sizeof(refs[i].module), "%s", module);
+                snprintf(refs[i].socket, sizeof(refs[i].socket), "%s", sock);
+                refs[i].files[0] = '\0';
+                nrefs++;
+            }
+            size_t used = strlen(refs[i].files);
+            if (strstr(refs[i].files, e->d_name) == NULL && used < sizeof(refs[i].files) - 1)
+                snprintf(refs[i].files + used, sizeof(refs[i].files) - used, "%s%s",
+                         used ? ", " : "", e->d_name);
+        }
         fclose(f);
     }
-    finding(d, "pam", "info", NULL, "%s",
-            pam ? "PAM uses pam_gatehouse" : "PAM is not configured for gatehouse");
+    if (dir)
+        closedir(dir);
+    if (nrefs == 0) {
+        finding(d, "pam", "info", NULL, "PAM does not use pam_gatehouse (no file in " PAMD ")");
+        return;
+    }
+
+    const char *srv_sock = server_socket(d, s);
+    char sysdir[PATH_MAX] = "", modpath[PATH_MAX + 600], fix[3 * PATH_MAX];
+    pam_dir(sysdir, sizeof(sysdir));
+    for (size_t i = 0; i < nrefs; i++) {
+        const pam_ref *r = &refs[i];
+        int bad = 0;
+        int mlen = (int)strnlen(r->module, sizeof(r->module));
+        if (r->module[0] == '/')
+            snprintf(modpath, sizeof(modpath), "%.*s", mlen, r->module);
+        else
+            snprintf(modpath, sizeof(modpath), "%s/%.*s", sysdir[0] ? sysdir : "?", mlen,
+                     r->module);
+        if (access(modpath, R_OK) != 0) {
+            char local[PATH_MAX];
+            snprintf(local, sizeof(local), "%s/pam_gatehouse.so", GH_PAMLIBDIR);
+            if (r->module[0] != '/' && access(local, R_OK) == 0)
+                snprintf(fix, sizeof(fix),
+                         "make install put it in %s, where Linux-PAM does not look: configure "
+                         "--with-pamlibdir=%s, or name %s in %s",
+                         GH_PAMLIBDIR, sysdir, local, r->files);
+            else
+                snprintf(fix, sizeof(fix), "apt install libpam-gatehouse");
+            finding(d, "pam", "fail", fix, "%s, named in " PAMD " (%s), is not installed: no %s",
+                    r->module, r->files, modpath);
+            bad = 1;
+        }
+        if (srv_sock == NULL || !same_file(r->socket, srv_sock)) {
+            snprintf(fix, sizeof(fix),
+                     "give socket=%s to pam_gatehouse in %s, or run the server on %s",
+                     srv_sock ? srv_sock : "<the server's socket>", r->files, r->socket);
+            finding(d, "pam", "fail", fix,
+                    "pam_gatehouse in %s uses %s, not this server's socket %s", r->files, r->socket,
+                    srv_sock ? srv_sock : "(unknown)");
+            continue;
+        }
+        gh_client *c = NULL;
+        int protocol = 0, rc = gh_client_new(&c, r->socket);
+        if (rc == 0)
+            rc = gh_ping(c, &protocol);
+        if (rc != 0)
+            finding(d, "pam", "fail", "start the server, and check socket_mode",
+                    "pam_gatehouse in %s gets no answer on %s: %s", r->files, r->socket,
+                    c ? gh_client_error_message(c) : "out of memory");
+        else if (!bad)
+            finding(d, "pam", "ok", NULL, "pam_gatehouse (%s) in %s uses this server on %s",
+                    modpath, r->files, r->socket);
+        gh_client_free(c);
+    }
+}
+
+static void check_pam_nss(doctor *d, const settings *s)
+{
+    check_nss(d, s);
+    check_pam(d, s);
 }
 
 static void print_human(doctor *d)
@@ -456,7 +752,7 @@ int cli_doctor(cli *x)
     }
     check_state_dir(&d, &s);
     check_argon2(&d, &s);
-    check_pam_nss(&d);
+    check_pam_nss(&d, &s);
     if (x->json) {
         json_t *o = json_pack("{s:b, s:i, s:i, s:O}", "ok", d.fails == 0, "failed", d.fails,
                               "warnings", d.warns, "checks", d.checks);

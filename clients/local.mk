@@ -59,3 +59,12 @@ uninstall-hook: uninstall-os-modules-hook
 uninstall-os-modules-hook:
 	rm -f $(DESTDIR)$(nsslibdir)/libnss_gatehouse.so.2 $(DESTDIR)$(pamlibdir)/pam_gatehouse.so
 .PHONY: install-os-modules-hook uninstall-os-modules-hook
+
+# The NSS and PAM modules' default sockets follow configure's runstatedir
+# (--with-nss-socket, --with-pam-socket: RUNSTATEDIR/gatehouse/...), for the
+# modules and for gatehouse doctor, which checks that they name the server's
+# sockets and looks for pam_gatehouse.so where make install puts it.
+gh_os_sockets = -DGH_NSS_SOCKET_DEFAULT='"$(nss_socket)"' -DGH_PAM_SOCKET_DEFAULT='"$(pam_socket)"'
+libnss_gatehouse_la_CFLAGS += $(gh_os_sockets)
+pam_gatehouse_la_CFLAGS += $(gh_os_sockets)
+gatehouse_CFLAGS += $(gh_os_sockets) -DGH_PAMLIBDIR='"$(pamlibdir)"'

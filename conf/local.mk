@@ -17,8 +17,15 @@ CLEANFILES += conf/gen/gatehoused.conf conf/gen/gatehoused.service conf/gen/sysu
 gh_subst = sed -e 's|[@]sbindir[@]|$(sbindir)|g' -e 's|[@]sysconfdir[@]|$(sysconfdir)|g' \
 	-e 's|[@]localstatedir[@]|$(localstatedir)|g' -e 's|[@]runstatedir[@]|$(runstatedir)|g'
 
+# The unit's @var@/@novar@, @run@/@norun@ and @etc@/@noetc@ lines are kept
+# or dropped by whether configure's directories are systemd's own (/var,
+# /run, /etc): the unit names the directories the binary has compiled in.
+gh_unit_pick = -e "$$(if test '$(2)' = '$(3)'; then echo 's|^@$(1)@||; /^@no$(1)@/d'; \
+	else echo '/^@$(1)@/d; s|^@no$(1)@||'; fi)"
+gh_unit_subst = $(gh_subst) $(call gh_unit_pick,var,$(localstatedir),/var) \
+	$(call gh_unit_pick,run,$(runstatedir),/run) $(call gh_unit_pick,etc,$(sysconfdir),/etc)
 conf/gen/gatehoused.service: $(top_srcdir)/conf/gatehoused.service.in Makefile
-	$(AM_V_GEN)$(MKDIR_P) conf/gen && $(gh_subst) $(top_srcdir)/conf/gatehoused.service.in > $@
+	$(AM_V_GEN)$(MKDIR_P) conf/gen && $(gh_unit_subst) $(top_srcdir)/conf/gatehoused.service.in > $@
 conf/gen/sysusers/gatehouse.conf: $(top_srcdir)/conf/gatehouse.sysusers.in Makefile
 	$(AM_V_GEN)$(MKDIR_P) conf/gen/sysusers && $(gh_subst) $(top_srcdir)/conf/gatehouse.sysusers.in > $@
 conf/gen/tmpfiles/gatehouse.conf: $(top_srcdir)/conf/gatehouse.tmpfiles.in Makefile

@@ -422,10 +422,10 @@ int main(int argc, char **argv)
     }
     if (check_config) {
         /* the effective settings gatehouse doctor checks, as key = value */
-        printf("config = %s\nstate_dir = %s\nsocket = %s\nargon2_opslimit = %llu\n"
-               "argon2_memlimit = %zu\nthreadpool_size = %u\nmap_max = %zu\n"
-               "metrics_listen = %s\nupstreams = %zu\n",
-               config_path ? config_path : "", cfg.state_dir, cfg.socket_path,
+        printf("config = %s\nstate_dir = %s\nsocket = %s\nnss_socket = %s\n"
+               "argon2_opslimit = %llu\nargon2_memlimit = %zu\nthreadpool_size = %u\n"
+               "map_max = %zu\nmetrics_listen = %s\nupstreams = %zu\n",
+               config_path ? config_path : "", cfg.state_dir, cfg.socket_path, cfg.nss_socket,
                (unsigned long long)cfg.argon2_opslimit, cfg.argon2_memlimit, cfg.threadpool_size,
                cfg.map_max, cfg.metrics_listen, cfg.sync.nupstreams);
         gh_config_free(&cfg);

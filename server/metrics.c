@@ -232,6 +232,19 @@ static void upstreams(gh_mbuf *b, gh_server *srv)
         label(b, json_string_value(json_object_get(u, "name")) ?: "");
         gh__mbuf_printf(b, "\"} %.17g\n", num(json_object_get(u, "totals"), "skipped"));
     }
+    head(b, "gatehouse_upstream_bind_errors_total", "counter",
+         "Pass-through binds for auth that failed: kind network (sent, no answer: the case "
+         "offline verifiers cover) or other (an upstream error, not a refusal).");
+    json_array_foreach(arr, i, u)
+    {
+        json_t *binds = json_object_get(u, "binds");
+        static const char *const kinds[][2] = {{"network", "network_errors"}, {"other", "errors"}};
+        for (size_t k = 0; k < 2; k++) {
+            gh__mbuf_printf(b, "gatehouse_upstream_bind_errors_total{upstream=\"");
+            label(b, json_string_value(json_object_get(u, "name")) ?: "");
+            gh__mbuf_printf(b, "\",kind=\"%s\"} %.17g\n", kinds[k][0], num(binds, kinds[k][1]));
+        }
+    }
     head(b, "gatehouse_upstream_error", "gauge",
          "1 while the upstream's last attempt left an error (sync.status last_error).");
     json_array_foreach(arr, i, u)
@@ -303,11 +316,23 @@ int gh__metrics_render(gh_server *srv, gh_mbuf *b)
     one(b, "gatehouse_argon2_queue_max", "gauge", "argon2_queue_max: the bound of the queue.",
         srv->cfg->argon2_queue_max);
     if (srv->writer) {
-        gh_writer_stats(srv->writer, &commits, &ops);
+        uint64_t sizes[GH_WRITER_BATCH_BUCKETS], below = 0;
+        gh_writer_batch_sizes(srv->writer, sizes, &commits, &ops);
         one(b, "gatehouse_writer_commits_total", "counter", "Durable group commits.",
             (double)commits);
         one(b, "gatehouse_writer_ops_total", "counter",
             "Writes committed (ops / commits = the average batch size).", (double)ops);
+        head(b, "gatehouse_writer_batch_size", "histogram",
+             "Writes per group commit (one fsync each).");
+        for (size_t i = 0; i + 1 < GH_WRITER_BATCH_BUCKETS; i++) {
+            below += sizes[i];
+            gh__mbuf_printf(b, "gatehouse_writer_batch_size_bucket{le=\"%zu\"} %llu\n",
+                            (size_t)1 << i, (unsigned long long)below);
+        }
+        gh__mbuf_printf(b, "gatehouse_writer_batch_size_bucket{le=\"+Inf\"} %llu\n",
+                        (unsigned long long)commits);
+        gh__mbuf_printf(b, "gatehouse_writer_batch_size_sum %llu\n", (unsigned long long)ops);
+        gh__mbuf_printf(b, "gatehouse_writer_batch_size_count %llu\n", (unsigned long long)commits);
     }
     if (srv->store) {
         gh_store_size(srv->store, &used, &map);

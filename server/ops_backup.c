@@ -16,6 +16,8 @@
  * temporary directory beside the state, opens it as a store (which refuses a
  * newer schema and migrates an older one), counts its records, and only then
  * renames it over data.mdb; the previous file is kept as data.mdb.pre-restore.
+ * It holds LMDB's lock on the state directory meanwhile, so a server that has
+ * it open (however started) is refused, and one starting waits.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -405,6 +407,36 @@ static int server_running(const char *sock)
     return up;
 }
 
+/* LMDB's own lock on the state directory: every process that has the
+ * environment open holds byte 0 of lock.mdb shared (fcntl), and the first
+ * opener takes it exclusively (liblmdb mdb_env_excl_lock). Restore takes it
+ * exclusively for its whole run, so it sees a server however it was started
+ * (another --socket, another config, still starting), and a server started
+ * meanwhile waits in mdb_env_open until the restore is done. Returns 0 and
+ * *fd (-1: no lock file yet, nothing ever opened the directory), or -1
+ * with *holder the pid of a process that has it open (0: unknown). */
+static int lock_state_dir(const char *dir, int *fd, pid_t *holder)
+{
+    char path[4200];
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+
+    *fd = -1;
+    *holder = 0;
+    snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+    int lfd = open(path, O_RDWR | O_CLOEXEC);
+    if (lfd < 0)
+        return errno == ENOENT ? 0 : -1;
+    if (fcntl(lfd, F_SETLK, &fl) == 0) {
+        *fd = lfd;
+        return 0;
+    }
+    struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    if (fcntl(lfd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK)
+        *holder = who.l_pid;
+    close(lfd);
+    return -1;
+}
+
 static int count_role(const gh_role *r, void *arg)
 {
     (void)r;
@@ -453,7 +485,7 @@ int gh__restore(gh_config *cfg, const char *file)
     uint32_t schema = 0;
     uint64_t users = 0, groups = 0, roles = 0, seq = 0;
     struct stat dirst;
-    int rc = 1, have_tmp = 0;
+    int rc = 1, have_tmp = 0, lockfd = -1;
 
     if (strlen(cfg->state_dir) > sizeof(tmp) - 32) {
         fprintf(stderr, "gatehoused: --restore: the state directory's path is too long\n");
@@ -471,15 +503,29 @@ int gh__restore(gh_config *cfg, const char *file)
                 strerror(errno));
         return 1;
     }
+    pid_t holder = 0;
+    if (lock_state_dir(cfg->state_dir, &lockfd, &holder) != 0) {
+        if (holder > 0)
+            fprintf(stderr,
+                    "gatehoused: --restore: process %ld has the database in %s open (a "
+                    "gatehoused?); stop it first\n",
+                    (long)holder, cfg->state_dir);
+        else
+            fprintf(stderr,
+                    "gatehoused: --restore: cannot lock %s/lock.mdb: %s; stop the "
+                    "server first\n",
+                    cfg->state_dir, strerror(errno));
+        return 1;
+    }
     if (stat(cfg->state_dir, &dirst) != 0) {
         fprintf(stderr, "gatehoused: --restore: %s: %s\n", cfg->state_dir, strerror(errno));
-        return 1;
+        goto done;
     }
     if (snprintf(tmp, sizeof(tmp), "%s/.restore-XXXXXX", cfg->state_dir) >= (int)sizeof(tmp) ||
         mkdtemp(tmp) == NULL) {
         fprintf(stderr, "gatehoused: --restore: cannot create a directory in %s: %s\n",
                 cfg->state_dir, strerror(errno));
-        return 1;
+        goto done;
     }
     have_tmp = 1;
     snprintf(path, sizeof(path), "%s/data.mdb", tmp);
@@ -511,9 +557,9 @@ int gh__restore(gh_config *cfg, const char *file)
         fsync(dfd);
         close(dfd);
     }
-    /* the lock file describes readers of the old file: start afresh */
-    snprintf(path, sizeof(path), "%s/lock.mdb", cfg->state_dir);
-    unlink(path);
+    /* lock.mdb stays: its reader table describes the old file, and the next
+     * opener, the first to hold it exclusively, resets it (a server waiting
+     * on our lock must find the same lock file as everyone after it) */
     printf("restored %s into %s: schema %u, %llu users, %llu groups, %llu roles, change log at "
            "%llu\n",
            file, cfg->state_dir, schema, (unsigned long long)users, (unsigned long long)groups,
@@ -529,5 +575,7 @@ done:
         unlink(path);
         rmdir(tmp);
     }
+    if (lockfd >= 0)
+        close(lockfd); /* the state directory is free for a server */
     return rc;
 }

@@ -44,8 +44,9 @@ struct gh_writer {
     int started;
     uv_async_t async;
     uint64_t commits, ops;
-    unsigned loop_outstanding; /* loop jobs submitted and not yet completed */
-    void (*hook)(void *);      /* after every commit (under mu) */
+    uint64_t sizes[GH_WRITER_BATCH_BUCKETS]; /* commits by batch size (under mu) */
+    unsigned loop_outstanding;               /* loop jobs submitted and not yet completed */
+    void (*hook)(void *);                    /* after every commit (under mu) */
     void *hook_arg;
 };
 
@@ -96,6 +97,10 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&w->mu);
         w->commits++;
         w->ops += n;
+        size_t bucket = 0;
+        while (bucket < GH_WRITER_BATCH_BUCKETS - 1 && ((size_t)1 << bucket) < n)
+            bucket++;
+        w->sizes[bucket]++;
         int notify_loop = 0, wake = 0;
         for (size_t i = 0; i < n; i++) {
             job *j = jobs[i];
@@ -246,6 +251,16 @@ int gh_writer_submit_wait(gh_writer *w, const char *actor, gh_store_write_fn fn,
 void gh_writer_stats(gh_writer *w, uint64_t *commits, uint64_t *ops)
 {
     pthread_mutex_lock(&w->mu);
+    *commits = w->commits;
+    *ops = w->ops;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void gh_writer_batch_sizes(gh_writer *w, uint64_t sizes[GH_WRITER_BATCH_BUCKETS], uint64_t *commits,
+                           uint64_t *ops)
+{
+    pthread_mutex_lock(&w->mu);
+    memcpy(sizes, w->sizes, sizeof(w->sizes));
     *commits = w->commits;
     *ops = w->ops;
     pthread_mutex_unlock(&w->mu);

@@ -34,6 +34,12 @@ int gh_writer_submit_wait(gh_writer *w, const char *actor, gh_store_write_fn fn,
 void gh_writer_set_commit_hook(gh_writer *w, void (*fn)(void *), void *arg);
 /* Counters for stats. */
 void gh_writer_stats(gh_writer *w, uint64_t *commits, uint64_t *ops);
+/* Commits by batch size, one consistent reading: sizes[i] counts the commits
+ * of at most 2^i ops and more than 2^(i-1) (the last bucket: all larger
+ * ones); commits and ops as gh_writer_stats. For the metrics histogram. */
+#define GH_WRITER_BATCH_BUCKETS 11
+void gh_writer_batch_sizes(gh_writer *w, uint64_t sizes[GH_WRITER_BATCH_BUCKETS], uint64_t *commits,
+                           uint64_t *ops);
 /* Drains the queue (every queued op is committed and completed), stops the
  * thread, and delivers the last completions before returning. Loop thread;
  * safe inside a loop callback (it does not run the loop). */

@@ -320,6 +320,12 @@ int gh_sync_status(gh_sync *s, json_t *out)
         json_object_set_new(o, "name", json_string(up->cfg->name));
         json_object_set_new(o, "mode", json_string(gh__sync_mode_name(up->cfg->mode)));
         json_object_set_new(o, "uri", json_string(up->cfg->uri));
+        /* how the link is protected, for gatehouse doctor (TLS always verifies the peer) */
+        json_object_set_new(o, "tls",
+                            json_string(strncasecmp(up->cfg->uri, "ldaps://", 8) == 0   ? "ldaps"
+                                        : up->cfg->starttls                             ? "starttls"
+                                        : strncasecmp(up->cfg->uri, "ldapi://", 8) == 0 ? "ldapi"
+                                                                                        : "none"));
         json_object_set_new(o, "state", json_string(st.state));
         json_object_set_new(o, "connected", json_boolean(st.connected));
         json_object_set_new(o, "last_success", time_or_null(st.last_success));

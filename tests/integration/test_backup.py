@@ -4,7 +4,9 @@ then `gatehoused --restore FILE` into a fresh state directory and a server
 on it. Every write acknowledged before the backup began is in the copy and
 served after the restore; the server kept answering writes during the
 backup. Restore refuses a file that is not a Gatehouse database, refuses to
-run beside a live server, installs atomically and keeps the previous file.
+run beside a live server (found by LMDB's lock on the state directory, on
+whatever socket it listens), installs atomically and keeps the previous
+file; as root it gives the file to the state directory's owner.
 The protocol: admin only, unknown ids, offsets, chunks read again, an
 abandoned backup does not hold up a shutdown."""
 
@@ -143,6 +145,39 @@ class Backup(ghtest.TestCase):
         # the restored server takes writes
         self.assertOk(tc.call("user.add", name="after-restore"))
 
+    def test_copy_runs_off_the_loop(self):
+        """Writes are acknowledged while the copy itself runs (between the
+        backup request and its answer, which comes when the copy is done):
+        more acknowledgements than the writers can have in flight, so they
+        were not already queued before it began. Acks come back through
+        loop 0, where backup runs."""
+        srv = self.start_server()
+        c = self.client(srv)
+        self.seed(c, 6000)  # a copy that takes a moment
+        w = Writers(srv)
+        in_flight = 3 * 8  # Writers' connections x window
+        ghtest.wait_until(lambda: w.count() > 200, ghtest.scaled(20))
+        during = []
+        for attempt in range(5):
+            at_start = w.count()
+            t0 = time.monotonic()
+            c.send({"op": "backup"})
+            r = c.recv(timeout=ghtest.scaled(60))
+            took = time.monotonic() - t0
+            during.append((w.count() - at_start, round(took, 3)))
+            bid = self.assertOk(r)["backup"]
+            # fetch it all (one backup at a time), then again
+            got = 0
+            while got < r["size"]:
+                got += len(base64.b64decode(self.assertOk(
+                    c.call("backup", backup=bid, offset=got))["data"]))
+            if during[-1][0] > 2 * in_flight:
+                break
+        w.join()
+        self.assertEqual(w.errors, [])
+        self.assertGreater(max(n for n, _ in during), 2 * in_flight,
+                           "writes acknowledged during the copy (acks, seconds): %s" % during)
+
     def test_restore_checks_and_atomic_install(self):
         srv = self.start_server()
         c = self.client(srv)
@@ -158,6 +193,13 @@ class Backup(ghtest.TestCase):
         rc, text = restore(srv.state_dir, srv.socket_path, out, check=False)
         self.assertEqual(rc, 1, text)
         self.assertIn("stop it first", text)
+        # nor beside a server on another socket (or still starting): the
+        # state directory's LMDB lock names it, the socket probe cannot
+        rc, text = restore(srv.state_dir, os.path.join(srv.dir, "elsewhere.sock"), out,
+                           check=False)
+        self.assertEqual(rc, 1, text)
+        self.assertIn("process %d has the database" % srv.pid, text)
+        self.assertOk(c.call("user.get", name="newer-one"))  # untouched
         srv.stop()
         data = os.path.join(srv.state_dir, "data.mdb")
         with open(data, "rb") as f:
@@ -185,6 +227,26 @@ class Backup(ghtest.TestCase):
         self.assertOk(c.call("user.get", name="old-one"))
         self.assertError(c.call("user.get", name="newer-one"), "not_found")
         self.assertOk(c.call("user.add", name="newer-one"))
+
+    @ghtest.unittest.skipUnless(ghtest.is_root(), "needs root to restore for another owner")
+    def test_restore_as_root_keeps_the_owner(self):
+        """Run as root (as the README says), restore gives the database to
+        the state directory's owner, the service account."""
+        srv = self.start_server()
+        c = self.client(srv)
+        self.assertOk(c.call("user.add", name="kept"))
+        out = os.path.join(srv.dir, "b.mdb")
+        self.assertEqual(self.backup_cli(srv, out).returncode, 0)
+        srv.stop()
+        for root, dirs, files in os.walk(srv.state_dir):
+            for n in [root] + [os.path.join(root, f) for f in files]:
+                os.chown(n, ghtest.NOBODY, ghtest.NOBODY)
+        rc, text = restore(srv.state_dir, srv.socket_path, out)
+        st = os.stat(os.path.join(srv.state_dir, "data.mdb"))
+        self.assertEqual((st.st_uid, st.st_gid), (ghtest.NOBODY, ghtest.NOBODY), text)
+        self.assertEqual(st.st_mode & 0o777, 0o600)
+        srv.start()
+        self.assertOk(self.client(srv).call("user.get", name="kept"))
 
     def test_protocol(self):
         srv = self.start_server(world_access=True)

@@ -6,7 +6,9 @@ script, debian symbols file and library agree), the header naming the
 installed socket, gatehouse.pc, the four man pages (rendered without
 warnings), the installed configuration (every key commented out, the
 installed paths), the systemd unit generated from configure's sbindir with
-its hardening, the sysusers.d and tmpfiles.d snippets.
+its hardening and the state and run directories compiled into the installed
+gatehoused (for this build's prefix, and for Debian's /var and /run), the
+sysusers.d and tmpfiles.d snippets.
 
 Then, as root in a private mount namespace with a tmpfs over the install
 prefix (so the host is untouched): the installed gatehoused reads the
@@ -68,8 +70,30 @@ def installed():
         _inst["dir"] = d
         _inst["vars"] = make_vars("prefix", "bindir", "sbindir", "libdir", "includedir",
                                   "sysconfdir", "localstatedir", "runstatedir", "mandir",
-                                  "systemdsystemunitdir", "sysusersdir", "tmpfilesdir")
+                                  "systemdsystemunitdir", "sysusersdir", "tmpfilesdir", "pamlibdir")
     return _inst["dir"], _inst["vars"]
+
+
+def render_unit(**dirs):
+    """The unit make generates for other configure directories."""
+    rules = "print-gh-unit:\n\t@$(gh_unit_subst) $(top_srcdir)/conf/gatehoused.service.in\n"
+    cp = subprocess.run(["make", "-s", "--no-print-directory", "-C", ghtest.builddir(),
+                         "-f", "Makefile", "-f", "-", "print-gh-unit"] +
+                        ["%s=%s" % kv for kv in dirs.items()], input=rules.encode(),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=plain_make_env(),
+                        timeout=60)
+    if cp.returncode != 0:
+        raise RuntimeError(cp.stderr.decode())
+    return cp.stdout.decode()
+
+
+def unit_writable_dirs(unit):
+    """The directories a unit makes writable under ProtectSystem=strict."""
+    out = set("/var/lib/" + m for m in re.findall(r"(?m)^StateDirectory=(\S+)", unit))
+    out |= set("/run/" + m for m in re.findall(r"(?m)^RuntimeDirectory=(\S+)", unit))
+    for line in re.findall(r"(?m)^ReadWritePaths=(.*)$", unit):
+        out |= set(p.lstrip("-") for p in line.split())
+    return out
 
 
 def public_functions():
@@ -141,6 +165,17 @@ class Install(ghtest.TestCase):
         self.assertRegex(pc, r"(?m)^Libs: .*-lgatehouse")
         self.assertRegex(pc, r"(?m)^Version: " + re.escape(ghtest.project_version()))
 
+    def test_os_modules_name_installed_sockets(self):
+        """libnss_gatehouse and pam_gatehouse default to the sockets under
+        configure's runstatedir, as libgatehouse and gatehoused do."""
+        d, v = installed()
+        run = v["runstatedir"] + "/gatehouse/"
+        for var, lib, sock in [("libdir", "libnss_gatehouse.so.2", "nss.sock"),
+                               ("pamlibdir", "pam_gatehouse.so", "gatehoused.sock")]:
+            with open(self.path(var, lib), "rb") as f:
+                data = f.read()
+            self.assertIn((run + sock).encode() + b"\0", data, lib)
+
     def test_config_commented_with_installed_paths(self):
         d, v = installed()
         text = self.read("sysconfdir", "gatehouse/gatehoused.conf")
@@ -180,8 +215,7 @@ class Install(ghtest.TestCase):
         unit = self.read("systemdsystemunitdir", "gatehoused.service")
         self.assertIn("ExecStart=%s/gatehoused --foreground\n" % v["sbindir"], unit)
         self.assertNotRegex(unit, r"@[a-z]+@")
-        for line in ["User=gatehouse", "Group=gatehouse", "StateDirectory=gatehouse",
-                     "RuntimeDirectory=gatehouse", "LimitNOFILE=", "ProtectSystem=strict",
+        for line in ["User=gatehouse", "Group=gatehouse", "LimitNOFILE=", "ProtectSystem=strict",
                      "PrivateTmp=yes", "NoNewPrivileges=yes", "ProtectHome=yes",
                      "CapabilityBoundingSet=\n", "ExecReload=/bin/kill -HUP $MAINPID"]:
             self.assertIn(line, unit)
@@ -192,6 +226,47 @@ class Install(ghtest.TestCase):
             bad = [l for l in cp.stdout.decode().splitlines()
                    if "gatehoused.service" in l and "Command" not in l]
             self.assertEqual(bad, [])
+
+    def test_systemd_unit_paths_are_the_binarys(self):
+        """The directories the unit makes writable under ProtectSystem=strict
+        are the ones compiled into the installed gatehoused (its
+        --check-config), for this build's prefix; tmpfiles.d creates those
+        systemd does not (StateDirectory= and RuntimeDirectory= reach only
+        /var/lib and /run)."""
+        d, v = installed()
+        unit = self.read("systemdsystemunitdir", "gatehoused.service")
+        st = tempfile.mkdtemp(prefix="gh-unit-")
+        self.addCleanup(shutil.rmtree, st, True)
+        empty = os.path.join(st, "empty.conf")
+        open(empty, "w").close()
+        cp = subprocess.run([self.path("sbindir", "gatehoused"), "--config", empty,
+                             "--check-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=ghtest.scaled(30))
+        self.assertEqual(cp.returncode, 0, cp.stderr.decode())
+        eff = dict(l.split(" = ", 1) for l in cp.stdout.decode().splitlines() if " = " in l)
+        state, run = eff["state_dir"], os.path.dirname(eff["socket"])
+        self.assertEqual(state, v["localstatedir"] + "/lib/gatehouse")
+        self.assertEqual(run, v["runstatedir"] + "/gatehouse")
+        self.assertEqual(os.path.dirname(eff["nss_socket"]), run)
+        writable = unit_writable_dirs(unit)
+        self.assertIn(state, writable, unit)
+        self.assertIn(run, writable, unit)
+        tmp = self.read("tmpfilesdir", "gatehouse.conf")
+        for path in writable:
+            self.assertIn("d %s " % path, tmp)
+        # the same template for the packages' /var, /run, /etc: systemd's own
+        deb = render_unit(localstatedir="/var", runstatedir="/run", sysconfdir="/etc")
+        self.assertEqual(unit_writable_dirs(deb), {"/var/lib/gatehouse", "/run/gatehouse"})
+        for line in ["StateDirectory=gatehouse\n", "StateDirectoryMode=0700\n",
+                     "RuntimeDirectory=gatehouse\n", "ConfigurationDirectory=gatehouse\n"]:
+            self.assertIn(line, deb)
+        self.assertNotRegex(deb, r"(?m)^ReadWritePaths=")
+        self.assertNotRegex(deb, r"(?m)^@")
+        # and a split one: state under /var, the socket elsewhere
+        mixed = render_unit(localstatedir="/var", runstatedir="/srv/run", sysconfdir="/opt/etc")
+        self.assertEqual(unit_writable_dirs(mixed), {"/var/lib/gatehouse", "/srv/run/gatehouse"})
+        self.assertNotRegex(mixed, r"(?m)^RuntimeDirectory=")
+        self.assertNotRegex(mixed, r"(?m)^ConfigurationDirectory=")
 
     def test_sysusers_tmpfiles(self):
         d, v = installed()

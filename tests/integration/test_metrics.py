@@ -3,8 +3,11 @@
 allowed, scraped with curl and validated with `promtool check metrics`
 (Debian's prometheus package) and with a parser of the text format here;
 the values follow what the server did (requests per op, latency histogram,
-auth outcomes, lockouts, Argon2 queue, writer commits, store, upstreams from
-a real slapd and from an unreachable one). Scrapes run concurrently with
+auth outcomes including rate_limited, user and peer lockouts, the Argon2
+queue above 0 under a storm of auth requests, writer commits and the batch
+size histogram (single writes alone, pipelined ones grouped), store,
+upstreams from a real slapd and from an unreachable one: the cookie age
+growing between polls, bind errors by kind). Scrapes run concurrently with
 writes (the HTTP thread never touches the loop's state)."""
 
 import os
@@ -14,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 sys.dont_write_bytecode = True
@@ -179,6 +183,113 @@ class Metrics(ghtest.TestCase):
         self.assertIn(cp.stdout.decode(), ("405", "000"))
 
     @unittest.skipUnless(shutil.which("curl"), "curl not installed")
+    def test_argon2_queue_depth_under_a_storm(self):
+        """The queue gauge follows the jobs: above 0 while a storm of auth
+        requests waits for the two hashing threads, back to 0 after."""
+        port = free_port()
+        srv = self.start_server(config={
+            "metrics_listen": "127.0.0.1:%d" % port, "argon2_opslimit": 1,
+            "argon2_memlimit": "16M", "threadpool_size": 2, "peer_failure_threshold": 1000000},
+            fast_argon2=False)
+        seen = []
+        for storm in range(5):
+            def auth_storm(k):
+                c = ghtest.Client(srv.socket_path, timeout=ghtest.scaled(60))
+                try:
+                    # unknown logins: each still costs one hash (the dummy verifier)
+                    c.pipeline([{"op": "auth", "user": "ghost%d-%d-%d" % (storm, k, i),
+                                 "password": "not this one"} for i in range(6)])
+                finally:
+                    c.close()
+
+            threads = [threading.Thread(target=auth_storm, args=(k,), daemon=True)
+                       for k in range(2)]
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                s, _ = parse(self.scrape(port)[1], self)
+                seen.append(get(s, "gatehouse_argon2_queue_depth"))
+                if seen[-1] > 0:
+                    break
+            for t in threads:
+                t.join(ghtest.scaled(60))
+            if max(seen) > 0:
+                break
+        self.assertGreater(max(seen), 0, seen)
+        self.assertLessEqual(max(seen), 12)
+        s, _ = parse(self.scrape(port)[1], self)
+        self.assertEqual(get(s, "gatehouse_argon2_queue_depth"), 0)
+        self.assertGreaterEqual(get(s, "gatehouse_auth_total", outcome="failure"), 12)
+        self.assertEqual(get(s, "gatehouse_auth_total", outcome="rate_limited"), 0)
+
+    @unittest.skipUnless(shutil.which("curl"), "curl not installed")
+    def test_rate_limited_and_peer_lockout(self):
+        """A client that fails with many logins is locked out as a peer
+        (not per user); its next attempts count as rate_limited."""
+        srv, port = self.start_metrics(peer_failure_threshold=3, lockout_threshold=100,
+                                       lockout_base_delay=60)
+        c = self.client(srv)
+        s, _ = parse(self.scrape(port)[1], self)
+        self.assertEqual(get(s, "gatehouse_lockouts", kind="peer"), 0)
+        self.assertEqual(get(s, "gatehouse_auth_total", outcome="rate_limited"), 0)
+        for i in range(3):
+            self.assertError(c.call("auth", user="spray%d" % i, password="guess"),
+                             "invalid_credentials")
+        s, _ = parse(self.scrape(port)[1], self)
+        self.assertEqual(get(s, "gatehouse_lockouts", kind="peer"), 1)
+        self.assertEqual(get(s, "gatehouse_lockouts", kind="user"), 0)
+        self.assertEqual(get(s, "gatehouse_auth_total", outcome="failure"), 3)
+        for i in range(2):
+            self.assertError(c.call("auth", user="spray-more%d" % i, password="guess"),
+                             "rate_limited")
+        s, _ = parse(self.scrape(port)[1], self)
+        self.assertEqual(get(s, "gatehouse_auth_total", outcome="rate_limited"), 2)
+        self.assertEqual(get(s, "gatehouse_auth_total", outcome="failure"), 3)
+        self.assertEqual(get(s, "gatehouse_lockouts", kind="peer"), 1)
+
+    @unittest.skipUnless(shutil.which("curl"), "curl not installed")
+    def test_writer_batch_size_histogram(self):
+        """One write at a time commits alone (le=1); pipelined writes from
+        several connections share commits (some batch above 1)."""
+        srv, port = self.start_metrics()
+        c = self.client(srv)
+        s0, types = parse(self.scrape(port)[1], self)
+        self.assertEqual(types["gatehouse_writer_batch_size"], "histogram")
+        ones0 = get(s0, "gatehouse_writer_batch_size_bucket", le="1")
+        for i in range(5):
+            self.assertOk(c.call("user.add", name="seq%d" % i))
+        s1, _ = parse(self.scrape(port)[1], self)
+        self.assertEqual(get(s1, "gatehouse_writer_batch_size_bucket", le="1") - ones0, 5)
+        self.assertEqual(get(s1, "gatehouse_writer_batch_size_count") -
+                         get(s0, "gatehouse_writer_batch_size_count"), 5)
+
+        def burst(k):
+            cc = ghtest.Client(srv.socket_path)
+            try:
+                rs = cc.pipeline([{"op": "user.add", "name": "b%d-%d" % (k, i)}
+                                  for i in range(200)])
+                self.assertTrue(all(r.get("ok") is True for r in rs))
+            finally:
+                cc.close()
+
+        threads = [threading.Thread(target=burst, args=(k,), daemon=True) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(ghtest.scaled(60))
+        s2, _ = parse(self.scrape(port)[1], self)
+        count = get(s2, "gatehouse_writer_batch_size_count")
+        self.assertEqual(count, get(s2, "gatehouse_writer_commits_total"))
+        self.assertEqual(get(s2, "gatehouse_writer_batch_size_sum"),
+                         get(s2, "gatehouse_writer_ops_total"))
+        self.assertEqual(get(s2, "gatehouse_writer_batch_size_sum") -
+                         get(s1, "gatehouse_writer_batch_size_sum"), 800)
+        grouped = count - get(s2, "gatehouse_writer_batch_size_bucket", le="1")
+        self.assertGreater(grouped, 0, "800 pipelined writes, every commit alone")
+        self.assertLess(count - get(s1, "gatehouse_writer_batch_size_count"), 800)
+        self.promtool(self.scrape(port)[1])
+
+    @unittest.skipUnless(shutil.which("curl"), "curl not installed")
     def test_concurrent_scrapes_while_writing(self):
         srv, port = self.start_metrics()
         stop = threading.Event()
@@ -261,6 +372,13 @@ class Metrics(ghtest.TestCase):
                 "base_dn": slapd.SUFFIX, "user_filter": "(objectClass=posixAccount)",
                 "group_filter": "(objectClass=groupOfNames)", "login_attr": "uid",
                 "member_attr": "member", "mode": "syncrepl-persist", "timeout": 5}
+            # polled once an hour: its cookie ages between runs
+            sections["upstream:hourly"] = {
+                "uri": real.uri, "bind_dn": slapd.ADMIN_DN, "bind_password_file": real.pwfile,
+                "base_dn": slapd.SUFFIX, "user_filter": "(uid=nobody-matches)",
+                "group_filter": "(cn=nobody-matches)", "login_attr": "uid",
+                "member_attr": "member", "mode": "search-poll", "interval": 3600,
+                "timeout": 5}
         srv = self.start_server(config=sections)
 
         def state():
@@ -294,6 +412,35 @@ class Metrics(ghtest.TestCase):
         self.assertEqual(get(s, "gatehouse_upstream_error", upstream="corp"), 0)
         self.assertEqual(get(s, "gatehouse_upstream_state", upstream="corp", state="persisting"),
                          1)
+        # cookie age: 0 while persisting; growing second by second between polls
+        self.assertEqual(get(s, "gatehouse_upstream_lag_seconds", upstream="corp"), 0)
+        ghtest.wait_until(lambda: get(state(), "gatehouse_upstream_runs_total",
+                                      upstream="hourly") >= 1, ghtest.scaled(30))
+        lag1 = get(state(), "gatehouse_upstream_lag_seconds", upstream="hourly")
+        time.sleep(2.2)
+        s = state()
+        lag2 = get(s, "gatehouse_upstream_lag_seconds", upstream="hourly")
+        self.assertGreaterEqual(lag2, lag1 + 2, (lag1, lag2))
+        self.assertLess(lag2, 3600)
+        c = self.client(srv)
+        status = {u["name"]: u for u in self.assertOk(c.call("sync.status"))["upstreams"]}
+        self.assertLessEqual(abs(status["hourly"]["lag_s"] - lag2), 1)
+        # bind errors per upstream and kind: none yet; the upstream gone, an
+        # auth of its user is a network error
+        for kind in ("network", "other"):
+            self.assertEqual(get(s, "gatehouse_upstream_bind_errors_total", upstream="corp",
+                                 kind=kind), 0)
+        real.stop()
+        r = c.call("auth", user="ann", password="whatever it is")
+        self.assertFalse(r.get("ok"), r)
+        s = state()
+        self.assertEqual(get(s, "gatehouse_upstream_bind_errors_total", upstream="corp",
+                             kind="network"), 1)
+        self.assertEqual(get(s, "gatehouse_upstream_bind_errors_total", upstream="corp",
+                             kind="other"), 0)
+        self.assertEqual(get(s, "gatehouse_upstream_bind_errors_total", upstream="gone",
+                             kind="network"), 0)
+        self.promtool(self.scrape(port)[1])
 
 
 def _ldif():
