@@ -105,6 +105,30 @@ class Lockout(ghtest.TestCase):
         victim = self.uid_client(srv, OTHER)
         victim.login("alice", PW)
 
+    def test_failure_table_cannot_be_filled(self):
+        # audit G1: one uid sprays 52,000 distinct logins (more than the
+        # lockout tables hold); refused attempts used to take slots until
+        # the tables were full, and then every login of every peer answered
+        # rate_limited. Now the sprayer is stopped and costs no slots.
+        if not ghtest.is_root():
+            self.skipTest("needs root to connect as other uids")
+        srv, admin = self.server(lockout_threshold=5, peer_failure_threshold=20)
+        before = self.verifications(admin)
+        attacker = self.uid_client(srv, ghtest.NOBODY)
+        codes = []
+        for chunk in range(0, 52000, 4000):
+            rs = attacker.pipeline([{"op": "auth", "user": "x%06d" % i, "password": "p"}
+                                    for i in range(chunk, chunk + 4000)])
+            codes += [r["error"]["code"] for r in rs]
+        self.assertEqual(codes.count("invalid_credentials"), 20)
+        self.assertEqual(codes.count("rate_limited"), 52000 - 20)
+        self.assertLessEqual(self.verifications(admin) - before, 20)
+        # the sprayer stays stopped, even with a right password
+        self.assertError(attacker.call("auth", user="alice", password=PW), "rate_limited")
+        # another uid and root still log in at once
+        self.uid_client(srv, OTHER).login("alice", PW)
+        self.assertTrue(self.assertOk(admin.call("auth", user="bob", password=PW))["token"])
+
     def test_front_end_names_its_end_client(self):
         # root is a trusted front-end (sshd + PAM): an attacker behind it
         # locks out only itself, not every user of the front-end
