@@ -137,6 +137,15 @@ static void test_running_delay_survives_a_flood(void **state)
     assert_int_equal(attempt(f, "alice", "tcp:192.0.2.1", 1), GH_ERATE);
 }
 
+/* Entries with an attempt in flight. */
+static unsigned in_flight(const gh_failtab *t)
+{
+    unsigned n = 0;
+    for (size_t i = 0; i < t->cap; i++)
+        n += t->slots[i].key != 0 && t->slots[i].inflight > 0;
+    return n;
+}
+
 /* An attempt in flight keeps its entries through a flood: its settle finds
  * them, and the per-login in-flight cap still holds meanwhile. */
 static void test_in_flight_entries_are_never_evicted(void **state)
@@ -152,6 +161,9 @@ static void test_in_flight_entries_are_never_evicted(void **state)
         snprintf(client, sizeof(client), "uid:0/client:%d", i);
         attempt(f, login, client, 0);
     }
+    assert_true(f->srv.user_fails.evicted > 0 && f->srv.peer_fails.evicted > 0);
+    assert_int_equal(in_flight(&f->srv.user_fails), 1);
+    assert_int_equal(in_flight(&f->srv.peer_fails), 1);
     gh_admission a;
     assert_int_equal(gh__lockout_admit(&f->srv, "alice", "uid:1001", &a), GH_ERATE);
     assert_true(a.busy);
