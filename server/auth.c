@@ -14,7 +14,11 @@
  * reconnecting buys no extra verified guesses; a success gives back only
  * that login's count. Delays double per attempt past the threshold up to a
  * cap (never a permanent lock). Unknown users are verified against a dummy
- * hash so that "no such user" and "wrong password" cost the same.
+ * hash so that "no such user" and "wrong password" cost the same. The
+ * tables have a fixed size and must never be fillable into a denial of
+ * service: a refused attempt creates no entry, an entry that remembers
+ * nothing is deleted at once, and a full table forgets its least useful
+ * entry rather than refuse everyone (fail_evict).
  *
  * Threads: a request's auth runs on its connection's loop; the lockout
  * tables are shared by every loop under srv->fail_mu (taken only when a
