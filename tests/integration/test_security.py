@@ -340,9 +340,10 @@ class Bounds(ghtest.TestCase):
         for s in conns:
             s.close()
         # per connection max_request + max_held_bytes + max_output, plus the
-        # Argon2 buffer (8 MiB) and 8 MiB of allocator slack; ASan's shadow
-        # and redzones double it (TSan's shadow is not bounded that way)
-        bound = n_conns * (64 + held_max // 1024 + 1024) / 1024 + 8 + 8
+        # Argon2 buffer (8 MiB) and 8 MiB of allocator slack per loop thread
+        # (an arena each); ASan's shadow and redzones double it (TSan's
+        # shadow is not bounded that way)
+        bound = n_conns * (64 + held_max // 1024 + 1024) / 1024 + 8 + 8 * ghtest.loop_threads()
         bound *= {"asan": 2}.get(ghtest.SANITIZED, 1)
         print("# RSS grew by %.1f MiB under %d connections of held requests (bound %.0f MiB)"
               % (grew_mib, n_conns, bound))
