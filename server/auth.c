@@ -14,7 +14,11 @@
  * reconnecting buys no extra verified guesses; a success gives back only
  * that login's count. Delays double per attempt past the threshold up to a
  * cap (never a permanent lock). Unknown users are verified against a dummy
- * hash so that "no such user" and "wrong password" cost the same.
+ * hash so that "no such user" and "wrong password" cost the same. The
+ * tables have a fixed size and must never be fillable into a denial of
+ * service: a refused attempt creates no entry, an entry that remembers
+ * nothing is deleted at once, and a full table forgets its least useful
+ * entry rather than refuse everyone (fail_evict).
  *
  * Threads: a request's auth runs on its connection's loop; the lockout
  * tables are shared by every loop under srv->fail_mu (taken only when a
@@ -25,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +43,8 @@
 #include "server/server.h"
 
 #define FAILTAB_CAP 65536
+/* slots fail_evict looks at (more only while it has found nothing evictable) */
+#define GH_FAIL_EVICT_SAMPLE 1024
 
 uint64_t gh__now_ms(void)
 {
@@ -55,36 +62,118 @@ static uint64_t fail_keyhash(const gh_server *srv, const char *text)
     return h ? h : 1;
 }
 
-static gh_fail *fail_find(gh_failtab *t, uint64_t key, int create)
+/* Lookup only: NULL when key has no entry. */
+static gh_fail *fail_lookup(gh_failtab *t, uint64_t key)
+{
+    if (t->slots == NULL)
+        return NULL;
+    size_t mask = t->cap - 1;
+    for (size_t n = 0, i = key & mask; n < t->cap; n++, i = (i + 1) & mask) {
+        if (t->slots[i].key == key)
+            return &t->slots[i];
+        if (t->slots[i].key == 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* Removes f, shifting back the entries of its probe run so that lookups
+ * still find them (linear probing without tombstones). Moves other entries:
+ * pointers into this table other than f are stale afterwards. */
+static void fail_delete(gh_failtab *t, gh_fail *f)
+{
+    size_t mask = t->cap - 1;
+    size_t hole = (size_t)(f - t->slots), j = hole;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (t->slots[j].key == 0)
+            break;
+        size_t home = t->slots[j].key & mask;
+        /* the entry at j may fill the hole unless its home lies in (hole, j] */
+        int stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (stays)
+            continue;
+        t->slots[hole] = t->slots[j];
+        hole = j;
+    }
+    memset(&t->slots[hole], 0, sizeof(t->slots[hole]));
+    t->used--;
+}
+
+/* An entry that remembers nothing (no failures, no delay, nothing in flight)
+ * is dropped at once: only attempts leave entries behind. */
+static void fail_drop_idle(gh_failtab *t, gh_fail *f, uint64_t now)
+{
+    if (f != NULL && f->failures == 0 && f->inflight == 0 && f->until_ms <= now)
+        fail_delete(t, f);
+}
+
+/* The table is full: frees one slot. Never an entry with an attempt in
+ * flight (its settle must find it). Prefers the entry that protects least:
+ * one not delaying anybody, last used longest ago; failing that the delay
+ * that ends first. The search samples a window from a random place (as
+ * Redis samples for its LRU), so a full table costs a bounded scan per new
+ * entry. Forgetting one entry gives its peer back at most its own
+ * threshold; refusing instead would let whoever fills the table lock out
+ * everyone (issue 10 audit, G1). */
+static int fail_evict(gh_failtab *t, uint64_t now)
+{
+    size_t mask = t->cap - 1, best = SIZE_MAX;
+    size_t i = randombytes_uniform((uint32_t)t->cap);
+    int best_free = 0;
+    for (size_t n = 0; n < t->cap; n++, i = (i + 1) & mask) {
+        if (n >= GH_FAIL_EVICT_SAMPLE && best != SIZE_MAX)
+            break;
+        const gh_fail *f = &t->slots[i];
+        if (f->key == 0 || f->inflight > 0)
+            continue;
+        int is_free = f->until_ms <= now;
+        if (best == SIZE_MAX || (is_free && !best_free) ||
+            (is_free == best_free && (is_free ? f->last_ms < t->slots[best].last_ms
+                                              : f->until_ms < t->slots[best].until_ms))) {
+            best = i;
+            best_free = is_free;
+        }
+    }
+    if (best == SIZE_MAX)
+        return GH_ERATE; /* every entry is in flight: the Argon2 and bind caps bound that */
+    fail_delete(t, &t->slots[best]);
+    t->evicted++;
+    return 0;
+}
+
+/* Finds key's entry or makes one, evicting when the table is full. NULL only
+ * when nothing can be evicted or the table cannot be allocated. */
+static gh_fail *fail_insert(gh_failtab *t, uint64_t key, uint64_t now)
 {
     if (t->slots == NULL) {
-        if (!create)
-            return NULL;
         t->slots = calloc(FAILTAB_CAP, sizeof(gh_fail));
         if (t->slots == NULL)
             return NULL;
         t->cap = FAILTAB_CAP;
     }
+    gh_fail *f = fail_lookup(t, key);
+    if (f != NULL)
+        return f;
+    if (t->used >= t->cap * 3 / 4 && fail_evict(t, now) != 0)
+        return NULL;
     size_t mask = t->cap - 1;
-    size_t i = key & mask;
-    for (size_t n = 0; n < t->cap; n++, i = (i + 1) & mask) {
-        gh_fail *f = &t->slots[i];
-        if (f->key == 0) {
-            if (!create || t->used >= t->cap * 3 / 4)
-                return NULL;
+    for (size_t n = 0, i = key & mask; n < t->cap; n++, i = (i + 1) & mask) {
+        if (t->slots[i].key == 0) {
+            f = &t->slots[i];
+            memset(f, 0, sizeof(*f));
             f->key = key;
+            f->last_ms = now;
             t->used++;
             return f;
         }
-        if (f->key == key)
-            return f;
     }
     return NULL;
 }
 
 /* Drops entries that have served their delay, gone quiet and have nothing in
- * flight; rebuilds the table (linear probing has no cheap delete). Time is
- * the only thing that forgets failures. */
+ * flight; rebuilds the table (cheaper than one delete per dropped entry).
+ * Time is the only thing that forgets failures. */
 static void fail_gc(gh_failtab *t, uint64_t now, uint64_t quiet_ms)
 {
     if (t->slots == NULL || t->used == 0)
@@ -102,7 +191,8 @@ static void fail_gc(gh_failtab *t, uint64_t now, uint64_t quiet_ms)
             continue;
         if (old[i].inflight == 0 && old[i].until_ms <= now && now - old[i].last_ms > quiet_ms)
             continue;
-        gh_fail *f = fail_find(t, old[i].key, 1);
+        /* at most as many entries as before: no eviction can happen */
+        gh_fail *f = fail_insert(t, old[i].key, now);
         if (f)
             *f = old[i];
     }
@@ -138,6 +228,11 @@ void gh__lockout_client(const gh_opctx *c, const char *client, char *out, size_t
         snprintf(out, outlen, "%s", c->peerkey);
 }
 
+/* The peer's entry is looked at first and a refused attempt creates nothing
+ * more: a delayed peer spraying distinct logins costs no slots. Entries for
+ * (login, client) and login are made only for an admitted attempt, so one
+ * client holds at most about peer_failure_threshold of them per window; a
+ * full table evicts (fail_evict) rather than refuse everyone. */
 int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_admission *a)
 {
     const gh_config *cfg = srv->cfg;
@@ -155,16 +250,24 @@ int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_
 
     int rc = GH_ERATE;
     pthread_mutex_lock(&srv->fail_mu);
-    uf = fail_find(&srv->user_fails, a->user_key, 1);
-    lf = fail_find(&srv->login_fails, a->login_key, 1);
-    pf = fail_find(&srv->peer_fails, a->peer_key, 1);
-    if (uf == NULL || lf == NULL || pf == NULL)
-        goto done; /* the tables are full: refuse rather than forget */
-    if (uf->until_ms > now || pf->until_ms > now)
+    pf = fail_insert(&srv->peer_fails, a->peer_key, now);
+    if (pf == NULL)
+        goto done; /* nothing evictable: every entry has an attempt in flight */
+    if (pf->until_ms > now)
         goto done;
-    if (lf->inflight >= cfg->auth_max_inflight_per_login) {
+    uf = fail_lookup(&srv->user_fails, a->user_key);
+    if (uf != NULL && uf->until_ms > now)
+        goto refused;
+    lf = fail_lookup(&srv->login_fails, a->login_key);
+    if (lf != NULL && lf->inflight >= cfg->auth_max_inflight_per_login) {
         a->busy = 1; /* not a failure: this login is being checked already */
-        goto done;
+        goto refused;
+    }
+    if (uf == NULL && (uf = fail_insert(&srv->user_fails, a->user_key, now)) == NULL)
+        goto refused;
+    if (lf == NULL && (lf = fail_insert(&srv->login_fails, a->login_key, now)) == NULL) {
+        fail_drop_idle(&srv->user_fails, uf, now);
+        goto refused;
     }
     /* counted now, before any Argon2: a success gives it back */
     fail_count(cfg, uf, cfg->lockout_threshold, now);
@@ -174,6 +277,9 @@ int gh__lockout_admit(gh_server *srv, const char *login, const char *client, gh_
     pf->inflight++;
     a->held = 1;
     rc = 0;
+    goto done;
+refused:
+    fail_drop_idle(&srv->peer_fails, pf, now); /* a new peer refused for others' reasons */
 done:
     pthread_mutex_unlock(&srv->fail_mu);
     return rc;
@@ -184,31 +290,33 @@ void gh__lockout_settle(gh_server *srv, gh_admission *a, int success)
     if (!a->held)
         return;
     a->held = 0;
+    uint64_t now = gh__now_ms();
     pthread_mutex_lock(&srv->fail_mu);
-    gh_fail *uf = fail_find(&srv->user_fails, a->user_key, 0);
-    gh_fail *lf = fail_find(&srv->login_fails, a->login_key, 0);
-    gh_fail *pf = fail_find(&srv->peer_fails, a->peer_key, 0);
+    gh_fail *uf = fail_lookup(&srv->user_fails, a->user_key);
+    gh_fail *lf = fail_lookup(&srv->login_fails, a->login_key);
+    gh_fail *pf = fail_lookup(&srv->peer_fails, a->peer_key);
     if (uf && uf->inflight)
         uf->inflight--;
     if (lf && lf->inflight)
         lf->inflight--;
     if (pf && pf->inflight)
         pf->inflight--;
-    if (!success)
-        goto done;
     /* A success clears that login's record for this client only. The
      * client's own count (spraying) forgets only this attempt: another
      * account's good password does not buy more guesses. */
-    if (uf) {
+    if (success && uf) {
         uf->failures = 0;
         uf->until_ms = 0;
     }
-    if (pf && pf->failures > 0) {
+    if (success && pf && pf->failures > 0) {
         pf->failures--;
         if (pf->failures < srv->cfg->peer_failure_threshold)
             pf->until_ms = 0;
     }
-done:
+    /* the login table only counts what is in flight */
+    fail_drop_idle(&srv->user_fails, uf, now);
+    fail_drop_idle(&srv->login_fails, lf, now);
+    fail_drop_idle(&srv->peer_fails, pf, now);
     pthread_mutex_unlock(&srv->fail_mu);
 }
 
@@ -336,6 +444,36 @@ void gh__argon2_give(gh_server *srv)
     __atomic_fetch_sub(&srv->argon2_inflight, 1, __ATOMIC_RELAXED);
 }
 
+/* Every Argon2 run for a password attempt (auth, an LDAP bind,
+ * passwd.change's old password, and the offline copy hashed after an
+ * upstream accepted a bind) is queued here: the one place stats counts
+ * auth.verifications, so no front-end can verify uncounted. */
+int gh__verify_queue(gh_server *srv, uv_loop_t *loop, uv_work_t *w, uv_work_cb work,
+                     uv_after_work_cb after)
+{
+    if (gh__argon2_take(srv) != 0)
+        return GH_ERATE;
+    if (uv_queue_work(loop, w, work, after) != 0) {
+        gh__argon2_give(srv);
+        return GH_EINTERNAL;
+    }
+    GH_STAT_SHARED_ADD(srv->auth_verifications, 1);
+    return 0;
+}
+
+/* Every pass-through bind (auth, an LDAP bind) is handed to the sync module
+ * here: the one place stats counts auth.upstream_binds (binds accepted for
+ * an upstream; a refusal of the bind queue is counted as rate_limited by
+ * the caller). */
+static int upstream_bind(gh_server *srv, const gh_user *u, const char *peer, const char *pw,
+                         gh_sync_auth_cb cb, void *arg)
+{
+    int rc = gh_sync_auth_user(srv->sync, u, peer, pw, cb, arg);
+    if (rc == 0)
+        GH_STAT_SHARED_ADD(srv->auth_upstream_binds, 1);
+    return rc;
+}
+
 /* The loop of the calling thread: Argon2's after-work callback comes back to
  * it, which is the loop of the connection the request belongs to. */
 static uv_loop_t *this_loop(gh_server *srv)
@@ -455,23 +593,36 @@ static void auth_job_free(void *arg)
     free(j);
 }
 
-/* The token, and a new verifier only if the stored one is still the one we
- * verified against (compare-and-set: a login racing a password reset must
- * not bring the old password back). Reads j only: a re-run is the same. */
+int gh__auth_rehash_apply(gh_txn *txn, uint64_t user_id, const char *verified, const char *rehash)
+{
+    gh_user u;
+    size_t n = strlen(verified);
+    int rc = gh_store_user_get_by_id(txn, user_id, &u);
+    if (rc == GH_ENOTFOUND) {
+        rc = 0; /* deleted meanwhile: nothing to keep up */
+        goto done;
+    }
+    if (rc != 0)
+        goto done;
+    /* compare-and-set: a password reset (or another rehash) won the race */
+    if (strlen(u.verifier) != n || sodium_memcmp(u.verifier, verified, n) != 0)
+        goto done;
+    snprintf(u.verifier, sizeof(u.verifier), "%s", rehash);
+    u.verifier_time = gh_txn_now(txn);
+    rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+done:
+    sodium_memzero(&u, sizeof(u));
+    return rc;
+}
+
+/* The token, and the rehash (compare-and-set, gh__auth_rehash_apply). Reads
+ * j only: a re-run is the same. */
 static int auth_apply(gh_txn *txn, void *arg)
 {
     const auth_job *j = arg;
     int rc = gh_store_token_put(txn, &j->tok);
-    if (rc == 0 && j->new_verifier) {
-        gh_user u;
-        if (gh_store_user_get_by_id(txn, j->u.id, &u) == 0 &&
-            strcmp(u.verifier, j->u.verifier) == 0) {
-            snprintf(u.verifier, sizeof(u.verifier), "%s", j->rehash);
-            u.verifier_time = gh_txn_now(txn);
-            rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
-        }
-        sodium_memzero(&u, sizeof(u));
-    }
+    if (rc == 0 && j->new_verifier)
+        rc = gh__auth_rehash_apply(txn, j->u.id, j->u.verifier, j->rehash);
     return rc;
 }
 
@@ -576,15 +727,10 @@ static void verify_after(uv_work_t *w, int status)
 
 static int queue_verify(auth_job *j)
 {
-    gh_server *srv = j->srv;
-    if (gh__argon2_take(srv) != 0)
-        return GH_ERATE;
     j->work.data = j;
-    if (uv_queue_work(j->lp->loop, &j->work, verify_work, verify_after) != 0) {
-        gh__argon2_give(srv);
-        return GH_EINTERNAL;
-    }
-    GH_STAT_SHARED_ADD(srv->auth_verifications, 1);
+    int rc = gh__verify_queue(j->srv, j->lp->loop, &j->work, verify_work, verify_after);
+    if (rc != 0)
+        return rc;
     if (j->p != NULL) /* NULL on the first queueing: auth_run pends after */
         j->p->work = &j->work;
     return 0;
@@ -654,7 +800,7 @@ static void upstream_done(void *arg, int rc, int offline_ok)
 static void upstream_submit(void *arg)
 {
     auth_job *j = arg;
-    int rc = gh_sync_auth_user(j->srv->sync, &j->u, j->peer, j->pw, upstream_done, j);
+    int rc = upstream_bind(j->srv, &j->u, j->peer, j->pw, upstream_done, j);
     if (rc != 0) /* j->post is free again: on_wake took it off the queue */
         upstream_done(j, rc == GH_ENOTFOUND ? GH_EUNAVAIL : rc, 0);
 }
@@ -718,7 +864,6 @@ int gh__op_auth(gh_opctx *c)
     if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && j->pwlen > 0) {
         j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
         j->p = gh_op_pend(c);
-        GH_STAT_SHARED_ADD(srv->auth_upstream_binds, 1);
         /* the sync module's bind bookkeeping is loop 0's */
         gh__loop_run_on(&srv->loops[0], &j->post, upstream_submit, j);
         return 0;
@@ -762,10 +907,16 @@ void gh__housekeeping(gh_server *srv)
 {
     uint64_t quiet = (uint64_t)srv->cfg->lockout_max_delay * 1000 * 2;
     pthread_mutex_lock(&srv->fail_mu);
+    uint64_t evicted = srv->user_fails.evicted + srv->login_fails.evicted + srv->peer_fails.evicted;
+    srv->user_fails.evicted = srv->login_fails.evicted = srv->peer_fails.evicted = 0;
     fail_gc(&srv->user_fails, gh__now_ms(), quiet);
     fail_gc(&srv->login_fails, gh__now_ms(), quiet);
     fail_gc(&srv->peer_fails, gh__now_ms(), quiet);
     pthread_mutex_unlock(&srv->fail_mu);
+    if (evicted > 0)
+        GH_LOGW("lockout tables full: %llu entries forgotten early (failed logins from very many "
+                "clients)",
+                (unsigned long long)evicted);
     int64_t *now = malloc(sizeof(*now));
     if (now == NULL)
         return;
@@ -840,19 +991,11 @@ static void vjob_work(uv_work_t *w)
 }
 
 /* A new verifier only if the stored one is still the one we verified against
- * (compare-and-set, as auth_apply). */
+ * (compare-and-set, gh__auth_rehash_apply). */
 static int vjob_apply(gh_txn *txn, void *arg)
 {
     const verify_job *j = arg;
-    gh_user u;
-    int rc = 0;
-    if (gh_store_user_get_by_id(txn, j->u.id, &u) == 0 && strcmp(u.verifier, j->u.verifier) == 0) {
-        snprintf(u.verifier, sizeof(u.verifier), "%s", j->rehash);
-        u.verifier_time = gh_txn_now(txn);
-        rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
-    }
-    sodium_memzero(&u, sizeof(u));
-    return rc;
+    return gh__auth_rehash_apply(txn, j->u.id, j->u.verifier, j->rehash);
 }
 
 static void vjob_written(void *cbarg, int rc, const char *err)
@@ -883,14 +1026,8 @@ static void vjob_after(uv_work_t *w, int status)
 
 static int vjob_queue(verify_job *j)
 {
-    if (gh__argon2_take(j->srv) != 0)
-        return GH_ERATE;
     j->work.data = j;
-    if (uv_queue_work(j->srv->loop, &j->work, vjob_work, vjob_after) != 0) {
-        gh__argon2_give(j->srv);
-        return GH_EINTERNAL;
-    }
-    return 0;
+    return gh__verify_queue(j->srv, j->srv->loop, &j->work, vjob_work, vjob_after);
 }
 
 static void vjob_upstream(void *arg, int rc, int offline_ok)
@@ -952,7 +1089,7 @@ int gh__auth_verify(gh_server *srv, const char *name, const char *peer, const ch
     j->exists = rc == 0;
     if (j->exists && j->u.origin[0] != '\0' && srv->sync != NULL && pwlen > 0) {
         j->offline_max_age = gh_sync_offline_max_age(srv->sync, j->u.origin);
-        rc = gh_sync_auth_user(srv->sync, &j->u, j->peer, j->pw, vjob_upstream, j);
+        rc = upstream_bind(srv, &j->u, j->peer, j->pw, vjob_upstream, j);
         if (rc != 0) /* not asked: answered at once (the caller counts on it) */
             vjob_upstream(j, rc == GH_ERATE ? GH_ERATE : GH_EUNAVAIL, 0);
         return 0;

@@ -246,14 +246,14 @@ static int op_passwd_change(gh_opctx *c)
     }
     sodium_memzero(&u, sizeof(u));
     j->work.data = j;
-    if (gh__argon2_take(srv) != 0) {
+    /* on this connection's loop: the after-work callback comes back to it */
+    rc = gh__verify_queue(srv, gh__loop_self()->loop, &j->work, verify_work, verify_after);
+    if (rc == GH_ERATE) {
         job_free(j);
         GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return gh_op_fail(c, GH_ERATE, "too many authentications in progress; retry later");
     }
-    /* on this connection's loop: the after-work callback comes back to it */
-    if (uv_queue_work(gh__loop_self()->loop, &j->work, verify_work, verify_after) != 0) {
-        gh__argon2_give(srv);
+    if (rc != 0) {
         job_free(j);
         return gh_op_fail(c, GH_EINTERNAL, "cannot queue the verification");
     }

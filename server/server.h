@@ -168,6 +168,7 @@ typedef struct gh_fail {
 typedef struct gh_failtab {
     gh_fail *slots;
     size_t cap, used;
+    uint64_t evicted; /* entries dropped because the table was full (logged) */
 } gh_failtab;
 
 /* One admitted password attempt (auth, passwd.change, LDAP bind): taken by
@@ -367,6 +368,16 @@ int gh__hash_password(gh_server *srv, const char *password, size_t len, gh_hash_
  * jobs): 0 taken, or GH_ERATE; gh__argon2_give returns it. */
 int gh__argon2_take(gh_server *srv);
 void gh__argon2_give(gh_server *srv);
+/* Takes an Argon2 slot and queues a password attempt's Argon2 job on loop,
+ * counting it in auth.verifications (every front-end verifies through it):
+ * 0, GH_ERATE (queue full) or GH_EINTERNAL. */
+int gh__verify_queue(gh_server *srv, uv_loop_t *loop, uv_work_t *w, uv_work_cb work,
+                     uv_after_work_cb after);
+/* The rehash write-back (new cost, or an offline copy after an upstream
+ * bind): stores rehash as the user's verifier only if the stored one is
+ * still `verified` (compare-and-set; a reset that raced the login wins).
+ * 0 also when nothing was written. */
+int gh__auth_rehash_apply(gh_txn *txn, uint64_t user_id, const char *verified, const char *rehash);
 /* Token helpers: encode 32 random bytes as 43 base64url chars, keyed hash. */
 int gh__token_hash(gh_server *srv, const char *token, uint8_t hash[GH_TOKEN_HASH_BYTES]);
 void gh__housekeeping(gh_server *srv);

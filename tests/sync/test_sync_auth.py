@@ -13,6 +13,8 @@ verifier. Run one test by hand with
 """
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 import unittest
@@ -150,6 +152,32 @@ class Fallback(AuthBase):
         self.assertEqual(b1["network_errors"] - b0["network_errors"], 2)
         self.assertEqual(b1["rate_limited"], b0["rate_limited"])
         self.assertTrue(self.has_password(c, "u00007"))  # a wrong guess offline deletes nothing
+
+
+@unittest.skipUnless(shutil.which("ldapwhoami"), "ldap-utils not installed")
+class Counting(AuthBase):
+    def ldap_bind(self, srv, user, password):
+        uri = "ldapi://" + os.path.join(srv.state_dir, "ldapi").replace("/", "%2F")
+        return subprocess.run(["ldapwhoami", "-x", "-H", uri, "-D",
+                               "uid=%s,ou=people,dc=gatehouse" % user, "-w", password],
+                              env=dict(os.environ, LDAPCONF="/dev/null"), capture_output=True,
+                              text=True, timeout=ghtest.scaled(30)).returncode
+
+    def test_ldap_binds_of_upstream_users_are_counted(self):
+        # stats' auth counters see the LDAP front-end's pass-through binds
+        # (audit G4): before, only the JSON auth counted them
+        ldap = self.start_upstream(users=10, groups=1)
+        srv, c = self.start_gh(ldap)
+        s0 = self.assertOk(c.call("stats"))["auth"]
+        self.assertEqual(self.ldap_bind(srv, "u00005", gen_ldif.password(5)), 0)
+        self.assertEqual(self.ldap_bind(srv, "u00005", "wrong"), 49)
+        s1 = self.assertOk(c.call("stats"))["auth"]
+        self.assertEqual(s1["upstream_binds"] - s0["upstream_binds"], 2, (s0, s1))
+        # the offline copy hashed after the accepted bind
+        self.assertEqual(s1["verifications"] - s0["verifications"], 1, (s0, s1))
+        self.assertTrue(c.login("u00005", gen_ldif.password(5)))
+        s2 = self.assertOk(c.call("stats"))["auth"]
+        self.assertEqual(s2["upstream_binds"] - s1["upstream_binds"], 1, (s1, s2))
 
 
 class Caps(AuthBase):

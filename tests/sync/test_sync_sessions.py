@@ -6,7 +6,9 @@
   field raises nothing);
 - deleting a user upstream (a tombstone in the mirror) ends the sessions it
   had: whoami answers invalid_token right after the mirror shows the user
-  disabled, and session.list is empty.
+  disabled, session.list is empty, and the token no longer gives the admin
+  rights a *local* admin group gave it (the "auth" field of a non-admin
+  peer answers invalid_token).
 
     GH_BUILDDIR=build GH_SRCDIR=. python3 tests/sync/test_sync_sessions.py
 """
@@ -34,6 +36,8 @@ def udn(login):
 
 @unittest.skipUnless(slapd.available(), "slapd or ldap-utils not installed")
 class UpstreamSessions(ghtest.TestCase):
+    # the delete test's user is an administrator through a local group
+    ADMIN_GROUP = {"test_upstream_delete_ends_sessions": "local-admins"}
 
     def setUp(self):
         buf = io.StringIO()
@@ -51,7 +55,9 @@ class UpstreamSessions(ghtest.TestCase):
               "member_attr": "member", "mode": "syncrepl-persist", "interval": 1,
               "timeout": 5, "bind_timeout": 2}
         self.srv = self.start_server(world_access=ghtest.is_root(), config={
-            "server": {"peer_failure_threshold": 10000},
+            "server": {"peer_failure_threshold": 10000,
+                       "admin_group": self.ADMIN_GROUP.get(self._testMethodName,
+                                                           "gatehouse-admins")},
             "upstream:corp": up})
         self.c = self.client(self.srv)
         deadline = time.time() + ghtest.scaled(60)
@@ -71,8 +77,15 @@ class UpstreamSessions(ghtest.TestCase):
                 self.assertError(nobody.call("user.list", auth=tok), "permission_denied")
 
     def test_upstream_delete_ends_sessions(self):
+        self.assertOk(self.c.call("group.add", name="local-admins"))
+        self.assertOk(self.c.call("group.add_member", group="local-admins", user="u00002"))
         tok = self.c.login("u00002", gen_ldif.password(2))
-        self.assertOk(self.c.call("whoami", token=tok))
+        self.assertIs(self.assertOk(self.c.call("whoami", token=tok))["admin"], True)
+        nobody = None
+        if ghtest.is_root():  # a peer that is admin only through the token
+            nobody = ghtest.UidClient(self.srv.socket_path, ghtest.NOBODY)
+            self.addCleanup(nobody.close)
+            self.assertOk(nobody.call("user.list", auth=tok))
         self.assertEqual(len(self.assertOk(
             self.c.call("session.list", user="u00002"))["sessions"]), 1)
         self.ldap.delete(udn("u00002"))
@@ -82,6 +95,8 @@ class UpstreamSessions(ghtest.TestCase):
                 self.fail("upstream delete not mirrored")
             time.sleep(0.02)
         self.assertError(self.c.call("whoami", token=tok), "invalid_token")
+        if nobody is not None:
+            self.assertError(nobody.call("user.list", auth=tok), "invalid_token")
         self.assertEqual(self.assertOk(
             self.c.call("session.list", user="u00002"))["sessions"], [])
         # other upstream users keep theirs

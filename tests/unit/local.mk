@@ -74,3 +74,11 @@ TESTS += tests/unit/test_jarena
 tests_unit_test_jarena_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_jarena_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
 endif
+
+# lockout tables and the rehash write-back (issue 10 audit: G1, G7)
+if HAVE_CMOCKA
+check_PROGRAMS += tests/unit/test_lockout
+TESTS += tests/unit/test_lockout
+tests_unit_test_lockout_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_lockout_LDADD = libghcore.la $(DEP_LIBS) $(CMOCKA_LIBS)
+endif
