@@ -313,6 +313,22 @@ void gh__lockout_settle(gh_server *srv, gh_admission *a, int success)
         if (pf->failures < srv->cfg->peer_failure_threshold)
             pf->until_ms = 0;
     }
+    /* A failure past the threshold delays from its answer, not only from its
+     * admission: an Argon2 run longer than the delay must not let the next
+     * guess straight in. */
+    if (!success) {
+        const gh_config *cfg = srv->cfg;
+        if (uf && uf->failures >= cfg->lockout_threshold) {
+            uint64_t until = now + delay_ms(cfg, uf->failures - cfg->lockout_threshold);
+            if (until > uf->until_ms)
+                uf->until_ms = until;
+        }
+        if (pf && pf->failures >= cfg->peer_failure_threshold) {
+            uint64_t until = now + delay_ms(cfg, pf->failures - cfg->peer_failure_threshold);
+            if (until > pf->until_ms)
+                pf->until_ms = until;
+        }
+    }
     /* the login table only counts what is in flight */
     fail_drop_idle(&srv->user_fails, uf, now);
     fail_drop_idle(&srv->login_fails, lf, now);
