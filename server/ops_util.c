@@ -269,6 +269,8 @@ json_t *gh_json_group(const gh_group *g)
     if (g->origin[0]) {
         json_object_set_new(o, "origin_dn", json_string(g->origin_dn));
         json_object_set_new(o, "origin_key", json_string(g->origin_key));
+        if (g->origin_sid[0])
+            json_object_set_new(o, "origin_sid", json_string(g->origin_sid));
     }
     json_object_set_new(o, "created", json_integer(g->created));
     json_object_set_new(o, "modified", json_integer(g->modified));
