@@ -791,17 +791,46 @@ int gh__sync_guid_swap(const char *key, char *out, size_t outlen)
     return 0;
 }
 
-/* AD keys before AD's text form were the raw byte order of the same
- * objectGUID: an entry unknown under its key but known under the swapped one
- * is that entry. Its stored key is rewritten in place (ids, bindings and
- * tokens stay) by a REKEY change ahead of the entry's own change. */
-static int adopt_old_key(gh__sync_upstream *up, int kind, const char *key)
+/* 389-ds's sync UUID (the key of its syncrepl entries before every mode
+ * keyed by entryUUID) is its nsUniqueId's 32 hex digits as a UUID. */
+static int ds389_sync_uuid(LDAP *ld, LDAPMessage *e, char *out, size_t outlen)
+{
+    char v[64], hex[33];
+    size_t n = 0;
+    if (first_value(ld, e, "nsUniqueId", v, sizeof(v)) != 0 || outlen < 37)
+        return GH_ENOTFOUND;
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p == '-')
+            continue;
+        if (!isxdigit((unsigned char)*p) || n == 32)
+            return GH_EINVAL;
+        hex[n++] = (char)tolower((unsigned char)*p);
+    }
+    if (n != 32)
+        return GH_EINVAL;
+    hex[32] = '\0';
+    snprintf(out, outlen, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+    return 0;
+}
+
+/* Keys of an older scheme name the same entry: AD keys before AD's text form
+ * were the raw byte order of the same objectGUID; 389-ds syncrepl keys were
+ * its sync UUID (from nsUniqueId). An entry unknown under its key but known
+ * under the older one is that entry: its stored key is rewritten in place
+ * (ids, bindings and tokens stay) by a REKEY change ahead of the entry's own
+ * change. Both older keys are computed from the entry itself, never guessed
+ * from a DN. */
+static int adopt_old_key(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage *e, const char *key)
 {
     char old[GH_KEY_MAX + 1];
     gh__sync_obj *o;
-    if (!up->ad || gh__sync_map_get(&up->m.by_key, key) != NULL ||
-        gh__sync_guid_swap(key, old, sizeof(old)) != 0 ||
-        (o = gh__sync_map_get(&up->m.by_key, old)) == NULL || o->kind != kind)
+    if ((!up->ad && !up->ds389) || gh__sync_map_get(&up->m.by_key, key) != NULL)
+        return 0;
+    if (up->ad ? gh__sync_guid_swap(key, old, sizeof(old)) != 0
+               : ds389_sync_uuid(ld, e, old, sizeof(old)) != 0)
+        return 0;
+    if (strcmp(old, key) == 0 || (o = gh__sync_map_get(&up->m.by_key, old)) == NULL ||
+        o->kind != kind)
         return 0;
     gh__sync_change *c = gh__sync_batch_add(&up->b, GH__SYNC_CH_REKEY, old);
     if (c == NULL)
@@ -855,7 +884,7 @@ int gh__sync_queue_entry(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage 
     pthread_mutex_lock(&up->mu);
     up->st.entries_received++;
     pthread_mutex_unlock(&up->mu);
-    if ((rc = adopt_old_key(up, kind, key)) != 0) {
+    if ((rc = adopt_old_key(up, kind, ld, e, key)) != 0) {
         ldap_memfree(dn);
         return rc;
     }

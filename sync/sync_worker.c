@@ -654,6 +654,13 @@ static int finish_refresh(gh__sync_upstream *up)
     int rc;
     size_t mirror = up->m.nusers + up->m.ngroups;
 
+    if (up->rekeyed > 0)
+        GH_LOGI("sync %s: %d entries kept their ids: their stored keys were of an older "
+                "version's scheme (%s) and are rewritten in place",
+                up->cfg->name, up->rekeyed,
+                up->ad ? "objectGUID in raw byte order" : "389-ds sync UUIDs");
+    up->rekeyed = 0;
+
     gh__sync_map_each(&up->del_held, held_one, &d);
     gh__sync_map_each(&up->m.by_key, diff_one, &d);
     rc = d.rc;
@@ -914,6 +921,7 @@ static char **attr_list(const gh__sync_upstream *up, int kind)
                        up->ad ? "lockoutTime" : "",
                        up->ds389 ? "nsAccountLock" : "",
                        up->ds389 ? "entryUUID" : "",
+                       up->ds389 ? "nsUniqueId" : "",
                        NULL};
     const char *g[] = {cfg->group_name_attr,
                        cfg->gid_number_attr,
@@ -921,6 +929,7 @@ static char **attr_list(const gh__sync_upstream *up, int kind)
                        cfg->member_attr,
                        cfg->key_attr,
                        up->ds389 ? "entryUUID" : "",
+                       up->ds389 ? "nsUniqueId" : "",
                        up->ad ? "objectSid" : "",
                        up->ad ? "uSNChanged" : "",
                        NULL};
@@ -1545,10 +1554,6 @@ static int run_search_poll(gh__sync_upstream *up)
         else if (up->hold_usn - 1 < up->mark_next.usn)
             up->mark_next.usn = up->hold_usn - 1;
     }
-    if (up->rekeyed > 0)
-        GH_LOGI("sync %s: %d entries kept their ids under objectGUID keys in AD's form (they "
-                "had the raw byte order of an older version)",
-                cfg->name, up->rekeyed);
     rc = finish_refresh(up);
     up->mark_pending = 0;
     if (rc == 0 && up->ad && !incremental)
