@@ -403,6 +403,7 @@ class Real389(test_sync.SyncTest):
 
     def test_389ds_keys_and_nsaccountlock(self):
         ds = self.ds
+        self.assertEqual(ds.listen_addresses(), {"127.0.0.1"})  # loopback only
         buf = io.StringIO()
         gen_ldif.generate(buf, 30, 2)
         ds.add(buf.getvalue())

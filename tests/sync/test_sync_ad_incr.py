@@ -98,6 +98,7 @@ class AdIncremental(ad.ActiveDirectory):
         self.assertEqual(u["entries_received"], FULL + 1)
         s = self.user(c, "aduser0010")
         self.assertEqual((s["state"], s["upstream_state"]), ("active", []))
+        self.assertEqual(s["upstream_expires"], exp)
         self.assertOk(c.call("whoami", token=tok))
         time.sleep(max(0, exp + 1 - time.time()))
         # nothing changed upstream: an incremental run that reads nothing
