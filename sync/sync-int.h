@@ -362,6 +362,11 @@ int gh__sync_queue_entry(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage 
 int gh__sync_queue_delete(gh__sync_upstream *up, const char *key);
 void gh__sync_entry_skipped(gh__sync_upstream *up, const char *dn, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A cookie as sync.status shows it: "NAME:<cookie>" whole when printable
+ * and at most 1,000 bytes, else "NAME:blake2b-128:<hex>/<length>"; never
+ * cut. Returns what snprintf returns. */
+int gh__sync_cookie_show(const char *name, const char *cookie, size_t len, char *out,
+                         size_t outlen);
 /* AD: queues an EXPIRE for each mirrored user whose stored accountExpires
  * has passed since it was read (no change upstream marks that moment). */
 int gh__sync_queue_expired(gh__sync_upstream *up);

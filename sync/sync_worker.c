@@ -181,6 +181,21 @@ static void counts_add(gh__sync_counts *a, const gh__sync_counts *b)
     a->foreign += b->foreign;
 }
 
+int gh__sync_cookie_show(const char *name, const char *cookie, size_t len, char *out, size_t outlen)
+{
+    int printable = len <= 1000;
+    for (size_t j = 0; j < len && printable; j++)
+        if ((unsigned char)cookie[j] < 0x20 || (unsigned char)cookie[j] > 0x7e)
+            printable = 0;
+    if (printable)
+        return snprintf(out, outlen, "%s:%.*s", name, (int)len, cookie);
+    unsigned char h[16];
+    char hex[33];
+    crypto_generichash(h, sizeof(h), (const unsigned char *)cookie, len, NULL, 0);
+    sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+    return snprintf(out, outlen, "%s:blake2b-128:%s/%zu", name, hex, len);
+}
+
 /* Cookie as shown by sync.status: whole when printable (OpenLDAP's is
  * "rid=...,csn=..."), else a hash and the length; never cut. */
 static void show_cookie(gh__sync_upstream *up)
@@ -189,30 +204,18 @@ static void show_cookie(gh__sync_upstream *up)
     size_t off = 0;
     for (int i = 0; i < 2; i++) {
         gh__sync_session *ss = &up->sess[i];
-        const char *name = i == 0 ? "users" : "groups";
         int n;
         if (ss->cookie == NULL)
             continue;
-        int printable = ss->cookielen <= 1000;
-        for (size_t j = 0; j < ss->cookielen && printable; j++)
-            if ((unsigned char)ss->cookie[j] < 0x20 || (unsigned char)ss->cookie[j] > 0x7e)
-                printable = 0;
-        if (printable) {
-            n = snprintf(buf + off, sizeof(buf) - off, "%s%s:%.*s", off > 0 ? " " : "", name,
-                         (int)ss->cookielen, ss->cookie);
-        } else {
-            unsigned char h[16];
-            char hex[33];
-            crypto_generichash(h, sizeof(h), (const unsigned char *)ss->cookie, ss->cookielen, NULL,
-                               0);
-            sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
-            n = snprintf(buf + off, sizeof(buf) - off, "%s%s:blake2b-128:%s/%zu",
-                         off > 0 ? " " : "", name, hex, ss->cookielen);
-        }
+        if (off > 0)
+            buf[off++] = ' ';
+        n = gh__sync_cookie_show(i == 0 ? "users" : "groups", ss->cookie, ss->cookielen, buf + off,
+                                 sizeof(buf) - off);
         if (n < 0 || (size_t)n >= sizeof(buf) - off)
             break; /* cannot happen: sized for two whole cookies */
         off += (size_t)n;
     }
+    buf[off] = '\0';
     pthread_mutex_lock(&up->mu);
     snprintf(up->st.cookie, sizeof(up->st.cookie), "%s", buf);
     pthread_mutex_unlock(&up->mu);
