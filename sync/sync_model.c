@@ -539,7 +539,9 @@ static int range_slice(LDAP *ld, LDAPMessage *e, const char *attr, bvlist *out, 
     size_t al = strlen(attr);
     int found = 0;
     *rc = 0;
-    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL && !found;
+    /* the loop ends by break once found: the next attribute's name is
+     * never fetched (and so never leaked) */
+    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL;
          a = ldap_next_attribute(ld, e, ber)) {
         const char *dash;
         if (strncasecmp(a, attr, al) == 0 && strncasecmp(a + al, ";range=", 7) == 0 &&
@@ -551,6 +553,8 @@ static int range_slice(LDAP *ld, LDAPMessage *e, const char *attr, bvlist *out, 
             ldap_value_free_len(v);
         }
         ldap_memfree(a);
+        if (found)
+            break;
     }
     ber_free(ber, 0);
     return found;
