@@ -841,13 +841,11 @@ static int adopt_old_key(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage 
         return GH_ENOMEM;
     c->link.kind = kind;
     snprintf(c->link.key, sizeof(c->link.key), "%s", key);
+    /* the new key first: out of memory leaves the model as it was */
+    if (gh__sync_map_put(&up->m.by_key, key, o, NULL) != 0)
+        return GH_ENOMEM;
     gh__sync_map_del(&up->m.by_key, old);
     snprintf(o->key, sizeof(o->key), "%s", key);
-    if (gh__sync_map_put(&up->m.by_key, o->key, o, NULL) != 0) {
-        /* out of memory: the object is lost to the model; the worker
-         * reloads the model after the failed run */
-        return GH_ENOMEM;
-    }
     up->rekeyed++;
     return 0;
 }

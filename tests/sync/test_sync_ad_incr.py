@@ -90,7 +90,7 @@ class AdIncremental(ad.ActiveDirectory):
     def test_expiry_passing_between_runs(self):
         ldap, proxy, srv, c = self.start_ad(dse=rootdse(3000))
         tok = c.login("aduser0010", "pw-10")
-        exp = int(time.time()) + 4
+        exp = int(time.time()) + 8  # the next run must read it before it passes
         self.usn(ldap, udn(10), 5001, "replace: accountExpires\naccountExpires: %d\n-\n"
                  % ad.filetime(exp))
         proxy.rootdse.update(rootdse(5001))
