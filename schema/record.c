@@ -239,6 +239,10 @@ int gh__user_to_json(json_t *obj, const gh_user *u, unsigned mask)
     if (mask & GH_UF_UPSTREAM) {
         rc |= set_int(obj, "upstream_flags", u->upstream_flags);
         rc |= set_str(obj, "origin_sid", u->origin_sid);
+        if (u->upstream_expires != 0)
+            rc |= set_int(obj, "upstream_expires", u->upstream_expires);
+        else
+            json_object_del(obj, "upstream_expires");
     }
     if (mask & GH_UF_DISPLAY)
         rc |= set_str(obj, "display_name", u->display_name);
@@ -293,6 +297,7 @@ int gh__user_from_json(const json_t *obj, gh_user *u)
     rc |= get_int(obj, "modified", &u->modified);
     rc |= get_u32(obj, "upstream_flags", &u->upstream_flags);
     rc |= gh__json_str(obj, "origin_sid", u->origin_sid, sizeof(u->origin_sid));
+    rc |= get_int(obj, "upstream_expires", &u->upstream_expires);
     rc |= gh__json_str(obj, "admin_state", state, sizeof(state));
     if (rc == 0 && state[0] != '\0') {
         if (gh_user_state_parse(state, &u->admin_state) != 0)
@@ -334,6 +339,8 @@ int gh__group_to_json(json_t *obj, const gh_group *g, unsigned mask)
     }
     if (mask & GH_GF_TOMBSTONE)
         rc |= set_int(obj, "tombstone", g->tombstone);
+    if (mask & GH_GF_UPSTREAM)
+        rc |= set_opt_str(obj, "origin_sid", g->origin_sid);
     rc |= set_int(obj, "created", g->created);
     rc |= set_int(obj, "modified", g->modified);
     return rc ? GH_ENOMEM : 0;
@@ -351,6 +358,7 @@ int gh__group_from_json(const json_t *obj, gh_group *g)
     rc |= gh__json_str(obj, "origin", g->origin, sizeof(g->origin));
     rc |= gh__json_str(obj, "origin_key", g->origin_key, sizeof(g->origin_key));
     rc |= gh__json_str(obj, "origin_dn", g->origin_dn, sizeof(g->origin_dn));
+    rc |= gh__json_str(obj, "origin_sid", g->origin_sid, sizeof(g->origin_sid));
     rc |= get_int(obj, "tombstone", &g->tombstone);
     rc |= get_int(obj, "created", &g->created);
     rc |= get_int(obj, "modified", &g->modified);

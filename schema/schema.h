@@ -46,7 +46,7 @@ enum {
     GH_UF_ORIGIN = 1u << 6,   /* origin, origin_key, origin_dn */
     GH_UF_TOMBSTONE = 1u << 7,
     GH_UF_GID = 1u << 8,
-    GH_UF_UPSTREAM = 1u << 9, /* upstream_flags, origin_sid (written by sync only) */
+    GH_UF_UPSTREAM = 1u << 9, /* upstream_flags, upstream_expires, origin_sid (sync only) */
     GH_UF_HOME = 1u << 10,
     GH_UF_SHELL = 1u << 11,
     GH_UF_GECOS = 1u << 12
@@ -73,6 +73,7 @@ typedef struct gh_user {
     gh_user_state admin_state;
     uint32_t upstream_flags;         /* GH_UPSTREAM_* */
     char origin_sid[GH_KEY_MAX + 1]; /* AD objectSid, "" when none */
+    int64_t upstream_expires;        /* AD accountExpires (unix s; 0: never), re-checked each run */
     char display_name[GH_TEXT_MAX + 1];
     char mail[GH_TEXT_MAX + 1];
     char verifier[GH_VERIFIER_MAX + 1]; /* crypto_pwhash_str string; "" = no password */
@@ -95,7 +96,8 @@ enum {
     GH_GF_GID = 1u << 1,
     GH_GF_DESCRIPTION = 1u << 2,
     GH_GF_ORIGIN = 1u << 3,
-    GH_GF_TOMBSTONE = 1u << 4
+    GH_GF_TOMBSTONE = 1u << 4,
+    GH_GF_UPSTREAM = 1u << 5 /* origin_sid (written by sync only) */
 };
 
 typedef struct gh_group {
@@ -106,6 +108,7 @@ typedef struct gh_group {
     char origin[GH_NAME_MAX + 1];
     char origin_key[GH_KEY_MAX + 1];
     char origin_dn[GH_DN_MAX + 1];
+    char origin_sid[GH_KEY_MAX + 1]; /* AD objectSid, "" when none */
     int64_t tombstone;
     int64_t created;
     int64_t modified;

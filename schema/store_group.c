@@ -15,7 +15,7 @@
 #include "schema/store-int.h"
 
 #define ALL_GROUP_FIELDS                                                                           \
-    (GH_GF_NAME | GH_GF_GID | GH_GF_DESCRIPTION | GH_GF_ORIGIN | GH_GF_TOMBSTONE)
+    (GH_GF_NAME | GH_GF_GID | GH_GF_DESCRIPTION | GH_GF_ORIGIN | GH_GF_TOMBSTONE | GH_GF_UPSTREAM)
 
 /* ---- dupsort walks ---- */
 
@@ -135,7 +135,8 @@ static int group_valid(gh_txn *txn, const gh_group *g)
     int rc;
 
     if ((rc = gh__terminated(txn, "name", g->name, sizeof(g->name))) != 0 ||
-        (rc = gh__terminated(txn, "description", g->description, sizeof(g->description))) != 0)
+        (rc = gh__terminated(txn, "description", g->description, sizeof(g->description))) != 0 ||
+        (rc = gh__terminated(txn, "origin_sid", g->origin_sid, sizeof(g->origin_sid))) != 0)
         return rc;
     if (gh_schema_name_valid(g->name, txn->err, sizeof(txn->err)) != 0 ||
         gh_schema_text_valid("description", g->description, GH_TEXT_MAX, txn->err,
@@ -314,6 +315,8 @@ int gh_store_group_update(gh_txn *txn, const gh_group *g, unsigned mask)
     }
     if (mask & GH_GF_TOMBSTONE)
         n.tombstone = g->tombstone;
+    if (mask & GH_GF_UPSTREAM)
+        memcpy(n.origin_sid, g->origin_sid, sizeof(n.origin_sid));
     rc = group_valid(txn, &n);
     if (rc != 0)
         goto done;

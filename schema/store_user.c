@@ -316,6 +316,7 @@ int gh_store_user_update(gh_txn *txn, const gh_user *u, unsigned mask)
         n.admin_state = u->state;
     if (mask & GH_UF_UPSTREAM) {
         n.upstream_flags = u->upstream_flags;
+        n.upstream_expires = u->upstream_expires;
         memcpy(n.origin_sid, u->origin_sid, sizeof(n.origin_sid));
     }
     if (mask & GH_UF_VERIFIER) {

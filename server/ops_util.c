@@ -251,6 +251,8 @@ json_t *gh_json_user(const gh_user *u)
         json_object_set_new(o, "upstream_state", up);
         if (u->origin_sid[0])
             json_object_set_new(o, "origin_sid", json_string(u->origin_sid));
+        if (u->upstream_expires != 0)
+            json_object_set_new(o, "upstream_expires", json_integer(u->upstream_expires));
     }
     json_object_set_new(o, "has_password", json_boolean(u->verifier[0] != '\0'));
     json_object_set_new(o, "created", json_integer(u->created));
@@ -269,6 +271,8 @@ json_t *gh_json_group(const gh_group *g)
     if (g->origin[0]) {
         json_object_set_new(o, "origin_dn", json_string(g->origin_dn));
         json_object_set_new(o, "origin_key", json_string(g->origin_key));
+        if (g->origin_sid[0])
+            json_object_set_new(o, "origin_sid", json_string(g->origin_sid));
     }
     json_object_set_new(o, "created", json_integer(g->created));
     json_object_set_new(o, "modified", json_integer(g->modified));

@@ -28,6 +28,8 @@
 
 #include "sync/sync.h"
 
+#define GH__SYNC_MAX_DCS 16 /* AD domain controllers whose marks are kept */
+
 enum { GH__SYNC_MODE_PERSIST = 0, GH__SYNC_MODE_POLL = 1, GH__SYNC_MODE_SEARCH = 2 };
 enum { GH__SYNC_MEMBER_DN = 0, GH__SYNC_MEMBER_UID = 1 };
 enum { GH__SYNC_KIND_USER = 0, GH__SYNC_KIND_GROUP = 1 };
@@ -128,7 +130,9 @@ enum {
     GH__SYNC_CH_GROUP = 2,  /* add or update a mirrored group (members reconciled) */
     GH__SYNC_CH_DELETE = 3, /* upstream deleted key: tombstone it */
     GH__SYNC_CH_LINK = 4,   /* add one member that was unresolved when its group came */
-    GH__SYNC_CH_PURGE = 5   /* tombstone past its grace: delete for good */
+    GH__SYNC_CH_PURGE = 5,  /* tombstone past its grace: delete for good */
+    GH__SYNC_CH_EXPIRE = 6, /* AD: the stored accountExpires has passed: upstream "expired" */
+    GH__SYNC_CH_REKEY = 7   /* key -> link.key (link.kind): a key of an older scheme */
 };
 
 typedef struct gh__sync_ref {
@@ -144,7 +148,7 @@ typedef struct gh__sync_change {
     gh__sync_ref *members; /* GH__SYNC_CH_GROUP: resolved members */
     size_t nmembers;
     int superseded;    /* a later change of the same group carries its members */
-    gh__sync_ref link; /* GH__SYNC_CH_LINK: member to add to group key */
+    gh__sync_ref link; /* GH__SYNC_CH_LINK: member to add to group key; _REKEY: new key */
 } gh__sync_change;
 
 typedef struct gh__sync_counts {
@@ -229,6 +233,8 @@ typedef struct gh__sync_obj {
     gh__sync_keylist unres;      /* groups: member references not resolved yet */
     char *psid;                  /* AD users: SID of the primary group (NULL: unknown) */
     char *sid;                   /* AD groups: objectSid (NULL: unknown) */
+    int64_t expires;             /* AD users: accountExpires (unix s, 0: never) */
+    int expired;                 /* ... and the store says "expired" already */
 } gh__sync_obj;
 
 typedef struct gh__sync_model {
@@ -296,15 +302,20 @@ typedef struct gh__sync_upstream {
     int ad;             /* Active Directory: flavor = ad, or detected from the RootDSE */
     int ds389;          /* 389 Directory Server: flavor = 389ds, or detected */
     gh__sync_map alias; /* 389-ds syncrepl: sync UUID (from nsUniqueId) -> entryUUID key */
-    /* AD incremental runs: the high-water mark stored with the mirror, and
-     * the one read from the DC before this run's searches */
+    /* AD incremental runs: one high-water mark per DC, stored with the
+     * mirror, and the position read from this run's DC before its searches */
     struct gh__sync_admark {
         uint64_t usn;
         char inv[40];           /* the DC's invocationId */
         char dc[GH_DN_MAX + 1]; /* its dsServiceName */
-        int64_t full_at;        /* last full run (wall clock) */
-    } mark, mark_next;
+        int64_t seen;           /* last run on it (wall clock): the oldest goes first */
+    } marks[GH__SYNC_MAX_DCS], mark_next;
+    size_t nmarks;
+    int64_t full_at, full_at_next; /* last full run (wall clock), on any DC */
     int mark_pending;              /* mark_next goes with the run's last batch */
+    uint64_t hold_usn;             /* lowest uSNChanged of an entry to read again (0: none) */
+    int hold_nousn;                /* ... one without a readable uSNChanged: no mark */
+    int rekeyed;                   /* entries adopted from an older key scheme this run */
     int recount_due;               /* persist: counts to take from the store when idle */
     long long ad_lockout_duration; /* AD domain's lockoutDuration (100 ns, <= 0) */
     int primary_known;             /* AD: a full run since the model was loaded saw every
@@ -351,6 +362,17 @@ int gh__sync_queue_entry(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage 
 int gh__sync_queue_delete(gh__sync_upstream *up, const char *key);
 void gh__sync_entry_skipped(gh__sync_upstream *up, const char *dn, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A cookie as sync.status shows it: "NAME:<cookie>" whole when printable
+ * and at most 1,000 bytes, else "NAME:blake2b-128:<hex>/<length>"; never
+ * cut. Returns what snprintf returns. */
+int gh__sync_cookie_show(const char *name, const char *cookie, size_t len, char *out,
+                         size_t outlen);
+/* AD: queues an EXPIRE for each mirrored user whose stored accountExpires
+ * has passed since it was read (no change upstream marks that moment). */
+int gh__sync_queue_expired(gh__sync_upstream *up);
+/* AD: objectGUID key text in the other byte order (the raw order that keys
+ * had before AD's form); an involution. GH_EINVAL when key is no UUID. */
+int gh__sync_guid_swap(const char *key, char *out, size_t outlen);
 /* Counts the batch's member references that point outside the mirror. */
 void gh__sync_count_parked(gh__sync_upstream *up);
 

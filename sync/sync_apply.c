@@ -225,8 +225,11 @@ static int apply_user(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
         mask |= GH_UF_ORIGIN;
         renamed = 1;
     }
-    if (cur.upstream_flags != c->u.upstream_flags || strcmp(cur.origin_sid, c->u.origin_sid) != 0) {
+    if (cur.upstream_flags != c->u.upstream_flags ||
+        cur.upstream_expires != c->u.upstream_expires ||
+        strcmp(cur.origin_sid, c->u.origin_sid) != 0) {
         nu.upstream_flags = c->u.upstream_flags;
+        nu.upstream_expires = c->u.upstream_expires;
         memcpy(nu.origin_sid, c->u.origin_sid, sizeof(nu.origin_sid));
         mask |= GH_UF_UPSTREAM;
     }
@@ -254,6 +257,54 @@ static int apply_user(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
     else
         b->res.modified++;
     return 0;
+}
+
+/* AD: an accountExpires read earlier has passed (no change upstream marks
+ * that moment): the user becomes "expired", hence disabled, and its tokens
+ * go as for any disable (gh_store_user_update). */
+static int apply_expire(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
+{
+    gh_user cur;
+    int rc = gh_store_user_get_by_origin(txn, b->cfg->name, c->key, &cur);
+    if (rc == GH_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if ((cur.upstream_flags & GH_UPSTREAM_EXPIRED) != 0 || cur.upstream_expires == 0)
+        return 0;
+    cur.upstream_flags |= GH_UPSTREAM_EXPIRED;
+    rc = gh_store_user_update(txn, &cur, GH_UF_UPSTREAM);
+    if (rc != 0)
+        return entry_failed(txn, b, rc, "user", cur.name);
+    b->res.modified++;
+    return 0;
+}
+
+/* A stored key of an older scheme becomes the entry's key of today, in
+ * place: the same id, bindings, tokens and memberships. */
+static int apply_rekey(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c)
+{
+    int rc;
+    if (c->link.kind == GH__SYNC_KIND_USER) {
+        gh_user u;
+        rc = gh_store_user_get_by_origin(txn, b->cfg->name, c->key, &u);
+        if (rc == 0) {
+            snprintf(u.origin_key, sizeof(u.origin_key), "%s", c->link.key);
+            rc = gh_store_user_update(txn, &u, GH_UF_ORIGIN);
+            if (rc != 0)
+                return entry_failed(txn, b, rc, "user", u.name);
+        }
+    } else {
+        gh_group g;
+        rc = gh_store_group_get_by_origin(txn, b->cfg->name, c->key, &g);
+        if (rc == 0) {
+            snprintf(g.origin_key, sizeof(g.origin_key), "%s", c->link.key);
+            rc = gh_store_group_update(txn, &g, GH_GF_ORIGIN);
+            if (rc != 0)
+                return entry_failed(txn, b, rc, "group", g.name);
+        }
+    }
+    return rc == GH_ENOTFOUND ? 0 : rc;
 }
 
 /* Returns 1 in *counted when the group itself was added or changed. */
@@ -299,6 +350,10 @@ static int apply_group(gh_txn *txn, gh__sync_batch *b, const gh__sync_change *c,
         memcpy(ng.origin_dn, c->g.origin_dn, sizeof(ng.origin_dn));
         mask |= GH_GF_ORIGIN;
         renamed = 1;
+    }
+    if (strcmp(cur.origin_sid, c->g.origin_sid) != 0) {
+        memcpy(ng.origin_sid, c->g.origin_sid, sizeof(ng.origin_sid));
+        mask |= GH_GF_UPSTREAM;
     }
     resurrect = cur.tombstone != 0;
     if (resurrect) {
@@ -638,6 +693,12 @@ int gh__sync_apply(gh_txn *txn, void *arg)
             break;
         case GH__SYNC_CH_PURGE:
             rc = apply_purge(txn, b, c);
+            break;
+        case GH__SYNC_CH_EXPIRE:
+            rc = apply_expire(txn, b, c);
+            break;
+        case GH__SYNC_CH_REKEY:
+            rc = apply_rekey(txn, b, c);
             break;
         default:
             break;

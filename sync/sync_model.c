@@ -11,6 +11,7 @@
  * collisions), and the worker rebuilds the model from the store after any
  * error. One worker owns it: no locks.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -259,8 +260,9 @@ static int map_name(const gh__sync_upstream *up, char *name, size_t size)
     return 0;
 }
 
-/* AD's accountExpires: 100 ns intervals since 1601; 0 and 2^63-1 are never. */
-static int ad_expired(LDAP *ld, LDAPMessage *e)
+/* AD's accountExpires as unix seconds: 100 ns intervals since 1601; 0 and
+ * 2^63-1 are never (0 here too). */
+static int64_t ad_expiry(LDAP *ld, LDAPMessage *e)
 {
     char buf[32], *end;
     if (first_value(ld, e, "accountExpires", buf, sizeof(buf)) != 0)
@@ -269,7 +271,8 @@ static int ad_expired(LDAP *ld, LDAPMessage *e)
     long long v = strtoll(buf, &end, 10);
     if (errno != 0 || *end != '\0' || v <= 0 || v == 9223372036854775807ll)
         return 0;
-    return v / 10000000 - 11644473600ll < (long long)time(NULL);
+    int64_t t = v / 10000000 - 11644473600ll;
+    return t > 0 ? t : 1; /* before 1970: long expired, still not "never" */
 }
 
 /* Account state the upstream owns (GH_UPSTREAM_*). */
@@ -293,15 +296,18 @@ static int ad_locked(const gh__sync_upstream *up, LDAP *ld, LDAPMessage *e)
     return t > now - dur;
 }
 
-static uint32_t upstream_flags(const gh__sync_upstream *up, LDAP *ld, LDAPMessage *e)
+static uint32_t upstream_flags(const gh__sync_upstream *up, LDAP *ld, LDAPMessage *e,
+                               int64_t *expires)
 {
     char buf[32];
     uint32_t f = 0;
+    *expires = 0;
     if (up->ad) {
         if (first_value(ld, e, "userAccountControl", buf, sizeof(buf)) == 0 &&
             (strtoul(buf, NULL, 10) & 0x2) != 0) /* ACCOUNTDISABLE */
             f |= GH_UPSTREAM_DISABLED;
-        if (ad_expired(ld, e))
+        *expires = ad_expiry(ld, e);
+        if (*expires != 0 && *expires <= (int64_t)time(NULL))
             f |= GH_UPSTREAM_EXPIRED;
         if (ad_locked(up, ld, e))
             f |= GH_UPSTREAM_LOCKED;
@@ -455,7 +461,7 @@ static int queue_user(gh__sync_upstream *up, LDAP *ld, LDAPMessage *e, const cha
     snprintf(u->origin, sizeof(u->origin), "%s", cfg->name);
     snprintf(u->origin_key, sizeof(u->origin_key), "%s", key);
     snprintf(u->origin_dn, sizeof(u->origin_dn), "%s", dn);
-    u->upstream_flags = upstream_flags(up, ld, e);
+    u->upstream_flags = upstream_flags(up, ld, e, &u->upstream_expires);
     if (up->ad) {
         struct berval **sid = ldap_get_values_len(ld, e, "objectSid");
         if (sid != NULL && sid[0] != NULL)
@@ -466,6 +472,8 @@ static int queue_user(gh__sync_upstream *up, LDAP *ld, LDAPMessage *e, const cha
     gh__sync_obj *o = gh__sync_model_put(&up->m, GH__SYNC_KIND_USER, key, dn, login, &changed);
     if (o == NULL)
         return GH_ENOMEM;
+    o->expires = u->upstream_expires;
+    o->expired = (u->upstream_flags & GH_UPSTREAM_EXPIRED) != 0;
     int rc = changed ? wake_parked(up, o) : 0;
     if (rc == 0 && up->ad)
         rc = primary_group(up, o, ld, e);
@@ -531,7 +539,9 @@ static int range_slice(LDAP *ld, LDAPMessage *e, const char *attr, bvlist *out, 
     size_t al = strlen(attr);
     int found = 0;
     *rc = 0;
-    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL && !found;
+    /* the loop ends by break once found: the next attribute's name is
+     * never fetched (and so never leaked) */
+    for (char *a = ldap_first_attribute(ld, e, &ber); a != NULL;
          a = ldap_next_attribute(ld, e, ber)) {
         const char *dash;
         if (strncasecmp(a, attr, al) == 0 && strncasecmp(a + al, ";range=", 7) == 0 &&
@@ -543,6 +553,8 @@ static int range_slice(LDAP *ld, LDAPMessage *e, const char *attr, bvlist *out, 
             ldap_value_free_len(v);
         }
         ldap_memfree(a);
+        if (found)
+            break;
     }
     ber_free(ber, 0);
     return found;
@@ -619,8 +631,19 @@ static int queue_group(gh__sync_upstream *up, LDAP *ld, LDAPMessage *e, const ch
     }
     rc = member_values(up, ld, e, dn, &mv, why, sizeof(why));
     if (rc == GH_EUNAVAIL) {
-        /* keeps its previous members; the run reports it */
+        /* keeps its previous members; the run reports it, and the AD mark
+         * stays below the group's uSNChanged so that the next run reads it
+         * again (sync_worker.c, run_search_poll) */
+        char usn[32];
         gh__sync_entry_skipped(up, dn, "group '%s' not updated: %s", name, why);
+        if (first_value(ld, e, "uSNChanged", usn, sizeof(usn)) == 0 &&
+            strtoull(usn, NULL, 10) > 0) {
+            uint64_t v = strtoull(usn, NULL, 10);
+            if (up->hold_usn == 0 || v < up->hold_usn)
+                up->hold_usn = v;
+        } else {
+            up->hold_nousn = 1;
+        }
         rc = 0;
         goto done;
     }
@@ -672,6 +695,8 @@ static int queue_group(gh__sync_upstream *up, LDAP *ld, LDAPMessage *e, const ch
             }
         }
         ldap_value_free_len(gs);
+        if (g->sid != NULL)
+            snprintf(gr->origin_sid, sizeof(gr->origin_sid), "%s", g->sid);
         prim = g->sid != NULL ? gh__sync_map_get(&up->m.by_psid, g->sid) : NULL;
     }
     if (nv + (prim != NULL ? prim->n : 0) > 0) {
@@ -742,6 +767,116 @@ int gh__sync_queue_delete(gh__sync_upstream *up, const char *key)
     return gh__sync_batch_add(&up->b, GH__SYNC_CH_DELETE, key) != NULL ? 0 : GH_ENOMEM;
 }
 
+int gh__sync_guid_swap(const char *key, char *out, size_t outlen)
+{
+    /* byte i of the text form comes from byte perm[i] of the other form */
+    static const unsigned char perm[16] = {3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15};
+    unsigned char b[16], o[16];
+    size_t n = 0;
+    if (strlen(key) != 36 || outlen < 37)
+        return GH_EINVAL;
+    for (size_t i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (key[i] != '-')
+                return GH_EINVAL;
+            continue;
+        }
+        if (!isxdigit((unsigned char)key[i]) || !isxdigit((unsigned char)key[i + 1]) ||
+            sscanf(key + i, "%2hhx", &b[n]) != 1)
+            return GH_EINVAL;
+        n++;
+        i++;
+    }
+    for (size_t i = 0; i < 16; i++)
+        o[i] = b[perm[i]];
+    snprintf(out, outlen, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9], o[10], o[11], o[12], o[13],
+             o[14], o[15]);
+    return 0;
+}
+
+/* 389-ds's sync UUID (the key of its syncrepl entries before every mode
+ * keyed by entryUUID) is its nsUniqueId's 32 hex digits as a UUID. */
+static int ds389_sync_uuid(LDAP *ld, LDAPMessage *e, char *out, size_t outlen)
+{
+    char v[64], hex[33];
+    size_t n = 0;
+    if (first_value(ld, e, "nsUniqueId", v, sizeof(v)) != 0 || outlen < 37)
+        return GH_ENOTFOUND;
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p == '-')
+            continue;
+        if (!isxdigit((unsigned char)*p) || n == 32)
+            return GH_EINVAL;
+        hex[n++] = (char)tolower((unsigned char)*p);
+    }
+    if (n != 32)
+        return GH_EINVAL;
+    hex[32] = '\0';
+    snprintf(out, outlen, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+    return 0;
+}
+
+/* Keys of an older scheme name the same entry: AD keys before AD's text form
+ * were the raw byte order of the same objectGUID; 389-ds syncrepl keys were
+ * its sync UUID (from nsUniqueId). An entry unknown under its key but known
+ * under the older one is that entry: its stored key is rewritten in place
+ * (ids, bindings and tokens stay) by a REKEY change ahead of the entry's own
+ * change. Both older keys are computed from the entry itself, never guessed
+ * from a DN. */
+static int adopt_old_key(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage *e, const char *key)
+{
+    char old[GH_KEY_MAX + 1];
+    gh__sync_obj *o;
+    if ((!up->ad && !up->ds389) || gh__sync_map_get(&up->m.by_key, key) != NULL)
+        return 0;
+    if (up->ad ? gh__sync_guid_swap(key, old, sizeof(old)) != 0
+               : ds389_sync_uuid(ld, e, old, sizeof(old)) != 0)
+        return 0;
+    if (strcmp(old, key) == 0 || (o = gh__sync_map_get(&up->m.by_key, old)) == NULL ||
+        o->kind != kind)
+        return 0;
+    gh__sync_change *c = gh__sync_batch_add(&up->b, GH__SYNC_CH_REKEY, old);
+    if (c == NULL)
+        return GH_ENOMEM;
+    c->link.kind = kind;
+    snprintf(c->link.key, sizeof(c->link.key), "%s", key);
+    /* the new key first: out of memory leaves the model as it was */
+    if (gh__sync_map_put(&up->m.by_key, key, o, NULL) != 0)
+        return GH_ENOMEM;
+    gh__sync_map_del(&up->m.by_key, old);
+    snprintf(o->key, sizeof(o->key), "%s", key);
+    up->rekeyed++;
+    return 0;
+}
+
+typedef struct expire_ctx {
+    gh__sync_upstream *up;
+    int64_t now;
+    int rc;
+} expire_ctx;
+
+static void expire_one(const char *key, void *val, void *arg)
+{
+    expire_ctx *x = arg;
+    gh__sync_obj *o = val;
+    if (x->rc != 0 || o->kind != GH__SYNC_KIND_USER || o->expires == 0 || o->expired ||
+        o->expires > x->now)
+        return;
+    if (gh__sync_batch_add(&x->up->b, GH__SYNC_CH_EXPIRE, key) == NULL) {
+        x->rc = GH_ENOMEM;
+        return;
+    }
+    o->expired = 1;
+}
+
+int gh__sync_queue_expired(gh__sync_upstream *up)
+{
+    expire_ctx x = {up, (int64_t)time(NULL), 0};
+    gh__sync_map_each(&up->m.by_key, expire_one, &x);
+    return x.rc;
+}
+
 int gh__sync_queue_entry(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage *e, const char *key)
 {
     char *dn = ldap_get_dn(ld, e);
@@ -751,6 +886,10 @@ int gh__sync_queue_entry(gh__sync_upstream *up, int kind, LDAP *ld, LDAPMessage 
     pthread_mutex_lock(&up->mu);
     up->st.entries_received++;
     pthread_mutex_unlock(&up->mu);
+    if ((rc = adopt_old_key(up, kind, ld, e, key)) != 0) {
+        ldap_memfree(dn);
+        return rc;
+    }
     rc = kind == GH__SYNC_KIND_USER ? queue_user(up, ld, e, key, dn)
                                     : queue_group(up, ld, e, key, dn);
     ldap_memfree(dn);

@@ -181,6 +181,21 @@ static void counts_add(gh__sync_counts *a, const gh__sync_counts *b)
     a->foreign += b->foreign;
 }
 
+int gh__sync_cookie_show(const char *name, const char *cookie, size_t len, char *out, size_t outlen)
+{
+    int printable = len <= 1000;
+    for (size_t j = 0; j < len && printable; j++)
+        if ((unsigned char)cookie[j] < 0x20 || (unsigned char)cookie[j] > 0x7e)
+            printable = 0;
+    if (printable)
+        return snprintf(out, outlen, "%s:%.*s", name, (int)len, cookie);
+    unsigned char h[16];
+    char hex[33];
+    crypto_generichash(h, sizeof(h), (const unsigned char *)cookie, len, NULL, 0);
+    sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+    return snprintf(out, outlen, "%s:blake2b-128:%s/%zu", name, hex, len);
+}
+
 /* Cookie as shown by sync.status: whole when printable (OpenLDAP's is
  * "rid=...,csn=..."), else a hash and the length; never cut. */
 static void show_cookie(gh__sync_upstream *up)
@@ -189,30 +204,18 @@ static void show_cookie(gh__sync_upstream *up)
     size_t off = 0;
     for (int i = 0; i < 2; i++) {
         gh__sync_session *ss = &up->sess[i];
-        const char *name = i == 0 ? "users" : "groups";
         int n;
         if (ss->cookie == NULL)
             continue;
-        int printable = ss->cookielen <= 1000;
-        for (size_t j = 0; j < ss->cookielen && printable; j++)
-            if ((unsigned char)ss->cookie[j] < 0x20 || (unsigned char)ss->cookie[j] > 0x7e)
-                printable = 0;
-        if (printable) {
-            n = snprintf(buf + off, sizeof(buf) - off, "%s%s:%.*s", off > 0 ? " " : "", name,
-                         (int)ss->cookielen, ss->cookie);
-        } else {
-            unsigned char h[16];
-            char hex[33];
-            crypto_generichash(h, sizeof(h), (const unsigned char *)ss->cookie, ss->cookielen, NULL,
-                               0);
-            sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
-            n = snprintf(buf + off, sizeof(buf) - off, "%s%s:blake2b-128:%s/%zu",
-                         off > 0 ? " " : "", name, hex, ss->cookielen);
-        }
+        if (off > 0)
+            buf[off++] = ' ';
+        n = gh__sync_cookie_show(i == 0 ? "users" : "groups", ss->cookie, ss->cookielen, buf + off,
+                                 sizeof(buf) - off);
         if (n < 0 || (size_t)n >= sizeof(buf) - off)
             break; /* cannot happen: sized for two whole cookies */
         off += (size_t)n;
     }
+    buf[off] = '\0';
     pthread_mutex_lock(&up->mu);
     snprintf(up->st.cookie, sizeof(up->st.cookie), "%s", buf);
     pthread_mutex_unlock(&up->mu);
@@ -242,7 +245,8 @@ static int take_run_request(gh__sync_upstream *up)
     int req = up->run_req;
     if (req) {
         if (up->run_full) {
-            memset(&up->mark, 0, sizeof(up->mark));
+            up->nmarks = 0;
+            up->full_at = 0;
             for (int i = 0; i < 2; i++) {
                 free(up->sess[i].cookie);
                 up->sess[i].cookie = NULL;
@@ -277,9 +281,16 @@ static int load_user(const gh_user *u, void *arg)
         return 0;
     if (u->tombstone != 0)
         lc->rc = gh__sync_tomb_set(&lc->up->m, u->origin_key, u->tombstone);
-    else if (gh__sync_model_put(&lc->up->m, GH__SYNC_KIND_USER, u->origin_key, u->origin_dn,
-                                u->name, &changed) == NULL)
-        lc->rc = GH_ENOMEM;
+    else {
+        gh__sync_obj *o = gh__sync_model_put(&lc->up->m, GH__SYNC_KIND_USER, u->origin_key,
+                                             u->origin_dn, u->name, &changed);
+        if (o == NULL) {
+            lc->rc = GH_ENOMEM;
+        } else {
+            o->expires = u->upstream_expires;
+            o->expired = (u->upstream_flags & GH_UPSTREAM_EXPIRED) != 0;
+        }
+    }
     return lc->rc;
 }
 
@@ -326,16 +337,27 @@ static void parse_state(gh__sync_upstream *up, const char *blob, size_t len)
         return;
     }
     json_t *ad = json_object_get(o, "ad");
-    memset(&up->mark, 0, sizeof(up->mark));
+    up->nmarks = 0;
+    up->full_at = 0;
     if (json_is_object(ad)) {
-        const char *inv = json_string_value(json_object_get(ad, "inv"));
-        const char *dc = json_string_value(json_object_get(ad, "dc"));
-        json_int_t usn = json_integer_value(json_object_get(ad, "usn"));
-        if (inv != NULL && dc != NULL && usn > 0) {
-            up->mark.usn = (uint64_t)usn;
-            snprintf(up->mark.inv, sizeof(up->mark.inv), "%s", inv);
-            snprintf(up->mark.dc, sizeof(up->mark.dc), "%s", dc);
-            up->mark.full_at = json_integer_value(json_object_get(ad, "full_at"));
+        /* {"full_at":T,"dcs":[{"dc","inv","usn","seen"}...]}; before one
+         * mark per DC: {"usn","inv","dc","full_at"} */
+        json_t *dcs = json_object_get(ad, "dcs");
+        size_t i, n = json_is_array(dcs) ? json_array_size(dcs) : 1;
+        up->full_at = json_integer_value(json_object_get(ad, "full_at"));
+        for (i = 0; i < n && up->nmarks < GH__SYNC_MAX_DCS; i++) {
+            json_t *m = json_is_array(dcs) ? json_array_get(dcs, i) : ad;
+            const char *inv = json_string_value(json_object_get(m, "inv"));
+            const char *dc = json_string_value(json_object_get(m, "dc"));
+            json_int_t usn = json_integer_value(json_object_get(m, "usn"));
+            struct gh__sync_admark *mk = &up->marks[up->nmarks];
+            if (inv == NULL || dc == NULL || usn <= 0)
+                continue;
+            mk->usn = (uint64_t)usn;
+            snprintf(mk->inv, sizeof(mk->inv), "%s", inv);
+            snprintf(mk->dc, sizeof(mk->dc), "%s", dc);
+            mk->seen = json_integer_value(json_object_get(m, "seen"));
+            up->nmarks++;
         }
     }
     static const char *names[2] = {"users", "groups"};
@@ -434,6 +456,46 @@ static int cookies_moved(gh__sync_upstream *up)
     return 0;
 }
 
+/* The DC marks as they will be once this run's pending mark is stored: this
+ * DC's entry replaced (or dropped when mark_next has no USN), a new DC added,
+ * the DC not seen for longest dropped when the table is full. */
+static size_t marks_after(const gh__sync_upstream *up, struct gh__sync_admark *out,
+                          int64_t *full_at)
+{
+    size_t n = up->nmarks, i;
+    memmove(out, up->marks, n * sizeof(*out));
+    *full_at = up->full_at;
+    if (!up->mark_pending)
+        return n;
+    *full_at = up->full_at_next;
+    for (i = 0; i < n && strcmp(out[i].dc, up->mark_next.dc) != 0; i++)
+        ;
+    if (i == n && up->mark_next.usn == 0)
+        return n;
+    if (i == n && n == GH__SYNC_MAX_DCS) {
+        i = 0;
+        for (size_t j = 1; j < n; j++)
+            if (out[j].seen < out[i].seen)
+                i = j;
+    } else if (i == n) {
+        n++;
+    }
+    if (up->mark_next.usn == 0) {
+        out[i] = out[--n];
+        return n;
+    }
+    out[i] = up->mark_next;
+    return n;
+}
+
+static const struct gh__sync_admark *mark_find(const gh__sync_upstream *up, const char *dc)
+{
+    for (size_t i = 0; i < up->nmarks; i++)
+        if (strcmp(up->marks[i].dc, dc) == 0)
+            return &up->marks[i];
+    return NULL;
+}
+
 static int make_blob(gh__sync_upstream *up)
 {
     json_t *o = json_object();
@@ -455,11 +517,18 @@ static int make_blob(gh__sync_upstream *up)
         json_object_set_new(o, i == 0 ? "users" : "groups", json_string(e));
         free(e);
     }
-    const struct gh__sync_admark *mk = up->mark_pending ? &up->mark_next : &up->mark;
-    if (mk->usn > 0)
+    struct gh__sync_admark mk[GH__SYNC_MAX_DCS];
+    int64_t full_at;
+    size_t nmk = marks_after(up, mk, &full_at);
+    if (nmk > 0) {
+        json_t *dcs = json_array();
+        for (size_t i = 0; i < nmk && dcs != NULL; i++)
+            json_array_append_new(dcs, json_pack("{s:s,s:s,s:I,s:I}", "dc", mk[i].dc, "inv",
+                                                 mk[i].inv, "usn", (json_int_t)mk[i].usn, "seen",
+                                                 (json_int_t)mk[i].seen));
         json_object_set_new(o, "ad",
-                            json_pack("{s:I,s:s,s:s,s:I}", "usn", (json_int_t)mk->usn, "inv",
-                                      mk->inv, "dc", mk->dc, "full_at", (json_int_t)mk->full_at));
+                            json_pack("{s:I,s:o*}", "full_at", (json_int_t)full_at, "dcs", dcs));
+    }
     up->b.blob = json_dumps(o, JSON_COMPACT);
     if (up->b.blob != NULL) {
         up->b.bloblen = strlen(up->b.blob);
@@ -525,7 +594,7 @@ static int flush(gh__sync_upstream *up, int with_cookies)
                 set_cookie(ss, d, n);
         }
         if (up->mark_pending) {
-            up->mark = up->mark_next;
+            up->nmarks = marks_after(up, up->marks, &up->full_at);
             up->mark_pending = 0;
         }
         show_cookie(up);
@@ -587,6 +656,13 @@ static int finish_refresh(gh__sync_upstream *up)
     diff_ctx d = {up, {0}, 0};
     int rc;
     size_t mirror = up->m.nusers + up->m.ngroups;
+
+    if (up->rekeyed > 0)
+        GH_LOGI("sync %s: %d entries kept their ids: their stored keys were of an older "
+                "version's scheme (%s) and are rewritten in place",
+                up->cfg->name, up->rekeyed,
+                up->ad ? "objectGUID in raw byte order" : "389-ds sync UUIDs");
+    up->rekeyed = 0;
 
     gh__sync_map_each(&up->del_held, held_one, &d);
     gh__sync_map_each(&up->m.by_key, diff_one, &d);
@@ -848,6 +924,7 @@ static char **attr_list(const gh__sync_upstream *up, int kind)
                        up->ad ? "lockoutTime" : "",
                        up->ds389 ? "nsAccountLock" : "",
                        up->ds389 ? "entryUUID" : "",
+                       up->ds389 ? "nsUniqueId" : "",
                        NULL};
     const char *g[] = {cfg->group_name_attr,
                        cfg->gid_number_attr,
@@ -855,7 +932,9 @@ static char **attr_list(const gh__sync_upstream *up, int kind)
                        cfg->member_attr,
                        cfg->key_attr,
                        up->ds389 ? "entryUUID" : "",
+                       up->ds389 ? "nsUniqueId" : "",
                        up->ad ? "objectSid" : "",
+                       up->ad ? "uSNChanged" : "",
                        NULL};
     const char **src = kind == GH__SYNC_KIND_USER ? u : g;
     size_t n = 0;
@@ -1337,40 +1416,72 @@ static int ad_position(gh__sync_upstream *up, struct gh__sync_admark *m, char *n
 
 /* Objects deleted since the mark: AD keeps them as tombstones (isDeleted,
  * objectGUID kept) in Deleted Objects, visible with the Show Deleted control.
- * Their keys go to del_held; finish_refresh applies those it mirrors. */
+ * Paged like the main searches: Windows refuses an unpaged search of more
+ * than MaxPageSize (1,000) entries. Their keys go to del_held;
+ * finish_refresh applies those it mirrors. */
 static int ad_deleted(gh__sync_upstream *up, const char *nc, uint64_t from)
 {
     char filter[96];
     char *attrs[] = {"objectGUID", NULL};
-    struct berval empty = {0, NULL};
+    struct berval empty = {0, NULL}, cookie = {0, NULL};
     LDAPControl show = {AD_SHOW_DELETED_OID, empty, 1};
-    LDAPControl *ctrls[] = {&show, NULL};
-    LDAPMessage *res = NULL;
-    int rc;
+    int lrc = LDAP_SUCCESS, rc = 0;
 
     snprintf(filter, sizeof(filter), "(&(isDeleted=TRUE)(uSNChanged>=%llu))",
              (unsigned long long)from);
-    set_busy(up, 1);
-    rc = ldap_search_ext_s(up->ld, nc, LDAP_SCOPE_SUBTREE, filter, attrs, 0, ctrls, NULL, NULL, 0,
-                           &res);
-    set_busy(up, 0);
-    if (rc != LDAP_SUCCESS) {
+    do {
+        LDAPControl *page = NULL, *ctrls[3] = {&show, NULL, NULL}, **rctrls = NULL;
+        LDAPMessage *res = NULL;
+        int err = 0;
+        lrc = ldap_create_page_control(up->ld, (ber_int_t)up->cfg->page_size, &cookie, 0, &page);
+        if (lrc != LDAP_SUCCESS)
+            break;
+        ctrls[1] = page;
+        set_busy(up, 1);
+        lrc = ldap_search_ext_s(up->ld, nc, LDAP_SCOPE_SUBTREE, filter, attrs, 0, ctrls, NULL, NULL,
+                                0, &res);
+        set_busy(up, 0);
+        ldap_control_free(page);
+        if (lrc != LDAP_SUCCESS) {
+            ldap_msgfree(res);
+            break;
+        }
+        for (LDAPMessage *e = ldap_first_entry(up->ld, res); e != NULL && rc == 0;
+             e = ldap_next_entry(up->ld, e)) {
+            char key[GH_KEY_MAX + 1];
+            struct berval **kv = ldap_get_values_len(up->ld, e, "objectGUID");
+            if (kv != NULL && kv[0] != NULL &&
+                gh__sync_key_text(kv[0], GH__SYNC_KEY_GUID, key, sizeof(key)) == 0)
+                rc = gh__sync_map_put(&up->del_held, key, (void *)1, NULL);
+            ldap_value_free_len(kv);
+            progress(up);
+        }
+        ber_memfree(cookie.bv_val);
+        cookie.bv_val = NULL;
+        cookie.bv_len = 0;
+        if (rc == 0) {
+            lrc = ldap_parse_result(up->ld, res, &err, NULL, NULL, NULL, &rctrls, 0);
+            if (lrc == LDAP_SUCCESS)
+                lrc = err;
+            LDAPControl *pr = lrc == LDAP_SUCCESS && rctrls != NULL
+                                  ? ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, rctrls, NULL)
+                                  : NULL;
+            ber_int_t count;
+            if (pr != NULL)
+                ldap_parse_pageresponse_control(up->ld, pr, &count, &cookie);
+            ldap_controls_free(rctrls);
+        }
         ldap_msgfree(res);
+    } while (rc == 0 && lrc == LDAP_SUCCESS && cookie.bv_val != NULL && cookie.bv_len > 0);
+    ber_memfree(cookie.bv_val);
+    if (rc != 0)
+        return rc;
+    if (lrc != LDAP_SUCCESS) {
         set_error(up, "deleted objects since USN %llu: %s", (unsigned long long)from,
-                  ldap_err2string(rc));
+                  ldap_err2string(lrc));
         return GH_EUNAVAIL;
     }
-    for (LDAPMessage *e = ldap_first_entry(up->ld, res); e != NULL && rc == 0;
-         e = ldap_next_entry(up->ld, e)) {
-        char key[GH_KEY_MAX + 1];
-        struct berval **kv = ldap_get_values_len(up->ld, e, "objectGUID");
-        if (kv != NULL && kv[0] != NULL &&
-            gh__sync_key_text(kv[0], GH__SYNC_KEY_GUID, key, sizeof(key)) == 0)
-            rc = gh__sync_map_put(&up->del_held, key, (void *)1, NULL);
-        ldap_value_free_len(kv);
-    }
-    ldap_msgfree(res);
-    return rc;
+    return 0;
 }
 
 static int run_search_poll(gh__sync_upstream *up)
@@ -1378,8 +1489,12 @@ static int run_search_poll(gh__sync_upstream *up)
     const struct gh_sync_upstream_cfg *cfg = up->cfg;
     char nc[GH_DN_MAX + 1] = "";
     int rc, incremental = 0;
+    uint64_t from = 0;
 
     up->mark_pending = 0;
+    up->hold_usn = 0;
+    up->hold_nousn = 0;
+    up->rekeyed = 0;
     if (up->ad) {
         /* the lockout duration says whether a lockoutTime still locks */
         char dur[32];
@@ -1390,29 +1505,36 @@ static int run_search_poll(gh__sync_upstream *up)
             base_value(up, ncb, "lockoutDuration", GH__SYNC_KEY_TEXT, dur, sizeof(dur)) == 0
                 ? strtoll(dur, NULL, 10)
                 : -1800ll * 10000000; /* AD's default: 30 minutes */
+        /* expiry times read by earlier runs that have passed since */
+        if ((rc = gh__sync_queue_expired(up)) != 0)
+            return rc;
     }
     if (up->ad && ad_position(up, &up->mark_next, nc, sizeof(nc)) == 0) {
         int64_t now = gh__sync_wall_s();
-        /* the same DC and database, a mark, a full run recently enough */
-        incremental =
-            up->primary_known && up->mark.usn > 0 && strcmp(up->mark.inv, up->mark_next.inv) == 0 &&
-            strcmp(up->mark.dc, up->mark_next.dc) == 0 && up->mark_next.usn >= up->mark.usn &&
-            cfg->full_interval > 0 && now - up->mark.full_at < (int64_t)cfg->full_interval;
-        up->mark_next.full_at = incremental ? up->mark.full_at : now;
+        /* this DC's own mark: its database (invocationId) unchanged, its USN
+         * not gone back, and a full run recently enough */
+        const struct gh__sync_admark *mk = mark_find(up, up->mark_next.dc);
+        int same =
+            mk != NULL && strcmp(mk->inv, up->mark_next.inv) == 0 && up->mark_next.usn >= mk->usn;
+        incremental = up->primary_known && same && cfg->full_interval > 0 &&
+                      now - up->full_at < (int64_t)cfg->full_interval;
+        from = incremental ? mk->usn : 0;
+        up->full_at_next = incremental ? up->full_at : now;
+        up->mark_next.seen = now;
         up->mark_pending = 1;
-        if (!incremental && up->mark.usn > 0)
+        if (!incremental && up->nmarks > 0)
             GH_LOGI("sync %s: full run (%s)", cfg->name,
-                    strcmp(up->mark.inv, up->mark_next.inv) != 0 ||
-                            strcmp(up->mark.dc, up->mark_next.dc) != 0
-                        ? "another domain controller or a restored database"
-                        : "full_interval");
+                    mk == NULL ? "a domain controller without a mark"
+                    : !same    ? "a restored database: new invocationId or a USN gone back"
+                    : !up->primary_known ? "the first run since the start"
+                                         : "full_interval");
     }
     for (int i = 0; i < 2; i++) {
         const char *base = i == GH__SYNC_KIND_USER ? cfg->user_filter : cfg->group_filter;
         char *filter = NULL;
         gh__sync_map_clear(&up->sess[i].present, NULL);
-        if (incremental && asprintf(&filter, "(&%s(uSNChanged>=%llu))", base,
-                                    (unsigned long long)up->mark.usn + 1) < 0) {
+        if (incremental &&
+            asprintf(&filter, "(&%s(uSNChanged>=%llu))", base, (unsigned long long)from + 1) < 0) {
             up->mark_pending = 0;
             return GH_ENOMEM;
         }
@@ -1423,9 +1545,17 @@ static int run_search_poll(gh__sync_upstream *up)
             return rc;
         }
     }
-    if (incremental && (rc = ad_deleted(up, nc, up->mark.usn + 1)) != 0) {
+    if (incremental && (rc = ad_deleted(up, nc, from + 1)) != 0) {
         up->mark_pending = 0;
         return rc;
+    }
+    if (up->mark_pending && (up->hold_nousn || up->hold_usn > 0)) {
+        /* an entry to read again (a group whose ranges failed): the mark
+         * stays below it, so the next run on this DC reads it again */
+        if (up->hold_nousn || up->hold_usn - 1 <= from)
+            up->mark_next.usn = incremental ? from : 0; /* 0: no mark, a full run */
+        else if (up->hold_usn - 1 < up->mark_next.usn)
+            up->mark_next.usn = up->hold_usn - 1;
     }
     rc = finish_refresh(up);
     up->mark_pending = 0;

@@ -23,8 +23,21 @@ if [ -n "$missing" ]; then
     echo "installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
-    # Samba's packaged daemons are not the tests' DC
+    # no daemon starts at install (samba, slapd, 389-ds, prometheus): the
+    # tests run their own; policy-rc.d answers "not now" to the packages'
+    # invoke-rc.d, as for SSSD below
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    rc=0
+    $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null || rc=$?
+    [ -n "$own_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || exit "$rc"
+    # a host whose policy-rc.d lets daemons start: Samba's packaged daemons
+    # are not the tests' DC
     for s in smbd nmbd samba-ad-dc; do $SUDO service $s stop >/dev/null 2>&1 || true; done
 
     # Debian's slapd package starts a system slapd; the tests run their own.

@@ -114,7 +114,10 @@ class Ds389:
                         "replace: nsslapd-pluginEnabled\nnsslapd-pluginEnabled: on\n\n"
                         "dn: cn=Content Synchronization,cn=plugins,cn=config\n"
                         "changetype: modify\nreplace: nsslapd-pluginEnabled\n"
-                        "nsslapd-pluginEnabled: on\n")
+                        "nsslapd-pluginEnabled: on\n\n"
+                        # loopback only (lib389's INF has no listen address)
+                        "dn: cn=config\nchangetype: modify\nreplace: nsslapd-listenhost\n"
+                        "nsslapd-listenhost: 127.0.0.1\n")
             self.stop()
             self.start()
         except Exception:
@@ -209,6 +212,12 @@ class Ds389:
                            stderr=subprocess.STDOUT, text=True, timeout=300)
         if r.returncode not in (0, 68):  # 68: already exists
             raise Ds389Error("ldapadd failed (%d): %s" % (r.returncode, r.stdout[-2000:]))
+
+    def listen_addresses(self):
+        """The local addresses ns-slapd listens on for its port (ss -ltn)."""
+        r = subprocess.run(["ss", "-Hltn", "sport = :%d" % self.port], stdout=subprocess.PIPE,
+                           text=True, check=True)
+        return {line.split()[3].rsplit(":", 1)[0] for line in r.stdout.splitlines() if line}
 
     def modify(self, ldif):
         return self._tool(["ldapmodify"], ldif)

@@ -11,11 +11,16 @@ tests put this proxy between gatehoused and slapd:
     p.ad_rootdse = True                       # RootDSE says "I am AD"
     p.rootdse["highestCommittedUSN"] = b"5010"  # more RootDSE attributes
     p.ranged_requests                         # slices asked for so far
+    p.raw_guids = True                        # objectGUIDs in raw byte order (as
+                                              # keys were before AD's form)
+    p.entries_sent                            # searchResEntry messages answered
+    p.show_deleted_paged                      # Show Deleted searches with a page control
     p.close()
 
 Deleted objects live under "CN=Deleted Objects" in the tests' slapd, as in
 AD; like AD the proxy shows them only to a search that carries the Show
-Deleted control (which it takes off: slapd does not know it).
+Deleted control (which it takes off: slapd does not know it; other controls,
+such as the paged results one, go on to slapd).
 
 Messages are framed by their BER header (tag, length) and only the ones to
 rewrite are decoded and encoded again, with pyasn1's LDAPv3 module (Debian's
@@ -39,6 +44,7 @@ except ImportError:  # a Python other than Debian's: use Debian's packages
 MAX_VAL_RANGE = 1500
 AD_CAPABILITY = b"1.2.840.113556.1.4.800"  # LDAP_CAP_ACTIVE_DIRECTORY_OID
 SHOW_DELETED = "1.2.840.113556.1.4.417"
+PAGED = "1.2.840.113556.1.4.319"
 RANGE = re.compile(r"^(member);range=(\d+)-\*$", re.I)
 
 
@@ -124,10 +130,18 @@ class _Conn:
         req = msg["protocolOp"]["searchRequest"]
         ctrls = msg["controls"]
         if ctrls.isValue and any(str(c["controlType"]) == SHOW_DELETED for c in ctrls):
+            keep = [c for c in ctrls if str(c["controlType"]) != SHOW_DELETED]
             with self.lock:
                 self.show_deleted.add(mid)
                 self.p.show_deleted_requests += 1
-            msg["controls"] = univ.noValue
+                if any(str(c["controlType"]) == PAGED for c in keep):
+                    self.p.show_deleted_paged += 1
+            if keep:
+                ctrls.clear()
+                for i, c in enumerate(keep):
+                    ctrls[i] = c
+            else:
+                msg["controls"] = univ.noValue
             raw = encoder.encode(msg)
         if str(req["baseObject"]) == "" and int(req["scope"]) == 0:
             with self.lock:
@@ -157,14 +171,27 @@ class _Conn:
             low = self.ranged.get(mid)
             rootdse = mid in self.rootdse
             show_deleted = mid in self.show_deleted
+        with self.lock:
+            self.p.entries_sent += 1
         deleted = b"eleted Objects" in raw or b"eleted objects" in raw
-        if low is None and not rootdse and b"member" not in raw and not deleted:
+        raw_guids = self.p.raw_guids and b"objectGUID" in raw
+        if low is None and not rootdse and b"member" not in raw and not deleted \
+                and not raw_guids:
             return raw
         msg, _ = decoder.decode(raw, asn1Spec=rfc2251.LDAPMessage())
         entry = msg["protocolOp"]["searchResEntry"]
         if not show_deleted and "cn=deleted objects," in str(entry["objectName"]).lower():
+            with self.lock:
+                self.p.entries_sent -= 1  # never sent
             return None
         attrs = entry["attributes"]
+        changed = False
+        if raw_guids:
+            for pa in attrs:
+                if str(pa["type"]).lower() == "objectguid":
+                    b = bytes(pa["vals"][0])
+                    pa["vals"][0] = b[3::-1] + b[5:3:-1] + b[7:5:-1] + b[8:]
+                    changed = True
         if rootdse:
             extra = dict(self.p.rootdse)
             if self.p.ad_rootdse:
@@ -191,7 +218,7 @@ class _Conn:
             for i, v in enumerate(part):
                 pa["vals"][i] = v
             return encoder.encode(msg)
-        return raw
+        return encoder.encode(msg) if changed else raw
 
 
 class LdapProxy:
@@ -202,6 +229,9 @@ class LdapProxy:
         self.rootdse = {}
         self.ranged_requests = 0
         self.show_deleted_requests = 0
+        self.show_deleted_paged = 0
+        self.entries_sent = 0
+        self.raw_guids = False
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))

@@ -4,7 +4,7 @@
 # skip themselves when slapd is not installed.
 SYNC_TESTS = tests/sync/test_sync.py tests/sync/test_sync_auth.py \
 	tests/sync/test_sync_tls.py tests/sync/test_sync_state.py tests/sync/test_sync_ad.py \
-	tests/sync/test_ldap_mirror.py
+	tests/sync/test_ldap_mirror.py tests/sync/test_sync_ad_incr.py
 TESTS += $(SYNC_TESTS)
 EXTRA_DIST += tests/sync/samba_dc.py
 EXTRA_DIST += $(SYNC_TESTS) tests/sync/slapd.py tests/sync/gen_ldif.py tests/sync/bench_sync.py \

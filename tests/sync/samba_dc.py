@@ -39,10 +39,16 @@ def available():
             not any(os.path.exists(os.path.join(d, "samba/vfs/acl_xattr.so"))
                     for d in ("/usr/lib", "/usr/lib64")):
         return "samba-vfs-modules not installed (provisioning needs acl_xattr)"
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", 389)) == 0:
-            return "port 389 is taken on 127.0.0.1"
+    if port_taken() and os.environ.get("GH_CI") != "1":
+        # CI (.ci/run sets GH_CI=1) runs the test anyway: it then fails
+        # saying so, rather than skip
+        return "port 389 is taken on 127.0.0.1"
     return None
+
+
+def port_taken():
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", 389)) == 0
 
 
 class SambaError(Exception):
@@ -61,6 +67,10 @@ class SambaDC:
             f.write(ADMIN_PW)
         os.chmod(self.pwfile, 0o600)
         self.proc = None
+        if port_taken():
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise SambaError("port 389 is taken on 127.0.0.1 (AD's LDAP port, which the DC "
+                             "needs): stop what listens there")
         try:
             self._provision()
             self.start()

@@ -403,16 +403,27 @@ class Real389(test_sync.SyncTest):
 
     def test_389ds_keys_and_nsaccountlock(self):
         ds = self.ds
+        self.assertEqual(ds.listen_addresses(), {"127.0.0.1"})  # loopback only
         buf = io.StringIO()
         gen_ldif.generate(buf, 30, 2)
         ds.add(buf.getvalue())
         ds.modify("dn: %s\nchangetype: modify\nadd: nsAccountLock\nnsAccountLock: true\n"
                   % test_sync.udn("u00004"))
         ids = srv = None
-        for mode in ("syncrepl-persist", "search-poll", "syncrepl-poll", "syncrepl-persist"):
+        # a filter long enough that 389's cookie (which carries it) passes 159 bytes
+        longf = "(&(objectClass=posixAccount)%s)" % "".join(
+            "(!(uid=no-such-login-%02d))" % k for k in range(4))
+        # first as a generic server: the syncrepl keys are then 389's sync
+        # UUIDs, as versions before one key per entry stored them
+        for flavor, mode in (("generic", "syncrepl-persist"), (None, "syncrepl-persist"),
+                             (None, "search-poll"), (None, "syncrepl-poll"),
+                             (None, "syncrepl-persist")):
             # flavor unset: 389-ds is recognised from its RootDSE
             cfg = {"uri": ds.uri, "bind_dn": ds389.ADMIN_DN, "bind_password_file": ds.pwfile,
-                   "base_dn": SUFFIX, "mode": mode, "interval": 60, "timeout": 10}
+                   "base_dn": SUFFIX, "mode": mode, "interval": 60, "timeout": 10,
+                   "user_filter": longf}
+            if flavor:
+                cfg["flavor"] = flavor
             conf = {"server": {"log_level": "info"}, "upstream:corp": cfg}
             if srv is None:
                 srv = self.start_server(config=conf)
@@ -426,13 +437,28 @@ class Real389(test_sync.SyncTest):
             self.assertEqual((u["users"], u["tombstones"], u["state"] != "halted"),
                              (30, 0, True), (mode, u))
             r = self.assertOk(c.call("user.list", limit=1000))["users"]
-            now = {x["name"]: (x["id"], x["origin_key"]) for x in r}
+            now = {x["name"]: x["id"] for x in r}
+            keys = {x["name"]: x["origin_key"] for x in r}
             if ids is not None:
                 self.assertEqual(now, ids, mode)
             ids = now
+            if flavor == "generic":
+                generic_keys = keys
+                c.close()
+                continue
+            # the sync UUIDs of the generic run became entryUUIDs in place
+            self.assertNotEqual(keys, generic_keys)
             self.assertEqual(self.user(c, "u00004")["upstream_state"], ["disabled"], mode)
             self.assertEqual(self.user(c, "u00005")["state"], "active", mode)
+            if mode == "syncrepl-persist":
+                # the cookie shown whole, never cut at 159 bytes
+                cookie = u["cookie"].split(" groups:")[0]
+                self.assertTrue(cookie.startswith("users:"), cookie)
+                self.assertGreater(len(cookie), 159 + len("users:"), cookie)
+                self.assertIn(longf, cookie)
+                self.assertNotIn("blake2b", cookie)
             c.close()
+        self.assertIn("389-ds sync UUIDs", srv.stderr_text())
         # persist again: a deletion arrives by sync UUID, and must name the right user
         c = self.client(srv)
         ds.modify("dn: %s\nchangetype: delete\n" % test_sync.udn("u00007"))
@@ -490,6 +516,9 @@ class RealSambaAD(test_sync.SyncTest):
         self.assertIn("all_teams", alice["groups"])
         g = self.assertOk(c.call("group.get", name="domain_admins"))["group"]
         self.assertIn("administrator", g["members"]["users"])
+        # groups keep their objectSid too (Domain Admins is ...-512)
+        self.assertEqual(g["origin_sid"], dc.show("group", "Domain Admins")["objectSid"])
+        self.assertTrue(g["origin_sid"].endswith("-512"), g["origin_sid"])
         # primary groups (primaryGroupID: not in the member attribute)
         g = self.assertOk(c.call("group.get", name="domain_users"))["group"]
         self.assertEqual(set(g["members"]["users"]),

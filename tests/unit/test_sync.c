@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
 #include "schema/confkey.h"
 #include "schema/error.h"
@@ -717,6 +718,110 @@ static void test_apply(void **state)
     assert_true(g.tombstone != 0);
 }
 
+/* EXPIRE (an accountExpires that passed between runs) and REKEY (a key of
+ * an older scheme rewritten in place), each safe to run twice. */
+static void test_apply_expire_rekey(void **state)
+{
+    afx *f = *state;
+    gh_user u;
+    gh_group g;
+    gh_txn *txn;
+    const char *both[] = {"k-alice", "k-bob"};
+
+    add_user(f, "k-alice", "alice", 20001, "alice@example.org");
+    f->b.ch[0].u.upstream_expires = 2000000000;
+    add_user(f, "k-bob", "bob", 20002, "bob@example.org");
+    add_group(f, "k-ops", "ops", both, 2);
+    snprintf(f->b.ch[2].g.origin_sid, sizeof(f->b.ch[2].g.origin_sid), "S-1-5-21-1-2-3-512");
+    assert_int_equal(apply(f), 0);
+    gh__sync_batch_reset(&f->b);
+    assert_int_equal(user_by_key(f, "k-alice", &u), 0);
+    assert_int_equal(u.upstream_expires, 2000000000);
+    uint64_t alice = u.id;
+
+    /* EXPIRE: alice becomes expired (disabled); bob, who has no expiry time,
+     * is left alone; an unknown key is nothing */
+    assert_non_null(gh__sync_batch_add(&f->b, GH__SYNC_CH_EXPIRE, "k-alice"));
+    assert_non_null(gh__sync_batch_add(&f->b, GH__SYNC_CH_EXPIRE, "k-bob"));
+    assert_non_null(gh__sync_batch_add(&f->b, GH__SYNC_CH_EXPIRE, "k-nobody"));
+    assert_int_equal(apply(f), 0);
+    assert_int_equal(f->b.res.modified, 1);
+    gh__sync_batch_reset(&f->b);
+    assert_int_equal(user_by_key(f, "k-alice", &u), 0);
+    assert_int_equal(u.upstream_flags, GH_UPSTREAM_EXPIRED);
+    assert_int_equal(u.state, GH_USER_DISABLED);
+    assert_int_equal(u.admin_state, GH_USER_ACTIVE);
+    assert_int_equal(user_by_key(f, "k-bob", &u), 0);
+    assert_int_equal(u.state, GH_USER_ACTIVE);
+
+    /* REKEY: the same user and group under their new keys */
+    gh__sync_change *c = gh__sync_batch_add(&f->b, GH__SYNC_CH_REKEY, "k-alice");
+    c->link.kind = GH__SYNC_KIND_USER;
+    snprintf(c->link.key, sizeof(c->link.key), "n-alice");
+    c = gh__sync_batch_add(&f->b, GH__SYNC_CH_REKEY, "k-ops");
+    c->link.kind = GH__SYNC_KIND_GROUP;
+    snprintf(c->link.key, sizeof(c->link.key), "n-ops");
+    assert_int_equal(apply(f), 0);
+    gh__sync_batch_reset(&f->b);
+    assert_int_equal(user_by_key(f, "k-alice", &u), GH_ENOTFOUND);
+    assert_int_equal(user_by_key(f, "n-alice", &u), 0);
+    assert_int_equal(u.id, alice);
+    assert_string_equal(u.name, "alice");
+    assert_int_equal(gh_store_read_begin(f->r, &txn), 0);
+    assert_int_equal(gh_store_group_get_by_origin(txn, "corp", "n-ops", &g), 0);
+    assert_string_equal(g.origin_sid, "S-1-5-21-1-2-3-512");
+    assert_int_equal(gh_store_group_get_by_origin(txn, "corp", "k-ops", &g), GH_ENOTFOUND);
+    gh_store_read_end(f->r);
+    assert_int_equal(members_of(f, "ops"), 2);
+}
+
+/* ---- what sync.status shows of a cookie; objectGUID byte orders ---- */
+
+static void test_cookie_and_guid(void **state)
+{
+    (void)state;
+    char out[2100], big[1001], hex[33];
+    unsigned char h[16];
+
+    assert_int_equal(gh__sync_cookie_show("users", "rid=001,csn=x", 13, out, sizeof(out)), 19);
+    assert_string_equal(out, "users:rid=001,csn=x");
+    /* printable and up to 1,000 bytes: whole (never cut at 159) */
+    memset(big, 'c', sizeof(big));
+    gh__sync_cookie_show("users", big, 300, out, sizeof(out));
+    assert_int_equal(strlen(out), 6 + 300);
+    gh__sync_cookie_show("users", big, 1000, out, sizeof(out));
+    assert_int_equal(strlen(out), 6 + 1000);
+    /* longer, or binary: blake2b-128 of the whole cookie and its length */
+    gh__sync_cookie_show("groups", big, 1001, out, sizeof(out));
+    crypto_generichash(h, sizeof(h), (const unsigned char *)big, 1001, NULL, 0);
+    sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+    char want[100];
+    snprintf(want, sizeof(want), "groups:blake2b-128:%s/1001", hex);
+    assert_string_equal(out, want);
+    gh__sync_cookie_show("users", "a\x01b", 3, out, sizeof(out));
+    crypto_generichash(h, sizeof(h), (const unsigned char *)"a\x01b", 3, NULL, 0);
+    sodium_bin2hex(hex, sizeof(hex), h, sizeof(h));
+    snprintf(want, sizeof(want), "users:blake2b-128:%s/3", hex);
+    assert_string_equal(out, want);
+
+    /* raw byte order <-> AD's (first three fields little-endian), both ways */
+    char g[40], back[40];
+    assert_int_equal(gh__sync_guid_swap("1c0ab790-7e17-0546-0000-000000000001", g, sizeof(g)), 0);
+    assert_string_equal(g, "90b70a1c-177e-4605-0000-000000000001");
+    assert_int_equal(gh__sync_guid_swap(g, back, sizeof(back)), 0);
+    assert_string_equal(back, "1c0ab790-7e17-0546-0000-000000000001");
+    assert_int_equal(gh__sync_guid_swap("1C0AB790-7E17-0546-0000-00000000000A", g, sizeof(g)), 0);
+    assert_string_equal(g, "90b70a1c-177e-4605-0000-00000000000a");
+    assert_int_equal(gh__sync_guid_swap("not-a-guid", g, sizeof(g)), GH_EINVAL);
+    assert_int_equal(gh__sync_guid_swap("1c0ab790x7e17-0546-0000-000000000001", g, sizeof(g)),
+                     GH_EINVAL);
+    assert_int_equal(gh__sync_guid_swap("1c0ab790-7e17-0546-0000-00000000000g", g, sizeof(g)),
+                     GH_EINVAL);
+    assert_int_equal(gh__sync_guid_swap("0x0ab790-7e17-0546-0000-000000000001", g, sizeof(g)),
+                     GH_EINVAL);
+    assert_int_equal(gh__sync_guid_swap("1c0ab790-7e17-0546-0000-000000000001", g, 36), GH_EINVAL);
+}
+
 int main(void)
 {
     gh_log_setup(gh_log_level_parse("error"), 0);
@@ -728,6 +833,8 @@ int main(void)
         cmocka_unit_test(test_map),
         cmocka_unit_test(test_model),
         cmocka_unit_test_setup_teardown(test_apply, apply_setup, apply_teardown),
+        cmocka_unit_test_setup_teardown(test_apply_expire_rekey, apply_setup, apply_teardown),
+        cmocka_unit_test(test_cookie_and_guid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
