@@ -428,10 +428,18 @@ class LdapUtils(ghtest.TestCase):
         # self-service with the old password (over StartTLS), then admin reset
         env = dict(os.environ, LDAPTLS_CACERT=os.path.join(self.tls, "ca.pem"), LDAPCONF="/dev/null")
         dn = "uid=dave,ou=people," + SUFFIX
+        c = self.srv.client()
+        self.addCleanup(c.close)
+        # a password change ends every session, in the same transaction, as
+        # user.passwd and passwd.change do
+        tok = c.login("dave", PW["dave"])
+        self.assertOk(c.call("whoami", token=tok))
         p = subprocess.run(["ldappasswd", "-x", "-ZZ", "-H", self.uri("ldap"), "-D", dn,
                             "-w", PW["dave"], "-a", PW["dave"], "-s", "dave-new-pass-2"],
                            env=env, capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertError(c.call("whoami", token=tok), "invalid_token")
+        tok = c.login("dave", "dave-new-pass-2")
         p = self.tool("ldapwhoami", "-D", dn, "-w", "dave-new-pass-2")
         p = self.tool("ldapwhoami", "-D", dn, "-w", PW["dave"], check=False)
         self.assertEqual(p.returncode, 49)
@@ -450,6 +458,7 @@ class LdapUtils(ghtest.TestCase):
                             "uid=root,ou=people," + SUFFIX, "-w", PW["root"],
                             "-s", PW["dave"], dn], env=env, capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertError(c.call("whoami", token=tok), "invalid_token")  # an admin reset too
         self.tool("ldapwhoami", "-D", dn, "-w", PW["dave"])
 
     # ---- applications' literal login filters
