@@ -52,12 +52,13 @@ typedef struct gh_ldap_session gh_ldap_session;
 typedef struct gh_ldap_filter gh_ldap_filter;
 
 typedef struct gh_ldap_opts {
-    const char *suffix;     /* "dc=gatehouse" when NULL */
-    size_t max_message;     /* bytes per request (0: 1 MiB) */
-    size_t max_scan;        /* entries a search may examine without an index (0: 100000) */
-    const char *home_base;  /* homeDirectory = home_base/NAME ("/home") */
-    const char *shell;      /* loginShell ("/bin/sh") */
-    const char *vendor_ver; /* vendorVersion in the RootDSE */
+    const char *suffix; /* "dc=gatehouse" when NULL */
+    size_t max_message; /* bytes per request (0: 1 MiB) */
+    size_t max_scan;    /* entries a search may examine without an index (0: 100000) */
+    /* homeDirectory, loginShell, gecos and a user's gidNumber: what NSS serves
+     * (gh_user_posix_*), from these and the user's own fields */
+    gh_posix_defaults posix; /* NULL strings: "/home/%u", "/bin/sh" */
+    const char *vendor_ver;  /* vendorVersion in the RootDSE */
 } gh_ldap_opts;
 
 typedef struct gh_ldap_ctrl {

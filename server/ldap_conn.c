@@ -1162,6 +1162,7 @@ int gh__ldap_start(gh_server *srv)
         .suffix = cfg->ldap_suffix,
         .max_message = cfg->ldap_max_message,
         .max_scan = cfg->ldap_max_scan,
+        .posix = {cfg->home_template, cfg->default_shell, cfg->user_private_groups},
         .vendor_ver = GH_VERSION_STRING,
     };
     if ((rc = gh_ldap_new(&ls->core, &o)) != 0) {

@@ -20,6 +20,7 @@ SUFFIX = "dc=example,dc=org"
 PW = {"alice": "alice-secret-1", "bob": "bob-secret-12", "svc": "svc-secret-123",
       "root": "root-secret-1234", "dave": "dave-secret-1"}
 UTILS = shutil.which("ldapsearch") is not None
+NUSERS = 33  # users in LdapUtils' fixture
 
 
 def free_port():
@@ -73,6 +74,8 @@ class LdapUtils(ghtest.TestCase):
             "lockout_threshold": "100",
             "peer_failure_threshold": "1000",
             "log_level": "debug",
+            "home_template": "/export/%u.%U",
+            "default_shell": "/bin/zsh",
         }
         cls.srv = ghtest.Server(config=cfg)
         c = cls.srv.client()
@@ -83,6 +86,11 @@ class LdapUtils(ghtest.TestCase):
             r = c.call("user.add", name=name, password=PW[name], **extra)
             assert r["ok"], r
         c.call("user.add", name="carol")  # no password
+        # POSIX fields of their own, and none (the server's defaults)
+        assert c.call("group.add", name="devs", gid=43210)["ok"]
+        assert c.call("user.add", name="posixown", gid=43210, home="/srv/posixown",
+                      shell="/bin/bash", gecos="Pat Own,Room 1")["ok"]
+        assert c.call("user.add", name="posixdef", display_name="Dee Fault")["ok"]
         for g in ("git", "eng", "staff", "gatehouse-admins"):
             assert c.call("group.add", name=g)["ok"]
         for g, u in (("git", "alice"), ("staff", "bob"), ("gatehouse-admins", "root")):
@@ -237,7 +245,7 @@ class LdapUtils(ghtest.TestCase):
     def test_service_account_sees_everything(self):
         out = self.search("-b", "ou=people," + SUFFIX, "-s", "one", "(objectClass=posixAccount)",
                           "uid", user="svc")
-        self.assertEqual(len(self.dns(out)), 31)
+        self.assertEqual(len(self.dns(out)), NUSERS)
         out = self.search("-b", SUFFIX, "(uid=bob)", user="root")  # admin group
         self.assertEqual(self.dns(out), ["uid=bob,ou=people," + SUFFIX])
 
@@ -245,7 +253,7 @@ class LdapUtils(ghtest.TestCase):
         out = self.search("-b", SUFFIX, "(uid=alice)", "*", "+", "userPassword", user="svc")
         for line in ("objectClass: inetOrgPerson", "objectClass: posixAccount",
                      "uid: alice", "cn: alice", "displayName: Alice Liddell", "sn: Liddell",
-                     "mail: alice@example.org", "homeDirectory: /home/alice",
+                     "mail: alice@example.org", "loginShell: /bin/zsh",
                      "memberOf: cn=git,ou=groups," + SUFFIX,
                      "entryDN: uid=alice,ou=people," + SUFFIX):
             self.assertIn(line + "\n", out)
@@ -259,6 +267,37 @@ class LdapUtils(ghtest.TestCase):
         self.assertNotIn("entryUUID", out)
         out = self.search("-b", SUFFIX, "(uid=alice)", "1.1", user="svc")
         self.assertEqual(out.strip(), "dn: uid=alice,ou=people," + SUFFIX)
+
+    def test_posix_attributes_same_as_nss(self):
+        """homeDirectory, loginShell, gecos and gidNumber over LDAP are what
+        libnss_gatehouse serves (nss.getpwnam): the user's own fields, else
+        home_template, default_shell, the display name and, with
+        user_private_groups (the default), the uid as primary gid."""
+        c = self.srv.client()
+        self.addCleanup(c.close)
+        seen = {}
+        for name in ("posixown", "posixdef", "alice", "bob"):
+            pw = self.assertOk(c.call("nss.getpwnam", name=name))["passwd"]
+            out = self.search("-b", SUFFIX, "(uid=%s)" % name, "homeDirectory", "loginShell",
+                              "gecos", "gidNumber", "uidNumber", user="svc")
+            attrs = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+            self.assertEqual(attrs.get("homeDirectory"), pw["home"], name)
+            self.assertEqual(attrs.get("loginShell"), pw["shell"], name)
+            self.assertEqual(attrs.get("gecos", ""), pw["gecos"], name)
+            self.assertEqual(int(attrs["gidNumber"]), pw["gid"], name)
+            self.assertEqual(int(attrs["uidNumber"]), pw["uid"], name)
+            seen[name] = attrs
+        own, dflt = seen["posixown"], seen["posixdef"]
+        self.assertEqual((own["homeDirectory"], own["loginShell"], own["gecos"], own["gidNumber"]),
+                         ("/srv/posixown", "/bin/bash", "Pat Own,Room 1", "43210"))
+        self.assertEqual(dflt["homeDirectory"], "/export/posixdef.%s" % dflt["uidNumber"])
+        self.assertEqual((dflt["loginShell"], dflt["gecos"]), ("/bin/zsh", "Dee Fault"))
+        self.assertEqual(dflt["gidNumber"], dflt["uidNumber"])  # user-private group
+        self.assertNotIn("gecos", seen["bob"])  # no gecos, no display name: none, as NSS's ""
+        # filters see the same values
+        self.assertEqual(self.dns(self.search("-b", SUFFIX, "(&(loginShell=/bin/bash)"
+                                              "(homeDirectory=/srv/*))", "1.1", user="svc")),
+                         ["uid=posixown,ou=people," + SUFFIX])
 
     def test_group_entry_attributes(self):
         out = self.search("-b", SUFFIX, "(cn=eng)", user="svc")
@@ -283,7 +322,8 @@ class LdapUtils(ghtest.TestCase):
         self.assertEqual(found("(|(uid=alice)(uid=bob))"), [alice, bob])
         self.assertEqual(found("(&(objectClass=posixAccount)(!(uid=u*))(!(uid=alice)))"),
                          sorted([bob] + ["uid=%s,ou=people,%s" % (n, SUFFIX)
-                                         for n in ("carol", "dave", "root", "svc")]))
+                                         for n in ("carol", "dave", "root", "svc", "posixown",
+                                                   "posixdef")]))
         self.assertEqual(found("(uid~=alice)"), [alice])
         self.assertEqual(found("(displayName=*lid*)"), [alice])
         self.assertEqual(found("(nosuchattr=1)"), [])
@@ -337,8 +377,8 @@ class LdapUtils(ghtest.TestCase):
         p = self.tool("ldapsearch", "-LLL", "-b", "ou=people," + SUFFIX, "-E", "pr=10/noprompt",
                       "(objectClass=posixAccount)", "1.1", user="svc")
         dns = self.dns(p.stdout)
-        self.assertEqual(len(dns), 31)
-        self.assertEqual(len(set(dns)), 31)
+        self.assertEqual(len(dns), NUSERS)
+        self.assertEqual(len(set(dns)), NUSERS)
         # with paging, over TLS too
         p = self.tool("ldapsearch", "-LLL", "-b", SUFFIX, "-E", "pr=7/noprompt",
                       "(uid=u*)", "1.1", kind="ldaps", user="svc")
@@ -371,7 +411,7 @@ class LdapUtils(ghtest.TestCase):
                    "(|(uid=carol)(uidNumber=%d))" % n, "(memberOf=cn=git,ou=groups,%s)" % SUFFIX,
                    "(entryDN=uid=bob,%s)" % people, "(!(nosuchattr=1))", "(entryUUID=*)",
                    "(mail=BOB@example.org)", "(displayName=*lid*)", "(sn=Liddell)",
-                   "(&(gidNumber=100)(!(mail=*)))", "(|(mail=*)(displayName=alice*))"]
+                   "(&(gidNumber>=1)(!(mail=*)))", "(|(mail=*)(displayName=alice*))"]
         attr_lists = [["uid"], ["1.1"], ["uid", "uidNumber", "objectClass", "entryUUID",
                                           "memberOf", "entryDN", "cn"],
                       ["uid", "mail", "displayName", "sn", "gidNumber"],
@@ -489,7 +529,7 @@ class LdapUtils(ghtest.TestCase):
             self.assertEqual(self.dns(p.stdout), ["uid=alice,ou=people," + SUFFIX])
         p = self.tool("ldapsearch", "-LLL", "-b", SUFFIX, "-E", "pr=10/noprompt",
                       "(|(objectclass=inetOrgPerson))", "dn", user="svc")
-        self.assertEqual(len(self.dns(p.stdout)), 31)
+        self.assertEqual(len(self.dns(p.stdout)), NUSERS)
 
     def test_jellyfin_filter(self):
         # Jellyfin LDAP-Auth: search filter, then admin filter with memberof
