@@ -9,4 +9,4 @@ libghcore_la_SOURCES += \
 	schema/store_role.c schema/store_misc.c schema/migrate.c \
 	schema/store_hot.c \
 	schema/store_backup.c \
-	schema/posix.c
+	schema/posix.c schema/store_fold.c

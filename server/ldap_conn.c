@@ -311,21 +311,16 @@ static void bind_done(void *arg, int rc, const gh_user *u)
     conn_process(c);
 }
 
-/* uid is caseIgnore in LDAP, logins are case-sensitive in the store: when
- * the name as written does not exist, its lower-case form is tried. */
-static void canonical_login(gh_server *srv, char *name)
+/* uid is caseIgnore in LDAP, logins are case-sensitive in the store: the
+ * login as stored (gh_ldap_user_canonical), or name unchanged when there is
+ * none or several (then the bind fails like an unknown user's, after the
+ * same Argon2 cost). */
+static void canonical_login(gh_server *srv, char *name, size_t size)
 {
     gh_txn *txn;
-    uint64_t id;
-    char low[GH_NAME_MAX + 1];
-    size_t i;
-    for (i = 0; name[i] && i < GH_NAME_MAX; i++)
-        low[i] = (char)((unsigned char)name[i] < 0x80 ? tolower((unsigned char)name[i]) : name[i]);
-    low[i] = '\0';
-    if (strcmp(low, name) == 0 || gh_store_read_begin(srv->reader, &txn) != 0)
+    if (gh_store_read_begin(srv->reader, &txn) != 0)
         return;
-    if (gh_store_user_id(txn, name, &id) != 0 && gh_store_user_id(txn, low, &id) == 0)
-        memcpy(name, low, i + 1);
+    gh_ldap_user_canonical(txn, name, size);
     gh_store_read_end(srv->reader);
 }
 
@@ -355,7 +350,7 @@ static int do_bind(lconn *c, gh_ldap_req *r)
         0)
         name[0] = '\0'; /* verified against the dummy hash: same cost, fails */
     else
-        canonical_login(srv, name);
+        canonical_login(srv, name, sizeof(name));
     bind_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         reply(c, r, 80, "out of memory");
@@ -533,7 +528,8 @@ static int do_passwd(lconn *c, gh_ldap_req *r)
             goto done;
         }
     }
-    if (gh_store_user_get(txn, name, &target) != 0 || target.tombstone) {
+    if (gh_ldap_user_canonical(txn, name, sizeof(name)) != 0 ||
+        gh_store_user_get(txn, name, &target) != 0 || target.tombstone) {
         code = 32;
         text = "no such user";
         goto done;

@@ -18,9 +18,12 @@ import ghtest
 
 SUFFIX = "dc=example,dc=org"
 PW = {"alice": "alice-secret-1", "bob": "bob-secret-12", "svc": "svc-secret-123",
-      "root": "root-secret-1234", "dave": "dave-secret-1"}
+      "root": "root-secret-1234", "dave": "dave-secret-1", "MixedCase": "mixed-secret-1",
+      "Twin": "twin-secret-upper", "twin": "twin-secret-lower"}
+# every password a test sends; none may reach the server's log
+NEW_PW = ("dave-new-pass-2", "x-new-pass-3", "another-pass-4", "mixed-new-pass-5")
 UTILS = shutil.which("ldapsearch") is not None
-NUSERS = 33  # users in LdapUtils' fixture
+NUSERS = 36  # users in LdapUtils' fixture
 
 
 def free_port():
@@ -91,6 +94,11 @@ class LdapUtils(ghtest.TestCase):
         assert c.call("user.add", name="posixown", gid=43210, home="/srv/posixown",
                       shell="/bin/bash", gecos="Pat Own,Room 1")["ok"]
         assert c.call("user.add", name="posixdef", display_name="Dee Fault")["ok"]
+        # logins with capitals (uid is caseIgnore), two differing only in case
+        for name in ("MixedCase", "Twin", "twin"):
+            assert c.call("user.add", name=name, password=PW[name])["ok"]
+        assert c.call("group.add", name="QA-Team")["ok"]
+        assert c.call("group.add_member", group="QA-Team", user="MixedCase")["ok"]
         for g in ("git", "eng", "staff", "gatehouse-admins"):
             assert c.call("group.add", name=g)["ok"]
         for g, u in (("git", "alice"), ("staff", "bob"), ("gatehouse-admins", "root")):
@@ -112,7 +120,8 @@ class LdapUtils(ghtest.TestCase):
             assert rc == 0, err[-3000:]
             assert "AddressSanitizer" not in err and "LeakSanitizer" not in err \
                 and "runtime error" not in err, err
-            assert "alice-secret" not in err and "svc-secret" not in err, "a password was logged"
+            for pw in list(PW.values()) + list(NEW_PW):
+                assert pw not in err, "a password was logged"
         shutil.rmtree(cls.tls, ignore_errors=True)
         shutil.rmtree(cls.base, ignore_errors=True)
 
@@ -299,6 +308,55 @@ class LdapUtils(ghtest.TestCase):
                                               "(homeDirectory=/srv/*))", "1.1", user="svc")),
                          ["uid=posixown,ou=people," + SUFFIX])
 
+    def test_names_ignore_case(self):
+        """uid and cn are caseIgnore: a login with capitals is found by any
+        spelling, through the index (uid=, cn=, DNs, binds) as through a scan;
+        two logins differing only in case both match an equality filter, and
+        a DN spelled like neither names neither."""
+        mixed = "uid=MixedCase,ou=people," + SUFFIX
+        def found(flt, base=SUFFIX, *extra):
+            return sorted(self.dns(self.search("-b", base, *extra, flt, "1.1", user="svc")))
+        for flt in ("(uid=mixedcase)", "(uid=MIXEDCASE)", "(cn=mixedCase)", "(uid=mixed*)",
+                    "(&(objectClass=posixAccount)(uid=mixedcase))",
+                    "(entryDN=uid=mixedcase,ou=people,%s)" % SUFFIX,
+                    "(memberOf=cn=qa-team,ou=groups,%s)" % SUFFIX):
+            self.assertEqual(found(flt), [mixed], flt)
+        self.assertEqual(found("(cn=qa-team)"), ["cn=QA-Team,ou=groups," + SUFFIX])
+        self.assertEqual(found("(member=uid=MIXEDCASE,ou=people,%s)" % SUFFIX),
+                         ["cn=QA-Team,ou=groups," + SUFFIX])
+        self.assertEqual(found("(objectClass=*)", "uid=mixedcase,ou=people," + SUFFIX,
+                               "-s", "base"), [mixed])
+        twins = ["uid=Twin,ou=people," + SUFFIX, "uid=twin,ou=people," + SUFFIX]
+        for flt in ("(uid=twin)", "(uid=TWIN)", "(uid=tWiN)", "(uid=twi*)",
+                    "(|(uid=twin)(uid=nobody))"):
+            self.assertEqual(found(flt), twins, flt)
+        # binds: any spelling of a login with capitals; the exact spelling of
+        # a twin; a third spelling of the twins is nobody's
+        for dn in ("uid=mixedcase,ou=people," + SUFFIX, "UID=MIXEDCASE,OU=PEOPLE," + SUFFIX,
+                   "mixedcase"):
+            p = self.tool("ldapwhoami", "-D", dn, "-w", PW["MixedCase"])
+            self.assertEqual(p.stdout.strip(), "dn:" + mixed, dn)
+        for name in ("Twin", "twin"):
+            p = self.tool("ldapwhoami", "-D", "uid=%s,ou=people,%s" % (name, SUFFIX),
+                          "-w", PW[name])
+            self.assertEqual(p.stdout.strip(), "dn:uid=%s,ou=people,%s" % (name, SUFFIX))
+        p = self.tool("ldapwhoami", "-D", "uid=TWIN,ou=people," + SUFFIX, "-w", PW["twin"],
+                      check=False)
+        self.assertEqual(p.returncode, 49)
+        # Password Modify names its target by DN too
+        env = dict(os.environ, LDAPCONF="/dev/null")
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D",
+                            "uid=root,ou=people," + SUFFIX, "-w", PW["root"],
+                            "-s", "mixed-new-pass-5", "uid=mixedcase,ou=people," + SUFFIX],
+                           env=env, capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.tool("ldapwhoami", "-D", mixed, "-w", "mixed-new-pass-5")
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D",
+                            "uid=root,ou=people," + SUFFIX, "-w", PW["root"],
+                            "-s", PW["MixedCase"], mixed], env=env, capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_group_entry_attributes(self):
         out = self.search("-b", SUFFIX, "(cn=eng)", user="svc")
         self.assertIn("objectClass: posixGroup", out)
@@ -323,7 +381,7 @@ class LdapUtils(ghtest.TestCase):
         self.assertEqual(found("(&(objectClass=posixAccount)(!(uid=u*))(!(uid=alice)))"),
                          sorted([bob] + ["uid=%s,ou=people,%s" % (n, SUFFIX)
                                          for n in ("carol", "dave", "root", "svc", "posixown",
-                                                   "posixdef")]))
+                                                   "posixdef", "MixedCase", "Twin", "twin")]))
         self.assertEqual(found("(uid~=alice)"), [alice])
         self.assertEqual(found("(displayName=*lid*)"), [alice])
         self.assertEqual(found("(nosuchattr=1)"), [])

@@ -299,6 +299,8 @@ class MaxScan(ghtest.TestCase):
         for flt, want in (
                 ("(uid=u07)", [u07]),
                 ("(uid=U07)", [u07]),
+                ("(uid=mixed)", [user_dn("Mixed")]),
+                ("(cn=MIXED)", [user_dn("Mixed")]),
                 ("(cn=git)", [git]),
                 ("(uidNumber=%d)" % uid, [u07]),
                 ("(entryUUID=%s)" % uuid, [u07]),
