@@ -207,8 +207,8 @@ static void count(lconn *c, const gh_ldap_req *r, int code, const char *what)
         ls->ops[r->op]++;
     if (code >= 0 && code < LDAP_NCODES)
         ls->codes[code]++;
-    GH_LOGD("ldap %s: %s #%d %s -> %s", c->peer, gh_ldap_op_name(r->op), r->msgid, what ? what : "",
-            gh_ldap_result_name(code));
+    GH_LOGD("ldap %s: %s #%d%s%s -> %s", c->peer, gh_ldap_op_name(r->op), r->msgid,
+            what && what[0] ? " " : "", what ? what : "", gh_ldap_result_name(code));
 }
 
 static int reply(lconn *c, const gh_ldap_req *r, int code, const char *text)

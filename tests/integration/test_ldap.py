@@ -207,6 +207,28 @@ class LdapUtils(ghtest.TestCase):
             p = self.tool("ldapwhoami", kind=kind, user="alice", starttls=tls)
             self.assertEqual(p.stdout.strip(), expect, (kind, tls))
 
+    def test_search_and_compare_all_transports(self):
+        """ldapsearch (RootDSE, paged, the nested-group filter) and ldapcompare
+        over ldapi, ldap, StartTLS and ldaps with the test CA."""
+        eng = "cn=eng,ou=groups," + SUFFIX
+        for kind, tls in (("ldapi", False), ("ldap", False), ("ldap", True), ("ldaps", False)):
+            ctx = (kind, tls)
+            out = self.search("-s", "base", "-b", "", "+", kind=kind, starttls=tls)
+            self.assertIn("namingContexts: " + SUFFIX, out, ctx)
+            p = self.tool("ldapsearch", "-LLL", "-b", "ou=people," + SUFFIX, "-E",
+                          "pr=10/noprompt", "(objectClass=posixAccount)", "1.1", kind=kind,
+                          starttls=tls, user="svc")
+            self.assertEqual(len(set(self.dns(p.stdout))), NUSERS, ctx)
+            out = self.search("-b", SUFFIX, "(memberOf:1.2.840.113556.1.4.1941:=%s)" % eng,
+                              "1.1", kind=kind, starttls=tls, user="svc")
+            self.assertEqual(sorted(self.dns(out)), ["cn=git,ou=groups," + SUFFIX,
+                                                     "uid=alice,ou=people," + SUFFIX], ctx)
+            for who, rc in (("alice", 6), ("bob", 5)):
+                p = self.tool("ldapcompare", "cn=git,ou=groups," + SUFFIX,
+                              "member:uid=%s,ou=people,%s" % (who, SUFFIX), kind=kind,
+                              starttls=tls, user="svc", check=False)
+                self.assertEqual(p.returncode, rc, (ctx, who, p.stdout + p.stderr))
+
     def test_whoami_anonymous(self):
         p = self.tool("ldapwhoami")
         self.assertEqual(p.stdout.strip(), "anonymous")
@@ -612,12 +634,53 @@ class LdapUtils(ghtest.TestCase):
         self.assertEqual(self.dns(out), ["cn=git,ou=groups," + SUFFIX])
 
     def test_stats(self):
+        """Every operation and its result code is counted in stats.ldap and
+        logged at debug level (never a password: tearDownClass)."""
         c = self.srv.client()
-        r = c.call("stats")
-        c.close()
-        self.assertTrue(r["ok"], r)
-        self.assertGreater(r["ldap"]["ops"].get("search", 0), 0)
-        self.assertGreater(r["ldap"]["results"].get("success", 0), 0)
+        self.addCleanup(c.close)
+
+        def stats():
+            r = self.assertOk(c.call("stats"))["ldap"]
+            return r, r["ops"], r["results"]
+        before, ops0, res0 = stats()
+        self.tool("ldapwhoami", user="alice")                             # bind, extended, unbind
+        self.tool("ldapwhoami", "-D", "uid=alice,ou=people," + SUFFIX, "-w", "wrong",
+                  check=False)                                            # invalidCredentials
+        dn = "cn=git,ou=groups," + SUFFIX
+        self.tool("ldapcompare", dn, "member:uid=alice,ou=people," + SUFFIX, user="svc",
+                  check=False)                                            # compareTrue
+        self.tool("ldapcompare", dn, "member:uid=bob,ou=people," + SUFFIX, user="svc",
+                  check=False)                                            # compareFalse
+        self.tool("ldapmodify", user="root", check=False,
+                  stdin="dn: uid=x,ou=people,%s\nchangetype: delete\n" % SUFFIX)  # 53
+        self.tool("ldapsearch", "-b", "uid=nobody,ou=people," + SUFFIX, "-s", "base",
+                  user="svc", check=False)                                # noSuchObject
+        s = socket.socket(socket.AF_UNIX)                                 # abandon (no reply)
+        s.settimeout(ghtest.scaled(10))
+        s.connect(self.ldapi)
+        s.sendall(bytes.fromhex("300602010250 0101".replace(" ", "")))
+        s.sendall(bytes.fromhex("30050201034200"))                        # unbind
+        self.assertEqual(s.recv(100), b"")
+        s.close()
+        after, ops1, res1 = stats()
+
+        def grew(table0, table1, key, by=1):
+            self.assertGreaterEqual(table1.get(key, 0) - table0.get(key, 0), by, (key, table1))
+        for op, n in (("bind", 4), ("extended", 1), ("unbind", 5), ("compare", 2),
+                      ("delete", 1), ("search", 1), ("abandon", 1)):
+            grew(ops0, ops1, op, n)
+        for code in ("success", "invalidCredentials", "compareTrue", "compareFalse",
+                     "unwillingToPerform", "noSuchObject"):
+            grew(res0, res1, code)
+        self.assertGreaterEqual(after["binds_ok"] - before["binds_ok"], 4)
+        self.assertGreaterEqual(after["binds_failed"] - before["binds_failed"], 1)
+        self.assertGreater(after["connections_total"], before["connections_total"])
+        log = self.srv.stderr_text()
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: bind #1 -> invalidCredentials")
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: compare #2 cn=git,ou=groups,%s -> compareTrue"
+                         % SUFFIX)
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: delete #2 .*-> unwillingToPerform")
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: abandon #2 -> success")
 
 
 class LdapConfig(ghtest.TestCase):
