@@ -189,7 +189,7 @@ int gh_store_member_of(gh_txn *txn, gh_member m, gh_store_id_cb cb, void *arg);
  * stops with 0, < 0 with that code. GH_ETOOBIG past GH_STORE_FOLD_SEEKS
  * seeks (many names differing only in case): the caller must not take the
  * matches so far as all of them. */
-#define GH_STORE_FOLD_SEEKS 256 /* a name with one spelling costs at most 2 x 64 */
+#define GH_STORE_FOLD_SEEKS 128
 int gh_store_user_ids_nocase(gh_txn *txn, const char *name, gh_store_id_cb cb, void *arg);
 int gh_store_group_ids_nocase(gh_txn *txn, const char *name, gh_store_id_cb cb, void *arg);
 /* A user's effective groups (closure, kept at write time): one index lookup. */
