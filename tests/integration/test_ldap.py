@@ -612,13 +612,23 @@ class LdapUtils(ghtest.TestCase):
         self.assertEqual(len(self.dns(p.stdout)), NUSERS)
 
     def test_jellyfin_filter(self):
-        # Jellyfin LDAP-Auth: search filter, then admin filter with memberof
-        out = self.search("-b", SUFFIX, "(&(objectclass=inetOrgPerson)(uid=alice))", "uid",
-                          "cn", user="svc")
+        # jellyfin-plugin-ldapauth, as it runs: (1) bound as the service
+        # account, LdapSearchFilter alone over the base (attributes uid, mail),
+        # the user name matched in memory; (2) bound as the user, a base-scope
+        # search of its own DN with the admin filter
+        out = self.search("-b", SUFFIX, "(memberof=cn=git,ou=groups,%s)" % SUFFIX, "uid",
+                          "mail", user="svc")
+        self.assertIn("uid: alice", out)
         self.assertEqual(self.dns(out), ["uid=alice,ou=people," + SUFFIX])
-        out = self.search("-b", SUFFIX, "(memberof=cn=gatehouse-admins,ou=groups,%s)" % SUFFIX,
-                          "uid", user="svc")
-        self.assertEqual(self.dns(out), ["uid=root,ou=people," + SUFFIX])
+        admin_filter = "(memberof=cn=gatehouse-admins,ou=groups,%s)" % SUFFIX
+        for who, want in (("root", 1), ("alice", 0)):
+            dn = "uid=%s,ou=people,%s" % (who, SUFFIX)
+            out = self.search("-b", dn, "-s", "base", admin_filter, "uid", user=who)
+            self.assertEqual(len(self.dns(out)), want, who)
+        # a plain user's own memberOf is visible to itself
+        out = self.search("-b", "uid=alice,ou=people," + SUFFIX, "-s", "base",
+                          "(memberof=cn=git,ou=groups,%s)" % SUFFIX, "1.1", user="alice")
+        self.assertEqual(self.dns(out), ["uid=alice,ou=people," + SUFFIX])
 
     def test_sssd_style_queries(self):
         out = self.search("-b", SUFFIX,
@@ -698,6 +708,50 @@ class LdapConfig(ghtest.TestCase):
     def test_off(self):
         srv = self.start_server(config={"ldap_listen": ""})
         self.assertFalse(os.path.exists(os.path.join(srv.state_dir, "ldapi")))
+
+    def test_tls_ca_file_checks_client_certificates_and_grants_nothing(self):
+        d = tempfile.mkdtemp(prefix="gh-ldap-ca-")
+        self.addCleanup(shutil.rmtree, d, True)
+        make_ca(d)
+
+        def run(*args, cwd=d):
+            subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+        def client_cert(ca_dir, name):  # a client certificate signed by ca_dir's CA
+            run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", name + ".key", "-out", name + ".csr", "-subj",
+                "/CN=" + name)
+            run("openssl", "x509", "-req", "-in", name + ".csr", "-CA",
+                os.path.join(ca_dir, "ca.pem"), "-CAkey", os.path.join(ca_dir, "ca.key"),
+                "-CAcreateserial", "-out", name + ".pem", "-days", "2")
+        other = os.path.join(d, "other")
+        os.mkdir(other)
+        make_ca(other)
+        client_cert(d, "good")
+        client_cert(other, "stranger")
+        port = free_port()
+        srv = self.start_server(config={
+            "ldap_listen": "ldaps://127.0.0.1:%d" % port,
+            "tls_cert_file": os.path.join(d, "server.pem"),
+            "tls_key_file": os.path.join(d, "server.key"),
+            "tls_ca_file": os.path.join(d, "ca.pem")})
+
+        def whoami(cert=None):
+            env = dict(os.environ, LDAPTLS_CACERT=os.path.join(d, "ca.pem"),
+                       LDAPTLS_REQCERT="demand", LDAPCONF="/dev/null")
+            if cert:
+                env.update(LDAPTLS_CERT=os.path.join(d, cert + ".pem"),
+                           LDAPTLS_KEY=os.path.join(d, cert + ".key"))
+            return subprocess.run(["ldapwhoami", "-x", "-H", "ldaps://127.0.0.1:%d" % port],
+                                  env=env, capture_output=True, text=True,
+                                  timeout=ghtest.scaled(30))
+        p = whoami()  # none: fine
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "anonymous"), p.stderr)
+        p = whoami("good")  # verified, and still anonymous: it grants nothing
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "anonymous"), p.stderr)
+        p = whoami("stranger")  # from another CA: the handshake fails
+        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(whoami().returncode, 0)  # and the server still serves
 
     def test_refused_at_start(self):
         port = free_port()
