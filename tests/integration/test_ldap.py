@@ -21,7 +21,8 @@ PW = {"alice": "alice-secret-1", "bob": "bob-secret-12", "svc": "svc-secret-123"
       "root": "root-secret-1234", "dave": "dave-secret-1", "MixedCase": "mixed-secret-1",
       "Twin": "twin-secret-upper", "twin": "twin-secret-lower"}
 # every password a test sends; none may reach the server's log
-NEW_PW = ("dave-new-pass-2", "x-new-pass-3", "another-pass-4", "mixed-new-pass-5")
+NEW_PW = ("dave-new-pass-2", "x-new-pass-3", "another-pass-4", "mixed-new-pass-5",
+          "never-stored-6")
 UTILS = shutil.which("ldapsearch") is not None
 NUSERS = 36  # users in LdapUtils' fixture
 
@@ -581,6 +582,27 @@ class LdapUtils(ghtest.TestCase):
         self.assertError(c.call("whoami", token=tok), "invalid_token")  # an admin reset too
         self.tool("ldapwhoami", "-D", dn, "-w", PW["dave"])
 
+    def test_small_paths(self):
+        env = dict(os.environ, LDAPCONF="/dev/null")
+        alice = "uid=alice,ou=people," + SUFFIX
+        # Password Modify of oneself without the old password: 53
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D", alice,
+                            "-w", PW["alice"], "-s", "never-stored-6"], env=env,
+                           capture_output=True, text=True)
+        self.assertIn("(53)", p.stdout + p.stderr)
+        self.tool("ldapwhoami", user="alice")  # unchanged
+        # compare on userPassword: insufficientAccessRights (50)
+        p = self.tool("ldapcompare", alice, "userPassword:" + PW["alice"], user="svc",
+                      check=False)
+        self.assertEqual(p.returncode, 50, p.stdout + p.stderr)
+        # a group's entryUUID finds the group, and is not a user's
+        out = self.search("-b", SUFFIX, "(cn=git)", "entryUUID", user="svc")
+        uuid = out.split("entryUUID: ")[1].split()[0]
+        self.assertEqual(self.dns(self.search("-b", SUFFIX, "(entryUUID=%s)" % uuid, "1.1",
+                                              user="svc")), ["cn=git,ou=groups," + SUFFIX])
+        self.assertEqual(self.dns(self.search("-b", "ou=people," + SUFFIX,
+                                              "(entryUUID=%s)" % uuid, "1.1", user="svc")), [])
+
     # ---- applications' literal login filters
 
     def test_gitea_filter(self):
@@ -752,6 +774,15 @@ class LdapConfig(ghtest.TestCase):
         p = whoami("stranger")  # from another CA: the handshake fails
         self.assertNotEqual(p.returncode, 0)
         self.assertEqual(whoami().returncode, 0)  # and the server still serves
+
+    def test_non_loopback_allowed(self):
+        port = free_port()
+        self.start_server(config={"ldap_listen": "ldap://0.0.0.0:%d" % port,
+                                  "ldap_allow_non_loopback": "yes"})
+        p = subprocess.run(["ldapwhoami", "-x", "-H", "ldap://127.0.0.1:%d" % port],
+                           env=dict(os.environ, LDAPCONF="/dev/null"), capture_output=True,
+                           text=True, timeout=ghtest.scaled(30))
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "anonymous"), p.stderr)
 
     def test_refused_at_start(self):
         port = free_port()

@@ -262,6 +262,14 @@ class PythonLdap(ghtest.TestCase):
         self.assertIn(NOTICE_OID, data)
         self.assertServing()
 
+    def test_starttls_where_not_offered(self):
+        # on ldapi (and on ldaps, or a second time): operationsError (1), and
+        # the connection keeps serving in clear
+        lc = self.conn()
+        with self.assertRaises(ldap.OPERATIONS_ERROR):
+            lc.start_tls_s()
+        self.assertEqual(lc.whoami_s(), "dn:uid=svc,ou=people," + SUFFIX)
+
     def test_garbage(self):
         # a whole frame (or bytes that cannot start one) that is not an
         # LDAPMessage: a Notice of Disconnection with protocolError (2), then
