@@ -993,22 +993,22 @@ static void on_connection(uv_stream_t *server, int status)
     }
     unsigned same_peer = gh__peer_add(srv, c->peerkey);
     c->peer_counted = 1;
+    const char *full = NULL;
     if (!exempt && srv->cfg->max_connections_per_peer > 0 &&
-        same_peer > srv->cfg->max_connections_per_peer) {
+        same_peer > srv->cfg->max_connections_per_peer)
+        full = "too many connections from this peer (max_connections_per_peer)";
+    else if (__atomic_load_n(&srv->nconns, __ATOMIC_RELAXED) > srv->cfg->max_connections)
+        full = "too many connections (max_connections)";
+    if (full != NULL) { /* say why (in clear: not on ldaps), then close */
         gh_ldap_out out = {0};
-        GH_LOGD("ldap %s: over max_connections_per_peer; disconnecting", c->peer);
-        if (gh_ldap_notice_disconnect(&out, 52,
-                                      "too many connections from this peer "
-                                      "(max_connections_per_peer)") == 0 &&
-            l->kind != L_LDAPS)
+        GH_LOGD("ldap %s: %s; disconnecting", c->peer, full);
+        if (l->kind != L_LDAPS && gh_ldap_notice_disconnect(&out, 52, full) == 0)
             conn_send(c, &out);
         gh_ldap_out_free(&out);
         conn_close(c);
         return;
     }
-    if (srv->stopping ||
-        __atomic_load_n(&srv->nconns, __ATOMIC_RELAXED) > srv->cfg->max_connections ||
-        gh_ldap_session_new(ls->core, &c->sess) != 0) {
+    if (srv->stopping || gh_ldap_session_new(ls->core, &c->sess) != 0) {
         conn_close(c);
         return;
     }

@@ -239,6 +239,12 @@ class ConnectionLimits(ghtest.TestCase):
         s.connect(srv.socket_path)
         held.append(s)
         self.assertIn(b"too many connections", s.makefile("rb").readline())
+        s = socket.create_connection(("127.0.0.1", port), timeout=ghtest.scaled(10))
+        held.append(s)
+        msg = recv_message(s)  # an LDAP one over the limit: told why
+        self.assertIn(NOTICE_OID, msg)
+        self.assertEqual(result_code(msg), 52)
+        self.assertIn(b"(max_connections)", msg)
         held.pop(0).close()
         got = []
 
