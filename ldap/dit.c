@@ -776,7 +776,7 @@ int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e,
             return PUT(buf);
         case LA_GIDNUMBER: {
             /* as NSS: the user's gid, else its uid with user_private_groups,
-             * else none (NSS does not serve such a user; SSSD skips it) */
+             * else none (NSS does not serve such a user at all) */
             uint32_t gid = gh_user_posix_gid(u, &l->posix);
             if (gid == 0)
                 return 0;
