@@ -372,9 +372,13 @@ int gh_ldap_new(gh_ldap **out, const gh_ldap_opts *opts)
     snprintf(l->suffix, sizeof(l->suffix), "%s", sfx);
     l->max_message = opts && opts->max_message ? opts->max_message : 1u << 20;
     l->max_scan = opts && opts->max_scan ? opts->max_scan : 100000;
-    snprintf(l->home_base, sizeof(l->home_base), "%s",
-             opts && opts->home_base ? opts->home_base : "/home");
-    snprintf(l->shell, sizeof(l->shell), "%s", opts && opts->shell ? opts->shell : "/bin/sh");
+    snprintf(l->home_template, sizeof(l->home_template), "%s",
+             opts && opts->posix.home_template ? opts->posix.home_template : "/home/%u");
+    snprintf(l->shell, sizeof(l->shell), "%s",
+             opts && opts->posix.default_shell ? opts->posix.default_shell : "/bin/sh");
+    l->posix.home_template = l->home_template;
+    l->posix.default_shell = l->shell;
+    l->posix.user_private_groups = opts ? opts->posix.user_private_groups : 0;
     snprintf(l->vendor_ver, sizeof(l->vendor_ver), "%s",
              opts && opts->vendor_ver ? opts->vendor_ver : "");
     *out = l;
@@ -669,8 +673,8 @@ int gh__ldap_user_attr_hot(int attr)
 {
     /* keep in step with the DL_USER case below: only what reads u->id,
      * u->name, u->uid, u->gid, u->display_name or u->mail (homeDirectory,
-     * loginShell and gecos stay out: they are meant to come from the
-     * record's home, shell and gecos) */
+     * loginShell and gecos stay out: they come from the record's home, shell
+     * and gecos) */
     switch (attr) {
     case LA_UNKNOWN:
     case LA_USERPASSWORD: /* never served */
@@ -760,22 +764,30 @@ int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e,
             return PUT(sp && sp[1] ? sp + 1 : display);
         }
         case LA_DISPLAYNAME:
-        case LA_GECOS:
             return PUT(display);
+        case LA_GECOS: { /* as NSS: the user's gecos, else the display name */
+            const char *g = gh_user_posix_gecos(u);
+            return g[0] ? PUT(g) : 0;
+        }
         case LA_MAIL:
             return u->mail[0] ? PUT(u->mail) : 0;
         case LA_UIDNUMBER:
             snprintf(buf, sizeof(buf), "%" PRIu32, u->uid);
             return PUT(buf);
-        case LA_GIDNUMBER:
-            /* no primary group: "users" (100), never a number another group may hold */
-            snprintf(buf, sizeof(buf), "%" PRIu32, u->gid ? u->gid : 100u);
+        case LA_GIDNUMBER: {
+            /* as NSS: the user's gid, else its uid with user_private_groups,
+             * else none (NSS does not serve such a user at all) */
+            uint32_t gid = gh_user_posix_gid(u, &l->posix);
+            if (gid == 0)
+                return 0;
+            snprintf(buf, sizeof(buf), "%" PRIu32, gid);
             return PUT(buf);
+        }
         case LA_HOMEDIR:
-            snprintf(buf, sizeof(buf), "%s/%s", l->home_base, u->name);
+            gh_user_posix_home(u, &l->posix, buf, sizeof(buf));
             return PUT(buf);
         case LA_LOGINSHELL:
-            return PUT(l->shell);
+            return PUT(gh_user_posix_shell(u, &l->posix));
         case LA_MEMBEROF: {
             gh_member me = {GH_MEMBER_USER, u->id};
             rc = gh_store_member_of(txn, me, memberof_cb, &m);

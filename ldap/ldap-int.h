@@ -141,8 +141,9 @@ struct gh_ldap {
     char suffix[LDAP_SUFFIX_MAX];      /* as configured */
     char suffix_norm[LDAP_SUFFIX_MAX]; /* normalised */
     size_t max_message, max_scan;
-    char home_base[256];
+    char home_template[256];
     char shell[256];
+    gh_posix_defaults posix; /* points at the two above */
     char vendor_ver[64];
 };
 

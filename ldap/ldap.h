@@ -52,12 +52,13 @@ typedef struct gh_ldap_session gh_ldap_session;
 typedef struct gh_ldap_filter gh_ldap_filter;
 
 typedef struct gh_ldap_opts {
-    const char *suffix;     /* "dc=gatehouse" when NULL */
-    size_t max_message;     /* bytes per request (0: 1 MiB) */
-    size_t max_scan;        /* entries a search may examine without an index (0: 100000) */
-    const char *home_base;  /* homeDirectory = home_base/NAME ("/home") */
-    const char *shell;      /* loginShell ("/bin/sh") */
-    const char *vendor_ver; /* vendorVersion in the RootDSE */
+    const char *suffix; /* "dc=gatehouse" when NULL */
+    size_t max_message; /* bytes per request (0: 1 MiB) */
+    size_t max_scan;    /* entries a search may examine without an index (0: 100000) */
+    /* homeDirectory, loginShell, gecos and a user's gidNumber: what NSS serves
+     * (gh_user_posix_*), from these and the user's own fields */
+    gh_posix_defaults posix; /* NULL strings: "/home/%u", "/bin/sh" */
+    const char *vendor_ver;  /* vendorVersion in the RootDSE */
 } gh_ldap_opts;
 
 typedef struct gh_ldap_ctrl {
@@ -147,6 +148,11 @@ int gh_ldap_decode(const char *buf, size_t len, size_t max_message, size_t *used
 int gh_ldap_dn_user(const gh_ldap *l, const struct berval *dn, int bare, char *name, size_t len);
 /* A user's DN into buf. */
 void gh_ldap_user_dn(const gh_ldap *l, const char *name, char *buf, size_t len);
+/* Rewrites name (a login from a DN or a bind, uid being caseIgnore) to the
+ * stored spelling: the name as written when it exists, else the one login
+ * equal to it ignoring ASCII case; GH_ENOTFOUND when none, or when several
+ * logins differ from it only in case (ambiguous: name is left as it was). */
+int gh_ldap_user_canonical(gh_txn *txn, char *name, size_t size);
 
 /* ---- operations on a read transaction ---- */
 /* Appends the entries and the SearchResultDone (with the paged-results

@@ -126,49 +126,65 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Names are case-sensitive in the store but caseIgnore in LDAP: the name as
- * written, then its lower-case form (the usual spelling of logins). */
+/* Names are case-sensitive in the store but caseIgnore in LDAP. A DN names
+ * the record spelled as written (one index lookup), else the one record whose
+ * name equals it ignoring case (gh_store_*_ids_nocase); two names differing
+ * only in case make a third spelling ambiguous, and it names neither. An
+ * equality filter takes every spelling instead (plan). */
+typedef struct one_id {
+    uint64_t id;
+    int n;
+} one_id;
+
+static int one_id_cb(uint64_t id, void *arg)
+{
+    one_id *o = arg;
+    if (o->n++ == 0)
+        o->id = id;
+    return o->n > 1; /* a second one: ambiguous, stop */
+}
+
+static int find_user_id(gh_txn *txn, const char *name, uint64_t *id)
+{
+    one_id o = {0, 0};
+    if (gh_store_user_id(txn, name, id) == 0)
+        return 0;
+    if (gh_store_user_ids_nocase(txn, name, one_id_cb, &o) != 0 || o.n != 1)
+        return GH_ENOTFOUND;
+    *id = o.id;
+    return 0;
+}
+
 static int find_user(gh_txn *txn, const char *name, gh_user *u)
 {
-    char low[GH_NAME_MAX + 1];
-    size_t i;
-    if (gh_store_user_get(txn, name, u) == 0)
-        return u->tombstone ? GH_ENOTFOUND : 0;
-    for (i = 0; name[i] && i < GH_NAME_MAX; i++)
-        low[i] = (char)((unsigned char)name[i] < 0x80 ? tolower((unsigned char)name[i]) : name[i]);
-    low[i] = '\0';
-    if (strcmp(low, name) == 0 || gh_store_user_get(txn, low, u) != 0)
+    uint64_t id;
+    if (find_user_id(txn, name, &id) != 0 || gh_store_user_get_by_id(txn, id, u) != 0)
         return GH_ENOTFOUND;
     return u->tombstone ? GH_ENOTFOUND : 0;
 }
 
-/* The same, through the name index only (no record decoded). */
-static int find_user_id(gh_txn *txn, const char *name, uint64_t *id)
-{
-    char low[GH_NAME_MAX + 1];
-    size_t i;
-    if (gh_store_user_id(txn, name, id) == 0)
-        return 0;
-    for (i = 0; name[i] && i < GH_NAME_MAX; i++)
-        low[i] = (char)((unsigned char)name[i] < 0x80 ? tolower((unsigned char)name[i]) : name[i]);
-    low[i] = '\0';
-    if (strcmp(low, name) == 0)
-        return GH_ENOTFOUND;
-    return gh_store_user_id(txn, low, id);
-}
-
 static int find_group(gh_txn *txn, const char *name, gh_group *g)
 {
-    char low[GH_NAME_MAX + 1];
-    size_t i;
-    if (gh_store_group_get(txn, name, g) == 0)
-        return g->tombstone ? GH_ENOTFOUND : 0;
-    for (i = 0; name[i] && i < GH_NAME_MAX; i++)
-        low[i] = (char)((unsigned char)name[i] < 0x80 ? tolower((unsigned char)name[i]) : name[i]);
-    low[i] = '\0';
-    if (strcmp(low, name) == 0 || gh_store_group_get(txn, low, g) != 0)
+    one_id o = {0, 0};
+    if (gh_store_group_id(txn, name, &o.id) != 0) {
+        if (gh_store_group_ids_nocase(txn, name, one_id_cb, &o) != 0 || o.n != 1)
+            return GH_ENOTFOUND;
+    }
+    if (gh_store_group_get_by_id(txn, o.id, g) != 0)
         return GH_ENOTFOUND;
     return g->tombstone ? GH_ENOTFOUND : 0;
+}
+
+int gh_ldap_user_canonical(gh_txn *txn, char *name, size_t size)
+{
+    uint64_t id;
+    gh_user_hot h;
+    if (find_user_id(txn, name, &id) != 0 || gh_store_user_hot(txn, id, &h) != 0 ||
+        h.name_len >= size)
+        return GH_ENOTFOUND;
+    memcpy(name, h.name, h.name_len);
+    name[h.name_len] = '\0';
+    return 0;
 }
 
 /* ---- resolution of DN-valued assertions into id sets ---- */
@@ -178,6 +194,11 @@ typedef struct walk {
     idset *set;
     int kind;
 } walk;
+
+static int add_id_cb(uint64_t id, void *arg)
+{
+    return set_add(arg, id);
+}
 
 static int add_group_cb(uint64_t id, void *arg)
 {
@@ -503,21 +524,23 @@ static int plan(sctx *c, gh_ldap_filter *f, int kind, idset *out, int *err)
     case LA_OBJECTCLASS:
         return class_of(f->value, kind) ? 0 : 1;
     case LA_UID:
-    case LA_CN:
-        if (f->rawlen > GH_NAME_MAX)
+    case LA_CN: {
+        if (f->rawlen > GH_NAME_MAX || (f->attr == LA_UID && kind != K_USER))
             return 1;
-        if (kind == K_USER) {
-            gh_user u;
-            if (find_user(c->txn, f->raw, &u) == 0 && set_add(out, u.id) != 0)
-                *err = GH_ENOMEM;
-            return 1;
-        }
-        if (f->attr == LA_UID)
-            return 1;
-        gh_group grp;
-        if (find_group(c->txn, f->raw, &grp) == 0 && set_add(out, grp.id) != 0)
-            *err = GH_ENOMEM;
+        /* every spelling equal ignoring case, as a scan would match (the
+         * filter still runs on each candidate: tombstones drop out there) */
+        idset names = {0};
+        int rc = kind == K_USER ? gh_store_user_ids_nocase(c->txn, f->raw, add_id_cb, &names)
+                                : gh_store_group_ids_nocase(c->txn, f->raw, add_id_cb, &names);
+        for (size_t i = 0; rc == 0 && i < names.n; i++)
+            rc = set_add(out, names.v[i]);
+        free(names.v);
+        if (rc == GH_ETOOBIG)
+            return 0; /* too many spellings to follow: scanned, within ldap_max_scan */
+        if (rc != 0)
+            *err = rc;
         return 1;
+    }
     case LA_UIDNUMBER:
         if (kind == K_USER) {
             gh_user u;

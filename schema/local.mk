@@ -8,4 +8,5 @@ libghcore_la_SOURCES += \
 	schema/store.c schema/store_user.c schema/store_group.c \
 	schema/store_role.c schema/store_misc.c schema/migrate.c \
 	schema/store_hot.c \
-	schema/store_backup.c
+	schema/store_backup.c \
+	schema/posix.c schema/store_fold.c

@@ -192,6 +192,21 @@ int gh_schema_resource_concrete_valid(const char *resource, char *msg, size_t ms
 
 const char *gh_user_state_name(gh_user_state s); /* "active", "locked", "disabled" */
 int gh_user_state_parse(const char *s, gh_user_state *out);
+
+/* A user's passwd view (schema/posix.c), the one rule of every front-end
+ * (NSS, LDAP): home = the user's home, else home_template with %u (login),
+ * %U (uid) and %% expanded; shell = the user's, else default_shell; gecos =
+ * the user's, else the display name (may be ""); gid = the user's, else its
+ * uid with user_private_groups, else 0 (none: NSS does not serve the user). */
+typedef struct gh_posix_defaults {
+    const char *home_template; /* "/home/%u" */
+    const char *default_shell; /* "/bin/sh" */
+    int user_private_groups;
+} gh_posix_defaults;
+uint32_t gh_user_posix_gid(const gh_user *u, const gh_posix_defaults *d);
+void gh_user_posix_home(const gh_user *u, const gh_posix_defaults *d, char *out, size_t outlen);
+const char *gh_user_posix_shell(const gh_user *u, const gh_posix_defaults *d);
+const char *gh_user_posix_gecos(const gh_user *u);
 /* The local administrator's lock or disable wins; else an upstream tombstone,
  * GH_UPSTREAM_DISABLED or _EXPIRED make it disabled (_LOCKED is only shown:
  * the upstream's bind enforces a lockout, which ends by time). */

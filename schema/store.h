@@ -183,6 +183,15 @@ int gh_store_group_members(gh_txn *txn, uint64_t group_id, gh_store_member_cb cb
 int gh_store_group_effective_users(gh_txn *txn, uint64_t group_id, gh_store_id_cb cb, void *arg);
 /* Groups that directly contain member m. */
 int gh_store_member_of(gh_txn *txn, gh_member m, gh_store_id_cb cb, void *arg);
+/* Every user (group) whose name equals name when ASCII letters are compared
+ * without case, in name order, through the name index (schema/store_fold.c:
+ * seeks along the spellings that exist, no second index); cb returning > 0
+ * stops with 0, < 0 with that code. GH_ETOOBIG past GH_STORE_FOLD_SEEKS
+ * seeks (many names differing only in case): the caller must not take the
+ * matches so far as all of them. */
+#define GH_STORE_FOLD_SEEKS 128
+int gh_store_user_ids_nocase(gh_txn *txn, const char *name, gh_store_id_cb cb, void *arg);
+int gh_store_group_ids_nocase(gh_txn *txn, const char *name, gh_store_id_cb cb, void *arg);
 /* A user's effective groups (closure, kept at write time): one index lookup. */
 int gh_store_user_groups(gh_txn *txn, uint64_t user_id, gh_store_id_cb cb, void *arg);
 /* 1 when group_id is among the user's effective groups, 0 when not, or < 0. */

@@ -62,8 +62,34 @@ static void on_flush_idle(uv_idle_t *h)
 
 /* ---- connections per peer, over every loop (accept and close only) ---- */
 
+void gh__peer_key(const struct sockaddr *sa, uid_t uid, char *key, size_t keylen, char *peer,
+                  size_t peerlen)
+{
+    char host[INET6_ADDRSTRLEN] = "?", text[INET6_ADDRSTRLEN + 8];
+    if (sa == NULL) {
+        snprintf(text, sizeof(text), "uid:%u", (unsigned)uid);
+        snprintf(key, keylen, "%s", text);
+    } else {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        if (sa->sa_family == AF_INET)
+            inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+        else if (sa->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+        snprintf(text, sizeof(text), "tcp:%s", host);
+        int loop4 = sa->sa_family == AF_INET && (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+        int loop6 =
+            sa->sa_family == AF_INET6 &&
+            (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr) ||
+             (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) && sin6->sin6_addr.s6_addr[12] == 127));
+        snprintf(key, keylen, "%s", loop4 || loop6 ? "tcp:loopback" : text);
+    }
+    if (peer != NULL)
+        snprintf(peer, peerlen, "%s", text);
+}
+
 /* Counts one more connection of key; returns how many are open now. */
-static unsigned peer_add(gh_server *srv, const char *key)
+unsigned gh__peer_add(gh_server *srv, const char *key)
 {
     unsigned n = 0;
     pthread_mutex_lock(&srv->peers_mu);
@@ -89,7 +115,7 @@ done:
     return n;
 }
 
-static void peer_drop(gh_server *srv, const char *key)
+void gh__peer_drop(gh_server *srv, const char *key)
 {
     pthread_mutex_lock(&srv->peers_mu);
     for (size_t i = 0; i < srv->npeers; i++) {
@@ -158,7 +184,7 @@ void gh__conn_close(gh_conn *c)
         return;
     c->closing = 1;
     if (c->peer_counted) {
-        peer_drop(c->srv, c->peerkey);
+        gh__peer_drop(c->srv, c->peerkey);
         c->peer_counted = 0;
     }
     /* Argon2 jobs not started yet would only hold queue slots other clients
@@ -691,8 +717,7 @@ static void conn_set_unix_peer(gh_conn *c, uid_t uid, gid_t gid)
 {
     c->uid = uid;
     c->gid = gid;
-    snprintf(c->peer, sizeof(c->peer), "uid:%u", (unsigned)uid);
-    snprintf(c->peerkey, sizeof(c->peerkey), "uid:%u", (unsigned)uid);
+    gh__peer_key(NULL, uid, c->peerkey, sizeof(c->peerkey), c->peer, sizeof(c->peer));
 }
 
 /* The stream is connected and the peer identified: refuse the connection when
@@ -703,7 +728,7 @@ static int conn_start(gh_conn *c)
     gh_loop *lp = c->lp;
     /* connections open from the same peer (UNIX uid, or TCP address with
      * every loopback address counted as one), on every loop */
-    unsigned same_peer = peer_add(srv, c->peerkey);
+    unsigned same_peer = gh__peer_add(srv, c->peerkey);
     c->peer_counted = 1;
     int per_peer = !c->admin && srv->cfg->max_connections_per_peer > 0 &&
                    same_peer > srv->cfg->max_connections_per_peer;
@@ -734,34 +759,14 @@ static void conn_setup(gh_conn *c, int is_tcp, int nss_only)
 {
     GH_STAT_ADD(c->lp->conns_total, 1);
     if (is_tcp) {
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = {0};
         int len = sizeof(ss);
-        char host[INET6_ADDRSTRLEN] = "?";
-        int port = 0;
         c->uid = (uid_t)-1;
         c->gid = (gid_t)-1;
-        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0) {
-            if (ss.ss_family == AF_INET) {
-                struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-                inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
-                port = ntohs(sin->sin_port);
-            } else if (ss.ss_family == AF_INET6) {
-                struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-                inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-                port = ntohs(sin6->sin6_port);
-            }
-        }
-        (void)port;
-        snprintf(c->peer, sizeof(c->peer), "tcp:%s", host);
-        /* Any local process can pick any 127.x source address: every
-         * loopback address is one peer for limits and lockout. */
-        int loop4 = ss.ss_family == AF_INET &&
-                    (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-        int loop6 = ss.ss_family == AF_INET6 &&
-                    (IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr) ||
-                     (IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&ss)->sin6_addr) &&
-                      ((struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr[12] == 127));
-        snprintf(c->peerkey, sizeof(c->peerkey), "%s", loop4 || loop6 ? "tcp:loopback" : c->peer);
+        uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len);
+        /* every loopback address is one peer for limits and lockout */
+        gh__peer_key((struct sockaddr *)&ss, 0, c->peerkey, sizeof(c->peerkey), c->peer,
+                     sizeof(c->peer));
         if (c->srv->tcp_tls != NULL && gh_tls_new(c->srv->tcp_tls, &c->tls) != 0) {
             GH_LOGW("conn %s: cannot start a TLS session", c->peer);
             gh__conn_close(c);

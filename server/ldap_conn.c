@@ -74,8 +74,10 @@ struct lconn {
     gh_ldap_session *sess;
     gh_tls *tls;
     int kind;
-    char peer[64];
-    gh_tls_buf in; /* plaintext not yet decoded */
+    char peer[64];    /* for logs: "ldapi:uid=1000", "tcp:127.0.0.5" */
+    char peerkey[64]; /* limits and lockout: the JSON listeners' key (gh__peer_key) */
+    int peer_counted; /* in the per-peer table (gh__peer_add) */
+    gh_tls_buf in;    /* plaintext not yet decoded */
     size_t in_off;
     /* identity */
     int bound;
@@ -205,8 +207,8 @@ static void count(lconn *c, const gh_ldap_req *r, int code, const char *what)
         ls->ops[r->op]++;
     if (code >= 0 && code < LDAP_NCODES)
         ls->codes[code]++;
-    GH_LOGD("ldap %s: %s #%d %s -> %s", c->peer, gh_ldap_op_name(r->op), r->msgid, what ? what : "",
-            gh_ldap_result_name(code));
+    GH_LOGD("ldap %s: %s #%d%s%s -> %s", c->peer, gh_ldap_op_name(r->op), r->msgid,
+            what && what[0] ? " " : "", what ? what : "", gh_ldap_result_name(code));
 }
 
 static int reply(lconn *c, const gh_ldap_req *r, int code, const char *text)
@@ -309,21 +311,16 @@ static void bind_done(void *arg, int rc, const gh_user *u)
     conn_process(c);
 }
 
-/* uid is caseIgnore in LDAP, logins are case-sensitive in the store: when
- * the name as written does not exist, its lower-case form is tried. */
-static void canonical_login(gh_server *srv, char *name)
+/* uid is caseIgnore in LDAP, logins are case-sensitive in the store: the
+ * login as stored (gh_ldap_user_canonical), or name unchanged when there is
+ * none or several (then the bind fails like an unknown user's, after the
+ * same Argon2 cost). */
+static void canonical_login(gh_server *srv, char *name, size_t size)
 {
     gh_txn *txn;
-    uint64_t id;
-    char low[GH_NAME_MAX + 1];
-    size_t i;
-    for (i = 0; name[i] && i < GH_NAME_MAX; i++)
-        low[i] = (char)((unsigned char)name[i] < 0x80 ? tolower((unsigned char)name[i]) : name[i]);
-    low[i] = '\0';
-    if (strcmp(low, name) == 0 || gh_store_read_begin(srv->reader, &txn) != 0)
+    if (gh_store_read_begin(srv->reader, &txn) != 0)
         return;
-    if (gh_store_user_id(txn, name, &id) != 0 && gh_store_user_id(txn, low, &id) == 0)
-        memcpy(name, low, i + 1);
+    gh_ldap_user_canonical(txn, name, size);
     gh_store_read_end(srv->reader);
 }
 
@@ -353,7 +350,7 @@ static int do_bind(lconn *c, gh_ldap_req *r)
         0)
         name[0] = '\0'; /* verified against the dummy hash: same cost, fails */
     else
-        canonical_login(srv, name);
+        canonical_login(srv, name, sizeof(name));
     bind_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         reply(c, r, 80, "out of memory");
@@ -365,8 +362,8 @@ static int do_bind(lconn *c, gh_ldap_req *r)
      * that cannot be asked answers at once) */
     c->pending++;
     c->busy = 1;
-    int rc =
-        gh__auth_verify(srv, name, c->peer, r->bind.cred.bv_val, r->bind.cred.bv_len, bind_done, j);
+    int rc = gh__auth_verify(srv, name, c->peerkey, r->bind.cred.bv_val, r->bind.cred.bv_len,
+                             bind_done, j);
     if (rc != 0) {
         c->pending--;
         c->busy = 0;
@@ -388,7 +385,8 @@ typedef struct pw_job {
     char name[GH_NAME_MAX + 1];
     char *newpw; /* sodium_malloc'd */
     size_t newlen;
-    char verifier[GH_VERIFIER_MAX + 1];
+    char expect[GH_VERIFIER_MAX + 1];   /* the verifier verified (or read): compare-and-set */
+    char verifier[GH_VERIFIER_MAX + 1]; /* the new one */
 } pw_job;
 
 static void pw_job_free(pw_job *j)
@@ -414,17 +412,21 @@ static void pw_finish(pw_job *j, int code, const char *text)
         conn_process(c);
 }
 
+/* Exactly what passwd.change and user.passwd write: the new verifier only if
+ * the stored one is still the one verified (or read, for an admin reset),
+ * and every token of the user revoked in the same txn. Reads j only. */
 static int pw_apply(gh_txn *txn, void *arg)
 {
-    pw_job *j = arg;
+    const pw_job *j = arg;
     gh_user u;
     int rc = gh_store_user_get_by_id(txn, j->target, &u);
-    if (rc != 0)
-        return gh_txn_fail(txn, rc, "the user is gone");
-    snprintf(u.verifier, sizeof(u.verifier), "%s", j->verifier);
-    u.verifier_time = gh_txn_now(txn);
-    rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
-    sodium_memzero(u.verifier, sizeof(u.verifier));
+    if (rc == 0 && u.tombstone)
+        rc = GH_ENOTFOUND;
+    if (rc == 0)
+        rc = gh__password_store(txn, &u, j->expect, j->verifier, NULL);
+    else if (rc == GH_ENOTFOUND)
+        rc = gh_txn_fail(txn, rc, "the user is gone");
+    sodium_memzero(&u, sizeof(u));
     return rc;
 }
 
@@ -435,7 +437,14 @@ static void pw_written(void *arg, int rc, const char *err)
         GH_LOGW("ldap password change of %s failed: %s", j->name, err);
     else
         GH_LOGI("ldap: password of %s changed by %s", j->name, j->c->user);
-    pw_finish(j, rc == 0 ? 0 : 80, rc == 0 ? NULL : "cannot store the password");
+    pw_finish(j,
+              rc == 0              ? 0
+              : rc == GH_ENOTFOUND ? 32
+              : rc == GH_ECREDS    ? 49
+                                   : 80,
+              rc == 0           ? NULL
+              : rc == GH_ECREDS ? err
+                                : "cannot store the password");
 }
 
 static void pw_hashed(void *arg, int rc, const char *verifier)
@@ -465,6 +474,11 @@ static void pw_old_verified(void *arg, int rc, const gh_user *u)
         pw_finish(j, 80, NULL);
         return;
     }
+    if (u->id != j->target) { /* renamed since: another user now has that name */
+        pw_finish(j, 49, "the user changed meanwhile; try again");
+        return;
+    }
+    memcpy(j->expect, u->verifier, sizeof(j->expect));
     if (gh__hash_password(srv, j->newpw, j->newlen, pw_hashed, j) != 0)
         pw_finish(j, 51, "too many password operations in progress");
 }
@@ -514,7 +528,8 @@ static int do_passwd(lconn *c, gh_ldap_req *r)
             goto done;
         }
     }
-    if (gh_store_user_get(txn, name, &target) != 0 || target.tombstone) {
+    if (gh_ldap_user_canonical(txn, name, sizeof(name)) != 0 ||
+        gh_store_user_get(txn, name, &target) != 0 || target.tombstone) {
         code = 32;
         text = "no such user";
         goto done;
@@ -560,6 +575,7 @@ static int do_passwd(lconn *c, gh_ldap_req *r)
     j->r = r;
     j->target = target.id;
     snprintf(j->name, sizeof(j->name), "%s", target.name);
+    memcpy(j->expect, target.verifier, sizeof(j->expect)); /* an admin reset's; a verify's own */
     gh_store_read_end(srv->reader); /* gh__auth_verify reads with the same reader */
     txn = NULL;
     int rc;
@@ -567,7 +583,7 @@ static int do_passwd(lconn *c, gh_ldap_req *r)
     c->busy = 1;
     taken = 1;
     if (!admin || p.oldpw.bv_len > 0)
-        rc = gh__auth_verify(srv, target.name, c->peer, p.oldpw.bv_val, p.oldpw.bv_len,
+        rc = gh__auth_verify(srv, target.name, c->peerkey, p.oldpw.bv_val, p.oldpw.bv_len,
                              pw_old_verified, j);
     else
         rc = gh__hash_password(srv, j->newpw, j->newlen, pw_hashed, j);
@@ -584,6 +600,7 @@ static int do_passwd(lconn *c, gh_ldap_req *r)
 done:
     if (txn)
         gh_store_read_end(srv->reader);
+    sodium_memzero(target.verifier, sizeof(target.verifier));
     gh_ldap_passwd_free(&p);
     if (!taken)
         reply_ext(c, r, code, text, NULL);
@@ -873,6 +890,9 @@ static void conn_free(lconn *c)
     if (c->next)
         c->next->prev = c->prev;
     ls->nconns--;
+    __atomic_fetch_sub(&ls->srv->nconns, 1, __ATOMIC_RELAXED);
+    if (c->peer_counted)
+        gh__peer_drop(ls->srv, c->peerkey);
     gh_ldap_session_free(c->sess);
     gh_tls_free(c->tls);
     gh_ldap_out_free(&c->out);
@@ -939,35 +959,56 @@ static void on_connection(uv_stream_t *server, int status)
         ls->conns->prev = c;
     ls->conns = c;
     ls->nconns++;
+    /* one pool with the JSON listeners: max_connections (and the descriptors
+     * main.c reserves for it) and max_connections_per_peer cover both */
+    __atomic_fetch_add(&srv->nconns, 1, __ATOMIC_RELAXED);
     if (uv_accept(server, &c->h.stream) != 0) {
         conn_close(c);
         return;
     }
     ls->total++;
+    /* the peer as the JSON listeners key it (lockout, per-peer limit): a uid
+     * is one peer on ldapi and the JSON socket, every loopback address one */
+    int exempt = 0;
     if (l->kind == L_LDAPI) {
         struct ucred cred;
         socklen_t len = sizeof(cred);
         uv_os_fd_t fd;
-        if (uv_fileno(&c->h.handle, &fd) == 0 &&
-            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0)
-            snprintf(c->peer, sizeof(c->peer), "ldapi:uid=%u", (unsigned)cred.uid);
-        else
-            snprintf(c->peer, sizeof(c->peer), "ldapi");
-    } else {
-        struct sockaddr_storage ss;
-        int sl = sizeof(ss);
-        char host[INET6_ADDRSTRLEN] = "?";
-        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &sl) == 0) {
-            if (ss.ss_family == AF_INET)
-                uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof(host));
-            else
-                uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof(host));
+        if (uv_fileno(&c->h.handle, &fd) != 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+            GH_LOGW("ldapi: cannot read peer credentials: refusing connection");
+            conn_close(c);
+            return;
         }
-        snprintf(c->peer, sizeof(c->peer), "%s", host);
+        gh__peer_key(NULL, cred.uid, c->peerkey, sizeof(c->peerkey), NULL, 0);
+        snprintf(c->peer, sizeof(c->peer), "ldapi:uid=%u", (unsigned)cred.uid);
+        exempt = cred.uid == 0 || cred.uid == geteuid(); /* as on the JSON socket */
+    } else {
+        struct sockaddr_storage ss = {0};
+        int sl = sizeof(ss);
+        uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &sl);
+        gh__peer_key((struct sockaddr *)&ss, 0, c->peerkey, sizeof(c->peerkey), c->peer,
+                     sizeof(c->peer));
         uv_tcp_nodelay(&c->h.tcp, 1);
     }
-    if (srv->stopping || ls->nconns > srv->cfg->max_connections ||
-        gh_ldap_session_new(ls->core, &c->sess) != 0) {
+    unsigned same_peer = gh__peer_add(srv, c->peerkey);
+    c->peer_counted = 1;
+    const char *full = NULL;
+    if (!exempt && srv->cfg->max_connections_per_peer > 0 &&
+        same_peer > srv->cfg->max_connections_per_peer)
+        full = "too many connections from this peer (max_connections_per_peer)";
+    else if (__atomic_load_n(&srv->nconns, __ATOMIC_RELAXED) > srv->cfg->max_connections)
+        full = "too many connections (max_connections)";
+    if (full != NULL) { /* say why (in clear: not on ldaps), then close */
+        gh_ldap_out out = {0};
+        GH_LOGD("ldap %s: %s; disconnecting", c->peer, full);
+        if (l->kind != L_LDAPS && gh_ldap_notice_disconnect(&out, 52, full) == 0)
+            conn_send(c, &out);
+        gh_ldap_out_free(&out);
+        conn_close(c);
+        return;
+    }
+    if (srv->stopping || gh_ldap_session_new(ls->core, &c->sess) != 0) {
         conn_close(c);
         return;
     }
@@ -1117,6 +1158,7 @@ int gh__ldap_start(gh_server *srv)
         .suffix = cfg->ldap_suffix,
         .max_message = cfg->ldap_max_message,
         .max_scan = cfg->ldap_max_scan,
+        .posix = {cfg->home_template, cfg->default_shell, cfg->user_private_groups},
         .vendor_ver = GH_VERSION_STRING,
     };
     if ((rc = gh_ldap_new(&ls->core, &o)) != 0) {

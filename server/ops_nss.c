@@ -38,53 +38,29 @@ static int group_served(const gh_config *cfg, const gh_group *g)
            strcmp(g->name, "root") != 0;
 }
 
+/* The passwd view is schema/posix.c's, shared with the LDAP DIT. */
+static gh_posix_defaults posix_defaults(const gh_config *cfg)
+{
+    gh_posix_defaults d = {cfg->home_template, cfg->default_shell, cfg->user_private_groups};
+    return d;
+}
+
 /* The primary gid a user is served with: 0 means the user is not served
  * (no group and no user-private group). */
 static uint32_t user_gid(const gh_config *cfg, const gh_user *u)
 {
-    if (u->gid != 0)
-        return u->gid;
-    return cfg->user_private_groups ? u->uid : 0;
-}
-
-/* home_template with %u (login), %U (uid) and %% expanded. */
-static void expand_home(const gh_config *cfg, const gh_user *u, char *out, size_t outlen)
-{
-    size_t o = 0;
-    for (const char *p = cfg->home_template; *p && o + 1 < outlen; p++) {
-        char num[16];
-        const char *ins = NULL;
-        if (p[0] == '%' && p[1] == 'u')
-            ins = u->name;
-        else if (p[0] == '%' && p[1] == 'U')
-            snprintf(num, sizeof(num), "%u", (unsigned)u->uid), ins = num;
-        else if (p[0] == '%' && p[1] == '%')
-            ins = "%";
-        if (ins == NULL) {
-            out[o++] = *p;
-            continue;
-        }
-        p++;
-        size_t n = strlen(ins);
-        if (n > outlen - 1 - o)
-            n = outlen - 1 - o;
-        memcpy(out + o, ins, n);
-        o += n;
-    }
-    out[o] = '\0';
+    gh_posix_defaults d = posix_defaults(cfg);
+    return gh_user_posix_gid(u, &d);
 }
 
 static json_t *passwd_json(const gh_config *cfg, const gh_user *u)
 {
+    gh_posix_defaults d = posix_defaults(cfg);
     char home[GH_PATH_MAX + 1];
-    if (u->home[0] != '\0')
-        snprintf(home, sizeof(home), "%s", u->home);
-    else
-        expand_home(cfg, u, home, sizeof(home));
+    gh_user_posix_home(u, &d, home, sizeof(home));
     return json_pack("{s:s, s:I, s:I, s:s, s:s, s:s}", "name", u->name, "uid", (json_int_t)u->uid,
-                     "gid", (json_int_t)user_gid(cfg, u), "gecos",
-                     u->gecos[0] ? u->gecos : u->display_name, "home", home, "shell",
-                     u->shell[0] ? u->shell : cfg->default_shell);
+                     "gid", (json_int_t)gh_user_posix_gid(u, &d), "gecos", gh_user_posix_gecos(u),
+                     "home", home, "shell", gh_user_posix_shell(u, &d));
 }
 
 typedef struct members {

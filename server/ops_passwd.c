@@ -77,27 +77,36 @@ static void finish(pwjob *j, int rc, const char *msg)
 
 /* ---- step 4: the write ---- */
 
+int gh__password_store(gh_txn *txn, gh_user *u, const char expect[GH_VERIFIER_MAX + 1],
+                       const char new_verifier[GH_VERIFIER_MAX + 1], size_t *revoked)
+{
+    /* changed (or removed) since it was verified or read: the old password we
+     * checked is no longer the password */
+    if (sodium_memcmp(u->verifier, expect, sizeof(u->verifier)) != 0) {
+        sodium_memzero(u->verifier, sizeof(u->verifier));
+        return gh_txn_fail(txn, GH_ECREDS, "the password changed meanwhile; try again");
+    }
+    memcpy(u->verifier, new_verifier, sizeof(u->verifier));
+    u->verifier_time = gh_txn_now(txn);
+    int rc = gh_store_user_update(txn, u, GH_UF_VERIFIER);
+    sodium_memzero(u->verifier, sizeof(u->verifier));
+    if (rc != 0)
+        return rc;
+    /* sessions end with the old password, as for user.passwd */
+    return gh_store_token_revoke_user(txn, u->id, revoked);
+}
+
 static int change_apply(gh_txn *txn, void *arg)
 {
     pwjob *j = arg;
     gh_user u;
     int rc = gh_store_user_get_by_id(txn, j->user_id, &u);
     if (rc == GH_ENOTFOUND || (rc == 0 && strcmp(u.name, j->name) != 0))
-        return gh_txn_fail(txn, GH_ECREDS, "invalid user name or password");
-    if (rc != 0)
-        return rc;
-    /* changed (or removed) since it was verified: the old password we checked
-     * is no longer the password */
-    if (sodium_memcmp(u.verifier, j->verifier, sizeof(u.verifier)) != 0)
-        return gh_txn_fail(txn, GH_ECREDS, "the password changed meanwhile; try again");
-    memcpy(u.verifier, j->new_verifier, sizeof(u.verifier));
-    u.verifier_time = gh_txn_now(txn);
-    rc = gh_store_user_update(txn, &u, GH_UF_VERIFIER);
+        rc = gh_txn_fail(txn, GH_ECREDS, "invalid user name or password");
+    if (rc == 0)
+        rc = gh__password_store(txn, &u, j->verifier, j->new_verifier, &j->revoked);
     sodium_memzero(u.verifier, sizeof(u.verifier));
-    if (rc != 0)
-        return rc;
-    /* sessions end with the old password, as for user.passwd */
-    return gh_store_token_revoke_user(txn, j->user_id, &j->revoked);
+    return rc;
 }
 
 /* After the commit is durable: the success has no fields but a log line. */

@@ -470,5 +470,22 @@ void gh__ldap_stop(gh_server *srv); /* stop listening, close connections */
 int gh__ldap_busy(gh_server *srv);  /* connections still open */
 void gh__ldap_free(gh_server *srv);
 json_t *gh__ldap_stats(gh_server *srv);
+/* What every front-end shares with the JSON listener (the LDAP one uses them):
+ * conn.c: a peer's key for max_connections_per_peer and the lockout, the
+ * same on every listener: "uid:N" for a UNIX peer (sa NULL), "tcp:loopback"
+ * for every loopback address (any local process can pick any 127.x source),
+ * else "tcp:ADDR"; peer (NULL: not wanted) gets "uid:N" or "tcp:ADDR" for
+ * logs. gh__peer_add counts one more open connection of key (all listeners,
+ * all loops) and returns how many are open; gh__peer_drop gives it back.
+ * ops_passwd.c: a password change in a write txn: u (read in txn) gets
+ * new_verifier only if its verifier is still expect (compare-and-set: the
+ * password verified or read is still the password, else GH_ECREDS), and
+ * every token of the user is revoked in the same txn; u's verifier is wiped. */
+void gh__peer_key(const struct sockaddr *sa, uid_t uid, char *key, size_t keylen, char *peer,
+                  size_t peerlen);
+unsigned gh__peer_add(gh_server *srv, const char *key);
+void gh__peer_drop(gh_server *srv, const char *key);
+int gh__password_store(gh_txn *txn, gh_user *u, const char expect[GH_VERIFIER_MAX + 1],
+                       const char new_verifier[GH_VERIFIER_MAX + 1], size_t *revoked);
 
 #endif

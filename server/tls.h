@@ -4,7 +4,7 @@
  * The layer never touches a socket: the connection feeds it the ciphertext it
  * read and writes out whatever ciphertext the layer produced (handshake
  * records included), so it fits libuv's read and write callbacks and any
- * protocol (LDAP's ldaps and StartTLS today, the JSON TCP listener later).
+ * protocol (LDAP's ldaps and StartTLS, the JSON TCP listener with tcp_tls).
  * The one thing to know: after every gh_tls_read or gh_tls_write, call
  * gh_tls_take and send what it returns, or the handshake stalls.
  */

@@ -82,7 +82,7 @@ tests/integration/test_doctor.log: gatehouse gatehoused
 
 # LDAP front-end with real clients (ldap-utils, python3-ldap)
 LDAP_TESTS = tests/integration/test_ldap.py tests/integration/test_ldap_python.py \
-	tests/integration/test_ldap_sssd.py
+	tests/integration/test_ldap_sssd.py tests/integration/test_ldap_limits.py
 TESTS += $(LDAP_TESTS)
 EXTRA_DIST += $(LDAP_TESTS)
 $(LDAP_TESTS:.py=.log): gatehoused

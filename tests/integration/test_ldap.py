@@ -18,8 +18,13 @@ import ghtest
 
 SUFFIX = "dc=example,dc=org"
 PW = {"alice": "alice-secret-1", "bob": "bob-secret-12", "svc": "svc-secret-123",
-      "root": "root-secret-1234", "dave": "dave-secret-1"}
+      "root": "root-secret-1234", "dave": "dave-secret-1", "MixedCase": "mixed-secret-1",
+      "Twin": "twin-secret-upper", "twin": "twin-secret-lower"}
+# every password a test sends; none may reach the server's log
+NEW_PW = ("dave-new-pass-2", "x-new-pass-3", "another-pass-4", "mixed-new-pass-5",
+          "never-stored-6")
 UTILS = shutil.which("ldapsearch") is not None
+NUSERS = 36  # users in LdapUtils' fixture
 
 
 def free_port():
@@ -73,6 +78,8 @@ class LdapUtils(ghtest.TestCase):
             "lockout_threshold": "100",
             "peer_failure_threshold": "1000",
             "log_level": "debug",
+            "home_template": "/export/%u.%U",
+            "default_shell": "/bin/zsh",
         }
         cls.srv = ghtest.Server(config=cfg)
         c = cls.srv.client()
@@ -83,6 +90,16 @@ class LdapUtils(ghtest.TestCase):
             r = c.call("user.add", name=name, password=PW[name], **extra)
             assert r["ok"], r
         c.call("user.add", name="carol")  # no password
+        # POSIX fields of their own, and none (the server's defaults)
+        assert c.call("group.add", name="devs", gid=43210)["ok"]
+        assert c.call("user.add", name="posixown", gid=43210, home="/srv/posixown",
+                      shell="/bin/bash", gecos="Pat Own,Room 1")["ok"]
+        assert c.call("user.add", name="posixdef", display_name="Dee Fault")["ok"]
+        # logins with capitals (uid is caseIgnore), two differing only in case
+        for name in ("MixedCase", "Twin", "twin"):
+            assert c.call("user.add", name=name, password=PW[name])["ok"]
+        assert c.call("group.add", name="QA-Team")["ok"]
+        assert c.call("group.add_member", group="QA-Team", user="MixedCase")["ok"]
         for g in ("git", "eng", "staff", "gatehouse-admins"):
             assert c.call("group.add", name=g)["ok"]
         for g, u in (("git", "alice"), ("staff", "bob"), ("gatehouse-admins", "root")):
@@ -104,7 +121,8 @@ class LdapUtils(ghtest.TestCase):
             assert rc == 0, err[-3000:]
             assert "AddressSanitizer" not in err and "LeakSanitizer" not in err \
                 and "runtime error" not in err, err
-            assert "alice-secret" not in err and "svc-secret" not in err, "a password was logged"
+            for pw in list(PW.values()) + list(NEW_PW):
+                assert pw not in err, "a password was logged"
         shutil.rmtree(cls.tls, ignore_errors=True)
         shutil.rmtree(cls.base, ignore_errors=True)
 
@@ -190,6 +208,28 @@ class LdapUtils(ghtest.TestCase):
             p = self.tool("ldapwhoami", kind=kind, user="alice", starttls=tls)
             self.assertEqual(p.stdout.strip(), expect, (kind, tls))
 
+    def test_search_and_compare_all_transports(self):
+        """ldapsearch (RootDSE, paged, the nested-group filter) and ldapcompare
+        over ldapi, ldap, StartTLS and ldaps with the test CA."""
+        eng = "cn=eng,ou=groups," + SUFFIX
+        for kind, tls in (("ldapi", False), ("ldap", False), ("ldap", True), ("ldaps", False)):
+            ctx = (kind, tls)
+            out = self.search("-s", "base", "-b", "", "+", kind=kind, starttls=tls)
+            self.assertIn("namingContexts: " + SUFFIX, out, ctx)
+            p = self.tool("ldapsearch", "-LLL", "-b", "ou=people," + SUFFIX, "-E",
+                          "pr=10/noprompt", "(objectClass=posixAccount)", "1.1", kind=kind,
+                          starttls=tls, user="svc")
+            self.assertEqual(len(set(self.dns(p.stdout))), NUSERS, ctx)
+            out = self.search("-b", SUFFIX, "(memberOf:1.2.840.113556.1.4.1941:=%s)" % eng,
+                              "1.1", kind=kind, starttls=tls, user="svc")
+            self.assertEqual(sorted(self.dns(out)), ["cn=git,ou=groups," + SUFFIX,
+                                                     "uid=alice,ou=people," + SUFFIX], ctx)
+            for who, rc in (("alice", 6), ("bob", 5)):
+                p = self.tool("ldapcompare", "cn=git,ou=groups," + SUFFIX,
+                              "member:uid=%s,ou=people,%s" % (who, SUFFIX), kind=kind,
+                              starttls=tls, user="svc", check=False)
+                self.assertEqual(p.returncode, rc, (ctx, who, p.stdout + p.stderr))
+
     def test_whoami_anonymous(self):
         p = self.tool("ldapwhoami")
         self.assertEqual(p.stdout.strip(), "anonymous")
@@ -237,7 +277,7 @@ class LdapUtils(ghtest.TestCase):
     def test_service_account_sees_everything(self):
         out = self.search("-b", "ou=people," + SUFFIX, "-s", "one", "(objectClass=posixAccount)",
                           "uid", user="svc")
-        self.assertEqual(len(self.dns(out)), 31)
+        self.assertEqual(len(self.dns(out)), NUSERS)
         out = self.search("-b", SUFFIX, "(uid=bob)", user="root")  # admin group
         self.assertEqual(self.dns(out), ["uid=bob,ou=people," + SUFFIX])
 
@@ -245,7 +285,7 @@ class LdapUtils(ghtest.TestCase):
         out = self.search("-b", SUFFIX, "(uid=alice)", "*", "+", "userPassword", user="svc")
         for line in ("objectClass: inetOrgPerson", "objectClass: posixAccount",
                      "uid: alice", "cn: alice", "displayName: Alice Liddell", "sn: Liddell",
-                     "mail: alice@example.org", "homeDirectory: /home/alice",
+                     "mail: alice@example.org", "loginShell: /bin/zsh",
                      "memberOf: cn=git,ou=groups," + SUFFIX,
                      "entryDN: uid=alice,ou=people," + SUFFIX):
             self.assertIn(line + "\n", out)
@@ -259,6 +299,86 @@ class LdapUtils(ghtest.TestCase):
         self.assertNotIn("entryUUID", out)
         out = self.search("-b", SUFFIX, "(uid=alice)", "1.1", user="svc")
         self.assertEqual(out.strip(), "dn: uid=alice,ou=people," + SUFFIX)
+
+    def test_posix_attributes_same_as_nss(self):
+        """homeDirectory, loginShell, gecos and gidNumber over LDAP are what
+        libnss_gatehouse serves (nss.getpwnam): the user's own fields, else
+        home_template, default_shell, the display name and, with
+        user_private_groups (the default), the uid as primary gid."""
+        c = self.srv.client()
+        self.addCleanup(c.close)
+        seen = {}
+        for name in ("posixown", "posixdef", "alice", "bob"):
+            pw = self.assertOk(c.call("nss.getpwnam", name=name))["passwd"]
+            out = self.search("-b", SUFFIX, "(uid=%s)" % name, "homeDirectory", "loginShell",
+                              "gecos", "gidNumber", "uidNumber", user="svc")
+            attrs = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+            self.assertEqual(attrs.get("homeDirectory"), pw["home"], name)
+            self.assertEqual(attrs.get("loginShell"), pw["shell"], name)
+            self.assertEqual(attrs.get("gecos", ""), pw["gecos"], name)
+            self.assertEqual(int(attrs["gidNumber"]), pw["gid"], name)
+            self.assertEqual(int(attrs["uidNumber"]), pw["uid"], name)
+            seen[name] = attrs
+        own, dflt = seen["posixown"], seen["posixdef"]
+        self.assertEqual((own["homeDirectory"], own["loginShell"], own["gecos"], own["gidNumber"]),
+                         ("/srv/posixown", "/bin/bash", "Pat Own,Room 1", "43210"))
+        self.assertEqual(dflt["homeDirectory"], "/export/posixdef.%s" % dflt["uidNumber"])
+        self.assertEqual((dflt["loginShell"], dflt["gecos"]), ("/bin/zsh", "Dee Fault"))
+        self.assertEqual(dflt["gidNumber"], dflt["uidNumber"])  # user-private group
+        self.assertNotIn("gecos", seen["bob"])  # no gecos, no display name: none, as NSS's ""
+        # filters see the same values
+        self.assertEqual(self.dns(self.search("-b", SUFFIX, "(&(loginShell=/bin/bash)"
+                                              "(homeDirectory=/srv/*))", "1.1", user="svc")),
+                         ["uid=posixown,ou=people," + SUFFIX])
+
+    def test_names_ignore_case(self):
+        """uid and cn are caseIgnore: a login with capitals is found by any
+        spelling, through the index (uid=, cn=, DNs, binds) as through a scan;
+        two logins differing only in case both match an equality filter, and
+        a DN spelled like neither names neither."""
+        mixed = "uid=MixedCase,ou=people," + SUFFIX
+        def found(flt, base=SUFFIX, *extra):
+            return sorted(self.dns(self.search("-b", base, *extra, flt, "1.1", user="svc")))
+        for flt in ("(uid=mixedcase)", "(uid=MIXEDCASE)", "(cn=mixedCase)", "(uid=mixed*)",
+                    "(&(objectClass=posixAccount)(uid=mixedcase))",
+                    "(entryDN=uid=mixedcase,ou=people,%s)" % SUFFIX,
+                    "(memberOf=cn=qa-team,ou=groups,%s)" % SUFFIX):
+            self.assertEqual(found(flt), [mixed], flt)
+        self.assertEqual(found("(cn=qa-team)"), ["cn=QA-Team,ou=groups," + SUFFIX])
+        self.assertEqual(found("(member=uid=MIXEDCASE,ou=people,%s)" % SUFFIX),
+                         ["cn=QA-Team,ou=groups," + SUFFIX])
+        self.assertEqual(found("(objectClass=*)", "uid=mixedcase,ou=people," + SUFFIX,
+                               "-s", "base"), [mixed])
+        twins = ["uid=Twin,ou=people," + SUFFIX, "uid=twin,ou=people," + SUFFIX]
+        for flt in ("(uid=twin)", "(uid=TWIN)", "(uid=tWiN)", "(uid=twi*)",
+                    "(|(uid=twin)(uid=nobody))"):
+            self.assertEqual(found(flt), twins, flt)
+        # binds: any spelling of a login with capitals; the exact spelling of
+        # a twin; a third spelling of the twins is nobody's
+        for dn in ("uid=mixedcase,ou=people," + SUFFIX, "UID=MIXEDCASE,OU=PEOPLE," + SUFFIX,
+                   "mixedcase"):
+            p = self.tool("ldapwhoami", "-D", dn, "-w", PW["MixedCase"])
+            self.assertEqual(p.stdout.strip(), "dn:" + mixed, dn)
+        for name in ("Twin", "twin"):
+            p = self.tool("ldapwhoami", "-D", "uid=%s,ou=people,%s" % (name, SUFFIX),
+                          "-w", PW[name])
+            self.assertEqual(p.stdout.strip(), "dn:uid=%s,ou=people,%s" % (name, SUFFIX))
+        p = self.tool("ldapwhoami", "-D", "uid=TWIN,ou=people," + SUFFIX, "-w", PW["twin"],
+                      check=False)
+        self.assertEqual(p.returncode, 49)
+        # Password Modify names its target by DN too
+        env = dict(os.environ, LDAPCONF="/dev/null")
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D",
+                            "uid=root,ou=people," + SUFFIX, "-w", PW["root"],
+                            "-s", "mixed-new-pass-5", "uid=mixedcase,ou=people," + SUFFIX],
+                           env=env, capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.tool("ldapwhoami", "-D", mixed, "-w", "mixed-new-pass-5")
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D",
+                            "uid=root,ou=people," + SUFFIX, "-w", PW["root"],
+                            "-s", PW["MixedCase"], mixed], env=env, capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_group_entry_attributes(self):
         out = self.search("-b", SUFFIX, "(cn=eng)", user="svc")
@@ -283,7 +403,8 @@ class LdapUtils(ghtest.TestCase):
         self.assertEqual(found("(|(uid=alice)(uid=bob))"), [alice, bob])
         self.assertEqual(found("(&(objectClass=posixAccount)(!(uid=u*))(!(uid=alice)))"),
                          sorted([bob] + ["uid=%s,ou=people,%s" % (n, SUFFIX)
-                                         for n in ("carol", "dave", "root", "svc")]))
+                                         for n in ("carol", "dave", "root", "svc", "posixown",
+                                                   "posixdef", "MixedCase", "Twin", "twin")]))
         self.assertEqual(found("(uid~=alice)"), [alice])
         self.assertEqual(found("(displayName=*lid*)"), [alice])
         self.assertEqual(found("(nosuchattr=1)"), [])
@@ -337,8 +458,8 @@ class LdapUtils(ghtest.TestCase):
         p = self.tool("ldapsearch", "-LLL", "-b", "ou=people," + SUFFIX, "-E", "pr=10/noprompt",
                       "(objectClass=posixAccount)", "1.1", user="svc")
         dns = self.dns(p.stdout)
-        self.assertEqual(len(dns), 31)
-        self.assertEqual(len(set(dns)), 31)
+        self.assertEqual(len(dns), NUSERS)
+        self.assertEqual(len(set(dns)), NUSERS)
         # with paging, over TLS too
         p = self.tool("ldapsearch", "-LLL", "-b", SUFFIX, "-E", "pr=7/noprompt",
                       "(uid=u*)", "1.1", kind="ldaps", user="svc")
@@ -371,7 +492,7 @@ class LdapUtils(ghtest.TestCase):
                    "(|(uid=carol)(uidNumber=%d))" % n, "(memberOf=cn=git,ou=groups,%s)" % SUFFIX,
                    "(entryDN=uid=bob,%s)" % people, "(!(nosuchattr=1))", "(entryUUID=*)",
                    "(mail=BOB@example.org)", "(displayName=*lid*)", "(sn=Liddell)",
-                   "(&(gidNumber=100)(!(mail=*)))", "(|(mail=*)(displayName=alice*))"]
+                   "(&(gidNumber>=1)(!(mail=*)))", "(|(mail=*)(displayName=alice*))"]
         attr_lists = [["uid"], ["1.1"], ["uid", "uidNumber", "objectClass", "entryUUID",
                                           "memberOf", "entryDN", "cn"],
                       ["uid", "mail", "displayName", "sn", "gidNumber"],
@@ -428,10 +549,18 @@ class LdapUtils(ghtest.TestCase):
         # self-service with the old password (over StartTLS), then admin reset
         env = dict(os.environ, LDAPTLS_CACERT=os.path.join(self.tls, "ca.pem"), LDAPCONF="/dev/null")
         dn = "uid=dave,ou=people," + SUFFIX
+        c = self.srv.client()
+        self.addCleanup(c.close)
+        # a password change ends every session, in the same transaction, as
+        # user.passwd and passwd.change do
+        tok = c.login("dave", PW["dave"])
+        self.assertOk(c.call("whoami", token=tok))
         p = subprocess.run(["ldappasswd", "-x", "-ZZ", "-H", self.uri("ldap"), "-D", dn,
                             "-w", PW["dave"], "-a", PW["dave"], "-s", "dave-new-pass-2"],
                            env=env, capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertError(c.call("whoami", token=tok), "invalid_token")
+        tok = c.login("dave", "dave-new-pass-2")
         p = self.tool("ldapwhoami", "-D", dn, "-w", "dave-new-pass-2")
         p = self.tool("ldapwhoami", "-D", dn, "-w", PW["dave"], check=False)
         self.assertEqual(p.returncode, 49)
@@ -450,7 +579,29 @@ class LdapUtils(ghtest.TestCase):
                             "uid=root,ou=people," + SUFFIX, "-w", PW["root"],
                             "-s", PW["dave"], dn], env=env, capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertError(c.call("whoami", token=tok), "invalid_token")  # an admin reset too
         self.tool("ldapwhoami", "-D", dn, "-w", PW["dave"])
+
+    def test_small_paths(self):
+        env = dict(os.environ, LDAPCONF="/dev/null")
+        alice = "uid=alice,ou=people," + SUFFIX
+        # Password Modify of oneself without the old password: 53
+        p = subprocess.run(["ldappasswd", "-x", "-H", self.uri("ldapi"), "-D", alice,
+                            "-w", PW["alice"], "-s", "never-stored-6"], env=env,
+                           capture_output=True, text=True)
+        self.assertIn("(53)", p.stdout + p.stderr)
+        self.tool("ldapwhoami", user="alice")  # unchanged
+        # compare on userPassword: insufficientAccessRights (50)
+        p = self.tool("ldapcompare", alice, "userPassword:" + PW["alice"], user="svc",
+                      check=False)
+        self.assertEqual(p.returncode, 50, p.stdout + p.stderr)
+        # a group's entryUUID finds the group, and is not a user's
+        out = self.search("-b", SUFFIX, "(cn=git)", "entryUUID", user="svc")
+        uuid = out.split("entryUUID: ")[1].split()[0]
+        self.assertEqual(self.dns(self.search("-b", SUFFIX, "(entryUUID=%s)" % uuid, "1.1",
+                                              user="svc")), ["cn=git,ou=groups," + SUFFIX])
+        self.assertEqual(self.dns(self.search("-b", "ou=people," + SUFFIX,
+                                              "(entryUUID=%s)" % uuid, "1.1", user="svc")), [])
 
     # ---- applications' literal login filters
 
@@ -480,16 +631,26 @@ class LdapUtils(ghtest.TestCase):
             self.assertEqual(self.dns(p.stdout), ["uid=alice,ou=people," + SUFFIX])
         p = self.tool("ldapsearch", "-LLL", "-b", SUFFIX, "-E", "pr=10/noprompt",
                       "(|(objectclass=inetOrgPerson))", "dn", user="svc")
-        self.assertEqual(len(self.dns(p.stdout)), 31)
+        self.assertEqual(len(self.dns(p.stdout)), NUSERS)
 
     def test_jellyfin_filter(self):
-        # Jellyfin LDAP-Auth: search filter, then admin filter with memberof
-        out = self.search("-b", SUFFIX, "(&(objectclass=inetOrgPerson)(uid=alice))", "uid",
-                          "cn", user="svc")
+        # jellyfin-plugin-ldapauth, as it runs: (1) bound as the service
+        # account, LdapSearchFilter alone over the base (attributes uid, mail),
+        # the user name matched in memory; (2) bound as the user, a base-scope
+        # search of its own DN with the admin filter
+        out = self.search("-b", SUFFIX, "(memberof=cn=git,ou=groups,%s)" % SUFFIX, "uid",
+                          "mail", user="svc")
+        self.assertIn("uid: alice", out)
         self.assertEqual(self.dns(out), ["uid=alice,ou=people," + SUFFIX])
-        out = self.search("-b", SUFFIX, "(memberof=cn=gatehouse-admins,ou=groups,%s)" % SUFFIX,
-                          "uid", user="svc")
-        self.assertEqual(self.dns(out), ["uid=root,ou=people," + SUFFIX])
+        admin_filter = "(memberof=cn=gatehouse-admins,ou=groups,%s)" % SUFFIX
+        for who, want in (("root", 1), ("alice", 0)):
+            dn = "uid=%s,ou=people,%s" % (who, SUFFIX)
+            out = self.search("-b", dn, "-s", "base", admin_filter, "uid", user=who)
+            self.assertEqual(len(self.dns(out)), want, who)
+        # a plain user's own memberOf is visible to itself
+        out = self.search("-b", "uid=alice,ou=people," + SUFFIX, "-s", "base",
+                          "(memberof=cn=git,ou=groups,%s)" % SUFFIX, "1.1", user="alice")
+        self.assertEqual(self.dns(out), ["uid=alice,ou=people," + SUFFIX])
 
     def test_sssd_style_queries(self):
         out = self.search("-b", SUFFIX,
@@ -505,12 +666,53 @@ class LdapUtils(ghtest.TestCase):
         self.assertEqual(self.dns(out), ["cn=git,ou=groups," + SUFFIX])
 
     def test_stats(self):
+        """Every operation and its result code is counted in stats.ldap and
+        logged at debug level (never a password: tearDownClass)."""
         c = self.srv.client()
-        r = c.call("stats")
-        c.close()
-        self.assertTrue(r["ok"], r)
-        self.assertGreater(r["ldap"]["ops"].get("search", 0), 0)
-        self.assertGreater(r["ldap"]["results"].get("success", 0), 0)
+        self.addCleanup(c.close)
+
+        def stats():
+            r = self.assertOk(c.call("stats"))["ldap"]
+            return r, r["ops"], r["results"]
+        before, ops0, res0 = stats()
+        self.tool("ldapwhoami", user="alice")                             # bind, extended, unbind
+        self.tool("ldapwhoami", "-D", "uid=alice,ou=people," + SUFFIX, "-w", "wrong",
+                  check=False)                                            # invalidCredentials
+        dn = "cn=git,ou=groups," + SUFFIX
+        self.tool("ldapcompare", dn, "member:uid=alice,ou=people," + SUFFIX, user="svc",
+                  check=False)                                            # compareTrue
+        self.tool("ldapcompare", dn, "member:uid=bob,ou=people," + SUFFIX, user="svc",
+                  check=False)                                            # compareFalse
+        self.tool("ldapmodify", user="root", check=False,
+                  stdin="dn: uid=x,ou=people,%s\nchangetype: delete\n" % SUFFIX)  # 53
+        self.tool("ldapsearch", "-b", "uid=nobody,ou=people," + SUFFIX, "-s", "base",
+                  user="svc", check=False)                                # noSuchObject
+        s = socket.socket(socket.AF_UNIX)                                 # abandon (no reply)
+        s.settimeout(ghtest.scaled(10))
+        s.connect(self.ldapi)
+        s.sendall(bytes.fromhex("300602010250 0101".replace(" ", "")))
+        s.sendall(bytes.fromhex("30050201034200"))                        # unbind
+        self.assertEqual(s.recv(100), b"")
+        s.close()
+        after, ops1, res1 = stats()
+
+        def grew(table0, table1, key, by=1):
+            self.assertGreaterEqual(table1.get(key, 0) - table0.get(key, 0), by, (key, table1))
+        for op, n in (("bind", 4), ("extended", 1), ("unbind", 5), ("compare", 2),
+                      ("delete", 1), ("search", 1), ("abandon", 1)):
+            grew(ops0, ops1, op, n)
+        for code in ("success", "invalidCredentials", "compareTrue", "compareFalse",
+                     "unwillingToPerform", "noSuchObject"):
+            grew(res0, res1, code)
+        self.assertGreaterEqual(after["binds_ok"] - before["binds_ok"], 4)
+        self.assertGreaterEqual(after["binds_failed"] - before["binds_failed"], 1)
+        self.assertGreater(after["connections_total"], before["connections_total"])
+        log = self.srv.stderr_text()
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: bind #1 -> invalidCredentials")
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: compare #2 cn=git,ou=groups,%s -> compareTrue"
+                         % SUFFIX)
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: delete #2 .*-> unwillingToPerform")
+        self.assertRegex(log, r"ldap ldapi:uid=\d+: abandon #2 -> success")
 
 
 class LdapConfig(ghtest.TestCase):
@@ -528,6 +730,59 @@ class LdapConfig(ghtest.TestCase):
     def test_off(self):
         srv = self.start_server(config={"ldap_listen": ""})
         self.assertFalse(os.path.exists(os.path.join(srv.state_dir, "ldapi")))
+
+    def test_tls_ca_file_checks_client_certificates_and_grants_nothing(self):
+        d = tempfile.mkdtemp(prefix="gh-ldap-ca-")
+        self.addCleanup(shutil.rmtree, d, True)
+        make_ca(d)
+
+        def run(*args, cwd=d):
+            subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+        def client_cert(ca_dir, name):  # a client certificate signed by ca_dir's CA
+            run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", name + ".key", "-out", name + ".csr", "-subj",
+                "/CN=" + name)
+            run("openssl", "x509", "-req", "-in", name + ".csr", "-CA",
+                os.path.join(ca_dir, "ca.pem"), "-CAkey", os.path.join(ca_dir, "ca.key"),
+                "-CAcreateserial", "-out", name + ".pem", "-days", "2")
+        other = os.path.join(d, "other")
+        os.mkdir(other)
+        make_ca(other)
+        client_cert(d, "good")
+        client_cert(other, "stranger")
+        port = free_port()
+        srv = self.start_server(config={
+            "ldap_listen": "ldaps://127.0.0.1:%d" % port,
+            "tls_cert_file": os.path.join(d, "server.pem"),
+            "tls_key_file": os.path.join(d, "server.key"),
+            "tls_ca_file": os.path.join(d, "ca.pem")})
+
+        def whoami(cert=None):
+            env = dict(os.environ, LDAPTLS_CACERT=os.path.join(d, "ca.pem"),
+                       LDAPTLS_REQCERT="demand", LDAPCONF="/dev/null")
+            if cert:
+                env.update(LDAPTLS_CERT=os.path.join(d, cert + ".pem"),
+                           LDAPTLS_KEY=os.path.join(d, cert + ".key"))
+            return subprocess.run(["ldapwhoami", "-x", "-H", "ldaps://127.0.0.1:%d" % port],
+                                  env=env, capture_output=True, text=True,
+                                  timeout=ghtest.scaled(30))
+        p = whoami()  # none: fine
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "anonymous"), p.stderr)
+        p = whoami("good")  # verified, and still anonymous: it grants nothing
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "anonymous"), p.stderr)
+        p = whoami("stranger")  # from another CA: the handshake fails
+        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(whoami().returncode, 0)  # and the server still serves
+
+    def test_non_loopback_allowed(self):
+        port = free_port()
+        self.start_server(config={"ldap_listen": "ldap://0.0.0.0:%d" % port,
+                                  "ldap_allow_non_loopback": "yes"})
+        p = subprocess.run(["ldapwhoami", "-x", "-H", "ldap://127.0.0.1:%d" % port],
+                           env=dict(os.environ, LDAPCONF="/dev/null"), capture_output=True,
+                           text=True, timeout=ghtest.scaled(30))
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "anonymous"), p.stderr)
 
     def test_refused_at_start(self):
         port = free_port()

@@ -262,15 +262,28 @@ class PythonLdap(ghtest.TestCase):
         self.assertIn(NOTICE_OID, data)
         self.assertServing()
 
+    def test_starttls_where_not_offered(self):
+        # on ldapi (and on ldaps, or a second time): operationsError (1), and
+        # the connection keeps serving in clear
+        lc = self.conn()
+        with self.assertRaises(ldap.OPERATIONS_ERROR):
+            lc.start_tls_s()
+        self.assertEqual(lc.whoami_s(), "dn:uid=svc,ou=people," + SUFFIX)
+
     def test_garbage(self):
+        # a whole frame (or bytes that cannot start one) that is not an
+        # LDAPMessage: a Notice of Disconnection with protocolError (2), then
+        # the server closes
         for junk in (b"GET / HTTP/1.0\r\n\r\n", b"\x00\x00\x00\x00",
                      bytes.fromhex("3003020101"),            # no protocolOp
                      bytes.fromhex("30050201017f00"),        # unknown op tag
-                     bytes.fromhex("3006020201ff4200")):     # delete, negative msgid
+                     bytes.fromhex("30050201ff4a00")):       # delete, negative msgid
             s = self.raw()
             s.sendall(junk)
             data, closed = self.read_until_closed(s)
             self.assertTrue(closed, junk)
+            self.assertIn(NOTICE_OID, data, junk)
+            self.assertIn(b"\x0a\x01\x02", data, junk)  # resultCode protocolError
         self.assertServing()
 
     def test_malformed_search_answered(self):

@@ -474,6 +474,64 @@ static void test_changelog_prune(void **state)
     assert_int_equal(last1, last0 + 1); /* plus the audit.prune entry; no seq reused */
 }
 
+/* ---- a password change: gh__password_store (passwd.change, LDAP Password Modify) ---- */
+
+typedef struct pwstore {
+    uint64_t id;
+    char expect[GH_VERIFIER_MAX + 1];
+    char nv[GH_VERIFIER_MAX + 1];
+    size_t revoked;
+} pwstore;
+
+static int w_password_store(gh_txn *t, void *arg)
+{
+    pwstore *p = arg;
+    gh_user u;
+    int rc = gh_store_user_get_by_id(t, p->id, &u);
+    return rc != 0 ? rc : gh__password_store(t, &u, p->expect, p->nv, &p->revoked);
+}
+
+/* The new verifier only over the one verified (compare-and-set: a change
+ * verified against a password that was reset meanwhile must not win), and
+ * every token of the user revoked in the same txn; a refused change revokes
+ * nothing. */
+static void test_password_store_cas_and_revoke(void **state)
+{
+    fx *f = *state;
+    char a1[48], a2[48], b1[48];
+    uint64_t alice = add_user(f, "alice"), bob = add_user(f, "bob");
+    wr w = {0};
+    pwstore p = {0};
+    char err[256];
+
+    w.u = get_user(f, alice);
+    snprintf(w.u.verifier, sizeof(w.u.verifier), "$argon2id$v=19$m=8,t=1,p=1$old$old");
+    w.mask = GH_UF_VERIFIER;
+    wr_ok(f, w_user_update, &w);
+    login(f, alice, "uid:1000", a1);
+    login(f, alice, "ldapi:uid=1000", a2);
+    login(f, bob, "uid:1001", b1);
+
+    p.id = alice;
+    snprintf(p.expect, sizeof(p.expect), "$argon2id$v=19$m=8,t=1,p=1$old$old");
+    snprintf(p.nv, sizeof(p.nv), "$argon2id$v=19$m=8,t=1,p=1$new$new");
+    assert_int_equal(gh_store_write(f->s, w_password_store, &p, err, sizeof(err)), 0);
+    assert_string_equal(get_user(f, alice).verifier, p.nv);
+    assert_int_equal(p.revoked, 2);
+    assert_int_equal(token_ok(f, a1), GH_ETOKEN);
+    assert_int_equal(token_ok(f, a2), GH_ETOKEN);
+    assert_int_equal(token_ok(f, b1), 0); /* another user's sessions stay */
+
+    /* a change verified against the old password, racing the one above */
+    login(f, alice, "uid:1000", a1);
+    snprintf(p.nv, sizeof(p.nv), "$argon2id$v=19$m=8,t=1,p=1$late$late");
+    p.revoked = 0;
+    assert_int_equal(gh_store_write(f->s, w_password_store, &p, err, sizeof(err)), GH_ECREDS);
+    assert_non_null(strstr(err, "changed meanwhile"));
+    assert_string_equal(get_user(f, alice).verifier, "$argon2id$v=19$m=8,t=1,p=1$new$new");
+    assert_int_equal(token_ok(f, a1), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +544,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upstream_admin_group_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_migrate_reindexes_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_changelog_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_password_store_cas_and_revoke, setup, teardown),
     };
     if (sodium_init() < 0)
         return 1;

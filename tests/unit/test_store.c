@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -1753,6 +1754,147 @@ static void test_hot_list(void **state)
     rd_end(f);
 }
 
+static int w_users_spelled(gh_txn *t, void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 256; i++) {
+        gh_user u;
+        memset(&u, 0, sizeof(u));
+        for (int b = 0; b < 8; b++)
+            u.name[b] = (char)((i >> b & 1 ? 'A' : 'a') + b);
+        int rc = gh_store_user_add(t, &u);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+struct fold_seen {
+    uint64_t ids[16];
+    int n;
+};
+
+static int fold_seen_cb(uint64_t id, void *arg)
+{
+    struct fold_seen *s = arg;
+    assert_true(s->n < 16);
+    s->ids[s->n++] = id;
+    return 0;
+}
+
+static int fold_count_cb(uint64_t id, void *arg)
+{
+    (void)id;
+    ++*(size_t *)arg;
+    return 0;
+}
+
+/* Names compared without ASCII case through the case-sensitive index (LDAP's
+ * uid and cn): every spelling, in name order; none for a mere prefix or
+ * extension; the seek bound for names that differ only in case. */
+static void test_names_nocase(void **state)
+{
+    fx *f = *state;
+    uint64_t alice_up = add_user(f, "Alice"), alice = add_user(f, "alice");
+    uint64_t a2 = add_user(f, "ALICE2"), eve = add_user(f, "e.v-E_9");
+    uint64_t staff = add_group(f, "Staff");
+    struct fold_seen s;
+    gh_txn *t;
+
+    add_user(f, "alic");
+    add_user(f, "alicea");
+    /* 2^8 spellings of one name: more than the walk follows (one txn) */
+    assert_int_equal(gh_store_write(f->s, w_users_spelled, NULL, NULL, 0), 0);
+    t = rd(f);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_ids_nocase(t, "ALICE", fold_seen_cb, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_true(s.ids[0] == alice_up && s.ids[1] == alice); /* "Alice" < "alice" */
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_ids_nocase(t, "alice2", fold_seen_cb, &s), 0);
+    assert_true(s.n == 1 && s.ids[0] == a2);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_ids_nocase(t, "E.V-e_9", fold_seen_cb, &s), 0);
+    assert_true(s.n == 1 && s.ids[0] == eve);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_ids_nocase(t, "alicf", fold_seen_cb, &s), 0);
+    assert_int_equal(gh_store_user_ids_nocase(t, "", fold_seen_cb, &s), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(gh_store_group_ids_nocase(t, "staff", fold_seen_cb, &s), 0);
+    assert_true(s.n == 1 && s.ids[0] == staff);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(gh_store_user_ids_nocase(t, "staff", fold_seen_cb, &s), 0);
+    assert_int_equal(s.n, 0);
+    size_t found = 0;
+    assert_int_equal(gh_store_user_ids_nocase(t, "abcdefgh", fold_count_cb, &found), GH_ETOOBIG);
+    assert_true(found > 0 && found < 256); /* some, not all: the caller must not use them */
+    rd_end(f);
+}
+
+/* Every string over {a, A, b, .} of length 1 to 4, numbered. */
+static void fold_name(int i, char *out)
+{
+    static const char abc[] = "aAb.";
+    int len = i < 4 ? 1 : i < 20 ? 2 : i < 84 ? 3 : 4;
+    int k = i - (len == 1 ? 0 : len == 2 ? 4 : len == 3 ? 20 : 84);
+    for (int b = 0; b < len; b++, k /= 4)
+        out[b] = abc[k % 4];
+    out[len] = '\0';
+}
+
+#define FOLD_NAMES 340
+
+static int w_fold_names(gh_txn *t, void *arg)
+{
+    uint64_t *ids = arg;
+    for (int i = 0; i < FOLD_NAMES; i++) {
+        gh_user u;
+        memset(&u, 0, sizeof(u));
+        ids[i] = 0;
+        fold_name(i, u.name);
+        if ((i * 7 + 3) % 5 < 2 || u.name[0] == '.')
+            continue; /* about 60% of the names exist ('.' may not start one) */
+        int rc = gh_store_user_add(t, &u);
+        if (rc != 0)
+            return rc;
+        ids[i] = u.id;
+    }
+    return 0;
+}
+
+/* The skip scan against brute force: for every string of the alphabet, the
+ * users it finds are exactly those whose names equal it ignoring case, in
+ * name order. */
+static void test_names_nocase_exhaustive(void **state)
+{
+    fx *f = *state;
+    static uint64_t ids[FOLD_NAMES];
+    assert_int_equal(gh_store_write(f->s, w_fold_names, ids, NULL, 0), 0);
+    gh_txn *t = rd(f);
+    for (int q = 0; q < FOLD_NAMES; q++) {
+        char qn[8], n[8], prev[GH_NAME_MAX + 1] = "";
+        struct fold_seen s;
+        int want = 0;
+        fold_name(q, qn);
+        memset(&s, 0, sizeof(s));
+        assert_int_equal(gh_store_user_ids_nocase(t, qn, fold_seen_cb, &s), 0);
+        for (int i = 0; i < FOLD_NAMES; i++) {
+            fold_name(i, n);
+            if (ids[i] != 0 && strlen(n) == strlen(qn) && strcasecmp(n, qn) == 0)
+                want++;
+        }
+        assert_int_equal(s.n, want);
+        for (int j = 0; j < s.n; j++) {
+            gh_user u;
+            assert_int_equal(gh_store_user_get_by_id(t, s.ids[j], &u), 0);
+            assert_int_equal(strcasecmp(u.name, qn), 0);
+            assert_true(strcmp(prev, u.name) < 0); /* name order, each once */
+            snprintf(prev, sizeof(prev), "%s", u.name);
+        }
+    }
+    rd_end(f);
+}
+
 static void hot_expect_more(fx *f, uint64_t id, uint32_t gid, const char *display, const char *mail)
 {
     gh_user_hot h;
@@ -2278,6 +2420,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_100k_users, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_index, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_list, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_names_nocase, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_names_nocase_exhaustive, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_value_v2, setup_open, teardown),
     };
 
