@@ -1019,6 +1019,8 @@ static void vjob_written(void *cbarg, int rc, const char *err)
     verify_job *j = cbarg;
     if (rc != 0)
         GH_LOGW("bind %s: storing the new verifier failed: %s", j->name, err);
+    else /* what the store now holds: a caller's compare-and-set expects it */
+        snprintf(j->u.verifier, sizeof(j->u.verifier), "%s", j->rehash);
     vjob_finish(j, 0); /* the password was right either way */
 }
 
