@@ -77,10 +77,13 @@ int gh__req_init(gh__req *q, const char *action, const char *resource)
 
 int gh__pat_match(const gh__set *s, const gh__pat *p, const gh__req *q)
 {
-    const gh__seg *sg = s->segs + p->seg;
+    const gh__seg *sg;
 
     if (p->rest ? q->nseg < p->nseg : q->nseg != p->nseg)
         return 0;
+    if (p->nseg == 0)
+        return 1; /* "**": a set of such rules alone has no segments (segs NULL) */
+    sg = s->segs + p->seg;
     for (uint32_t i = 0; i < p->nseg; i++) {
         if (sg[i].len == 0)
             continue; /* "*": any one segment (request segments are never empty) */
