@@ -16,6 +16,12 @@
  *   nss_stress idle SECONDS NAME1:UID1 NAME2:UID2
  *       resolves, sleeps (the server closes idle NSS connections), resolves
  *       again on a fresh connection.
+ *   nss_stress hung N NAME
+ *       against a server that never answers: N threads each getpwnam_r NAME
+ *       once (all must find nothing); while they wait the main thread
+ *       forks (the child exits at once) and a 2nd lookup after them must
+ *       fail fast. Prints "lookups_ms A fork_ms B again_ms C", where A is
+ *       the slowest lookup; the caller judges the times.
  *   nss_stress bench LOOKUPS NAME
  *       getpwnam_r LOOKUPS times; prints p50 and p99 in microseconds.
  *
@@ -74,6 +80,67 @@ static void *thread_main(void *arg)
     return (void *)(intptr_t)bad;
 }
 
+static double ms_since(const struct timespec *a)
+{
+    struct timespec b;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (double)(b.tv_sec - a->tv_sec) * 1e3 + (double)(b.tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static const char *hung_name;
+
+/* One lookup against the hung server: its time in ms, negative when it
+ * (wrongly) found an entry. */
+static void *hung_main(void *arg)
+{
+    struct timespec a;
+    struct passwd pw, *res = NULL;
+    char buf[1024];
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    getpwnam_r(hung_name, &pw, buf, sizeof(buf), &res);
+    double *ms = arg;
+    *ms = res != NULL ? -1.0 : ms_since(&a);
+    return NULL;
+}
+
+static int hung(int n, const char *name)
+{
+    pthread_t *th = calloc((size_t)n, sizeof(*th));
+    double *ms = calloc((size_t)n, sizeof(*ms)), worst = 0, fork_ms;
+    struct timespec a;
+    hung_name = name;
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, hung_main, &ms[i]);
+    usleep(300 * 1000); /* the lookups are waiting on the server now */
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    fork_ms = ms_since(&a);
+    waitpid(pid, NULL, 0);
+    int wrong = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        if (ms[i] < 0)
+            wrong++;
+        else if (ms[i] > worst)
+            worst = ms[i];
+    }
+    struct passwd pw, *res = NULL;
+    char buf[1024];
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    getpwnam_r(name, &pw, buf, sizeof(buf), &res);
+    double again = ms_since(&a);
+    printf("lookups_ms %.0f fork_ms %.0f again_ms %.0f\n", worst, fork_ms, again);
+    free(th);
+    free(ms);
+    if (wrong || res != NULL) {
+        fprintf(stderr, "a lookup found an entry on a server that never answers\n");
+        return 1;
+    }
+    return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
@@ -82,6 +149,8 @@ static int cmp_u64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "hung") == 0)
+        return hung(atoi(argv[2]), argv[3]);
     if (argc >= 4 && strcmp(argv[1], "bench") == 0) {
         long n = atol(argv[2]);
         unsigned long long *t = calloc((size_t)n, sizeof(*t));
