@@ -712,6 +712,59 @@ class PosixFields(ghtest.TestCase):
         self.assertEqual(os.stat(srv.socket_path).st_mode & 0o777, 0o660)
 
 
+class PrimaryGid(ghtest.TestCase):
+    """A primary gid names a group, or the user's private group (issue 12)."""
+
+    def test_user_private_groups_yes(self):
+        srv = self.start_server()
+        c = self.client(srv)
+        self.assertOk(c.call("group.add", name="pg-staff", gid=30701))
+        self.assertOk(c.call("user.add", name="pg1", uid=20701, gid=30701))  # a group
+        self.assertOk(c.call("user.add", name="pg2", uid=20702, gid=20702))  # its own UPG
+        self.assertOk(c.call("user.add", name="pg3", uid=20703, gid=100))  # below gid_min
+        r = c.call("user.add", name="pg4", uid=20704, gid=30799)
+        self.assertError(r, "invalid_argument")
+        self.assertIn("30799", r["error"]["message"])
+        self.assertError(c.call("user.get", name="pg4"), "not_found")  # nothing written
+        # another user's private group is no group of this one
+        self.assertError(c.call("user.add", name="pg5", uid=20705, gid=20702), "invalid_argument")
+        self.assertError(c.call("user.set", name="pg1", gid=30798), "invalid_argument")
+        # a uid change that leaves the gid naming nothing
+        self.assertError(c.call("user.set", name="pg2", uid=20712), "invalid_argument")
+        self.assertOk(c.call("user.set", name="pg2", uid=20712, gid=20712))
+        self.assertEqual(self.assertOk(c.call("nss.getpwnam", name="pg1"))["passwd"]["gid"], 30701)
+        self.assertEqual(self.assertOk(c.call("nss.getpwnam", name="pg2"))["passwd"]["gid"], 20712)
+
+    def test_user_private_groups_no(self):
+        srv = self.start_server(config={"user_private_groups": "no"})
+        c = self.client(srv)
+        self.assertOk(c.call("group.add", name="pn-staff", gid=30801))
+        self.assertOk(c.call("user.add", name="pn1", uid=20801, gid=30801))
+        self.assertError(c.call("user.add", name="pn2", uid=20802, gid=20802), "invalid_argument")
+        self.assertOk(c.call("user.add", name="pn3", uid=20803))  # no primary group
+        self.assertError(c.call("nss.getpwnam", name="pn3"), "not_found")  # so not served
+        self.assertError(c.call("nss.getgrgid", gid=20803), "not_found")  # and no UPG
+        self.assertError(c.call("user.set", name="pn3", gid=30802), "invalid_argument")
+        self.assertOk(c.call("user.set", name="pn3", gid=30801))
+        p = self.assertOk(c.call("nss.getpwnam", name="pn3"))["passwd"]
+        self.assertEqual((p["uid"], p["gid"]), (20803, 30801))
+
+
+class NssNoPrivateGroups(Base):
+    """user_private_groups = no: id shows the explicit primary group by name."""
+    config = {"user_private_groups": "no"}
+
+    def test_id_with_explicit_primary_group(self):
+        self.ok("group.add", name="gh-prim", gid=30901)
+        self.add_user("gh-np", uid=20901, gid=30901, password=None)
+        self.add_user("gh-nogroup", uid=20902, password=None)
+        r = self.os.run(["id", "gh-np"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("uid=20901(gh-np) gid=30901(gh-prim)", r.stdout)
+        self.assertEqual(self.getent("passwd", "gh-nogroup").returncode, 2)
+        self.assertEqual(self.getent("group", "20902").returncode, 2)
+
+
 class Reload(ghtest.TestCase):
     """SIGHUP takes the OS login settings (but nss_socket)."""
 
