@@ -66,6 +66,14 @@ def cwrap_lib(name):
     return None
 
 
+def profile_line(name, key):
+    """The (one) module line of a section of a shipped pam-auth-update profile."""
+    with open(os.path.join(ghtest.srcdir(), "conf", "pam-configs", name)) as f:
+        lines = f.read().splitlines()
+    i = lines.index(key + ":")
+    return lines[i + 1].strip().replace("\t", " ")
+
+
 def stress_exe(tmp):
     """nss_stress.c built into tmp."""
     exe = os.path.join(tmp, "nss_stress")
@@ -535,9 +543,10 @@ class Pam(Base):
         self.assertEqual(rc, 0, out)
 
     def test_debian_stack(self):
-        """The stack pam-auth-update writes from conf/pam-configs/gatehouse,
-        after pam_unix: Gatehouse users log in, roles decide, pam_unix's
-        account check lets them through (the NSS entry's password is "*")."""
+        """The stack pam-auth-update writes from conf/pam-configs/gatehouse
+        and gatehouse-hbac, after pam_unix: Gatehouse users log in, roles
+        decide, pam_unix's account check lets them through (the NSS entry's
+        password is "*"). The account lines are taken from the profiles."""
         if self.cwrap:
             self.skipTest("pam_unix reads the real shadow database: root only")
         self.add_user("gh-deb", uid=20110)
@@ -545,6 +554,11 @@ class Pam(Base):
         self.ok("role.add", name="gh-login-any", allow=[{"action": "login", "resource": "host/*/*"}])
         self.ok("grant", role="gh-login-any", user="gh-deb")
         mod, sock = pam_module(), self.srv.socket_path
+        account = [profile_line("gatehouse", "Account"), profile_line("gatehouse-hbac", "Account")]
+        self.assertIn(" hbac", account[1])
+        account = ["account " + a.replace("pam_gatehouse.so", "%s socket=%s" % (mod, sock))
+                   for a in account]
+        account[1] += " hbac_host=h1"
         with open(os.path.join(self.os.pamd, SERVICE), "w") as f:
             f.write("\n".join([
                 "auth [success=2 default=ignore] pam_unix.so nullok nodelay",
@@ -554,8 +568,7 @@ class Pam(Base):
                 "account [success=1 new_authtok_reqd=done default=ignore] pam_unix.so",
                 "account requisite pam_deny.so",
                 "account required pam_permit.so",
-                "account [default=bad success=ok user_unknown=ignore authinfo_unavail=ignore] "
-                "%s socket=%s hbac hbac_host=h1" % (mod, sock),
+            ] + account + [
                 "password [success=2 default=ignore] pam_unix.so obscure yescrypt",
                 "password [success=1 default=ignore] %s socket=%s try_first_pass" % (mod, sock),
                 "password requisite pam_deny.so",
@@ -568,6 +581,7 @@ class Pam(Base):
         rc, out = self.os.pam("gh-deb2", "authenticate", "acct_mgmt", input=PW + "\n")
         self.assertNotEqual(rc, 0, out)  # no role allows gh-deb2 to log in
         self.assertIn("successfully authenticated", out)
+        self.assertIn(PAM_MSG["perm"], out)
         rc, out = self.os.pam("gh-nobody-at-all", "authenticate", input=PW + "\n")
         self.assertNotEqual(rc, 0, out)
         # the shipped profile says what the stack above says
