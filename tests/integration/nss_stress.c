@@ -22,12 +22,21 @@
  *       forks (the child exits at once) and a 2nd lookup after them must
  *       fail fast. Prints "lookups_ms A fork_ms B again_ms C", where A is
  *       the slowest lookup; the caller judges the times.
+ *   nss_stress initgroups NAME [split]
+ *       getpwnam, then initgroups(NAME, its gid) and getgroups(): prints the
+ *       process's groups, sorted (needs root, or cwrap's uid_wrapper). With
+ *       "split", getgrouplist + setgroups, the two halves of initgroups:
+ *       nss_wrapper's own initgroups asks its files backend alone.
+ *   nss_stress grouplist LOOKUPS NAME
+ *       getgrouplist(NAME) LOOKUPS times, what `id` does for the groups;
+ *       prints the number of groups, p50 and p99 in microseconds.
  *   nss_stress bench LOOKUPS NAME
  *       getpwnam_r LOOKUPS times; prints p50 and p99 in microseconds.
  *
  * Exit 0 when every lookup was right; prints what went wrong otherwise.
  */
 #include <errno.h>
+#include <grp.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -141,6 +150,44 @@ static int hung(int n, const char *name)
     return 0;
 }
 
+static int cmp_gid(const void *a, const void *b)
+{
+    gid_t x = *(const gid_t *)a, y = *(const gid_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int do_initgroups(const char *name, int split)
+{
+    struct passwd *pw = getpwnam(name);
+    if (pw == NULL) {
+        fprintf(stderr, "%s not found\n", name);
+        return 1;
+    }
+    if (split) {
+        gid_t all[4096];
+        int na = 4096;
+        if (getgrouplist(name, pw->pw_gid, all, &na) < 0 || setgroups((size_t)na, all) != 0) {
+            perror("getgrouplist/setgroups");
+            return 1;
+        }
+    } else if (initgroups(name, pw->pw_gid) != 0) {
+        perror("initgroups");
+        return 1;
+    }
+    int n = getgroups(0, NULL);
+    gid_t *g = calloc((size_t)n + 1, sizeof(*g));
+    if (n < 0 || g == NULL || getgroups(n, g) != n) {
+        perror("getgroups");
+        return 1;
+    }
+    qsort(g, (size_t)n, sizeof(*g), cmp_gid);
+    for (int i = 0; i < n; i++)
+        printf("%s%u", i ? " " : "", (unsigned)g[i]);
+    printf("\n");
+    free(g);
+    return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
@@ -149,6 +196,32 @@ static int cmp_u64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "initgroups") == 0)
+        return do_initgroups(argv[2], argc == 4 && strcmp(argv[3], "split") == 0);
+    if (argc == 4 && strcmp(argv[1], "grouplist") == 0) {
+        long n = atol(argv[2]);
+        struct passwd *pw = getpwnam(argv[3]);
+        unsigned long long *t = calloc((size_t)n, sizeof(*t));
+        int ng = 0;
+        if (pw == NULL || t == NULL || n <= 0)
+            return 1;
+        for (long i = 0; i < n; i++) {
+            struct timespec a;
+            gid_t g[4096];
+            ng = 4096;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            if (getgrouplist(argv[3], pw->pw_gid, g, &ng) < 0) {
+                fprintf(stderr, "getgrouplist: more than 4096 groups\n");
+                return 1;
+            }
+            t[i] = (unsigned long long)(ms_since(&a) * 1e6);
+        }
+        qsort(t, (size_t)n, sizeof(*t), cmp_u64);
+        printf("getgrouplist %d groups p50 %.1f us p99 %.1f us (%ld calls)\n", ng,
+               t[n / 2] / 1000.0, t[n * 99 / 100] / 1000.0, n);
+        free(t);
+        return 0;
+    }
     if (argc == 4 && strcmp(argv[1], "hung") == 0)
         return hung(atoi(argv[2]), argv[3]);
     if (argc >= 4 && strcmp(argv[1], "bench") == 0) {

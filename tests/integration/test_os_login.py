@@ -43,6 +43,7 @@ PAM_MSG = {
     "perm": "Permission denied",
     "unavail": "Authentication service cannot retrieve authentication info",
     "authtok": "Authentication token manipulation error",
+    "maxtries": "Have exhausted maximum number of retries for service",
 }
 
 
@@ -157,8 +158,9 @@ class OsEnv:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               timeout=ghtest.scaled(timeout))
 
-    def pam(self, user, *ops, input=""):
-        r = self.run(["pamtester", "-v", SERVICE, user] + list(ops), input=input)
+    def pam(self, user, *ops, input="", rhost=None):
+        items = ["-Irhost=" + rhost] if rhost else []
+        r = self.run(["pamtester", "-v"] + items + [SERVICE, user] + list(ops), input=input)
         return r.returncode, r.stdout + r.stderr
 
 
@@ -235,6 +237,28 @@ class Nss(Base):
         self.assertIn("uid=20003(gh-carol) gid=20003(gh-carol)", r.stdout)
         self.assertIn("30001(gh-staff)", r.stdout)
         self.assertIn("30002(gh-ops)", r.stdout)
+
+    def test_initgroups_sets_process_groups(self):
+        """initgroups() and getgroups() for real: as root in the namespace,
+        or under cwrap's uid_wrapper (a fake root) with nss_wrapper, whose
+        own initgroups() asks only its files backend: there the two halves,
+        getgrouplist() through the module and setgroups()."""
+        self.add_user("gh-ig", uid=20041, password=None)
+        self.ok("group.add", name="gh-ig1", gid=30041)
+        self.ok("group.add", name="gh-ig2", gid=30042)
+        self.ok("group.add_member", group="gh-ig1", user="gh-ig")
+        self.ok("group.add_member", group="gh-ig2", subgroup="gh-ig1")  # nested
+        extra, argv = None, [stress_exe(self.tmp), "initgroups", "gh-ig"]
+        if self.cwrap:
+            uw = cwrap_lib("libuid_wrapper.so")
+            if uw is None:
+                self.skipTest("libuid-wrapper not installed")
+            extra = {"LD_PRELOAD": uw + " " + self.os.env()["LD_PRELOAD"], "UID_WRAPPER": "1",
+                     "UID_WRAPPER_ROOT": "1"}
+            argv.append("split")
+        r = self.os.run(argv, env=extra)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.split(), ["20041", "30041", "30042"])
 
     def test_never_root_or_low_ids(self):
         # uid_min (10000 here) and gid_min (1000) bound what the OS gets
@@ -625,6 +649,34 @@ class Pam(Base):
         self.assertIn(PAM_MSG["unavail"], out)
         self.assertLess(time.monotonic() - t0, ghtest.scaled(5.0))
         self.srv.start()
+
+
+class PamLockout(Base):
+    """auth's lockout through PAM keys on the remote host PAM names
+    (PAM_RHOST, sent as the end client), not on sshd's own peer; once locked
+    out, rate_limited is PAM_MAXTRIES."""
+    config = {"lockout_threshold": 3, "lockout_base_delay": 60}
+
+    def test_rhost_lockout_and_maxtries(self):
+        if not ghtest.is_root():
+            self.skipTest("the end client is honoured for trusted front-ends (root)")
+        self.add_user("gh-lock", uid=20120)
+        for _ in range(3):
+            rc, out = self.os.pam("gh-lock", "authenticate", input="wrong\n",
+                                  rhost="203.0.113.9")
+            self.assertIn(PAM_MSG["auth_err"], out)
+        rc, out = self.os.pam("gh-lock", "authenticate", input=PW + "\n", rhost="203.0.113.9")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn(PAM_MSG["maxtries"], out)
+        # another host, and a local login, are other clients: not locked out
+        rc, out = self.os.pam("gh-lock", "authenticate", input=PW + "\n", rhost="198.51.100.7")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.os.pam("gh-lock", "authenticate", input=PW + "\n")
+        self.assertEqual(rc, 0, out)
+
+
+class PamLockoutWrapper(PamLockout):
+    cwrap = True
 
 
 class PasswdChangeProtocol(ghtest.TestCase):
