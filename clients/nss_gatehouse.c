@@ -141,7 +141,7 @@ static void init_once(void)
     pthread_atfork(at_prepare, at_parent, at_child);
 }
 
-static int64_t now_ms(void)
+static int64_t clock_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -195,7 +195,7 @@ static enum nss_status call(json_t *req, json_t **resp, int *errnop)
         return NSS_STATUS_UNAVAIL;
     }
     pthread_once(&once, init_once);
-    int64_t t0 = now_ms();
+    int64_t t0 = clock_ms();
     if (t0 < atomic_load(&down_until)) {
         rc = GH_OS_UNAVAIL; /* the server did not answer a moment ago */
     } else {
@@ -209,7 +209,7 @@ static enum nss_status call(json_t *req, json_t **resp, int *errnop)
             gh_os_close(&own);
         /* the whole deadline spent: a hung server, not a missing one (that
          * one answers ECONNREFUSED at once) */
-        int64_t t1 = now_ms();
+        int64_t t1 = clock_ms();
         if (rc == GH_OS_UNAVAIL && t1 - t0 >= GH_NSS_TIMEOUT_MS)
             atomic_store(&down_until, t1 + GH_NSS_DOWN_MS);
     }
