@@ -27,7 +27,18 @@ EXTRA_DIST += clients/gatehouse.pc.in
 # OS login (issue 12): the NSS and PAM modules. They run inside other
 # programs: built without sanitizers (GH_MOD_CFLAGS), hidden visibility, and
 # a version script so that only the module entry points are exported. Their
-# small socket client (os_client.c) is a PIC convenience library linked in.
+# small socket client (os_client.c) is a PIC convenience library linked in,
+# and so is jansson (libjansson.a, JANSSON_MOD_LIBS): linked dynamically, a
+# host program exporting json_* symbols of its own would take the modules'
+# calls over. --exclude-libs keeps the archive's symbols out of the dynamic
+# table even without the version scripts. Debian builds libjansson.a as PIE
+# code, and its one reference to a glibc data symbol (stdin, in json_loadf,
+# which the modules never call) cannot go into a shared object: the modules
+# link a copy with that reference renamed to a hidden NULL of os_client.c.
+clients/libjansson-mod.a: $(JANSSON_MOD_LIBS)
+	$(AM_V_GEN)$(MKDIR_P) clients && \
+	$(OBJCOPY) --redefine-sym stdin=gh_os_jansson_stdin $(JANSSON_MOD_LIBS) $@
+CLEANFILES += clients/libjansson-mod.a
 noinst_LTLIBRARIES += libghos.la
 libghos_la_SOURCES = clients/os_client.c clients/os_client.h
 libghos_la_CFLAGS = $(GH_MOD_CFLAGS) -pthread $(JANSSON_CFLAGS)
@@ -36,18 +47,19 @@ nsslibdir = $(libdir)
 nsslib_LTLIBRARIES = libnss_gatehouse.la
 libnss_gatehouse_la_SOURCES = clients/nss_gatehouse.c
 libnss_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) -pthread $(JANSSON_CFLAGS)
-libnss_gatehouse_la_LIBADD = libghos.la $(JANSSON_LIBS)
+libnss_gatehouse_la_LIBADD = libghos.la clients/libjansson-mod.a
 libnss_gatehouse_la_LDFLAGS = -module -avoid-version -shrext .so.2 -no-undefined -pthread \
+	-Wl,--exclude-libs,ALL \
 	-Wl,--version-script=$(top_srcdir)/clients/nss_gatehouse.map
-EXTRA_libnss_gatehouse_la_DEPENDENCIES = clients/nss_gatehouse.map
+EXTRA_libnss_gatehouse_la_DEPENDENCIES = clients/nss_gatehouse.map clients/libjansson-mod.a
 
 pamlib_LTLIBRARIES = pam_gatehouse.la
 pam_gatehouse_la_SOURCES = clients/pam_gatehouse.c
 pam_gatehouse_la_CFLAGS = $(GH_MOD_CFLAGS) $(JANSSON_CFLAGS)
-pam_gatehouse_la_LIBADD = libghos.la $(JANSSON_LIBS) $(PAM_LIBS)
-pam_gatehouse_la_LDFLAGS = -module -avoid-version -no-undefined \
+pam_gatehouse_la_LIBADD = libghos.la clients/libjansson-mod.a $(PAM_LIBS)
+pam_gatehouse_la_LDFLAGS = -module -avoid-version -no-undefined -Wl,--exclude-libs,ALL \
 	-Wl,--version-script=$(top_srcdir)/clients/pam_gatehouse.map
-EXTRA_pam_gatehouse_la_DEPENDENCIES = clients/pam_gatehouse.map
+EXTRA_pam_gatehouse_la_DEPENDENCIES = clients/pam_gatehouse.map clients/libjansson-mod.a
 EXTRA_DIST += clients/nss_gatehouse.map clients/pam_gatehouse.map
 dist_man_MANS += clients/pam_gatehouse.8 clients/nss_gatehouse.5
 

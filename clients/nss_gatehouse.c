@@ -4,11 +4,17 @@
  *
  * The one thing to know: this code runs inside every process on the machine
  * that resolves a user or a group, so it must never hang, crash or surprise
- * it. One connection per process to the NSS socket, guarded by a mutex;
- * every call is bounded by a short deadline (os_client.c), and when the
- * server does not answer in time the answer is NSS_STATUS_UNAVAIL so that
- * "files" keeps working. A child after fork() never uses its parent's
- * connection (pthread_atfork plus a pid check). Inside gatehoused itself
+ * it. No lock is ever held across socket I/O: a call borrows an idle
+ * connection from a small pool (or opens its own when every pooled one is
+ * busy), so N threads against a hung server each wait one deadline at the
+ * same time, not N deadlines in turn, and fork() never waits behind a call.
+ * Every call is bounded by a short deadline (os_client.c); when the server
+ * does not answer in time the answer is NSS_STATUS_UNAVAIL so that "files"
+ * keeps working, and for GH_NSS_DOWN_MS afterwards every thread answers
+ * UNAVAIL at once without trying (a shared atomic timestamp, as SSSD's
+ * client does), so that `id` or a busy daemon does not pay one deadline per
+ * lookup. A child after fork() drops every pooled connection (pthread_atfork
+ * plus a pid check). Inside gatehoused itself
  * (_GATEHOUSE_NSS_LOOPS set) it answers UNAVAIL at once rather than asking
  * the server that is asking. Only the _nss_gatehouse_* entry points are
  * exported (nss_gatehouse.map).
@@ -22,9 +28,11 @@
 #include <nss.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -35,6 +43,8 @@
 #define GH_NSS_SOCKET_DEFAULT "/run/gatehouse/nss.sock"
 #endif
 #define GH_NSS_TIMEOUT_MS 3000
+#define GH_NSS_DOWN_MS 5000 /* after a timeout: answer UNAVAIL at once this long */
+#define POOL_SLOTS 8        /* connections kept per process */
 #define GH_NSS_LOOP_ENV "_GATEHOUSE_NSS_LOOPS"
 #define NAME_MAX_BYTES 64
 #define ENUM_PAGE 500
@@ -57,52 +67,110 @@ EXPORT enum nss_status _nss_gatehouse_setgrent(int);
 EXPORT enum nss_status _nss_gatehouse_endgrent(void);
 EXPORT enum nss_status _nss_gatehouse_getgrent_r(struct group *, char *, size_t, int *);
 
-/* Lock order: enum_lock, then lock. */
+/* Neither lock is ever held across socket I/O. Lock order: enum_lock, then
+ * pool_lock. */
 static pthread_mutex_t enum_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static gh_os_conn conn = {.fd = -1};
 
-/* Enumeration state (glibc serializes set/get/end per database). */
+/* A slot is empty (fd -1, not busy), idle (fd open, not busy) or lent to a
+ * call (busy). A call that finds no idle slot takes an empty one, or when
+ * all are busy uses a connection of its own, closed after the call. */
+typedef struct slot {
+    gh_os_conn conn;
+    int busy;
+} slot;
+static slot pool[POOL_SLOTS]; /* fds set to -1 by init_once */
+
+/* CLOCK_MONOTONIC ms until which calls answer UNAVAIL without trying. */
+static _Atomic int64_t down_until;
+
+/* Enumeration state (glibc serializes set/get/end per database). gen moves
+ * on every reset, so a page fetched across a reset is thrown away. */
 typedef struct enum_state {
     json_t *page; /* array of entries, or NULL */
     size_t idx;
     char next[NAME_MAX_BYTES + 1]; /* cursor for the next page ("" = none) */
     int started, ended;
+    unsigned gen;
 } enum_state;
 
 static enum_state pw_enum, gr_enum;
 
 static void enum_reset(enum_state *e)
 {
+    unsigned gen = e->gen + 1;
     json_decref(e->page);
     memset(e, 0, sizeof(*e));
+    e->gen = gen;
 }
 
-/* Fork: hold the lock across fork() so that no request is half-sent in the
- * child's copy; the child then drops the connection it inherited. */
+/* Fork: both locks are only ever held for a few instructions, so taking
+ * them here never waits behind a call. The child closes its copies of every
+ * pooled connection: the idle ones so that it never shares a stream with
+ * its parent, the busy ones because the threads that borrowed them do not
+ * exist in the child. (A call's own overflow connection is close-on-exec
+ * and left to the child's exit.) */
 static void at_prepare(void)
 {
     pthread_mutex_lock(&enum_lock);
-    pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&pool_lock);
 }
 
 static void at_parent(void)
 {
-    pthread_mutex_unlock(&lock);
+    pthread_mutex_unlock(&pool_lock);
     pthread_mutex_unlock(&enum_lock);
 }
 
 static void at_child(void)
 {
-    gh_os_close(&conn);
-    pthread_mutex_unlock(&lock);
+    for (int i = 0; i < POOL_SLOTS; i++) {
+        gh_os_close(&pool[i].conn);
+        pool[i].busy = 0;
+    }
+    atomic_store(&down_until, 0);
+    pthread_mutex_unlock(&pool_lock);
     pthread_mutex_unlock(&enum_lock);
 }
 
 static void init_once(void)
 {
+    for (int i = 0; i < POOL_SLOTS; i++)
+        gh_os_init(&pool[i].conn);
     pthread_atfork(at_prepare, at_parent, at_child);
+}
+
+static int64_t clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A pooled connection to use (idle first, then an empty slot), or NULL when
+ * every slot is busy. */
+static slot *borrow(void)
+{
+    slot *s = NULL;
+    pthread_mutex_lock(&pool_lock);
+    for (int i = 0; i < POOL_SLOTS && s == NULL; i++)
+        if (!pool[i].busy && pool[i].conn.fd >= 0)
+            s = &pool[i];
+    for (int i = 0; i < POOL_SLOTS && s == NULL; i++)
+        if (!pool[i].busy)
+            s = &pool[i];
+    if (s != NULL)
+        s->busy = 1;
+    pthread_mutex_unlock(&pool_lock);
+    return s;
+}
+
+static void give_back(slot *s)
+{
+    pthread_mutex_lock(&pool_lock);
+    s->busy = 0;
+    pthread_mutex_unlock(&pool_lock);
 }
 
 static const char *socket_path(void)
@@ -115,6 +183,7 @@ static const char *socket_path(void)
 static enum nss_status call(json_t *req, json_t **resp, int *errnop)
 {
     enum nss_status st;
+    int rc;
     *resp = NULL;
     if (req == NULL) {
         *errnop = ENOMEM;
@@ -126,9 +195,24 @@ static enum nss_status call(json_t *req, json_t **resp, int *errnop)
         return NSS_STATUS_UNAVAIL;
     }
     pthread_once(&once, init_once);
-    pthread_mutex_lock(&lock);
-    int rc = gh_os_call(&conn, socket_path(), GH_NSS_TIMEOUT_MS, req, resp);
-    pthread_mutex_unlock(&lock);
+    int64_t t0 = clock_ms();
+    if (t0 < atomic_load(&down_until)) {
+        rc = GH_OS_UNAVAIL; /* the server did not answer a moment ago */
+    } else {
+        slot *s = borrow();
+        gh_os_conn own;
+        gh_os_init(&own);
+        rc = gh_os_call(s ? &s->conn : &own, socket_path(), GH_NSS_TIMEOUT_MS, req, resp);
+        if (s != NULL)
+            give_back(s);
+        else
+            gh_os_close(&own);
+        /* the whole deadline spent: a hung server, not a missing one (that
+         * one answers ECONNREFUSED at once) */
+        int64_t t1 = clock_ms();
+        if (rc == GH_OS_UNAVAIL && t1 - t0 >= GH_NSS_TIMEOUT_MS)
+            atomic_store(&down_until, t1 + GH_NSS_DOWN_MS);
+    }
     json_decref(req);
     switch (rc) {
     case GH_OS_OK:
@@ -376,7 +460,8 @@ EXPORT enum nss_status _nss_gatehouse_initgroups_dyn(const char *user, gid_t ski
 /* ---- enumeration (only when the server has nss_enumerate = yes) ---- */
 
 /* Makes sure e has an unread entry: SUCCESS, NOTFOUND at the end (or when
- * the server does not enumerate), UNAVAIL. */
+ * the server does not enumerate), UNAVAIL. Called with enum_lock held,
+ * which it drops while a page is asked for. */
 static enum nss_status enum_fill(enum_state *e, const char *db, int *errnop)
 {
     while (e->page == NULL || e->idx >= json_array_size(e->page)) {
@@ -390,7 +475,14 @@ static enum nss_status enum_fill(enum_state *e, const char *db, int *errnop)
         if (req != NULL && e->next[0] != '\0')
             json_object_set_new(req, "after", json_string(e->next));
         json_t *resp;
+        unsigned gen = e->gen;
+        pthread_mutex_unlock(&enum_lock);
         enum nss_status st = call(req, &resp, errnop);
+        pthread_mutex_lock(&enum_lock);
+        if (e->gen != gen) { /* reset meanwhile: that page is not wanted */
+            json_decref(resp);
+            continue;
+        }
         if (st != NSS_STATUS_SUCCESS) {
             /* off on the server, or gone: no (more) entries from us */
             e->ended = 1;

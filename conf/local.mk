@@ -42,3 +42,5 @@ gh-install-header:
 	sed -i 's|^#define GH_CLIENT_DEFAULT_SOCKET .*|#define GH_CLIENT_DEFAULT_SOCKET "$(runstatedir)/gatehouse/gatehoused.sock"|' \
 		'$(DESTDIR)$(includedir)/gatehouse.h'
 .PHONY: gh-install-header
+# issue 12: the pam-auth-update profiles (installed by the Debian package)
+EXTRA_DIST += conf/pam-configs/gatehouse conf/pam-configs/gatehouse-hbac

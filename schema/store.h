@@ -169,6 +169,8 @@ int gh_store_group_count(gh_txn *txn, uint64_t *count);
  * (valid until the txn ends, no NUL). */
 int gh_store_group_id(gh_txn *txn, const char *name, uint64_t *id);
 int gh_store_group_name(gh_txn *txn, uint64_t id, const char **name, size_t *len);
+/* The same with the group's gid (nss.initgroups: a thousand groups a call). */
+int gh_store_group_hot(gh_txn *txn, uint64_t id, uint32_t *gid, const char **name, size_t *len);
 
 /* Adds member (a user, or a subgroup: nesting) to group. GH_EEXISTS when
  * already a direct member, GH_ECYCLE when a subgroup would contain itself.

@@ -197,6 +197,12 @@ int gh_store_user_get_auth(gh_txn *txn, const char *name, gh_user *out)
 
 int gh_store_group_name(gh_txn *txn, uint64_t id, const char **name, size_t *len)
 {
+    uint32_t gid;
+    return gh_store_group_hot(txn, id, &gid, name, len);
+}
+
+int gh_store_group_hot(gh_txn *txn, uint64_t id, uint32_t *gid, const char **name, size_t *len)
+{
     uint8_t key[8];
     const uint8_t *p;
     MDB_val v;
@@ -204,6 +210,7 @@ int gh_store_group_name(gh_txn *txn, uint64_t id, const char **name, size_t *len
 
     *name = NULL;
     *len = 0;
+    *gid = 0;
     gh__put_u64(key, id);
     rc = gh__get(txn, DB_GROUP_HOT, key, sizeof(key), &v);
     if (rc == GH_ENOTFOUND)
@@ -215,6 +222,7 @@ int gh_store_group_name(gh_txn *txn, uint64_t id, const char **name, size_t *len
         return corrupt(txn, "group", id);
     *name = (const char *)p + GROUP_HDR;
     *len = p[1];
+    *gid = gh__get_u32(p + 2);
     return 0;
 }
 

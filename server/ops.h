@@ -49,6 +49,7 @@ typedef struct gh_opctx {
     const char *peerkey; /* what lockout and limits key on ("tcp:loopback" for 127/8) */
     char actor[96];      /* change-log actor: "uid:0", "user:alice" */
     int64_t now;         /* wall clock seconds */
+    int importing;       /* a record of import: users may precede their groups */
     char msg[GH_ERRMSG_MAX];
     /* set by gh_op_defer */
     int deferred;

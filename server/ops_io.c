@@ -258,6 +258,7 @@ static void import_one(gh_opctx *parent, import_req *ir, size_t i, json_t *rec)
     c.peer_uid = parent->peer_uid;
     c.peer = parent->peer;
     c.now = parent->now;
+    c.importing = 1;
     snprintf(c.actor, sizeof(c.actor), "%s", parent->actor);
 
     if (!json_is_object(rec) || type == NULL) {

@@ -174,6 +174,9 @@ typedef struct user_arg {
     gh_user u; /* input: fields to write */
     unsigned mask;
     char name[GH_NAME_MAX + 1]; /* target of set / passwd / del */
+    uint32_t gid_min;           /* the configuration when asked (check_primary_gid) */
+    int upg;
+    int any_gid; /* an import record: a dump or LDIF lists users before groups */
     /* output of the last run: the stored user, without its verifier */
     gh_user out;
     int out_has_password;
@@ -203,11 +206,34 @@ static int user_reply(void *arg, json_t *resp)
     return 0;
 }
 
+/* A primary gid must name a group (issue 12): a Gatehouse group of that
+ * number or, with user_private_groups, the user's own private group (gid =
+ * uid). A gid below gid_min is a local system group (/etc/group's "users",
+ * 100) that the server cannot see and takes as is; 0 means none. Checked in
+ * the write transaction, after the store gave an added user its uid. Not for
+ * import records: a dump or an LDIF file lists users before their groups. */
+static int check_primary_gid(gh_txn *txn, const user_arg *a, const gh_user *u)
+{
+    gh_group g;
+    if (a->any_gid || u->gid == 0 || u->gid < a->gid_min || (a->upg && u->gid == u->uid))
+        return 0;
+    int rc = gh_store_group_get_by_gid(txn, u->gid, &g);
+    if (rc == 0 && g.tombstone == 0)
+        return 0;
+    if (rc != 0 && rc != GH_ENOTFOUND)
+        return rc;
+    return gh_txn_fail(txn, GH_EINVAL, "gid %u names no group%s", (unsigned)u->gid,
+                       a->upg ? " and is not the user's own uid (user-private group)"
+                              : " (user_private_groups = no)");
+}
+
 static int user_add_apply(gh_txn *txn, void *arg)
 {
     user_arg *a = arg;
     gh_user u = a->u;
     int rc = gh_store_user_add(txn, &u);
+    if (rc == 0)
+        rc = check_primary_gid(txn, a, &u);
     if (rc == 0)
         user_out(a, &u);
     sodium_memzero(u.verifier, sizeof(u.verifier));
@@ -246,6 +272,9 @@ static int op_user_add(gh_opctx *c)
     if (a == NULL)
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
     snprintf(a->u.name, sizeof(a->u.name), "%s", name);
+    a->gid_min = c->cfg->gid_min;
+    a->upg = c->cfg->user_private_groups;
+    a->any_gid = c->importing;
     if ((rc = opt_u32(c, "uid", &a->u.uid, GH_UF_UID, &mask)) != 0 ||
         (rc = opt_u32(c, "gid", &a->u.gid, GH_UF_GID, &mask)) != 0 ||
         (rc = opt_text(c, "display_name", a->u.display_name, sizeof(a->u.display_name),
@@ -456,7 +485,9 @@ static int user_set_apply(gh_txn *txn, void *arg)
         memcpy(u.verifier, a->u.verifier, sizeof(u.verifier));
         u.verifier_time = gh_txn_now(txn);
     }
-    if (a->mask != 0)
+    if (a->mask & (GH_UF_GID | GH_UF_UID))
+        rc = check_primary_gid(txn, a, &u);
+    if (rc == 0 && a->mask != 0)
         rc = gh_store_user_update(txn, &u, a->mask);
     /* A new password ends every session of the old one, in the same txn
      * (state changes are handled by the store itself). */
@@ -494,6 +525,8 @@ static int op_user_set(gh_opctx *c)
     if (a == NULL)
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
     snprintf(a->name, sizeof(a->name), "%s", cur.name);
+    a->gid_min = c->cfg->gid_min;
+    a->upg = c->cfg->user_private_groups;
     rc = gh_arg_name(c, "rename", 0, &rename);
     if (rc == 0) {
         snprintf(a->u.name, sizeof(a->u.name), "%s", rename);

@@ -27,3 +27,5 @@ noinst_PROGRAMS += tests/bench/json_bench
 tests_bench_json_bench_SOURCES = tests/bench/json_bench.c
 tests_bench_json_bench_CFLAGS = $(AM_CFLAGS) $(DEP_CFLAGS)
 tests_bench_json_bench_LDADD = libghcore.la $(DEP_LIBS)
+# issue 12: the OS login targets through glibc and Linux-PAM (by hand, as root)
+EXTRA_DIST += tests/bench/bench_os_login.py

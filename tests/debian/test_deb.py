@@ -17,7 +17,9 @@ libpam-gatehouse put their modules where glibc and Linux-PAM look and
 pam-auth-update adds pam_gatehouse to common-*; with a test nsswitch.conf
 bind-mounted over the chroot's, `getent passwd alice` and `id alice` go
 through the installed NSS module to the installed server, and pamtester
-logs alice in through the common-* stack; with the server stopped, root
+logs alice in through the common-* stack; with the gatehouse-hbac profile
+enabled as the README says, a role lets alice in and bob, whom no role
+allows, is refused; with the server stopped, root
 still passes the account stack; purging the two modules takes them and
 their stack entries away. Purging gatehoused removes the configuration and
 keeps the database and the account, a reinstall serves the kept database,
@@ -86,7 +88,7 @@ dpkg -i libgatehouse1_*.deb gatehouse-cli_*.deb gatehoused_*.deb libgatehouse-de
     > /root/dpkg.log 2>&1 || { cat /root/dpkg.log; echo "dpkg failed"; exit 1; }
 step os-files
 for f in /lib/$MA/security/pam_gatehouse.so /usr/lib/$MA/libnss_gatehouse.so.2 \
-    /usr/share/pam-configs/gatehouse; do
+    /usr/share/pam-configs/gatehouse /usr/share/pam-configs/gatehouse-hbac; do
     [ -f "$f" ] && echo "present $f" || echo "missing $f"
 done
 ldconfig -p | grep -qE "libnss_gatehouse\.so\.2 .*=> (/usr)?/lib/$MA/libnss_gatehouse\.so\.2$" \
@@ -138,6 +140,18 @@ if command -v pamtester >/dev/null; then
 else
     echo "no pamtester"
 fi
+# roles decide who logs in here (README): a role for alice, the hbac profile
+# on, and bob, whom no role allows, refused
+step hbac
+gatehouse role add login-here --allow "login=host/$(hostname)/*" > /dev/null \
+    && gatehouse grant login-here --user alice > /dev/null && echo "role granted"
+gatehouse user add bob --no-password > /dev/null && echo "bob added"
+pam-auth-update --enable gatehouse-hbac && grep -c 'pam_gatehouse.so hbac' /etc/pam.d/common-account
+if command -v pamtester >/dev/null; then
+    pamtester -v gh-deb-test alice acct_mgmt 2>&1; echo "alice hbac rc $?"
+    pamtester -v gh-deb-test bob acct_mgmt 2>&1; echo "bob hbac rc $?"
+fi
+gatehouse hbac-test bob "$(hostname)" gh-deb-test; echo "hbac-test rc $?"
 stop
 step down
 getent passwd alice; echo "getent rc $?"
@@ -149,7 +163,8 @@ step purge-os
 dpkg --purge libpam-gatehouse libnss-gatehouse > /root/dpkg.log 2>&1 \
     || { cat /root/dpkg.log; echo "purge failed"; }
 for f in /lib/$MA/security/pam_gatehouse.so /usr/lib/$MA/libnss_gatehouse.so.2 \
-    /usr/share/pam-configs/gatehouse /usr/share/doc/libnss-gatehouse; do
+    /usr/share/pam-configs/gatehouse /usr/share/pam-configs/gatehouse-hbac \
+    /usr/share/doc/libnss-gatehouse; do
     [ -e "$f" ] && echo "kept $f" || echo "gone $f"
 done
 grep -l pam_gatehouse /etc/pam.d/common-* || echo "no common-* names pam_gatehouse"
@@ -299,7 +314,7 @@ class Debian(ghtest.TestCase):
         # the modules where Linux-PAM and glibc look, the profile registered
         ma = env["MA"]
         for f in ("/lib/%s/security/pam_gatehouse.so" % ma, "/usr/lib/%s/libnss_gatehouse.so.2" % ma,
-                  "/usr/share/pam-configs/gatehouse"):
+                  "/usr/share/pam-configs/gatehouse", "/usr/share/pam-configs/gatehouse-hbac"):
             self.assertIn("present " + f, s["os-files"], out)
         self.assertIn("in the linker cache", s["os-files"], out)
         for f in ("auth", "account", "password", "session"):
@@ -316,6 +331,14 @@ class Debian(ghtest.TestCase):
             self.assertIn("successfully authenticated", s["pam"], out)
             self.assertIn("pam rc 0", s["pam"], out)
             self.assertRegex(s["pam"], r"wrong password rc [1-9]", out)
+        # HBAC as the README turns it on: alice's role lets her in, bob is refused
+        self.assertIn("role granted", s["hbac"], out)
+        self.assertRegex(s["hbac"], r"(?m)^1$", out)  # one hbac line in common-account
+        if "no pamtester" not in s["pam"]:
+            self.assertIn("alice hbac rc 0", s["hbac"], out)
+            self.assertIn("Permission denied", s["hbac"], out)
+            self.assertRegex(s["hbac"], r"bob hbac rc [1-9]", out)
+        self.assertIn("hbac-test rc 1", s["hbac"], out)
         # server down: NSS says "not found" (exit 2), files still answer,
         # and local accounts still pass the account stack
         self.assertIn("getent rc 2", s["down"], out)
@@ -324,7 +347,8 @@ class Debian(ghtest.TestCase):
             self.assertIn("root account rc 0", s["down"], out)
         # purge takes the modules, the profile and the stack entries away
         for f in ("/lib/%s/security/pam_gatehouse.so" % ma, "/usr/lib/%s/libnss_gatehouse.so.2" % ma,
-                  "/usr/share/pam-configs/gatehouse", "/usr/share/doc/libnss-gatehouse"):
+                  "/usr/share/pam-configs/gatehouse", "/usr/share/pam-configs/gatehouse-hbac",
+                  "/usr/share/doc/libnss-gatehouse"):
             self.assertIn("gone " + f, s["purge-os"], out)
         self.assertIn("no common-* names pam_gatehouse", s["purge-os"], out)
         self.assertIn("root resolved", s["purge-os"], out)

@@ -16,12 +16,27 @@
  *   nss_stress idle SECONDS NAME1:UID1 NAME2:UID2
  *       resolves, sleeps (the server closes idle NSS connections), resolves
  *       again on a fresh connection.
+ *   nss_stress hung N NAME
+ *       against a server that never answers: N threads each getpwnam_r NAME
+ *       once (all must find nothing); while they wait the main thread
+ *       forks (the child exits at once) and a 2nd lookup after them must
+ *       fail fast. Prints "lookups_ms A fork_ms B again_ms C", where A is
+ *       the slowest lookup; the caller judges the times.
+ *   nss_stress initgroups NAME [split]
+ *       getpwnam, then initgroups(NAME, its gid) and getgroups(): prints the
+ *       process's groups, sorted (needs root, or cwrap's uid_wrapper). With
+ *       "split", getgrouplist + setgroups, the two halves of initgroups:
+ *       nss_wrapper's own initgroups asks its files backend alone.
+ *   nss_stress grouplist LOOKUPS NAME
+ *       getgrouplist(NAME) LOOKUPS times, what `id` does for the groups;
+ *       prints the number of groups, p50 and p99 in microseconds.
  *   nss_stress bench LOOKUPS NAME
  *       getpwnam_r LOOKUPS times; prints p50 and p99 in microseconds.
  *
  * Exit 0 when every lookup was right; prints what went wrong otherwise.
  */
 #include <errno.h>
+#include <grp.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -74,6 +89,105 @@ static void *thread_main(void *arg)
     return (void *)(intptr_t)bad;
 }
 
+static double ms_since(const struct timespec *a)
+{
+    struct timespec b;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (double)(b.tv_sec - a->tv_sec) * 1e3 + (double)(b.tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static const char *hung_name;
+
+/* One lookup against the hung server: its time in ms, negative when it
+ * (wrongly) found an entry. */
+static void *hung_main(void *arg)
+{
+    struct timespec a;
+    struct passwd pw, *res = NULL;
+    char buf[1024];
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    getpwnam_r(hung_name, &pw, buf, sizeof(buf), &res);
+    double *ms = arg;
+    *ms = res != NULL ? -1.0 : ms_since(&a);
+    return NULL;
+}
+
+static int hung(int n, const char *name)
+{
+    pthread_t *th = calloc((size_t)n, sizeof(*th));
+    double *ms = calloc((size_t)n, sizeof(*ms)), worst = 0, fork_ms;
+    struct timespec a;
+    hung_name = name;
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, hung_main, &ms[i]);
+    usleep(300 * 1000); /* the lookups are waiting on the server now */
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    fork_ms = ms_since(&a);
+    waitpid(pid, NULL, 0);
+    int wrong = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        if (ms[i] < 0)
+            wrong++;
+        else if (ms[i] > worst)
+            worst = ms[i];
+    }
+    struct passwd pw, *res = NULL;
+    char buf[1024];
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    getpwnam_r(name, &pw, buf, sizeof(buf), &res);
+    double again = ms_since(&a);
+    printf("lookups_ms %.0f fork_ms %.0f again_ms %.0f\n", worst, fork_ms, again);
+    free(th);
+    free(ms);
+    if (wrong || res != NULL) {
+        fprintf(stderr, "a lookup found an entry on a server that never answers\n");
+        return 1;
+    }
+    return 0;
+}
+
+static int cmp_gid(const void *a, const void *b)
+{
+    gid_t x = *(const gid_t *)a, y = *(const gid_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int do_initgroups(const char *name, int split)
+{
+    struct passwd *pw = getpwnam(name);
+    if (pw == NULL) {
+        fprintf(stderr, "%s not found\n", name);
+        return 1;
+    }
+    if (split) {
+        gid_t all[4096];
+        int na = 4096;
+        if (getgrouplist(name, pw->pw_gid, all, &na) < 0 || setgroups((size_t)na, all) != 0) {
+            perror("getgrouplist/setgroups");
+            return 1;
+        }
+    } else if (initgroups(name, pw->pw_gid) != 0) {
+        perror("initgroups");
+        return 1;
+    }
+    int n = getgroups(0, NULL);
+    gid_t *g = calloc((size_t)n + 1, sizeof(*g));
+    if (n < 0 || g == NULL || getgroups(n, g) != n) {
+        perror("getgroups");
+        return 1;
+    }
+    qsort(g, (size_t)n, sizeof(*g), cmp_gid);
+    for (int i = 0; i < n; i++)
+        printf("%s%u", i ? " " : "", (unsigned)g[i]);
+    printf("\n");
+    free(g);
+    return 0;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
@@ -82,6 +196,34 @@ static int cmp_u64(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "initgroups") == 0)
+        return do_initgroups(argv[2], argc == 4 && strcmp(argv[3], "split") == 0);
+    if (argc == 4 && strcmp(argv[1], "grouplist") == 0) {
+        long n = atol(argv[2]);
+        struct passwd *pw = getpwnam(argv[3]);
+        unsigned long long *t = calloc((size_t)n, sizeof(*t));
+        int ng = 0;
+        if (pw == NULL || t == NULL || n <= 0)
+            return 1;
+        for (long i = 0; i < n; i++) {
+            struct timespec a;
+            gid_t g[4096];
+            ng = 4096;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            if (getgrouplist(argv[3], pw->pw_gid, g, &ng) < 0) {
+                fprintf(stderr, "getgrouplist: more than 4096 groups\n");
+                return 1;
+            }
+            t[i] = (unsigned long long)(ms_since(&a) * 1e6);
+        }
+        qsort(t, (size_t)n, sizeof(*t), cmp_u64);
+        printf("getgrouplist %d groups p50 %.1f us p99 %.1f us (%ld calls)\n", ng,
+               t[n / 2] / 1000.0, t[n * 99 / 100] / 1000.0, n);
+        free(t);
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "hung") == 0)
+        return hung(atoi(argv[2]), argv[3]);
     if (argc >= 4 && strcmp(argv[1], "bench") == 0) {
         long n = atol(argv[2]);
         unsigned long long *t = calloc((size_t)n, sizeof(*t));

@@ -629,10 +629,11 @@ class ImportExport(CliCase):
 
     def populate(self):
         self.add_user("alice", "--display-name", "Alice Liddell", "--mail", "alice@example.com")
+        # a primary gid names an existing group (issue 12): staff first
+        self.ghj("group", "add", "staff", "--gid", "7000", "--description", "  leading spaces")
         self.add_user("bob", "--uid", "30000", "--gid", "7000", password=None)
         self.add_user("chloé", "--display-name", "Chloé Zoë")
         self.gh("user", "lock", "bob")
-        self.ghj("group", "add", "staff", "--gid", "7000", "--description", "  leading spaces")
         self.ghj("group", "add", "eng")
         self.ghj("group", "add", "empty")
         self.gh("group", "add-member", "staff", "alice")

@@ -20,9 +20,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -41,6 +43,7 @@ PAM_MSG = {
     "perm": "Permission denied",
     "unavail": "Authentication service cannot retrieve authentication info",
     "authtok": "Authentication token manipulation error",
+    "maxtries": "Have exhausted maximum number of retries for service",
 }
 
 
@@ -62,6 +65,24 @@ def cwrap_lib(name):
         if os.path.exists(p):
             return p
     return None
+
+
+def profile_line(name, key):
+    """The (one) module line of a section of a shipped pam-auth-update profile."""
+    with open(os.path.join(ghtest.srcdir(), "conf", "pam-configs", name)) as f:
+        lines = f.read().splitlines()
+    i = lines.index(key + ":")
+    return lines[i + 1].strip().replace("\t", " ")
+
+
+def stress_exe(tmp):
+    """nss_stress.c built into tmp."""
+    exe = os.path.join(tmp, "nss_stress")
+    if not os.path.exists(exe):
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nss_stress.c")
+        cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
+        subprocess.run([cc, "-O1", "-pthread", "-o", exe, src], check=True)
+    return exe
 
 
 class OsEnv:
@@ -137,8 +158,9 @@ class OsEnv:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               timeout=ghtest.scaled(timeout))
 
-    def pam(self, user, *ops, input=""):
-        r = self.run(["pamtester", "-v", SERVICE, user] + list(ops), input=input)
+    def pam(self, user, *ops, input="", rhost=None):
+        items = ["-Irhost=" + rhost] if rhost else []
+        r = self.run(["pamtester", "-v"] + items + [SERVICE, user] + list(ops), input=input)
         return r.returncode, r.stdout + r.stderr
 
 
@@ -216,6 +238,28 @@ class Nss(Base):
         self.assertIn("30001(gh-staff)", r.stdout)
         self.assertIn("30002(gh-ops)", r.stdout)
 
+    def test_initgroups_sets_process_groups(self):
+        """initgroups() and getgroups() for real: as root in the namespace,
+        or under cwrap's uid_wrapper (a fake root) with nss_wrapper, whose
+        own initgroups() asks only its files backend: there the two halves,
+        getgrouplist() through the module and setgroups()."""
+        self.add_user("gh-ig", uid=20041, password=None)
+        self.ok("group.add", name="gh-ig1", gid=30041)
+        self.ok("group.add", name="gh-ig2", gid=30042)
+        self.ok("group.add_member", group="gh-ig1", user="gh-ig")
+        self.ok("group.add_member", group="gh-ig2", subgroup="gh-ig1")  # nested
+        extra, argv = None, [stress_exe(self.tmp), "initgroups", "gh-ig"]
+        if self.cwrap:
+            uw = cwrap_lib("libuid_wrapper.so")
+            if uw is None:
+                self.skipTest("libuid-wrapper not installed")
+            extra = {"LD_PRELOAD": uw + " " + self.os.env()["LD_PRELOAD"], "UID_WRAPPER": "1",
+                     "UID_WRAPPER_ROOT": "1"}
+            argv.append("split")
+        r = self.os.run(argv, env=extra)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.split(), ["20041", "30041", "30042"])
+
     def test_never_root_or_low_ids(self):
         # uid_min (10000 here) and gid_min (1000) bound what the OS gets
         self.add_user("gh-low", uid=500)
@@ -271,6 +315,37 @@ class Nss(Base):
         syms = [line.split()[-1] for line in r.stdout.splitlines() if line.strip()]
         self.assertEqual([s for s in syms if not s.startswith("pam_sm_")], [])
 
+    def test_modules_carry_their_own_jansson(self):
+        """jansson is linked in statically: the modules need no libjansson,
+        import no json_* symbol, and a host program exporting its own
+        json_object_get (json-c < 0.14 does, unversioned) does not take the
+        module's calls over."""
+        for mod in (nss_module(), pam_module()):
+            r = subprocess.run(["readelf", "-dW", mod], stdout=subprocess.PIPE, text=True,
+                               check=True)
+            needed = [line.split("[")[1].rstrip("]") for line in r.stdout.splitlines()
+                      if "(NEEDED)" in line]
+            self.assertEqual([n for n in needed if not n.startswith(("libc.so", "libpam.so"))],
+                             [], mod)
+            self.assertNotIn("TEXTREL", r.stdout, mod)
+            r = subprocess.run(["nm", "-D", mod], stdout=subprocess.PIPE, text=True, check=True)
+            self.assertNotIn("json_", r.stdout, mod)
+        self.add_user("gh-host", uid=20031, home="/srv/gh-host", password=None)
+        src = os.path.join(self.tmp, "host.c")
+        with open(src, "w") as f:
+            f.write("#include <pwd.h>\n#include <stdio.h>\n"
+                    "void *json_object_get(void *o, const char *k);\n"
+                    "void *json_object_get(void *o, const char *k)\n"
+                    "{ (void)o; (void)k; fputs(\"INTERPOSED\\n\", stderr); return 0; }\n"
+                    "int main(void) { struct passwd *pw = getpwnam(\"gh-host\");\n"
+                    "  printf(\"%s\\n\", pw ? pw->pw_dir : \"(null)\"); return !pw; }\n")
+        exe = os.path.join(self.tmp, "host")
+        cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
+        subprocess.run([cc, "-rdynamic", "-o", exe, src], check=True)
+        r = self.os.run([exe])
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "/srv/gh-host"), r.stderr)
+        self.assertNotIn("INTERPOSED", r.stderr)
+
     def test_server_down_answers_within_timeout(self):
         self.add_user("gh-frank", uid=20006)
         self.assertEqual(self.getent("passwd", "gh-frank").returncode, 0)
@@ -295,6 +370,47 @@ class Nss(Base):
         self.assertLess(time.monotonic() - t0, ghtest.scaled(2.0))
         self.assertEqual(self.getent("group", "root").returncode, 0)
         self.srv.start()
+
+    def test_hung_server_many_threads(self):
+        """32 threads against a server that accepts and never answers: each
+        answers UNAVAIL within one timeout (not 32 in turn), fork() does not
+        wait behind them, and a lookup right after fails fast."""
+        exe = stress_exe(self.tmp)
+        path = os.path.join(self.tmp, "hung.sock")
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(path)
+        os.chmod(path, 0o666)
+        lsock.listen(128)
+        held = []
+
+        def accept_forever():
+            try:
+                while True:
+                    held.append(lsock.accept()[0])
+            except OSError:
+                pass
+        t = threading.Thread(target=accept_forever, daemon=True)
+        t.start()
+
+        def stop():
+            lsock.shutdown(socket.SHUT_RDWR)
+            lsock.close()
+            for c in held:
+                c.close()
+        self.addCleanup(stop)
+        t0 = time.monotonic()
+        r = self.os.run([exe, "hung", "32", "gh-hung"], env={"GATEHOUSE_NSS_SOCKET": path})
+        took = time.monotonic() - t0
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        f = r.stdout.split()
+        lookups, fork_ms, again = float(f[1]), float(f[3]), float(f[5])
+        sys.stdout.write("# hung server, 32 threads: slowest lookup %.0f ms, fork %.0f ms, "
+                         "next lookup %.0f ms, process %.1f s\n" % (lookups, fork_ms, again, took))
+        self.assertGreaterEqual(lookups, NSS_TIMEOUT * 1000 - 100)  # it did wait on the server
+        self.assertLess(lookups, (NSS_TIMEOUT + ghtest.scaled(1.5)) * 1000)
+        self.assertLess(took, NSS_TIMEOUT + ghtest.scaled(3.0))
+        self.assertLess(fork_ms, ghtest.scaled(1.0) * 1000)
+        self.assertLess(again, ghtest.scaled(0.5) * 1000)  # the "server down" window
 
     def test_user_in_1000_groups(self):
         self.add_user("gh-many", uid=20007, password=None)
@@ -334,10 +450,7 @@ class Nss(Base):
     def test_threads_and_fork(self):
         self.add_user("gh-t1", uid=20011, password=None)
         self.add_user("gh-t2", uid=20012, password=None)
-        exe = os.path.join(self.tmp, "nss_stress")
-        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nss_stress.c")
-        cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
-        subprocess.run([cc, "-O1", "-pthread", "-o", exe, src], check=True)
+        exe = stress_exe(self.tmp)
         r = self.os.run([exe, "threads", "32", "200", "gh-t1:20011", "gh-t2:20012"])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         r = self.os.run([exe, "fork", "500", "gh-t1:20011", "gh-t2:20012"])
@@ -358,10 +471,7 @@ class NssIdle(Base):
     def test_idle_connection_closed_and_reopened(self):
         self.add_user("gh-idle1", uid=20021, password=None)
         self.add_user("gh-idle2", uid=20022, password=None)
-        exe = os.path.join(self.tmp, "nss_stress")
-        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nss_stress.c")
-        cc = os.environ.get("CC") or shutil.which("cc") or "gcc"
-        subprocess.run([cc, "-O1", "-pthread", "-o", exe, src], check=True)
+        exe = stress_exe(self.tmp)
 
         def current():
             return self.assertOk(self.c.call("stats"))["connections"]["current"]
@@ -457,9 +567,10 @@ class Pam(Base):
         self.assertEqual(rc, 0, out)
 
     def test_debian_stack(self):
-        """The stack pam-auth-update writes from conf/pam-configs/gatehouse,
-        after pam_unix: Gatehouse users log in, roles decide, pam_unix's
-        account check lets them through (the NSS entry's password is "*")."""
+        """The stack pam-auth-update writes from conf/pam-configs/gatehouse
+        and gatehouse-hbac, after pam_unix: Gatehouse users log in, roles
+        decide, pam_unix's account check lets them through (the NSS entry's
+        password is "*"). The account lines are taken from the profiles."""
         if self.cwrap:
             self.skipTest("pam_unix reads the real shadow database: root only")
         self.add_user("gh-deb", uid=20110)
@@ -467,6 +578,11 @@ class Pam(Base):
         self.ok("role.add", name="gh-login-any", allow=[{"action": "login", "resource": "host/*/*"}])
         self.ok("grant", role="gh-login-any", user="gh-deb")
         mod, sock = pam_module(), self.srv.socket_path
+        account = [profile_line("gatehouse", "Account"), profile_line("gatehouse-hbac", "Account")]
+        self.assertIn(" hbac", account[1])
+        account = ["account " + a.replace("pam_gatehouse.so", "%s socket=%s" % (mod, sock))
+                   for a in account]
+        account[1] += " hbac_host=h1"
         with open(os.path.join(self.os.pamd, SERVICE), "w") as f:
             f.write("\n".join([
                 "auth [success=2 default=ignore] pam_unix.so nullok nodelay",
@@ -476,8 +592,7 @@ class Pam(Base):
                 "account [success=1 new_authtok_reqd=done default=ignore] pam_unix.so",
                 "account requisite pam_deny.so",
                 "account required pam_permit.so",
-                "account [default=bad success=ok user_unknown=ignore authinfo_unavail=ignore] "
-                "%s socket=%s hbac hbac_host=h1" % (mod, sock),
+            ] + account + [
                 "password [success=2 default=ignore] pam_unix.so obscure yescrypt",
                 "password [success=1 default=ignore] %s socket=%s try_first_pass" % (mod, sock),
                 "password requisite pam_deny.so",
@@ -490,6 +605,7 @@ class Pam(Base):
         rc, out = self.os.pam("gh-deb2", "authenticate", "acct_mgmt", input=PW + "\n")
         self.assertNotEqual(rc, 0, out)  # no role allows gh-deb2 to log in
         self.assertIn("successfully authenticated", out)
+        self.assertIn(PAM_MSG["perm"], out)
         rc, out = self.os.pam("gh-nobody-at-all", "authenticate", input=PW + "\n")
         self.assertNotEqual(rc, 0, out)
         # the shipped profile says what the stack above says
@@ -521,11 +637,8 @@ class Pam(Base):
         self.assertEqual(rc, 0, out)
         rc, out = self.os.pam("gh-pw", "authenticate", input=PW + "\n")
         self.assertIn(PAM_MSG["auth_err"], out)
-        r = self.c.call("whoami", token=tok)
-        if r.get("ok"):
-            self.skipTest("TODO: token revocation on passwd.change awaits "
-                          "gh_store_token_revoke_user (server/ops_passwd.c)")
-        self.assertError(r, "invalid_token")
+        # the change revoked the sessions it had
+        self.assertError(self.c.call("whoami", token=tok), "invalid_token")
 
     def test_server_down(self):
         self.add_user("gh-down", uid=20109)
@@ -536,6 +649,34 @@ class Pam(Base):
         self.assertIn(PAM_MSG["unavail"], out)
         self.assertLess(time.monotonic() - t0, ghtest.scaled(5.0))
         self.srv.start()
+
+
+class PamLockout(Base):
+    """auth's lockout through PAM keys on the remote host PAM names
+    (PAM_RHOST, sent as the end client), not on sshd's own peer; once locked
+    out, rate_limited is PAM_MAXTRIES."""
+    config = {"lockout_threshold": 3, "lockout_base_delay": 60}
+
+    def test_rhost_lockout_and_maxtries(self):
+        if not ghtest.is_root():
+            self.skipTest("the end client is honoured for trusted front-ends (root)")
+        self.add_user("gh-lock", uid=20120)
+        for _ in range(3):
+            rc, out = self.os.pam("gh-lock", "authenticate", input="wrong\n",
+                                  rhost="203.0.113.9")
+            self.assertIn(PAM_MSG["auth_err"], out)
+        rc, out = self.os.pam("gh-lock", "authenticate", input=PW + "\n", rhost="203.0.113.9")
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn(PAM_MSG["maxtries"], out)
+        # another host, and a local login, are other clients: not locked out
+        rc, out = self.os.pam("gh-lock", "authenticate", input=PW + "\n", rhost="198.51.100.7")
+        self.assertEqual(rc, 0, out)
+        rc, out = self.os.pam("gh-lock", "authenticate", input=PW + "\n")
+        self.assertEqual(rc, 0, out)
+
+
+class PamLockoutWrapper(PamLockout):
+    cwrap = True
 
 
 class PasswdChangeProtocol(ghtest.TestCase):
@@ -635,6 +776,59 @@ class PosixFields(ghtest.TestCase):
         # the NSS socket is 0666 next to the main socket, which keeps its mode
         self.assertEqual(os.stat(os.path.join(srv.dir, "nss.sock")).st_mode & 0o777, 0o666)
         self.assertEqual(os.stat(srv.socket_path).st_mode & 0o777, 0o660)
+
+
+class PrimaryGid(ghtest.TestCase):
+    """A primary gid names a group, or the user's private group (issue 12)."""
+
+    def test_user_private_groups_yes(self):
+        srv = self.start_server()
+        c = self.client(srv)
+        self.assertOk(c.call("group.add", name="pg-staff", gid=30701))
+        self.assertOk(c.call("user.add", name="pg1", uid=20701, gid=30701))  # a group
+        self.assertOk(c.call("user.add", name="pg2", uid=20702, gid=20702))  # its own UPG
+        self.assertOk(c.call("user.add", name="pg3", uid=20703, gid=100))  # below gid_min
+        r = c.call("user.add", name="pg4", uid=20704, gid=30799)
+        self.assertError(r, "invalid_argument")
+        self.assertIn("30799", r["error"]["message"])
+        self.assertError(c.call("user.get", name="pg4"), "not_found")  # nothing written
+        # another user's private group is no group of this one
+        self.assertError(c.call("user.add", name="pg5", uid=20705, gid=20702), "invalid_argument")
+        self.assertError(c.call("user.set", name="pg1", gid=30798), "invalid_argument")
+        # a uid change that leaves the gid naming nothing
+        self.assertError(c.call("user.set", name="pg2", uid=20712), "invalid_argument")
+        self.assertOk(c.call("user.set", name="pg2", uid=20712, gid=20712))
+        self.assertEqual(self.assertOk(c.call("nss.getpwnam", name="pg1"))["passwd"]["gid"], 30701)
+        self.assertEqual(self.assertOk(c.call("nss.getpwnam", name="pg2"))["passwd"]["gid"], 20712)
+
+    def test_user_private_groups_no(self):
+        srv = self.start_server(config={"user_private_groups": "no"})
+        c = self.client(srv)
+        self.assertOk(c.call("group.add", name="pn-staff", gid=30801))
+        self.assertOk(c.call("user.add", name="pn1", uid=20801, gid=30801))
+        self.assertError(c.call("user.add", name="pn2", uid=20802, gid=20802), "invalid_argument")
+        self.assertOk(c.call("user.add", name="pn3", uid=20803))  # no primary group
+        self.assertError(c.call("nss.getpwnam", name="pn3"), "not_found")  # so not served
+        self.assertError(c.call("nss.getgrgid", gid=20803), "not_found")  # and no UPG
+        self.assertError(c.call("user.set", name="pn3", gid=30802), "invalid_argument")
+        self.assertOk(c.call("user.set", name="pn3", gid=30801))
+        p = self.assertOk(c.call("nss.getpwnam", name="pn3"))["passwd"]
+        self.assertEqual((p["uid"], p["gid"]), (20803, 30801))
+
+
+class NssNoPrivateGroups(Base):
+    """user_private_groups = no: id shows the explicit primary group by name."""
+    config = {"user_private_groups": "no"}
+
+    def test_id_with_explicit_primary_group(self):
+        self.ok("group.add", name="gh-prim", gid=30901)
+        self.add_user("gh-np", uid=20901, gid=30901, password=None)
+        self.add_user("gh-nogroup", uid=20902, password=None)
+        r = self.os.run(["id", "gh-np"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("uid=20901(gh-np) gid=30901(gh-prim)", r.stdout)
+        self.assertEqual(self.getent("passwd", "gh-nogroup").returncode, 2)
+        self.assertEqual(self.getent("group", "20902").returncode, 2)
 
 
 class Reload(ghtest.TestCase):

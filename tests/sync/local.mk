@@ -17,3 +17,7 @@ EXTRA_DIST += tests/sync/test_sync_sessions.py
 # issue 11: pass-through auth with loop_threads = 4 (the wrapper sets it)
 TESTS += tests/sync/test_sync_auth_loops4.py
 EXTRA_DIST += tests/sync/test_sync_auth_loops4.py
+# issue 12: mirrored users through PAM (password managed upstream) and NSS
+TESTS += tests/sync/test_sync_oslogin.py
+EXTRA_DIST += tests/sync/test_sync_oslogin.py
+tests/sync/test_sync_oslogin.log: libnss_gatehouse.la pam_gatehouse.la
