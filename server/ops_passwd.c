@@ -220,11 +220,13 @@ static int op_passwd_change(gh_opctx *c)
     if (rc != 0 && rc != GH_ENOTFOUND)
         return gh_op_fail(c, GH_EINTERNAL, "cannot read the user");
     int exists = rc == 0 && u.tombstone == 0;
+    /* NSS already tells any local process that the login exists; which
+     * upstream holds it is left out (nothing has been proven yet) */
     if (exists && u.origin[0] != '\0')
         return gh_op_fail(c, GH_EPERM,
-                          "the password of '%s' is managed by upstream directory '%s'; "
+                          "the password of '%s' is managed by upstream directory; "
                           "change it there",
-                          u.name, u.origin);
+                          u.name);
     pwjob *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
