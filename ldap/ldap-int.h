@@ -210,6 +210,9 @@ int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e,
  * name and mail alone (what the store's hot value holds), so a partial entry
  * can serve them. */
 int gh__ldap_user_attr_hot(int attr);
+/* Whether a group attribute needs only the group's id, name and gid (what
+ * its hot value holds): a compare on it does not decode the record. */
+int gh__ldap_group_attr_hot(int attr);
 int gh__ldap_uuid_parse(const char *v, int *kind, uint64_t *id);
 
 /* Output helpers (encode.c). */

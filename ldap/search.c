@@ -163,16 +163,46 @@ static int find_user(gh_txn *txn, const char *name, gh_user *u)
     return u->tombstone ? GH_ENOTFOUND : 0;
 }
 
-static int find_group(gh_txn *txn, const char *name, gh_group *g)
+static int find_group_id(gh_txn *txn, const char *name, uint64_t *id)
 {
     one_id o = {0, 0};
     if (gh_store_group_id(txn, name, &o.id) != 0) {
         if (gh_store_group_ids_nocase(txn, name, one_id_cb, &o) != 0 || o.n != 1)
             return GH_ENOTFOUND;
     }
-    if (gh_store_group_get_by_id(txn, o.id, g) != 0)
+    *id = o.id;
+    return 0;
+}
+
+static int find_group(gh_txn *txn, const char *name, gh_group *g)
+{
+    uint64_t id;
+    if (find_group_id(txn, name, &id) != 0 || gh_store_group_get_by_id(txn, id, g) != 0)
         return GH_ENOTFOUND;
     return g->tombstone ? GH_ENOTFOUND : 0;
+}
+
+/* A live group's id, name and gid from its hot value, without decoding its
+ * record (the record only when the value predates the tombstone it now
+ * carries). g's other fields stay zero: only for what reads id, name, gid
+ * (gh__ldap_group_attr_hot). */
+static int find_group_hot(gh_txn *txn, const char *name, gh_group *g)
+{
+    uint64_t id;
+    const char *gname;
+    size_t len;
+    int64_t tombstone;
+    if (find_group_id(txn, name, &id) != 0 ||
+        gh_store_group_hot_tomb(txn, id, &g->gid, &gname, &len, &tombstone) != 0)
+        return GH_ENOTFOUND;
+    if (tombstone < 0)
+        return find_group(txn, name, g);
+    if (tombstone > 0 || len > GH_NAME_MAX)
+        return GH_ENOTFOUND;
+    g->id = id;
+    memcpy(g->name, gname, len);
+    g->name[len] = '\0';
+    return 0;
 }
 
 int gh_ldap_user_canonical(gh_txn *txn, char *name, size_t size)
@@ -267,7 +297,8 @@ static int resolve(sctx *c, gh_ldap_filter *f)
             kind = K_USER;
     } else if (where == DL_GROUP) {
         gh_group g;
-        if (find_group(c->txn, name, &g) == 0) {
+        memset(&g, 0, sizeof(g));
+        if (find_group_hot(c->txn, name, &g) == 0) {
             kind = K_GROUP;
             id = g.id;
         }
@@ -576,7 +607,8 @@ static int plan(sctx *c, gh_ldap_filter *f, int kind, idset *out, int *err)
                 *err = GH_ENOMEM;
         } else if (where == DL_GROUP && kind == K_GROUP) {
             gh_group g;
-            if (find_group(c->txn, name, &g) == 0 && set_add(out, g.id) != 0)
+            memset(&g, 0, sizeof(g));
+            if (find_group_hot(c->txn, name, &g) == 0 && set_add(out, g.id) != 0)
                 *err = GH_ENOMEM;
         }
         return 1;
@@ -1218,13 +1250,18 @@ int gh_ldap_compare(gh_ldap_session *s, gh_txn *txn, const gh_ldap_req *r, const
         res = LR_INVALID_DN;
         goto reply;
     }
+    f.type = LF_EQ;
+    f.attr = gh__ldap_attr_id(r->compare.attr.bv_val, r->compare.attr.bv_len);
+    /* a group compared on what its hot value holds (member, cn, gidNumber,
+     * ...) is not decoded; anything else reads its record */
+    int hot = where == DL_GROUP && gh__ldap_group_attr_hot(f.attr);
     if (where == DL_OUTSIDE || where == DL_NOSUCH || where == DL_NOSUCH_UNDER ||
-        load_base(c, where, name, e) != 0 || !visible(c, e)) {
+        (hot ? (e->kind = DL_GROUP, find_group_hot(c->txn, name, &e->g))
+             : load_base(c, where, name, e)) != 0 ||
+        !visible(c, e)) {
         res = LR_NO_SUCH_OBJECT;
         goto reply;
     }
-    f.type = LF_EQ;
-    f.attr = gh__ldap_attr_id(r->compare.attr.bv_val, r->compare.attr.bv_len);
     if (f.attr == LA_UNKNOWN) {
         res = LR_UNDEFINED_TYPE;
         goto reply;

@@ -171,6 +171,10 @@ int gh_store_group_id(gh_txn *txn, const char *name, uint64_t *id);
 int gh_store_group_name(gh_txn *txn, uint64_t id, const char **name, size_t *len);
 /* The same with the group's gid (nss.initgroups: a thousand groups a call). */
 int gh_store_group_hot(gh_txn *txn, uint64_t id, uint32_t *gid, const char **name, size_t *len);
+/* The same with the group's tombstone (0: live), or -1 when the stored value
+ * predates it (then only the record says: gh_store_group_get_by_id). */
+int gh_store_group_hot_tomb(gh_txn *txn, uint64_t id, uint32_t *gid, const char **name, size_t *len,
+                            int64_t *tombstone);
 
 /* Adds member (a user, or a subgroup: nesting) to group. GH_EEXISTS when
  * already a direct member, GH_ECYCLE when a subgroup would contain itself.

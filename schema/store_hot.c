@@ -22,14 +22,20 @@
  *   [29..30] display name length  [31..32] mail length
  *   [33..] name, verifier, display name, mail
  * (version 1, schema 3, ended at verifier_time: [25..] name, verifier)
- * Group value (version 1): [0] version [1] name length [2..5] gid [6..] name
+ * Group value (version 2): [0] version [1] name length [2..5] gid
+ *   [6..13] tombstone [14..] name
+ * (version 1 had no tombstone: [6..] name. Such values are still read, and
+ * the tombstone is then unknown, -1: a reader that needs it decodes the
+ * record; the next write of the group stores version 2.)
  */
 #include <string.h>
 
 #include "schema/log.h"
 #include "schema/store-int.h"
 
-#define HOT_VERSION 1      /* groups */
+#define HOT_VERSION 1       /* groups, without their tombstone */
+#define GROUP_HOT_VERSION 2 /* groups, with it */
+#define GROUP_HDR2 14
 #define USER_HOT_VERSION 2 /* users */
 #define USER_HDR 33
 #define GROUP_HDR 6
@@ -70,16 +76,17 @@ int gh__user_hot_put(gh_txn *txn, const gh_user *u)
 
 int gh__group_hot_put(gh_txn *txn, const gh_group *g)
 {
-    uint8_t buf[GROUP_HDR + GH_NAME_MAX], key[8];
+    uint8_t buf[GROUP_HDR2 + GH_NAME_MAX], key[8];
     size_t nl = strlen(g->name);
 
     GH_ASSERT(nl <= GH_NAME_MAX);
-    buf[0] = HOT_VERSION;
+    buf[0] = GROUP_HOT_VERSION;
     buf[1] = (uint8_t)nl;
     gh__put_u32(buf + 2, g->gid);
-    memcpy(buf + GROUP_HDR, g->name, nl);
+    gh__put_u64(buf + 6, (uint64_t)g->tombstone);
+    memcpy(buf + GROUP_HDR2, g->name, nl);
     gh__put_u64(key, g->id);
-    return gh__put(txn, DB_GROUP_HOT, key, sizeof(key), buf, GROUP_HDR + nl, 0);
+    return gh__put(txn, DB_GROUP_HOT, key, sizeof(key), buf, GROUP_HDR2 + nl, 0);
 }
 
 int gh__hot_del(gh_txn *txn, int db, uint64_t id)
@@ -203,6 +210,13 @@ int gh_store_group_name(gh_txn *txn, uint64_t id, const char **name, size_t *len
 
 int gh_store_group_hot(gh_txn *txn, uint64_t id, uint32_t *gid, const char **name, size_t *len)
 {
+    int64_t tombstone;
+    return gh_store_group_hot_tomb(txn, id, gid, name, len, &tombstone);
+}
+
+int gh_store_group_hot_tomb(gh_txn *txn, uint64_t id, uint32_t *gid, const char **name, size_t *len,
+                            int64_t *tombstone)
+{
     uint8_t key[8];
     const uint8_t *p;
     MDB_val v;
@@ -211,6 +225,7 @@ int gh_store_group_hot(gh_txn *txn, uint64_t id, uint32_t *gid, const char **nam
     *name = NULL;
     *len = 0;
     *gid = 0;
+    *tombstone = -1;
     gh__put_u64(key, id);
     rc = gh__get(txn, DB_GROUP_HOT, key, sizeof(key), &v);
     if (rc == GH_ENOTFOUND)
@@ -218,9 +233,16 @@ int gh_store_group_hot(gh_txn *txn, uint64_t id, uint32_t *gid, const char **nam
     if (rc != 0)
         return rc;
     p = v.mv_data;
-    if (v.mv_size < GROUP_HDR || p[0] != HOT_VERSION || v.mv_size != GROUP_HDR + (size_t)p[1])
+    if (v.mv_size >= GROUP_HDR2 && p[0] == GROUP_HOT_VERSION &&
+        v.mv_size == GROUP_HDR2 + (size_t)p[1]) {
+        *name = (const char *)p + GROUP_HDR2;
+        *tombstone = (int64_t)gh__get_u64(p + 6);
+    } else if (v.mv_size >= GROUP_HDR && p[0] == HOT_VERSION &&
+               v.mv_size == GROUP_HDR + (size_t)p[1]) {
+        *name = (const char *)p + GROUP_HDR; /* tombstone unknown: -1 */
+    } else {
         return corrupt(txn, "group", id);
-    *name = (const char *)p + GROUP_HDR;
+    }
     *len = p[1];
     *gid = gh__get_u32(p + 2);
     return 0;

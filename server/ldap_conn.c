@@ -665,6 +665,27 @@ static int do_starttls(lconn *c, gh_ldap_req *r)
 
 static const char *const known_ctrls[] = {GH_LDAP_OID_PAGED, NULL};
 
+/* A search or a compare decodes user and group records with jansson: from
+ * this loop's arena (no malloc and no wiping free per value), wiped and
+ * rewound once the operation has answered. NULL: the arena is not used. */
+static gh_jarena *op_arena_begin(int op)
+{
+    gh_loop *lp = gh__loop_self();
+    if ((op != GH_LDAP_SEARCH && op != GH_LDAP_COMPARE) || lp == NULL ||
+        gh_jarena_begin(&lp->jarena) != 0)
+        return NULL;
+    return &lp->jarena;
+}
+
+static void op_arena_end(gh_jarena *a)
+{
+    if (a == NULL)
+        return;
+    gh_jarena_end(a);
+    if (a->used > 0 && gh_jarena_reset(a) == GH_EINUSE)
+        GH_LOGD("ldap: a record value outlived its operation (jansson arena pinned)");
+}
+
 /* Returns 1 when r was taken by a job (do not free it), 0 otherwise. */
 static int handle(lconn *c, gh_ldap_req *r)
 {
@@ -724,10 +745,13 @@ static int handle(lconn *c, gh_ldap_req *r)
             reply(c, r, 80, "cannot read the store");
         return 0;
     }
+    gh_jarena *arena = op_arena_begin(r->op);
     switch (r->op) {
     case GH_LDAP_SEARCH:
         access_of(c, txn, &a);
         rc = gh_ldap_search(c->sess, txn, r, &a, &out, &code);
+        op_arena_end(arena); /* before anything else runs on this loop */
+        arena = NULL;
         if (rc == 0) {
             conn_send(c, &out);
             count(c, r, code, r->search.base.bv_val);
@@ -738,6 +762,8 @@ static int handle(lconn *c, gh_ldap_req *r)
     case GH_LDAP_COMPARE:
         access_of(c, txn, &a);
         rc = gh_ldap_compare(c->sess, txn, r, &a, &out, &code);
+        op_arena_end(arena); /* before anything else runs on this loop */
+        arena = NULL;
         if (rc == 0) {
             conn_send(c, &out);
             count(c, r, code, r->compare.dn.bv_val);
@@ -766,6 +792,7 @@ static int handle(lconn *c, gh_ldap_req *r)
         reply(c, r, 2, "unsupported operation");
         break;
     }
+    op_arena_end(arena);
     gh_store_read_end(srv->reader);
     gh_ldap_out_free(&out);
     return taken;

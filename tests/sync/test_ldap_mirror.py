@@ -87,6 +87,26 @@ class LdapMirror(ghtest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("(53)", p.stdout + p.stderr)
 
+        # a group deleted upstream is a tombstone here: gone from LDAP, also
+        # for a compare that reads only the group's hot value (cn, member)
+        svc = ["-D", "uid=svc,ou=people," + GH_SUFFIX, "-w", "svc-secret-123"]
+        gdn = "cn=%s,ou=groups,%s" % (gen_ldif.group_name(1), GH_SUFFIX)
+        p = self.tool(path, "compare", *svc, gdn, "cn:" + gen_ldif.group_name(1))
+        self.assertEqual(p.returncode, 6, p.stdout + p.stderr)  # compareTrue
+        up.delete(gen_ldif.group_dn(1))
+        gone = ghtest.wait_until(lambda: self.tool(
+            path, "compare", *svc, gdn, "cn:" + gen_ldif.group_name(1)).returncode == 32,
+            ghtest.scaled(20), 0.2)
+        self.assertTrue(gone, "a tombstoned group still answered a compare")
+        p = self.tool(path, "compare", *svc, gdn, "member:" + dn)
+        self.assertEqual(p.returncode, 32, p.stdout + p.stderr)  # noSuchObject
+        # the record is kept (a tombstone within delete_grace), not deleted
+        self.assertOk(c.call("group.get", name=gen_ldif.group_name(1)))
+        p = self.tool(path, "compare", *svc, "cn=%s,ou=groups,%s" % (gen_ldif.group_name(2),
+                                                                     GH_SUFFIX),
+                      "cn:" + gen_ldif.group_name(2))
+        self.assertEqual(p.returncode, 6, p.stdout + p.stderr)
+
         # upstream down: the offline verifier kept by the successful bind
         # answers for that user; a user who never bound gets unavailable
         up.stop()

@@ -1961,6 +1961,63 @@ static void test_hot_value_v2(void **state)
     assert_string_equal(last_change(f).op, "schema.migrate");
 }
 
+/* A group's hot value carries its tombstone (version 2), so a reader can
+ * tell a live group without decoding its record; a version-1 value (no
+ * tombstone) answers -1: unknown, read the record. */
+static void group_hot_expect(fx *f, uint64_t id, const char *name, uint32_t gid, int64_t tomb)
+{
+    gh_txn *t = rd(f);
+    const char *n;
+    size_t len;
+    uint32_t g;
+    int64_t ts;
+    assert_int_equal(gh_store_group_hot_tomb(t, id, &g, &n, &len, &ts), 0);
+    assert_int_equal(len, strlen(name));
+    assert_memory_equal(n, name, len);
+    assert_int_equal(g, gid);
+    if (tomb > 0)
+        assert_true(ts > 0);
+    else
+        assert_int_equal(ts, tomb);
+    rd_end(f);
+}
+
+static void test_group_hot_tombstone(void **state)
+{
+    fx *f = *state;
+    gh_group g = mkgroup("ops");
+    struct upd up;
+
+    g.gid = 5100;
+    assert_int_equal(gh_store_write(f->s, w_group_add, &g, NULL, 0), 0);
+    group_hot_expect(f, g.id, "ops", 5100, 0);
+    memset(&up, 0, sizeof(up));
+    up.g = g;
+    up.g.tombstone = 1796300000;
+    up.mask = GH_GF_TOMBSTONE;
+    assert_int_equal(gh_store_write(f->s, w_group_update, &up, NULL, 0), 0);
+    group_hot_expect(f, g.id, "ops", 5100, 1);
+
+    /* a value written before the tombstone was kept: version 1 */
+    fx_close(f);
+    {
+        raw r;
+        uint8_t key8[8], val1[6 + 3];
+        MDB_val hk = {8, key8}, hv = {sizeof(val1), val1};
+        raw_open(f->dir, &r, "meta", 0);
+        MDB_dbi gh = raw_dbi(&r, "group_hot", 0);
+        val1[0] = 1; /* version 1 */
+        val1[1] = 3; /* name length */
+        be32(val1 + 2, 5100);
+        memcpy(val1 + 6, "ops", 3);
+        be64(key8, g.id);
+        assert_int_equal(mdb_put(r.txn, gh, &hk, &hv, 0), 0);
+        raw_close(&r);
+    }
+    fx_open(f);
+    group_hot_expect(f, g.id, "ops", 5100, -1);
+}
+
 static void test_hot_index(void **state)
 {
     fx *f = *state;
@@ -2423,6 +2480,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_names_nocase, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_names_nocase_exhaustive, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_hot_value_v2, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_group_hot_tombstone, setup_open, teardown),
     };
 
     gh_log_setup(GH_LOG_WARN, 0);
