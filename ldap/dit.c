@@ -671,21 +671,15 @@ static int subschema_values(int attr, gh_ldap_value_cb cb, void *arg)
 
 int gh__ldap_group_attr_hot(int attr)
 {
-    /* keep in step with the DL_GROUP case below: only what reads g->id,
-     * g->name or g->gid (description and the timestamps are the record's) */
+    /* keep in step with the DL_GROUP case below: everything but these reads
+     * only g->id, g->name or g->gid, or is not a group attribute at all */
     switch (attr) {
-    case LA_OBJECTCLASS:
-    case LA_STRUCTURALOC:
-    case LA_CN:
-    case LA_GIDNUMBER:
-    case LA_MEMBER:
-    case LA_MEMBERUID:
-    case LA_MEMBEROF:
-    case LA_ENTRYUUID:
-    case LA_ENTRYDN:
-        return 1;
-    default:
+    case LA_DESCRIPTION:
+    case LA_CREATETS:
+    case LA_MODIFYTS:
         return 0;
+    default:
+        return 1;
     }
 }
 

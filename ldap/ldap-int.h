@@ -211,7 +211,9 @@ int gh__ldap_entry_values(const gh_ldap *l, gh_txn *txn, const gh_ldap_entry *e,
  * can serve them. */
 int gh__ldap_user_attr_hot(int attr);
 /* Whether a group attribute needs only the group's id, name and gid (what
- * its hot value holds): a compare on it does not decode the record. */
+ * its hot value holds; attributes groups do not have need nothing): a
+ * compare on it, or a search whose filter and attributes are all such,
+ * does not decode group records. */
 int gh__ldap_group_attr_hot(int attr);
 int gh__ldap_uuid_parse(const char *v, int *kind, uint64_t *id);
 

@@ -98,6 +98,8 @@ typedef struct sctx {
     /* users: the filter (hot_filter) or the selected attributes (hot_attrs)
      * need only what a user's hot value holds */
     int hot_filter, hot_attrs;
+    /* groups: both need only a group's id, name and gid (its hot value) */
+    int group_hot;
     /* limits and counts */
     size_t returned, examined;
     uint64_t deadline;
@@ -703,6 +705,34 @@ static int filter_hot(const gh_ldap_filter *f)
     }
 }
 
+/* 1 when f reads nothing of a group but its id, name and gid. */
+static int filter_group_hot(const gh_ldap_filter *f)
+{
+    switch (f->type) {
+    case LF_AND:
+    case LF_OR:
+    case LF_NOT:
+        for (const gh_ldap_filter *ch = f->child; ch; ch = ch->next)
+            if (!filter_group_hot(ch))
+                return 0;
+        return 1;
+    case LF_UNDEFINED:
+        return 1;
+    default:
+        return dn_node(f) || gh__ldap_group_attr_hot(f->attr);
+    }
+}
+
+static int attrs_group_hot(const sctx *c)
+{
+    if (c->all_user || c->all_oper)
+        return 0;
+    for (int i = 0; i < LA_COUNT; i++)
+        if (c->want[i] && !gh__ldap_group_attr_hot(i))
+            return 0;
+    return 1;
+}
+
 static int attrs_hot(const sctx *c)
 {
     if (c->all_user || c->all_oper)
@@ -862,6 +892,27 @@ static int scan_group_cb(const gh_group *g, void *arg)
     return consider(c, e, 2, g->name);
 }
 
+/* A group by id from its hot value (id, name, gid, tombstone; the rest
+ * zero), or from its record when the value predates the tombstone. */
+static int group_from_hot(gh_txn *txn, uint64_t id, gh_group *g)
+{
+    const char *name;
+    size_t len;
+    int64_t tombstone;
+    int rc = gh_store_group_hot_tomb(txn, id, &g->gid, &name, &len, &tombstone);
+    if (rc != 0)
+        return rc;
+    if (tombstone < 0)
+        return gh_store_group_get_by_id(txn, id, g);
+    if (len > GH_NAME_MAX)
+        return GH_EINTERNAL;
+    g->id = id;
+    g->tombstone = tombstone;
+    memcpy(g->name, name, len);
+    g->name[len] = '\0';
+    return 0;
+}
+
 typedef struct named {
     const char *name; /* inside rec */
     void *rec;        /* gh_user or gh_group; a partial gh_ldap_entry when hot */
@@ -903,13 +954,18 @@ static int walk_list(sctx *c, int kind, idset *ids)
             v[n++].name = pe->u.name;
             continue;
         }
-        void *rec = malloc(kind == K_USER ? sizeof(gh_user) : sizeof(gh_group));
+        void *rec = kind == K_USER ? malloc(sizeof(gh_user)) : calloc(1, sizeof(gh_group));
         if (rec == NULL) {
             rc = GH_ENOMEM;
             goto done;
         }
-        int grc = kind == K_USER ? gh_store_user_get_by_id(c->txn, ids->v[i], rec)
-                                 : gh_store_group_get_by_id(c->txn, ids->v[i], rec);
+        int grc;
+        if (kind == K_GROUP && c->group_hot)
+            grc = group_from_hot(c->txn, ids->v[i], rec);
+        else if (kind == K_USER)
+            grc = gh_store_user_get_by_id(c->txn, ids->v[i], rec);
+        else
+            grc = gh_store_group_get_by_id(c->txn, ids->v[i], rec);
         if (grc != 0 ||
             (kind == K_USER ? ((gh_user *)rec)->tombstone : ((gh_group *)rec)->tombstone)) {
             free(rec);
@@ -1128,6 +1184,7 @@ int gh_ldap_search(gh_ldap_session *s, gh_txn *txn, const gh_ldap_req *r, const 
     select_attrs(c);
     c->hot_attrs = attrs_hot(c);
     c->hot_filter = filter_hot(r->search.filter);
+    c->group_hot = attrs_group_hot(c) && filter_group_hot(r->search.filter);
 
     const gh_ldap_ctrl *pc = gh_ldap_req_ctrl(r, GH_LDAP_OID_PAGED);
     if (pc && (c->code = paged_setup(c, pc)) != 0)

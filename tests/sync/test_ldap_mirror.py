@@ -102,6 +102,13 @@ class LdapMirror(ghtest.TestCase):
         self.assertEqual(p.returncode, 32, p.stdout + p.stderr)  # noSuchObject
         # the record is kept (a tombstone within delete_grace), not deleted
         self.assertOk(c.call("group.get", name=gen_ldif.group_name(1)))
+        # a search that needs only groups' hot values (an indexed filter, cn)
+        # does not return it either; a live group it does
+        for j, want in ((1, 0), (2, 1)):
+            p = self.tool(path, "search", "-LLL", *svc, "-b", "ou=groups," + GH_SUFFIX,
+                          "(cn=%s)" % gen_ldif.group_name(j), "cn")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stdout.count("dn: "), want, p.stdout)
         p = self.tool(path, "compare", *svc, "cn=%s,ou=groups,%s" % (gen_ldif.group_name(2),
                                                                      GH_SUFFIX),
                       "cn:" + gen_ldif.group_name(2))
