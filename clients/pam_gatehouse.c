@@ -187,21 +187,17 @@ static int map_error(pam_handle_t *pamh, json_t *resp, int creds_rc)
     return PAM_AUTHINFO_UNAVAIL;
 }
 
-/* Checks user's password with "auth" (the token is dropped at once). */
+/* Checks user's password with "auth", asking for no token ("token": false):
+ * no session is made, so nothing is written (a rehash aside) and nothing
+ * needs a logout. */
 static int verify(pam_handle_t *pamh, const opts *o, const char *user, const char *password)
 {
     json_t *resp;
-    json_t *req = json_pack("{s:s, s:s, s:s, s:o}", "op", "auth", "user", user, "password",
-                            password, "client", client_json(pamh));
+    json_t *req = json_pack("{s:s, s:s, s:s, s:o, s:b}", "op", "auth", "user", user, "password",
+                            password, "client", client_json(pamh), "token", 0);
     int rc = call(o, req, &resp);
     json_decref(req);
     if (rc == GH_OS_OK) {
-        json_t *lo =
-            json_pack("{s:s, s:O}", "op", "logout", "token", json_object_get(resp, "token"));
-        json_t *lresp;
-        call(o, lo, &lresp); /* best effort: the token also expires */
-        json_decref(lo);
-        json_decref(lresp);
         json_decref(resp);
         return PAM_SUCCESS;
     }

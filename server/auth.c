@@ -592,6 +592,7 @@ typedef struct auth_job {
     int upstream_ok; /* the upstream accepted the bind */
     int verify_ok;
     int new_verifier; /* u.verifier must be rewritten (rehash or offline copy) */
+    int no_token;     /* "token": false: the password is checked, no session made */
     char verifier[crypto_pwhash_STRBYTES];
     char rehash[crypto_pwhash_STRBYTES];
     /* the write */
@@ -636,7 +637,7 @@ done:
 static int auth_apply(gh_txn *txn, void *arg)
 {
     const auth_job *j = arg;
-    int rc = gh_store_token_put(txn, &j->tok);
+    int rc = j->no_token ? 0 : gh_store_token_put(txn, &j->tok);
     if (rc == 0 && j->new_verifier)
         rc = gh__auth_rehash_apply(txn, j->u.id, j->u.verifier, j->rehash);
     return rc;
@@ -645,8 +646,10 @@ static int auth_apply(gh_txn *txn, void *arg)
 static int auth_reply(void *arg, json_t *resp)
 {
     auth_job *j = arg;
-    j->p->secret = 1; /* the reply line carries the token */
     json_object_set_new(resp, "user", json_string(j->u.name));
+    if (j->no_token)
+        return 0;
+    j->p->secret = 1; /* the reply line carries the token */
     json_object_set_new(resp, "token", json_string(j->token));
     json_object_set_new(resp, "expires_at", json_integer(j->tok.expires));
     return 0;
@@ -669,6 +672,15 @@ static void auth_succeeded(auth_job *j)
         return;
     }
     GH_STAT_SHARED_ADD(srv->auth_ok, 1);
+    if (j->no_token && !j->new_verifier) {
+        /* nothing to write: the answer is the check itself (a PAM login) */
+        json_t *resp = json_object();
+        json_object_set_new(resp, "user", json_string(j->u.name));
+        gh__pending_finish(j->p, 0, NULL, resp);
+        json_decref(resp);
+        auth_job_free(j);
+        return;
+    }
     randombytes_buf(raw, sizeof(raw));
     sodium_bin2base64(j->token, sizeof(j->token), raw, sizeof(raw),
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -841,6 +853,10 @@ int gh__op_auth(gh_opctx *c)
     rc = gh_arg_str(c, "client", 0, GH_CLIENT_MAX, &client);
     if (rc != 0 && rc != GH_ENOTFOUND)
         return rc;
+    int want_token = 1;
+    rc = gh_arg_bool(c, "token", 0, &want_token);
+    if (rc != 0 && rc != GH_ENOTFOUND)
+        return rc;
     if (__atomic_load_n(&srv->argon2_inflight, __ATOMIC_RELAXED) >= srv->cfg->argon2_queue_max) {
         GH_STAT_SHARED_ADD(srv->auth_limited, 1);
         return gh_op_fail(c, GH_ERATE, "too many authentications in progress; retry later");
@@ -849,6 +865,7 @@ int gh__op_auth(gh_opctx *c)
     if (j == NULL)
         return gh_op_fail(c, GH_ENOMEM, "out of memory");
     j->srv = srv;
+    j->no_token = !want_token;
     j->lp = gh__loop_self();
     GH_ASSERT(j->lp != NULL); /* runs on the loop of the request it answers */
     j->ttl = ttl;

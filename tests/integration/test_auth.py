@@ -75,6 +75,33 @@ class Auth(ghtest.TestCase):
             self.assertEqual(self.assertOk(other.call("whoami", token=r["token"]))["user"],
                              "alice")
 
+    def test_auth_without_a_token(self):
+        # "token": false checks the password and makes no session (what
+        # pam_gatehouse asks): no token in the reply, none stored; the answers
+        # for wrong passwords and locked users are auth's
+        self.server()
+        self.add_user("alice", "alice-password")
+        r = self.assertOk(self.c.call("auth", user="alice", password="alice-password",
+                                      token=False))
+        self.assertEqual(r["user"], "alice")
+        self.assertNotIn("token", r)
+        self.assertNotIn("expires_at", r)
+        self.assertEqual(self.assertOk(self.c.call("session.list", user="alice"))["sessions"],
+                         [])
+        self.assertError(self.c.call("auth", user="alice", password="wrong", token=False),
+                         "invalid_credentials")
+        self.assertError(self.c.call("auth", user="alice", password="x", token="no"),
+                         "invalid_argument")
+        self.assertOk(self.c.call("user.set", name="alice", state="locked"))
+        self.assertError(self.c.call("auth", user="alice", password="alice-password",
+                                     token=False), "account_locked")
+        self.assertOk(self.c.call("user.set", name="alice", state="active"))
+        # the default still makes a session
+        tok = self.assertOk(self.c.call("auth", user="alice", password="alice-password"))["token"]
+        self.assertOk(self.c.call("whoami", token=tok))
+        self.assertEqual(len(self.assertOk(self.c.call("session.list",
+                                                       user="alice"))["sessions"]), 1)
+
     def test_whoami_admin_flag(self):
         srv = self.start_server(config=RELAXED, start=False)
         ghtest.init_admin(srv, "boss", "boss-password")
