@@ -686,59 +686,37 @@ static int send_entry(sctx *c, const gh_ldap_entry *e)
     return gh__ldap_out_ber(c->out, ber);
 }
 
-/* 1 when f can be evaluated on a partial user entry (id, name, uid): the
- * DN-valued member/memberOf tests use the id only. */
-static int filter_hot(const gh_ldap_filter *f)
+/* Which attributes an entry's hot value answers: gh__ldap_user_attr_hot
+ * for users, gh__ldap_group_attr_hot for groups. */
+typedef int (*attr_hot_fn)(int attr);
+
+/* 1 when f can be evaluated on an entry read from its hot value: every
+ * attribute it tests is hot (the DN-valued member/memberOf tests use the
+ * id only). */
+static int filter_hot(const gh_ldap_filter *f, attr_hot_fn hot)
 {
     switch (f->type) {
     case LF_AND:
     case LF_OR:
     case LF_NOT:
         for (const gh_ldap_filter *ch = f->child; ch; ch = ch->next)
-            if (!filter_hot(ch))
+            if (!filter_hot(ch, hot))
                 return 0;
         return 1;
     case LF_UNDEFINED:
         return 1;
     default:
-        return dn_node(f) || gh__ldap_user_attr_hot(f->attr);
+        return dn_node(f) || hot(f->attr);
     }
 }
 
-/* 1 when f reads nothing of a group but its id, name and gid. */
-static int filter_group_hot(const gh_ldap_filter *f)
-{
-    switch (f->type) {
-    case LF_AND:
-    case LF_OR:
-    case LF_NOT:
-        for (const gh_ldap_filter *ch = f->child; ch; ch = ch->next)
-            if (!filter_group_hot(ch))
-                return 0;
-        return 1;
-    case LF_UNDEFINED:
-        return 1;
-    default:
-        return dn_node(f) || gh__ldap_group_attr_hot(f->attr);
-    }
-}
-
-static int attrs_group_hot(const sctx *c)
+/* 1 when every attribute the search returns is hot. */
+static int attrs_hot(const sctx *c, attr_hot_fn hot)
 {
     if (c->all_user || c->all_oper)
         return 0;
     for (int i = 0; i < LA_COUNT; i++)
-        if (c->want[i] && !gh__ldap_group_attr_hot(i))
-            return 0;
-    return 1;
-}
-
-static int attrs_hot(const sctx *c)
-{
-    if (c->all_user || c->all_oper)
-        return 0;
-    for (int i = 0; i < LA_COUNT; i++)
-        if (c->want[i] && !gh__ldap_user_attr_hot(i))
+        if (c->want[i] && !hot(i))
             return 0;
     return 1;
 }
@@ -1182,9 +1160,10 @@ int gh_ldap_search(gh_ldap_session *s, gh_txn *txn, const gh_ldap_req *r, const 
     if (r->search.timelimit)
         c->deadline = now_ms() + (uint64_t)r->search.timelimit * 1000;
     select_attrs(c);
-    c->hot_attrs = attrs_hot(c);
-    c->hot_filter = filter_hot(r->search.filter);
-    c->group_hot = attrs_group_hot(c) && filter_group_hot(r->search.filter);
+    c->hot_attrs = attrs_hot(c, gh__ldap_user_attr_hot);
+    c->hot_filter = filter_hot(r->search.filter, gh__ldap_user_attr_hot);
+    c->group_hot = attrs_hot(c, gh__ldap_group_attr_hot) &&
+                   filter_hot(r->search.filter, gh__ldap_group_attr_hot);
 
     const gh_ldap_ctrl *pc = gh_ldap_req_ctrl(r, GH_LDAP_OID_PAGED);
     if (pc && (c->code = paged_setup(c, pc)) != 0)
@@ -1311,11 +1290,14 @@ int gh_ldap_compare(gh_ldap_session *s, gh_txn *txn, const gh_ldap_req *r, const
     f.attr = gh__ldap_attr_id(r->compare.attr.bv_val, r->compare.attr.bv_len);
     /* a group compared on what its hot value holds (member, cn, gidNumber,
      * ...) is not decoded; anything else reads its record */
-    int hot = where == DL_GROUP && gh__ldap_group_attr_hot(f.attr);
-    if (where == DL_OUTSIDE || where == DL_NOSUCH || where == DL_NOSUCH_UNDER ||
-        (hot ? (e->kind = DL_GROUP, find_group_hot(c->txn, name, &e->g))
-             : load_base(c, where, name, e)) != 0 ||
-        !visible(c, e)) {
+    int found = 0;
+    if (where == DL_GROUP && gh__ldap_group_attr_hot(f.attr)) {
+        e->kind = DL_GROUP;
+        found = find_group_hot(c->txn, name, &e->g) == 0;
+    } else if (where != DL_OUTSIDE && where != DL_NOSUCH && where != DL_NOSUCH_UNDER) {
+        found = load_base(c, where, name, e) == 0;
+    }
+    if (!found || !visible(c, e)) {
         res = LR_NO_SUCH_OBJECT;
         goto reply;
     }

@@ -48,8 +48,9 @@ typedef struct pwjob {
     size_t revoked;
 } pwjob;
 
-static void job_free(pwjob *j)
+static void job_free(void *arg) /* also gh_op_write's free_arg */
 {
+    pwjob *j = arg;
     gh__lockout_settle(j->srv, &j->adm, j->success);
     if (j->old_pw)
         sodium_free(j->old_pw);
@@ -118,11 +119,6 @@ static int change_reply(void *arg, json_t *resp)
     return 0;
 }
 
-static void job_release(void *arg)
-{
-    job_free(arg);
-}
-
 /* ---- step 3: the new verifier ---- */
 
 static void new_hashed(void *arg, int rc, const char *verifier)
@@ -134,7 +130,7 @@ static void new_hashed(void *arg, int rc, const char *verifier)
     }
     snprintf(j->new_verifier, sizeof(j->new_verifier), "%s", verifier);
     /* the one deferred-write path: answers p and frees j in every case */
-    gh_op_write(j->p, j->actor, change_apply, change_reply, job_release, j);
+    gh_op_write(j->p, j->actor, change_apply, change_reply, job_free, j);
 }
 
 /* ---- step 2: verify the old password on the pool ---- */

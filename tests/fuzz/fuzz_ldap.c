@@ -10,8 +10,10 @@
  *
  * Invariants: no crash, no leak, a decode either yields a request or a
  * GH_E* code, consumed bytes never exceed what was given, no reply ever
- * carries a password verifier ("$argon2"), and a search base normalises the
- * same through the plain-DN short cut as through liblber's DN parser.
+ * carries a password verifier ("$argon2"), no reply ever names the
+ * tombstoned group (a compare or search that reads groups from their hot
+ * values must see the tombstone), and a search base normalises the same
+ * through the plain-DN short cut as through liblber's DN parser.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +56,19 @@ static int add_group(gh_txn *t, void *arg)
     memset(&g, 0, sizeof(g));
     snprintf(g.name, sizeof(g.name), "%s", (const char *)arg);
     return gh_store_group_add(t, &g);
+}
+
+/* A group deleted upstream and kept as a tombstone: never visible. */
+#define TOMBSTONED "gone-xq7"
+
+static int tombstone_group(gh_txn *t, void *arg)
+{
+    gh_group g;
+    int rc = gh_store_group_get(t, (const char *)arg, &g);
+    if (rc != 0)
+        return rc;
+    g.tombstone = 1796300000;
+    return gh_store_group_update(t, &g, GH_GF_TOMBSTONE);
 }
 
 static int link_members(gh_txn *t, void *arg)
@@ -105,12 +120,14 @@ static void setup(void)
     for (size_t i = 0; i < sizeof(users) / sizeof(users[0]); i++)
         if (gh_store_write(store, add_user, (void *)users[i], err, sizeof(err)) != 0)
             fail("cannot add a user");
-    const char *groups[] = {"git", "eng", "staff"};
+    const char *groups[] = {"git", "eng", "staff", TOMBSTONED};
     for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
         if (gh_store_write(store, add_group, (void *)groups[i], err, sizeof(err)) != 0)
             fail("cannot add a group");
     if (gh_store_write(store, link_members, NULL, err, sizeof(err)) != 0)
         fail("cannot add members");
+    if (gh_store_write(store, tombstone_group, (void *)TOMBSTONED, err, sizeof(err)) != 0)
+        fail("cannot tombstone a group");
     gh_ldap_opts lo = {.max_message = 8192, .max_scan = 1000};
     if (gh_ldap_new(&core, &lo) != 0)
         fail("gh_ldap_new");
@@ -121,6 +138,9 @@ static void check_out(const gh_ldap_out *out)
 {
     if (out->len >= 7 && memmem(out->buf, out->len, "$argon2", 7) != NULL)
         fail("a verifier was sent");
+    if (out->len >= strlen(TOMBSTONED) &&
+        memmem(out->buf, out->len, TOMBSTONED, strlen(TOMBSTONED)) != NULL)
+        fail("a tombstoned group was sent");
 }
 
 static void check_dn(const struct berval *dn)
@@ -149,8 +169,11 @@ static void answer(gh_ldap_session *s, gh_ldap_req *r)
                 fail("read_begin");
             if (r->op == GH_LDAP_SEARCH)
                 gh_ldap_search(s, txn, r, &views[v], &out, &code);
-            else
-                gh_ldap_compare(s, txn, r, &views[v], &out, &code);
+            else if (gh_ldap_compare(s, txn, r, &views[v], &out, &code) == 0 &&
+                     (code == 5 || code == 6) && r->compare.dn.bv_len > 0 &&
+                     memmem(r->compare.dn.bv_val, r->compare.dn.bv_len, TOMBSTONED,
+                            strlen(TOMBSTONED)) != NULL)
+                fail("a compare found the tombstoned group"); /* compareFalse/True */
             gh_store_read_end(reader);
         }
     } else if (r->op == GH_LDAP_EXTENDED) {

@@ -123,7 +123,7 @@ __all__ = [
     "ConnectionClosed", "as_uid", "setpriv_prefix", "foreign_program", "init_admin", "run_cli",
     "main",
     "gatehoused_path", "cli_path", "is_root", "NOBODY", "SCALE", "SANITIZED", "scaled",
-    "wait_until", "project_version",
+    "wait_until", "project_version", "free_port",
 ]
 
 NOBODY = 65534
@@ -192,6 +192,15 @@ except (KeyError, ValueError):
 def scaled(seconds):
     """A timeout or timing bound, stretched for slow (sanitizer) builds."""
     return seconds * SCALE
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def wait_until(pred, timeout, interval=0.05):

@@ -27,14 +27,6 @@ UTILS = shutil.which("ldapsearch") is not None
 NUSERS = 36  # users in LdapUtils' fixture
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def make_ca(d):
     """A test CA and a server certificate for 127.0.0.1 and localhost."""
     def run(*args):
@@ -63,8 +55,8 @@ class LdapUtils(ghtest.TestCase):
     def setUpClass(cls):
         cls.tls = tempfile.mkdtemp(prefix="gh-ldap-tls-")
         make_ca(cls.tls)
-        cls.port = free_port()
-        cls.sport = free_port()
+        cls.port = ghtest.free_port()
+        cls.sport = ghtest.free_port()
         base = tempfile.mkdtemp(prefix="gh-ldap-")
         cls.base = base
         cls.ldapi = os.path.join(base, "ldapi")
@@ -751,7 +743,7 @@ class LdapConfig(ghtest.TestCase):
         make_ca(other)
         client_cert(d, "good")
         client_cert(other, "stranger")
-        port = free_port()
+        port = ghtest.free_port()
         srv = self.start_server(config={
             "ldap_listen": "ldaps://127.0.0.1:%d" % port,
             "tls_cert_file": os.path.join(d, "server.pem"),
@@ -776,7 +768,7 @@ class LdapConfig(ghtest.TestCase):
         self.assertEqual(whoami().returncode, 0)  # and the server still serves
 
     def test_non_loopback_allowed(self):
-        port = free_port()
+        port = ghtest.free_port()
         self.start_server(config={"ldap_listen": "ldap://0.0.0.0:%d" % port,
                                   "ldap_allow_non_loopback": "yes"})
         p = subprocess.run(["ldapwhoami", "-x", "-H", "ldap://127.0.0.1:%d" % port],
@@ -785,7 +777,7 @@ class LdapConfig(ghtest.TestCase):
         self.assertEqual((p.returncode, p.stdout.strip()), (0, "anonymous"), p.stderr)
 
     def test_refused_at_start(self):
-        port = free_port()
+        port = ghtest.free_port()
         for cfg, words in (
                 ({"ldap_listen": "ldap://0.0.0.0:%d" % port}, "ldap_allow_non_loopback"),
                 ({"ldap_listen": "ldaps://127.0.0.1:%d" % port}, "tls_cert_file"),

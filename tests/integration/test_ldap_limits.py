@@ -24,14 +24,6 @@ UTILS = shutil.which("ldapsearch") is not None
 NOTICE_OID = b"1.3.6.1.4.1.1466.20036"
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def ber_len(n):
     if n < 0x80:
         return bytes([n])
@@ -85,8 +77,8 @@ class LockoutShared(ghtest.TestCase):
     THRESHOLD = 3
 
     def setUp(self):
-        self.port = free_port()
-        self.tport = free_port()
+        self.port = ghtest.free_port()
+        self.tport = ghtest.free_port()
         self.srv = self.start_server(config={
             "ldap_listen": "ldapi:// ldap://127.0.0.1:%d" % self.port,
             "tcp_listen": "127.0.0.1:%d" % self.tport,
@@ -171,7 +163,7 @@ class ConnectionLimits(ghtest.TestCase):
     max_connections_per_peer with the JSON ones (one pool, one peer key)."""
 
     def test_per_peer_shared_with_json_tcp(self):
-        port, tport = free_port(), free_port()
+        port, tport = ghtest.free_port(), ghtest.free_port()
         srv = self.start_server(config={
             "ldap_listen": "ldap://127.0.0.1:%d" % port,
             "tcp_listen": "127.0.0.1:%d" % tport,
@@ -223,7 +215,7 @@ class ConnectionLimits(ghtest.TestCase):
         self.assertOk(srv.call("ping"))
 
     def test_max_connections_shared(self):
-        port = free_port()
+        port = ghtest.free_port()
         srv = self.start_server(config={"ldap_listen": "ldap://127.0.0.1:%d" % port,
                                         "max_connections": "3",
                                         "max_connections_per_peer": "0"})

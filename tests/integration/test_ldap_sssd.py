@@ -18,7 +18,7 @@ import tempfile
 import unittest
 
 import ghtest
-from test_ldap import free_port, make_ca
+from test_ldap import make_ca
 
 NEEDED = ("/usr/sbin/sssd", "/usr/bin/pamtester", "/usr/bin/unshare")
 LIBS = ("/lib/x86_64-linux-gnu/libnss_sss.so.2", "/usr/lib/x86_64-linux-gnu/libnss_sss.so.2")
@@ -82,7 +82,7 @@ class Sssd(ghtest.TestCase):
         tmp = tempfile.mkdtemp(prefix="gh-sssd-")
         self.addCleanup(shutil.rmtree, tmp, True)
         make_ca(tmp)
-        port = free_port()
+        port = ghtest.free_port()
         srv = self.start_server(config={
             "ldap_listen": "ldaps://127.0.0.1:%d" % port,
             "tls_cert_file": os.path.join(tmp, "server.pem"),

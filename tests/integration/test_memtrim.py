@@ -103,7 +103,10 @@ class MemTrim(ghtest.TestCase):
         self.assertGreater(os.path.getsize(data), 6 << 20)
         self.read_everything(c)
         # reads stopped: the next tick (each second) trims what they mapped
-        self.assertTrue(ghtest.wait_until(lambda: mapped_kib(srv.pid, data) <= 1024 + 256,
+        # (slack for pages touched again between a tick and the sample, e.g.
+        # by another loop's reader or the writer's housekeeping: untrimmed,
+        # the file's 6+ MiB stay mapped)
+        self.assertTrue(ghtest.wait_until(lambda: mapped_kib(srv.pid, data) <= 1024 + 512,
                                           ghtest.scaled(5)),
                         "data.mdb still has %d KiB mapped" % mapped_kib(srv.pid, data))
 

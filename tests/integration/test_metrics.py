@@ -13,7 +13,6 @@ writes (the HTTP thread never touches the loop's state)."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -30,14 +29,6 @@ import slapd  # noqa: E402
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 SAMPLE = re.compile(r"^(%s)(\{(.*)\})? (\S+)$" % NAME)
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def parse(text, test):
@@ -123,7 +114,7 @@ class Metrics(ghtest.TestCase):
         return True
 
     def start_metrics(self, **extra):
-        port = free_port()
+        port = ghtest.free_port()
         cfg = {"metrics_listen": "127.0.0.1:%d" % port}
         cfg.update(extra)
         return self.start_server(config=cfg), port
@@ -186,7 +177,7 @@ class Metrics(ghtest.TestCase):
     def test_argon2_queue_depth_under_a_storm(self):
         """The queue gauge follows the jobs: above 0 while a storm of auth
         requests waits for the two hashing threads, back to 0 after."""
-        port = free_port()
+        port = ghtest.free_port()
         srv = self.start_server(config={
             "metrics_listen": "127.0.0.1:%d" % port, "argon2_opslimit": 1,
             "argon2_memlimit": "16M", "threadpool_size": 2, "peer_failure_threshold": 1000000},
@@ -340,7 +331,7 @@ class Metrics(ghtest.TestCase):
         srv = self.start_server()
         self.assertNotIn("metrics on", srv.stderr_text())
         srv.stop()
-        port = free_port()
+        port = ghtest.free_port()
         bad = self.start_server(config={"metrics_listen": "0.0.0.0:%d" % port}, start=False,
                                 check_exit=False)
         with self.assertRaises(ghtest.ServerError) as e:
@@ -353,13 +344,13 @@ class Metrics(ghtest.TestCase):
                 bad.start()
             self.assertIn("metrics_listen", str(e.exception))
         # allowed when told so (bound to every address, scraped on loopback)
-        srv, port = self.start_metrics(metrics_listen="0.0.0.0:%d" % free_port(),
+        srv, port = self.start_metrics(metrics_listen="0.0.0.0:%d" % ghtest.free_port(),
                                        metrics_allow_non_loopback="yes")
         self.assertIn("metrics on http://0.0.0.0:", srv.stderr_text())
 
     @unittest.skipUnless(shutil.which("curl"), "curl not installed")
     def test_upstreams(self):
-        port = free_port()
+        port = ghtest.free_port()
         sections = {"server": {"metrics_listen": "127.0.0.1:%d" % port},
                     "upstream:gone": {"uri": "ldap://127.0.0.1:1", "base_dn": slapd.SUFFIX,
                                       "mode": "search-poll", "interval": 1, "timeout": 1}}

@@ -12,14 +12,6 @@ import time
 import ghtest
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class TcpClient:
     """Line-delimited JSON over TCP (the UNIX-socket Client's subset)."""
 
@@ -112,7 +104,7 @@ class Server(ghtest.TestCase):
     # ---- TCP ----
 
     def test_tcp_listener_non_admin_without_token(self):
-        port = free_port()
+        port = ghtest.free_port()
         srv = self.start_server(config={"tcp_listen": "127.0.0.1:%d" % port})
         admin = self.client(srv)
         self.assertOk(admin.call("user.add", name="root2", password="root2-password"))
@@ -137,7 +129,7 @@ class Server(ghtest.TestCase):
                       [(e["actor"], e["op"], e["target"]) for e in entries])
 
     def test_tcp_non_loopback_refused(self):
-        srv = self.start_server(config={"tcp_listen": "0.0.0.0:%d" % free_port()}, start=False,
+        srv = self.start_server(config={"tcp_listen": "0.0.0.0:%d" % ghtest.free_port()}, start=False,
                                 check_exit=False)
         srv.start(wait=False)
         code = srv.proc.wait(timeout=ghtest.scaled(20))

@@ -17,7 +17,7 @@ import tempfile
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ghtest  # noqa: E402
-from test_ldap import free_port, make_ca  # noqa: E402
+from test_ldap import make_ca  # noqa: E402
 
 PW = "correct horse battery"
 
@@ -34,7 +34,7 @@ class TcpTls(ghtest.TestCase):
         shutil.rmtree(cls.pki, ignore_errors=True)
 
     def server(self):
-        port = free_port()
+        port = ghtest.free_port()
         srv = self.start_server(config={
             "tcp_listen": "127.0.0.1:%d" % port, "tcp_tls": "yes",
             "tls_cert_file": os.path.join(self.pki, "server.pem"),
@@ -108,7 +108,7 @@ class TcpTls(ghtest.TestCase):
             ctx.wrap_socket(raw, server_hostname="127.0.0.1")
 
     def test_tls_needs_a_certificate(self):
-        srv = self.start_server(config={"tcp_listen": "127.0.0.1:%d" % free_port(),
+        srv = self.start_server(config={"tcp_listen": "127.0.0.1:%d" % ghtest.free_port(),
                                         "tcp_tls": "yes"}, start=False, check_exit=False)
         srv.start(wait=False)
         code = srv.proc.wait(timeout=ghtest.scaled(20))
